@@ -1,0 +1,423 @@
+using System.Runtime.CompilerServices;
+using Rings.Chains;
+using Rings.Memory;
+
+namespace Rings.Split;
+
+/// <summary>
+/// The device (host) side of a split virtqueue (virtio 1.2 section 2.7). All ring memory is
+/// treated as written by an enemy: every index is range-checked, every descriptor field is read
+/// once, every buffer is translated through the memory table, and a violation marks the queue
+/// broken with a reason instead of throwing.
+/// </summary>
+public sealed unsafe class SplitDeviceRing : IDeviceRing
+{
+    private readonly GuestMemory _memory;
+    private readonly byte* _desc;
+    private readonly byte* _avail;
+    private readonly byte* _used;
+    private readonly ushort _size;
+    private readonly ushort _mask;
+    private readonly bool _eventIndex;
+    private readonly bool _indirectAllowed;
+    private readonly ChainSegment[] _segments;
+    private readonly uint[] _visited;   // loop detection: stamp per descriptor, no clearing per pop
+    private uint _stamp;
+
+    private ushort _lastAvail;        // next avail slot to read
+    private ushort _cachedAvailIndex; // avail.idx as last read: one read of the driver's line per burst
+    private ushort _usedIndex;        // next used slot to write
+    private ushort _publishedUsed;    // used.idx as last published
+    private ushort _lastCallUsed;     // used.idx at the last call decision (EVENT_IDX "old")
+    private bool _kicksDisabled;
+
+    /// <summary>Creates the device side over a ring the driver laid out in <paramref name="memory"/>.</summary>
+    /// <param name="memory">The memory table: ring parts and every buffer address are translated through it.</param>
+    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public SplitDeviceRing(GuestMemory memory, SplitRingAddresses addresses, int size, RingFeatures features)
+        : this(memory, memory, addresses, size, features)
+    {
+    }
+
+    /// <summary>
+    /// Creates the device side when ring addresses and buffer addresses are translated differently
+    /// (vhost-user gives ring addresses in the frontend's virtual addresses, buffers in guest-physical ones).
+    /// </summary>
+    /// <param name="ringMemory">Table that translates the ring part addresses.</param>
+    /// <param name="bufferMemory">Table that translates descriptor addresses.</param>
+    /// <param name="addresses">Addresses of the ring parts, in <paramref name="ringMemory"/>'s space.</param>
+    /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public SplitDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, SplitRingAddresses addresses, int size, RingFeatures features)
+    {
+        ArgumentNullException.ThrowIfNull(bufferMemory);
+        var layout = new SplitLayout(size);
+        _memory = bufferMemory;
+        _desc = (byte*)RingPart.Translate(ringMemory, addresses.DescriptorTable, (ulong)layout.DescriptorTableBytes, 16, "descriptor table");
+        _avail = (byte*)RingPart.Translate(ringMemory, addresses.AvailRing, (ulong)layout.AvailBytes, 2, "avail ring");
+        _used = (byte*)RingPart.Translate(ringMemory, addresses.UsedRing, (ulong)layout.UsedBytes, 4, "used ring");
+        _size = (ushort)size;
+        _mask = (ushort)(size - 1);
+        Features = features;
+        _eventIndex = (features & RingFeatures.EventIndex) != 0;
+        _indirectAllowed = (features & RingFeatures.IndirectDescriptors) != 0;
+        _segments = new ChainSegment[size];
+        _visited = new uint[size];
+        Counters = new QueueCounters();
+        Restore(new RingPosition(0));
+    }
+
+    /// <summary>The negotiated ring features.</summary>
+    public RingFeatures Features { get; }
+
+    /// <inheritdoc/>
+    public int Size => _size;
+
+    /// <inheritdoc/>
+    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public QueueCounters Counters { get; }
+
+    /// <inheritdoc/>
+    public RingPosition Position => new(_lastAvail);
+
+    private ref ushort AvailFlags => ref *(ushort*)_avail;
+
+    private ref ushort AvailIdx => ref *(ushort*)(_avail + 2);
+
+    private ref ushort UsedEvent => ref *(ushort*)(_avail + 4 + (2 * _size));
+
+    private ref ushort UsedFlags => ref *(ushort*)_used;
+
+    private ref ushort UsedIdx => ref *(ushort*)(_used + 2);
+
+    private ref ushort AvailEvent => ref *(ushort*)(_used + 4 + (8 * _size));
+
+    /// <inheritdoc/>
+    public bool TryPop(out DescriptorChain chain)
+    {
+        chain = default;
+        if (_lastAvail == _cachedAvailIndex)
+        {
+            if (IsBroken)
+            {
+                return false;
+            }
+
+            // Acquire: avail.ring entries and descriptors are read only after this index.
+            var index = Volatile.Read(ref AvailIdx);
+            if (index == _lastAvail)
+            {
+                return false;
+            }
+
+            // 2.7.13: the driver can never be more than a ring ahead of the device.
+            if ((ushort)(index - _lastAvail) > _size)
+            {
+                return Break(BrokenReason.AvailIndexTooFarAhead);
+            }
+
+            _cachedAvailIndex = index;
+        }
+
+        var head = *(ushort*)(_avail + 4 + ((_lastAvail & _mask) * 2));
+        if (head >= _size)
+        {
+            return Break(BrokenReason.HeadOutOfRange);
+        }
+
+        var reason = Walk(head, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        _lastAvail++;
+        Counters.Packets++;
+        Counters.Bytes += (long)readBytes;
+        chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(head, descriptors));
+        return true;
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(ChainToken token, uint written)
+    {
+        // Plain stores: published by the release store of used.idx in PublishUsed.
+        var element = _used + 4 + ((_usedIndex & _mask) * 8);
+        *(uint*)element = token.Id;
+        *(uint*)(element + 4) = written;
+        _usedIndex++;
+        Counters.Bytes += written;
+    }
+
+    /// <inheritdoc/>
+    public void PublishUsed()
+    {
+        var pending = (ushort)(_usedIndex - _publishedUsed);
+        if (pending == 0)
+        {
+            return;
+        }
+
+        // Release: used elements become visible no later than the index that covers them (2.7.8).
+        Volatile.Write(ref UsedIdx, _usedIndex);
+        _publishedUsed = _usedIndex;
+        Counters.RecordBurst(pending);
+    }
+
+    /// <inheritdoc/>
+    public bool CallNeeded()
+    {
+        var newIndex = _publishedUsed;
+        var oldIndex = _lastCallUsed;
+        if (newIndex == oldIndex)
+        {
+            return false;
+        }
+
+        _lastCallUsed = newIndex;
+
+        // Store-load: used.idx must be visible before we read used_event/flags (2.7.7.2),
+        // or the driver may re-check before our publish while we read its stale request.
+        Interlocked.MemoryBarrier();
+        bool call = _eventIndex
+            ? EventIndex.NeedsNotification(Volatile.Read(ref UsedEvent), newIndex, oldIndex)
+            : (Volatile.Read(ref AvailFlags) & SplitFlags.AvailNoInterrupt) == 0;
+        Counters.RecordNotification(call);
+        return call;
+    }
+
+    /// <inheritdoc/>
+    public bool EnableAvailNotifications()
+    {
+        _kicksDisabled = false;
+        if (_eventIndex)
+        {
+            // 2.7.10: ask for a kick once the driver publishes past what we have read.
+            Volatile.Write(ref AvailEvent, _lastAvail);
+        }
+        else
+        {
+            Volatile.Write(ref UsedFlags, 0);
+        }
+
+        // Store-load: the request must be visible before we re-read avail.idx, or the driver may
+        // publish, read our stale request, skip the kick, and we sleep on a non-empty ring.
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref AvailIdx) != _lastAvail;
+    }
+
+    /// <inheritdoc/>
+    public void DisableAvailNotifications()
+    {
+        if (_kicksDisabled)
+        {
+            return;
+        }
+
+        _kicksDisabled = true;
+        if (!_eventIndex)
+        {
+            Volatile.Write(ref UsedFlags, SplitFlags.UsedNoNotify);
+        }
+
+        // Under EVENT_IDX nothing is written: avail_event stays behind the driver, so its next
+        // publishes do not cross it and it does not kick.
+    }
+
+    /// <inheritdoc/>
+    public void Restore(RingPosition position)
+    {
+        _lastAvail = _cachedAvailIndex = position.AvailIndex;
+
+        // The used index lives in ring memory (vhost-user passes only the avail position).
+        _usedIndex = _publishedUsed = _lastCallUsed = Volatile.Read(ref UsedIdx);
+        _kicksDisabled = false;
+        Counters.BrokenReason = BrokenReason.None;
+    }
+
+    private BrokenReason Walk(ushort head, out int count, out int readable, out ulong readBytes, out ulong writeBytes, out ushort descriptors)
+    {
+        count = 0;
+        readable = 0;
+        readBytes = 0;
+        writeBytes = 0;
+        descriptors = 0;
+        var stamp = NextStamp();
+        var total = 0; // descriptors seen, direct and indirect: never more than the queue size
+        var seenWritable = false;
+        var index = head;
+        while (true)
+        {
+            if (_visited[index] == stamp)
+            {
+                return BrokenReason.ChainLoop;
+            }
+
+            _visited[index] = stamp;
+            descriptors++;
+            var d = _desc + (index * 16);
+            var address = *(ulong*)d;
+            var length = *(uint*)(d + 8);
+            var flags = *(ushort*)(d + 12);
+            var next = *(ushort*)(d + 14);
+
+            if ((flags & SplitFlags.DescIndirect) != 0)
+            {
+                if (!_indirectAllowed)
+                {
+                    return BrokenReason.IndirectNotNegotiated;
+                }
+
+                if ((flags & SplitFlags.DescNext) != 0)
+                {
+                    return BrokenReason.IndirectWithNext;
+                }
+
+                return WalkIndirect(address, length, ref total, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            }
+
+            if (++total > _size)
+            {
+                return BrokenReason.ChainTooLong;
+            }
+
+            var r = AddSegment(address, length, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            if (r != BrokenReason.None)
+            {
+                return r;
+            }
+
+            if ((flags & SplitFlags.DescNext) == 0)
+            {
+                return BrokenReason.None;
+            }
+
+            if (next >= _size)
+            {
+                return BrokenReason.NextOutOfRange;
+            }
+
+            index = next;
+        }
+    }
+
+    private BrokenReason WalkIndirect(ulong tableAddress, uint tableLength, ref int total, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable)
+    {
+        // 2.7.5.3: the table is a whole number of 16-byte descriptors.
+        if (tableLength == 0 || (tableLength & 15) != 0)
+        {
+            return BrokenReason.IndirectTableMisaligned;
+        }
+
+        var entries = tableLength / 16;
+        if (entries + (uint)total > _size)
+        {
+            return BrokenReason.ChainTooLong;
+        }
+
+        if (!_memory.TryTranslate(tableAddress, tableLength, out var host))
+        {
+            return BrokenReason.AddressOutOfRange;
+        }
+
+        var table = (byte*)host;
+        uint index = 0;
+        for (uint steps = 0; ; steps++)
+        {
+            // A table of n entries walked more than n times has looped.
+            if (steps == entries)
+            {
+                return BrokenReason.ChainLoop;
+            }
+
+            var d = table + (index * 16);
+            var address = *(ulong*)d;
+            var length = *(uint*)(d + 8);
+            var flags = *(ushort*)(d + 12);
+            var next = *(ushort*)(d + 14);
+            if ((flags & SplitFlags.DescIndirect) != 0)
+            {
+                return BrokenReason.NestedIndirect;
+            }
+
+            total++;
+            var r = AddSegment(address, length, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            if (r != BrokenReason.None)
+            {
+                return r;
+            }
+
+            if ((flags & SplitFlags.DescNext) == 0)
+            {
+                return BrokenReason.None;
+            }
+
+            if (next >= entries)
+            {
+                return BrokenReason.NextOutOfRange;
+            }
+
+            index = next;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable)
+    {
+        if (writable)
+        {
+            seenWritable = true;
+        }
+        else if (seenWritable)
+        {
+            return BrokenReason.ReadableAfterWritable;
+        }
+
+        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
+        {
+            return BrokenReason.AddressOutOfRange;
+        }
+
+        _segments[count++] = new ChainSegment(host, length, writable);
+        if (writable)
+        {
+            writeBytes += length;
+        }
+        else
+        {
+            readBytes += length;
+            readable++;
+        }
+
+        return BrokenReason.None;
+    }
+
+    private uint NextStamp()
+    {
+        if (++_stamp == 0)
+        {
+            Array.Clear(_visited);
+            _stamp = 1;
+        }
+
+        return _stamp;
+    }
+
+    private bool Break(BrokenReason reason)
+    {
+        if (Counters.BrokenReason == BrokenReason.None)
+        {
+            Counters.BrokenReason = reason;
+            Counters.BrokenCount++;
+        }
+
+        return false;
+    }
+}

@@ -1,0 +1,439 @@
+using System.Runtime.CompilerServices;
+using Rings.Chains;
+using Rings.Memory;
+
+namespace Rings.Split;
+
+/// <summary>
+/// The driver (guest) side of a split virtqueue (virtio 1.2 section 2.7). Keeps its own shadow of
+/// everything it wrote (free list, chain lengths, buffer lengths) so a device scribbling on the
+/// descriptor table can never steer it; checks every used element it takes back.
+/// </summary>
+public sealed unsafe class SplitDriverRing : IDriverRing
+{
+    private const ushort NoDescriptor = 0xFFFF;
+
+    private readonly byte* _desc;
+    private readonly byte* _avail;
+    private readonly byte* _used;
+    private readonly byte* _indirect;
+    private readonly ulong _indirectAddress;
+    private readonly int _indirectEntries;
+    private readonly ushort _size;
+    private readonly ushort _mask;
+    private readonly bool _eventIndex;
+    private readonly bool _useIndirect;
+
+    // Shadow state, never read back from shared memory.
+    private readonly ushort[] _nextFree;
+    private readonly ushort[] _chainLength;   // descriptors a head holds; 0 = not outstanding
+    private readonly uint[] _writableLength;  // device-writable bytes of a head's buffer
+    private ushort _freeHead;
+    private int _freeCount;
+    private int _outstanding;
+
+    private ushort _availIndex;       // next avail slot to fill
+    private ushort _publishedAvail;   // avail.idx as last published
+    private ushort _lastKickAvail;    // avail.idx at the last kick decision (EVENT_IDX "old")
+    private ushort _lastUsed;         // next used element to take
+    private ushort _cachedUsedIndex;  // used.idx as last read: one read of the device's line per burst
+    private bool _callsDisabled;
+
+    /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
+    /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
+    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <param name="indirect">Where indirect tables live; needed for <see cref="RingFeatures.IndirectDescriptors"/> to be used.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public SplitDriverRing(GuestMemory memory, SplitRingAddresses addresses, int size, RingFeatures features, IndirectArea? indirect = null)
+    {
+        var layout = new SplitLayout(size);
+        _desc = (byte*)RingPart.Translate(memory, addresses.DescriptorTable, (ulong)layout.DescriptorTableBytes, 16, "descriptor table");
+        _avail = (byte*)RingPart.Translate(memory, addresses.AvailRing, (ulong)layout.AvailBytes, 2, "avail ring");
+        _used = (byte*)RingPart.Translate(memory, addresses.UsedRing, (ulong)layout.UsedBytes, 4, "used ring");
+        _size = (ushort)size;
+        _mask = (ushort)(size - 1);
+        Features = features;
+        _eventIndex = (features & RingFeatures.EventIndex) != 0;
+        if (indirect is { } area && (features & RingFeatures.IndirectDescriptors) != 0)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(area.EntriesPerTable, size, nameof(indirect));
+            _indirect = (byte*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
+            _indirectAddress = area.Address;
+            _indirectEntries = area.EntriesPerTable;
+            _useIndirect = true;
+        }
+
+        _nextFree = new ushort[size];
+        _chainLength = new ushort[size];
+        _writableLength = new uint[size];
+        Counters = new QueueCounters();
+        Reset();
+    }
+
+    /// <summary>The negotiated ring features.</summary>
+    public RingFeatures Features { get; }
+
+    /// <inheritdoc/>
+    public int Size => _size;
+
+    /// <inheritdoc/>
+    public int FreeDescriptors => _freeCount;
+
+    /// <inheritdoc/>
+    public int Outstanding => _outstanding;
+
+    /// <inheritdoc/>
+    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public QueueCounters Counters { get; }
+
+    private ref ushort AvailFlags => ref *(ushort*)_avail;
+
+    private ref ushort AvailIdx => ref *(ushort*)(_avail + 2);
+
+    private ref ushort UsedEvent => ref *(ushort*)(_avail + 4 + (2 * _size));
+
+    private ref ushort UsedFlags => ref *(ushort*)_used;
+
+    private ref ushort UsedIdx => ref *(ushort*)(_used + 2);
+
+    private ref ushort AvailEvent => ref *(ushort*)(_used + 4 + (8 * _size));
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id)
+    {
+        if (_freeCount == 0 || IsBroken)
+        {
+            id = 0;
+            return false;
+        }
+
+        var head = _freeHead;
+        _freeHead = _nextFree[head];
+        _freeCount--;
+        WriteDescriptor(_desc + (head * 16), segment.Address, segment.Length, deviceWritable ? SplitFlags.DescWrite : (ushort)0, 0);
+        _chainLength[head] = 1;
+        _writableLength[head] = deviceWritable ? segment.Length : 0;
+        Expose(head, deviceWritable ? 0 : segment.Length);
+        id = head;
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool TryAdd(ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable, out ushort id)
+    {
+        var total = readable.Length + writable.Length;
+        if (total == 0)
+        {
+            throw new ArgumentException("a buffer needs at least one segment");
+        }
+
+        id = 0;
+        if (IsBroken)
+        {
+            return false;
+        }
+
+        if (total == 1)
+        {
+            return readable.Length == 1 ? TryAdd(readable[0], false, out id) : TryAdd(writable[0], true, out id);
+        }
+
+        ulong readBytes = 0;
+        uint writeBytes = 0;
+        foreach (var s in readable)
+        {
+            readBytes += s.Length;
+        }
+
+        foreach (var s in writable)
+        {
+            writeBytes = writeBytes + s.Length < writeBytes ? uint.MaxValue : writeBytes + s.Length;
+        }
+
+        if (_useIndirect && total <= _indirectEntries)
+        {
+            if (_freeCount == 0)
+            {
+                return false;
+            }
+
+            var head = _freeHead;
+            _freeHead = _nextFree[head];
+            _freeCount--;
+
+            // 2.7.5.3.1: the table is a chain of its own, indices relative to the table.
+            var table = _indirect + ((ulong)head * (ulong)_indirectEntries * 16);
+            for (var i = 0; i < total; i++)
+            {
+                var w = i >= readable.Length;
+                var s = w ? writable[i - readable.Length] : readable[i];
+                var flags = (ushort)((w ? SplitFlags.DescWrite : 0) | (i + 1 < total ? SplitFlags.DescNext : 0));
+                WriteDescriptor(table + (i * 16), s.Address, s.Length, flags, (ushort)(i + 1 < total ? i + 1 : 0));
+            }
+
+            var tableAddress = _indirectAddress + ((ulong)head * (ulong)_indirectEntries * 16);
+            WriteDescriptor(_desc + (head * 16), tableAddress, (uint)(total * 16), SplitFlags.DescIndirect, 0);
+            _chainLength[head] = 1;
+            _writableLength[head] = writeBytes;
+            Expose(head, readBytes);
+            id = head;
+            return true;
+        }
+
+        if (total > _freeCount)
+        {
+            return false;
+        }
+
+        var first = _freeHead;
+        var current = first;
+        for (var i = 0; i < total; i++)
+        {
+            var w = i >= readable.Length;
+            var s = w ? writable[i - readable.Length] : readable[i];
+            var next = _nextFree[current];
+            var last = i + 1 == total;
+            var flags = (ushort)((w ? SplitFlags.DescWrite : 0) | (last ? 0 : SplitFlags.DescNext));
+            WriteDescriptor(_desc + (current * 16), s.Address, s.Length, flags, last ? (ushort)0 : next);
+            if (last)
+            {
+                _freeHead = next;
+            }
+            else
+            {
+                current = next;
+            }
+        }
+
+        _freeCount -= total;
+        _chainLength[first] = (ushort)total;
+        _writableLength[first] = writeBytes;
+        Expose(first, readBytes);
+        id = first;
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public void Publish()
+    {
+        var pending = (ushort)(_availIndex - _publishedAvail);
+        if (pending == 0)
+        {
+            return;
+        }
+
+        // Release: the descriptors and avail.ring entries written above become visible no later
+        // than the index that covers them (2.7.13, "the driver performs a suitable memory barrier").
+        Volatile.Write(ref AvailIdx, _availIndex);
+        _publishedAvail = _availIndex;
+        Counters.RecordBurst(pending);
+    }
+
+    /// <inheritdoc/>
+    public bool KickNeeded()
+    {
+        var newIndex = _publishedAvail;
+        var oldIndex = _lastKickAvail;
+        if (newIndex == oldIndex)
+        {
+            return false;
+        }
+
+        _lastKickAvail = newIndex;
+
+        // Store-load: our avail.idx store must be visible before we read the device's
+        // avail_event/flags, or both sides can decide the other will act (2.7.10).
+        Interlocked.MemoryBarrier();
+        bool kick = _eventIndex
+            ? EventIndex.NeedsNotification(Volatile.Read(ref AvailEvent), newIndex, oldIndex)
+            : (Volatile.Read(ref UsedFlags) & SplitFlags.UsedNoNotify) == 0;
+        Counters.RecordNotification(kick);
+        return kick;
+    }
+
+    /// <inheritdoc/>
+    public bool TryTakeUsed(out UsedElement used)
+    {
+        used = default;
+        if (_lastUsed == _cachedUsedIndex)
+        {
+            if (IsBroken)
+            {
+                return false;
+            }
+
+            // Acquire: the used elements are read only after the index that covers them.
+            var index = Volatile.Read(ref UsedIdx);
+            if (index == _lastUsed)
+            {
+                return false;
+            }
+
+            if ((ushort)(index - _lastUsed) > _outstanding)
+            {
+                return Break(BrokenReason.UsedIndexTooFarAhead);
+            }
+
+            _cachedUsedIndex = index;
+        }
+
+        // Each field read once into a local: the device may change it under us.
+        var element = _used + 4 + ((_lastUsed & _mask) * 8);
+        var id = *(uint*)element;
+        var length = *(uint*)(element + 4);
+        if (id >= _size || _chainLength[id] == 0)
+        {
+            return Break(BrokenReason.UsedIdNotOutstanding);
+        }
+
+        if (length > _writableLength[id])
+        {
+            return Break(BrokenReason.UsedLengthTooLarge);
+        }
+
+        _lastUsed++;
+        FreeChain((ushort)id);
+        Counters.Bytes += length;
+        used = new UsedElement((ushort)id, length);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool EnableUsedNotifications()
+    {
+        _callsDisabled = false;
+        if (_eventIndex)
+        {
+            // 2.7.7.2: ask for a call once the device moves past what we have taken.
+            Volatile.Write(ref UsedEvent, _lastUsed);
+        }
+        else
+        {
+            Volatile.Write(ref AvailFlags, 0);
+        }
+
+        // Store-load: the request must be visible before we look at used.idx again, or the
+        // device may publish and skip the call while we go to sleep on an empty-looking ring.
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref UsedIdx) != _lastUsed;
+    }
+
+    /// <inheritdoc/>
+    public void DisableUsedNotifications()
+    {
+        if (_callsDisabled)
+        {
+            return;
+        }
+
+        _callsDisabled = true;
+        if (_eventIndex)
+        {
+            // Move used_event half the index space away so no publish crosses it (a hint only; 2.7.7.2).
+            Volatile.Write(ref UsedEvent, (ushort)(_lastUsed + 0x8000));
+        }
+        else
+        {
+            Volatile.Write(ref AvailFlags, SplitFlags.AvailNoInterrupt);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Reset()
+    {
+        for (var i = 0; i < _size; i++)
+        {
+            _nextFree[i] = (ushort)(i + 1 < _size ? i + 1 : NoDescriptor);
+            _chainLength[i] = 0;
+            _writableLength[i] = 0;
+        }
+
+        _freeHead = 0;
+        _freeCount = _size;
+        _outstanding = 0;
+        _availIndex = _publishedAvail = _lastKickAvail = 0;
+        _lastUsed = _cachedUsedIndex = 0;
+        _callsDisabled = false;
+        new Span<byte>(_desc, _size * 16).Clear();
+        new Span<byte>(_avail, 6 + (2 * _size)).Clear();
+        new Span<byte>(_used, 6 + (8 * _size)).Clear();
+    }
+
+    /// <summary>
+    /// Starts the driver at a given avail/used index instead of 0, as if that many buffers had
+    /// already gone round (tests use it to cross the u16 wrap). Only valid on a fresh or reset ring.
+    /// </summary>
+    /// <param name="index">The starting index for both avail and used.</param>
+    public void StartAt(ushort index)
+    {
+        if (_outstanding != 0)
+        {
+            throw new InvalidOperationException("StartAt needs a ring with nothing outstanding");
+        }
+
+        _availIndex = _publishedAvail = _lastKickAvail = index;
+        _lastUsed = _cachedUsedIndex = index;
+        Volatile.Write(ref UsedIdx, index);
+        Volatile.Write(ref AvailIdx, index);
+        if (_eventIndex)
+        {
+            UsedEvent = index;
+            AvailEvent = index;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteDescriptor(byte* d, ulong address, uint length, ushort flags, ushort next)
+    {
+        *(ulong*)d = address;
+        *(uint*)(d + 8) = length;
+        *(ushort*)(d + 12) = flags;
+        *(ushort*)(d + 14) = next;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Expose(ushort head, ulong readBytes)
+    {
+        // Plain store: published by the release store of avail.idx in Publish.
+        *(ushort*)(_avail + 4 + ((_availIndex & _mask) * 2)) = head;
+        _availIndex++;
+        _outstanding++;
+        Counters.Packets++;
+        Counters.Bytes += (long)readBytes;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FreeChain(ushort head)
+    {
+        // Walk our shadow links, never the shared table: the device may have rewritten it.
+        int count = _chainLength[head];
+        var last = head;
+        for (var i = 1; i < count; i++)
+        {
+            last = _nextFree[last];
+        }
+
+        _nextFree[last] = _freeHead;
+        _freeHead = head;
+        _freeCount += count;
+        _chainLength[head] = 0;
+        _outstanding--;
+    }
+
+    private bool Break(BrokenReason reason)
+    {
+        if (Counters.BrokenReason == BrokenReason.None)
+        {
+            Counters.BrokenReason = reason;
+            Counters.BrokenCount++;
+        }
+
+        return false;
+    }
+}
