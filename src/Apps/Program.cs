@@ -1,1 +1,21 @@
-namespace Rings.Apps; internal static class Program { private static int Main() => 0; }
+using System.CommandLine;
+using System.CommandLine.Help;
+using Rings.Apps.Commands;
+
+namespace Rings.Apps;
+
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        // A plain command named "rings" rather than RootCommand, whose name would be the
+        // assembly's (Rings.Cli); help and version are added as RootCommand would.
+        var root = new Command("rings", "Virtio rings over shared memory: moves frames between a virtio driver and a vhost device.")
+        {
+            new HelpOption(),
+            new VersionOption(),
+            LoopbackCommand.Create(),
+        };
+        return root.Parse(args).Invoke();
+    }
+}

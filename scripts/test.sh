@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of Rings: installs what the tests need (Debian packages such as DPDK's
+# testpmd when run as root), restores, builds, runs the whole suite, and ends with one line:
+# "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -x scripts/install-deps.sh ]]; then
+    scripts/install-deps.sh || { echo "installing test dependencies failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+
+if ! dotnet build Rings.sln -c Release -nologo -v quiet; then
+    echo "build failed" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+dotnet test tests/Rings.Tests.csproj -c Release --no-build -nologo \
+    --logger "trx;LogFileName=tests.trx" --results-directory "$results" \
+    --logger "console;verbosity=normal" "$@"
+status=$?
+
+passed=0 failed=0 skipped=0
+if [[ -f "$results/tests.trx" ]]; then
+    counters=$(grep -o '<Counters [^>]*>' "$results/tests.trx" | head -1)
+    get() { sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p" <<<"$counters"; }
+    passed=$(get passed); failed=$(get failed)
+    total=$(get total); executed=$(get executed)
+    skipped=$(( ${total:-0} - ${executed:-0} ))
+    failed=$(( ${failed:-0} + $(get error || echo 0) + $(get timeout || echo 0) + $(get aborted || echo 0) ))
+fi
+if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1
+fi
+echo "${passed:-0} passed, ${failed} failed, ${skipped} skipped"
+[[ $status -eq 0 && $failed -eq 0 ]]
