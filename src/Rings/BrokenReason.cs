@@ -56,4 +56,7 @@ public enum BrokenReason
 
     /// <summary>A packed descriptor's buffer id is not below the queue size, or is already in flight.</summary>
     BufferIdInvalid,
+
+    /// <summary>A buffer is too short for the protocol header in front of its payload (virtio_net_hdr, 5.1.6).</summary>
+    HeaderTooShort,
 }

@@ -117,6 +117,25 @@ public interface IDeviceRing
     /// <summary>Tells the driver kicks are not needed (the device is polling).</summary>
     void DisableAvailNotifications();
 
+    /// <summary>
+    /// True when the driver has published buffers the device has not popped yet (acquire read of
+    /// the driver's index or the next descriptor's flags). Lets a device check for room before it
+    /// commits to work.
+    /// </summary>
+    bool HasAvailable { get; }
+
+    /// <summary>
+    /// Undoes the pops made since <paramref name="before"/> was read from <see cref="Position"/>, when
+    /// none of those buffers was pushed used: they will be popped (and validated) again. Used to back
+    /// off when a frame needs more receive buffers than are available.
+    /// </summary>
+    /// <param name="before">The position read before the pops.</param>
+    void UndoPops(RingPosition before);
+
+    /// <summary>Marks the queue broken for a reason found above the ring (for example a header that does not fit).</summary>
+    /// <param name="reason">The reason.</param>
+    void MarkBroken(BrokenReason reason);
+
     /// <summary>The device's position, for vhost-user GET_VRING_BASE.</summary>
     RingPosition Position { get; }
 

@@ -99,6 +99,25 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     private ref ushort AvailEvent => ref *(ushort*)(_used + 4 + (8 * _size));
 
     /// <inheritdoc/>
+    public bool HasAvailable => !IsBroken && (_lastAvail != _cachedAvailIndex || Volatile.Read(ref AvailIdx) != _lastAvail);
+
+    /// <inheritdoc/>
+    public void UndoPops(RingPosition before)
+    {
+        var undone = (ushort)(_lastAvail - before.AvailIndex);
+        if (undone > _size)
+        {
+            throw new ArgumentException("the position is not one read before the pops being undone", nameof(before));
+        }
+
+        // The cached avail index is still valid: the driver cannot take buffers back.
+        _lastAvail = before.AvailIndex;
+    }
+
+    /// <inheritdoc/>
+    public void MarkBroken(BrokenReason reason) => Break(reason);
+
+    /// <inheritdoc/>
     public bool TryPop(out DescriptorChain chain)
     {
         chain = default;
@@ -138,7 +157,6 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         }
 
         _lastAvail++;
-        Counters.Packets++;
         Counters.Bytes += (long)readBytes;
         chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(head, descriptors));
         return true;
@@ -153,6 +171,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         *(uint*)element = token.Id;
         *(uint*)(element + 4) = written;
         _usedIndex++;
+        Counters.Packets++;
         Counters.Bytes += written;
     }
 

@@ -1,0 +1,4 @@
+using System.Runtime.Versioning;
+
+// The tests exercise Rings.Drivers, which is Linux-only.
+[assembly: SupportedOSPlatform("linux")]

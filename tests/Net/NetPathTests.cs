@@ -1,0 +1,241 @@
+using System.Buffers.Binary;
+using Rings.Drivers.Net;
+using Rings.Memory;
+using Rings.Split;
+
+namespace Rings.Tests.Net;
+
+/// <summary>The virtio-net driver path and the vhost-net forwarder, in one process over split rings.</summary>
+public sealed class NetPathTests : IDisposable
+{
+    private const ulong Base = 0x4000_0000;
+    private readonly NativeRegion _region;
+
+    public NetPathTests()
+    {
+        _region = new NativeRegion(8 << 20, Base);
+    }
+
+    public void Dispose() => _region.Dispose();
+
+    private sealed record Pair(NetDriverPath<SplitDriverRing, SplitDriverRing> Driver, SplitDeviceRing Tx, SplitDeviceRing Rx);
+
+    private Pair Create(int size, int txBuffer, int rxBuffer, bool mergeable, RingFeatures features = RingFeatures.EventIndex, int rxCount = 0)
+    {
+        var memory = new GuestMemory(_region.Region);
+        var layout = new SplitLayout(size);
+        var txAt = layout.At(Base);
+        var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
+        var slabs = Base + (2 * (ulong)layout.TotalBytes);
+        var txSlab = new BufferSlab(memory, slabs, size, txBuffer);
+        var rxSlab = new BufferSlab(memory, slabs + BufferSlab.BytesFor(size, txBuffer), rxCount > 0 ? rxCount : size, rxBuffer);
+        var driver = new NetDriverPath<SplitDriverRing, SplitDriverRing>(
+            new SplitDriverRing(memory, txAt, size, features), new SplitDriverRing(memory, rxAt, size, features), txSlab, rxSlab, mergeable);
+        return new Pair(driver, new SplitDeviceRing(memory, txAt, size, features), new SplitDeviceRing(memory, rxAt, size, features));
+    }
+
+    private static void Fill(Span<byte> frame, ulong seq)
+    {
+        for (var i = 0; i < frame.Length; i++)
+        {
+            frame[i] = (byte)(seq * 31 + (ulong)i * 7);
+        }
+
+        BinaryPrimitives.WriteUInt64LittleEndian(frame, seq);
+    }
+
+    private static bool Check(ReadOnlySpan<byte> frame, ulong seq)
+    {
+        if (BinaryPrimitives.ReadUInt64LittleEndian(frame) != seq)
+        {
+            return false;
+        }
+
+        for (var i = 8; i < frame.Length; i++)
+        {
+            if (frame[i] != (byte)(seq * 31 + (ulong)i * 7))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    [Theory]
+    [InlineData(64, 2048, false, 20000)]
+    [InlineData(1514, 2048, false, 5000)]
+    [InlineData(9000, 2048, true, 2000)]
+    [InlineData(9000, 9100, false, 1000)]
+    [InlineData(60, 64, true, 5000)]
+    public void ReflectedFramesComeBackWholeAndInOrder(int frameSize, int rxBuffer, bool mergeable, int count)
+    {
+        var p = Create(64, frameSize + VirtioNetHeader.Size, rxBuffer, mergeable);
+        var d = p.Driver;
+        d.RefillReceive();
+        var frame = new byte[frameSize];
+        var back = new byte[9100];
+        ulong sent = 0, received = 0;
+        var idle = 0;
+        while (received < (ulong)count)
+        {
+            var progress = false;
+            while (sent < (ulong)count && sent - received < 48)
+            {
+                Fill(frame, sent);
+                if (!d.TrySend(frame))
+                {
+                    break;
+                }
+
+                sent++;
+                progress = true;
+            }
+
+            d.FlushTransmit();
+            var r = NetForwarder.Forward(p.Tx, p.Rx, 32, mergeable);
+            Assert.Equal(0, r.Dropped);
+            progress |= r.Frames > 0;
+            while (d.TryReceive(back, out var length))
+            {
+                Assert.Equal(frameSize, length);
+                Assert.True(Check(back.AsSpan(0, length), received), $"frame {received} corrupted");
+                received++;
+                progress = true;
+            }
+
+            d.ReclaimTransmit();
+            d.RefillReceive();
+            idle = progress ? 0 : idle + 1;
+            Assert.True(idle < 10, $"stalled at sent {sent} received {received}");
+        }
+
+        Assert.False(p.Tx.IsBroken || p.Rx.IsBroken || d.Transmit.IsBroken || d.Receive.IsBroken);
+        Assert.Equal(0, d.ReceiveErrors);
+        Assert.Equal((long)count, p.Tx.Counters.Packets);
+    }
+
+    [Fact]
+    public void OversizeFrameWithoutMergeableIsDroppedAndCounted()
+    {
+        var p = Create(16, 9000 + VirtioNetHeader.Size, 2048, mergeable: false);
+        p.Driver.RefillReceive();
+        Assert.True(p.Driver.TrySend(new byte[9000]));
+        Assert.True(p.Driver.TrySend(new byte[100]));
+        p.Driver.FlushTransmit();
+        var r = NetForwarder.Forward(p.Tx, p.Rx, 32, mergeable: false);
+        Assert.Equal(1, r.Frames);
+        Assert.Equal(1, r.Dropped);
+        Assert.Equal(1, p.Rx.Counters.Drops);
+        Assert.True(p.Driver.TryReceive(new byte[2048], out var len));
+        Assert.Equal(100, len);
+    }
+
+    [Fact]
+    public void ForwarderBacksOffWhenReceiveQueueIsEmptyAndLosesNothing()
+    {
+        var p = Create(8, 256, 256, mergeable: false);
+        var d = p.Driver;
+        for (ulong i = 0; i < 8; i++)
+        {
+            var f = new byte[100];
+            Fill(f, i);
+            Assert.True(d.TrySend(f));
+        }
+
+        d.FlushTransmit();
+        var r = NetForwarder.Forward(p.Tx, p.Rx, 32, false);
+        Assert.True(r.ReceiveFull);
+        Assert.Equal(0, r.Frames);
+        d.RefillReceive();
+        r = NetForwarder.Forward(p.Tx, p.Rx, 32, false);
+        Assert.Equal(8, r.Frames);
+        var back = new byte[256];
+        for (ulong i = 0; i < 8; i++)
+        {
+            Assert.True(d.TryReceive(back, out var len));
+            Assert.True(Check(back.AsSpan(0, len), i));
+        }
+    }
+
+    [Fact]
+    public void MergedFrameWaitsForEnoughBuffersThenCompletes()
+    {
+        // Five 2048-byte receive buffers: one 9000-byte frame needs all five.
+        var p = Create(8, 9100, 2048, mergeable: true, rxCount: 5);
+        var d = p.Driver;
+        var f = new byte[9000];
+        for (ulong i = 0; i < 2; i++)
+        {
+            Fill(f, i);
+            Assert.True(d.TrySend(f));
+        }
+
+        d.FlushTransmit();
+        d.RefillReceive();
+        var r = NetForwarder.Forward(p.Tx, p.Rx, 32, true);
+        Assert.Equal(1, r.Frames);
+        Assert.True(r.ReceiveFull);
+        var back = new byte[9100];
+        Assert.True(d.TryReceive(back, out var len));
+        Assert.Equal(9000, len);
+        Assert.True(Check(back.AsSpan(0, len), 0));
+        Assert.False(d.TryReceive(back, out _));
+        d.RefillReceive();
+        r = NetForwarder.Forward(p.Tx, p.Rx, 32, true);
+        Assert.Equal(1, r.Frames);
+        Assert.True(d.TryReceive(back, out len));
+        Assert.True(Check(back.AsSpan(0, len), 1));
+    }
+
+    [Fact]
+    public void MergedFrameLargerThanTheWholeReceiveRingIsDropped()
+    {
+        var p = Create(4, 9100, 2048, mergeable: true);
+        p.Driver.RefillReceive();
+        Assert.True(p.Driver.TrySend(new byte[9000]));
+        p.Driver.FlushTransmit();
+        var r = NetForwarder.Forward(p.Tx, p.Rx, 32, true);
+        Assert.Equal(1, r.Dropped);
+        Assert.Equal(1, p.Rx.Counters.Drops);
+        Assert.False(p.Rx.IsBroken);
+    }
+
+    [Fact]
+    public void ZeroCopyLeaseAndInPlaceReceive()
+    {
+        var p = Create(16, 2048, 2048, mergeable: true);
+        var d = p.Driver;
+        d.RefillReceive();
+        Assert.True(d.TryLeaseTransmit(out var lease));
+        Fill(lease.Frame[..128], 42);
+        Assert.True(d.Submit(lease, 128));
+        d.FlushTransmit();
+        Assert.Equal(1, NetForwarder.Forward(p.Tx, p.Rx, 32, true).Frames);
+        Assert.True(d.TryReceiveInPlace(out var frame));
+        Assert.Equal(128, frame.Data.Length);
+        Assert.True(Check(frame.Data, 42));
+        d.Release(frame);
+    }
+
+    [Fact]
+    public void TransmitWithoutRoomForTheHeaderBreaksOnlyThatQueue()
+    {
+        var memory = new GuestMemory(_region.Region);
+        var layout = new SplitLayout(8);
+        var txAt = layout.At(Base);
+        var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
+        var tx = new SplitDriverRing(memory, txAt, 8, RingFeatures.None);
+        var txDevice = new SplitDeviceRing(memory, txAt, 8, RingFeatures.None);
+        var rxDevice = new SplitDeviceRing(memory, rxAt, 8, RingFeatures.None);
+        var rx = new SplitDriverRing(memory, rxAt, 8, RingFeatures.None);
+        Assert.True(rx.TryAdd(new Chains.BufferSegment(Base + 0x10000, 2048), true, out _));
+        rx.Publish();
+        Assert.True(tx.TryAdd(new Chains.BufferSegment(Base + 0x20000, 11), false, out _));
+        tx.Publish();
+        var r = NetForwarder.Forward(txDevice, rxDevice, 32, false);
+        Assert.Equal(0, r.Frames);
+        Assert.Equal(BrokenReason.HeaderTooShort, txDevice.Counters.BrokenReason);
+        Assert.False(rxDevice.IsBroken);
+    }
+}
