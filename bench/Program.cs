@@ -1,1 +1,8 @@
-namespace Rings.Benchmarks; internal static class Program { private static int Main() => 0; }
+using BenchmarkDotNet.Running;
+
+namespace Rings.Benchmarks;
+
+internal static class Program
+{
+    private static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+}

@@ -21,6 +21,9 @@ public static class TestFrame
     private const int ChecksumOffset = 30;
     private const int FillOffset = 32;
 
+    // Byte k is (byte)k, long enough for any frame starting at any offset below 256.
+    private static readonly byte[] Pattern = MakePattern();
+
     /// <summary>Source MAC used by the generator (locally administered, unicast).</summary>
     public static ReadOnlySpan<byte> SourceMac => [0x02, 0x52, 0x49, 0x4E, 0x47, 0x01];
 
@@ -39,12 +42,9 @@ public static class TestFrame
         BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
         BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
         BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
+        // Fill byte i is (byte)(sequence + i): a copy from the repeating pattern, not a loop.
         var fill = frame[FillOffset..];
-        var b = (byte)sequence;
-        for (var i = 0; i < fill.Length; i++)
-        {
-            fill[i] = (byte)(b + i);
-        }
+        Pattern.AsSpan((byte)sequence, fill.Length).CopyTo(fill);
 
         frame[ChecksumOffset] = 0;
         frame[ChecksumOffset + 1] = 0;
@@ -77,5 +77,16 @@ public static class TestFrame
         sequence = BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
         timestamp = BinaryPrimitives.ReadInt64LittleEndian(frame[TimestampOffset..]);
         return true;
+    }
+
+    private static byte[] MakePattern()
+    {
+        var p = new byte[65536 + 256];
+        for (var i = 0; i < p.Length; i++)
+        {
+            p[i] = (byte)i;
+        }
+
+        return p;
     }
 }
