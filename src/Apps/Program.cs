@@ -16,6 +16,11 @@ internal static class Program
             new VersionOption(),
             LoopbackCommand.Create(),
         };
+        foreach (var c in BaselineCommand.Create())
+        {
+            root.Subcommands.Add(c);
+        }
+
         return root.Parse(args).Invoke();
     }
 }
