@@ -463,12 +463,12 @@ public abstract class HostileRingTests<TFormat>
     private static readonly TFormat Format = new();
 
     /// <summary>Random bytes in the driver-written memory: the device never throws, hangs or strays.</summary>
-    [FsCheck.Xunit.Property(MaxTest = 300)]
+    [FsCheck.Xunit.Property(MaxTest = 1500)]
     public Property Device_survives_hostile_driver_memory() =>
         Prop.ForAll(Arb.From(HostileRing.Scenarios(Format), HostileRing.Shrink), s => HostileRing.RunDevice(Format, s));
 
     /// <summary>Random bytes in the device-written memory: the driver never throws or returns a buffer not outstanding.</summary>
-    [FsCheck.Xunit.Property(MaxTest = 300)]
+    [FsCheck.Xunit.Property(MaxTest = 1500)]
     public Property Driver_survives_hostile_device_memory() =>
         Prop.ForAll(Arb.From(HostileRing.Scenarios(Format), HostileRing.Shrink), s => HostileRing.RunDriver(Format, s));
 }

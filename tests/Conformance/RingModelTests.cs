@@ -14,12 +14,12 @@ public abstract class RingModelTests<TFormat>
     private static readonly TFormat Format = new();
 
     /// <summary>Random interleavings, completion in order or shuffled, against the FIFO model.</summary>
-    [Property(MaxTest = 250)]
+    [Property(MaxTest = 800)]
     public Property Random_interleavings_agree_with_the_fifo_model() =>
         Prop.ForAll(RingModel.Arbitrary(Format), s => RingModel.Run(Format, s));
 
     /// <summary>Small rings with the indices started right below the u16 wrap, many laps.</summary>
-    [Property(MaxTest = 100)]
+    [Property(MaxTest = 300)]
     public Property Small_rings_wrapping_the_index_agree_with_the_fifo_model()
     {
         var gen =

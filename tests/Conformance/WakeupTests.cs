@@ -310,9 +310,13 @@ public static class Wakeup
     {
         using var memory = new GuardedMemory(format.RingBytes(setup) + 4096);
         var pair = format.Create(memory, setup);
-        var buffer = memory.Allocate(64);
         var driver = pair.Driver;
         var device = pair.Device;
+
+        // Buffer k uses slot k mod size: 8 readable bytes carrying k, 8 writable bytes for the
+        // device's answer ~k. Completion is in order here, so a slot is free again before reuse.
+        var slots = memory.Allocate((ulong)(16 * setup.Size));
+        var seqOfId = new long[65536];
         using var kick = new SemaphoreSlim(0);
         using var call = new SemaphoreSlim(0);
         var stop = 0;
@@ -335,15 +339,32 @@ public static class Wakeup
                 int sent = 0, reclaimed = 0;
                 while (reclaimed < items && Volatile.Read(ref stop) == 0)
                 {
-                    while (driver.TryTakeUsed(out _))
+                    while (driver.TryTakeUsed(out var used))
                     {
+                        var k = seqOfId[used.Id];
+                        var answer = BitConverter.ToInt64(memory.Bytes(slots + (ulong)(16 * (k % setup.Size)) + 8, 8));
+                        if (k != reclaimed || used.Length != 8 || answer != ~k)
+                        {
+                            Fail($"driver took back buffer {k} (expected {reclaimed}), length {used.Length}, answer {answer:x}");
+                            return;
+                        }
+
                         reclaimed++;
                     }
 
                     var burst = random.Next(1, 9);
                     var n = 0;
-                    while (n < burst && sent < items && driver.TryAdd(new BufferSegment(buffer, 64), false, out _))
+                    while (n < burst && sent < items)
                     {
+                        var slot = slots + (ulong)(16 * (sent % setup.Size));
+                        BitConverter.TryWriteBytes(memory.Bytes(slot, 8), (long)sent);
+                        memory.Bytes(slot + 8, 8).Clear();
+                        if (!driver.TryAdd([new BufferSegment(slot, 8)], [new BufferSegment(slot + 8, 8)], out var id))
+                        {
+                            break;
+                        }
+
+                        seqOfId[id] = sent;
                         n++;
                         sent++;
                     }
@@ -398,13 +419,23 @@ public static class Wakeup
             {
                 var random = new Random(seed + 1);
                 var popped = 0;
+                Span<byte> seq = stackalloc byte[8];
                 while (popped < items && Volatile.Read(ref stop) == 0)
                 {
                     var burst = random.Next(1, 9);
                     var n = 0;
                     while (n < burst && device.TryPop(out var chain))
                     {
-                        device.PushUsed(chain.Token, 0);
+                        // The bytes must be visible once the chain is: the driver's release, our acquire.
+                        var k = chain.CopyReadableTo(seq) == 8 ? BitConverter.ToInt64(seq) : -1;
+                        if (k != popped + n)
+                        {
+                            Fail($"device popped buffer {k}, expected {popped + n}");
+                            return;
+                        }
+
+                        BitConverter.TryWriteBytes(seq, ~k);
+                        device.PushUsed(chain.Token, (uint)chain.CopyToWritable(seq));
                         n++;
                     }
 
@@ -472,7 +503,7 @@ public abstract class WakeupTests<TFormat>
     private static readonly TFormat Format = new();
 
     /// <summary>Every interleaving of producer and consumer steps moves every item.</summary>
-    [Property(MaxTest = 400)]
+    [Property(MaxTest = 1500)]
     public Property A_sleeping_side_is_always_woken() =>
         Prop.ForAll(Arb.From(Wakeup.Schedules(Format), Wakeup.Shrink), s => Wakeup.Run(Format, s));
 

@@ -368,6 +368,22 @@ public sealed class SplitViolationTests : IDisposable
         RestoreClears(() => View.WriteDescriptor(0, Table(0), 16, V.Indirect, 0), 1);
     }
 
+    [Fact]
+    public void The_write_flag_on_an_indirect_descriptor_is_ignored()
+    {
+        // 2.7.5.3.2: the device ignores VIRTQ_DESC_F_WRITE on the descriptor that refers to a table.
+        V.WriteDescriptorAt(_memory, Table(0), Buf(0), 8, V.Next, 1);
+        V.WriteDescriptorAt(_memory, Table(0) + 16, Buf(1), 24, V.Write, 0);
+        View.WriteDescriptor(0, Table(0), 32, V.Indirect | V.Write, 0);
+        Offer(0);
+        Assert.True(Device.TryPop(out var chain));
+        Assert.Equal(1, chain.ReadableCount);
+        Assert.Equal(8UL, chain.ReadableBytes);
+        Assert.Equal(24UL, chain.WritableBytes);
+        Assert.Equal(new ChainToken(0, 1), chain.Token);
+        Assert.False(Device.IsBroken);
+    }
+
     [Theory]
     [InlineData(0u)]
     [InlineData(8u)]
