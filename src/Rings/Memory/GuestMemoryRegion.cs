@@ -20,10 +20,10 @@ public readonly record struct GuestMemoryRegion(ulong GuestPhysicalAddress, ulon
     /// <returns>True when the whole range lies inside the region.</returns>
     public bool TryGetOffset(ulong address, ulong length, out ulong offset)
     {
-        // Unsigned subtraction first so no sum can overflow: address - base wraps to a
-        // huge value when address < base, and that fails the first test.
+        // Unsigned subtraction so no sum can overflow. address < base is tested on its own:
+        // for a region ending at 2^64 the wrapped offset of address 0 is exactly Length.
         offset = address - GuestPhysicalAddress;
-        if (offset >= Length && !(offset == Length && length == 0))
+        if (address < GuestPhysicalAddress || offset > Length)
         {
             return false;
         }

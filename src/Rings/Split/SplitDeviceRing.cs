@@ -121,13 +121,16 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     public bool TryPop(out DescriptorChain chain)
     {
         chain = default;
+
+        // Checked before the cached index: a break can leave entries cached (e.g. a bad head
+        // among several published), and a broken queue must pop nothing until restored.
+        if (IsBroken)
+        {
+            return false;
+        }
+
         if (_lastAvail == _cachedAvailIndex)
         {
-            if (IsBroken)
-            {
-                return false;
-            }
-
             // Acquire: avail.ring entries and descriptors are read only after this index.
             var index = Volatile.Read(ref AvailIdx);
             if (index == _lastAvail)

@@ -261,13 +261,16 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     public bool TryTakeUsed(out UsedElement used)
     {
         used = default;
+
+        // Checked before the cached index: a break can leave elements cached, and a broken
+        // queue must hand nothing back until reset.
+        if (IsBroken)
+        {
+            return false;
+        }
+
         if (_lastUsed == _cachedUsedIndex)
         {
-            if (IsBroken)
-            {
-                return false;
-            }
-
             // Acquire: the used elements are read only after the index that covers them.
             var index = Volatile.Read(ref UsedIdx);
             if (index == _lastUsed)
@@ -360,6 +363,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _availIndex = _publishedAvail = _lastKickAvail = 0;
         _lastUsed = _cachedUsedIndex = 0;
         _callsDisabled = false;
+        Counters.BrokenReason = BrokenReason.None;
         new Span<byte>(_desc, _size * 16).Clear();
         new Span<byte>(_avail, 6 + (2 * _size)).Clear();
         new Span<byte>(_used, 6 + (8 * _size)).Clear();
