@@ -278,7 +278,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
                 return false;
             }
 
-            if ((ushort)(index - _lastUsed) > _outstanding)
+            // Only published buffers can come back: added-but-unpublished ones are not the device's yet.
+            if ((ushort)(index - _lastUsed) > _outstanding - (ushort)(_availIndex - _publishedAvail))
             {
                 return Break(BrokenReason.UsedIndexTooFarAhead);
             }
