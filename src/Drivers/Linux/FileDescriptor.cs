@@ -29,6 +29,19 @@ public sealed class FileDescriptor : SafeHandle
     /// <summary>The descriptor number, for logs and tests (-1 once closed or when invalid).</summary>
     public int Value => IsClosed ? -1 : (int)handle;
 
+    /// <summary>A new descriptor for the same open file (close-on-exec), owned by the caller.</summary>
+    /// <returns>The duplicate.</returns>
+    public FileDescriptor Duplicate()
+    {
+        var fd = LibC.Fcntl(this, LibC.F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            throw LibC.Error("fcntl(F_DUPFD_CLOEXEC)");
+        }
+
+        return new FileDescriptor(fd);
+    }
+
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => LibC.Close((int)handle) == 0;
 

@@ -21,6 +21,7 @@ internal static unsafe partial class LibC
     public const uint MFD_CLOEXEC = 0x1;
     public const uint MFD_ALLOW_SEALING = 0x2;
     public const int F_GETFL = 3;
+    public const int F_DUPFD_CLOEXEC = 1030;
     public const int F_ADD_SEALS = 1033;
     public const int F_GET_SEALS = 1034;
     public const int F_SEAL_SEAL = 0x1;

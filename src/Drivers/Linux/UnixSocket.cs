@@ -14,6 +14,9 @@ public sealed unsafe class UnixSocket : IDisposable
     /// <summary>Most descriptors one received message may carry; more is a protocol error.</summary>
     public const int MaxDescriptorsPerMessage = 16;
 
+    /// <summary>Most descriptors one sent message may carry.</summary>
+    public const int MaxSendDescriptors = 64;
+
     private readonly string? _listenPath;
 
     private UnixSocket(FileDescriptor handle, string? listenPath)
@@ -132,7 +135,7 @@ public sealed unsafe class UnixSocket : IDisposable
     /// Sends all of <paramref name="data"/>, with <paramref name="fds"/> attached to its first byte.
     /// </summary>
     /// <param name="data">Bytes to send (not empty).</param>
-    /// <param name="fds">Descriptors to pass (at most <see cref="MaxDescriptorsPerMessage"/>); the caller keeps its own copies.</param>
+    /// <param name="fds">Descriptors to pass (at most <see cref="MaxSendDescriptors"/>); the caller keeps its own copies.</param>
     public void Send(ReadOnlySpan<byte> data, ReadOnlySpan<FileDescriptor> fds = default)
     {
         if (data.IsEmpty)
@@ -140,9 +143,9 @@ public sealed unsafe class UnixSocket : IDisposable
             throw new ArgumentException("nothing to send", nameof(data));
         }
 
-        if (fds.Length > MaxDescriptorsPerMessage)
+        if (fds.Length > MaxSendDescriptors)
         {
-            throw new ArgumentOutOfRangeException(nameof(fds), fds.Length, $"at most {MaxDescriptorsPerMessage} descriptors");
+            throw new ArgumentOutOfRangeException(nameof(fds), fds.Length, $"at most {MaxSendDescriptors} descriptors");
         }
 
         var controlBytes = fds.IsEmpty ? 0 : LibC.CmsgSpace(fds.Length * sizeof(int));

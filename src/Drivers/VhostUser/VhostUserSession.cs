@@ -478,7 +478,7 @@ public sealed class VhostUserSession : IDisposable
         }
 
         v.Num = (int)m.State.Num;
-        return null;
+        return TryStart(v);
     }
 
     private string? SetVringAddr(in VhostUserMessage m)
@@ -513,7 +513,7 @@ public sealed class VhostUserSession : IDisposable
         }
 
         v.Areas = areas;
-        return null;
+        return TryStart(v);
     }
 
     private string? SetVringBase(in VhostUserMessage m)
@@ -535,7 +535,7 @@ public sealed class VhostUserSession : IDisposable
         }
 
         v.Base = m.State.Num;
-        return null;
+        return TryStart(v);
     }
 
     private string? GetVringBase(in VhostUserMessage m, ref VhostUserMessage? reply)
