@@ -18,6 +18,16 @@ internal sealed class SessionHarness : IDisposable
     public const ulong RingStride = 0x10000;
     public const ulong BufferOffset = 0x80000;
 
+    private readonly VhostUserChannel? _channel;
+    private readonly List<FileDescriptor> _replyFds = [];
+
+    /// <summary>Plays the front-end over a socket to a running back-end instead of in-process.</summary>
+    public SessionHarness(string socketPath, ulong memoryBytes = 1 << 20)
+        : this((VhostUserBackendOptions?)null, memoryBytes)
+    {
+        _channel = new VhostUserChannel(UnixSocket.Connect(socketPath));
+    }
+
     public SessionHarness(VhostUserBackendOptions? options = null, ulong memoryBytes = 1 << 20)
     {
         Options = options ?? new VhostUserBackendOptions();
@@ -62,11 +72,47 @@ internal sealed class SessionHarness : IDisposable
     public MemoryRegionDescription Region => new(GuestBase, Memory.Length, UserBase, 0);
 
     /// <summary>Hands the session duplicates of <paramref name="fds"/> (it owns and closes what it gets).</summary>
-    public VhostUserOutcome Send(in VhostUserMessage message, params FileDescriptor[] fds) =>
-        Session.Handle(VhostUserCodec.Encode(message), fds.Select(f => f.Duplicate()).ToList());
+    public VhostUserOutcome Send(in VhostUserMessage message, params FileDescriptor[] fds) => SendRaw(VhostUserCodec.Encode(message), fds);
 
-    public VhostUserOutcome SendRaw(byte[] bytes, params FileDescriptor[] fds) =>
-        Session.Handle(bytes, fds.Select(f => f.Duplicate()).ToList());
+    public VhostUserOutcome SendRaw(byte[] bytes, params FileDescriptor[] fds)
+    {
+        if (_channel is null)
+        {
+            return Session.Handle(bytes, fds.Select(f => f.Duplicate()).ToList());
+        }
+
+        // Over a socket: send, then read the reply if one is due; a closed connection shows as Close.
+        try
+        {
+            _channel.SendRaw(bytes, fds);
+        }
+        catch (IOException e)
+        {
+            return new VhostUserOutcome(null, true, e.Message);
+        }
+
+        VhostUserCodec.TryReadHeader(bytes, out var request, out var flags, out _);
+        var replyDue = VhostUserCodec.HasExplicitReply(request) || (ReplyAck && (flags & VhostUserConstants.NeedReplyFlag) != 0);
+        var status = _channel.Receive(_replyFds, replyDue ? 5000 : 50);
+        foreach (var fd in _replyFds)
+        {
+            fd.Dispose();
+        }
+
+        _replyFds.Clear();
+        switch (status)
+        {
+            case ReceiveStatus.Message:
+                var reply = _channel.Received.ToArray();
+                var value = reply.Length == 20 ? BitConverter.ToUInt64(reply, 12) : 0;
+                var nack = !VhostUserCodec.HasExplicitReply(request) && value != 0;
+                return new VhostUserOutcome(reply, false, nack ? "NACK" : null);
+            case ReceiveStatus.Timeout:
+                return new VhostUserOutcome(null, false, replyDue ? "no reply" : null);
+            default:
+                return new VhostUserOutcome(null, true, "connection closed");
+        }
+    }
 
     /// <summary>Sends a message that must succeed; with REPLY_ACK on, asks for and checks the ack.</summary>
     public VhostUserMessage? Ok(VhostUserMessage message, params FileDescriptor[] fds)
@@ -146,6 +192,7 @@ internal sealed class SessionHarness : IDisposable
 
     public void Dispose()
     {
+        _channel?.Dispose();
         Session.Dispose();
         foreach (var e in Kicks.Concat(Calls))
         {
