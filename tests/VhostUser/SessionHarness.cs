@@ -93,7 +93,7 @@ internal sealed class SessionHarness : IDisposable
 
         VhostUserCodec.TryReadHeader(bytes, out var request, out var flags, out _);
         var replyDue = VhostUserCodec.HasExplicitReply(request) || (ReplyAck && (flags & VhostUserConstants.NeedReplyFlag) != 0);
-        var status = _channel.Receive(_replyFds, replyDue ? 5000 : 50);
+        var status = _channel.Receive(_replyFds, replyDue ? 5000 : 0);
         foreach (var fd in _replyFds)
         {
             fd.Dispose();
