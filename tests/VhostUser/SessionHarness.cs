@@ -1,0 +1,204 @@
+using Rings.Drivers.Linux;
+using Rings.Drivers.Notify;
+using Rings.Drivers.VhostUser;
+using Rings.Memory;
+using Rings.Split;
+using Xunit;
+
+namespace Rings.Tests.VhostUser;
+
+/// <summary>
+/// Plays a front-end against a <see cref="VhostUserSession"/> without a socket: one memfd region
+/// whose guest-physical base differs from its user address, so both translation tables are exercised.
+/// Rings sit at 64 KiB steps from the start; buffers from <see cref="BufferOffset"/>.
+/// </summary>
+internal sealed class SessionHarness : IDisposable
+{
+    public const ulong GuestBase = 0x4000_0000;
+    public const ulong RingStride = 0x10000;
+    public const ulong BufferOffset = 0x80000;
+
+    private readonly VhostUserChannel? _channel;
+    private readonly List<FileDescriptor> _replyFds = [];
+
+    /// <summary>Plays the front-end over a socket to a running back-end instead of in-process.</summary>
+    public SessionHarness(string socketPath, ulong memoryBytes = 1 << 20)
+        : this((VhostUserBackendOptions?)null, memoryBytes)
+    {
+        _channel = new VhostUserChannel(UnixSocket.Connect(socketPath));
+    }
+
+    public SessionHarness(VhostUserBackendOptions? options = null, ulong memoryBytes = 1 << 20)
+    {
+        Options = options ?? new VhostUserBackendOptions();
+        Memory = SharedMemory.Create(memoryBytes);
+        Session = new VhostUserSession(Options);
+        Kicks = Enumerable.Range(0, Session.QueueCount).Select(_ => EventFd.Create()).ToArray();
+        Calls = Enumerable.Range(0, Session.QueueCount).Select(_ => EventFd.Create()).ToArray();
+        Session.QueueStarted += (_, e) =>
+        {
+            Events.Add($"start {e.Queue.Index}");
+            Running[e.Queue.Index] = e.Queue;
+        };
+        Session.QueueStopped += (_, e) =>
+        {
+            Events.Add($"stop {e.Queue.Index}");
+            Assert.Same(Running[e.Queue.Index], e.Queue);
+            Running.Remove(e.Queue.Index);
+        };
+        Session.QueueEnabledChanged += (_, e) => Events.Add($"enable {e.Queue.Index} {e.Queue.Enabled}");
+    }
+
+    public VhostUserBackendOptions Options { get; }
+
+    public SharedMemory Memory { get; }
+
+    public VhostUserSession Session { get; }
+
+    public EventFd[] Kicks { get; }
+
+    public EventFd[] Calls { get; }
+
+    public List<string> Events { get; } = [];
+
+    public Dictionary<int, VhostQueue> Running { get; } = [];
+
+    public bool ReplyAck { get; private set; }
+
+    public ulong UserBase => (ulong)Memory.HostAddress;
+
+    public GuestMemory Guest => new(Memory.RegionAt(GuestBase));
+
+    public MemoryRegionDescription Region => new(GuestBase, Memory.Length, UserBase, 0);
+
+    /// <summary>Hands the session duplicates of <paramref name="fds"/> (it owns and closes what it gets).</summary>
+    public VhostUserOutcome Send(in VhostUserMessage message, params FileDescriptor[] fds) => SendRaw(VhostUserCodec.Encode(message), fds);
+
+    public VhostUserOutcome SendRaw(byte[] bytes, params FileDescriptor[] fds)
+    {
+        if (_channel is null)
+        {
+            return Session.Handle(bytes, fds.Select(f => f.Duplicate()).ToList());
+        }
+
+        // Over a socket: send, then read the reply if one is due; a closed connection shows as Close.
+        try
+        {
+            _channel.SendRaw(bytes, fds);
+        }
+        catch (IOException e)
+        {
+            return new VhostUserOutcome(null, true, e.Message);
+        }
+
+        VhostUserCodec.TryReadHeader(bytes, out var request, out var flags, out _);
+        var replyDue = VhostUserCodec.HasExplicitReply(request) || (ReplyAck && (flags & VhostUserConstants.NeedReplyFlag) != 0);
+        var status = _channel.Receive(_replyFds, replyDue ? 5000 : 0);
+        foreach (var fd in _replyFds)
+        {
+            fd.Dispose();
+        }
+
+        _replyFds.Clear();
+        switch (status)
+        {
+            case ReceiveStatus.Message:
+                var reply = _channel.Received.ToArray();
+                var value = reply.Length == 20 ? BitConverter.ToUInt64(reply, 12) : 0;
+                var nack = !VhostUserCodec.HasExplicitReply(request) && value != 0;
+                return new VhostUserOutcome(reply, false, nack ? "NACK" : null);
+            case ReceiveStatus.Timeout:
+                return new VhostUserOutcome(null, false, replyDue ? "no reply" : null);
+            default:
+                return new VhostUserOutcome(null, true, "connection closed");
+        }
+    }
+
+    /// <summary>Sends a message that must succeed; with REPLY_ACK on, asks for and checks the ack.</summary>
+    public VhostUserMessage? Ok(VhostUserMessage message, params FileDescriptor[] fds)
+    {
+        if (ReplyAck && !VhostUserCodec.HasExplicitReply(message.Request))
+        {
+            message = message with { Flags = message.Flags | VhostUserConstants.NeedReplyFlag };
+        }
+
+        var outcome = Send(message, fds);
+        Assert.True(outcome.Succeeded, outcome.Error);
+        Assert.False(outcome.Close);
+        if (outcome.Reply is null)
+        {
+            Assert.False(ReplyAck && !VhostUserCodec.HasExplicitReply(message.Request));
+            return null;
+        }
+
+        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(outcome.Reply, 0, out var reply));
+        Assert.Equal(message.Request, reply.Request);
+        if (!VhostUserCodec.HasExplicitReply(message.Request))
+        {
+            Assert.Equal(0UL, reply.Value);
+        }
+
+        return reply;
+    }
+
+    /// <summary>Negotiation as QEMU and DPDK do it; returns the negotiated features.</summary>
+    public ulong Negotiate(bool replyAck = true, ulong features = FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors)
+    {
+        var offered = Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
+        Assert.NotEqual(0UL, offered & VhostUserConstants.ProtocolFeaturesBit);
+        var protocol = (VhostUserProtocolFeatures)Ok(VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures))!.Value.Value;
+        var wanted = protocol & ~(replyAck ? 0 : VhostUserProtocolFeatures.ReplyAck);
+        Ok(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, (ulong)wanted));
+        ReplyAck = replyAck;
+        Ok(VhostUserMessage.Empty(VhostUserRequest.SetOwner));
+        var negotiated = (features & offered) | VhostUserConstants.ProtocolFeaturesBit;
+        Ok(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, negotiated));
+        return negotiated;
+    }
+
+    public void SendMemTable() => Ok(VhostUserMessage.WithMemTable([Region]), Memory.Handle!);
+
+    public static ulong RingOffset(int index) => (ulong)index * RingStride;
+
+    public RingAreas GuestAreas(int index, int size, bool packed = false) =>
+        RingFormats.Layout(packed, size, GuestBase + RingOffset(index), out _);
+
+    public RingAreas UserAreas(int index, int size, bool packed = false) =>
+        RingFormats.Layout(packed, size, UserBase + RingOffset(index), out _);
+
+    public static VhostUserMessage Address(int index, RingAreas a) =>
+        VhostUserMessage.WithAddress(new VringAddress((uint)index, 0, a.DescriptorArea, a.DeviceArea, a.DriverArea, 0));
+
+    /// <summary>NUM, BASE, ADDR, CALL, KICK, ENABLE for one ring.</summary>
+    public void SetupRing(int index, int size, uint baseValue = 0, bool enable = true, bool packed = false)
+    {
+        Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, (uint)index, (uint)size));
+        Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringBase, (uint)index, baseValue));
+        Ok(Address(index, UserAreas(index, size, packed)));
+        Ok(VhostUserMessage.WithFile(VhostUserRequest.SetVringCall, (uint)index, true), Calls[index].Handle);
+        Ok(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, (uint)index, true), Kicks[index].Handle);
+        if (enable)
+        {
+            Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringEnable, (uint)index, 1));
+        }
+    }
+
+    public SplitDriverRing DriverRing(int index, int size, ulong features) =>
+        new(Guest, new SplitRingAddresses(GuestAreas(index, size).DescriptorArea, GuestAreas(index, size).DriverArea, GuestAreas(index, size).DeviceArea), size, FeatureBits.ToRingFeatures(features));
+
+    public ulong BufferAddress(int slot, int bytes = 2048) => GuestBase + BufferOffset + ((ulong)slot * (ulong)bytes);
+
+    public Span<byte> Buffer(ulong guestAddress, int length) => Memory.Slice(guestAddress - GuestBase, length);
+
+    public void Dispose()
+    {
+        _channel?.Dispose();
+        Session.Dispose();
+        foreach (var e in Kicks.Concat(Calls))
+        {
+            e.Dispose();
+        }
+
+        Memory.Dispose();
+    }
+}
