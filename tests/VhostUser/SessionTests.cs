@@ -523,4 +523,14 @@ internal sealed class PackedSetupRing : IDeviceRing
     }
 
     public void Restore(RingPosition position) => _position = position;
+
+    public bool HasAvailable => false;
+
+    public void UndoPops(RingPosition before)
+    {
+    }
+
+    public void MarkBroken(BrokenReason reason)
+    {
+    }
 }
