@@ -15,6 +15,8 @@ internal static class Program
             new HelpOption(),
             new VersionOption(),
             LoopbackCommand.Create(),
+            NetCommands.Host(),
+            NetCommands.Guest(),
         };
         foreach (var c in BaselineCommand.Create())
         {

@@ -51,7 +51,17 @@ public struct IdlePolicy
                 Thread.SpinWait(10);
                 return false;
             default:
-                Thread.SpinWait(10);
+                // Busy-poll, but give the core away now and then: on a machine with fewer cores
+                // than spinning threads, a poller that never yields starves its own peer.
+                if ((++_idle & 63) == 0)
+                {
+                    Thread.Yield();
+                }
+                else
+                {
+                    Thread.SpinWait(10);
+                }
+
                 return false;
         }
     }

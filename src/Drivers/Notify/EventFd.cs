@@ -8,7 +8,7 @@ namespace Rings.Drivers.Notify;
 /// vhost-user. <see cref="Signal"/> adds one to the counter; the waiting side consumes the whole
 /// counter at once, so any number of rings coalesce into one wake-up. No allocation per use.
 /// </summary>
-public sealed unsafe class EventFd : IDisposable
+public sealed unsafe class EventFd : IDoorbell, IDisposable
 {
     private readonly bool _nonBlocking;
 
@@ -125,6 +125,9 @@ public sealed unsafe class EventFd : IDisposable
             }
         }
     }
+
+    /// <inheritdoc/>
+    void IDoorbell.Ring() => Signal();
 
     /// <summary>Closes the descriptor.</summary>
     public void Dispose() => Handle.Dispose();

@@ -223,6 +223,13 @@ public sealed class VhostUserFrontend : IDisposable
         }
     }
 
+    /// <summary>
+    /// False once the back-end has gone away: the control socket turned readable, which on the
+    /// front-end's channel only happens at end of file or error (the back-end sends nothing
+    /// unasked there). Cheap enough to poll a few times a second.
+    /// </summary>
+    public bool IsConnected => _channel is { } channel && !Poll.WaitReadable(channel.Socket.Handle, 0);
+
     /// <summary>The bytes at guest-physical <paramref name="address"/> (for filling and reading buffers).</summary>
     /// <param name="address">Guest-physical address.</param>
     /// <param name="length">Bytes.</param>
