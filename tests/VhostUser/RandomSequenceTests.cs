@@ -26,7 +26,7 @@ public class RandomSequenceTests
             Gen.ListOf(Step(), 80).ToArbitrary(),
             steps =>
             {
-                var before = FdCount.Open();
+                var before = FdCount.OpenAfterGc();
                 using (var memory = SharedMemory.Create(256 << 10))
                 using (var doorbell = EventFd.Create())
                 {
