@@ -223,3 +223,33 @@ public class UnixSocketTests
         public static extern int fcntl(int fd, int command, int argument);
     }
 }
+
+public class SocketPathTests
+{
+    [Fact]
+    public void AStaleSocketIsReplacedButALiveOneOrAPlainFileIsNot()
+    {
+        var path = TestPaths.Socket();
+        var live = UnixSocket.Listen(path);
+        Assert.Throws<IOException>(() => UnixSocket.Listen(path));
+
+        // A listener that went away without removing its file (as a crashed process leaves it).
+        live.Handle.Dispose();
+        using (var again = UnixSocket.Listen(path))
+        {
+            using var client = UnixSocket.Connect(path);
+            Assert.NotNull(again.Accept(5000));
+        }
+
+        File.WriteAllText(path, "not a socket");
+        try
+        {
+            Assert.Throws<IOException>(() => UnixSocket.Listen(path));
+            Assert.Equal("not a socket", File.ReadAllText(path));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
