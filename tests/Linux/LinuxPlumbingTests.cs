@@ -188,14 +188,14 @@ public class UnixSocketTests
         var doorbells = Enumerable.Range(0, 20).Select(_ => EventFd.Create()).ToArray();
         try
         {
-            var before = FdCount.Open();
+            var before = FdCount.OpenAfterGc();
 
             // More than the receiver's control buffer holds: MSG_CTRUNC.
             client.Send([9], doorbells.Select(d => d.Handle).ToArray());
             var fds = new List<FileDescriptor>();
             Assert.Throws<IOException>(() => server.Receive(new byte[4], fds));
             Assert.Empty(fds);
-            Assert.Equal(before, FdCount.Open());
+            Assert.Equal(before, FdCount.OpenAfterGc());
         }
         finally
         {
@@ -221,5 +221,35 @@ public class UnixSocketTests
     {
         [DllImport("libc")]
         public static extern int fcntl(int fd, int command, int argument);
+    }
+}
+
+public class SocketPathTests
+{
+    [Fact]
+    public void AStaleSocketIsReplacedButALiveOneOrAPlainFileIsNot()
+    {
+        var path = TestPaths.Socket();
+        var live = UnixSocket.Listen(path);
+        Assert.Throws<IOException>(() => UnixSocket.Listen(path));
+
+        // A listener that went away without removing its file (as a crashed process leaves it).
+        live.Handle.Dispose();
+        using (var again = UnixSocket.Listen(path))
+        {
+            using var client = UnixSocket.Connect(path);
+            Assert.NotNull(again.Accept(5000));
+        }
+
+        File.WriteAllText(path, "not a socket");
+        try
+        {
+            Assert.Throws<IOException>(() => UnixSocket.Listen(path));
+            Assert.Equal("not a socket", File.ReadAllText(path));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 }

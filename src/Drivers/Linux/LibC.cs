@@ -61,6 +61,12 @@ internal static unsafe partial class LibC
     public const uint STATX_SIZE = 0x200;
     public const int StatxSizeOffset = 40;
     public const int StatxBytes = 256;
+    public const int StatxModeOffset = 28;
+    public const uint STATX_TYPE = 0x1;
+    public const int AT_FDCWD = -100;
+    public const int AT_SYMLINK_NOFOLLOW = 0x100;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFSOCK = 0xC000;
 
     [LibraryImport(Lib, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int MemfdCreate(string name, uint flags);
@@ -79,6 +85,9 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Statx(SafeHandle fd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(Lib, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int StatxPath(int directoryFd, string path, int flags, uint mask, byte* buffer);
 
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     public static partial int EventFd(uint initialValue, int flags);

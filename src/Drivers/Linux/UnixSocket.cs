@@ -30,7 +30,8 @@ public sealed unsafe class UnixSocket : IDisposable
 
     /// <summary>
     /// Creates a listening socket at <paramref name="path"/> with permissions 0600 (owner only),
-    /// replacing a stale socket file. The mode is set on the socket before bind, so the file is never
+    /// replacing a stale socket file (one nobody listens on; any other kind of file is left alone
+    /// and the bind fails). The mode is set on the socket before bind, so the file is never
     /// visible with wider permissions.
     /// </summary>
     /// <param name="path">Filesystem path of the socket.</param>
@@ -50,10 +51,7 @@ public sealed unsafe class UnixSocket : IDisposable
                 throw LibC.Error("fchmod");
             }
 
-            if (File.Exists(path) && (File.GetAttributes(path) & FileAttributes.Directory) == 0)
-            {
-                File.Delete(path);
-            }
+            RemoveStaleSocket(path);
 
             if (LibC.Bind(fd, &address, (uint)sizeof(LibC.SockAddrUn)) != 0)
             {
@@ -308,6 +306,42 @@ public sealed unsafe class UnixSocket : IDisposable
             var next = (byte*)header + ((length + 7) & ~(nuint)7);
             header = next + LibC.CmsgHdr.Size <= end ? (LibC.CmsgHdr*)next : null;
         }
+    }
+
+    private static void RemoveStaleSocket(string path)
+    {
+        var buffer = stackalloc byte[LibC.StatxBytes];
+        if (LibC.StatxPath(LibC.AT_FDCWD, path, LibC.AT_SYMLINK_NOFOLLOW, LibC.STATX_TYPE, buffer) != 0)
+        {
+            return; // nothing there (or not reachable): bind decides
+        }
+
+        var mode = *(ushort*)(buffer + LibC.StatxModeOffset);
+        if ((mode & LibC.S_IFMT) != LibC.S_IFSOCK)
+        {
+            return;
+        }
+
+        bool listening;
+        try
+        {
+            using (Connect(path))
+            {
+            }
+
+            listening = true;
+        }
+        catch (IOException)
+        {
+            listening = false;
+        }
+
+        if (listening)
+        {
+            throw new IOException($"{path} is in use: something listens on it");
+        }
+
+        File.Delete(path);
     }
 
     private static FileDescriptor NewSocket()

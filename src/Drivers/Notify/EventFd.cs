@@ -42,9 +42,11 @@ public sealed unsafe class EventFd : IDoorbell, IDisposable
     }
 
     /// <summary>Rings the doorbell (adds 1 to the counter). Never blocks in practice: the counter saturates at 2^64-2.</summary>
-    /// <returns>False if the descriptor refused the write (closed by the peer side is not an error for eventfd).</returns>
+    /// <returns>False if the descriptor refused the write.</returns>
     public bool Signal()
     {
+        // The system call orders everything before it: ring stores published before Signal are
+        // visible to the side woken by it, so no extra fence is needed here.
         ulong one = 1;
         while (true)
         {

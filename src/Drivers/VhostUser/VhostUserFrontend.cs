@@ -281,6 +281,22 @@ public sealed class VhostUserFrontend : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stops every ring, as a device stop does (QEMU stops all rings together; some back-ends, such
+    /// as DPDK's net_vhost driver, expect that and lose track of rings left running).
+    /// </summary>
+    /// <returns>Each ring's position, by vring index.</returns>
+    public RingPosition[] StopQueues() => _queues.Select(q => StopQueue(q.Index)).ToArray();
+
+    /// <summary>Restarts every ring from its saved base.</summary>
+    public void StartQueues()
+    {
+        foreach (var q in _queues)
+        {
+            StartQueue(q.Index);
+        }
+    }
+
     /// <summary>Closes the connection, then unmaps the memory and closes the doorbells.</summary>
     public void Dispose()
     {

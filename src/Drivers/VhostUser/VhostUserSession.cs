@@ -546,8 +546,10 @@ public sealed class VhostUserSession : IDisposable
             return error;
         }
 
+        // The data path lets go first; only then is the position final.
         var packed = v.Ring is not null ? v.Packed : IsPacked;
-        uint position = v.Ring is not null ? v.Ring.Position.ToVhostBase(packed) : v.Base ?? 0;
+        Suspend(v);
+        var position = v.Ring is { } ring ? ring.Position.ToVhostBase(packed) : v.Base ?? 0;
         Stop(v);
         reply = VhostUserMessage.ReplyState(m.Request, (uint)v.Index, position);
         return null;
