@@ -3,6 +3,7 @@ using System.Diagnostics;
 namespace Rings.Tests.Apps;
 
 /// <summary>Runs the built <c>rings</c> tool as a real process.</summary>
+[Collection(ProcessCollection.Name)]
 public class LoopbackProcessTests
 {
     internal static string RingsExecutable()
@@ -44,9 +45,9 @@ public class LoopbackProcessTests
     [InlineData("poll", "on")]
     [InlineData("block", "on")]
     [InlineData("block", "off")]
-    public void LoopbackMovesPacketsInOrderAndReportsFigures(string wait, string eventIdx)
+    public void InProcessLoopbackMovesPacketsInOrderAndReportsFigures(string wait, string eventIdx)
     {
-        var (exit, output, error) = Run("loopback", "--seconds", "0.5", "--wait", wait, "--event-idx", eventIdx);
+        var (exit, output, error) = Run("loopback", "--in-process", "--seconds", "0.5", "--wait", wait, "--event-idx", eventIdx);
         Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
         Assert.Contains("kicks per packet", output);
         Assert.Contains("calls per packet", output);
@@ -63,6 +64,9 @@ public class LoopbackProcessTests
         var (exit, _, error) = Run("loopback", "--queue-size", "100");
         Assert.Equal(2, exit);
         Assert.Contains("power of two", error);
+        (exit, _, error) = Run("loopback", "--in-process", "--queue-size", "100");
+        Assert.Equal(2, exit);
+        Assert.Contains("power of two", error);
     }
 
     [Fact]
@@ -71,5 +75,7 @@ public class LoopbackProcessTests
         var (exit, output, _) = Run("--help");
         Assert.Equal(0, exit);
         Assert.Contains("loopback", output);
+        Assert.Contains("host", output);
+        Assert.Contains("guest", output);
     }
 }
