@@ -145,3 +145,47 @@ public sealed class ProcessCollection
     /// <summary>The collection's name.</summary>
     public const string Name = "processes";
 }
+
+/// <summary><c>rings host --mode patch</c>: two guests wired to each other.</summary>
+[Collection(ProcessCollection.Name)]
+public class PatchModeTests
+{
+    [Fact]
+    public async Task TwoGuestsReceiveEachOthersFramesIntact()
+    {
+        var dir = Directory.CreateTempSubdirectory("rings-test-");
+        var socket = Path.Combine(dir.FullName, "vhost.sock");
+        var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "host", "--socket", socket, "--mode", "patch", "--wait", "adaptive" })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var host = Process.Start(info)!;
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            while (!File.Exists(socket))
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), "the host did not start");
+                await Task.Delay(20);
+            }
+
+            string[] args = ["guest", "--socket", socket, "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive"];
+            var a = Task.Run(() => LoopbackProcessTests.Run(args));
+            var b = Task.Run(() => LoopbackProcessTests.Run(args));
+            foreach (var (exit, output, error) in await Task.WhenAll(a, b))
+            {
+                Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+                Assert.Matches(@"frames received\s+200,000\b", output);
+                Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+            }
+        }
+        finally
+        {
+            host.Kill();
+            await host.WaitForExitAsync();
+            dir.Delete(true);
+        }
+    }
+}

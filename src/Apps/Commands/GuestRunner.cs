@@ -27,7 +27,8 @@ internal static class GuestRunner
         long Frames,
         WaitStrategy Wait,
         string? Json,
-        int MemoryMiB)
+        int MemoryMiB,
+        double DrainSeconds = 2)
     {
         public string? Validate()
         {
@@ -49,6 +50,11 @@ internal static class GuestRunner
             if (Rate < 0 || !(Seconds > 0) || Seconds > 86400 || Frames < 0)
             {
                 return "--rate must be 0 or more, --seconds between 0 and 86400, --frames 0 or more";
+            }
+
+            if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
+            {
+                return "--drain must be between 0 and 3600 seconds";
             }
 
             if (MemoryMiB < 4 || MemoryMiB > 65536)
@@ -126,7 +132,7 @@ internal static class GuestRunner
         var peerGone = false;
         TrafficFigures? figures = null;
         var gcBefore = GC.CollectionCount(0);
-        var thread = new Thread(() => figures = generator.Run(TimeSpan.FromSeconds(2), () =>
+        var thread = new Thread(() => figures = generator.Run(TimeSpan.FromSeconds(o.DrainSeconds), () =>
         {
             if (!frontend.IsConnected)
             {

@@ -17,8 +17,8 @@ internal sealed class HostRunner
     private readonly Options _o;
     private readonly TextWriter _output;
     private readonly object _gate = new();
-    private readonly VhostQueue?[] _queues = new VhostQueue?[2];
-    private Worker? _worker;
+    private readonly Dictionary<object, VhostQueue?[]> _sessionQueues = [];
+    private readonly List<Worker> _workers = [];
     private int _sessions;
     private readonly ManualResetEventSlim _done = new();
 
@@ -30,9 +30,11 @@ internal sealed class HostRunner
 
     public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose);
 
-    /// <summary>One running data path and what it forwarded.</summary>
+    /// <summary>One running data path (one direction) and what it forwarded.</summary>
     private sealed class Worker
     {
+        public required object Source { get; init; }
+        public required object Destination { get; init; }
         public required Thread Thread { get; init; }
         public required Action Stop { get; init; }
         public required Func<(long Frames, long Dropped, long Sleeps)> Progress { get; init; }
@@ -43,25 +45,20 @@ internal sealed class HostRunner
 
     public static int Run(Options o, TextWriter output, TextWriter error)
     {
-        if (o.Mode != "reflect")
-        {
-            error.WriteLine("rings host: --mode patch needs two front-ends at once, which this back-end does not serve yet");
-            return 2;
-        }
-
         var runner = new HostRunner(o, output);
         var options = new VhostUserBackendOptions
         {
             SocketPath = o.Socket,
+            MaxConnections = o.Mode == "patch" ? 2 : 8,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
         VhostUserBackend backend;
         try
         {
             backend = new VhostUserBackend(options);
-            backend.QueueStarted += (_, e) => runner.OnStarted(e.Queue);
-            backend.QueueStopped += (_, e) => runner.OnStopped(e.Queue);
-            backend.SessionEnded += (_, reason) => runner.OnSessionEnded(reason);
+            backend.QueueStarted += (session, e) => runner.OnStarted(session!, e.Queue);
+            backend.QueueStopped += (session, e) => runner.OnStopped(session!, e.Queue);
+            backend.SessionEnded += (session, reason) => runner.OnSessionEnded(session!, reason);
             backend.Start();
         }
         catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
@@ -83,57 +80,86 @@ internal sealed class HostRunner
         });
         runner._done.Wait();
         backend.Dispose();
-        runner.StopWorker("stopping");
+        lock (runner._gate)
+        {
+            runner.StopWorkers(null, "stopping");
+        }
+
         output.WriteLine($"rings host: stopped after {runner._sessions} front-end(s)");
         return 0;
     }
 
-    private void OnStarted(VhostQueue queue)
+    private void OnStarted(object session, VhostQueue queue)
     {
         lock (_gate)
         {
             if (queue.Index > 1)
             {
-                _output.WriteLine($"rings host: ignoring queue {queue.Index} (one queue pair is served)");
+                _output.WriteLine($"rings host: ignoring queue {queue.Index} (one queue pair per front-end is served)");
                 return;
             }
 
-            _queues[queue.Index] = queue;
-            if (_queues[0] is { } rx && _queues[1] is { } tx && _worker is null)
+            if (!_sessionQueues.TryGetValue(session, out var queues))
             {
-                StartWorker(tx, rx);
+                queues = new VhostQueue?[2];
+                _sessionQueues[session] = queues;
+            }
+
+            queues[queue.Index] = queue;
+            if (queues[0] is null || queues[1] is null || _workers.Exists(w => w.Source == session))
+            {
+                return;
+            }
+
+            if (_o.Mode == "reflect")
+            {
+                StartWorker(session, queues[1]!, session, queues[0]!);
+                return;
+            }
+
+            // Patch: wire this front-end to another whose queues run, both ways.
+            foreach (var (other, theirs) in _sessionQueues)
+            {
+                if (other != session && theirs[0] is not null && theirs[1] is not null && !_workers.Exists(w => w.Source == other))
+                {
+                    StartWorker(session, queues[1]!, other, theirs[0]!);
+                    StartWorker(other, theirs[1]!, session, queues[0]!);
+                    return;
+                }
+            }
+
+            _output.WriteLine("rings host: front-end ready, waiting for a second one to patch it to");
+        }
+    }
+
+    private void OnStopped(object session, VhostQueue queue)
+    {
+        lock (_gate)
+        {
+            // GET_VRING_BASE: every data path using the ring must let go before the back-end answers.
+            if (queue.Index <= 1 && _sessionQueues.TryGetValue(session, out var queues) && queues[queue.Index] == queue)
+            {
+                StopWorkers(session, "queue stopped");
+                queues[queue.Index] = null;
             }
         }
     }
 
-    private void OnStopped(VhostQueue queue)
+    private void OnSessionEnded(object session, string? reason)
     {
         lock (_gate)
         {
-            // GET_VRING_BASE: the data path must let go of the ring before the back-end answers.
-            if (queue.Index <= 1 && _queues[queue.Index] == queue)
-            {
-                StopWorker("queue stopped");
-                _queues[queue.Index] = null;
-            }
-        }
-    }
-
-    private void OnSessionEnded(string? reason)
-    {
-        lock (_gate)
-        {
-            StopWorker(reason ?? "front-end disconnected");
-            _queues[0] = _queues[1] = null;
+            StopWorkers(session, reason ?? "front-end disconnected");
+            _sessionQueues.Remove(session);
             _sessions++;
-            if (_o.Once)
+            if (_o.Once && _sessionQueues.Count == 0)
             {
                 _done.Set();
             }
         }
     }
 
-    private void StartWorker(VhostQueue tx, VhostQueue rx)
+    private void StartWorker(object source, VhostQueue tx, object destination, VhostQueue rx)
     {
         var mergeable = (rx.Features & FeatureBits.NetMergeRxBuffers) != 0;
         IDoorbell txKick = tx.Kick is null ? NullDoorbell.Instance : tx.Kick;
@@ -141,12 +167,13 @@ internal sealed class HostRunner
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
         IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
         var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
-        _worker = (tx.Ring, rx.Ring) switch
+        var worker = (tx.Ring, rx.Ring) switch
         {
             (SplitDeviceRing t, SplitDeviceRing r) => Create(t, r),
             _ => Create(tx.Ring, rx.Ring),
         };
-        _output.WriteLine($"rings host: front-end ready: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}, features 0x{tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
+        _workers.Add(worker);
+        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}, features 0x{tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
 
         Worker Create<TTx, TRx>(TTx t, TRx r)
             where TTx : IDeviceRing
@@ -169,6 +196,8 @@ internal sealed class HostRunner
             thread.Start();
             return new Worker
             {
+                Source = source,
+                Destination = destination,
                 Thread = thread,
                 Stop = loop.Stop,
                 Progress = () => (loop.Frames, loop.Dropped, loop.Sleeps),
@@ -179,16 +208,26 @@ internal sealed class HostRunner
         }
     }
 
-    private void StopWorker(string why)
+    // Stops every worker that touches the session (all of them when null). Caller holds _gate.
+    private void StopWorkers(object? session, string why)
     {
-        if (_worker is not { } w)
+        for (var i = _workers.Count - 1; i >= 0; i--)
         {
-            return;
-        }
+            var w = _workers[i];
+            if (session is not null && w.Source != session && w.Destination != session)
+            {
+                continue;
+            }
 
-        _worker = null;
-        w.Stop();
-        w.Thread.Join();
+            _workers.RemoveAt(i);
+            w.Stop();
+            w.Thread.Join();
+            Report(w, why);
+        }
+    }
+
+    private void Report(Worker w, string why)
+    {
         var (frames, dropped, sleeps) = w.Progress();
         var seconds = w.Clock.Elapsed.TotalSeconds;
         var rx = w.Rx.Counters;

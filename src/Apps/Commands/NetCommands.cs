@@ -42,10 +42,11 @@ internal static class NetCommands
         public Option<string> Wait { get; } = WaitOption("poll");
         public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
         public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => 64 };
+        public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => 2 };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain })
             {
                 c.Options.Add(o);
             }
@@ -66,12 +67,13 @@ internal static class NetCommands
             r.GetValue(Frames),
             ParseWait(r.GetValue(Wait)),
             r.GetValue(Json),
-            r.GetValue(Memory));
+            r.GetValue(Memory),
+            r.GetValue(Drain));
 
         /// <summary>The same settings as command-line arguments for a child <c>rings guest</c>.</summary>
         public IEnumerable<string> Forward(ParseResult r)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory, Drain })
             {
                 var value = r.GetResult(o)?.GetValueOrDefault<object>();
                 if (value is not null)

@@ -277,9 +277,9 @@ public sealed class TrafficGenerator<TTx, TRx>
                 continue;
             }
 
-            if (seq < _expected || seq >= (ulong)Sent)
+            if (seq < _expected)
             {
-                // Already seen (or never sent): a duplicate.
+                // Already seen: a duplicate.
                 Duplicated++;
                 continue;
             }

@@ -16,6 +16,8 @@ public sealed class VhostUserBackend : IDisposable
     private readonly EventFd _stop;
     private UnixSocket? _listener;
     private Thread? _thread;
+    private readonly List<Thread> _connectionThreads = [];
+    private int _active;
     private long _connections;
     private long _sessionsEnded;
     private long _errors;
@@ -30,7 +32,10 @@ public sealed class VhostUserBackend : IDisposable
         _stop = EventFd.Create();
     }
 
-    /// <summary>A ring started (see <see cref="VhostUserSession.QueueStarted"/>).</summary>
+    // Every event's sender is the VhostUserSession of the connection it concerns, so a data path
+    // serving several front-ends at once can tell them apart.
+
+    /// <summary>A ring started (see <see cref="VhostUserSession.QueueStarted"/>); the sender is the connection's session.</summary>
     public event EventHandler<VhostQueueEventArgs>? QueueStarted;
 
     /// <summary>A ring stopped (see <see cref="VhostUserSession.QueueStopped"/>).</summary>
@@ -39,7 +44,7 @@ public sealed class VhostUserBackend : IDisposable
     /// <summary>A started ring was enabled or disabled.</summary>
     public event EventHandler<VhostQueueEventArgs>? QueueEnabledChanged;
 
-    /// <summary>A connection ended; the argument says why (null for a clean close by the peer).</summary>
+    /// <summary>A connection ended; the sender is its session and the argument says why (null for a clean close by the peer).</summary>
     public event EventHandler<string?>? SessionEnded;
 
     /// <summary>The socket path.</summary>
@@ -79,6 +84,16 @@ public sealed class VhostUserBackend : IDisposable
             _stop.Signal();
             thread.Join();
             _thread = null;
+            Thread[] connections;
+            lock (_connectionThreads)
+            {
+                connections = [.. _connectionThreads];
+            }
+
+            foreach (var t in connections)
+            {
+                t.Join();
+            }
         }
 
         _listener?.Dispose();
@@ -100,17 +115,42 @@ public sealed class VhostUserBackend : IDisposable
                     return;
                 }
 
-                using var connection = listener.Accept(0);
+                var connection = listener.Accept(0);
                 if (connection is null)
                 {
                     continue;
                 }
 
                 Interlocked.Increment(ref _connections);
-                if (!ServeConnection(connection))
+                if (Volatile.Read(ref _active) >= _options.MaxConnections)
                 {
-                    return;
+                    RecordError($"refused a connection: already serving {_options.MaxConnections}");
+                    Log($"refused a connection: already serving {_options.MaxConnections} front-end(s)");
+                    connection.Dispose();
+                    continue;
                 }
+
+                Interlocked.Increment(ref _active);
+                var worker = new Thread(() =>
+                {
+                    try
+                    {
+                        ServeConnection(connection);
+                    }
+                    finally
+                    {
+                        connection.Dispose();
+                        Interlocked.Decrement(ref _active);
+                    }
+                })
+                { IsBackground = true, Name = "vhost-user connection" };
+                lock (_connectionThreads)
+                {
+                    _connectionThreads.RemoveAll(t => !t.IsAlive);
+                    _connectionThreads.Add(worker);
+                }
+
+                worker.Start();
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
@@ -125,9 +165,9 @@ public sealed class VhostUserBackend : IDisposable
     {
         var channel = new VhostUserChannel(connection) { MessageTimeoutMilliseconds = _options.MessageTimeoutMilliseconds };
         var session = new VhostUserSession(_options);
-        session.QueueStarted += (_, e) => QueueStarted?.Invoke(this, e);
-        session.QueueStopped += (_, e) => QueueStopped?.Invoke(this, e);
-        session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(this, e);
+        session.QueueStarted += (_, e) => QueueStarted?.Invoke(session, e);
+        session.QueueStopped += (_, e) => QueueStopped?.Invoke(session, e);
+        session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
         var fds = new List<FileDescriptor>();
         string? reason = null;
         var keepServing = true;
@@ -193,7 +233,7 @@ public sealed class VhostUserBackend : IDisposable
             Log(reason is null ? "front-end disconnected" : $"connection closed: {reason}");
             try
             {
-                SessionEnded?.Invoke(this, reason);
+                SessionEnded?.Invoke(session, reason);
             }
             catch (Exception e)
             {
