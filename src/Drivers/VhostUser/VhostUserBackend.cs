@@ -17,7 +17,7 @@ public sealed class VhostUserBackend : IDisposable
     private UnixSocket? _listener;
     private Thread? _thread;
     private readonly List<Thread> _connectionThreads = [];
-    private int _active;
+    private SemaphoreSlim? _slots;
     private long _connections;
     private long _sessionsEnded;
     private long _errors;
@@ -70,6 +70,7 @@ public sealed class VhostUserBackend : IDisposable
             throw new InvalidOperationException("already started");
         }
 
+        _slots = new SemaphoreSlim(_options.MaxConnections, _options.MaxConnections);
         _listener = UnixSocket.Listen(SocketPath);
         _thread = new Thread(Serve) { IsBackground = true, Name = "vhost-user backend" };
         _thread.Start();
@@ -99,14 +100,26 @@ public sealed class VhostUserBackend : IDisposable
         _listener?.Dispose();
         _listener = null;
         _stop.Dispose();
+        _slots?.Dispose();
     }
 
     private void Serve()
     {
         var listener = _listener!;
+        var slots = _slots!;
         Span<bool> ready = stackalloc bool[2];
         while (true)
         {
+            // At capacity, leave new front-ends waiting in the listen backlog until one leaves.
+            while (!slots.Wait(50))
+            {
+                if (Poll.WaitReadable(_stop.Handle, 0))
+                {
+                    return;
+                }
+            }
+
+            var handedOff = false;
             try
             {
                 Poll.WaitReadable([listener.Handle, _stop.Handle], -1, ready);
@@ -122,15 +135,6 @@ public sealed class VhostUserBackend : IDisposable
                 }
 
                 Interlocked.Increment(ref _connections);
-                if (Volatile.Read(ref _active) >= _options.MaxConnections)
-                {
-                    RecordError($"refused a connection: already serving {_options.MaxConnections}");
-                    Log($"refused a connection: already serving {_options.MaxConnections} front-end(s)");
-                    connection.Dispose();
-                    continue;
-                }
-
-                Interlocked.Increment(ref _active);
                 var worker = new Thread(() =>
                 {
                     try
@@ -140,7 +144,7 @@ public sealed class VhostUserBackend : IDisposable
                     finally
                     {
                         connection.Dispose();
-                        Interlocked.Decrement(ref _active);
+                        slots.Release();
                     }
                 })
                 { IsBackground = true, Name = "vhost-user connection" };
@@ -151,11 +155,19 @@ public sealed class VhostUserBackend : IDisposable
                 }
 
                 worker.Start();
+                handedOff = true;
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
                 Log($"accept failed: {e.Message}");
                 Thread.Sleep(10);
+            }
+            finally
+            {
+                if (!handedOff)
+                {
+                    slots.Release();
+                }
             }
         }
     }

@@ -31,7 +31,7 @@ public sealed class VhostUserBackendOptions
     /// <summary>Queue pairs (GET_QUEUE_NUM answers this); the device has twice as many vrings. 1 to 128.</summary>
     public int MaxQueuePairs { get; set; } = 1;
 
-    /// <summary>Front-ends served at once, each on its own connection thread; more are refused and closed.</summary>
+    /// <summary>Front-ends served at once, each on its own connection thread; more wait in the listen backlog.</summary>
     public int MaxConnections { get; set; } = 1;
 
     /// <summary>Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated.</summary>
