@@ -308,7 +308,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
     /// <inheritdoc/>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// A position is not below the queue size, or the used position is ahead of the avail position.
+    /// A position is not below the queue size, or the used position is ahead of the avail position
+    /// (more than a lap of descriptors would be in flight).
     /// </exception>
     public void Restore(RingPosition position)
     {
