@@ -1,1 +1,9 @@
-namespace Rings.Benchmarks; internal static class Program { private static int Main() => 0; }
+using BenchmarkDotNet.Running;
+
+namespace Rings.Benchmarks;
+
+/// <summary>Runs the benchmarks chosen on the command line (for example <c>--filter '*'</c>).</summary>
+internal static class Program
+{
+    private static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+}

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Rings.Chains;
 using Rings.Memory;
 
@@ -111,79 +112,45 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public bool TryPop(out DescriptorChain chain)
     {
-        chain = default;
-        if (IsBroken)
-        {
-            return false;
-        }
-
         var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
 
         // Acquire (2.8.21.1): the driver writes these flags last; the descriptor's other fields,
-        // the rest of its chain and the rest of its burst are read only after we see them.
+        // the rest of its list and the rest of its burst are read only after we see them.
         var flags = Volatile.Read(ref *(ushort*)(d + 14));
-        if ((flags & PackedFlags.AvailUsed) != _availBits)
+        if ((flags & PackedFlags.AvailUsed) != _availBits || IsBroken)
         {
+            chain = default;
             return false;
         }
 
-        int count;
-        int readable;
-        ulong readBytes;
-        ulong writeBytes;
-        int descriptors;
-        ushort id;
-        if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) == 0 && _inFlight < _size)
+        if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || _inFlight >= _size)
         {
-            // One direct descriptor, the common case: each field read once.
-            var address = *(ulong*)d;
-            var length = *(uint*)(d + 8);
-            id = *(ushort*)(d + 12);
-            if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
-            {
-                return Break(BrokenReason.AddressOutOfRange);
-            }
-
-            var writable = (flags & PackedFlags.Write) != 0;
-            _segments[0] = new ChainSegment(host, length, writable);
-            count = 1;
-            descriptors = 1;
-            readable = writable ? 0 : 1;
-            readBytes = writable ? 0 : length;
-            writeBytes = writable ? length : 0;
-        }
-        else
-        {
-            var reason = Walk(d, flags, out count, out readable, out readBytes, out writeBytes, out descriptors, out id);
-            if (reason != BrokenReason.None)
-            {
-                return Break(reason);
-            }
+            return TryPopList(d, flags, out chain);
         }
 
-        // 2.8.6: the id (from the list's last descriptor) must name a buffer not already in flight.
-        if (id >= _size || _idInFlight[id])
+        // One direct descriptor, the common case: each field read once.
+        var address = *(ulong*)d;
+        var length = *(uint*)(d + 8);
+        var id = *(ushort*)(d + 12);
+        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
         {
-            return Break(BrokenReason.BufferIdInvalid);
+            chain = default;
+            return Break(BrokenReason.AddressOutOfRange);
         }
 
-        _idInFlight[id] = true;
-        if (_inOrder)
+        if (!Commit(id, 1))
         {
-            _popped.Enqueue(id);
+            chain = default;
+            return false;
         }
 
-        _inFlight += descriptors;
-        _availPosition += descriptors;
-        if (_availPosition >= _size)
-        {
-            _availPosition -= _size;
-            _availBits ^= PackedFlags.AvailUsed;
-        }
-
-        Counters.Packets++;
-        Counters.Bytes += (long)readBytes;
-        chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(id, (ushort)descriptors));
+        var writable = (flags & PackedFlags.Write) != 0;
+        // The scratch array holds the queue size (at least 1) segments: no bounds check needed.
+        ref var segment = ref MemoryMarshal.GetArrayDataReference(_segments);
+        segment = new ChainSegment(host, length, writable);
+        var readBytes = writable ? 0 : length;
+        Counters.Bytes += readBytes;
+        chain = new DescriptorChain(MemoryMarshal.CreateReadOnlySpan(ref segment, 1), writable ? 0 : 1, readBytes, writable ? length : 0, new ChainToken(id, 1));
         return true;
     }
 
@@ -347,6 +314,56 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         Array.Clear(_idInFlight);
         _popped.Clear();
         Counters.BrokenReason = BrokenReason.None;
+    }
+
+    /// <summary>The general pop: a NEXT list or an indirect table, or a ring the device holds whole.</summary>
+    private bool TryPopList(byte* d, ushort flags, out DescriptorChain chain)
+    {
+        chain = default;
+        var reason = Walk(d, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (!Commit(id, descriptors))
+        {
+            return false;
+        }
+
+        Counters.Bytes += (long)readBytes;
+        chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(id, (ushort)descriptors));
+        return true;
+    }
+
+    /// <summary>Checks a popped buffer's id, marks it in flight and moves the avail position past its descriptors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Commit(ushort id, int descriptors)
+    {
+        // 2.8.6: the id (from the list's last descriptor) must name a buffer not already in flight.
+        var inFlight = _idInFlight;
+        if (id >= (uint)inFlight.Length || inFlight[id])
+        {
+            return Break(BrokenReason.BufferIdInvalid);
+        }
+
+        inFlight[id] = true;
+        if (_inOrder)
+        {
+            _popped.Enqueue(id);
+        }
+
+        _inFlight += descriptors;
+        var position = _availPosition + descriptors;
+        if (position >= _size)
+        {
+            position -= _size;
+            _availBits ^= PackedFlags.AvailUsed;
+        }
+
+        _availPosition = position;
+        Counters.Packets++;
+        return true;
     }
 
     /// <summary>Writes one used descriptor, holding its flags back when it opens a burst; moves the used position.</summary>

@@ -26,8 +26,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
     // Shadow state, never read back from shared memory.
     private readonly ushort[] _freeIds;          // stack of buffer ids not in use
-    private readonly ushort[] _descriptorCount;  // ring descriptors a buffer id holds; 0 = not outstanding
-    private readonly uint[] _writableLength;     // device-writable bytes of a buffer
+    private readonly BufferRecord[] _buffers;    // per buffer id: what the driver made available
     private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
     private int _freeIdCount;
     private int _freeDescriptors;
@@ -77,8 +76,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         _freeIds = new ushort[size];
-        _descriptorCount = new ushort[size];
-        _writableLength = new uint[size];
+        _buffers = new BufferRecord[size];
         if (_inOrder)
         {
             _order = new InOrderQueue(size);
@@ -301,12 +299,13 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // reserved when WRITE is clear (nothing was written).
         var id = *(ushort*)(d + 12);
         var length = (flags & PackedFlags.Write) != 0 ? *(uint*)(d + 8) : 0;
-        if (id >= _size || _descriptorCount[id] == 0)
+        var buffers = _buffers;
+        if (id >= (uint)buffers.Length || buffers[id].Descriptors == 0)
         {
             return Break(BrokenReason.UsedIdNotOutstanding);
         }
 
-        if (length > _writableLength[id])
+        if (length > buffers[id].WritableLength)
         {
             return Break(BrokenReason.UsedLengthTooLarge);
         }
@@ -366,8 +365,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         for (var i = 0; i < _size; i++)
         {
             _freeIds[i] = (ushort)(_size - 1 - i);
-            _descriptorCount[i] = 0;
-            _writableLength[i] = 0;
+            _buffers[i] = default;
         }
 
         _order.Clear();
@@ -458,8 +456,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Track(ushort id, int descriptors, uint writable, ulong readBytes)
     {
-        _descriptorCount[id] = (ushort)descriptors;
-        _writableLength[id] = writable;
+        _buffers[id] = new BufferRecord(writable, (ushort)descriptors);
         _freeDescriptors -= descriptors;
         _outstanding++;
         if (_inOrder)
@@ -478,7 +475,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _batchLeft--;
 
         // 2.8.8: the buffers skipped over were used completely; the last one carries its length.
-        var length = _batchLeft == 0 ? _batchLastLength : _writableLength[id];
+        var length = _batchLeft == 0 ? _batchLastLength : _buffers[id].WritableLength;
         Reclaim(id);
         Counters.Bytes += length;
         used = new UsedElement(id, length);
@@ -489,19 +486,26 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Reclaim(ushort id)
     {
-        int count = _descriptorCount[id];
-        _usedPosition += count;
-        if (_usedPosition >= _size)
+        ref var record = ref _buffers[id];
+        int count = record.Descriptors;
+        record.Descriptors = 0;
+        var position = _usedPosition + count;
+        if (position >= _size)
         {
-            _usedPosition -= _size;
+            position -= _size;
             _usedBits ^= PackedFlags.AvailUsed;
         }
 
-        _descriptorCount[id] = 0;
+        _usedPosition = position;
         _freeIds[_freeIdCount++] = id;
         _freeDescriptors += count;
         _outstanding--;
     }
+
+    /// <summary>What the driver remembers of a buffer it made available; never read back from the ring.</summary>
+    /// <param name="WritableLength">Device-writable bytes.</param>
+    /// <param name="Descriptors">Ring descriptors the buffer holds; 0 = not outstanding.</param>
+    private record struct BufferRecord(uint WritableLength, ushort Descriptors);
 
     private bool Break(BrokenReason reason)
     {
