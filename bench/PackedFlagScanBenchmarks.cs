@@ -14,6 +14,8 @@ namespace Rings.Benchmarks;
 /// (one 64-byte line) per step with Vector256 or Vector512. Reported per descriptor.
 /// </summary>
 [MemoryDiagnoser]
+[MinColumn]
+[MedianColumn]
 public unsafe class PackedFlagScanBenchmarks
 {
     private const int QueueSize = 256;

@@ -10,9 +10,11 @@ namespace Rings.Benchmarks;
 /// One packet's full round trip in one thread, split and packed side by side: the driver adds a
 /// one-segment buffer, publishes once per burst; the device pops it, returns it (one used entry per
 /// buffer, or one per burst under IN_ORDER) and publishes once per burst; the driver takes it back.
-/// Reported per packet.
+/// Reported per packet; on a shared machine read the Min column.
 /// </summary>
 [MemoryDiagnoser]
+[MinColumn]
+[MedianColumn]
 public class RingRoundTripBenchmarks
 {
     private const int QueueSize = 256;
