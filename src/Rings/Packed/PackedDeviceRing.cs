@@ -35,7 +35,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private byte* _pendingUsed;            // first used descriptor of the unpublished burst: flags held back
     private ushort _pendingUsedFlags;
     private int _pendingChains;
-    private int _pendingDescriptors;
     private int _publishedPosition;        // used position as last published
     private bool _publishedWrap;
     private int _sinceCall;                // descriptors published since the last call decision (EVENT_IDX window)
@@ -210,12 +209,19 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // one used, and then it sees all of them.
         Volatile.Write(ref *(ushort*)(_pendingUsed + 14), _pendingUsedFlags);
         Counters.RecordBurst(_pendingChains);
-        _sinceCall = Math.Min(_sinceCall + _pendingDescriptors, _size);
+
+        // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
+        var descriptors = _usedPosition - _publishedPosition;
+        if (descriptors <= 0)
+        {
+            descriptors += _size;
+        }
+
+        _sinceCall = Math.Min(_sinceCall + descriptors, _size);
         _publishedPosition = _usedPosition;
         _publishedWrap = _usedBits == PackedFlags.AvailUsed;
         _pendingUsed = null;
         _pendingChains = 0;
-        _pendingDescriptors = 0;
     }
 
     /// <inheritdoc/>
@@ -307,7 +313,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _inFlight = inFlight;
         _pendingUsed = null;
         _pendingUsedFlags = 0;
-        _pendingChains = _pendingDescriptors = _sinceCall = 0;
+        _pendingChains = _sinceCall = 0;
         _kicksDisabled = false;
 
         // Which buffers were in flight before is not carried; forget them.
@@ -387,7 +393,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         _pendingChains += chains;
-        _pendingDescriptors += descriptors;
         _inFlight -= descriptors;
         _usedPosition += descriptors;
         if (_usedPosition >= _size)

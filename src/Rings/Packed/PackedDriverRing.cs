@@ -30,14 +30,12 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
     private int _freeIdCount;
     private int _freeDescriptors;
-    private int _outstanding;
 
     private int _availPosition;        // next descriptor to fill
     private ushort _availBits;         // AVAIL/USED bits of a descriptor made available this lap
     private byte* _pendingHead;        // first head of the unpublished burst: its flags are held back
     private ushort _pendingHeadFlags;
     private int _pendingBuffers;
-    private int _pendingDescriptors;
     private int _publishedPosition;    // first descriptor not yet made available, as last published
     private bool _publishedWrap;
     private int _sinceKick;            // descriptors published since the last kick decision (EVENT_IDX window)
@@ -96,7 +94,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     public int FreeDescriptors => _freeDescriptors;
 
     /// <inheritdoc/>
-    public int Outstanding => _outstanding;
+    public int Outstanding => _size - _freeIdCount; // each outstanding buffer holds one id
 
     /// <inheritdoc/>
     public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
@@ -245,12 +243,19 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // the burst's first head available, and then it sees all of it.
         Volatile.Write(ref *(ushort*)(_pendingHead + 14), _pendingHeadFlags);
         Counters.RecordBurst(_pendingBuffers);
-        _sinceKick = Math.Min(_sinceKick + _pendingDescriptors, _size);
+
+        // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
+        var descriptors = _availPosition - _publishedPosition;
+        if (descriptors <= 0)
+        {
+            descriptors += _size;
+        }
+
+        _sinceKick = Math.Min(_sinceKick + descriptors, _size);
         _publishedPosition = _availPosition;
         _publishedWrap = _availBits == PackedFlags.Avail;
         _pendingHead = null;
         _pendingBuffers = 0;
-        _pendingDescriptors = 0;
     }
 
     /// <inheritdoc/>
@@ -281,7 +286,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         used = default;
-        if (_outstanding == 0 || IsBroken)
+        if (_freeIdCount == _size || IsBroken)
         {
             return false;
         }
@@ -343,7 +348,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // Store-load: the request must be visible before we look at the ring again, or the device
         // may mark a descriptor used and skip the call while we go to sleep on an empty-looking ring.
         Interlocked.MemoryBarrier();
-        return _batchLeft > 0 || (_outstanding > 0 && IsUsed(_desc + (_usedPosition * PackedLayout.DescriptorBytes)));
+        return _batchLeft > 0 || (_freeIdCount < _size && IsUsed(_desc + (_usedPosition * PackedLayout.DescriptorBytes)));
     }
 
     /// <inheritdoc/>
@@ -371,7 +376,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _order.Clear();
         _freeIdCount = _size;
         _freeDescriptors = _size;
-        _outstanding = 0;
 
         // 2.8.1: both wrap counters start at 1.
         _availPosition = _publishedPosition = _usedPosition = 0;
@@ -380,7 +384,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _publishedWrap = true;
         _pendingHead = null;
         _pendingHeadFlags = 0;
-        _pendingBuffers = _pendingDescriptors = _sinceKick = 0;
+        _pendingBuffers = _sinceKick = 0;
         _batchLeft = 0;
         _batchLastLength = 0;
         _callsDisabled = false;
@@ -443,14 +447,15 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         _pendingBuffers++;
-        _pendingDescriptors += descriptors;
-        _availPosition += descriptors;
-        if (_availPosition >= _size)
+        var position = _availPosition + descriptors;
+        if (position >= _size)
         {
             // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
-            _availPosition -= _size;
+            position -= _size;
             _availBits ^= PackedFlags.AvailUsed;
         }
+
+        _availPosition = position;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -458,7 +463,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     {
         _buffers[id] = new BufferRecord(writable, (ushort)descriptors);
         _freeDescriptors -= descriptors;
-        _outstanding++;
         if (_inOrder)
         {
             _order.Enqueue(id);
@@ -499,7 +503,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _usedPosition = position;
         _freeIds[_freeIdCount++] = id;
         _freeDescriptors += count;
-        _outstanding--;
     }
 
     /// <summary>What the driver remembers of a buffer it made available; never read back from the ring.</summary>
