@@ -121,13 +121,16 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     public bool TryPop(out DescriptorChain chain)
     {
         chain = default;
+
+        // Checked on every pop, not only when the cached index runs out: after a bad chain the
+        // driver may rewrite the ring, and a broken queue must do nothing more until it is restored.
+        if (IsBroken)
+        {
+            return false;
+        }
+
         if (_lastAvail == _cachedAvailIndex)
         {
-            if (IsBroken)
-            {
-                return false;
-            }
-
             // Acquire: avail.ring entries and descriptors are read only after this index.
             var index = Volatile.Read(ref AvailIdx);
             if (index == _lastAvail)

@@ -360,6 +360,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _availIndex = _publishedAvail = _lastKickAvail = 0;
         _lastUsed = _cachedUsedIndex = 0;
         _callsDisabled = false;
+        Counters.BrokenReason = BrokenReason.None; // a reset device starts over (2.4), as does this side
         new Span<byte>(_desc, _size * 16).Clear();
         new Span<byte>(_avail, 6 + (2 * _size)).Clear();
         new Span<byte>(_used, 6 + (8 * _size)).Clear();
