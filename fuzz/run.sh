@@ -89,12 +89,14 @@ stat() { sed -n "s/^$1 *: *//p" "$stats" | head -1; }
 crashes_dir="$findings/default/crashes"
 regressions="$here/regressions/$target"
 copied=0
+new_inputs=()
 shopt -s nullglob
 for f in "$crashes_dir"/id:*; do
     mkdir -p "$regressions"
     name="crash-$(sha1sum "$f" | cut -c1-16)"
     if [[ ! -e "$regressions/$name" ]]; then
         cp "$f" "$regressions/$name"
+        new_inputs+=("$regressions/$name")
         copied=$((copied + 1))
     fi
 done
@@ -107,5 +109,14 @@ echo "crashes:      $(stat saved_crashes) saved ($copied new regression inputs i
 echo "hangs:        $(stat saved_hangs)"
 if (( copied > 0 )); then
     echo "== replaying the new regression inputs (uninstrumented)"
-    dotnet "$out/plain/Rings.Fuzz.dll" "$target" --replay "$regressions" | tail -40 || true
+    for f in "${new_inputs[@]}"; do
+        set +e
+        dotnet "$out/plain/Rings.Fuzz.dll" "$target" --replay "$f" >"$out/replay.log" 2>&1
+        rc=$?
+        set -e
+        grep -v ' passed, ' "$out/replay.log" | head -8
+        if (( rc > 128 )); then
+            echo "FAIL $f: the process died of signal $((rc - 128)) (a memory fault is SIGSEGV, 11)"
+        fi
+    done
 fi
