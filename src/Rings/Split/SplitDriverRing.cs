@@ -261,13 +261,16 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     public bool TryTakeUsed(out UsedElement used)
     {
         used = default;
+
+        // Checked on every take, not only when the cached index runs out: after a bad element the
+        // device may rewrite the ring, and a broken queue must do nothing more until it is reset.
+        if (IsBroken)
+        {
+            return false;
+        }
+
         if (_lastUsed == _cachedUsedIndex)
         {
-            if (IsBroken)
-            {
-                return false;
-            }
-
             // Acquire: the used elements are read only after the index that covers them.
             var index = Volatile.Read(ref UsedIdx);
             if (index == _lastUsed)
