@@ -197,6 +197,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         *(uint*)element = last.Id;
         *(uint*)(element + 4) = written;
         _usedIndex += (ushort)buffers;
+        Counters.Packets += buffers;
         Counters.Bytes += written;
     }
 
