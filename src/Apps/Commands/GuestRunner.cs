@@ -145,6 +145,7 @@ internal static class GuestRunner
         }))
         { Name = "guest traffic", IsBackground = true };
 
+        // Ctrl-C: stop sending and let the frames in flight come back; a second one stops at once.
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
         {
             c.Cancel = true;

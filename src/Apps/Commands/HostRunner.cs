@@ -20,6 +20,7 @@ internal sealed class HostRunner
     private readonly Dictionary<object, VhostQueue?[]> _sessionQueues = [];
     private readonly List<Worker> _workers = [];
     private int _sessions;
+    private bool _interrupted;
     private readonly ManualResetEventSlim _done = new();
 
     private HostRunner(Options o, TextWriter output)
@@ -71,7 +72,7 @@ internal sealed class HostRunner
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
         {
             c.Cancel = true;
-            runner._done.Set();
+            runner.Interrupt();
         });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
         {
@@ -87,6 +88,25 @@ internal sealed class HostRunner
 
         output.WriteLine($"rings host: stopped after {runner._sessions} front-end(s)");
         return 0;
+    }
+
+    // Ctrl-C. With --once the guest beside us got it too and is draining its last frames: let it
+    // finish and leave (up to five seconds) so nothing in flight is lost. Otherwise, or on a
+    // second Ctrl-C, stop now.
+    private void Interrupt()
+    {
+        lock (_gate)
+        {
+            if (!_o.Once || _interrupted || _sessionQueues.Count == 0)
+            {
+                _done.Set();
+                return;
+            }
+
+            _interrupted = true;
+        }
+
+        _ = Task.Delay(5000).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
     }
 
     private void OnStarted(object session, VhostQueue queue)

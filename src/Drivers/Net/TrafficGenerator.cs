@@ -73,6 +73,7 @@ public sealed class TrafficGenerator<TTx, TRx>
     private readonly long[] _latency = new long[LatencyCapacity];
     private readonly byte[] _receiveBuffer = new byte[65536];
     private volatile bool _stop;
+    private volatile bool _stopSending;
     private long _latencyCount;
     private ulong _expected;
 
@@ -114,8 +115,19 @@ public sealed class TrafficGenerator<TTx, TRx>
     /// <summary>Times the generator went to sleep.</summary>
     public long Sleeps;
 
-    /// <summary>Set by the caller to end the run early (for example on Ctrl-C, or when the peer is gone).</summary>
-    public void Stop() => _stop = true;
+    /// <summary>
+    /// Ends the run early (for example on Ctrl-C): the first call stops sending and lets the frames
+    /// in flight come back (up to the drain time); a second call stops at once.
+    /// </summary>
+    public void Stop()
+    {
+        if (_stopSending)
+        {
+            _stop = true;
+        }
+
+        _stopSending = true;
+    }
 
     /// <summary>
     /// Runs on the calling thread: sends for the configured duration, then waits up to
@@ -160,7 +172,7 @@ public sealed class TrafficGenerator<TTx, TRx>
                 }
             }
 
-            if (sending && (now >= duration || (o.Frames > 0 && Sent >= o.Frames)))
+            if (sending && (now >= duration || (o.Frames > 0 && Sent >= o.Frames) || _stopSending))
             {
                 sending = false;
                 sendEnd = now;
