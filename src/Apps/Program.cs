@@ -17,6 +17,7 @@ internal static class Program
             LoopbackCommand.Create(),
             NetCommands.Host(),
             NetCommands.Guest(),
+            BenchCommand.Create(),
         };
         foreach (var c in BaselineCommand.Create())
         {
