@@ -87,6 +87,7 @@ internal static class BenchCommand
             Started = DateTimeOffset.Now,
             Seconds = s.Seconds,
             Repeats = s.Repeats,
+            ReferenceRepeats = ReferenceRounds(s),
             QueueSize = QueueSize,
             Points = plan.Points.Select(p => new PointResult(p, plan.SeriesOf(p))).ToList(),
             Baselines = [],
@@ -102,7 +103,7 @@ internal static class BenchCommand
         });
 
         var tasks = Schedule(s, self, report, () => cancelled);
-        o.WriteLine($"rings bench ({report.Preset}): {report.Points.Count} points x {s.Repeats} run(s) of {s.Seconds:0.##} s, {report.Baselines.Count(b => b.Skipped is null)} baselines; machine: {report.Machine.Describe()}, load {report.Machine.LoadAverage}");
+        o.WriteLine($"rings bench ({report.Preset}): {report.Points.Count} points x {s.Repeats} run(s) of {s.Seconds:0.##} s, {report.Baselines.Count(b => b.Skipped is null)} baselines and the reference point x {ReferenceRounds(s)}; machine: {report.Machine.Describe()}, load {report.Machine.LoadAverage}");
         foreach (var b in report.Baselines.Where(b => b.Skipped is not null))
         {
             o.WriteLine($"  {b.Description}: skipped, {b.Skipped}");
@@ -157,13 +158,17 @@ internal static class BenchCommand
         return cancelled ? 130 : exit;
     }
 
+    /// <summary>Rounds for the reference point and the baselines: at least three when there are baselines.</summary>
+    internal static int ReferenceRounds(Settings s) => s.Baselines ? Math.Max(3, s.Repeats) : s.Repeats;
+
     /// <summary>A unit of work with its expected cost in seconds; it returns a line for the log.</summary>
     private sealed record BenchTask(string Label, double Cost, Func<string> Run);
 
     /// <summary>
     /// A discarded warm-up run, then the repeats round-robin: each round measures the reference
     /// point, then the baselines beside it, then every other point, so slow drifts in the
-    /// machine's load spread over all points instead of landing on a few.
+    /// machine's load spread over all points instead of landing on a few. Rounds past
+    /// <see cref="Settings.Repeats"/> measure only the reference point and the baselines.
     /// </summary>
     private static List<BenchTask> Schedule(Settings s, string self, BenchReport report, Func<bool> cancelled)
     {
@@ -189,77 +194,88 @@ internal static class BenchCommand
             report.Baselines.Add(new BaselineResult(UnixPingPong, "AF_UNIX datagram ping-pong", 64, 1));
         }
 
+        // The ratios are the headline, so the reference point and the baselines beside it get at
+        // least three rounds even when the other points get one.
         var dpdkSeconds = Math.Max(2, Math.Round(s.Seconds));
-        for (var round = 1; round <= s.Repeats; round++)
+        var rounds = ReferenceRounds(s);
+        var reference = report.Points.FirstOrDefault(p => p.Point == BenchPoint.Base);
+        for (var round = 1; round <= rounds; round++)
         {
+            var referenceTag = rounds > 1 ? $" (run {round}/{rounds})" : string.Empty;
             var tag = s.Repeats > 1 ? $" (run {round}/{s.Repeats})" : string.Empty;
-            var first = true;
-            foreach (var p in report.Points)
+            if (reference is not null)
             {
-                tasks.Add(new BenchTask(p.Point.Label() + tag, loopbackCost, () =>
-                {
-                    var (run, err) = BenchRuns.Loopback(self, p.Point, s.Seconds, QueueSize);
-                    if (cancelled())
-                    {
-                        return $"{p.Point.Label()}: interrupted, not counted";
-                    }
-
-                    if (err is not null)
-                    {
-                        p.Errors.Add(err);
-                    }
-
-                    if (run is null)
-                    {
-                        return $"{p.Point.Label()}: failed: {err}";
-                    }
-
-                    p.Runs.Add(run);
-                    return $"{p.Point.Label()}: {run.Mpps:0.000} Mpps, {run.Gbps:0.00} Gbit/s, kicks {run.KicksPerFrame:0.0000}/frame, calls {run.CallsPerFrame:0.0000}/frame, p50 {run.LatencyP50Us:0.0} us, p99 {run.LatencyP99Us:0.0} us{(err is null ? string.Empty : " (" + err + ")")}";
-                }));
-
-                if (first)
-                {
-                    first = false;
-                    foreach (var b in report.Baselines.Where(b => b.Skipped is null))
-                    {
-                        tasks.Add(b.Name == Dpdk
-                            ? new BenchTask(b.Description + tag, dpdkSeconds + 5, () =>
-                            {
-                                var (mpps, err) = BenchDpdk.Measure(testpmd!, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
-                                if (cancelled())
-                                {
-                                    return $"{b.Description}: interrupted, not counted";
-                                }
-
-                                if (err is not null)
-                                {
-                                    b.Errors.Add(err);
-                                    return $"{b.Description}: failed: {err}";
-                                }
-
-                                b.Mpps.Add(mpps);
-                                return $"{b.Description}: {mpps:0.000} Mpps";
-                            })
-                            : new BenchTask(b.Description + tag, s.Seconds + 0.4, () =>
-                            {
-                                var before = b.Mpps.Count;
-                                BenchRuns.Kernel(b, b.Name == Udp ? KernelBaseline.Transport.Udp : KernelBaseline.Transport.Unix, s.Seconds, self);
-                                if (cancelled() && b.Mpps.Count > before)
-                                {
-                                    b.Mpps.RemoveAt(before);
-                                    b.LatencyP50Us.RemoveAt(before);
-                                    b.LatencyP99Us.RemoveAt(before);
-                                    return $"{b.Description}: interrupted, not counted";
-                                }
-
-                                return b.Mpps.Count == before
-                                    ? $"{b.Description}: failed: {(b.Errors.Count > 0 ? b.Errors[^1] : "no figures")}"
-                                    : $"{b.Description}: {b.Mpps[^1]:0.000} Mpps, p50 {b.LatencyP50Us[^1]:0.0} us";
-                            }));
-                    }
-                }
+                tasks.Add(PointTask(reference, referenceTag));
             }
+
+            foreach (var b in report.Baselines.Where(b => b.Skipped is null))
+            {
+                tasks.Add(b.Name == Dpdk
+                    ? new BenchTask(b.Description + referenceTag, dpdkSeconds + 5, () => DpdkRun(b))
+                    : new BenchTask(b.Description + referenceTag, s.Seconds + 0.4, () => KernelRun(b)));
+            }
+
+            if (round <= s.Repeats)
+            {
+                tasks.AddRange(report.Points.Where(p => p != reference).Select(p => PointTask(p, tag)));
+            }
+        }
+
+        BenchTask PointTask(PointResult p, string tag) => new(p.Point.Label() + tag, loopbackCost, () =>
+        {
+            var (run, err) = BenchRuns.Loopback(self, p.Point, s.Seconds, QueueSize);
+            if (cancelled())
+            {
+                return $"{p.Point.Label()}: interrupted, not counted";
+            }
+
+            if (err is not null)
+            {
+                p.Errors.Add(err);
+            }
+
+            if (run is null)
+            {
+                return $"{p.Point.Label()}: failed: {err}";
+            }
+
+            p.Runs.Add(run);
+            return $"{p.Point.Label()}: {run.Mpps:0.000} Mpps, {run.Gbps:0.00} Gbit/s, kicks {run.KicksPerFrame:0.0000}/frame, calls {run.CallsPerFrame:0.0000}/frame, p50 {run.LatencyP50Us:0.0} us, p99 {run.LatencyP99Us:0.0} us{(err is null ? string.Empty : " (" + err + ")")}";
+        });
+
+        string DpdkRun(BaselineResult b)
+        {
+            var (mpps, err) = BenchDpdk.Measure(testpmd!, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
+            if (cancelled())
+            {
+                return $"{b.Description}: interrupted, not counted";
+            }
+
+            if (err is not null)
+            {
+                b.Errors.Add(err);
+                return $"{b.Description}: failed: {err}";
+            }
+
+            b.Mpps.Add(mpps);
+            return $"{b.Description}: {mpps:0.000} Mpps";
+        }
+
+        string KernelRun(BaselineResult b)
+        {
+            var before = b.Mpps.Count;
+            BenchRuns.Kernel(b, b.Name == Udp ? KernelBaseline.Transport.Udp : KernelBaseline.Transport.Unix, s.Seconds, self);
+            if (cancelled() && b.Mpps.Count > before)
+            {
+                b.Mpps.RemoveAt(before);
+                b.LatencyP50Us.RemoveAt(before);
+                b.LatencyP99Us.RemoveAt(before);
+                return $"{b.Description}: interrupted, not counted";
+            }
+
+            return b.Mpps.Count == before
+                ? $"{b.Description}: failed: {(b.Errors.Count > 0 ? b.Errors[^1] : "no figures")}"
+                : $"{b.Description}: {b.Mpps[^1]:0.000} Mpps, p50 {b.LatencyP50Us[^1]:0.0} us";
         }
 
         return tasks;

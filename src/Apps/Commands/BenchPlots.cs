@@ -37,6 +37,7 @@ internal static class BenchPlots
     {
         var plot = New("Round trip rate against burst size", subtitle, "burst size (frames per publish)", "round trip, million frames per second");
         var bursts = new SortedSet<int>();
+        var top = 0.0;
         var index = 0;
         foreach (var ring in new[] { "split", "packed" })
         {
@@ -47,6 +48,7 @@ internal static class BenchPlots
             }
 
             bursts.UnionWith(series.Select(p => p.Point.Burst));
+            top = Math.Max(top, series.Max(p => p.Mpps));
             var line = plot.Add.Scatter(series.Select(p => Math.Log2(p.Point.Burst)).ToArray(), series.Select(p => p.Mpps).ToArray());
             Style(line, index++, $"{ring} ring");
         }
@@ -54,7 +56,7 @@ internal static class BenchPlots
         if (bursts.Count > 0)
         {
             plot.Axes.Bottom.SetTicks(bursts.Select(b => Math.Log2(b)).ToArray(), bursts.Select(b => b.ToString(CultureInfo.InvariantCulture)).ToArray());
-            plot.Axes.SetLimitsY(0, Math.Max(0.1, points.Where(p => p.HasData).Max(p => p.Mpps) * 1.15));
+            plot.Axes.SetLimitsY(0, Math.Max(0.1, top * 1.15));
         }
 
         return Finish(plot, index, Alignment.LowerRight);

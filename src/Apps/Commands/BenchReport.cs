@@ -70,6 +70,8 @@ internal sealed class BenchReport
 
     public required int Repeats { get; init; }
 
+    public required int ReferenceRepeats { get; init; }
+
     public required int QueueSize { get; init; }
 
     public required List<PointResult> Points { get; init; }
@@ -116,6 +118,7 @@ internal sealed class BenchReport
         w.WriteStartObject("settings");
         Number(w, "seconds_per_run", Seconds);
         w.WriteNumber("repeats", Repeats);
+        w.WriteNumber("reference_repeats", ReferenceRepeats);
         w.WriteNumber("queue_size", QueueSize);
         w.WriteString("statistic", "median over repeats");
         w.WriteStartObject("base");
@@ -227,7 +230,7 @@ internal sealed class BenchReport
     public void Print(TextWriter o)
     {
         o.WriteLine();
-        o.WriteLine($"rings bench ({Preset}): {Points.Count(p => p.HasData)} points, medians of {Repeats} run(s) of {Seconds:0.##} s, {Elapsed()}");
+        o.WriteLine($"rings bench ({Preset}): {Points.Count(p => p.HasData)} points, {Runs()}, {Elapsed()}");
         o.WriteLine($"machine: {Machine.Describe()}; load average {Machine.LoadAverage} at the start, {LoadAverageEnd} at the end");
         o.WriteLine();
         o.WriteLine($"  {"point",-28} {"Mpps",8} {"Gbit/s",7} {"kicks/fr",9} {"calls/fr",9} {"burst",6} {"p50 us",8} {"p99 us",9} {"lost",5}");
@@ -272,7 +275,7 @@ internal sealed class BenchReport
     public string Markdown()
     {
         var s = new StringBuilder();
-        s.AppendLine(CultureInfo.InvariantCulture, $"`rings bench` ({Preset}), {Started:yyyy-MM-dd}: medians of {Repeats} run(s) of {Seconds:0.##} s per point, {Elapsed()}.");
+        s.AppendLine(CultureInfo.InvariantCulture, $"`rings bench` ({Preset}), {Started:yyyy-MM-dd}: {Runs()}, {Elapsed()}.");
         s.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Machine.Describe()}; load average {Machine.LoadAverage} at the start, {LoadAverageEnd} at the end.");
         s.AppendLine();
         s.AppendLine("| point | Mpps | Gbit/s | kicks/frame | calls/frame | mean burst | p50 µs | p99 µs |");
@@ -348,6 +351,9 @@ internal sealed class BenchReport
             yield return ($"adaptive at {BenchPlan.RateText(lowest)} fps: p50 under 10 us", adaptive.LatencyP50Us < 10, $"{adaptive.LatencyP50Us:0.0} us");
         }
     }
+
+    private string Runs() =>
+        $"medians of {Repeats} run(s) of {Seconds:0.##} s{(ReferenceRepeats != Repeats ? $" ({ReferenceRepeats} for the reference point and the baselines)" : string.Empty)}";
 
     private string Elapsed()
     {
