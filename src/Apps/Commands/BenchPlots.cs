@@ -64,17 +64,19 @@ internal static class BenchPlots
 
     private static Plot NotificationsByLoad(IReadOnlyList<PointResult> points, string subtitle)
     {
-        var plot = New("Notifications per frame against load (blocking waits)", subtitle, "load: frames per second returned (the last point of each curve is saturation)", "notifications per frame (log; 1e-5 means none)");
+        var plot = New("Notifications per frame against offered load (blocking waits)", subtitle, "offered load, frames per second", "notifications per frame (log; 1e-5 means none)");
+        var selected = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.EventIdxLoad)).ToList();
+        var ladder = LoadLadder(plot, selected);
         var index = 0;
         foreach (var eventIdx in new[] { true, false })
         {
-            var series = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.EventIdxLoad) && p.Point.EventIdx == eventIdx && p.Mpps > 0).OrderBy(p => p.Mpps).ToList();
+            var series = selected.Where(p => p.Point.EventIdx == eventIdx).OrderBy(p => ladder[p.Point.Rate]).ToList();
             if (series.Count == 0)
             {
                 continue;
             }
 
-            var xs = series.Select(p => Math.Log10(p.Mpps * 1e6)).ToArray();
+            var xs = series.Select(p => ladder[p.Point.Rate]).ToArray();
             var kicks = plot.Add.Scatter(xs, series.Select(p => Math.Log10(Math.Max(NotificationFloor, p.KicksPerFrame))).ToArray());
             Style(kicks, index, $"kicks, EVENT_IDX {(eventIdx ? "on" : "off")}");
             var calls = plot.Add.Scatter(xs, series.Select(p => Math.Log10(Math.Max(NotificationFloor, p.CallsPerFrame))).ToArray());
@@ -84,25 +86,26 @@ internal static class BenchPlots
             index++;
         }
 
-        LogAxis(plot.Axes.Bottom, Rate);
         LogAxis(plot.Axes.Left, v => v.ToString("0.#####", CultureInfo.InvariantCulture));
         plot.Axes.SetLimitsY(Math.Log10(NotificationFloor) - 0.3, 0.5);
-        return Finish(plot, index, Alignment.LowerLeft);
+        return Finish(plot, index, Edge.Right);
     }
 
     private static Plot LatencyByLoad(IReadOnlyList<PointResult> points, IReadOnlyList<BaselineResult> baselines, string subtitle)
     {
-        var plot = New("Round-trip latency against load, per wait strategy", subtitle, "load: frames per second returned (the last point of each curve is saturation)", "round-trip latency, microseconds (log)");
+        var plot = New("Round-trip latency against offered load, per wait strategy", subtitle, "offered load, frames per second", "round-trip latency, microseconds (log)");
+        var selected = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.WaitLoad) && p.LatencyP50Us > 0).ToList();
+        var ladder = LoadLadder(plot, selected);
         var index = 0;
         foreach (var wait in new[] { "poll", "adaptive", "block" })
         {
-            var series = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.WaitLoad) && p.Point.Wait == wait && p.Mpps > 0 && p.LatencyP50Us > 0).OrderBy(p => p.Mpps).ToList();
+            var series = selected.Where(p => p.Point.Wait == wait).OrderBy(p => ladder[p.Point.Rate]).ToList();
             if (series.Count == 0)
             {
                 continue;
             }
 
-            var xs = series.Select(p => Math.Log10(p.Mpps * 1e6)).ToArray();
+            var xs = series.Select(p => ladder[p.Point.Rate]).ToArray();
             var p50 = plot.Add.Scatter(xs, series.Select(p => Math.Log10(p.LatencyP50Us)).ToArray());
             Style(p50, index, $"{wait} p50");
             var p99 = plot.Add.Scatter(xs, series.Select(p => Math.Log10(Math.Max(p.LatencyP99Us, p.LatencyP50Us))).ToArray());
@@ -117,13 +120,29 @@ internal static class BenchPlots
             var line = plot.Add.HorizontalLine(Math.Log10(ppLatency));
             line.LinePattern = LinePattern.Dotted;
             line.Color = Colors.Gray;
-            line.LegendText = $"AF_UNIX ping-pong p50 ({ppLatency:0} us)";
+            line.LegendText = $"AF_UNIX ping-pong p50 ({ppLatency:0.0} us)";
             index++;
         }
 
-        LogAxis(plot.Axes.Bottom, Rate);
         LogAxis(plot.Axes.Left, v => v.ToString("0.##", CultureInfo.InvariantCulture));
-        return Finish(plot, index, Alignment.UpperLeft);
+        return Finish(plot, index, Edge.Right);
+    }
+
+    /// <summary>
+    /// The offered loads as evenly spaced positions, lowest first and saturation ("max") last,
+    /// with the bottom axis labelled; returns each rate's position.
+    /// </summary>
+    private static Dictionary<double, double> LoadLadder(Plot plot, IEnumerable<PointResult> points)
+    {
+        var rates = points.Select(p => p.Point.Rate).Distinct().OrderBy(r => r <= 0 ? double.MaxValue : r).ToList();
+        var positions = rates.Select((r, i) => (r, (double)i)).ToDictionary(x => x.r, x => x.Item2);
+        if (rates.Count > 0)
+        {
+            plot.Axes.Bottom.SetTicks(rates.Select(r => positions[r]).ToArray(), rates.Select(r => BenchPlan.RateText(r)).ToArray());
+            plot.Axes.SetLimitsX(-0.3, rates.Count - 0.7);
+        }
+
+        return positions;
     }
 
     private static Plot GbpsByFrameSize(IReadOnlyList<PointResult> points, string subtitle)
@@ -210,11 +229,33 @@ internal static class BenchPlots
         }
         else
         {
-            plot.Add.Text("not measured in this run", 0, 0);
-            plot.Axes.SetLimits(-1, 1, -1, 1);
+            NoData(plot);
         }
 
         return plot;
+    }
+
+    private static Plot Finish(Plot plot, int legendEntries, Edge legend)
+    {
+        if (plot.GetPlottables().Any())
+        {
+            if (legendEntries > 0)
+            {
+                plot.ShowLegend(legend);
+            }
+        }
+        else
+        {
+            NoData(plot);
+        }
+
+        return plot;
+    }
+
+    private static void NoData(Plot plot)
+    {
+        plot.Add.Text("not measured in this run", 0, 0);
+        plot.Axes.SetLimits(-1, 1, -1, 1);
     }
 
     private static void Style(ScottPlot.Plottables.Scatter line, int index, string legend)
@@ -238,5 +279,4 @@ internal static class BenchPlots
         };
     }
 
-    private static string Rate(double fps) => BenchPlan.RateText(Math.Round(fps));
 }

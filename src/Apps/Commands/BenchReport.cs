@@ -8,11 +8,14 @@ namespace Rings.Apps.Commands;
 /// <summary>The machine a sweep ran on, as far as it matters for the figures.</summary>
 internal sealed record BenchMachine(int Cores, string CpuModel, string Os, string Kernel, string Runtime, string LoadAverage)
 {
+    /// <summary>Whether the CPU says it runs under a hypervisor (the "hypervisor" flag).</summary>
+    public bool Virtual { get; init; } = (ProcField("/proc/cpuinfo", "flags") ?? string.Empty).Split(' ').Contains("hypervisor");
+
     public static BenchMachine Read() => new(
         Environment.ProcessorCount,
         ProcField("/proc/cpuinfo", "model name") ?? RuntimeInformation.ProcessArchitecture.ToString(),
         OsRelease() ?? RuntimeInformation.OSDescription,
-        RuntimeInformation.OSDescription,
+        ReadKernel(),
         RuntimeInformation.FrameworkDescription,
         LoadAverageNow());
 
@@ -28,7 +31,7 @@ internal sealed record BenchMachine(int Cores, string CpuModel, string Os, strin
         }
     }
 
-    public string Describe() => $"{Cores} cores ({CpuModel}), {Os}, {Runtime}";
+    public string Describe() => $"{Cores} {(Virtual ? "virtual " : string.Empty)}cores ({CpuModel}), {Os}, {Runtime}";
 
     private static string? ProcField(string file, string key)
     {
@@ -40,6 +43,18 @@ internal sealed record BenchMachine(int Cores, string CpuModel, string Os, strin
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return null;
+        }
+    }
+
+    private static string ReadKernel()
+    {
+        try
+        {
+            return $"{RuntimeInformation.RuntimeIdentifier} {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return RuntimeInformation.OSDescription;
         }
     }
 
@@ -93,12 +108,12 @@ internal sealed class BenchReport
     public double Ratio(BaselineResult b) =>
         Reference is { } r && b.HasData && b.MedianMpps > 0 && b.Burst == r.Point.Burst && b.FrameSize == r.Point.FrameSize ? r.Mpps / b.MedianMpps : double.NaN;
 
-    public string Subtitle() => $"{Preset} sweep, {Machine.Cores} cores ({Machine.CpuModel}), load {Machine.LoadAverage}, {Started:yyyy-MM-dd}";
+    public string Subtitle() => $"{Preset} sweep, {Machine.Cores} {(Machine.Virtual ? "virtual " : string.Empty)}cores ({Machine.CpuModel}), load {Machine.LoadAverage}, {Started:yyyy-MM-dd}";
 
     public void WriteJson(string path)
     {
         using var stream = File.Create(path);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         w.WriteStartObject();
         w.WriteString("tool", "rings bench");
         w.WriteString("preset", Preset);
@@ -110,6 +125,7 @@ internal sealed class BenchReport
         w.WriteString("cpu_model", Machine.CpuModel);
         w.WriteString("os", Machine.Os);
         w.WriteString("kernel", Machine.Kernel);
+        w.WriteBoolean("virtual_machine", Machine.Virtual);
         w.WriteString("runtime", Machine.Runtime);
         w.WriteString("runtime_version", Environment.Version.ToString());
         w.WriteString("load_average_start", Machine.LoadAverage);
