@@ -81,6 +81,21 @@ public class BenchCommandTests
             var summary = File.ReadAllText(Path.Combine(dir.FullName, "summary.md"));
             Assert.Contains("| base |", summary);
             Assert.Contains("AF_UNIX datagrams", summary);
+
+            // --replot draws the same plots and summary again from bench.json alone.
+            foreach (var plot in plots)
+            {
+                File.Delete(Path.Combine(dir.FullName, plot));
+            }
+
+            File.Delete(Path.Combine(dir.FullName, "summary.md"));
+            (exit, output, error) = LoopbackProcessTests.Run("bench", "--replot", "--out", dir.FullName);
+            Assert.True(exit == 0, $"replot: exit {exit}\n{output}\n{error}");
+            Assert.Equal(summary, File.ReadAllText(Path.Combine(dir.FullName, "summary.md")));
+            foreach (var plot in plots)
+            {
+                Assert.Equal(PngSignature, File.ReadAllBytes(Path.Combine(dir.FullName, plot))[..8]);
+            }
         }
         finally
         {

@@ -34,13 +34,19 @@ internal static class BenchCommand
         dpdk.AcceptOnlyFromAmong("auto", "off");
         var baselines = new Option<string>("--baselines") { Description = "Measure the kernel socket and DPDK baselines: on or off.", DefaultValueFactory = _ => "on" };
         baselines.AcceptOnlyFromAmong("on", "off");
+        var replot = new Option<bool>("--replot") { Description = "Measure nothing: redraw the plots and summary.md from the bench.json in --out." };
         var points = new Option<int>("--points") { Description = "Measure only the first N points of the sweep (for tests).", Hidden = true };
         var command = new Command("bench", "Sweep the two-process loopback one setting at a time (ring format, EVENT_IDX, IN_ORDER, burst, wait strategy, offered load, frame size) beside kernel socket and DPDK baselines; write JSON and PNG plots.")
         {
-            quick, output, seconds, repeats, dpdk, baselines, points,
+            quick, output, seconds, repeats, dpdk, baselines, replot, points,
         };
         command.SetAction(r =>
         {
+            if (r.GetValue(replot))
+            {
+                return Replot(r.GetValue(output)!, Console.Out, Console.Error);
+            }
+
             var q = r.GetValue(quick);
             var s = new Settings(
                 q,
@@ -156,6 +162,30 @@ internal static class BenchCommand
         }
 
         return cancelled ? 130 : exit;
+    }
+
+    /// <summary>Redraws the plots and summary.md of an earlier sweep from its bench.json.</summary>
+    public static int Replot(string dir, TextWriter o, TextWriter error)
+    {
+        var json = Path.Combine(dir, "bench.json");
+        BenchReport report;
+        try
+        {
+            report = BenchReport.Read(json);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            error.WriteLine($"rings bench: cannot read {json}: {e.Message}");
+            return 2;
+        }
+
+        var plots = BenchPlots.WriteAll(dir, report.Points, report.Baselines, report.Subtitle());
+        report.Plots.AddRange(plots);
+        File.WriteAllText(Path.Combine(dir, "summary.md"), report.Markdown());
+        report.Print(o);
+        o.WriteLine();
+        o.WriteLine($"redrew {plots.Count} plots and summary.md in {dir} from {json}");
+        return 0;
     }
 
     /// <summary>Rounds for the reference point and the baselines: at least three when there are baselines.</summary>

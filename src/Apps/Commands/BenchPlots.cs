@@ -183,9 +183,11 @@ internal static class BenchPlots
             }
         }
 
-        foreach (var b in baselines.Where(b => b.HasData && b.Burst > 1))
+        var reference = points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base);
+        foreach (var b in baselines.Where(b => b.HasData && b.Burst == BenchPoint.Base.Burst))
         {
-            bars.Add((b.Description, b.MedianMpps, 1));
+            var ratio = reference is not null && b.MedianMpps > 0 ? reference.Mpps / b.MedianMpps : double.NaN;
+            bars.Add(($"{BenchReport.ShortName(b)}{(double.IsFinite(ratio) ? $"\n(Rings split {ratio:0.0}x)" : string.Empty)}", b.MedianMpps, 1));
         }
 
         var top = bars.Count > 0 ? bars.Max(b => b.Mpps) : 1;

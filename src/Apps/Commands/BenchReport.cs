@@ -97,6 +97,16 @@ internal sealed class BenchReport
 
     public string LoadAverageEnd { get; set; } = string.Empty;
 
+    /// <summary>Baseline descriptions short enough for a bar chart's axis.</summary>
+    public static string ShortName(BaselineResult b) => b.Name switch
+    {
+        BenchCommand.UnixBurst => "AF_UNIX dgram",
+        BenchCommand.Udp => "UDP 127.0.0.1",
+        BenchCommand.Dpdk => "DPDK testpmd",
+        BenchCommand.UnixPingPong => "AF_UNIX ping-pong",
+        _ => b.Name,
+    };
+
     public bool Interrupted { get; set; }
 
     public List<string> Plots { get; } = [];
@@ -172,10 +182,12 @@ internal sealed class BenchReport
             {
                 w.WriteStartObject();
                 Number(w, "mpps", r.Mpps);
+                Number(w, "mpps_tx", r.MppsTx);
                 Number(w, "gbps", r.Gbps);
                 Number(w, "kicks_per_frame", r.KicksPerFrame);
                 Number(w, "calls_per_frame", r.CallsPerFrame);
                 Number(w, "mean_burst", r.MeanBurst);
+                Number(w, "host_mean_burst", r.HostMeanBurst);
                 Number(w, "latency_p50_us", r.LatencyP50Us);
                 Number(w, "latency_p99_us", r.LatencyP99Us);
                 w.WriteNumber("frames_sent", r.FramesSent);
@@ -215,13 +227,17 @@ internal sealed class BenchReport
                 w.WriteString("rings_ratio_note", b.Burst == BenchPoint.Base.Burst ? "the reference point was not measured" : "a latency reference (one frame in flight), not a rate comparison");
             }
 
-            w.WriteStartArray("mpps_runs");
-            foreach (var m in b.Mpps)
+            foreach (var (name, values) in new[] { ("mpps_runs", b.Mpps), ("latency_p50_us_runs", b.LatencyP50Us), ("latency_p99_us_runs", b.LatencyP99Us) })
             {
-                w.WriteNumberValue(m);
+                w.WriteStartArray(name);
+                foreach (var m in values)
+                {
+                    w.WriteNumberValue(m);
+                }
+
+                w.WriteEndArray();
             }
 
-            w.WriteEndArray();
             if (b.Skipped is not null)
             {
                 w.WriteString("skipped", b.Skipped);
@@ -240,6 +256,83 @@ internal sealed class BenchReport
 
         w.WriteEndArray();
         w.WriteEndObject();
+    }
+
+    /// <summary>Reads a report back from the bench.json it wrote (to redraw its plots).</summary>
+    public static BenchReport Read(string path)
+    {
+        var j = JsonDocument.Parse(File.ReadAllText(path)).RootElement;
+        var m = j.GetProperty("machine");
+        var settings = j.GetProperty("settings");
+        var report = new BenchReport
+        {
+            Preset = j.GetProperty("preset").GetString()!,
+            Machine = new BenchMachine(
+                m.GetProperty("cores").GetInt32(),
+                m.GetProperty("cpu_model").GetString()!,
+                m.GetProperty("os").GetString()!,
+                m.GetProperty("kernel").GetString()!,
+                m.GetProperty("runtime").GetString()!,
+                m.GetProperty("load_average_start").GetString()!)
+            {
+                Virtual = m.TryGetProperty("virtual_machine", out var v) && v.GetBoolean(),
+            },
+            Started = DateTimeOffset.Parse(j.GetProperty("started").GetString()!, CultureInfo.InvariantCulture),
+            Seconds = settings.GetProperty("seconds_per_run").GetDouble(),
+            Repeats = settings.GetProperty("repeats").GetInt32(),
+            ReferenceRepeats = settings.GetProperty("reference_repeats").GetInt32(),
+            QueueSize = settings.GetProperty("queue_size").GetInt32(),
+            Points = [],
+            Baselines = [],
+            ElapsedSeconds = j.GetProperty("elapsed_s").GetDouble(),
+            Interrupted = j.GetProperty("interrupted").GetBoolean(),
+            LoadAverageEnd = m.GetProperty("load_average_end").GetString()!,
+        };
+        foreach (var p in j.GetProperty("points").EnumerateArray())
+        {
+            var point = new BenchPoint(
+                p.GetProperty("ring").GetString()!,
+                p.GetProperty("event_idx").GetBoolean(),
+                p.GetProperty("in_order").GetBoolean(),
+                p.GetProperty("burst").GetInt32(),
+                p.GetProperty("wait").GetString()!,
+                p.GetProperty("rate").GetDouble(),
+                p.GetProperty("frame_size").GetInt32());
+            var result = new PointResult(point, p.GetProperty("series").EnumerateArray().Select(x => x.GetString()!).ToList());
+            result.Runs.AddRange(p.GetProperty("runs").EnumerateArray().Select(LoopbackRun.FromJson));
+            result.Errors.AddRange(Strings(p, "errors"));
+            report.Points.Add(result);
+        }
+
+        foreach (var b in j.GetProperty("baselines").EnumerateArray())
+        {
+            var result = new BaselineResult(b.GetProperty("name").GetString()!, b.GetProperty("description").GetString()!, b.GetProperty("frame_size").GetInt32(), b.GetProperty("burst").GetInt32())
+            {
+                Skipped = b.TryGetProperty("skipped", out var skipped) ? skipped.GetString() : null,
+            };
+            result.Mpps.AddRange(Numbers(b, "mpps_runs"));
+            result.LatencyP50Us.AddRange(Numbers(b, "latency_p50_us_runs"));
+            result.LatencyP99Us.AddRange(Numbers(b, "latency_p99_us_runs"));
+            foreach (var (name, list) in new[] { ("latency_p50_us", result.LatencyP50Us), ("latency_p99_us", result.LatencyP99Us) })
+            {
+                // Files without the per-run figures still carry the median.
+                if (list.Count == 0 && b.TryGetProperty(name, out var median) && median.ValueKind == JsonValueKind.Number)
+                {
+                    list.Add(median.GetDouble());
+                }
+            }
+
+            result.Errors.AddRange(Strings(b, "errors"));
+            report.Baselines.Add(result);
+        }
+
+        return report;
+
+        static IEnumerable<double> Numbers(JsonElement e, string name) =>
+            e.TryGetProperty(name, out var a) ? a.EnumerateArray().Select(x => x.GetDouble()).ToList() : [];
+
+        static IEnumerable<string> Strings(JsonElement e, string name) =>
+            e.TryGetProperty(name, out var a) ? a.EnumerateArray().Select(x => x.GetString() ?? string.Empty).ToList() : [];
     }
 
     /// <summary>The console table: every point, then the baselines with their ratios, then the goals.</summary>
