@@ -33,7 +33,10 @@ public enum BrokenReason
     /// <summary>An indirect table holds another indirect descriptor (2.7.5.3.1).</summary>
     NestedIndirect,
 
-    /// <summary>A descriptor has both INDIRECT and NEXT (2.7.5.3.1).</summary>
+    /// <summary>
+    /// A descriptor has both INDIRECT and NEXT (2.7.5.3.1), or, in a packed ring, an indirect
+    /// descriptor is part of a NEXT chain (2.8.19).
+    /// </summary>
     IndirectWithNext,
 
     /// <summary>An indirect table's length is zero or not a multiple of 16 bytes.</summary>
@@ -59,4 +62,16 @@ public enum BrokenReason
 
     /// <summary>A buffer is too short for the protocol header in front of its payload (virtio_net_hdr, 5.1.6).</summary>
     HeaderTooShort,
+
+    /// <summary>A packed chain continues into a descriptor not marked available for the current lap (2.8.6).</summary>
+    DescriptorNotAvailable,
+
+    /// <summary>
+    /// A packed driver made more descriptors available than the queue holds: it overwrote descriptors
+    /// the device had not yet marked used (2.8.16).
+    /// </summary>
+    RingOverrun,
+
+    /// <summary>An IN_ORDER used entry covers more buffers than the device's used index moved (2.7.9).</summary>
+    UsedBatchTooLarge,
 }

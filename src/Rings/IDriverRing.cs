@@ -97,6 +97,20 @@ public interface IDeviceRing
     /// <param name="written">Bytes written into its device-writable part.</param>
     void PushUsed(ChainToken token, uint written);
 
+    /// <summary>
+    /// Under VIRTIO_F_IN_ORDER (virtio 1.2 sections 2.7.9 and 2.8.8): returns the
+    /// <paramref name="buffers"/> oldest popped buffers not yet returned with one used entry that
+    /// names the last of them. The driver takes every one of them back; the earlier ones count as
+    /// used completely (their whole device-writable length). Visible at the next <see cref="PublishUsed"/>.
+    /// </summary>
+    /// <param name="last">The token of the batch's last (most recently popped) buffer.</param>
+    /// <param name="written">Bytes written into the last buffer's device-writable part.</param>
+    /// <param name="buffers">Buffers in the batch.</param>
+    /// <param name="descriptors">Ring descriptors the batch occupied: the sum of its tokens' <see cref="ChainToken.DescriptorCount"/> (the split ring does not need it).</param>
+    /// <exception cref="InvalidOperationException">VIRTIO_F_IN_ORDER was not negotiated.</exception>
+    /// <exception cref="ArgumentException">The counts do not describe buffers in flight.</exception>
+    void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors);
+
     /// <summary>Makes every buffer pushed since the last publish visible to the driver at once (release).</summary>
     void PublishUsed();
 

@@ -32,6 +32,12 @@ public class TwoProcessTests
     [InlineData("split", "block", "off", 64)]
     [InlineData("split", "block", "on", 1514)]
     [InlineData("split", "adaptive", "on", 9000)]
+    [InlineData("packed", "poll", "on", 64)]
+    [InlineData("packed", "poll", "off", 64)]
+    [InlineData("packed", "block", "on", 64)]
+    [InlineData("packed", "block", "off", 64)]
+    [InlineData("packed", "block", "on", 1514)]
+    [InlineData("packed", "adaptive", "on", 9000)]
     public void AMillionFramesComeBackIntact(string ring, string wait, string eventIdx, int frameSize)
     {
         const long frames = 1_000_000;

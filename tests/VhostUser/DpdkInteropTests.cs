@@ -107,7 +107,7 @@ public class DpdkInteropTests
                     setups.Add(s);
                 }
 
-                return PackedSetupRing.Factory(s);
+                return RingFormats.PackedDevice(s);
             },
         });
         var device = new TestDevice(backend);

@@ -30,7 +30,7 @@ public class RandomSequenceTests
                 using (var memory = SharedMemory.Create(256 << 10))
                 using (var doorbell = EventFd.Create())
                 {
-                    var options = new VhostUserBackendOptions { MaxQueuePairs = 2, PackedRingFactory = PackedSetupRing.Factory };
+                    var options = new VhostUserBackendOptions { MaxQueuePairs = 2, PackedRingFactory = RingFormats.PackedDevice };
                     var session = new VhostUserSession(options);
                     var started = new List<VhostQueue>();
                     session.QueueStarted += (_, e) => started.Add(e.Queue);

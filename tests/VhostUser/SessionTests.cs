@@ -11,11 +11,11 @@ namespace Rings.Tests.VhostUser;
 public class SessionTests
 {
     [Fact]
-    public void OfferListsProtocolFeaturesAndLeavesPackedOutWithoutAPackedRing()
+    public void OfferListsProtocolFeaturesAndPackedOnlyWithAPackedRing()
     {
         using var h = new SessionHarness();
         var features = h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
-        Assert.Equal(VhostUserBackendOptions.DefaultNetFeatures & ~FeatureBits.RingPacked | VhostUserConstants.ProtocolFeaturesBit, features);
+        Assert.Equal(VhostUserBackendOptions.DefaultNetFeatures | VhostUserConstants.ProtocolFeaturesBit, features);
         var protocol = (VhostUserProtocolFeatures)h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures))!.Value.Value;
         Assert.True(protocol.HasFlag(VhostUserProtocolFeatures.Multiqueue));
         Assert.True(protocol.HasFlag(VhostUserProtocolFeatures.ReplyAck));
@@ -23,9 +23,10 @@ public class SessionTests
         Assert.True(protocol.HasFlag(VhostUserProtocolFeatures.ConfigureMemSlots));
         Assert.Equal(1UL, h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetQueueNum))!.Value.Value);
 
-        using var withPacked = new SessionHarness(new VhostUserBackendOptions { PackedRingFactory = PackedSetupRing.Factory });
-        var packedFeatures = withPacked.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
-        Assert.NotEqual(0UL, packedFeatures & FeatureBits.RingPacked);
+        Assert.NotEqual(0UL, features & FeatureBits.RingPacked);
+        using var withoutPacked = new SessionHarness(new VhostUserBackendOptions { PackedRingFactory = null });
+        var splitOnly = withoutPacked.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
+        Assert.Equal(0UL, splitOnly & FeatureBits.RingPacked);
     }
 
     [Fact]
@@ -282,7 +283,7 @@ public class SessionTests
             PackedRingFactory = (in DeviceRingSetup s) =>
             {
                 seen = s;
-                return PackedSetupRing.Factory(s);
+                return RingFormats.PackedDevice(s);
             },
         };
         using var h = new SessionHarness(options);
@@ -297,11 +298,11 @@ public class SessionTests
         Assert.Equal(h.UserAreas(0, 100, packed: true), seen.Value.Areas);
         Assert.True(h.Running[0].IsPacked);
 
-        // QEMU sends both halves: avail 5 wrap 0, used 3 wrap 1.
+        // QEMU sends both halves: avail 5 wrap 0 (second lap), used 98 wrap 1 (first lap): 7 in flight.
         var reply = h.Ok(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, 0, 0))!.Value;
         Assert.Equal(0x8000u, reply.State.Num & 0xFFFF);
-        h.SetupRing(0, 100, baseValue: 5 | (3u << 16) | (1u << 31), packed: true);
-        Assert.Equal(new RingPosition(5, false, 3, true), seen.Value.Position);
+        h.SetupRing(0, 100, baseValue: 5 | (98u << 16) | (1u << 31), packed: true);
+        Assert.Equal(new RingPosition(5, false, 98, true), seen.Value.Position);
 
         // A base past the ring is refused.
         h.Ok(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, 0, 0));
@@ -464,73 +465,5 @@ internal static class BadMessageCatalog
             case 24: return h.Send(M(VhostUserMessage.Empty(VhostUserRequest.SetBackendReqFd)), h.Kicks[0].Handle);
             default: throw new ArgumentException(name);
         }
-    }
-}
-
-/// <summary>
-/// Stands in for the packed device ring until it lands: checks that the three packed areas
-/// translate, keeps the position, and never has buffers.
-/// </summary>
-internal sealed class PackedSetupRing : IDeviceRing
-{
-    private RingPosition _position;
-
-    private PackedSetupRing(in DeviceRingSetup setup)
-    {
-        var bytes = RingFormats.AreaBytes(packed: true, setup.Size);
-        if (!setup.RingMemory.TryTranslate(setup.Areas.DescriptorArea, bytes.Descriptor, out _) ||
-            !setup.RingMemory.TryTranslate(setup.Areas.DriverArea, bytes.Driver, out _) ||
-            !setup.RingMemory.TryTranslate(setup.Areas.DeviceArea, bytes.Device, out _))
-        {
-            throw new ArgumentException("packed ring area outside memory");
-        }
-
-        Size = setup.Size;
-        _position = setup.Position;
-        Setup = setup;
-    }
-
-    public static DeviceRingFactory Factory { get; } = static (in DeviceRingSetup s) => new PackedSetupRing(s);
-
-    public DeviceRingSetup Setup { get; }
-
-    public int Size { get; }
-
-    public bool IsBroken => false;
-
-    public QueueCounters Counters { get; } = new();
-
-    public RingPosition Position => _position;
-
-    public bool TryPop(out DescriptorChain chain)
-    {
-        chain = default;
-        return false;
-    }
-
-    public void PushUsed(ChainToken token, uint written) => throw new InvalidOperationException("nothing was popped");
-
-    public void PublishUsed()
-    {
-    }
-
-    public bool CallNeeded() => false;
-
-    public bool EnableAvailNotifications() => false;
-
-    public void DisableAvailNotifications()
-    {
-    }
-
-    public void Restore(RingPosition position) => _position = position;
-
-    public bool HasAvailable => false;
-
-    public void UndoPops(RingPosition before)
-    {
-    }
-
-    public void MarkBroken(BrokenReason reason)
-    {
     }
 }

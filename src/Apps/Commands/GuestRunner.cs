@@ -131,6 +131,7 @@ internal static class GuestRunner
             return (tx.Ring, rx.Ring) switch
             {
                 (SplitDriverRing t, SplitDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
+                (Rings.Packed.PackedDriverRing t, Rings.Packed.PackedDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
                 (IDriverRing t, IDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
                 _ => Fail(error, "the rings were not set up"),
             };

@@ -170,6 +170,7 @@ internal sealed class HostRunner
         var worker = (tx.Ring, rx.Ring) switch
         {
             (SplitDeviceRing t, SplitDeviceRing r) => Create(t, r),
+            (Rings.Packed.PackedDeviceRing t, Rings.Packed.PackedDeviceRing r) => Create(t, r),
             _ => Create(tx.Ring, rx.Ring),
         };
         _workers.Add(worker);

@@ -51,6 +51,35 @@ public static class RingFormats
     /// <summary>Alignment Rings gives each area (keeps driver- and device-written lines apart).</summary>
     public const int AreaAlignment = 64;
 
+    /// <summary>Builds a packed device ring (2.8), positioned where SET_VRING_BASE said.</summary>
+    public static DeviceRingFactory PackedDevice { get; } = static (in DeviceRingSetup s) =>
+    {
+        var ring = new Rings.Packed.PackedDeviceRing(
+            s.RingMemory,
+            s.BufferMemory,
+            new Rings.Packed.PackedRingAddresses(s.Areas.DescriptorArea, s.Areas.DriverArea, s.Areas.DeviceArea),
+            s.Size,
+            FeatureBits.ToRingFeatures(s.Features));
+        try
+        {
+            ring.Restore(s.Position);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"packed base {s.Position} is not a position in a ring of {s.Size}: {e.Message}");
+        }
+
+        return ring;
+    };
+
+    /// <summary>Builds a packed driver ring (2.8) over zeroed ring memory.</summary>
+    public static DriverRingFactory PackedDriver { get; } = static (in DriverRingSetup s) =>
+        new Rings.Packed.PackedDriverRing(
+            s.Memory,
+            new Rings.Packed.PackedRingAddresses(s.Areas.DescriptorArea, s.Areas.DriverArea, s.Areas.DeviceArea),
+            s.Size,
+            FeatureBits.ToRingFeatures(s.Features));
+
     /// <summary>Builds the device side of a split ring (the default back-end factory).</summary>
     public static DeviceRingFactory SplitDevice { get; } = static (in DeviceRingSetup s) =>
     {

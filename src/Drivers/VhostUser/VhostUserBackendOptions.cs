@@ -41,7 +41,7 @@ public sealed class VhostUserBackendOptions
     public DeviceRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDevice;
 
     /// <summary>Builds packed device rings; while null, RING_PACKED is not offered.</summary>
-    public DeviceRingFactory? PackedRingFactory { get; set; }
+    public DeviceRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDevice;
 
     /// <summary>Receives one line per notable event (connections, errors with their reason).</summary>
     public Action<string>? Log { get; set; }

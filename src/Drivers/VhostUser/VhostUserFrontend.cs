@@ -44,7 +44,7 @@ public sealed class VhostUserFrontendOptions
     public DriverRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDriver;
 
     /// <summary>Builds packed driver rings; while null, packed rings are set up through the protocol without a driver ring object.</summary>
-    public DriverRingFactory? PackedRingFactory { get; set; }
+    public DriverRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDriver;
 
     /// <summary>Receives one line per notable event.</summary>
     public Action<string>? Log { get; set; }

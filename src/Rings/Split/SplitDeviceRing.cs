@@ -20,6 +20,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     private readonly ushort _mask;
     private readonly bool _eventIndex;
     private readonly bool _indirectAllowed;
+    private readonly bool _inOrder;
     private readonly ChainSegment[] _segments;
     private readonly uint[] _visited;   // loop detection: stamp per descriptor, no clearing per pop
     private uint _stamp;
@@ -65,6 +66,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         Features = features;
         _eventIndex = (features & RingFeatures.EventIndex) != 0;
         _indirectAllowed = (features & RingFeatures.IndirectDescriptors) != 0;
+        _inOrder = (features & RingFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
         _visited = new uint[size];
         Counters = new QueueCounters();
@@ -175,6 +177,26 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         *(uint*)(element + 4) = written;
         _usedIndex++;
         Counters.Packets++;
+        Counters.Bytes += written;
+    }
+
+    /// <inheritdoc/>
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
+    {
+        if (!_inOrder)
+        {
+            throw new InvalidOperationException("a batch needs VIRTIO_F_IN_ORDER");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(buffers, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _size);
+
+        // 2.7.9: one used element, at the offset of the batch's first avail entry, names the
+        // batch's last buffer; used.idx then moves by the whole batch.
+        var element = _used + 4 + ((_usedIndex & _mask) * 8);
+        *(uint*)element = last.Id;
+        *(uint*)(element + 4) = written;
+        _usedIndex += (ushort)buffers;
         Counters.Bytes += written;
     }
 

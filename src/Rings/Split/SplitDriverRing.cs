@@ -23,12 +23,17 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     private readonly ushort _mask;
     private readonly bool _eventIndex;
     private readonly bool _useIndirect;
+    private readonly bool _inOrder;
 
     // Shadow state, never read back from shared memory.
     private readonly ushort[] _nextFree;
     private readonly ushort[] _chainLength;   // descriptors a head holds; 0 = not outstanding
     private readonly uint[] _writableLength;  // device-writable bytes of a head's buffer
     private ushort _freeHead;
+    private ushort _freeTail;                 // IN_ORDER: freed chains go to the tail, keeping ring order
+    private InOrderQueue _order;              // IN_ORDER: heads in the order they were made available
+    private int _batchLeft;                   // IN_ORDER: buffers of the current batch not yet handed back
+    private uint _batchLastLength;            // IN_ORDER: length the device wrote for the batch's last buffer
     private int _freeCount;
     private int _outstanding;
 
@@ -56,6 +61,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _mask = (ushort)(size - 1);
         Features = features;
         _eventIndex = (features & RingFeatures.EventIndex) != 0;
+        _inOrder = (features & RingFeatures.InOrder) != 0;
         if (indirect is { } area && (features & RingFeatures.IndirectDescriptors) != 0)
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
@@ -69,6 +75,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _nextFree = new ushort[size];
         _chainLength = new ushort[size];
         _writableLength = new uint[size];
+        if (_inOrder)
+        {
+            _order = new InOrderQueue(size);
+        }
+
         Counters = new QueueCounters();
         Reset();
     }
@@ -260,6 +271,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     /// <inheritdoc/>
     public bool TryTakeUsed(out UsedElement used)
     {
+        if (_batchLeft > 0)
+        {
+            return TakeFromBatch(out used);
+        }
+
         used = default;
 
         // Checked before the cached index: a break can leave elements cached, and a broken
@@ -301,6 +317,22 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             return Break(BrokenReason.UsedLengthTooLarge);
         }
 
+        if (_inOrder)
+        {
+            // 2.7.9: one used element returns every buffer made available up to this one, and
+            // used.idx moved by the whole batch.
+            var batch = _order.BatchSize((ushort)id);
+            if (batch > (ushort)(_cachedUsedIndex - _lastUsed))
+            {
+                return Break(BrokenReason.UsedBatchTooLarge);
+            }
+
+            _lastUsed += (ushort)batch;
+            _batchLeft = batch;
+            _batchLastLength = length;
+            return TakeFromBatch(out used);
+        }
+
         _lastUsed++;
         FreeChain((ushort)id);
         Counters.Bytes += length;
@@ -325,7 +357,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         // Store-load: the request must be visible before we look at used.idx again, or the
         // device may publish and skip the call while we go to sleep on an empty-looking ring.
         Interlocked.MemoryBarrier();
-        return Volatile.Read(ref UsedIdx) != _lastUsed;
+        return _batchLeft > 0 || Volatile.Read(ref UsedIdx) != _lastUsed;
     }
 
     /// <inheritdoc/>
@@ -359,7 +391,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         }
 
         _freeHead = 0;
+        _freeTail = (ushort)(_size - 1);
         _freeCount = _size;
+        _order.Clear();
+        _batchLeft = 0;
+        _batchLastLength = 0;
         _outstanding = 0;
         _availIndex = _publishedAvail = _lastKickAvail = 0;
         _lastUsed = _cachedUsedIndex = 0;
@@ -409,6 +445,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         *(ushort*)(_avail + 4 + ((_availIndex & _mask) * 2)) = head;
         _availIndex++;
         _outstanding++;
+        if (_inOrder)
+        {
+            _order.Enqueue(head);
+        }
+
         Counters.Packets++;
         Counters.Bytes += (long)readBytes;
     }
@@ -424,11 +465,45 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             last = _nextFree[last];
         }
 
-        _nextFree[last] = _freeHead;
-        _freeHead = head;
+        if (_inOrder)
+        {
+            // 2.7.5: under IN_ORDER descriptors are used in ring order; buffers come back in the
+            // order they went out, so appending keeps the free list in ring order.
+            _nextFree[last] = NoDescriptor;
+            if (_freeCount == 0)
+            {
+                _freeHead = head;
+            }
+            else
+            {
+                _nextFree[_freeTail] = head;
+            }
+
+            _freeTail = last;
+        }
+        else
+        {
+            _nextFree[last] = _freeHead;
+            _freeHead = head;
+        }
+
         _freeCount += count;
         _chainLength[head] = 0;
         _outstanding--;
+    }
+
+    /// <summary>Hands back the oldest buffer of the current IN_ORDER batch.</summary>
+    private bool TakeFromBatch(out UsedElement used)
+    {
+        var id = _order.Dequeue();
+        _batchLeft--;
+
+        // 2.7.9: the buffers skipped over were used completely; the last one carries its length.
+        var length = _batchLeft == 0 ? _batchLastLength : _writableLength[id];
+        FreeChain(id);
+        Counters.Bytes += length;
+        used = new UsedElement(id, length);
+        return true;
     }
 
     private bool Break(BrokenReason reason)

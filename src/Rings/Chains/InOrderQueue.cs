@@ -1,0 +1,91 @@
+using System.Runtime.CompilerServices;
+
+namespace Rings.Chains;
+
+/// <summary>
+/// The order in which a driver made its outstanding buffers available, for VIRTIO_F_IN_ORDER
+/// (virtio 1.2 sections 2.7.9 and 2.8.8): one used entry naming buffer id X returns X and every
+/// buffer made available before it. A FIFO of ids plus a sequence number per id, so the size of a
+/// batch is known in O(1) before any of it is reclaimed.
+/// </summary>
+internal struct InOrderQueue
+{
+    private readonly ushort[] _ids;
+    private readonly uint[] _sequence;
+    private int _head;
+    private int _count;
+    private uint _next;
+
+    /// <summary>Creates a queue for ids below <paramref name="size"/>.</summary>
+    public InOrderQueue(int size)
+    {
+        _ids = new ushort[size];
+        _sequence = new uint[size];
+    }
+
+    /// <summary>Ids queued.</summary>
+    public readonly int Count => _count;
+
+    /// <summary>Queues an id just made available.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Enqueue(ushort id)
+    {
+        var tail = _head + _count;
+        if (tail >= _ids.Length)
+        {
+            tail -= _ids.Length;
+        }
+
+        _ids[tail] = id;
+        _sequence[id] = _next++;
+        _count++;
+    }
+
+    /// <summary>Removes and returns the oldest id.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ushort Dequeue()
+    {
+        var id = _ids[_head];
+        if (++_head == _ids.Length)
+        {
+            _head = 0;
+        }
+
+        _count--;
+        return id;
+    }
+
+    /// <summary>Removes the newest id (undoing the last <see cref="Enqueue"/>).</summary>
+    public void RemoveNewest()
+    {
+        _count--;
+        _next--;
+    }
+
+    /// <summary>The id <paramref name="offset"/> places after the oldest (0 = the oldest).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly ushort PeekAt(int offset)
+    {
+        var index = _head + offset;
+        if (index >= _ids.Length)
+        {
+            index -= _ids.Length;
+        }
+
+        return _ids[index];
+    }
+
+    /// <summary>
+    /// Buffers a used entry naming <paramref name="lastId"/> returns: the oldest queued id up to
+    /// and including <paramref name="lastId"/>. The caller has checked the id is queued.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly int BatchSize(ushort lastId) => (int)(_sequence[lastId] - _sequence[_ids[_head]]) + 1;
+
+    /// <summary>Empties the queue.</summary>
+    public void Clear()
+    {
+        _head = 0;
+        _count = 0;
+    }
+}

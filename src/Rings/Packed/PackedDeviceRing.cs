@@ -1,0 +1,630 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Rings.Chains;
+using Rings.Memory;
+
+namespace Rings.Packed;
+
+/// <summary>
+/// The device (host) side of a packed virtqueue (virtio 1.2 section 2.8). All ring memory is
+/// treated as written by an enemy: each descriptor is detected by its flags against the device's
+/// wrap counter, every field is read once, chains are bounded by the queue size and by the
+/// descriptors still in flight, every buffer is translated through the memory table, and a
+/// violation marks the queue broken with a reason instead of throwing.
+/// </summary>
+public sealed unsafe class PackedDeviceRing : IDeviceRing
+{
+    private readonly GuestMemory _memory;
+    private readonly byte* _desc;
+    private readonly byte* _driverEvent;   // written by the driver: our calls
+    private readonly byte* _deviceEvent;   // written by us: the driver's kicks
+    private readonly int _size;
+    private readonly bool _eventIndex;
+    private readonly bool _indirectAllowed;
+    private readonly bool _inOrder;
+    private readonly ChainSegment[] _segments;
+    private readonly bool[] _idInFlight;   // buffer ids popped and not yet returned
+    private InOrderQueue _popped;          // IN_ORDER: ids in pop order, so a batch frees the right ones
+    private readonly uint[] _popLog;       // id | descriptors << 16 of the latest pops, for UndoPops
+    private int _popLogNext;
+
+    private int _availPosition;            // next descriptor to read
+    private ushort _availBits;             // AVAIL/USED bits of an available descriptor this lap
+    private int _inFlight;                 // descriptors popped and not yet covered by a used descriptor
+    private int _usedPosition;             // next descriptor to write a used descriptor to
+    private ushort _usedBits;              // AVAIL/USED bits of a used descriptor this lap
+    private byte* _pendingUsed;            // first used descriptor of the unpublished burst: flags held back
+    private ushort _pendingUsedFlags;
+    private int _pendingChains;
+    private int _publishedPosition;        // used position as last published
+    private bool _publishedWrap;
+    private int _sinceCall;                // descriptors published since the last call decision (EVENT_IDX window)
+    private bool _kicksDisabled;
+
+    /// <summary>Creates the device side over a ring the driver laid out in <paramref name="memory"/>.</summary>
+    /// <param name="memory">The memory table: ring parts and every buffer address are translated through it.</param>
+    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="size">Queue size, from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public PackedDeviceRing(GuestMemory memory, PackedRingAddresses addresses, int size, RingFeatures features)
+        : this(memory, memory, addresses, size, features)
+    {
+    }
+
+    /// <summary>
+    /// Creates the device side when ring addresses and buffer addresses are translated differently
+    /// (vhost-user gives ring addresses in the frontend's virtual addresses, buffers in guest-physical ones).
+    /// </summary>
+    /// <param name="ringMemory">Table that translates the ring part addresses.</param>
+    /// <param name="bufferMemory">Table that translates descriptor addresses.</param>
+    /// <param name="addresses">Addresses of the ring parts, in <paramref name="ringMemory"/>'s space.</param>
+    /// <param name="size">Queue size, from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public PackedDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, PackedRingAddresses addresses, int size, RingFeatures features)
+    {
+        ArgumentNullException.ThrowIfNull(bufferMemory);
+        var layout = new PackedLayout(size);
+        _memory = bufferMemory;
+        _desc = (byte*)RingPart.Translate(ringMemory, addresses.DescriptorRing, (ulong)layout.DescriptorRingBytes, 16, "descriptor ring");
+        _driverEvent = (byte*)RingPart.Translate(ringMemory, addresses.DriverArea, PackedLayout.EventSuppressionBytes, 4, "driver event suppression");
+        _deviceEvent = (byte*)RingPart.Translate(ringMemory, addresses.DeviceArea, PackedLayout.EventSuppressionBytes, 4, "device event suppression");
+        _size = size;
+        Features = features;
+        _eventIndex = (features & RingFeatures.EventIndex) != 0;
+        _indirectAllowed = (features & RingFeatures.IndirectDescriptors) != 0;
+        _inOrder = (features & RingFeatures.InOrder) != 0;
+        _segments = new ChainSegment[size];
+        _idInFlight = new bool[size];
+        _popLog = new uint[size];
+        if (_inOrder)
+        {
+            _popped = new InOrderQueue(size);
+        }
+
+        Counters = new QueueCounters();
+        Restore(new RingPosition(0));
+    }
+
+    /// <summary>The negotiated ring features.</summary>
+    public RingFeatures Features { get; }
+
+    /// <inheritdoc/>
+    public int Size => _size;
+
+    /// <inheritdoc/>
+    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public QueueCounters Counters { get; }
+
+    /// <summary>Descriptors popped and not yet returned used.</summary>
+    public int DescriptorsInFlight => _inFlight;
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Both positions with their wrap counters. The used position counts every used descriptor
+    /// pushed, so publish before reading it when the ring is being stopped.
+    /// </remarks>
+    public RingPosition Position =>
+        new((ushort)_availPosition, _availBits == PackedFlags.Avail, (ushort)_usedPosition, _usedBits == PackedFlags.AvailUsed);
+
+    /// <inheritdoc/>
+    public bool HasAvailable
+    {
+        get
+        {
+            // Acquire, as in TryPop: the flags are what the driver writes last.
+            var flags = Volatile.Read(ref *(ushort*)(_desc + (_availPosition * PackedLayout.DescriptorBytes) + 14));
+            return !IsBroken && (flags & PackedFlags.AvailUsed) == _availBits;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void UndoPops(RingPosition before)
+    {
+        // Descriptors popped since 'before', on a line of two laps (the wrap counter picks the lap).
+        var from = before.AvailIndex + (before.AvailWrapCounter ? 0 : _size);
+        var to = _availPosition + (_availBits == PackedFlags.Avail ? 0 : _size);
+        var undo = to - from;
+        if (undo < 0)
+        {
+            undo += 2 * _size;
+        }
+
+        if (before.AvailIndex >= _size || undo > _inFlight)
+        {
+            throw new ArgumentException("the position is not one read before the pops being undone", nameof(before));
+        }
+
+        // Walk the pop log back, freeing each buffer id; the descriptors stay the driver's and
+        // are popped (and validated) again.
+        while (undo > 0)
+        {
+            _popLogNext = _popLogNext == 0 ? _popLog.Length - 1 : _popLogNext - 1;
+            var entry = _popLog[_popLogNext];
+            var descriptors = (int)(entry >> 16);
+            _idInFlight[(ushort)entry] = false;
+            if (_inOrder)
+            {
+                _popped.RemoveNewest();
+            }
+
+            _inFlight -= descriptors;
+            undo -= descriptors;
+            Counters.Packets--;
+        }
+
+        _availPosition = before.AvailIndex;
+        _availBits = PackedFlags.AvailBits(before.AvailWrapCounter);
+    }
+
+    /// <inheritdoc/>
+    public void MarkBroken(BrokenReason reason) => Break(reason);
+
+    /// <inheritdoc/>
+    public bool TryPop(out DescriptorChain chain)
+    {
+        var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+
+        // Acquire (2.8.21.1): the driver writes these flags last; the descriptor's other fields,
+        // the rest of its list and the rest of its burst are read only after we see them.
+        var flags = Volatile.Read(ref *(ushort*)(d + 14));
+        if ((flags & PackedFlags.AvailUsed) != _availBits || IsBroken)
+        {
+            chain = default;
+            return false;
+        }
+
+        if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || _inFlight >= _size)
+        {
+            return TryPopList(d, flags, out chain);
+        }
+
+        // One direct descriptor, the common case: each field read once.
+        var address = *(ulong*)d;
+        var length = *(uint*)(d + 8);
+        var id = *(ushort*)(d + 12);
+        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
+        {
+            chain = default;
+            return Break(BrokenReason.AddressOutOfRange);
+        }
+
+        if (!Commit(id, 1))
+        {
+            chain = default;
+            return false;
+        }
+
+        var writable = (flags & PackedFlags.Write) != 0;
+        // The scratch array holds the queue size (at least 1) segments: no bounds check needed.
+        ref var segment = ref MemoryMarshal.GetArrayDataReference(_segments);
+        segment = new ChainSegment(host, length, writable);
+        var readBytes = writable ? 0 : length;
+        Counters.Bytes += readBytes;
+        chain = new DescriptorChain(MemoryMarshal.CreateReadOnlySpan(ref segment, 1), writable ? 0 : 1, readBytes, writable ? length : 0, new ChainToken(id, 1));
+        return true;
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(ChainToken token, uint written)
+    {
+        Debug.Assert(token.Id < _size && _idInFlight[token.Id], "the token names a buffer in flight");
+        Debug.Assert(token.DescriptorCount >= 1 && token.DescriptorCount <= _inFlight, "the token's descriptor count is one popped");
+        _idInFlight[token.Id] = false;
+        if (_inOrder)
+        {
+            var oldest = _popped.Dequeue();
+            Debug.Assert(oldest == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
+        }
+
+        WriteUsed(token.Id, written, token.DescriptorCount, 1);
+    }
+
+    /// <inheritdoc/>
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
+    {
+        if (!_inOrder)
+        {
+            throw new InvalidOperationException("a batch needs VIRTIO_F_IN_ORDER");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(buffers, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _popped.Count);
+        ArgumentOutOfRangeException.ThrowIfLessThan(descriptors, buffers);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(descriptors, _inFlight);
+        if (_popped.PeekAt(buffers - 1) != last.Id)
+        {
+            throw new ArgumentException($"buffer {last.Id} is not the last of the {buffers} oldest in flight", nameof(last));
+        }
+
+        for (var i = 0; i < buffers; i++)
+        {
+            _idInFlight[_popped.Dequeue()] = false;
+        }
+
+        // 2.8.8: one used descriptor, over the batch's first descriptor, names its last buffer;
+        // the used position then skips the whole batch.
+        WriteUsed(last.Id, written, descriptors, buffers);
+    }
+
+    /// <inheritdoc/>
+    public void PublishUsed()
+    {
+        if (_pendingUsed == null)
+        {
+            return;
+        }
+
+        // Release (2.8.9, 2.8.22): the burst's used descriptors, including the later ones' flags,
+        // were written with plain stores; the driver sees none before this store marks the first
+        // one used, and then it sees all of them.
+        Volatile.Write(ref *(ushort*)(_pendingUsed + 14), _pendingUsedFlags);
+        Counters.RecordBurst(_pendingChains);
+
+        // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
+        var descriptors = _usedPosition - _publishedPosition;
+        if (descriptors <= 0)
+        {
+            descriptors += _size;
+        }
+
+        _sinceCall = Math.Min(_sinceCall + descriptors, _size);
+        _publishedPosition = _usedPosition;
+        _publishedWrap = _usedBits == PackedFlags.AvailUsed;
+        _pendingUsed = null;
+        _pendingChains = 0;
+    }
+
+    /// <inheritdoc/>
+    public bool CallNeeded()
+    {
+        var advanced = _sinceCall;
+        if (advanced == 0)
+        {
+            return false;
+        }
+
+        _sinceCall = 0;
+
+        // Store-load: the used flags published above must be visible before we read the driver's
+        // event suppression structure, or the driver may re-check before our publish while we read
+        // its stale request (2.8.22).
+        Interlocked.MemoryBarrier();
+        var call = PackedDriverRing.ShouldNotify(Volatile.Read(ref *(uint*)_driverEvent), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
+        Counters.RecordNotification(call);
+        return call;
+    }
+
+    /// <inheritdoc/>
+    public bool EnableAvailNotifications()
+    {
+        _kicksDisabled = false;
+        if (_eventIndex)
+        {
+            // 2.8.10: ask for a kick when the driver makes available the descriptor we read next.
+            // One 32-bit store so the driver never sees DESC with a stale offset.
+            var offWrap = PackedEventIndex.OffWrap(_availPosition, _availBits == PackedFlags.Avail);
+            Volatile.Write(ref *(uint*)_deviceEvent, offWrap | ((uint)PackedFlags.EventDesc << 16));
+        }
+        else
+        {
+            Volatile.Write(ref *(ushort*)(_deviceEvent + 2), PackedFlags.EventEnable);
+        }
+
+        // Store-load: the request must be visible before we re-read the ring, or the driver may
+        // publish, read our stale request, skip the kick, and we sleep on a non-empty ring.
+        Interlocked.MemoryBarrier();
+        var flags = Volatile.Read(ref *(ushort*)(_desc + (_availPosition * PackedLayout.DescriptorBytes) + 14));
+        return (flags & PackedFlags.AvailUsed) == _availBits;
+    }
+
+    /// <inheritdoc/>
+    public void DisableAvailNotifications()
+    {
+        if (_kicksDisabled)
+        {
+            return;
+        }
+
+        _kicksDisabled = true;
+        Volatile.Write(ref *(ushort*)(_deviceEvent + 2), PackedFlags.EventDisable);
+    }
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// A position is not below the queue size, or the used position is ahead of the avail position
+    /// (more than a lap of descriptors would be in flight).
+    /// </exception>
+    public void Restore(RingPosition position)
+    {
+        if (position.AvailIndex >= _size || position.UsedIndex >= _size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"packed ring positions are below the queue size {_size}");
+        }
+
+        // Descriptors in flight: the distance from used to avail on a line of two laps.
+        var avail = position.AvailIndex + (position.AvailWrapCounter ? 0 : _size);
+        var used = position.UsedIndex + (position.UsedWrapCounter ? 0 : _size);
+        var inFlight = avail - used;
+        if (inFlight < 0)
+        {
+            inFlight += 2 * _size;
+        }
+
+        if (inFlight > _size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(position), position, "the used position is ahead of the avail position");
+        }
+
+        _availPosition = position.AvailIndex;
+        _availBits = PackedFlags.AvailBits(position.AvailWrapCounter);
+        _usedPosition = _publishedPosition = position.UsedIndex;
+        _usedBits = PackedFlags.UsedBits(position.UsedWrapCounter);
+        _publishedWrap = position.UsedWrapCounter;
+        _inFlight = inFlight;
+        _pendingUsed = null;
+        _pendingUsedFlags = 0;
+        _pendingChains = _sinceCall = 0;
+        _kicksDisabled = false;
+
+        // Which buffers were in flight before is not carried; forget them.
+        Array.Clear(_idInFlight);
+        _popped.Clear();
+        Counters.BrokenReason = BrokenReason.None;
+    }
+
+    /// <summary>The general pop: a NEXT list or an indirect table, or a ring the device holds whole.</summary>
+    private bool TryPopList(byte* d, ushort flags, out DescriptorChain chain)
+    {
+        chain = default;
+        var reason = Walk(d, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (!Commit(id, descriptors))
+        {
+            return false;
+        }
+
+        Counters.Bytes += (long)readBytes;
+        chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(id, (ushort)descriptors));
+        return true;
+    }
+
+    /// <summary>Checks a popped buffer's id, marks it in flight and moves the avail position past its descriptors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Commit(ushort id, int descriptors)
+    {
+        // 2.8.6: the id (from the list's last descriptor) must name a buffer not already in flight.
+        var inFlight = _idInFlight;
+        if (id >= (uint)inFlight.Length || inFlight[id])
+        {
+            return Break(BrokenReason.BufferIdInvalid);
+        }
+
+        inFlight[id] = true;
+        _popLog[_popLogNext] = id | ((uint)descriptors << 16);
+        _popLogNext = _popLogNext + 1 == _popLog.Length ? 0 : _popLogNext + 1;
+        if (_inOrder)
+        {
+            _popped.Enqueue(id);
+        }
+
+        _inFlight += descriptors;
+        var position = _availPosition + descriptors;
+        if (position >= _size)
+        {
+            position -= _size;
+            _availBits ^= PackedFlags.AvailUsed;
+        }
+
+        _availPosition = position;
+        Counters.Packets++;
+        return true;
+    }
+
+    /// <summary>Writes one used descriptor, holding its flags back when it opens a burst; moves the used position.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void WriteUsed(ushort id, uint written, int descriptors, int chains)
+    {
+        // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
+        var d = _desc + (_usedPosition * PackedLayout.DescriptorBytes);
+        *(uint*)(d + 8) = written;
+        *(ushort*)(d + 12) = id;
+        var flags = (ushort)(_usedBits | (written != 0 ? PackedFlags.Write : 0));
+        if (_pendingUsed == null)
+        {
+            _pendingUsed = d;
+            _pendingUsedFlags = flags;
+        }
+        else
+        {
+            // Plain store: published by the release store of the burst's first flags in PublishUsed.
+            *(ushort*)(d + 14) = flags;
+        }
+
+        _pendingChains += chains;
+        _inFlight -= descriptors;
+        _usedPosition += descriptors;
+        if (_usedPosition >= _size)
+        {
+            // 2.8.1: the device's wrap counter flips after it uses the ring's last descriptor.
+            _usedPosition -= _size;
+            _usedBits ^= PackedFlags.AvailUsed;
+        }
+
+        Counters.Bytes += written;
+    }
+
+    private BrokenReason Walk(byte* d, ushort flags, out int count, out int readable, out ulong readBytes, out ulong writeBytes, out int descriptors, out ushort id)
+    {
+        count = 0;
+        readable = 0;
+        readBytes = 0;
+        writeBytes = 0;
+        descriptors = 0;
+        id = 0;
+
+        // A legal driver never has more descriptors available than the queue holds minus those
+        // the device still owns (2.8.16): past that it is overwriting descriptors in flight.
+        var limit = _size - _inFlight;
+        var position = _availPosition;
+        var bits = _availBits;
+        var seenWritable = false;
+        while (true)
+        {
+            if (++descriptors > limit)
+            {
+                return descriptors > _size ? BrokenReason.ChainTooLong : BrokenReason.RingOverrun;
+            }
+
+            var address = *(ulong*)d;
+            var length = *(uint*)(d + 8);
+            var bufferId = *(ushort*)(d + 12);
+            if (descriptors > 1)
+            {
+                // Plain read, ordered after the head's acquire: the driver wrote the rest of the
+                // list before the head. 2.8.6: each descriptor of the list is marked available.
+                flags = *(ushort*)(d + 14);
+                if ((flags & PackedFlags.AvailUsed) != bits)
+                {
+                    return BrokenReason.DescriptorNotAvailable;
+                }
+            }
+
+            if ((flags & PackedFlags.Indirect) != 0)
+            {
+                if (!_indirectAllowed)
+                {
+                    return BrokenReason.IndirectNotNegotiated;
+                }
+
+                // 2.8.19: an indirect descriptor stands alone, never in a NEXT list.
+                if ((flags & PackedFlags.Next) != 0 || descriptors > 1)
+                {
+                    return BrokenReason.IndirectWithNext;
+                }
+
+                id = bufferId;
+                return WalkIndirect(address, length, ref count, ref readable, ref readBytes, ref writeBytes);
+            }
+
+            var r = AddSegment(address, length, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            if (r != BrokenReason.None)
+            {
+                return r;
+            }
+
+            if ((flags & PackedFlags.Next) == 0)
+            {
+                // 2.8.6: the buffer id is in the list's last descriptor.
+                id = bufferId;
+                return BrokenReason.None;
+            }
+
+            if (++position == _size)
+            {
+                position = 0;
+                bits ^= PackedFlags.AvailUsed;
+                d = _desc;
+            }
+            else
+            {
+                d += PackedLayout.DescriptorBytes;
+            }
+        }
+    }
+
+    private BrokenReason WalkIndirect(ulong tableAddress, uint tableLength, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes)
+    {
+        // 2.8.7: the table is a whole number of 16-byte descriptors, read in order.
+        if (tableLength == 0 || (tableLength & 15) != 0)
+        {
+            return BrokenReason.IndirectTableMisaligned;
+        }
+
+        var entries = tableLength / PackedLayout.DescriptorBytes;
+        if (entries > (uint)_size)
+        {
+            return BrokenReason.ChainTooLong;
+        }
+
+        if (!_memory.TryTranslate(tableAddress, tableLength, out var host))
+        {
+            return BrokenReason.AddressOutOfRange;
+        }
+
+        var table = (byte*)host;
+        var seenWritable = false;
+        for (uint i = 0; i < entries; i++)
+        {
+            var e = table + (i * PackedLayout.DescriptorBytes);
+            var address = *(ulong*)e;
+            var length = *(uint*)(e + 8);
+            var flags = *(ushort*)(e + 14);
+            if ((flags & PackedFlags.Indirect) != 0)
+            {
+                return BrokenReason.NestedIndirect;
+            }
+
+            // WRITE is the only flag that counts in a table; the others are reserved (2.8.7).
+            var r = AddSegment(address, length, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            if (r != BrokenReason.None)
+            {
+                return r;
+            }
+        }
+
+        return BrokenReason.None;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable)
+    {
+        // 2.8.17: device-writable elements come after all device-readable ones.
+        if (writable)
+        {
+            seenWritable = true;
+        }
+        else if (seenWritable)
+        {
+            return BrokenReason.ReadableAfterWritable;
+        }
+
+        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
+        {
+            return BrokenReason.AddressOutOfRange;
+        }
+
+        _segments[count++] = new ChainSegment(host, length, writable);
+        if (writable)
+        {
+            writeBytes += length;
+        }
+        else
+        {
+            readBytes += length;
+            readable++;
+        }
+
+        return BrokenReason.None;
+    }
+
+    private bool Break(BrokenReason reason)
+    {
+        if (Counters.BrokenReason == BrokenReason.None)
+        {
+            Counters.BrokenReason = reason;
+            Counters.BrokenCount++;
+        }
+
+        return false;
+    }
+}

@@ -1,0 +1,523 @@
+using System.Runtime.CompilerServices;
+using Rings.Chains;
+using Rings.Memory;
+using Rings.Split;
+
+namespace Rings.Packed;
+
+/// <summary>
+/// The driver (guest) side of a packed virtqueue (virtio 1.2 section 2.8). Buffer ids come from a
+/// free-id stack so the device may complete in any order; the driver keeps its own record of each
+/// buffer (descriptor count, writable length) and never reads them back from the ring, so a device
+/// scribbling on the descriptors can never steer it. Every used descriptor it takes back is checked.
+/// </summary>
+public sealed unsafe class PackedDriverRing : IDriverRing
+{
+    private readonly byte* _desc;
+    private readonly byte* _driverEvent;   // written by us: the device's calls
+    private readonly byte* _deviceEvent;   // written by the device: our kicks
+    private readonly byte* _indirect;
+    private readonly ulong _indirectAddress;
+    private readonly int _indirectEntries;
+    private readonly int _size;
+    private readonly bool _eventIndex;
+    private readonly bool _useIndirect;
+    private readonly bool _inOrder;
+
+    // Shadow state, never read back from shared memory.
+    private readonly ushort[] _freeIds;          // stack of buffer ids not in use
+    private readonly BufferRecord[] _buffers;    // per buffer id: what the driver made available
+    private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
+    private int _freeIdCount;
+    private int _freeDescriptors;
+
+    private int _availPosition;        // next descriptor to fill
+    private ushort _availBits;         // AVAIL/USED bits of a descriptor made available this lap
+    private byte* _pendingHead;        // first head of the unpublished burst: its flags are held back
+    private ushort _pendingHeadFlags;
+    private int _pendingBuffers;
+    private int _publishedPosition;    // first descriptor not yet made available, as last published
+    private bool _publishedWrap;
+    private int _sinceKick;            // descriptors published since the last kick decision (EVENT_IDX window)
+
+    private int _usedPosition;         // next descriptor the device writes a used descriptor to
+    private ushort _usedBits;          // AVAIL/USED bits of a used descriptor this lap
+    private int _batchLeft;            // IN_ORDER: buffers of the current batch not yet handed back
+    private uint _batchLastLength;     // IN_ORDER: length the device wrote for the batch's last buffer
+    private bool _callsDisabled;
+
+    /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
+    /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
+    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="size">Queue size, from 1 to 32768.</param>
+    /// <param name="features">Negotiated ring features.</param>
+    /// <param name="indirect">Where indirect tables live (one table per buffer id); needed for <see cref="RingFeatures.IndirectDescriptors"/> to be used.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
+    public PackedDriverRing(GuestMemory memory, PackedRingAddresses addresses, int size, RingFeatures features, IndirectArea? indirect = null)
+    {
+        var layout = new PackedLayout(size);
+        _desc = (byte*)RingPart.Translate(memory, addresses.DescriptorRing, (ulong)layout.DescriptorRingBytes, 16, "descriptor ring");
+        _driverEvent = (byte*)RingPart.Translate(memory, addresses.DriverArea, PackedLayout.EventSuppressionBytes, 4, "driver event suppression");
+        _deviceEvent = (byte*)RingPart.Translate(memory, addresses.DeviceArea, PackedLayout.EventSuppressionBytes, 4, "device event suppression");
+        _size = size;
+        Features = features;
+        _eventIndex = (features & RingFeatures.EventIndex) != 0;
+        _inOrder = (features & RingFeatures.InOrder) != 0;
+        if (indirect is { } area && (features & RingFeatures.IndirectDescriptors) != 0)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(area.EntriesPerTable, size, nameof(indirect));
+            _indirect = (byte*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
+            _indirectAddress = area.Address;
+            _indirectEntries = area.EntriesPerTable;
+            _useIndirect = true;
+        }
+
+        _freeIds = new ushort[size];
+        _buffers = new BufferRecord[size];
+        if (_inOrder)
+        {
+            _order = new InOrderQueue(size);
+        }
+
+        Counters = new QueueCounters();
+        Reset();
+    }
+
+    /// <summary>The negotiated ring features.</summary>
+    public RingFeatures Features { get; }
+
+    /// <inheritdoc/>
+    public int Size => _size;
+
+    /// <inheritdoc/>
+    public int FreeDescriptors => _freeDescriptors;
+
+    /// <inheritdoc/>
+    public int Outstanding => _size - _freeIdCount; // each outstanding buffer holds one id
+
+    /// <inheritdoc/>
+    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public QueueCounters Counters { get; }
+
+    /// <summary>
+    /// Where the driver stands: the next descriptor it will make available and the next one it
+    /// expects a used descriptor at, each with its wrap counter (diagnostics, NOTIFICATION_DATA).
+    /// </summary>
+    public RingPosition Position =>
+        new((ushort)_availPosition, _availBits == PackedFlags.Avail, (ushort)_usedPosition, _usedBits == PackedFlags.AvailUsed);
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id)
+    {
+        if (_freeDescriptors == 0 || IsBroken)
+        {
+            id = 0;
+            return false;
+        }
+
+        id = _freeIds[--_freeIdCount];
+        var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+        WriteDescriptor(d, segment.Address, segment.Length, id);
+        Expose(d, (ushort)(_availBits | (deviceWritable ? PackedFlags.Write : 0)), 1);
+        Track(id, 1, deviceWritable ? segment.Length : 0, deviceWritable ? 0 : segment.Length);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool TryAdd(ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable, out ushort id)
+    {
+        var total = readable.Length + writable.Length;
+        if (total == 0)
+        {
+            throw new ArgumentException("a buffer needs at least one segment");
+        }
+
+        id = 0;
+        if (IsBroken)
+        {
+            return false;
+        }
+
+        if (total == 1)
+        {
+            return readable.Length == 1 ? TryAdd(readable[0], false, out id) : TryAdd(writable[0], true, out id);
+        }
+
+        ulong readBytes = 0;
+        uint writeBytes = 0;
+        foreach (var s in readable)
+        {
+            readBytes += s.Length;
+        }
+
+        foreach (var s in writable)
+        {
+            writeBytes = writeBytes + s.Length < writeBytes ? uint.MaxValue : writeBytes + s.Length;
+        }
+
+        if (_useIndirect && total <= _indirectEntries)
+        {
+            if (_freeDescriptors == 0)
+            {
+                return false;
+            }
+
+            id = _freeIds[--_freeIdCount];
+
+            // 2.8.7: the table is read in order; WRITE is its only valid flag, the id is unused.
+            var offset = (ulong)id * (ulong)_indirectEntries * PackedLayout.DescriptorBytes;
+            var table = _indirect + offset;
+            for (var i = 0; i < total; i++)
+            {
+                var w = i >= readable.Length;
+                var s = w ? writable[i - readable.Length] : readable[i];
+                var e = table + (i * PackedLayout.DescriptorBytes);
+                WriteDescriptor(e, s.Address, s.Length, 0);
+                *(ushort*)(e + 14) = w ? PackedFlags.Write : (ushort)0;
+            }
+
+            var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+            WriteDescriptor(d, _indirectAddress + offset, (uint)(total * PackedLayout.DescriptorBytes), id);
+            Expose(d, (ushort)(_availBits | PackedFlags.Indirect), 1);
+            Track(id, 1, writeBytes, readBytes);
+            return true;
+        }
+
+        // 2.8.17: the whole list must fit before its first descriptor is made available.
+        if (total > _freeDescriptors)
+        {
+            return false;
+        }
+
+        id = _freeIds[--_freeIdCount];
+        var head = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+        var headFlags = (ushort)0;
+        var position = _availPosition;
+        var bits = _availBits;
+        for (var i = 0; i < total; i++)
+        {
+            var w = i >= readable.Length;
+            var s = w ? writable[i - readable.Length] : readable[i];
+            var d = _desc + (position * PackedLayout.DescriptorBytes);
+
+            // 2.8.6: every descriptor of the list carries the id and correct AVAIL/USED bits,
+            // which flip where the list crosses the end of the ring.
+            WriteDescriptor(d, s.Address, s.Length, id);
+            var flags = (ushort)(bits | (w ? PackedFlags.Write : 0) | (i + 1 < total ? PackedFlags.Next : 0));
+            if (i == 0)
+            {
+                headFlags = flags;
+            }
+            else
+            {
+                // Plain store: nothing here is visible before the burst's first head is (see Publish).
+                *(ushort*)(d + 14) = flags;
+            }
+
+            if (++position == _size)
+            {
+                position = 0;
+                bits ^= PackedFlags.AvailUsed;
+            }
+        }
+
+        Expose(head, headFlags, total);
+        Track(id, total, writeBytes, readBytes);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public void Publish()
+    {
+        if (_pendingBuffers == 0)
+        {
+            return;
+        }
+
+        // Release (2.8.21.1.1): every descriptor of the burst, including the later heads' flags,
+        // was written above with plain stores; the device sees none of it before this store makes
+        // the burst's first head available, and then it sees all of it.
+        Volatile.Write(ref *(ushort*)(_pendingHead + 14), _pendingHeadFlags);
+        Counters.RecordBurst(_pendingBuffers);
+
+        // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
+        var descriptors = _availPosition - _publishedPosition;
+        if (descriptors <= 0)
+        {
+            descriptors += _size;
+        }
+
+        _sinceKick = Math.Min(_sinceKick + descriptors, _size);
+        _publishedPosition = _availPosition;
+        _publishedWrap = _availBits == PackedFlags.Avail;
+        _pendingHead = null;
+        _pendingBuffers = 0;
+    }
+
+    /// <inheritdoc/>
+    public bool KickNeeded()
+    {
+        var advanced = _sinceKick;
+        if (advanced == 0)
+        {
+            return false;
+        }
+
+        _sinceKick = 0;
+
+        // Store-load (2.8.21.3.1): the flags published above must be visible before we read the
+        // device's event suppression structure, or both sides can decide the other will act.
+        Interlocked.MemoryBarrier();
+        var kick = ShouldNotify(Volatile.Read(ref *(uint*)_deviceEvent), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
+        Counters.RecordNotification(kick);
+        return kick;
+    }
+
+    /// <inheritdoc/>
+    public bool TryTakeUsed(out UsedElement used)
+    {
+        if (_batchLeft > 0)
+        {
+            return TakeFromBatch(out used);
+        }
+
+        used = default;
+        if (_freeIdCount == _size || IsBroken)
+        {
+            return false;
+        }
+
+        var d = _desc + (_usedPosition * PackedLayout.DescriptorBytes);
+
+        // Acquire (2.8.22): id and len are read only after the flags say the device wrote them.
+        var flags = Volatile.Read(ref *(ushort*)(d + 14));
+        if ((flags & PackedFlags.AvailUsed) != _usedBits)
+        {
+            return false;
+        }
+
+        // Each field read once into a local: the device may change it under us. 2.8.4: len is
+        // reserved when WRITE is clear (nothing was written).
+        var id = *(ushort*)(d + 12);
+        var length = (flags & PackedFlags.Write) != 0 ? *(uint*)(d + 8) : 0;
+        var buffers = _buffers;
+        if (id >= (uint)buffers.Length || buffers[id].Descriptors == 0)
+        {
+            return Break(BrokenReason.UsedIdNotOutstanding);
+        }
+
+        if (length > buffers[id].WritableLength)
+        {
+            return Break(BrokenReason.UsedLengthTooLarge);
+        }
+
+        if (_inOrder)
+        {
+            // 2.8.8: one used descriptor returns every buffer made available up to this one.
+            _batchLeft = _order.BatchSize(id);
+            _batchLastLength = length;
+            return TakeFromBatch(out used);
+        }
+
+        Reclaim(id);
+        Counters.Bytes += length;
+        used = new UsedElement(id, length);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public bool EnableUsedNotifications()
+    {
+        _callsDisabled = false;
+        if (_eventIndex)
+        {
+            // 2.8.10: ask for a call when the device marks used the descriptor we look at next.
+            // One 32-bit store so the device never sees DESC with a stale offset.
+            var offWrap = PackedEventIndex.OffWrap(_usedPosition, _usedBits == PackedFlags.AvailUsed);
+            Volatile.Write(ref *(uint*)_driverEvent, offWrap | ((uint)PackedFlags.EventDesc << 16));
+        }
+        else
+        {
+            Volatile.Write(ref *(ushort*)(_driverEvent + 2), PackedFlags.EventEnable);
+        }
+
+        // Store-load: the request must be visible before we look at the ring again, or the device
+        // may mark a descriptor used and skip the call while we go to sleep on an empty-looking ring.
+        Interlocked.MemoryBarrier();
+        return _batchLeft > 0 || (_freeIdCount < _size && IsUsed(_desc + (_usedPosition * PackedLayout.DescriptorBytes)));
+    }
+
+    /// <inheritdoc/>
+    public void DisableUsedNotifications()
+    {
+        if (_callsDisabled)
+        {
+            return;
+        }
+
+        _callsDisabled = true;
+        Volatile.Write(ref *(ushort*)(_driverEvent + 2), PackedFlags.EventDisable);
+    }
+
+    /// <inheritdoc/>
+    public void Reset()
+    {
+        // Ids pop in ascending order from a fresh stack: 0 first.
+        for (var i = 0; i < _size; i++)
+        {
+            _freeIds[i] = (ushort)(_size - 1 - i);
+            _buffers[i] = default;
+        }
+
+        _order.Clear();
+        _freeIdCount = _size;
+        _freeDescriptors = _size;
+
+        // 2.8.1: both wrap counters start at 1.
+        _availPosition = _publishedPosition = _usedPosition = 0;
+        _availBits = PackedFlags.AvailBits(true);
+        _usedBits = PackedFlags.UsedBits(true);
+        _publishedWrap = true;
+        _pendingHead = null;
+        _pendingHeadFlags = 0;
+        _pendingBuffers = _sinceKick = 0;
+        _batchLeft = 0;
+        _batchLastLength = 0;
+        _callsDisabled = false;
+
+        // 2.8.13: the descriptor ring is zero-initialized.
+        new Span<byte>(_desc, _size * PackedLayout.DescriptorBytes).Clear();
+        *(uint*)_driverEvent = 0;
+        *(uint*)_deviceEvent = 0;
+    }
+
+    /// <summary>
+    /// The notification decision shared by both sides of a packed ring: DISABLE never, DESC (under
+    /// EVENT_IDX) when the window crossed the named descriptor, anything else (ENABLE, and the
+    /// reserved or un-negotiated values, where a spare notification is the safe answer) always.
+    /// </summary>
+    /// <param name="snapshot">The peer's event suppression structure read as one 32-bit word.</param>
+    /// <param name="eventIndex">Whether VIRTIO_F_EVENT_IDX was negotiated.</param>
+    /// <param name="position">Position just published.</param>
+    /// <param name="wrap">Its wrap counter.</param>
+    /// <param name="advanced">Descriptors published since the previous decision.</param>
+    /// <param name="size">Queue size.</param>
+    /// <returns>True when the peer is to be notified.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool ShouldNotify(uint snapshot, bool eventIndex, int position, bool wrap, int advanced, int size)
+    {
+        var flags = (snapshot >> 16) & PackedFlags.EventFlagsMask;
+        if (flags == PackedFlags.EventDisable)
+        {
+            return false;
+        }
+
+        return flags != PackedFlags.EventDesc || !eventIndex
+            || PackedEventIndex.NeedsNotification((ushort)snapshot, position, wrap, advanced, size);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteDescriptor(byte* d, ulong address, uint length, ushort id)
+    {
+        *(ulong*)d = address;
+        *(uint*)(d + 8) = length;
+        *(ushort*)(d + 12) = id;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsUsed(byte* d) => (Volatile.Read(ref *(ushort*)(d + 14)) & PackedFlags.AvailUsed) == _usedBits;
+
+    /// <summary>Writes a buffer's head flags, or holds them back when it opens a burst; moves the avail position.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Expose(byte* head, ushort flags, int descriptors)
+    {
+        if (_pendingBuffers == 0)
+        {
+            _pendingHead = head;
+            _pendingHeadFlags = flags;
+        }
+        else
+        {
+            // Plain store: published by the release store of the burst's first head in Publish.
+            *(ushort*)(head + 14) = flags;
+        }
+
+        _pendingBuffers++;
+        var position = _availPosition + descriptors;
+        if (position >= _size)
+        {
+            // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
+            position -= _size;
+            _availBits ^= PackedFlags.AvailUsed;
+        }
+
+        _availPosition = position;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Track(ushort id, int descriptors, uint writable, ulong readBytes)
+    {
+        _buffers[id] = new BufferRecord(writable, (ushort)descriptors);
+        _freeDescriptors -= descriptors;
+        if (_inOrder)
+        {
+            _order.Enqueue(id);
+        }
+
+        Counters.Packets++;
+        Counters.Bytes += (long)readBytes;
+    }
+
+    /// <summary>Hands back the oldest buffer of the current IN_ORDER batch.</summary>
+    private bool TakeFromBatch(out UsedElement used)
+    {
+        var id = _order.Dequeue();
+        _batchLeft--;
+
+        // 2.8.8: the buffers skipped over were used completely; the last one carries its length.
+        var length = _batchLeft == 0 ? _batchLastLength : _buffers[id].WritableLength;
+        Reclaim(id);
+        Counters.Bytes += length;
+        used = new UsedElement(id, length);
+        return true;
+    }
+
+    /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Reclaim(ushort id)
+    {
+        ref var record = ref _buffers[id];
+        int count = record.Descriptors;
+        record.Descriptors = 0;
+        var position = _usedPosition + count;
+        if (position >= _size)
+        {
+            position -= _size;
+            _usedBits ^= PackedFlags.AvailUsed;
+        }
+
+        _usedPosition = position;
+        _freeIds[_freeIdCount++] = id;
+        _freeDescriptors += count;
+    }
+
+    /// <summary>What the driver remembers of a buffer it made available; never read back from the ring.</summary>
+    /// <param name="WritableLength">Device-writable bytes.</param>
+    /// <param name="Descriptors">Ring descriptors the buffer holds; 0 = not outstanding.</param>
+    private record struct BufferRecord(uint WritableLength, ushort Descriptors);
+
+    private bool Break(BrokenReason reason)
+    {
+        if (Counters.BrokenReason == BrokenReason.None)
+        {
+            Counters.BrokenReason = reason;
+            Counters.BrokenCount++;
+        }
+
+        return false;
+    }
+}
