@@ -33,11 +33,13 @@ public class DpdkDataPathTests
     /// testpmd counts what it could not queue as TX-dropped), then rxonly takes everything back.
     /// Every frame testpmd transmitted must come back, and be the ones our host forwarded.
     /// </summary>
-    [Fact]
-    public void TestpmdTxonlyFramesAllComeBackThroughRingsHost()
+    [Theory]
+    [InlineData("split")]
+    [InlineData("packed")]
+    public void TestpmdTxonlyFramesAllComeBackThroughRingsHost(string ring)
     {
         const int Cycles = 16;
-        var (rx, tx, host) = ReflectThroughRingsHost("adaptive", testpmd =>
+        var (rx, _, host) = ReflectThroughRingsHost(ring, "adaptive", testpmd =>
         {
             for (var i = 0; i < Cycles; i++)
             {
@@ -53,10 +55,12 @@ public class DpdkDataPathTests
     }
 
     /// <summary>flowgen receives and transmits in one loop: a steady round trip through our host.</summary>
-    [Fact]
-    public void TestpmdFlowgenFramesAllComeBackThroughRingsHost()
+    [Theory]
+    [InlineData("split")]
+    [InlineData("packed")]
+    public void TestpmdFlowgenFramesAllComeBackThroughRingsHost(string ring)
     {
-        var (rx, _, _) = ReflectThroughRingsHost("poll", testpmd => Forward(testpmd, "flowgen", 2000));
+        var (rx, _, _) = ReflectThroughRingsHost(ring, "poll", testpmd => Forward(testpmd, "flowgen", 2000));
         Assert.True(rx.Packets >= 10_000, $"only {rx.Packets} frames went round");
     }
 
@@ -66,11 +70,14 @@ public class DpdkDataPathTests
     /// also shows that the guest never has more frames out than receive buffers posted.
     /// </summary>
     [Theory]
-    [InlineData(64, "poll", "on", 200_000)]
-    [InlineData(64, "block", "off", 200_000)]
-    [InlineData(1514, "block", "on", 100_000)]
-    [InlineData(9000, "adaptive", "on", 20_000)]
-    public void RingsGuestFramesAllComeBackFromTestpmdMacswap(int frameSize, string wait, string eventIdx, long frames)
+    [InlineData("split", 64, "poll", "on", "off", 200_000)]
+    [InlineData("split", 64, "block", "off", "off", 200_000)]
+    [InlineData("split", 1514, "block", "on", "on", 100_000)]
+    [InlineData("split", 9000, "adaptive", "on", "off", 20_000)]
+    [InlineData("packed", 64, "poll", "on", "off", 200_000)]
+    [InlineData("packed", 64, "block", "off", "on", 200_000)]
+    [InlineData("packed", 9000, "adaptive", "on", "off", 20_000)]
+    public void RingsGuestFramesAllComeBackFromTestpmdMacswap(string ring, int frameSize, string wait, string eventIdx, string inOrder, long frames)
     {
         var dir = Directory.CreateTempSubdirectory("rings-interop-");
         var socket = Path.Combine(dir.FullName, "vhost.sock");
@@ -84,7 +91,7 @@ public class DpdkDataPathTests
 
             var (exit, output, error) = LoopbackProcessTests.Run(
                 "guest", "--socket", socket, "--frames", Invariant(frames), "--seconds", "45", "--frame-size", Invariant(frameSize),
-                "--wait", wait, "--event-idx", eventIdx, "--json", json);
+                "--ring", ring, "--wait", wait, "--event-idx", eventIdx, "--in-order", inOrder, "--json", json);
             _output.WriteLine(output);
             Assert.True(exit == 0, $"rings guest: exit {exit}\n{output}\n{error}");
             var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
@@ -95,7 +102,9 @@ public class DpdkDataPathTests
             Assert.Equal(0, f.GetProperty("corrupted").GetInt64());
             Assert.Equal(0, f.GetProperty("drops").GetInt64());
             Assert.Equal(frames * frameSize, f.GetProperty("bytes_received").GetInt64());
+            Assert.Equal(ring, f.GetProperty("ring").GetString());
             Assert.Equal(eventIdx == "on", f.GetProperty("event_idx").GetBoolean());
+            Assert.Equal(inOrder == "on", f.GetProperty("in_order").GetBoolean());
 
             // testpmd's own count: everything it took from our transmit queue went back, none dropped.
             testpmd.Stop();
@@ -123,7 +132,7 @@ public class DpdkDataPathTests
     /// (interactive), lets <paramref name="generate"/> drive testpmd, then drains: rxonly until
     /// testpmd has received all it transmitted. Checks the counts agree on both sides.
     /// </summary>
-    private (PortStatistics Rx, PortStatistics Tx, HostStatistics Host) ReflectThroughRingsHost(string wait, Action<Testpmd> generate)
+    private (PortStatistics Rx, PortStatistics Tx, HostStatistics Host) ReflectThroughRingsHost(string ring, string wait, Action<Testpmd> generate)
     {
         var dir = Directory.CreateTempSubdirectory("rings-interop-");
         var socket = Path.Combine(dir.FullName, "vhost.sock");
@@ -134,8 +143,10 @@ public class DpdkDataPathTests
         try
         {
             Assert.True(TestDevice.Wait(() => File.Exists(socket) || host.HasExited, SetupTimeout) && !host.HasExited, $"rings host did not start\n{Text(hostOutput)}");
-            testpmd = Testpmd.Start($"net_virtio_user0,path={socket},queues=1,queue_size=256,server=0", "io", "-i", "--total-num-mbufs=4096");
+            var packed = ring == "packed" ? 1 : 0;
+            testpmd = Testpmd.Start($"net_virtio_user0,path={socket},queues=1,queue_size=256,packed_vq={packed},server=0", "io", "-i", "--total-num-mbufs=4096");
             Assert.True(TestDevice.Wait(() => Text(hostOutput).Contains("reflecting", StringComparison.Ordinal), SetupTimeout), $"rings host never started its data path\n{Text(hostOutput)}");
+            Assert.Contains($"reflecting: ring {ring},", Text(hostOutput), StringComparison.Ordinal);
 
             generate(testpmd);
 
