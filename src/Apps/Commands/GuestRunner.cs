@@ -28,7 +28,8 @@ internal static class GuestRunner
         WaitStrategy Wait,
         string? Json,
         int MemoryMiB,
-        double DrainSeconds = 2)
+        double DrainSeconds = 2,
+        int Window = 0)
     {
         public string? Validate()
         {
@@ -55,6 +56,11 @@ internal static class GuestRunner
             if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
             {
                 return "--drain must be between 0 and 3600 seconds";
+            }
+
+            if (Window < -1)
+            {
+                return "--window must be -1 (no limit), 0 (the receive buffers) or more";
             }
 
             if (MemoryMiB < 4 || MemoryMiB > 65536)
@@ -109,7 +115,16 @@ internal static class GuestRunner
             var rxSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + BufferSlab.BytesFor(o.QueueSize, txBuffer), o.QueueSize, rxBuffer);
             var rx = frontend.Queues[0];
             var tx = frontend.Queues[1];
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames);
+            // By default never more frames out than the receive buffers can take back: a back-end
+            // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
+            var buffersPerFrame = mergeable ? (VirtioNetHeader.Size + o.FrameSize + rxBuffer - 1) / rxBuffer : 1;
+            var window = o.Window switch
+            {
+                -1 => 0,
+                0 => Math.Max(1, o.QueueSize / buffersPerFrame),
+                _ => o.Window,
+            };
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
             var negotiated = $"features 0x{frontend.Features:x}: ring {(o.Packed ? "packed" : "split")}, EVENT_IDX {OnOff(frontend.Features & FeatureBits.EventIndex)}, IN_ORDER {OnOff(frontend.Features & FeatureBits.InOrder)}, MRG_RXBUF {OnOff(frontend.Features & FeatureBits.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(frontend.Features & FeatureBits.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
 

@@ -43,10 +43,11 @@ internal static class NetCommands
         public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
         public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => 64 };
         public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => 2 };
+        public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => 0 };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window })
             {
                 c.Options.Add(o);
             }
@@ -68,12 +69,13 @@ internal static class NetCommands
             ParseWait(r.GetValue(Wait)),
             r.GetValue(Json),
             r.GetValue(Memory),
-            r.GetValue(Drain));
+            r.GetValue(Drain),
+            r.GetValue(Window));
 
         /// <summary>The same settings as command-line arguments for a child <c>rings guest</c>.</summary>
         public IEnumerable<string> Forward(ParseResult r)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory, Drain })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory, Drain, Window })
             {
                 var value = r.GetResult(o)?.GetValueOrDefault<object>();
                 if (value is not null)
