@@ -29,7 +29,7 @@ internal sealed class HostRunner
         _output = output;
     }
 
-    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose);
+    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose, bool Quiet = false);
 
     /// <summary>One running data path (one direction) and what it forwarded.</summary>
     private sealed class Worker
@@ -79,7 +79,38 @@ internal sealed class HostRunner
             c.Cancel = true;
             runner._done.Set();
         });
-        runner._done.Wait();
+        // Live progress once a second while frames move.
+        long lastFrames = 0;
+        var lastTime = Stopwatch.GetTimestamp();
+        while (!runner._done.Wait(1000))
+        {
+            if (o.Quiet)
+            {
+                continue;
+            }
+
+            long frames = 0;
+            int workers;
+            lock (runner._gate)
+            {
+                workers = runner._workers.Count;
+                foreach (var w in runner._workers)
+                {
+                    frames += w.Progress().Frames;
+                }
+            }
+
+            var now = Stopwatch.GetTimestamp();
+            if (workers > 0 && frames != lastFrames)
+            {
+                var seconds = (now - lastTime) / (double)Stopwatch.Frequency;
+                output.WriteLine($"rings host: {workers} data path(s), {Math.Max(0, frames - lastFrames) / seconds / 1e6:0.000} Mpps forwarded");
+            }
+
+            lastFrames = frames;
+            lastTime = now;
+        }
+
         backend.Dispose();
         lock (runner._gate)
         {

@@ -119,9 +119,10 @@ internal static class NetCommands
         var once = new Option<bool>("--once") { Description = "Exit after the first front-end leaves." };
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
+        var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose,
+            socket, mode, wait, burst, once, stats, verbose, quiet,
         };
         command.SetAction(r =>
         {
@@ -132,7 +133,7 @@ internal static class NetCommands
                 return 2;
             }
 
-            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose)), Console.Out, Console.Error);
+            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose), r.GetValue(quiet)), Console.Out, Console.Error);
         });
         return command;
     }
