@@ -15,6 +15,9 @@ public sealed class FuzzReplayTests
     public void SplitChainInputsReplayClean() => Replay("split-chain");
 
     [Fact]
+    public void PackedChainInputsReplayClean() => Replay("packed-chain");
+
+    [Fact]
     public void SplitOpsInputsReplayClean() => Replay("split-ops");
 
     [Fact]
