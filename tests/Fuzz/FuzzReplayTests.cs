@@ -24,6 +24,9 @@ public sealed class FuzzReplayTests
     public void NetReceiveInputsReplayClean() => Replay("net-rx");
 
     [Fact]
+    public void VhostUserInputsReplayClean() => Replay("vhost-user");
+
+    [Fact]
     public void EveryReadyTargetHasSeedsAndEveryInputFolderATarget()
     {
         foreach (var t in FuzzTargets.All)
