@@ -90,7 +90,7 @@ public class HostileGuestTests
             Assert.Equal(idle.Fds, end.Fds);
             Assert.Equal(0, end.GuestMappings);
             Assert.True(end.Threads <= idle.Threads + 2, $"threads grew from {idle.Threads} to {end.Threads}");
-            Assert.True(end.RssKiB <= idle.RssKiB + (24 * 1024), $"VmRSS grew from {idle.RssKiB} KiB to {end.RssKiB} KiB");
+            Assert.True(end.RssKiB <= idle.RssKiB + (16 * 1024), $"VmRSS grew from {idle.RssKiB} KiB to {end.RssKiB} KiB");
         }
         finally
         {

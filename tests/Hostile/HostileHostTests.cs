@@ -66,6 +66,24 @@ public class HostileHostTests
         }
     }
 
+    [Fact]
+    public void MisbehaveIsHiddenFromHelpAndChecked()
+    {
+        foreach (var command in new[] { "host", "guest" })
+        {
+            var (exit, output, _, _) = RingsRun.Run(TimeSpan.FromSeconds(30), command, "--help");
+            Assert.Equal(0, exit);
+            Assert.DoesNotContain("misbehave", output, StringComparison.Ordinal);
+        }
+
+        var (badExit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "lie-id");
+        Assert.NotEqual(0, badExit);
+        Assert.Contains("lie-id", error, StringComparison.Ordinal);
+        (badExit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "loop", "--ring", "packed");
+        Assert.Equal(2, badExit);
+        Assert.Contains("split ring", error, StringComparison.Ordinal);
+    }
+
     private static JsonElement RunGuest(RingsHost host, string ring, out string output)
     {
         var json = Path.Combine(Path.GetTempPath(), $"rings-hostile-{Guid.NewGuid():N}.json");

@@ -27,8 +27,8 @@ internal static class HostileGuest
     /// <summary>The kinds of misbehaviour.</summary>
     public static readonly string[] Kinds = ["scribble", "loop", "outside", "flood", "disconnect", "malformed"];
 
-    // How long the back-end may take to notice a broken ring.
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(5);
+    // How long the back-end may take to notice a broken ring (generous: a loaded machine is slow).
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
     /// <summary>Runs one kind of misbehaviour against the back-end at <c>o.Socket</c>.</summary>
     public static int Run(GuestRunner.Options o, string kind, TextWriter output, TextWriter error)
@@ -241,7 +241,8 @@ internal static class HostileGuest
             var channel = Channel!;
             StartTraffic(30);
             Thread.Sleep(200);
-            var receivedBefore = Volatile.Read(ref _generator!.Received);
+            var generator = _generator!;
+            var receivedBefore = Volatile.Read(ref generator.Received);
             using var call = EventFd.Create();
             using var file = SharedMemory.Create(4096, "rings-hostile");
             var nacked = 0;
@@ -254,8 +255,7 @@ internal static class HostileGuest
                 _output.WriteLine($"malformed: {what}: {answer}");
             }
 
-            Thread.Sleep(100);
-            var flowing = Volatile.Read(ref _generator.Received) > receivedBefore;
+            var flowing = SpinWait.SpinUntil(() => Volatile.Read(ref generator.Received) > receivedBefore, Patience);
 
             // Last: a header announcing far more payload than any request has.
             var header = new byte[VhostUserConstants.HeaderBytes];
@@ -399,7 +399,7 @@ internal static class HostileGuest
             return reply.Value;
         }
 
-        private void StartTraffic(double seconds)
+        private void StartTraffic(double seconds, double drainSeconds = 1)
         {
             var traffic = new TrafficOptions(_o.FrameSize, _o.Burst, _o.Rate, TimeSpan.FromSeconds(seconds), _o.Wait);
             var generator = new TrafficGenerator<IDriverRing, IDriverRing>(_path, _tx.Kick, _rx.Kick, _rx.Call, traffic);
@@ -409,7 +409,7 @@ internal static class HostileGuest
             {
                 try
                 {
-                    _figures = generator.Run(TimeSpan.FromSeconds(1));
+                    _figures = generator.Run(TimeSpan.FromSeconds(drainSeconds));
                 }
                 catch (Exception e)
                 {
@@ -427,9 +427,10 @@ internal static class HostileGuest
             return JoinTraffic();
         }
 
+        // Sends for a while and waits for every frame to return (the drain only ends early when all have).
         private TrafficFigures? RunTraffic(double seconds)
         {
-            StartTraffic(seconds);
+            StartTraffic(seconds, drainSeconds: 10);
             var figures = JoinTraffic();
             _path.ReclaimTransmit();
             return figures;
