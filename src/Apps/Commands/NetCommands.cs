@@ -91,9 +91,13 @@ internal static class NetCommands
     {
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
         var g = new GuestOptions();
+
+        // Test tooling, hidden from help: a guest that attacks the back-end (see HostileGuest).
+        var misbehave = new Option<string?>("--misbehave") { Hidden = true };
+        misbehave.AcceptOnlyFromAmong(HostileGuest.Kinds);
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket,
+            socket, misbehave,
         };
         g.AddTo(command);
         command.SetAction(r =>
@@ -103,6 +107,11 @@ internal static class NetCommands
             {
                 Console.Error.WriteLine($"rings guest: {error}");
                 return 2;
+            }
+
+            if (r.GetValue(misbehave) is { } kind)
+            {
+                return HostileGuest.Run(o, kind, Console.Out, Console.Error);
             }
 
             return GuestRunner.Run(o, Console.Out, Console.Error);
@@ -120,9 +129,13 @@ internal static class NetCommands
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+
+        // Test tooling, hidden from help: a device that lies to its driver (see HostileDevice).
+        var misbehave = new Option<string?>("--misbehave") { Hidden = true };
+        misbehave.AcceptOnlyFromAmong(HostileDevice.Kinds);
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet,
+            socket, mode, wait, burst, once, stats, verbose, quiet, misbehave,
         };
         command.SetAction(r =>
         {
@@ -133,7 +146,7 @@ internal static class NetCommands
                 return 2;
             }
 
-            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose), r.GetValue(quiet)), Console.Out, Console.Error);
+            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose), r.GetValue(misbehave), r.GetValue(quiet)), Console.Out, Console.Error);
         });
         return command;
     }
