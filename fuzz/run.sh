@@ -15,9 +15,9 @@ cd "$here"
 # name | status | what it covers
 targets=(
     "split-chain|ready|split device-side chain walking over guarded memory"
-    "packed-chain|pending|packed device-side chain walking (waits for the packed device ring)"
+    "packed-chain|ready|packed device-side chain walking over guarded memory"
     "split-ops|ready|driver and device operations with memory corruption, against a FIFO model"
-    "vhost-user|pending|vhost-user message decoder and backend state machine (waits for the decoder)"
+    "vhost-user|ready|vhost-user message decoder and back-end state machine over random message sequences"
     "net-rx|ready|virtio-net receive path and MRG_RXBUF reassembly against a hostile device"
 )
 

@@ -37,5 +37,16 @@ fi
 if [[ $status -ne 0 && $failed -eq 0 ]]; then
     failed=1
 fi
+# The benchmarks run once each as a dry run, so they keep compiling and running (never timed here).
+if ! (cd bench && dotnet run -c Release --no-build -- --filter '*' --job dry > "$results/bench-dry.log" 2>&1); then
+    echo "benchmark dry run failed:" >&2
+    tail -40 "$results/bench-dry.log" >&2
+    failed=$(( failed + 1 ))
+    status=1
+else
+    passed=$(( ${passed:-0} + 1 ))
+    echo "benchmark dry run: $(grep -c '^| ' "$results/bench-dry.log" || true) table rows, all benchmarks ran"
+fi
+
 echo "${passed:-0} passed, ${failed} failed, ${skipped} skipped"
 [[ $status -eq 0 && $failed -eq 0 ]]

@@ -17,11 +17,9 @@ public static class FuzzTargets
     public static IReadOnlyList<FuzzTarget> All { get; } =
     [
         new("split-chain", "split device-side chain walking, direct and indirect, over guarded memory", SplitChainTarget.Run),
-
-        // Waits for the packed device ring: lay the descriptor ring and event suppression areas in
-        // GuardedRegions as SplitChainTarget does, build the device ring, and call DeviceChainChecks.Drain.
-        new("packed-chain", "packed device-side chain walking, direct and indirect, over guarded memory", null),
+        new("packed-chain", "packed device-side chain walking, direct and indirect, over guarded memory", PackedChainTarget.Run),
         new("split-ops", "random driver and device operations on a split ring with memory corruption, against a FIFO model", SplitRingOpsTarget.Run),
+        new("vhost-user", "vhost-user message decoder and the back-end state machine over random message sequences with real descriptors", VhostUserTarget.Run),
         new("net-rx", "virtio-net receive path (header, MRG_RXBUF reassembly) against a hostile device", NetReceiveTarget.Run),
     ];
 

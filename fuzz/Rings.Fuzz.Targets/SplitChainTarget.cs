@@ -12,8 +12,8 @@ namespace Rings.Fuzz.Targets;
 /// descriptor table, avail ring and data area (not the used ring).
 /// </summary>
 /// <remarks>
-/// Input: byte 0 = queue size exponent (bits 0-2), INDIRECT_DESC (bit 3), EVENT_IDX (bit 4);
-/// u16 device start index; u16 used.idx; byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1,
+/// Input: byte 0 = queue size exponent (bits 0-2), INDIRECT_DESC (bit 3), EVENT_IDX (bit 4),
+/// IN_ORDER (bit 5); u16 device start index; u16 used.idx; byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1,
 /// bit 2: enable kicks at the end, bit 3: disable kicks first); then 16 x size bytes of descriptor
 /// table, 6 + 2 x size bytes of avail ring, and the data area (the rest, up to <see cref="DataBytes"/>).
 /// Missing bytes are zero.
@@ -58,6 +58,11 @@ public static class SplitChainTarget
         if ((config & 16) != 0)
         {
             features |= RingFeatures.EventIndex;
+        }
+
+        if ((config & 32) != 0)
+        {
+            features |= RingFeatures.InOrder; // the drain returns chains in pop order, as IN_ORDER asks
         }
 
         var start = input.UInt16();

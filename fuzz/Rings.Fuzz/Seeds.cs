@@ -23,6 +23,11 @@ internal static class Seeds
             yield return ("split-chain", name, bytes);
         }
 
+        foreach (var (name, bytes) in PackedChain())
+        {
+            yield return ("packed-chain", name, bytes);
+        }
+
         foreach (var (name, bytes) in SplitOps())
         {
             yield return ("split-ops", name, bytes);
@@ -43,6 +48,10 @@ internal static class Seeds
         s = new ChainSeed(2);
         s.Desc(0, 0x100, 14, 0, 0).Desc(1, 0x200, 1526, Write, 0).Desc(2, 0x800, 12, Next, 3).Desc(3, 0x900, 100, 0, 0).Avail(3, 0, 1, 2);
         yield return ("three-chains", s.ToArray());
+
+        s = new ChainSeed(2, inOrder: true, behaviour: (byte)DrainBehaviour.WriteBuffers);
+        s.Desc(0, 0x100, 14, Next, 1).Desc(1, 0x200, 64, Write, 0).Desc(2, 0x300, 64, Write, 0).Avail(2, 0, 2);
+        yield return ("in-order", s.ToArray());
 
         s = new ChainSeed(2, indirect: true);
         s.Desc(0, 0x400, 48, Indirect, 0).Avail(1, 0);
@@ -133,6 +142,94 @@ internal static class Seeds
         s = new ChainSeed(0);
         s.Desc(0, 0x100, 0, 0, 0).Avail(1, 0);
         yield return ("size-one-empty-segment", s.ToArray());
+    }
+
+    private static IEnumerable<(string, byte[])> PackedChain()
+    {
+        // Sizes index PackedChainTarget.Sizes: 3 = 4 descriptors, 5 = 8, 6 = 17.
+        const ushort Avail = 1 << 7;
+        const ushort Used = 1 << 15;
+        var s = new PackedSeed(3);
+        s.Desc(0, 0x100, 64, 0, Avail);
+        yield return ("single-readable", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x100, 14, 0, Avail | Next).Desc(1, 0x200, 1526, 0, Avail | Write | Next).Desc(2, 0x800, 64, 2, Avail | Write).Desc(3, 0x900, 8, 3, Avail);
+        yield return ("list-then-single", s.ToArray());
+
+        s = new PackedSeed(3, indirect: true);
+        s.Desc(0, 0x400, 48, 1, Avail | Indirect).Desc(1, 0x300, 8, 0, Avail);
+        s.Table(0x400, 0, 0x100, 12, 0).Table(0x400, 1, 0x200, 64, Write).Table(0x400, 2, 0x300, 64, Write);
+        yield return ("indirect", s.ToArray());
+
+        s = new PackedSeed(3, start: 3);
+        s.Desc(3, 0x100, 8, 0, Avail | Next).Desc(0, 0x200, 8, 1, Used | Write).Desc(1, 0x300, 8, 2, Used);
+        yield return ("list-across-the-wrap", s.ToArray());
+
+        s = new PackedSeed(3, start: 0x8000);
+        s.Desc(0, 0x100, 8, 0, Used).Desc(1, 0x200, 8, 1, Used | Write);
+        yield return ("wrap-counter-zero", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x100, 8, 9, Avail);
+        yield return ("buffer-id-out-of-range", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x100, 8, 1, Avail).Desc(1, 0x200, 8, 1, Avail);
+        yield return ("buffer-id-reused-after-push", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x100, 8, 0, Avail | Next).Desc(1, 0x200, 8, 1, 0);
+        yield return ("list-member-not-available", s.ToArray());
+
+        s = new PackedSeed(3);
+        for (var i = 0; i < 4; i++)
+        {
+            s.Desc(i, 0x100, 8, (ushort)i, Avail | Next);
+        }
+
+        yield return ("list-longer-than-ring", s.ToArray());
+
+        s = new PackedSeed(3, indirect: true);
+        s.Desc(0, 0x400, 16, 0, Avail | Indirect);
+        s.Table(0x400, 0, 0x500, 16, Indirect);
+        yield return ("nested-indirect", s.ToArray());
+
+        s = new PackedSeed(3, indirect: true);
+        s.Desc(0, 0x400, 16, 0, Avail | Indirect | Next).Desc(1, 0x200, 8, 1, Avail);
+        yield return ("indirect-with-next", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x400, 16, 0, Avail | Indirect);
+        yield return ("indirect-not-negotiated", s.ToArray());
+
+        s = new PackedSeed(3, indirect: true);
+        s.Desc(0, 0x400, 24, 0, Avail | Indirect);
+        yield return ("indirect-misaligned", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x100, 8, 0, Avail | Write | Next).Desc(1, 0x200, 8, 1, Avail);
+        yield return ("readable-after-writable", s.ToArray());
+
+        s = new PackedSeed(3);
+        s.Desc(0, 0x1FF8, 16, 0, Avail);
+        yield return ("address-crosses-region-end", s.ToArray());
+
+        s = new PackedSeed(3, behaviour: (byte)(DrainBehaviour.WriteBuffers | DrainBehaviour.PublishEachPop));
+        s.Desc(0, PackedChainTarget.DescriptorAddress + 16, 48, 0, Avail | Write).Desc(1, 0x200, 8, 1, Avail).Desc(2, 0x300, 8, 2, Avail);
+        yield return ("writes-alias-ring", s.ToArray());
+
+        s = new PackedSeed(6, inOrder: true);
+        for (var i = 0; i < 17; i++)
+        {
+            s.Desc(i, 0x100 + (ulong)(i * 0x40), 0x40, (ushort)i, (ushort)(Avail | (i % 3 == 2 ? Write : 0)));
+        }
+
+        yield return ("in-order-full-ring-of-17", s.ToArray());
+
+        s = new PackedSeed(0, eventIndex: true, behaviour: 4 | 8);
+        s.Desc(0, 0x100, 8, 0, Avail);
+        yield return ("size-one-event-index", s.ToArray());
     }
 
     private static IEnumerable<(string, byte[])> SplitOps()
@@ -247,11 +344,11 @@ internal static class Seeds
         private readonly byte[] _avail;
         private readonly byte[] _data = new byte[SplitChainTarget.DataBytes];
 
-        public ChainSeed(int shift, bool indirect = false, bool eventIndex = false, ushort start = 0, byte behaviour = 0)
+        public ChainSeed(int shift, bool indirect = false, bool eventIndex = false, ushort start = 0, byte behaviour = 0, bool inOrder = false)
         {
             _size = 1 << shift;
             _header = new byte[SplitChainTarget.HeaderBytes];
-            _header[0] = (byte)(shift | (indirect ? 8 : 0) | (eventIndex ? 16 : 0));
+            _header[0] = (byte)(shift | (indirect ? 8 : 0) | (eventIndex ? 16 : 0) | (inOrder ? 32 : 0));
             BinaryPrimitives.WriteUInt16LittleEndian(_header.AsSpan(1), start);
             BinaryPrimitives.WriteUInt16LittleEndian(_header.AsSpan(3), start);
             _header[5] = behaviour;
@@ -295,6 +392,48 @@ internal static class Seeds
             BinaryPrimitives.WriteUInt32LittleEndian(d[8..], length);
             BinaryPrimitives.WriteUInt16LittleEndian(d[12..], flags);
             BinaryPrimitives.WriteUInt16LittleEndian(d[14..], next);
+        }
+    }
+
+    private sealed class PackedSeed
+    {
+        private readonly byte[] _header = new byte[PackedChainTarget.HeaderBytes];
+        private readonly byte[] _desc;
+        private readonly byte[] _driverArea = new byte[4];
+        private readonly byte[] _data = new byte[PackedChainTarget.DataBytes];
+
+        public PackedSeed(int pick, bool indirect = false, bool eventIndex = false, bool inOrder = false, ushort start = 0, byte behaviour = 0)
+        {
+            _header[0] = (byte)(pick | (indirect ? 8 : 0) | (eventIndex ? 16 : 0) | (inOrder ? 32 : 0));
+            BinaryPrimitives.WriteUInt16LittleEndian(_header.AsSpan(1), start);
+            _header[3] = behaviour;
+            _desc = new byte[16 * PackedChainTarget.Sizes[pick]];
+        }
+
+        public PackedSeed Desc(int index, ulong address, uint length, ushort id, int flags)
+        {
+            Descriptor(_desc.AsSpan(index * 16), address, length, id, (ushort)flags);
+            return this;
+        }
+
+        public PackedSeed Table(ulong tableAddress, int index, ulong address, uint length, int flags)
+        {
+            Descriptor(_data.AsSpan((int)(tableAddress - PackedChainTarget.DataAddress) + (index * 16)), address, length, 0, (ushort)flags);
+            return this;
+        }
+
+        public byte[] ToArray()
+        {
+            var data = _data.AsSpan(0, _data.AsSpan().LastIndexOfAnyExcept((byte)0) + 1);
+            return [.. _header, .. _desc, .. _driverArea, .. data];
+        }
+
+        private static void Descriptor(Span<byte> d, ulong address, uint length, ushort id, ushort flags)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(d, address);
+            BinaryPrimitives.WriteUInt32LittleEndian(d[8..], length);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[12..], id);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[14..], flags);
         }
     }
 

@@ -15,10 +15,16 @@ public sealed class FuzzReplayTests
     public void SplitChainInputsReplayClean() => Replay("split-chain");
 
     [Fact]
+    public void PackedChainInputsReplayClean() => Replay("packed-chain");
+
+    [Fact]
     public void SplitOpsInputsReplayClean() => Replay("split-ops");
 
     [Fact]
     public void NetReceiveInputsReplayClean() => Replay("net-rx");
+
+    [Fact]
+    public void VhostUserInputsReplayClean() => Replay("vhost-user");
 
     [Fact]
     public void EveryReadyTargetHasSeedsAndEveryInputFolderATarget()

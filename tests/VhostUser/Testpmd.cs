@@ -15,12 +15,14 @@ internal sealed class Testpmd : IDisposable
     private readonly Process _process;
     private readonly StringBuilder _output = new();
     private readonly string _prefix;
+    private readonly bool _interactive;
     private bool _stopped;
 
-    private Testpmd(Process process, string prefix)
+    private Testpmd(Process process, string prefix, bool interactive)
     {
         _process = process;
         _prefix = prefix;
+        _interactive = interactive;
     }
 
     public string Output
@@ -50,7 +52,8 @@ internal sealed class Testpmd : IDisposable
     /// <summary>Starts testpmd with one virtual device.</summary>
     /// <param name="vdev">The --vdev argument.</param>
     /// <param name="forwardMode">testpmd forwarding mode.</param>
-    public static Testpmd Start(string vdev, string forwardMode = "io")
+    /// <param name="extra">More testpmd application arguments (after the defaults, so they override them); "-i" makes it interactive (see <see cref="Send"/>).</param>
+    public static Testpmd Start(string vdev, string forwardMode = "io", params string[] extra)
     {
         var exe = Executable();
         var prefix = $"rings-{Guid.NewGuid():N}"[..16];
@@ -68,13 +71,13 @@ internal sealed class Testpmd : IDisposable
                      "--log-level=lib.vhost.config:debug", "--log-level=pmd.net.vhost:debug", "--log-level=pmd.net.virtio.init:debug",
                      "--vdev", vdev,
                      "--", "--total-num-mbufs=2048", "--nb-cores=1", "--rxq=1", "--txq=1", $"--forward-mode={forwardMode}",
-                 })
+                 }.Concat(extra))
         {
             psi.ArgumentList.Add(a);
         }
 
         var process = new Process { StartInfo = psi };
-        var testpmd = new Testpmd(process, prefix);
+        var testpmd = new Testpmd(process, prefix, extra.Contains("-i") || extra.Contains("--interactive"));
         process.OutputDataReceived += (_, e) => testpmd.Append(e.Data);
         process.ErrorDataReceived += (_, e) => testpmd.Append(e.Data);
         process.Start();
@@ -105,6 +108,13 @@ internal sealed class Testpmd : IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Types one command at an interactive testpmd's prompt.</summary>
+    public void Send(string command)
+    {
+        _process.StandardInput.WriteLine(command);
+        _process.StandardInput.Flush();
+    }
+
     /// <summary>Asks testpmd to quit (Enter), waits, and kills it if it does not.</summary>
     public void Stop()
     {
@@ -118,7 +128,7 @@ internal sealed class Testpmd : IDisposable
         {
             if (!_process.HasExited)
             {
-                _process.StandardInput.WriteLine();
+                _process.StandardInput.WriteLine(_interactive ? "quit" : string.Empty);
                 _process.StandardInput.Flush();
             }
         }

@@ -28,7 +28,8 @@ internal static class GuestRunner
         WaitStrategy Wait,
         string? Json,
         int MemoryMiB,
-        double DrainSeconds = 2)
+        double DrainSeconds = 2,
+        int Window = 0)
     {
         public string? Validate()
         {
@@ -57,6 +58,11 @@ internal static class GuestRunner
                 return "--drain must be between 0 and 3600 seconds";
             }
 
+            if (Window < -1)
+            {
+                return "--window must be -1 (no limit), 0 (the receive buffers) or more";
+            }
+
             if (MemoryMiB < 4 || MemoryMiB > 65536)
             {
                 return "--memory must be between 4 and 65536 MiB";
@@ -68,48 +74,33 @@ internal static class GuestRunner
 
     public static int Run(Options o, TextWriter output, TextWriter error)
     {
-        var features = FeatureBits.Version1 | FeatureBits.NetMac;
-        features |= o.EventIdx ? FeatureBits.EventIndex : 0;
-        features |= o.InOrder ? FeatureBits.InOrder : 0;
-        features |= o.Mergeable ? FeatureBits.NetMergeRxBuffers : 0;
-        features |= o.Indirect ? FeatureBits.IndirectDescriptors : 0;
-        features |= o.Packed ? FeatureBits.RingPacked : 0;
-
-        VhostUserFrontend frontend;
-        try
+        var frontend = Connect(o, error);
+        if (frontend is null)
         {
-            frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions
-            {
-                SocketPath = o.Socket,
-                MemoryBytes = (ulong)o.MemoryMiB << 20,
-                QueueSize = o.QueueSize,
-                Features = features,
-                Packed = o.Packed,
-            });
-        }
-        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.Net.Sockets.SocketException)
-        {
-            error.WriteLine($"rings guest: cannot set up with the back-end at {o.Socket}: {e.Message}");
             return 3;
         }
 
         using (frontend)
         {
-            var mergeable = (frontend.Features & FeatureBits.NetMergeRxBuffers) != 0;
-            var txBuffer = Align(VirtioNetHeader.Size + o.FrameSize, 64);
-            var rxBuffer = mergeable ? 2048 : Align(VirtioNetHeader.Size + Math.Max(o.FrameSize, 1514), 64);
-            var needed = BufferSlab.BytesFor(o.QueueSize, txBuffer) + BufferSlab.BytesFor(o.QueueSize, rxBuffer);
-            if (needed > frontend.BufferBytes)
+            if (CreateSlabs(frontend, o, error) is not { } slabs)
             {
-                error.WriteLine($"rings guest: buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB are left after the rings; raise --memory");
                 return 2;
             }
 
-            var txSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress, o.QueueSize, txBuffer);
-            var rxSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + BufferSlab.BytesFor(o.QueueSize, txBuffer), o.QueueSize, rxBuffer);
+            var (txSlab, rxSlab, mergeable) = slabs;
+
             var rx = frontend.Queues[0];
             var tx = frontend.Queues[1];
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames);
+            // By default never more frames out than the receive buffers can take back: a back-end
+            // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
+            var buffersPerFrame = mergeable ? (VirtioNetHeader.Size + o.FrameSize + rxSlab.BufferSize - 1) / rxSlab.BufferSize : 1;
+            var window = o.Window switch
+            {
+                -1 => 0,
+                0 => Math.Max(1, o.QueueSize / buffersPerFrame),
+                _ => o.Window,
+            };
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
             var negotiated = $"features 0x{frontend.Features:x}: ring {(o.Packed ? "packed" : "split")}, EVENT_IDX {OnOff(frontend.Features & FeatureBits.EventIndex)}, IN_ORDER {OnOff(frontend.Features & FeatureBits.InOrder)}, MRG_RXBUF {OnOff(frontend.Features & FeatureBits.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(frontend.Features & FeatureBits.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
 
@@ -121,6 +112,52 @@ internal static class GuestRunner
                 _ => Fail(error, "the rings were not set up"),
             };
         }
+    }
+
+    /// <summary>Creates the memory and connects to the back-end with the options' features; null (after saying why) on failure.</summary>
+    internal static VhostUserFrontend? Connect(Options o, TextWriter error)
+    {
+        var features = FeatureBits.Version1 | FeatureBits.NetMac;
+        features |= o.EventIdx ? FeatureBits.EventIndex : 0;
+        features |= o.InOrder ? FeatureBits.InOrder : 0;
+        features |= o.Mergeable ? FeatureBits.NetMergeRxBuffers : 0;
+        features |= o.Indirect ? FeatureBits.IndirectDescriptors : 0;
+        features |= o.Packed ? FeatureBits.RingPacked : 0;
+
+        try
+        {
+            return VhostUserFrontend.Connect(new VhostUserFrontendOptions
+            {
+                SocketPath = o.Socket,
+                MemoryBytes = (ulong)o.MemoryMiB << 20,
+                QueueSize = o.QueueSize,
+                Features = features,
+                Packed = o.Packed,
+            });
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.Net.Sockets.SocketException)
+        {
+            error.WriteLine($"rings guest: cannot set up with the back-end at {o.Socket}: {e.Message}");
+            return null;
+        }
+    }
+
+    /// <summary>Lays the transmit and receive buffers out after the rings; null (after saying why) when the memory is too small.</summary>
+    internal static (BufferSlab Tx, BufferSlab Rx, bool Mergeable)? CreateSlabs(VhostUserFrontend frontend, Options o, TextWriter error)
+    {
+        var mergeable = (frontend.Features & FeatureBits.NetMergeRxBuffers) != 0;
+        var txBuffer = Align(VirtioNetHeader.Size + o.FrameSize, 64);
+        var rxBuffer = mergeable ? 2048 : Align(VirtioNetHeader.Size + Math.Max(o.FrameSize, 1514), 64);
+        var needed = BufferSlab.BytesFor(o.QueueSize, txBuffer) + BufferSlab.BytesFor(o.QueueSize, rxBuffer);
+        if (needed > frontend.BufferBytes)
+        {
+            error.WriteLine($"rings guest: buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB are left after the rings; raise --memory");
+            return null;
+        }
+
+        var txSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress, o.QueueSize, txBuffer);
+        var rxSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + BufferSlab.BytesFor(o.QueueSize, txBuffer), o.QueueSize, rxBuffer);
+        return (txSlab, rxSlab, mergeable);
     }
 
     private static int Drive<TTx, TRx>(

@@ -29,7 +29,7 @@ internal sealed class HostRunner
         _output = output;
     }
 
-    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose);
+    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose, string? Misbehave = null, bool Quiet = false);
 
     /// <summary>One running data path (one direction) and what it forwarded.</summary>
     private sealed class Worker
@@ -42,6 +42,7 @@ internal sealed class HostRunner
         public required IDeviceRing Tx { get; init; }
         public required IDeviceRing Rx { get; init; }
         public required Stopwatch Clock { get; init; }
+        public Func<string>? Note { get; init; }
     }
 
     public static int Run(Options o, TextWriter output, TextWriter error)
@@ -53,6 +54,11 @@ internal sealed class HostRunner
             MaxConnections = o.Mode == "patch" ? 2 : 8,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
+        if (o.Misbehave is not null)
+        {
+            HostileDevice.Configure(options);
+        }
+
         VhostUserBackend backend;
         try
         {
@@ -68,7 +74,7 @@ internal sealed class HostRunner
             return 3;
         }
 
-        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {o.Mode}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst})");
+        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {o.Mode}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}){(o.Misbehave is null ? string.Empty : $", misbehaving: {o.Misbehave}")}");
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
         {
             c.Cancel = true;
@@ -79,7 +85,38 @@ internal sealed class HostRunner
             c.Cancel = true;
             runner._done.Set();
         });
-        runner._done.Wait();
+        // Live progress once a second while frames move.
+        long lastFrames = 0;
+        var lastTime = Stopwatch.GetTimestamp();
+        while (!runner._done.Wait(1000))
+        {
+            if (o.Quiet)
+            {
+                continue;
+            }
+
+            long frames = 0;
+            int workers;
+            lock (runner._gate)
+            {
+                workers = runner._workers.Count;
+                foreach (var w in runner._workers)
+                {
+                    frames += w.Progress().Frames;
+                }
+            }
+
+            var now = Stopwatch.GetTimestamp();
+            if (workers > 0 && frames != lastFrames)
+            {
+                var seconds = (now - lastTime) / (double)Stopwatch.Frequency;
+                output.WriteLine($"rings host: {workers} data path(s), {Math.Max(0, frames - lastFrames) / seconds / 1e6:0.000} Mpps forwarded");
+            }
+
+            lastFrames = frames;
+            lastTime = now;
+        }
+
         backend.Dispose();
         lock (runner._gate)
         {
@@ -169,6 +206,11 @@ internal sealed class HostRunner
     {
         lock (_gate)
         {
+            if (reason is not null)
+            {
+                _output.WriteLine($"rings host: connection closed: {reason}");
+            }
+
             StopWorkers(session, reason ?? "front-end disconnected");
             _sessionQueues.Remove(session);
             _sessions++;
@@ -187,6 +229,12 @@ internal sealed class HostRunner
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
         IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
         var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
+        if (_o.Misbehave is { } kind)
+        {
+            _workers.Add(StartHostile(kind, source, tx, txKick, txCall, destination, rx, rxCall));
+            return;
+        }
+
         var worker = (tx.Ring, rx.Ring) switch
         {
             (SplitDeviceRing t, SplitDeviceRing r) => Create(t, r),
@@ -229,6 +277,37 @@ internal sealed class HostRunner
         }
     }
 
+    private Worker StartHostile(string kind, object source, VhostQueue tx, IDoorbell txKick, IDoorbell txCall, object destination, VhostQueue rx, IDoorbell rxCall)
+    {
+        var device = new HostileDevice(kind, tx.Ring, txKick, txCall, rx.Ring, rxCall, _o.Burst);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                device.Run();
+            }
+            catch (Exception e)
+            {
+                _output.WriteLine($"rings host: hostile data path failed: {e.GetType().Name}: {e.Message}");
+            }
+        })
+        { Name = "hostile vhost-net worker", IsBackground = true };
+        thread.Start();
+        _output.WriteLine($"rings host: misbehaving ({kind}) after {HostileDevice.HonestFrames} honest frames: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}");
+        return new Worker
+        {
+            Source = source,
+            Destination = destination,
+            Thread = thread,
+            Stop = device.Stop,
+            Progress = () => (device.Frames, 0, device.Sleeps),
+            Tx = tx.Ring,
+            Rx = rx.Ring,
+            Clock = Stopwatch.StartNew(),
+            Note = () => $", offences {device.Offences:N0}",
+        };
+    }
+
     // Stops every worker that touches the session (all of them when null). Caller holds _gate.
     private void StopWorkers(object? session, string why)
     {
@@ -257,7 +336,7 @@ internal sealed class HostRunner
         var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed;
         var perFrame = frames > 0 ? (double)calls / frames : 0;
         var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {tx.BrokenReason}, rx {rx.BrokenReason}" : null;
-        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
+        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{w.Note?.Invoke()}{(broken is null ? string.Empty : $", broken: {broken}")}");
         if (_o.Stats is { } path)
         {
             var stats = new Dictionary<string, object?>

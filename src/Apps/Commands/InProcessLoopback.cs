@@ -71,6 +71,7 @@ internal static class InProcessLoopback
             }
 
             ulong sequence = 0;
+            var idle = new Rings.Drivers.Net.IdlePolicy(Rings.Drivers.Net.WaitStrategy.Poll);
             if (!o.Block)
             {
                 driver.DisableUsedNotifications();
@@ -120,7 +121,7 @@ internal static class InProcessLoopback
                 }
                 else
                 {
-                    Thread.SpinWait(8);
+                    idle.IdleShouldSleep();
                 }
             }
         })
@@ -130,6 +131,7 @@ internal static class InProcessLoopback
         {
             var tokens = new ChainToken[o.Burst];
             ulong expected = 0;
+            var idle = new Rings.Drivers.Net.IdlePolicy(Rings.Drivers.Net.WaitStrategy.Poll);
             if (!o.Block)
             {
                 device.DisableAvailNotifications();
@@ -175,7 +177,7 @@ internal static class InProcessLoopback
                 }
                 else
                 {
-                    Thread.SpinWait(8);
+                    idle.IdleShouldSleep();
                 }
             }
         })

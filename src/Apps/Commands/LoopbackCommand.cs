@@ -75,7 +75,7 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            host = Start(self, ["host", "--socket", socket, "--wait", hostWait, "--burst", burst.ToString(System.Globalization.CultureInfo.InvariantCulture), "--once", "--stats", hostStats]);
+            host = Start(self, ["host", "--socket", socket, "--wait", hostWait, "--burst", burst.ToString(System.Globalization.CultureInfo.InvariantCulture), "--once", "--quiet", "--stats", hostStats]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))
             {

@@ -43,10 +43,11 @@ internal static class NetCommands
         public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
         public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => 64 };
         public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => 2 };
+        public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => 0 };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window })
             {
                 c.Options.Add(o);
             }
@@ -68,12 +69,13 @@ internal static class NetCommands
             ParseWait(r.GetValue(Wait)),
             r.GetValue(Json),
             r.GetValue(Memory),
-            r.GetValue(Drain));
+            r.GetValue(Drain),
+            r.GetValue(Window));
 
         /// <summary>The same settings as command-line arguments for a child <c>rings guest</c>.</summary>
         public IEnumerable<string> Forward(ParseResult r)
         {
-            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory, Drain })
+            foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Memory, Drain, Window })
             {
                 var value = r.GetResult(o)?.GetValueOrDefault<object>();
                 if (value is not null)
@@ -89,9 +91,13 @@ internal static class NetCommands
     {
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
         var g = new GuestOptions();
+
+        // Test tooling, hidden from help: a guest that attacks the back-end (see HostileGuest).
+        var misbehave = new Option<string?>("--misbehave") { Hidden = true };
+        misbehave.AcceptOnlyFromAmong(HostileGuest.Kinds);
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket,
+            socket, misbehave,
         };
         g.AddTo(command);
         command.SetAction(r =>
@@ -101,6 +107,11 @@ internal static class NetCommands
             {
                 Console.Error.WriteLine($"rings guest: {error}");
                 return 2;
+            }
+
+            if (r.GetValue(misbehave) is { } kind)
+            {
+                return HostileGuest.Run(o, kind, Console.Out, Console.Error);
             }
 
             return GuestRunner.Run(o, Console.Out, Console.Error);
@@ -117,9 +128,14 @@ internal static class NetCommands
         var once = new Option<bool>("--once") { Description = "Exit after the first front-end leaves." };
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
+        var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+
+        // Test tooling, hidden from help: a device that lies to its driver (see HostileDevice).
+        var misbehave = new Option<string?>("--misbehave") { Hidden = true };
+        misbehave.AcceptOnlyFromAmong(HostileDevice.Kinds);
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose,
+            socket, mode, wait, burst, once, stats, verbose, quiet, misbehave,
         };
         command.SetAction(r =>
         {
@@ -130,7 +146,7 @@ internal static class NetCommands
                 return 2;
             }
 
-            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose)), Console.Out, Console.Error);
+            return HostRunner.Run(new HostRunner.Options(r.GetValue(socket)!, r.GetValue(mode)!, ParseWait(r.GetValue(wait)), b, r.GetValue(once), r.GetValue(stats), r.GetValue(verbose), r.GetValue(misbehave), r.GetValue(quiet)), Console.Out, Console.Error);
         });
         return command;
     }

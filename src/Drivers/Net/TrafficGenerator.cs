@@ -9,7 +9,12 @@ namespace Rings.Drivers.Net;
 /// <param name="Duration">How long to send.</param>
 /// <param name="Wait">How to wait when idle.</param>
 /// <param name="Frames">Stop after this many frames (0: no limit).</param>
-public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0);
+/// <param name="Window">
+/// Most frames in flight (sent and not yet back); 0 for no limit. A device may drop a frame when
+/// the receive queue has no buffer for it (virtio 1.2 section 5.1.6.4), so a window no larger than
+/// the receive buffers posted means no frame is ever lost for want of one.
+/// </param>
+public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0);
 
 /// <summary>What a traffic run counted.</summary>
 public sealed record TrafficFigures
@@ -196,6 +201,13 @@ public sealed class TrafficGenerator<TTx, TRx>
                 if (o.Frames > 0)
                 {
                     allowed = (int)Math.Min(allowed, o.Frames - Sent);
+                }
+
+                if (o.Window > 0)
+                {
+                    // Frames come back in order on one queue: every sequence number below
+                    // _expected is back or lost, so Sent - _expected are still out there.
+                    allowed = (int)Math.Min(allowed, Math.Max(0, o.Window - (Sent - (long)_expected)));
                 }
 
                 while (sent < allowed && _path.TryLeaseTransmit(out var lease))
