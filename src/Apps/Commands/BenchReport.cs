@@ -118,7 +118,8 @@ internal sealed class BenchReport
     public double Ratio(BaselineResult b) =>
         Reference is { } r && b.HasData && b.MedianMpps > 0 && b.Burst == r.Point.Burst && b.FrameSize == r.Point.FrameSize ? r.Mpps / b.MedianMpps : double.NaN;
 
-    public string Subtitle() => $"{Preset} sweep, {Machine.Cores} {(Machine.Virtual ? "virtual " : string.Empty)}cores ({Machine.CpuModel}), load {Machine.LoadAverage}, {Started:yyyy-MM-dd}";
+    /// <summary>A line under each plot's title: short enough for the narrowest plot.</summary>
+    public string Subtitle() => $"{Preset} sweep, {Machine.Cores} {(Machine.Virtual ? "virtual " : string.Empty)}cores, load {Machine.LoadAverage.Split(' ')[0]}, {Started:yyyy-MM-dd}";
 
     public void WriteJson(string path)
     {
