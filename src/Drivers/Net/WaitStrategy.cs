@@ -48,7 +48,17 @@ public struct IdlePolicy
                     return true;
                 }
 
-                Thread.SpinWait(10);
+                // Spin, but yield now and then, as busy-poll does: a spinner that never yields
+                // can hold the core its peer needs to produce the very work it waits for.
+                if ((_idle & 63) == 0)
+                {
+                    Thread.Yield();
+                }
+                else
+                {
+                    Thread.SpinWait(10);
+                }
+
                 return false;
             default:
                 // Busy-poll, but give the core away now and then: on a machine with fewer cores
