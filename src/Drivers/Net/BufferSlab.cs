@@ -7,11 +7,11 @@ namespace Rings.Drivers.Net;
 /// Packet buffers live here, never in managed pools: the device must be able to address them.
 /// Owned by one thread.
 /// </summary>
-public sealed class BufferSlab
+public sealed unsafe class BufferSlab
 {
     private readonly int[] _free;
     private readonly ulong _baseAddress;
-    private readonly GuestMemory _memory;
+    private readonly byte* _host;
     private int _freeCount;
 
     /// <summary>Creates a slab of <paramref name="count"/> buffers of <paramref name="bufferSize"/> bytes at <paramref name="baseAddress"/>.</summary>
@@ -25,12 +25,13 @@ public sealed class BufferSlab
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(bufferSize, 1);
-        if (!memory.TryTranslate(baseAddress, (ulong)count * (ulong)bufferSize, out _))
+        if (!memory.TryTranslate(baseAddress, (ulong)count * (ulong)bufferSize, out var host))
         {
             throw new ArgumentException($"a slab of {count} x {bufferSize} B at 0x{baseAddress:x} is not inside the memory table");
         }
 
-        _memory = memory;
+        // Translated once: the whole slab lies in one region, so buffer i is at a fixed offset.
+        _host = (byte*)host;
         _baseAddress = baseAddress;
         Count = count;
         BufferSize = bufferSize;
@@ -100,7 +101,6 @@ public sealed class BufferSlab
             throw new ArgumentOutOfRangeException(nameof(index));
         }
 
-        _memory.TryGetSpan(AddressOf(index), (uint)BufferSize, out var span);
-        return span;
+        return new Span<byte>(_host + ((long)index * BufferSize), BufferSize);
     }
 }
