@@ -44,11 +44,14 @@ public static class TestFrame
         BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
         // Fill byte i is (byte)(sequence + i): a copy from the repeating pattern, not a loop.
         var fill = frame[FillOffset..];
-        Pattern.AsSpan((byte)sequence, fill.Length).CopyTo(fill);
+        var pattern = Pattern.AsSpan((byte)sequence, fill.Length);
+        pattern.CopyTo(fill);
 
-        frame[ChecksumOffset] = 0;
-        frame[ChecksumOffset + 1] = 0;
-        BinaryPrimitives.WriteUInt16BigEndian(frame[ChecksumOffset..], InternetChecksum.Compute(frame[SequenceOffset..]));
+        // The checksum is summed from the values and the pattern, not read back from the frame
+        // just written (loads over fresh stores stall). The fill starts at an even offset of the
+        // summed range, so the two partial sums add (RFC 1071).
+        var sum = InternetChecksum.Sum(pattern, SumLittleEndian(sequence) + SumLittleEndian((ulong)timestamp));
+        BinaryPrimitives.WriteUInt16BigEndian(frame[ChecksumOffset..], (ushort)~sum);
     }
 
     /// <summary>
@@ -77,6 +80,16 @@ public static class TestFrame
         sequence = BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
         timestamp = BinaryPrimitives.ReadInt64LittleEndian(frame[TimestampOffset..]);
         return true;
+    }
+
+    // The Internet checksum contribution of a u64 stored little-endian at an even offset: the
+    // sum of its 16-bit words read big-endian, i.e. the byte-swapped sum of its little-endian words.
+    private static uint SumLittleEndian(ulong value)
+    {
+        var sum = (value & 0xFFFF) + ((value >> 16) & 0xFFFF) + ((value >> 32) & 0xFFFF) + (value >> 48);
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        return (uint)(((sum >> 8) & 0xFF) | ((sum & 0xFF) << 8));
     }
 
     private static byte[] MakePattern()
