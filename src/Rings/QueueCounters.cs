@@ -72,6 +72,23 @@ public sealed class QueueCounters
         }
     }
 
+    /// <summary>
+    /// Marks the queue broken with <paramref name="reason"/>, unless it already is (the first
+    /// reason is kept), and counts the break.
+    /// </summary>
+    /// <param name="reason">Why.</param>
+    /// <returns>Always false, so a failing ring operation can return it directly.</returns>
+    public bool Break(BrokenReason reason)
+    {
+        if (BrokenReason == BrokenReason.None)
+        {
+            BrokenReason = reason;
+            BrokenCount++;
+        }
+
+        return false;
+    }
+
     /// <summary>Sets every counter back to zero.</summary>
     public void Clear()
     {

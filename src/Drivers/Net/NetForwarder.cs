@@ -39,15 +39,11 @@ public static class NetForwarder
         Span<int> written = stackalloc int[MaxMergedBuffers];
         var frames = 0;
         var dropped = 0;
-        var receiveFull = false;
-        while (frames + dropped < burst)
+        // One look at the destination's ring per burst, not per frame: if it runs dry mid-burst,
+        // the receive pop below fails and both pops are undone.
+        var receiveFull = !rx.HasAvailable && !rx.IsBroken;
+        while (!receiveFull && !rx.IsBroken && frames + dropped < burst)
         {
-            if (!rx.HasAvailable)
-            {
-                receiveFull = !rx.IsBroken;
-                break;
-            }
-
             var txBefore = tx.Position;
             if (!tx.TryPop(out var frame))
             {

@@ -586,45 +586,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable)
-    {
-        // 2.8.17: device-writable elements come after all device-readable ones.
-        if (writable)
-        {
-            seenWritable = true;
-        }
-        else if (seenWritable)
-        {
-            return BrokenReason.ReadableAfterWritable;
-        }
+    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable) =>
+        ChainValidation.AddSegment(_memory, _segments, address, length, writable, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
 
-        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
-        {
-            return BrokenReason.AddressOutOfRange;
-        }
-
-        _segments[count++] = new ChainSegment(host, length, writable);
-        if (writable)
-        {
-            writeBytes += length;
-        }
-        else
-        {
-            readBytes += length;
-            readable++;
-        }
-
-        return BrokenReason.None;
-    }
-
-    private bool Break(BrokenReason reason)
-    {
-        if (Counters.BrokenReason == BrokenReason.None)
-        {
-            Counters.BrokenReason = reason;
-            Counters.BrokenCount++;
-        }
-
-        return false;
-    }
+    private bool Break(BrokenReason reason) => Counters.Break(reason);
 }

@@ -147,17 +147,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return readable.Length == 1 ? TryAdd(readable[0], false, out id) : TryAdd(writable[0], true, out id);
         }
 
-        ulong readBytes = 0;
-        uint writeBytes = 0;
-        foreach (var s in readable)
-        {
-            readBytes += s.Length;
-        }
-
-        foreach (var s in writable)
-        {
-            writeBytes = writeBytes + s.Length < writeBytes ? uint.MaxValue : writeBytes + s.Length;
-        }
+        BufferSegment.Totals(readable, writable, out var readBytes, out var writeBytes);
 
         if (_useIndirect && total <= _indirectEntries)
         {
@@ -510,14 +500,5 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <param name="Descriptors">Ring descriptors the buffer holds; 0 = not outstanding.</param>
     private record struct BufferRecord(uint WritableLength, ushort Descriptors);
 
-    private bool Break(BrokenReason reason)
-    {
-        if (Counters.BrokenReason == BrokenReason.None)
-        {
-            Counters.BrokenReason = reason;
-            Counters.BrokenCount++;
-        }
-
-        return false;
-    }
+    private bool Break(BrokenReason reason) => Counters.Break(reason);
 }

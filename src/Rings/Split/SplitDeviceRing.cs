@@ -414,35 +414,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable)
-    {
-        if (writable)
-        {
-            seenWritable = true;
-        }
-        else if (seenWritable)
-        {
-            return BrokenReason.ReadableAfterWritable;
-        }
-
-        if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
-        {
-            return BrokenReason.AddressOutOfRange;
-        }
-
-        _segments[count++] = new ChainSegment(host, length, writable);
-        if (writable)
-        {
-            writeBytes += length;
-        }
-        else
-        {
-            readBytes += length;
-            readable++;
-        }
-
-        return BrokenReason.None;
-    }
+    private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable) =>
+        ChainValidation.AddSegment(_memory, _segments, address, length, writable, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
 
     private uint NextStamp()
     {
@@ -455,14 +428,5 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         return _stamp;
     }
 
-    private bool Break(BrokenReason reason)
-    {
-        if (Counters.BrokenReason == BrokenReason.None)
-        {
-            Counters.BrokenReason = reason;
-            Counters.BrokenCount++;
-        }
-
-        return false;
-    }
+    private bool Break(BrokenReason reason) => Counters.Break(reason);
 }
