@@ -1,7 +1,9 @@
 using System.Runtime.Versioning;
 using BenchmarkDotNet.Attributes;
-using Rings.Drivers.Net;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
 using Rings.Memory;
+using Rings.Testing.Traffic;
 
 namespace Rings.Benchmarks;
 

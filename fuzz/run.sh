@@ -64,9 +64,9 @@ dotnet build "$here/Rings.Fuzz/Rings.Fuzz.csproj" -c Release -o "$bin" -nologo -
 rm -rf "$out/plain"
 cp -r "$bin" "$out/plain"   # an uninstrumented copy, to replay what was found
 
-echo "== instrumenting Rings.dll and Rings.Drivers.dll"
+echo "== instrumenting Rings.dll and Rings.Linux.dll"
 dotnet tool restore >/dev/null
-for dll in Rings.dll Rings.Drivers.dll; do
+for dll in Rings.dll Rings.Linux.dll; do
     dotnet tool run sharpfuzz "$bin/$dll"
 done
 

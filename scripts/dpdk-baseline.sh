@@ -35,7 +35,7 @@ while [[ $# -gt 0 ]]; do
         --queue-size) queue_size="$2"; shift 2 ;;
         --repeat) repeat="$2"; shift 2 ;;
         --rings)
-            if [[ $# -gt 1 && "$2" != --* ]]; then rings="$2"; shift 2; else rings="src/Apps/bin/Release/net10.0/rings"; shift; fi ;;
+            if [[ $# -gt 1 && "$2" != --* ]]; then rings="$2"; shift 2; else rings="src/Apps/Tool/bin/Release/net10.0/rings"; shift; fi ;;
         -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "dpdk-baseline: unknown option $1" >&2; exit 2 ;;
     esac

@@ -1,4 +1,4 @@
 using System.Runtime.Versioning;
 
-// Guard pages come from mmap/mprotect, and the net target uses Rings.Drivers: Linux only.
+// Guard pages come from mmap/mprotect, and the net target uses Rings.Linux: Linux only.
 [assembly: SupportedOSPlatform("linux")]

@@ -2,7 +2,9 @@ using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Rings.Chains;
-using Rings.Drivers.Net;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
 using Rings.Memory;
 using Rings.Split;
 
@@ -125,90 +127,90 @@ public static class NetReceiveTarget
             switch (op)
             {
                 case Op.Deliver:
-                {
-                    var mode = input.Byte();
-                    var payload = input.UInt16() % (size * bufferSize);
-                    var flags = input.Byte();
-                    var csumStart = input.UInt16();
-                    var rawBuffers = (mode & 1) != 0 ? input.UInt16() : (ushort)0;
-                    var rawLength = (mode & 2) != 0 ? input.UInt32() : 0u;
-                    if (!mergeable)
                     {
-                        payload = Math.Min(payload, bufferSize - VirtioNetHeader.Size);
-                    }
-
-                    var buffers = (VirtioNetHeader.Size + payload + bufferSize - 1) / bufferSize;
-                    var before = device.Position;
-                    var popped = 0;
-                    var offset = -VirtioNetHeader.Size;
-                    while (popped < buffers && device.TryPop(out var chain))
-                    {
-                        // The driver posts one device-writable segment of a whole buffer.
-                        FuzzViolation.Check(chain.Segments.Length == 1 && chain.ReadableCount == 0 && chain.WritableBytes == (ulong)bufferSize,
-                            "the driver posted a receive buffer of the wrong shape");
-                        DeviceChainChecks.CheckInside(chain.Segments[0].Span, [region]);
-                        var span = chain.Segments[0].Span;
-                        var written = 0;
-                        if (popped == 0)
+                        var mode = input.Byte();
+                        var payload = input.UInt16() % (size * bufferSize);
+                        var flags = input.Byte();
+                        var csumStart = input.UInt16();
+                        var rawBuffers = (mode & 1) != 0 ? input.UInt16() : (ushort)0;
+                        var rawLength = (mode & 2) != 0 ? input.UInt32() : 0u;
+                        if (!mergeable)
                         {
-                            var header = new VirtioNetHeader
+                            payload = Math.Min(payload, bufferSize - VirtioNetHeader.Size);
+                        }
+
+                        var buffers = (VirtioNetHeader.Size + payload + bufferSize - 1) / bufferSize;
+                        var before = device.Position;
+                        var popped = 0;
+                        var offset = -VirtioNetHeader.Size;
+                        while (popped < buffers && device.TryPop(out var chain))
+                        {
+                            // The driver posts one device-writable segment of a whole buffer.
+                            FuzzViolation.Check(chain.Segments.Length == 1 && chain.ReadableCount == 0 && chain.WritableBytes == (ulong)bufferSize,
+                                "the driver posted a receive buffer of the wrong shape");
+                            DeviceChainChecks.CheckInside(chain.Segments[0].Span, [region]);
+                            var span = chain.Segments[0].Span;
+                            var written = 0;
+                            if (popped == 0)
                             {
-                                Flags = flags,
-                                CsumStart = csumStart,
-                                CsumOffset = 6,
-                                NumBuffers = (mode & 1) != 0 ? rawBuffers : (ushort)buffers,
-                            };
-                            header.TryWrite(span);
-                            written = VirtioNetHeader.Size;
-                            offset = 0;
+                                var header = new VirtioNetHeader
+                                {
+                                    Flags = flags,
+                                    CsumStart = csumStart,
+                                    CsumOffset = 6,
+                                    NumBuffers = (mode & 1) != 0 ? rawBuffers : (ushort)buffers,
+                                };
+                                header.TryWrite(span);
+                                written = VirtioNetHeader.Size;
+                                offset = 0;
+                            }
+
+                            while (written < bufferSize && offset < payload)
+                            {
+                                span[written++] = PayloadByte(seq, offset++);
+                            }
+
+                            taken[popped++] = (chain.Token.Id, chain.Token.DescriptorCount, written);
                         }
 
-                        while (written < bufferSize && offset < payload)
+                        // A device that lied in the used ring (raw ids) makes the driver repost buffers the
+                        // device still holds, and its own ring then breaks: only an honest device may expect a clean ring.
+                        FuzzViolation.Check(hostile || !device.IsBroken, $"the driver's receive ring broke the device: {device.Counters.BrokenReason}");
+                        if (popped < buffers)
                         {
-                            span[written++] = PayloadByte(seq, offset++);
+                            device.UndoPops(before); // not enough buffers posted: the frame waits
+                            break;
                         }
 
-                        taken[popped++] = (chain.Token.Id, chain.Token.DescriptorCount, written);
-                    }
+                        for (var i = 0; i < popped; i++)
+                        {
+                            var length = i == 0 && (mode & 2) != 0 ? rawLength : (uint)taken[i].Written;
+                            device.PushUsed(new ChainToken(taken[i].Id, taken[i].Count), length);
+                        }
 
-                    // A device that lied in the used ring (raw ids) makes the driver repost buffers the
-                    // device still holds, and its own ring then breaks: only an honest device may expect a clean ring.
-                    FuzzViolation.Check(hostile || !device.IsBroken, $"the driver's receive ring broke the device: {device.Counters.BrokenReason}");
-                    if (popped < buffers)
-                    {
-                        device.UndoPops(before); // not enough buffers posted: the frame waits
+                        hostile |= (mode & 3) != 0;
+                        pushed.Add((seq, payload, buffers));
+                        seq++;
+                        if ((mode & 4) != 0)
+                        {
+                            Publish(device, pushed, published);
+                        }
+
                         break;
                     }
-
-                    for (var i = 0; i < popped; i++)
-                    {
-                        var length = i == 0 && (mode & 2) != 0 ? rawLength : (uint)taken[i].Written;
-                        device.PushUsed(new ChainToken(taken[i].Id, taken[i].Count), length);
-                    }
-
-                    hostile |= (mode & 3) != 0;
-                    pushed.Add((seq, payload, buffers));
-                    seq++;
-                    if ((mode & 4) != 0)
-                    {
-                        Publish(device, pushed, published);
-                    }
-
-                    break;
-                }
 
                 case Op.PublishUsed:
                     Publish(device, pushed, published);
                     break;
 
                 case Op.RawUsedElement:
-                {
-                    var slot = input.Byte() & (size - 1);
-                    BinaryPrimitives.WriteUInt32LittleEndian(used[(4 + (8 * slot))..], input.UInt32());
-                    BinaryPrimitives.WriteUInt32LittleEndian(used[(8 + (8 * slot))..], input.UInt32());
-                    hostile = true;
-                    break;
-                }
+                    {
+                        var slot = input.Byte() & (size - 1);
+                        BinaryPrimitives.WriteUInt32LittleEndian(used[(4 + (8 * slot))..], input.UInt32());
+                        BinaryPrimitives.WriteUInt32LittleEndian(used[(8 + (8 * slot))..], input.UInt32());
+                        hostile = true;
+                        break;
+                    }
 
                 case Op.RawUsedIndex:
                     BinaryPrimitives.WriteUInt16LittleEndian(used[2..], input.UInt16());
@@ -216,71 +218,71 @@ public static class NetReceiveTarget
                     break;
 
                 case Op.ScribbleBuffer:
-                {
-                    var buffer = input.Byte() % count;
-                    var at = input.Byte() % bufferSize;
-                    var bytes = input.Take(Math.Min(4, bufferSize - at));
-                    bytes.CopyTo(rxSlab.Span(buffer)[at..]);
-                    hostile = true;
-                    break;
-                }
-
-                case Op.Receive:
-                {
-                    var n = Math.Min(input.Byte() * 8, DestinationBytes);
-                    destination.AsSpan(n).Fill(0xCC);
-                    if (driver.TryReceive(destination.AsSpan(0, n), out var length))
                     {
-                        FuzzViolation.Check(length >= 0 && length <= maxFrame, $"received a {length}-byte frame from {bufferSize}-byte buffers");
-                        FuzzViolation.Check(destination.AsSpan(n).IndexOfAnyExcept((byte)0xCC) < 0, "wrote past the destination");
-                        if (!hostile)
-                        {
-                            FuzzViolation.Check(published.Count > 0, "received a frame the device never published");
-                            var (s, l, _) = published.Dequeue();
-                            FuzzViolation.Check(length == l, $"frame {s}: received {length} bytes, sent {l}");
-                            for (var i = 0; i < Math.Min(n, length); i++)
-                            {
-                                FuzzViolation.Check(destination[i] == PayloadByte(s, i), $"frame {s}: byte {i} differs");
-                            }
-                        }
-                    }
-                    else if (!hostile)
-                    {
-                        FuzzViolation.Check(published.Count == 0, $"{published.Count} published frames not received");
-                    }
-
-                    break;
-                }
-
-                case Op.ReceiveInPlace:
-                {
-                    if (holding)
-                    {
+                        var buffer = input.Byte() % count;
+                        var at = input.Byte() % bufferSize;
+                        var bytes = input.Take(Math.Min(4, bufferSize - at));
+                        bytes.CopyTo(rxSlab.Span(buffer)[at..]);
+                        hostile = true;
                         break;
                     }
 
-                    if (driver.TryReceiveInPlace(out held))
+                case Op.Receive:
                     {
-                        holding = true;
-                        CheckInSlab(held.Data, rxHost, slabBytes, bufferSize);
-                        if (!hostile)
+                        var n = Math.Min(input.Byte() * 8, DestinationBytes);
+                        destination.AsSpan(n).Fill(0xCC);
+                        if (driver.TryReceive(destination.AsSpan(0, n), out var length))
                         {
-                            FuzzViolation.Check(published.Count > 0 && published.Peek().Buffers == 1, "lent a frame that is not the next one-buffer frame");
-                            var (s, l, _) = published.Dequeue();
-                            FuzzViolation.Check(held.Data.Length == l, $"frame {s}: lent {held.Data.Length} bytes, sent {l}");
-                            for (var i = 0; i < l; i++)
+                            FuzzViolation.Check(length >= 0 && length <= maxFrame, $"received a {length}-byte frame from {bufferSize}-byte buffers");
+                            FuzzViolation.Check(destination.AsSpan(n).IndexOfAnyExcept((byte)0xCC) < 0, "wrote past the destination");
+                            if (!hostile)
                             {
-                                FuzzViolation.Check(held.Data[i] == PayloadByte(s, i), $"frame {s}: byte {i} differs");
+                                FuzzViolation.Check(published.Count > 0, "received a frame the device never published");
+                                var (s, l, _) = published.Dequeue();
+                                FuzzViolation.Check(length == l, $"frame {s}: received {length} bytes, sent {l}");
+                                for (var i = 0; i < Math.Min(n, length); i++)
+                                {
+                                    FuzzViolation.Check(destination[i] == PayloadByte(s, i), $"frame {s}: byte {i} differs");
+                                }
                             }
                         }
-                    }
-                    else if (!hostile)
-                    {
-                        FuzzViolation.Check(published.Count == 0 || published.Peek().Buffers > 1, "a one-buffer frame was not lent");
+                        else if (!hostile)
+                        {
+                            FuzzViolation.Check(published.Count == 0, $"{published.Count} published frames not received");
+                        }
+
+                        break;
                     }
 
-                    break;
-                }
+                case Op.ReceiveInPlace:
+                    {
+                        if (holding)
+                        {
+                            break;
+                        }
+
+                        if (driver.TryReceiveInPlace(out held))
+                        {
+                            holding = true;
+                            CheckInSlab(held.Data, rxHost, slabBytes, bufferSize);
+                            if (!hostile)
+                            {
+                                FuzzViolation.Check(published.Count > 0 && published.Peek().Buffers == 1, "lent a frame that is not the next one-buffer frame");
+                                var (s, l, _) = published.Dequeue();
+                                FuzzViolation.Check(held.Data.Length == l, $"frame {s}: lent {held.Data.Length} bytes, sent {l}");
+                                for (var i = 0; i < l; i++)
+                                {
+                                    FuzzViolation.Check(held.Data[i] == PayloadByte(s, i), $"frame {s}: byte {i} differs");
+                                }
+                            }
+                        }
+                        else if (!hostile)
+                        {
+                            FuzzViolation.Check(published.Count == 0 || published.Peek().Buffers > 1, "a one-buffer frame was not lent");
+                        }
+
+                        break;
+                    }
 
                 case Op.Release:
                     if (holding)

@@ -96,7 +96,7 @@ public static class SplitChainTarget
                 var head = BinaryPrimitives.ReadUInt16LittleEndian(heads.AsSpan(((start + n) & (size - 1)) * 2));
                 FuzzViolation.Check(token.Id == head, $"pop {n} returned id {token.Id}, the avail ring names {head}");
             }
-            : null);
+        : null);
 
         FuzzViolation.Check(ring.IsBroken || ring.Counters.BrokenReason == BrokenReason.None, "a reason without a break");
         if (stable)

@@ -125,40 +125,40 @@ public static class SplitRingOpsTarget
             switch (op)
             {
                 case Op.Add:
-                {
-                    var shape = input.Byte();
-                    var readable = shape & 3;
-                    var writable = (shape >> 2) & 3;
-                    if (readable + writable == 0)
                     {
-                        readable = 1;
-                    }
-
-                    var total = readable + writable;
-                    uint writableBytes = 0;
-                    for (var i = 0; i < total; i++)
-                    {
-                        segments[i] = new BufferSegment(BaseAddress + (ulong)dataOffset + (input.Byte() * 64u), input.Byte() + 1u);
-                        if (i >= readable)
+                        var shape = input.Byte();
+                        var readable = shape & 3;
+                        var writable = (shape >> 2) & 3;
+                        if (readable + writable == 0)
                         {
-                            writableBytes += segments[i].Length;
+                            readable = 1;
                         }
-                    }
 
-                    var needed = useIndirect && total > 1 && total <= entries ? 1 : total;
-                    var free = driver.FreeDescriptors;
-                    var wasBroken = driver.IsBroken;
-                    var added = driver.TryAdd(segments[..readable], segments[readable..total], out var id);
-                    FuzzViolation.Check(added == (!wasBroken && free >= needed), $"add of {needed} descriptors with {free} free, broken {wasBroken}: {added}");
-                    if (added)
-                    {
-                        FuzzViolation.Check(!m.Outstanding.ContainsKey(id), $"id {id} handed out twice");
-                        m.Outstanding[id] = (needed, writableBytes);
-                        m.Added.Add(new Buffer(id, segments[..readable].ToArray(), segments[readable..total].ToArray(), writableBytes));
-                    }
+                        var total = readable + writable;
+                        uint writableBytes = 0;
+                        for (var i = 0; i < total; i++)
+                        {
+                            segments[i] = new BufferSegment(BaseAddress + (ulong)dataOffset + (input.Byte() * 64u), input.Byte() + 1u);
+                            if (i >= readable)
+                            {
+                                writableBytes += segments[i].Length;
+                            }
+                        }
 
-                    break;
-                }
+                        var needed = useIndirect && total > 1 && total <= entries ? 1 : total;
+                        var free = driver.FreeDescriptors;
+                        var wasBroken = driver.IsBroken;
+                        var added = driver.TryAdd(segments[..readable], segments[readable..total], out var id);
+                        FuzzViolation.Check(added == (!wasBroken && free >= needed), $"add of {needed} descriptors with {free} free, broken {wasBroken}: {added}");
+                        if (added)
+                        {
+                            FuzzViolation.Check(!m.Outstanding.ContainsKey(id), $"id {id} handed out twice");
+                            m.Outstanding[id] = (needed, writableBytes);
+                            m.Added.Add(new Buffer(id, segments[..readable].ToArray(), segments[readable..total].ToArray(), writableBytes));
+                        }
+
+                        break;
+                    }
 
                 case Op.Publish:
                     driver.Publish();
@@ -171,61 +171,61 @@ public static class SplitRingOpsTarget
                     break;
 
                 case Op.Pop:
-                {
-                    var write = (input.Byte() & 1) != 0;
-                    var wasBroken = device.IsBroken;
-                    if (device.TryPop(out var chain))
                     {
-                        FuzzViolation.Check(!wasBroken, "a broken device popped a chain");
-                        DeviceChainChecks.CheckChain(chain, size, regions);
-                        Buffer? expected = null;
-                        if (!m.Corrupted)
+                        var write = (input.Byte() & 1) != 0;
+                        var wasBroken = device.IsBroken;
+                        if (device.TryPop(out var chain))
                         {
-                            FuzzViolation.Check(m.Published.Count > 0, "popped a chain nobody published");
-                            expected = m.Published[0];
-                            m.Published.RemoveAt(0);
-                            Same(expected, chain, region);
+                            FuzzViolation.Check(!wasBroken, "a broken device popped a chain");
+                            DeviceChainChecks.CheckChain(chain, size, regions);
+                            Buffer? expected = null;
+                            if (!m.Corrupted)
+                            {
+                                FuzzViolation.Check(m.Published.Count > 0, "popped a chain nobody published");
+                                expected = m.Published[0];
+                                m.Published.RemoveAt(0);
+                                Same(expected, chain, region);
+                            }
+
+                            m.Popped.Add((chain.Token, chain.WritableBytes, expected));
+                            m.PopsSinceMark++;
+                            if (write)
+                            {
+                                frame.Fill((byte)m.Popped.Count);
+                                chain.CopyToWritable(frame);
+                            }
+                        }
+                        else
+                        {
+                            FuzzViolation.Check(!wasBroken || device.IsBroken, "the device healed by itself");
+                            if (!m.Corrupted)
+                            {
+                                FuzzViolation.Check(!device.IsBroken, $"a clean ring broke the device: {device.Counters.BrokenReason}");
+                                FuzzViolation.Check(m.Published.Count == 0, $"{m.Published.Count} published chains not popped");
+                            }
                         }
 
-                        m.Popped.Add((chain.Token, chain.WritableBytes, expected));
-                        m.PopsSinceMark++;
-                        if (write)
-                        {
-                            frame.Fill((byte)m.Popped.Count);
-                            chain.CopyToWritable(frame);
-                        }
-                    }
-                    else
-                    {
-                        FuzzViolation.Check(!wasBroken || device.IsBroken, "the device healed by itself");
-                        if (!m.Corrupted)
-                        {
-                            FuzzViolation.Check(!device.IsBroken, $"a clean ring broke the device: {device.Counters.BrokenReason}");
-                            FuzzViolation.Check(m.Published.Count == 0, $"{m.Published.Count} published chains not popped");
-                        }
-                    }
-
-                    break;
-                }
-
-                case Op.Push:
-                {
-                    var which = input.Byte();
-                    var written = input.UInt16();
-                    if (m.Popped.Count == 0)
-                    {
                         break;
                     }
 
-                    var k = which % m.Popped.Count;
-                    var (token, writableBytes, buffer) = m.Popped[k];
-                    m.Popped.RemoveAt(k);
-                    var length = (uint)Math.Min(written, writableBytes);
-                    device.PushUsed(token, length);
-                    m.Pushed.Add((token.Id, length));
-                    m.MarkValid = false; // UndoPops may not cross a push
-                    break;
-                }
+                case Op.Push:
+                    {
+                        var which = input.Byte();
+                        var written = input.UInt16();
+                        if (m.Popped.Count == 0)
+                        {
+                            break;
+                        }
+
+                        var k = which % m.Popped.Count;
+                        var (token, writableBytes, buffer) = m.Popped[k];
+                        m.Popped.RemoveAt(k);
+                        var length = (uint)Math.Min(written, writableBytes);
+                        device.PushUsed(token, length);
+                        m.Pushed.Add((token.Id, length));
+                        m.MarkValid = false; // UndoPops may not cross a push
+                        break;
+                    }
 
                 case Op.PublishUsed:
                     device.PublishUsed();
@@ -238,36 +238,36 @@ public static class SplitRingOpsTarget
                     break;
 
                 case Op.Take:
-                {
-                    var wasBroken = driver.IsBroken;
-                    if (driver.TryTakeUsed(out var used))
                     {
-                        FuzzViolation.Check(!wasBroken, "a broken driver took a used buffer");
-
-                        // Whatever the device wrote, only an outstanding id comes back, within its length.
-                        FuzzViolation.Check(m.Outstanding.TryGetValue(used.Id, out var o), $"took id {used.Id}, which is not outstanding");
-                        FuzzViolation.Check(used.Length <= o.WritableBytes, $"took {used.Length} bytes of a {o.WritableBytes}-byte buffer");
-                        m.Outstanding.Remove(used.Id);
-                        if (!m.Corrupted)
+                        var wasBroken = driver.IsBroken;
+                        if (driver.TryTakeUsed(out var used))
                         {
-                            FuzzViolation.Check(m.UsedPublished.Count > 0, "took a buffer the device never published");
-                            var (id, length) = m.UsedPublished[0];
-                            m.UsedPublished.RemoveAt(0);
-                            FuzzViolation.Check(used.Id == id && used.Length == length, $"took ({used.Id}, {used.Length}), expected ({id}, {length})");
-                        }
-                    }
-                    else
-                    {
-                        FuzzViolation.Check(!wasBroken || driver.IsBroken, "the driver healed by itself");
-                        if (!m.Corrupted)
-                        {
-                            FuzzViolation.Check(!driver.IsBroken, $"a clean ring broke the driver: {driver.Counters.BrokenReason}");
-                            FuzzViolation.Check(m.UsedPublished.Count == 0, $"{m.UsedPublished.Count} used buffers not taken");
-                        }
-                    }
+                            FuzzViolation.Check(!wasBroken, "a broken driver took a used buffer");
 
-                    break;
-                }
+                            // Whatever the device wrote, only an outstanding id comes back, within its length.
+                            FuzzViolation.Check(m.Outstanding.TryGetValue(used.Id, out var o), $"took id {used.Id}, which is not outstanding");
+                            FuzzViolation.Check(used.Length <= o.WritableBytes, $"took {used.Length} bytes of a {o.WritableBytes}-byte buffer");
+                            m.Outstanding.Remove(used.Id);
+                            if (!m.Corrupted)
+                            {
+                                FuzzViolation.Check(m.UsedPublished.Count > 0, "took a buffer the device never published");
+                                var (id, length) = m.UsedPublished[0];
+                                m.UsedPublished.RemoveAt(0);
+                                FuzzViolation.Check(used.Id == id && used.Length == length, $"took ({used.Id}, {used.Length}), expected ({id}, {length})");
+                            }
+                        }
+                        else
+                        {
+                            FuzzViolation.Check(!wasBroken || driver.IsBroken, "the driver healed by itself");
+                            if (!m.Corrupted)
+                            {
+                                FuzzViolation.Check(!driver.IsBroken, $"a clean ring broke the driver: {driver.Counters.BrokenReason}");
+                                FuzzViolation.Check(m.UsedPublished.Count == 0, $"{m.UsedPublished.Count} used buffers not taken");
+                            }
+                        }
+
+                        break;
+                    }
 
                 case Op.DriverNotifications:
                     if ((input.Byte() & 1) != 0)
@@ -322,25 +322,25 @@ public static class SplitRingOpsTarget
                     break;
 
                 case Op.Corrupt:
-                {
-                    var offset = input.UInt16() % corruptible;
-                    var length = (input.Byte() & 15) + 1;
-                    var bytes = input.Take(Math.Min(length, corruptible - offset));
-                    bytes.CopyTo(region.Bytes[offset..]);
-                    m.Corrupted = true;
-                    break;
-                }
+                    {
+                        var offset = input.UInt16() % corruptible;
+                        var length = (input.Byte() & 15) + 1;
+                        var bytes = input.Take(Math.Min(length, corruptible - offset));
+                        bytes.CopyTo(region.Bytes[offset..]);
+                        m.Corrupted = true;
+                        break;
+                    }
 
                 case Op.Reset:
-                {
-                    var index = input.UInt16();
-                    driver.Reset();
-                    FuzzViolation.Check(driver.FreeDescriptors == size && driver.Outstanding == 0, "reset left buffers outstanding");
-                    driver.StartAt(index);
-                    device.Restore(new RingPosition(index));
-                    m.Clear();
-                    break;
-                }
+                    {
+                        var index = input.UInt16();
+                        driver.Reset();
+                        FuzzViolation.Check(driver.FreeDescriptors == size && driver.Outstanding == 0, "reset left buffers outstanding");
+                        driver.StartAt(index);
+                        device.Restore(new RingPosition(index));
+                        m.Clear();
+                        break;
+                    }
             }
 
             // The driver's bookkeeping is its own shadow: exact whatever the device scribbled.

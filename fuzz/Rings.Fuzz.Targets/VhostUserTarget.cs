@@ -1,6 +1,7 @@
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
+
 
 namespace Rings.Fuzz.Targets;
 

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using Rings.Fuzz.Targets;
-using Op = Rings.Fuzz.Targets.SplitRingOpsTarget.Op;
 using NetOp = Rings.Fuzz.Targets.NetReceiveTarget.Op;
+using Op = Rings.Fuzz.Targets.SplitRingOpsTarget.Op;
 
 namespace Rings.Fuzz;
 

@@ -12,7 +12,7 @@ public class LoopbackProcessTests
         var testDir = AppContext.BaseDirectory;
         var config = testDir.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
         var root = Path.GetFullPath(Path.Combine(testDir, "..", "..", "..", ".."));
-        var path = Path.Combine(root, "src", "Apps", "bin", config, "net10.0", "rings");
+        var path = Path.Combine(root, "src", "Apps", "Tool", "bin", config, "net10.0", "rings");
         Assert.True(File.Exists(path), $"the rings tool is not built at {path}; build Rings.sln first");
         return path;
     }

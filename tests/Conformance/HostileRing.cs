@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using FsCheck;
 using FsCheck.Fluent;
 using Rings.Chains;
-using Xunit;
 
 namespace Rings.Tests.Conformance;
 

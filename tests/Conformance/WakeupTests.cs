@@ -2,7 +2,6 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Chains;
-using Xunit;
 
 namespace Rings.Tests.Conformance;
 

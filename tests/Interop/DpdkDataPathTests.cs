@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Rings.Tests.Apps;
-using Rings.Tests.Linux;
 using Rings.Tests.VhostUser;
 using Xunit.Abstractions;
 

@@ -1,7 +1,5 @@
 using System.Runtime.InteropServices;
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Xunit;
+using Rings.Linux.Plumbing;
 
 namespace Rings.Tests.Linux;
 

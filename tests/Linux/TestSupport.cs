@@ -1,7 +1,6 @@
 using System.Runtime.Versioning;
-using Xunit;
 
-// Rings.Drivers is Linux-only; so are the tests that use it.
+// Rings.Linux is Linux-only; so are the tests that use it.
 [assembly: SupportedOSPlatform("linux")]
 
 namespace Rings.Tests.Linux;

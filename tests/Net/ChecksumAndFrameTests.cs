@@ -1,5 +1,6 @@
 using FsCheck.Xunit;
-using Rings.Drivers.Net;
+using Rings.Linux.Net;
+using Rings.Testing.Traffic;
 
 namespace Rings.Tests.Net;
 

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
-using Rings.Drivers.Net;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
 using Rings.Memory;
 using Rings.Split;
 

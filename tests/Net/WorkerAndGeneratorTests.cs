@@ -1,6 +1,9 @@
-using Rings.Drivers.Net;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
 using Rings.Memory;
 using Rings.Split;
+using Rings.Testing.Traffic;
 
 namespace Rings.Tests.Net;
 

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using Rings.Chains;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 

@@ -3,7 +3,6 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Packed;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 
@@ -152,7 +151,7 @@ public class PackedEventTests
         Assert.True(rig.Device.EnableAvailNotifications()); // re-check finds the buffer
         Assert.True(rig.Driver.TryAdd(rig.Slot(1), false, out _));
         rig.Driver.Publish();
-        
+
         // Under EVENT_IDX the device asked for position 0, already published: no kick; with flags, a kick.
         Assert.Equal(!eventIndex, rig.Driver.KickNeeded());
 

@@ -2,8 +2,6 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Chains;
-using Rings.Packed;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 

@@ -3,7 +3,6 @@ using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Memory;
 using Rings.Packed;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 

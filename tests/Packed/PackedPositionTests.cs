@@ -1,5 +1,4 @@
 using Rings.Chains;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 

@@ -1,6 +1,4 @@
 using Rings.Chains;
-using Rings.Packed;
-using Xunit;
 
 namespace Rings.Tests.Packed;
 

@@ -5,7 +5,6 @@ using FsCheck.Xunit;
 using Rings.Chains;
 using Rings.Split;
 using Rings.Tests.Conformance;
-using Xunit;
 
 namespace Rings.Tests.Split;
 

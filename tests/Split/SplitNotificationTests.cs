@@ -3,7 +3,6 @@ using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Chains;
 using Rings.Tests.Conformance;
-using Xunit;
 
 namespace Rings.Tests.Split;
 

@@ -1,6 +1,5 @@
 using Rings.Chains;
 using Rings.Tests.Conformance;
-using Xunit;
 using V = Rings.Tests.Split.SplitRingView;
 
 namespace Rings.Tests.Split;

@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
 using Rings.Tests.Linux;
-using Xunit;
 using Xunit.Abstractions;
 
 namespace Rings.Tests.VhostUser;

@@ -2,8 +2,7 @@ using System.Buffers.Binary;
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
-using Rings.Drivers.VhostUser;
-using Xunit;
+using Rings.Linux.VhostUser;
 
 namespace Rings.Tests.VhostUser;
 

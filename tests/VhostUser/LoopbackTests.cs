@@ -1,6 +1,7 @@
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
+using Rings.Linux.VhostUser;
 using Rings.Tests.Linux;
-using Xunit;
 using Xunit.Abstractions;
 
 namespace Rings.Tests.VhostUser;

@@ -1,12 +1,10 @@
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
-using Rings.Chains;
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
 using Rings.Tests.Linux;
-using Xunit;
 
 namespace Rings.Tests.VhostUser;
 

@@ -1,9 +1,8 @@
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
 using Rings.Memory;
 using Rings.Split;
-using Xunit;
 
 namespace Rings.Tests.VhostUser;
 

@@ -1,10 +1,8 @@
 using System.Buffers.Binary;
 using Rings.Chains;
-using Rings.Drivers.Linux;
-using Rings.Drivers.Notify;
-using Rings.Drivers.VhostUser;
-using Rings.Tests.Linux;
-using Xunit;
+using Rings.Linux.Device;
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
 
 namespace Rings.Tests.VhostUser;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Rings.Chains;
-using Rings.Drivers.VhostUser;
+using Rings.Linux.Device;
+using Rings.Linux.Driver;
 
 namespace Rings.Tests.VhostUser;
 

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
-namespace Rings.Drivers.Net;
+namespace Rings.Linux.Net;
 
 /// <summary>
 /// The Internet checksum (RFC 1071): ones' complement sum of 16-bit big-endian words. Sums a

@@ -1,6 +1,6 @@
 using Rings.Chains;
 
-namespace Rings.Drivers.Net;
+namespace Rings.Linux.Net;
 
 /// <summary>A read or write position inside a run of chain segments.</summary>
 internal ref struct SegmentCursor

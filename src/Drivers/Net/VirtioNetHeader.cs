@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace Rings.Drivers.Net;
+namespace Rings.Linux.Net;
 
 /// <summary>
 /// <c>struct virtio_net_hdr_v1</c> (virtio 1.2 section 5.1.6): the 12 bytes that precede every

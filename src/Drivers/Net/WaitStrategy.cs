@@ -1,4 +1,4 @@
-namespace Rings.Drivers.Net;
+namespace Rings.Linux.Net;
 
 /// <summary>How an idle side of a queue waits for work.</summary>
 public enum WaitStrategy

@@ -1,7 +1,7 @@
 using Rings.Memory;
 using Rings.Split;
 
-namespace Rings.Drivers.VhostUser;
+namespace Rings.Linux.VhostUser;
 
 /// <summary>
 /// The three areas of a virtqueue (virtio 1.2 section 2.6): descriptor area, driver area and

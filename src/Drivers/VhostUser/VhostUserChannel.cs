@@ -1,6 +1,7 @@
-using Rings.Drivers.Linux;
+using Rings.Linux.Plumbing;
 
-namespace Rings.Drivers.VhostUser;
+
+namespace Rings.Linux.VhostUser;
 
 /// <summary>What <see cref="VhostUserChannel.Receive"/> got.</summary>
 public enum ReceiveStatus

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace Rings.Drivers.VhostUser;
+namespace Rings.Linux.VhostUser;
 
 /// <summary>Why a message could not be decoded.</summary>
 public enum VhostUserDecodeError

@@ -1,4 +1,4 @@
-namespace Rings.Drivers.VhostUser;
+namespace Rings.Linux.VhostUser;
 
 /// <summary>The shape of a message's payload.</summary>
 public enum VhostUserPayload

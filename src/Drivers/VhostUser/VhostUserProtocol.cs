@@ -1,4 +1,4 @@
-namespace Rings.Drivers.VhostUser;
+namespace Rings.Linux.VhostUser;
 
 /// <summary>Front-end request codes of the vhost-user protocol (QEMU docs/interop/vhost-user.rst).</summary>
 public enum VhostUserRequest : uint

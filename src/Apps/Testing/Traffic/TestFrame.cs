@@ -1,0 +1,106 @@
+using System.Buffers.Binary;
+using Rings.Linux.Net;
+
+namespace Rings.Testing.Traffic;
+
+/// <summary>
+/// The frames the <c>rings</c> tool sends and checks: Ethernet II between locally administered
+/// MAC addresses with the local experimental EtherType 0x88B5, carrying a sequence number, a send
+/// timestamp and an Internet checksum over the payload, so every frame that comes back can be
+/// checked for loss, duplication and corruption.
+/// </summary>
+public static class TestFrame
+{
+    /// <summary>EtherType 0x88B5 (IEEE 802 local experimental).</summary>
+    public const ushort EtherType = 0x88B5;
+
+    /// <summary>Smallest frame: Ethernet header plus the fields below.</summary>
+    public const int MinSize = 14 + 8 + 8 + 2;
+
+    private const int SequenceOffset = 14;
+    private const int TimestampOffset = 22;
+    private const int ChecksumOffset = 30;
+    private const int FillOffset = 32;
+
+    // Byte k is (byte)k, long enough for any frame starting at any offset below 256.
+    private static readonly byte[] Pattern = MakePattern();
+
+    /// <summary>Source MAC used by the generator (locally administered, unicast).</summary>
+    public static ReadOnlySpan<byte> SourceMac => [0x02, 0x52, 0x49, 0x4E, 0x47, 0x01];
+
+    /// <summary>Destination MAC used by the generator (locally administered, unicast).</summary>
+    public static ReadOnlySpan<byte> DestinationMac => [0x02, 0x52, 0x49, 0x4E, 0x47, 0x02];
+
+    /// <summary>Writes a test frame over the whole of <paramref name="frame"/>.</summary>
+    /// <param name="frame">The frame buffer; its length is the frame size (at least <see cref="MinSize"/>).</param>
+    /// <param name="sequence">The sequence number.</param>
+    /// <param name="timestamp">The send time (any clock the receiver shares).</param>
+    public static void Write(Span<byte> frame, ulong sequence, long timestamp)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(frame.Length, MinSize, nameof(frame));
+        DestinationMac.CopyTo(frame);
+        SourceMac.CopyTo(frame[6..]);
+        BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
+        BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
+        BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
+        // Fill byte i is (byte)(sequence + i): a copy from the repeating pattern, not a loop.
+        var fill = frame[FillOffset..];
+        var pattern = Pattern.AsSpan((byte)sequence, fill.Length);
+        pattern.CopyTo(fill);
+
+        // The checksum is summed from the values and the pattern, not read back from the frame
+        // just written (loads over fresh stores stall). The fill starts at an even offset of the
+        // summed range, so the two partial sums add (RFC 1071).
+        var sum = InternetChecksum.Sum(pattern, SumLittleEndian(sequence) + SumLittleEndian((ulong)timestamp));
+        BinaryPrimitives.WriteUInt16BigEndian(frame[ChecksumOffset..], (ushort)~sum);
+    }
+
+    /// <summary>
+    /// Checks a frame that came back: EtherType and checksum. MAC addresses may have been swapped
+    /// by a reflecting peer, so either order is accepted.
+    /// </summary>
+    /// <param name="frame">The frame as received.</param>
+    /// <param name="sequence">Its sequence number when intact.</param>
+    /// <param name="timestamp">Its send time when intact.</param>
+    /// <returns>True when the frame is intact.</returns>
+    public static bool TryRead(ReadOnlySpan<byte> frame, out ulong sequence, out long timestamp)
+    {
+        sequence = 0;
+        timestamp = 0;
+        if (frame.Length < MinSize || BinaryPrimitives.ReadUInt16BigEndian(frame[12..]) != EtherType)
+        {
+            return false;
+        }
+
+        // The checksum field is part of the summed range, so an intact payload sums to 0xFFFF.
+        if (InternetChecksum.Sum(frame[SequenceOffset..]) != 0xFFFF)
+        {
+            return false;
+        }
+
+        sequence = BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
+        timestamp = BinaryPrimitives.ReadInt64LittleEndian(frame[TimestampOffset..]);
+        return true;
+    }
+
+    // The Internet checksum contribution of a u64 stored little-endian at an even offset: the
+    // sum of its 16-bit words read big-endian, i.e. the byte-swapped sum of its little-endian words.
+    private static uint SumLittleEndian(ulong value)
+    {
+        var sum = (value & 0xFFFF) + ((value >> 16) & 0xFFFF) + ((value >> 32) & 0xFFFF) + (value >> 48);
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        return (uint)(((sum >> 8) & 0xFF) | ((sum & 0xFF) << 8));
+    }
+
+    private static byte[] MakePattern()
+    {
+        var p = new byte[65536 + 256];
+        for (var i = 0; i < p.Length; i++)
+        {
+            p[i] = (byte)i;
+        }
+
+        return p;
+    }
+}

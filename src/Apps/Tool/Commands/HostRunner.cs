@@ -1,0 +1,373 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Rings.Linux.Device;
+using Rings.Linux.Net;
+using Rings.Split;
+using Rings.Tool.Faults;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>
+/// <c>rings host</c>: the vhost-user back-end with the vhost-net data path. Serves front-end after
+/// front-end; for each, once its receive and transmit queues run, a worker thread forwards every
+/// transmitted frame back into its receive queue (reflect).
+/// </summary>
+internal sealed class HostRunner
+{
+    private readonly Options _o;
+    private readonly TextWriter _output;
+    private readonly object _gate = new();
+    private readonly Dictionary<object, VhostQueue?[]> _sessionQueues = [];
+    private readonly List<Worker> _workers = [];
+    private int _sessions;
+    private bool _interrupted;
+    private readonly ManualResetEventSlim _done = new();
+
+    private HostRunner(Options o, TextWriter output)
+    {
+        _o = o;
+        _output = output;
+    }
+
+    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose, string? Misbehave = null, bool Quiet = false);
+
+    /// <summary>One running data path (one direction) and what it forwarded.</summary>
+    private sealed class Worker
+    {
+        public required object Source { get; init; }
+        public required object Destination { get; init; }
+        public required Thread Thread { get; init; }
+        public required Action Stop { get; init; }
+        public required Func<(long Frames, long Dropped, long Sleeps)> Progress { get; init; }
+        public required IDeviceRing Tx { get; init; }
+        public required IDeviceRing Rx { get; init; }
+        public required Stopwatch Clock { get; init; }
+        public Func<string>? Note { get; init; }
+    }
+
+    public static int Run(Options o, TextWriter output, TextWriter error)
+    {
+        var runner = new HostRunner(o, output);
+        var options = new VhostUserBackendOptions
+        {
+            SocketPath = o.Socket,
+            MaxConnections = o.Mode == "patch" ? 2 : 8,
+            Log = o.Verbose ? line => output.WriteLine(line) : null,
+        };
+        if (o.Misbehave is not null)
+        {
+            HostileDevice.Configure(options);
+        }
+
+        VhostUserBackend backend;
+        try
+        {
+            backend = new VhostUserBackend(options);
+            backend.QueueStarted += (session, e) => runner.OnStarted(session!, e.Queue);
+            backend.QueueStopped += (session, e) => runner.OnStopped(session!, e.Queue);
+            backend.SessionEnded += (session, reason) => runner.OnSessionEnded(session!, reason);
+            backend.Start();
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
+        {
+            error.WriteLine($"rings host: cannot listen on {o.Socket}: {e.Message}");
+            return 3;
+        }
+
+        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {o.Mode}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}){(o.Misbehave is null ? string.Empty : $", misbehaving: {o.Misbehave}")}");
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
+        {
+            c.Cancel = true;
+            runner.Interrupt();
+        });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            runner._done.Set();
+        });
+        // Live progress once a second while frames move.
+        long lastFrames = 0;
+        var lastTime = Stopwatch.GetTimestamp();
+        while (!runner._done.Wait(1000))
+        {
+            if (o.Quiet)
+            {
+                continue;
+            }
+
+            long frames = 0;
+            int workers;
+            lock (runner._gate)
+            {
+                workers = runner._workers.Count;
+                foreach (var w in runner._workers)
+                {
+                    frames += w.Progress().Frames;
+                }
+            }
+
+            var now = Stopwatch.GetTimestamp();
+            if (workers > 0 && frames != lastFrames)
+            {
+                var seconds = (now - lastTime) / (double)Stopwatch.Frequency;
+                output.WriteLine($"rings host: {workers} data path(s), {Math.Max(0, frames - lastFrames) / seconds / 1e6:0.000} Mpps forwarded");
+            }
+
+            lastFrames = frames;
+            lastTime = now;
+        }
+
+        backend.Dispose();
+        lock (runner._gate)
+        {
+            runner.StopWorkers(null, "stopping");
+        }
+
+        output.WriteLine($"rings host: stopped after {runner._sessions} front-end(s)");
+        return 0;
+    }
+
+    // Ctrl-C. With --once the guest beside us got it too and is draining its last frames: let it
+    // finish and leave (up to five seconds) so nothing in flight is lost. Otherwise, or on a
+    // second Ctrl-C, stop now.
+    private void Interrupt()
+    {
+        lock (_gate)
+        {
+            if (!_o.Once || _interrupted || _sessionQueues.Count == 0)
+            {
+                _done.Set();
+                return;
+            }
+
+            _interrupted = true;
+        }
+
+        _ = Task.Delay(5000).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
+    }
+
+    private void OnStarted(object session, VhostQueue queue)
+    {
+        lock (_gate)
+        {
+            if (queue.Index > 1)
+            {
+                _output.WriteLine($"rings host: ignoring queue {queue.Index} (one queue pair per front-end is served)");
+                return;
+            }
+
+            if (!_sessionQueues.TryGetValue(session, out var queues))
+            {
+                queues = new VhostQueue?[2];
+                _sessionQueues[session] = queues;
+            }
+
+            queues[queue.Index] = queue;
+            if (queues[0] is null || queues[1] is null || _workers.Exists(w => w.Source == session))
+            {
+                return;
+            }
+
+            if (_o.Mode == "reflect")
+            {
+                StartWorker(session, queues[1]!, session, queues[0]!);
+                return;
+            }
+
+            // Patch: wire this front-end to another whose queues run, both ways.
+            foreach (var (other, theirs) in _sessionQueues)
+            {
+                if (other != session && theirs[0] is not null && theirs[1] is not null && !_workers.Exists(w => w.Source == other))
+                {
+                    StartWorker(session, queues[1]!, other, theirs[0]!);
+                    StartWorker(other, theirs[1]!, session, queues[0]!);
+                    return;
+                }
+            }
+
+            _output.WriteLine("rings host: front-end ready, waiting for a second one to patch it to");
+        }
+    }
+
+    private void OnStopped(object session, VhostQueue queue)
+    {
+        lock (_gate)
+        {
+            // GET_VRING_BASE: every data path using the ring must let go before the back-end answers.
+            if (queue.Index <= 1 && _sessionQueues.TryGetValue(session, out var queues) && queues[queue.Index] == queue)
+            {
+                StopWorkers(session, "queue stopped");
+                queues[queue.Index] = null;
+            }
+        }
+    }
+
+    private void OnSessionEnded(object session, string? reason)
+    {
+        lock (_gate)
+        {
+            if (reason is not null)
+            {
+                _output.WriteLine($"rings host: connection closed: {reason}");
+            }
+
+            StopWorkers(session, reason ?? "front-end disconnected");
+            _sessionQueues.Remove(session);
+            _sessions++;
+            if (_o.Once && _sessionQueues.Count == 0)
+            {
+                _done.Set();
+            }
+        }
+    }
+
+    private void StartWorker(object source, VhostQueue tx, object destination, VhostQueue rx)
+    {
+        var mergeable = (rx.Features & FeatureBits.NetMergeRxBuffers) != 0;
+        IDoorbell txKick = tx.Kick is null ? NullDoorbell.Instance : tx.Kick;
+        IDoorbell txCall = tx.Call is null ? NullDoorbell.Instance : tx.Call;
+        IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
+        IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
+        var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
+        if (_o.Misbehave is { } kind)
+        {
+            _workers.Add(StartHostile(kind, source, tx, txKick, txCall, destination, rx, rxCall));
+            return;
+        }
+
+        var worker = (tx.Ring, rx.Ring) switch
+        {
+            (SplitDeviceRing t, SplitDeviceRing r) => Create(t, r),
+            (Rings.Packed.PackedDeviceRing t, Rings.Packed.PackedDeviceRing r) => Create(t, r),
+            _ => Create(tx.Ring, rx.Ring),
+        };
+        _workers.Add(worker);
+        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}, features 0x{tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
+
+        Worker Create<TTx, TRx>(TTx t, TRx r)
+            where TTx : IDeviceRing
+            where TRx : IDeviceRing
+        {
+            var loop = new NetWorker<TTx, TRx>(t, txKick, txCall, r, rxKick, rxCall, _o.Burst, mergeable, wait);
+            var thread = new Thread(() =>
+            {
+                try
+                {
+                    loop.Run();
+                }
+                catch (Exception e)
+                {
+                    // A bug must not take the server down; the queue is reported and the next front-end served.
+                    _output.WriteLine($"rings host: data path failed: {e.GetType().Name}: {e.Message}");
+                }
+            })
+            { Name = "vhost-net worker", IsBackground = true };
+            thread.Start();
+            return new Worker
+            {
+                Source = source,
+                Destination = destination,
+                Thread = thread,
+                Stop = loop.Stop,
+                Progress = () => (loop.Frames, loop.Dropped, loop.Sleeps),
+                Tx = t,
+                Rx = r,
+                Clock = Stopwatch.StartNew(),
+            };
+        }
+    }
+
+    private Worker StartHostile(string kind, object source, VhostQueue tx, IDoorbell txKick, IDoorbell txCall, object destination, VhostQueue rx, IDoorbell rxCall)
+    {
+        var device = new HostileDevice(kind, tx.Ring, txKick, txCall, rx.Ring, rxCall, _o.Burst);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                device.Run();
+            }
+            catch (Exception e)
+            {
+                _output.WriteLine($"rings host: hostile data path failed: {e.GetType().Name}: {e.Message}");
+            }
+        })
+        { Name = "hostile vhost-net worker", IsBackground = true };
+        thread.Start();
+        _output.WriteLine($"rings host: misbehaving ({kind}) after {HostileDevice.HonestFrames} honest frames: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}");
+        return new Worker
+        {
+            Source = source,
+            Destination = destination,
+            Thread = thread,
+            Stop = device.Stop,
+            Progress = () => (device.Frames, 0, device.Sleeps),
+            Tx = tx.Ring,
+            Rx = rx.Ring,
+            Clock = Stopwatch.StartNew(),
+            Note = () => $", offences {device.Offences:N0}",
+        };
+    }
+
+    // Stops every worker that touches the session (all of them when null). Caller holds _gate.
+    private void StopWorkers(object? session, string why)
+    {
+        for (var i = _workers.Count - 1; i >= 0; i--)
+        {
+            var w = _workers[i];
+            if (session is not null && w.Source != session && w.Destination != session)
+            {
+                continue;
+            }
+
+            _workers.RemoveAt(i);
+            w.Stop();
+            w.Thread.Join();
+            Report(w, why);
+        }
+    }
+
+    private void Report(Worker w, string why)
+    {
+        var (frames, dropped, sleeps) = w.Progress();
+        var seconds = w.Clock.Elapsed.TotalSeconds;
+        var rx = w.Rx.Counters;
+        var tx = w.Tx.Counters;
+        var calls = rx.NotificationsSent + tx.NotificationsSent;
+        var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed;
+        var perFrame = frames > 0 ? (double)calls / frames : 0;
+        var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {tx.BrokenReason}, rx {rx.BrokenReason}" : null;
+        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{w.Note?.Invoke()}{(broken is null ? string.Empty : $", broken: {broken}")}");
+        if (_o.Stats is { } path)
+        {
+            var stats = new Dictionary<string, object?>
+            {
+                ["frames"] = frames,
+                ["dropped"] = dropped,
+                ["seconds"] = seconds,
+                ["calls_sent"] = calls,
+                ["calls_suppressed"] = suppressed,
+                ["calls_per_frame"] = perFrame,
+                ["mean_burst"] = rx.MeanBurst,
+                ["sleeps"] = sleeps,
+                ["broken"] = broken,
+            };
+            File.WriteAllText(path, JsonSerializer.Serialize(stats));
+        }
+    }
+
+    private sealed class NullDoorbell : IDoorbell
+    {
+        public static readonly NullDoorbell Instance = new();
+
+        public void Ring()
+        {
+        }
+
+        public bool Wait(int timeoutMilliseconds)
+        {
+            Thread.Sleep(Math.Max(0, Math.Min(timeoutMilliseconds, 1)));
+            return false;
+        }
+    }
+}

@@ -1,0 +1,240 @@
+using System.Diagnostics;
+using Rings.Chains;
+using Rings.Linux.Net;
+using Rings.Memory;
+using Rings.Split;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>
+/// One split ring in one process: a driver thread transmits frames, a device thread consumes
+/// them and returns the buffers. Shows what batching and notification suppression do to the
+/// number of doorbells per packet.
+/// </summary>
+internal static class InProcessLoopback
+{
+    private const ulong GuestBase = 0x1_0000_0000;
+
+    public sealed record Options(double Seconds, int QueueSize, int Burst, int FrameSize, bool EventIndex, bool Block)
+    {
+        public string? Validate()
+        {
+            if (!(Seconds > 0 && Seconds <= 86400))
+            {
+                return "--seconds must be between 0 and 86400";
+            }
+
+            if (!SplitLayout.IsValidSize(QueueSize))
+            {
+                return "--queue-size must be a power of two from 1 to 32768";
+            }
+
+            if (Burst < 1 || Burst > QueueSize)
+            {
+                return $"--burst must be between 1 and the queue size ({QueueSize})";
+            }
+
+            if (FrameSize < 60 || FrameSize > 65535)
+            {
+                return "--frame-size must be between 60 and 65535";
+            }
+
+            return null;
+        }
+    }
+
+    public static int Run(Options o, TextWriter output)
+    {
+        var layout = new SplitLayout(o.QueueSize);
+        var slot = (o.FrameSize + 63) & ~63;
+        var buffersOffset = (ulong)layout.TotalBytes;
+        using var region = new NativeRegion(buffersOffset + ((ulong)slot * (ulong)o.QueueSize), GuestBase);
+        var memory = new GuestMemory(region.Region);
+        var features = o.EventIndex ? RingFeatures.EventIndex : RingFeatures.None;
+        var addresses = layout.At(GuestBase);
+        var driver = new SplitDriverRing(memory, addresses, o.QueueSize, features);
+        var device = new SplitDeviceRing(memory, addresses, o.QueueSize, features);
+
+        using var kick = new SemaphoreSlim(0);
+        using var call = new SemaphoreSlim(0);
+        var stop = 0;
+        long corrupted = 0;
+
+        var driverThread = new Thread(() =>
+        {
+            // Buffer slot i belongs to whichever buffer id holds it; ids are unique while outstanding.
+            var freeSlots = new int[o.QueueSize];
+            var slotOfId = new int[o.QueueSize];
+            var freeCount = o.QueueSize;
+            for (var i = 0; i < o.QueueSize; i++)
+            {
+                freeSlots[i] = i;
+            }
+
+            ulong sequence = 0;
+            var idle = new IdlePolicy(WaitStrategy.Poll);
+            if (!o.Block)
+            {
+                driver.DisableUsedNotifications();
+            }
+
+            while (Volatile.Read(ref stop) == 0 && !driver.IsBroken)
+            {
+                while (driver.TryTakeUsed(out var used))
+                {
+                    freeSlots[freeCount++] = slotOfId[used.Id];
+                }
+
+                var added = 0;
+                while (added < o.Burst && freeCount > 0)
+                {
+                    var s = freeSlots[freeCount - 1];
+                    var address = GuestBase + buffersOffset + ((ulong)s * (ulong)slot);
+                    var frame = region.Slice(address - GuestBase, o.FrameSize);
+                    BitConverter.TryWriteBytes(frame, sequence);
+                    if (!driver.TryAdd(new BufferSegment(address, (uint)o.FrameSize), false, out var id))
+                    {
+                        break;
+                    }
+
+                    sequence++;
+                    freeCount--;
+                    slotOfId[id] = s;
+                    added++;
+                }
+
+                if (added > 0)
+                {
+                    driver.Publish();
+                    if (driver.KickNeeded())
+                    {
+                        kick.Release();
+                    }
+                }
+                else if (o.Block)
+                {
+                    if (!driver.EnableUsedNotifications())
+                    {
+                        call.Wait(100);
+                    }
+
+                    driver.DisableUsedNotifications();
+                }
+                else
+                {
+                    idle.IdleShouldSleep();
+                }
+            }
+        })
+        { Name = "driver", IsBackground = true };
+
+        var deviceThread = new Thread(() =>
+        {
+            var tokens = new ChainToken[o.Burst];
+            ulong expected = 0;
+            var idle = new IdlePolicy(WaitStrategy.Poll);
+            if (!o.Block)
+            {
+                device.DisableAvailNotifications();
+            }
+
+            while (Volatile.Read(ref stop) == 0 && !device.IsBroken)
+            {
+                var n = 0;
+                while (n < o.Burst && device.TryPop(out var chain))
+                {
+                    // The device reads what the driver wrote: the frame's sequence number.
+                    var seq = BitConverter.ToUInt64(chain.Readable[0].Span);
+                    if (seq != expected)
+                    {
+                        corrupted++;
+                    }
+
+                    expected = seq + 1;
+                    tokens[n++] = chain.Token;
+                }
+
+                if (n > 0)
+                {
+                    for (var i = 0; i < n; i++)
+                    {
+                        device.PushUsed(tokens[i], 0);
+                    }
+
+                    device.PublishUsed();
+                    if (device.CallNeeded())
+                    {
+                        call.Release();
+                    }
+                }
+                else if (o.Block)
+                {
+                    if (!device.EnableAvailNotifications())
+                    {
+                        kick.Wait(100);
+                    }
+
+                    device.DisableAvailNotifications();
+                }
+                else
+                {
+                    idle.IdleShouldSleep();
+                }
+            }
+        })
+        { Name = "device", IsBackground = true };
+
+        output.WriteLine($"rings loopback: one split ring in one process, queue {o.QueueSize}, burst {o.Burst}, frame {o.FrameSize} B, EVENT_IDX {(o.EventIndex ? "on" : "off")}, wait {(o.Block ? "block" : "poll")}, {o.Seconds:0.#} s");
+        var gcBefore = GC.CollectionCount(0);
+        var clock = Stopwatch.StartNew();
+        driverThread.Start();
+        deviceThread.Start();
+        long lastPackets = 0;
+        var lastTime = 0.0;
+        var cancelled = false;
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            cancelled = true;
+        };
+        Console.CancelKeyPress += onCancel;
+        while (clock.Elapsed.TotalSeconds < o.Seconds && !cancelled && !driver.IsBroken && !device.IsBroken)
+        {
+            Thread.Sleep(TimeSpan.FromSeconds(Math.Min(1, Math.Max(0.01, o.Seconds - clock.Elapsed.TotalSeconds))));
+            var now = clock.Elapsed.TotalSeconds;
+            var packets = Volatile.Read(ref device.Counters.Packets);
+            output.WriteLine($"  {now,6:0.0} s  {(packets - lastPackets) / (now - lastTime) / 1e6,8:0.000} Mpps");
+            lastPackets = packets;
+            lastTime = now;
+        }
+
+        Console.CancelKeyPress -= onCancel;
+        Volatile.Write(ref stop, 1);
+        kick.Release();
+        call.Release();
+        driverThread.Join();
+        deviceThread.Join();
+        var elapsed = clock.Elapsed.TotalSeconds;
+        var gcAfter = GC.CollectionCount(0);
+
+        var d = driver.Counters;
+        var v = device.Counters;
+        var total = Math.Max(1, v.Packets);
+        output.WriteLine();
+        output.WriteLine($"  packets            {v.Packets,14:N0}");
+        output.WriteLine($"  rate               {v.Packets / elapsed / 1e6,14:0.000} Mpps");
+        output.WriteLine($"  throughput         {v.Packets * (double)o.FrameSize * 8 / elapsed / 1e9,14:0.000} Gbit/s");
+        output.WriteLine($"  kicks per packet   {(double)d.NotificationsSent / total,14:0.0000}   (sent {d.NotificationsSent:N0}, suppressed {d.NotificationsSuppressed:N0})");
+        output.WriteLine($"  calls per packet   {(double)v.NotificationsSent / total,14:0.0000}   (sent {v.NotificationsSent:N0}, suppressed {v.NotificationsSuppressed:N0})");
+        output.WriteLine($"  mean burst         {d.MeanBurst,14:0.0} driver, {v.MeanBurst:0.0} device");
+        output.WriteLine($"  out of sequence    {corrupted,14:N0}");
+        output.WriteLine($"  gen0 collections   {gcAfter - gcBefore,14:N0}");
+        if (driver.IsBroken || device.IsBroken)
+        {
+            output.WriteLine($"  broken             driver {d.BrokenReason}, device {v.BrokenReason}");
+            return 1;
+        }
+
+        return corrupted == 0 ? 0 : 1;
+    }
+}

@@ -1,0 +1,165 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>
+/// <c>rings loopback</c>: the demo. Starts <c>rings host</c> and <c>rings guest</c> as two processes
+/// joined by vhost-user over a private socket, relays their output and adds the host's figures.
+/// <c>--in-process</c> runs the first form instead: one split ring between two threads.
+/// </summary>
+internal static partial class LoopbackCommand
+{
+    public static Command Create()
+    {
+        var g = new NetCommands.GuestOptions();
+        var hostWait = new Option<string?>("--host-wait") { Description = "The host's wait strategy, when it should differ from --wait." };
+        hostWait.AcceptOnlyFromAmong("poll", "adaptive", "block");
+        var inProcess = new Option<bool>("--in-process") { Description = "Run a driver thread and a device thread over one split ring in this process instead of two processes." };
+        var command = new Command("loopback", "Run the two-process loopback: a rings host (vhost-user back-end, reflecting every frame) and a rings guest (virtio-net driver sending test frames), and print their figures.")
+        {
+            hostWait, inProcess,
+        };
+        g.AddTo(command);
+        g.Seconds.DefaultValueFactory = _ => 3;
+        command.SetAction(r =>
+        {
+            if (r.GetValue(inProcess))
+            {
+                var io = new InProcessLoopback.Options(r.GetValue(g.Seconds), r.GetValue(g.QueueSize), r.GetValue(g.Burst), r.GetValue(g.FrameSize), r.GetValue(g.EventIdx) == "on", r.GetValue(g.Wait) == "block");
+                if (io.Validate() is { } e)
+                {
+                    Console.Error.WriteLine($"rings loopback: {e}");
+                    return 2;
+                }
+
+                return InProcessLoopback.Run(io, Console.Out);
+            }
+
+            var options = g.Read(r, "unused");
+            if (options.Validate() is { } error)
+            {
+                Console.Error.WriteLine($"rings loopback: {error}");
+                return 2;
+            }
+
+            return RunTwoProcesses(g.Forward(r).ToList(), r.GetValue(hostWait) ?? r.GetValue(g.Wait)!, r.GetValue(g.Burst), r.GetValue(g.Json));
+        });
+        return command;
+    }
+
+    private static int RunTwoProcesses(List<string> guestArgs, string hostWait, int burst, string? json)
+    {
+        var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find this executable");
+        var dir = Directory.CreateTempSubdirectory("rings-loopback-");
+        var socket = Path.Combine(dir.FullName, "vhost.sock");
+        var hostStats = Path.Combine(dir.FullName, "host.json");
+        var guestJson = Path.Combine(dir.FullName, "guest.json");
+        Process? host = null, guest = null;
+        var cancelled = false;
+        void Cancel(PosixSignalContext c)
+        {
+            // Children get the terminal's SIGINT too; let them finish and report.
+            c.Cancel = true;
+            cancelled = true;
+        }
+
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            Cancel(c);
+            SignalChild(guest);
+        });
+        try
+        {
+            Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
+            host = Start(self, ["host", "--socket", socket, "--wait", hostWait, "--burst", burst.ToString(System.Globalization.CultureInfo.InvariantCulture), "--once", "--quiet", "--stats", hostStats]);
+            var ready = Stopwatch.StartNew();
+            while (!File.Exists(socket))
+            {
+                if (host.HasExited || ready.Elapsed > TimeSpan.FromSeconds(15))
+                {
+                    Console.Error.WriteLine("rings loopback: the host did not start");
+                    return 3;
+                }
+
+                Thread.Sleep(10);
+            }
+
+            guest = Start(self, ["guest", "--socket", socket, "--json", guestJson, .. guestArgs]);
+            guest.WaitForExit();
+            var guestExit = guest.ExitCode;
+
+            // The host exits by itself once the guest has gone (--once); give it a moment.
+            if (!host.WaitForExit(5000))
+            {
+                SignalChild(host);
+                if (!host.WaitForExit(2000))
+                {
+                    host.Kill();
+                }
+            }
+
+            if (File.Exists(hostStats))
+            {
+                var h = JsonDocument.Parse(File.ReadAllText(hostStats)).RootElement;
+                var frames = h.GetProperty("frames").GetInt64();
+                Console.WriteLine($"  host calls per frame {h.GetProperty("calls_per_frame").GetDouble(),10:0.0000}   (sent {h.GetProperty("calls_sent").GetInt64():N0}, suppressed {h.GetProperty("calls_suppressed").GetInt64():N0})");
+                Console.WriteLine($"  host mean burst      {h.GetProperty("mean_burst").GetDouble(),10:0.0}   (forwarded {frames:N0}, dropped {h.GetProperty("dropped").GetInt64():N0})");
+                if (json is not null && File.Exists(guestJson))
+                {
+                    var merged = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllText(guestJson))!;
+                    merged["host_calls_sent"] = h.GetProperty("calls_sent");
+                    merged["host_calls_suppressed"] = h.GetProperty("calls_suppressed");
+                    merged["host_mean_burst"] = h.GetProperty("mean_burst");
+                    merged["calls_per_frame"] = h.GetProperty("calls_per_frame");
+                    File.WriteAllText(json, JsonSerializer.Serialize(merged, new JsonSerializerOptions { WriteIndented = true }));
+                }
+            }
+            else if (json is not null && File.Exists(guestJson))
+            {
+                File.Copy(guestJson, json, overwrite: true);
+            }
+
+            return cancelled && guestExit == 0 ? 0 : guestExit;
+        }
+        finally
+        {
+            foreach (var p in new[] { guest, host })
+            {
+                if (p is { HasExited: false })
+                {
+                    p.Kill(entireProcessTree: true);
+                }
+
+                p?.Dispose();
+            }
+
+            dir.Delete(recursive: true);
+        }
+    }
+
+    private static Process Start(string self, string[] args)
+    {
+        var info = new ProcessStartInfo(self) { UseShellExecute = false };
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        return Process.Start(info) ?? throw new InvalidOperationException($"could not start {self} {args[0]}");
+    }
+
+    private static void SignalChild(Process? p)
+    {
+        if (p is { HasExited: false })
+        {
+            _ = Kill(p.Id, 15);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+}

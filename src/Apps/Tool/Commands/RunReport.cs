@@ -1,0 +1,115 @@
+using System.Text;
+using System.Text.Json;
+using Rings.Testing.Traffic;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>Counters of one side's notification decisions.</summary>
+internal readonly record struct NotificationFigures(long Sent, long Suppressed);
+
+/// <summary>Everything a guest run reports: settings, traffic figures and ring counters.</summary>
+internal sealed record RunReport
+{
+    public required string Ring { get; init; }
+    public required bool EventIdx { get; init; }
+    public required bool InOrder { get; init; }
+    public required int FrameSize { get; init; }
+    public required int Burst { get; init; }
+    public required string Wait { get; init; }
+    public required double Rate { get; init; }
+    public required TrafficFigures Traffic { get; init; }
+    public required NotificationFigures Kicks { get; init; }
+    public NotificationFigures? Calls { get; init; }
+    public long CallsReceived { get; init; }
+    public required double MeanBurst { get; init; }
+    public long Drops { get; init; }
+    public long Gen0Collections { get; init; }
+    public string? Broken { get; init; }
+
+    public double MppsTx => Traffic.Seconds > 0 ? Traffic.Sent / Traffic.Seconds / 1e6 : 0;
+    public double MppsRx => Traffic.Seconds > 0 ? Traffic.Received / Traffic.Seconds / 1e6 : 0;
+    public double Gbps => Traffic.Seconds > 0 ? Traffic.BytesReceived * 8 / Traffic.Seconds / 1e9 : 0;
+    public double KicksPerFrame => Traffic.Sent > 0 ? (double)Kicks.Sent / Traffic.Sent : 0;
+    public double CallsPerFrame => Traffic.Received > 0 ? (double)(Calls?.Sent ?? CallsReceived) / Traffic.Received : 0;
+
+    public bool Clean => Traffic.Lost == 0 && Traffic.Corrupted == 0 && Traffic.Duplicated == 0 && Broken is null;
+
+    public void PrintTable(TextWriter o)
+    {
+        o.WriteLine();
+        o.WriteLine($"  ring {Ring}, EVENT_IDX {(EventIdx ? "on" : "off")}, IN_ORDER {(InOrder ? "on" : "off")}, frame {FrameSize} B, burst {Burst}, wait {Wait}{(Rate > 0 ? $", rate {Rate:N0} fps" : string.Empty)}");
+        o.WriteLine($"  frames sent         {Traffic.Sent,14:N0}   {MppsTx,8:0.000} Mpps");
+        o.WriteLine($"  frames received     {Traffic.Received,14:N0}   {MppsRx,8:0.000} Mpps   {Gbps:0.000} Gbit/s");
+        o.WriteLine($"  lost / dup / bad    {Traffic.Lost,14:N0} / {Traffic.Duplicated:N0} / {Traffic.Corrupted:N0}");
+        o.WriteLine($"  kicks per frame     {KicksPerFrame,14:0.0000}   (sent {Kicks.Sent:N0}, suppressed {Kicks.Suppressed:N0})");
+        if (Calls is { } c)
+        {
+            o.WriteLine($"  calls per frame     {CallsPerFrame,14:0.0000}   (sent {c.Sent:N0}, suppressed {c.Suppressed:N0})");
+        }
+        else
+        {
+            o.WriteLine($"  calls per frame     {CallsPerFrame,14:0.0000}   (received {CallsReceived:N0})");
+        }
+
+        o.WriteLine($"  mean burst          {MeanBurst,14:0.0}");
+        o.WriteLine($"  drops               {Drops,14:N0}");
+        o.WriteLine($"  latency p50 / p99   {Traffic.LatencyP50Microseconds,14:0.0} / {Traffic.LatencyP99Microseconds:0.0} us   ({Traffic.LatencySamples:N0} samples)");
+        o.WriteLine($"  gen0 collections    {Gen0Collections,14:N0}");
+        if (Broken is not null)
+        {
+            o.WriteLine($"  broken              {Broken}");
+        }
+    }
+
+    public string ToJson()
+    {
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("ring", Ring);
+            w.WriteBoolean("event_idx", EventIdx);
+            w.WriteBoolean("in_order", InOrder);
+            w.WriteNumber("frame_size", FrameSize);
+            w.WriteNumber("burst", Burst);
+            w.WriteString("wait", Wait);
+            w.WriteNumber("rate", Rate);
+            w.WriteNumber("seconds", Traffic.Seconds);
+            w.WriteNumber("frames_sent", Traffic.Sent);
+            w.WriteNumber("frames_received", Traffic.Received);
+            w.WriteNumber("mpps", MppsRx);
+            w.WriteNumber("mpps_tx", MppsTx);
+            w.WriteNumber("gbps", Gbps);
+            w.WriteNumber("kicks_per_frame", KicksPerFrame);
+            w.WriteNumber("kicks_sent", Kicks.Sent);
+            w.WriteNumber("kicks_suppressed", Kicks.Suppressed);
+            w.WriteNumber("calls_per_frame", CallsPerFrame);
+            if (Calls is { } c)
+            {
+                w.WriteNumber("calls_sent", c.Sent);
+                w.WriteNumber("calls_suppressed", c.Suppressed);
+            }
+
+            w.WriteNumber("calls_received", CallsReceived);
+            w.WriteNumber("mean_burst", MeanBurst);
+            w.WriteNumber("drops", Drops);
+            w.WriteNumber("lost", Traffic.Lost);
+            w.WriteNumber("duplicated", Traffic.Duplicated);
+            w.WriteNumber("corrupted", Traffic.Corrupted);
+            w.WriteNumber("bytes_sent", Traffic.BytesSent);
+            w.WriteNumber("bytes_received", Traffic.BytesReceived);
+            w.WriteNumber("latency_p50_us", Traffic.LatencyP50Microseconds);
+            w.WriteNumber("latency_p99_us", Traffic.LatencyP99Microseconds);
+            w.WriteNumber("latency_samples", Traffic.LatencySamples);
+            w.WriteNumber("gen0_collections", Gen0Collections);
+            if (Broken is not null)
+            {
+                w.WriteString("broken", Broken);
+            }
+
+            w.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+}

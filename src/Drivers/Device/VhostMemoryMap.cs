@@ -1,0 +1,180 @@
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
+using Rings.Memory;
+
+namespace Rings.Linux.Device;
+
+/// <summary>One region of a front-end's memory mapped into this process.</summary>
+/// <param name="Description">The region as the front-end described it.</param>
+/// <param name="Mapping">The mapping.</param>
+public sealed record MappedRegion(MemoryRegionDescription Description, SharedMemory Mapping);
+
+/// <summary>
+/// A back-end's view of the front-end's memory: every region mapped, and two translation tables
+/// over the same mappings, one keyed by guest-physical address (descriptor addresses) and one by
+/// the front-end's user address (ring addresses). Immutable; a change builds a new map.
+/// </summary>
+public sealed class VhostMemoryMap
+{
+    private VhostMemoryMap(IReadOnlyList<MappedRegion> regions, GuestMemory physical, GuestMemory user)
+    {
+        Regions = regions;
+        Physical = physical;
+        User = user;
+    }
+
+    /// <summary>The mapped regions.</summary>
+    public IReadOnlyList<MappedRegion> Regions { get; }
+
+    /// <summary>Translates guest-physical addresses (buffers in descriptors).</summary>
+    public GuestMemory Physical { get; }
+
+    /// <summary>Translates the front-end's user addresses (ring areas in SET_VRING_ADDR).</summary>
+    public GuestMemory User { get; }
+
+    /// <summary>
+    /// Checks a set of region descriptions without touching memory: non-empty, no address range
+    /// wrapping past 2^64, no overlap among guest-physical ranges nor among user ranges.
+    /// </summary>
+    /// <param name="regions">The regions.</param>
+    /// <param name="maxRegions">Most regions allowed.</param>
+    /// <returns>Null when valid, else the reason.</returns>
+    public static string? Validate(IReadOnlyList<MemoryRegionDescription> regions, int maxRegions)
+    {
+        ArgumentNullException.ThrowIfNull(regions);
+        if (regions.Count == 0)
+        {
+            return "the memory table is empty";
+        }
+
+        if (regions.Count > maxRegions)
+        {
+            return $"{regions.Count} memory regions, at most {maxRegions} allowed";
+        }
+
+        for (var i = 0; i < regions.Count; i++)
+        {
+            var r = regions[i];
+            if (r.Size == 0)
+            {
+                return $"region {i} has size 0";
+            }
+
+            if (r.GuestPhysicalAddress + (r.Size - 1) < r.GuestPhysicalAddress)
+            {
+                return $"region {i}: guest range 0x{r.GuestPhysicalAddress:x}+0x{r.Size:x} wraps the address space";
+            }
+
+            if (r.UserAddress + (r.Size - 1) < r.UserAddress)
+            {
+                return $"region {i}: user range 0x{r.UserAddress:x}+0x{r.Size:x} wraps the address space";
+            }
+
+            if (r.MmapOffset + (r.Size - 1) < r.MmapOffset || r.MmapOffset > long.MaxValue)
+            {
+                return $"region {i}: mmap offset 0x{r.MmapOffset:x}+0x{r.Size:x} is out of range";
+            }
+
+            for (var j = 0; j < i; j++)
+            {
+                var o = regions[j];
+                if (Overlaps(r.GuestPhysicalAddress, r.Size, o.GuestPhysicalAddress, o.Size))
+                {
+                    return $"regions {j} and {i} overlap in guest-physical space";
+                }
+
+                if (Overlaps(r.UserAddress, r.Size, o.UserAddress, o.Size))
+                {
+                    return $"regions {j} and {i} overlap in user address space";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Maps each region from its descriptor (index-aligned with <paramref name="regions"/>) and builds the map.
+    /// Nothing stays mapped on failure.
+    /// </summary>
+    /// <param name="regions">Validated region descriptions.</param>
+    /// <param name="fds">One memory file per region; the caller keeps (and closes) them.</param>
+    /// <param name="map">The map on success.</param>
+    /// <returns>Null on success, else the reason.</returns>
+    public static string? TryMap(IReadOnlyList<MemoryRegionDescription> regions, IReadOnlyList<FileDescriptor> fds, out VhostMemoryMap? map)
+    {
+        ArgumentNullException.ThrowIfNull(regions);
+        ArgumentNullException.ThrowIfNull(fds);
+        map = null;
+        if (regions.Count != fds.Count)
+        {
+            return $"{regions.Count} regions but {fds.Count} file descriptors";
+        }
+
+        var mapped = new List<MappedRegion>(regions.Count);
+        for (var i = 0; i < regions.Count; i++)
+        {
+            var r = regions[i];
+            try
+            {
+                mapped.Add(new MappedRegion(r, SharedMemory.Map(fds[i], r.MmapOffset, r.Size)));
+            }
+            catch (IOException e)
+            {
+                Unmap(mapped);
+                return $"region {i} cannot be mapped: {e.Message}";
+            }
+        }
+
+        var error = TryBuild(mapped, out map);
+        if (error is not null)
+        {
+            Unmap(mapped);
+        }
+
+        return error;
+    }
+
+    /// <summary>Builds a map over mappings that already exist (they stay owned by their regions).</summary>
+    /// <param name="regions">The mapped regions.</param>
+    /// <param name="map">The map on success.</param>
+    /// <returns>Null on success, else the reason.</returns>
+    public static string? TryBuild(IReadOnlyList<MappedRegion> regions, out VhostMemoryMap? map)
+    {
+        ArgumentNullException.ThrowIfNull(regions);
+        map = null;
+        var physical = new GuestMemoryRegion[regions.Count];
+        var user = new GuestMemoryRegion[regions.Count];
+        for (var i = 0; i < regions.Count; i++)
+        {
+            var d = regions[i].Description;
+            var host = regions[i].Mapping.HostAddress;
+            physical[i] = new GuestMemoryRegion(d.GuestPhysicalAddress, d.Size, host);
+            user[i] = new GuestMemoryRegion(d.UserAddress, d.Size, host);
+        }
+
+        try
+        {
+            map = new VhostMemoryMap(regions.ToArray(), new GuestMemory(physical), new GuestMemory(user));
+            return null;
+        }
+        catch (ArgumentException e)
+        {
+            return e.Message;
+        }
+    }
+
+    /// <summary>Unmaps every region.</summary>
+    public void Unmap() => Unmap(Regions);
+
+    private static void Unmap(IEnumerable<MappedRegion> regions)
+    {
+        foreach (var r in regions)
+        {
+            r.Mapping.Dispose();
+        }
+    }
+
+    private static bool Overlaps(ulong a, ulong aSize, ulong b, ulong bSize) =>
+        a <= b ? b - a < aSize : a - b < bSize;
+}

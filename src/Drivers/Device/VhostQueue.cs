@@ -1,0 +1,77 @@
+using Rings.Linux.Plumbing;
+using Rings.Memory;
+
+namespace Rings.Linux.Device;
+
+/// <summary>
+/// A started ring as the data path sees it: the device ring and its doorbells. Handed out by
+/// <see cref="VhostUserSession.QueueStarted"/>; valid until <see cref="VhostUserSession.QueueStopped"/>
+/// has returned for it. A stop handler must return only once no thread touches the ring or the
+/// doorbells any more: the session then reads the ring's position and may close the descriptors
+/// or unmap the memory.
+/// </summary>
+public sealed class VhostQueue
+{
+    private volatile bool _enabled;
+
+    internal VhostQueue(int index, IDeviceRing ring, bool packed, ulong features, EventFd? kick, EventFd? call, EventFd? error, GuestMemory bufferMemory, bool enabled)
+    {
+        Index = index;
+        Ring = ring;
+        IsPacked = packed;
+        Features = features;
+        Kick = kick;
+        Call = call;
+        Error = error;
+        BufferMemory = bufferMemory;
+        _enabled = enabled;
+    }
+
+    /// <summary>The vring index (for virtio-net: even = receive queue, odd = transmit queue of pair index/2).</summary>
+    public int Index { get; }
+
+    /// <summary>The device side of the ring.</summary>
+    public IDeviceRing Ring { get; }
+
+    /// <summary>True for a packed ring.</summary>
+    public bool IsPacked { get; }
+
+    /// <summary>The negotiated feature word.</summary>
+    public ulong Features { get; }
+
+    /// <summary>The kick doorbell the driver rings; null when the front-end asked for polling.</summary>
+    public EventFd? Kick { get; }
+
+    /// <summary>The call doorbell to ring when the driver asked for it; null when none was given.</summary>
+    public EventFd? Call { get; }
+
+    /// <summary>The error doorbell; null when none was given.</summary>
+    public EventFd? Error { get; }
+
+    /// <summary>Translates guest-physical buffer addresses.</summary>
+    public GuestMemory BufferMemory { get; }
+
+    /// <summary>
+    /// False while the front-end has the ring disabled (SET_VRING_ENABLE 0): a net device then
+    /// must not supply receive buffers, and discards transmitted ones (vhost-user.rst, Ring states).
+    /// </summary>
+    public bool Enabled
+    {
+        get => _enabled;
+        internal set => _enabled = value;
+    }
+}
+
+/// <summary>Carries the queue a start, stop or enable change concerns.</summary>
+public sealed class VhostQueueEventArgs : EventArgs
+{
+    /// <summary>Creates the arguments.</summary>
+    /// <param name="queue">The queue.</param>
+    public VhostQueueEventArgs(VhostQueue queue)
+    {
+        Queue = queue;
+    }
+
+    /// <summary>The queue.</summary>
+    public VhostQueue Queue { get; }
+}

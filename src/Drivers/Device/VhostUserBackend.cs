@@ -1,0 +1,267 @@
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
+
+
+namespace Rings.Linux.Device;
+
+/// <summary>
+/// The host side of vhost-user as a socket server: listens on an owner-only (0600) Unix socket,
+/// serves one front-end at a time, connection after connection, each with a fresh
+/// <see cref="VhostUserSession"/>. A connection that misbehaves or disappears at any point is
+/// closed and leaves no mapping, descriptor or thread behind; the server goes on serving.
+/// Ring life-cycle events are raised on the server thread.
+/// </summary>
+public sealed class VhostUserBackend : IDisposable
+{
+    private readonly VhostUserBackendOptions _options;
+    private readonly EventFd _stop;
+    private UnixSocket? _listener;
+    private Thread? _thread;
+    private readonly List<Thread> _connectionThreads = [];
+    private SemaphoreSlim? _slots;
+    private long _connections;
+    private long _sessionsEnded;
+    private long _errors;
+    private volatile string? _lastError;
+
+    /// <summary>Creates a back-end; <see cref="Start"/> opens the socket.</summary>
+    /// <param name="options">What to offer and where to listen (<see cref="VhostUserBackendOptions.SocketPath"/> is required).</param>
+    public VhostUserBackend(VhostUserBackendOptions options)
+    {
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        ArgumentException.ThrowIfNullOrEmpty(options.SocketPath, nameof(options));
+        _stop = EventFd.Create();
+    }
+
+    // Every event's sender is the VhostUserSession of the connection it concerns, so a data path
+    // serving several front-ends at once can tell them apart.
+
+    /// <summary>A ring started (see <see cref="VhostUserSession.QueueStarted"/>); the sender is the connection's session.</summary>
+    public event EventHandler<VhostQueueEventArgs>? QueueStarted;
+
+    /// <summary>A ring stopped (see <see cref="VhostUserSession.QueueStopped"/>).</summary>
+    public event EventHandler<VhostQueueEventArgs>? QueueStopped;
+
+    /// <summary>A started ring was enabled or disabled.</summary>
+    public event EventHandler<VhostQueueEventArgs>? QueueEnabledChanged;
+
+    /// <summary>A connection ended; the sender is its session and the argument says why (null for a clean close by the peer).</summary>
+    public event EventHandler<string?>? SessionEnded;
+
+    /// <summary>The socket path.</summary>
+    public string SocketPath => _options.SocketPath!;
+
+    /// <summary>Connections accepted so far.</summary>
+    public long Connections => Interlocked.Read(ref _connections);
+
+    /// <summary>Connections finished and cleaned up so far.</summary>
+    public long SessionsEnded => Interlocked.Read(ref _sessionsEnded);
+
+    /// <summary>Messages that failed (NACKed or closed), over all connections.</summary>
+    public long Errors => Interlocked.Read(ref _errors);
+
+    /// <summary>The reason of the last failure.</summary>
+    public string? LastError => _lastError;
+
+    /// <summary>Creates the listening socket and starts serving on a background thread.</summary>
+    public void Start()
+    {
+        if (_thread is not null)
+        {
+            throw new InvalidOperationException("already started");
+        }
+
+        _slots = new SemaphoreSlim(_options.MaxConnections, _options.MaxConnections);
+        _listener = UnixSocket.Listen(SocketPath);
+        _thread = new Thread(Serve) { IsBackground = true, Name = "vhost-user backend" };
+        _thread.Start();
+        Log($"listening on {SocketPath}");
+    }
+
+    /// <summary>Stops serving: ends the current connection (stopping its rings), joins the thread and removes the socket.</summary>
+    public void Dispose()
+    {
+        if (_thread is { } thread)
+        {
+            _stop.Signal();
+            thread.Join();
+            _thread = null;
+            Thread[] connections;
+            lock (_connectionThreads)
+            {
+                connections = [.. _connectionThreads];
+            }
+
+            foreach (var t in connections)
+            {
+                t.Join();
+            }
+        }
+
+        _listener?.Dispose();
+        _listener = null;
+        _stop.Dispose();
+        _slots?.Dispose();
+    }
+
+    private void Serve()
+    {
+        var listener = _listener!;
+        var slots = _slots!;
+        Span<bool> ready = stackalloc bool[2];
+        while (true)
+        {
+            // At capacity, leave new front-ends waiting in the listen backlog until one leaves.
+            while (!slots.Wait(50))
+            {
+                if (Poll.WaitReadable(_stop.Handle, 0))
+                {
+                    return;
+                }
+            }
+
+            var handedOff = false;
+            try
+            {
+                Poll.WaitReadable([listener.Handle, _stop.Handle], -1, ready);
+                if (ready[1])
+                {
+                    return;
+                }
+
+                var connection = listener.Accept(0);
+                if (connection is null)
+                {
+                    continue;
+                }
+
+                Interlocked.Increment(ref _connections);
+                var worker = new Thread(() =>
+                {
+                    try
+                    {
+                        ServeConnection(connection);
+                    }
+                    finally
+                    {
+                        connection.Dispose();
+                        slots.Release();
+                    }
+                })
+                { IsBackground = true, Name = "vhost-user connection" };
+                lock (_connectionThreads)
+                {
+                    _connectionThreads.RemoveAll(t => !t.IsAlive);
+                    _connectionThreads.Add(worker);
+                }
+
+                worker.Start();
+                handedOff = true;
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException)
+            {
+                Log($"accept failed: {e.Message}");
+                Thread.Sleep(10);
+            }
+            finally
+            {
+                if (!handedOff)
+                {
+                    slots.Release();
+                }
+            }
+        }
+    }
+
+    /// <summary>Serves one front-end until it leaves or misbehaves. Returns false when asked to stop.</summary>
+    private bool ServeConnection(UnixSocket connection)
+    {
+        var channel = new VhostUserChannel(connection) { MessageTimeoutMilliseconds = _options.MessageTimeoutMilliseconds };
+        var session = new VhostUserSession(_options);
+        session.QueueStarted += (_, e) => QueueStarted?.Invoke(session, e);
+        session.QueueStopped += (_, e) => QueueStopped?.Invoke(session, e);
+        session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
+        var fds = new List<FileDescriptor>();
+        string? reason = null;
+        var keepServing = true;
+        Log("front-end connected");
+        try
+        {
+            while (true)
+            {
+                var status = channel.Receive(fds, -1, _stop.Handle);
+                if (status == ReceiveStatus.Stopped)
+                {
+                    keepServing = false;
+                    reason = "back-end stopping";
+                    break;
+                }
+
+                if (status == ReceiveStatus.PeerClosed)
+                {
+                    break;
+                }
+
+                if (status != ReceiveStatus.Message)
+                {
+                    reason = channel.LastError ?? status.ToString();
+                    RecordError(reason);
+                    break;
+                }
+
+                var outcome = session.Handle(channel.Received, fds);
+                if (outcome.Error is not null)
+                {
+                    RecordError(outcome.Error);
+                }
+
+                if (outcome.Reply is { } reply)
+                {
+                    channel.SendRaw(reply);
+                }
+
+                if (outcome.Close)
+                {
+                    reason = outcome.Error;
+                    break;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // A bug or a socket failure ends this connection only; the server keeps serving.
+            reason = $"connection failed: {e.GetType().Name}: {e.Message}";
+            RecordError(reason);
+        }
+        finally
+        {
+            foreach (var fd in fds)
+            {
+                fd.Dispose();
+            }
+
+            session.Dispose();
+            channel.Dispose();
+            Interlocked.Increment(ref _sessionsEnded);
+            Log(reason is null ? "front-end disconnected" : $"connection closed: {reason}");
+            try
+            {
+                SessionEnded?.Invoke(session, reason);
+            }
+            catch (Exception e)
+            {
+                Log($"SessionEnded handler failed: {e.Message}");
+            }
+        }
+
+        return keepServing;
+    }
+
+    private void RecordError(string reason)
+    {
+        Interlocked.Increment(ref _errors);
+        _lastError = reason;
+    }
+
+    private void Log(string line) => _options.Log?.Invoke($"vhost-user backend {SocketPath}: {line}");
+}

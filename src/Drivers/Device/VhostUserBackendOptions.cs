@@ -1,0 +1,63 @@
+using Rings.Linux.VhostUser;
+
+namespace Rings.Linux.Device;
+
+/// <summary>What a vhost-user back-end offers and how it behaves.</summary>
+public sealed class VhostUserBackendOptions
+{
+    /// <summary>
+    /// The default virtio-net device features: VERSION_1, EVENT_IDX, INDIRECT_DESC, RING_PACKED
+    /// (offered only when a packed ring factory is set), IN_ORDER, MRG_RXBUF and MAC.
+    /// </summary>
+    public const ulong DefaultNetFeatures =
+        FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors | FeatureBits.RingPacked |
+        FeatureBits.InOrder | FeatureBits.NetMergeRxBuffers | FeatureBits.NetMac;
+
+    /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS and RESET_DEVICE.</summary>
+    public const VhostUserProtocolFeatures DefaultProtocolFeatures =
+        VhostUserProtocolFeatures.Multiqueue | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status |
+        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice;
+
+    /// <summary>Protocol features this implementation can honour; others are never offered.</summary>
+    public const VhostUserProtocolFeatures SupportedProtocolFeatures = DefaultProtocolFeatures | VhostUserProtocolFeatures.BackendRequest;
+
+    /// <summary>Path of the listening socket (server only).</summary>
+    public string? SocketPath { get; set; }
+
+    /// <summary>Device features offered (VHOST_USER_F_PROTOCOL_FEATURES is always added).</summary>
+    public ulong DeviceFeatures { get; set; } = DefaultNetFeatures;
+
+    /// <summary>Protocol features offered (limited to <see cref="SupportedProtocolFeatures"/>).</summary>
+    public VhostUserProtocolFeatures ProtocolFeatures { get; set; } = DefaultProtocolFeatures;
+
+    /// <summary>Queue pairs (GET_QUEUE_NUM answers this); the device has twice as many vrings. 1 to 128.</summary>
+    public int MaxQueuePairs { get; set; } = 1;
+
+    /// <summary>Front-ends served at once, each on its own connection thread; more wait in the listen backlog.</summary>
+    public int MaxConnections { get; set; } = 1;
+
+    /// <summary>Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated.</summary>
+    public int MaxMemorySlots { get; set; } = 32;
+
+    /// <summary>Builds split device rings.</summary>
+    public DeviceRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDevice;
+
+    /// <summary>Builds packed device rings; while null, RING_PACKED is not offered.</summary>
+    public DeviceRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDevice;
+
+    /// <summary>Receives one line per notable event (connections, errors with their reason).</summary>
+    public Action<string>? Log { get; set; }
+
+    /// <summary>How long the rest of a message may take once its first byte arrived.</summary>
+    public int MessageTimeoutMilliseconds { get; set; } = 5000;
+
+    /// <summary>The feature word GET_FEATURES answers.</summary>
+    public ulong OfferedFeatures =>
+        (PackedRingFactory is null ? DeviceFeatures & ~FeatureBits.RingPacked : DeviceFeatures) | VhostUserConstants.ProtocolFeaturesBit;
+
+    /// <summary>The protocol features GET_PROTOCOL_FEATURES answers.</summary>
+    public VhostUserProtocolFeatures OfferedProtocolFeatures => ProtocolFeatures & SupportedProtocolFeatures;
+
+    /// <summary>Number of vrings (two per queue pair).</summary>
+    public int QueueCount => 2 * MaxQueuePairs;
+}

@@ -1,0 +1,106 @@
+using Rings.Memory;
+
+namespace Rings.Linux.Driver;
+
+/// <summary>
+/// Fixed-size packet buffers carved out of guest memory, handed out by index from a free stack.
+/// Packet buffers live here, never in managed pools: the device must be able to address them.
+/// Owned by one thread.
+/// </summary>
+public sealed unsafe class BufferSlab
+{
+    private readonly int[] _free;
+    private readonly ulong _baseAddress;
+    private readonly byte* _host;
+    private int _freeCount;
+
+    /// <summary>Creates a slab of <paramref name="count"/> buffers of <paramref name="bufferSize"/> bytes at <paramref name="baseAddress"/>.</summary>
+    /// <param name="memory">The memory table holding the slab.</param>
+    /// <param name="baseAddress">Guest-physical address of buffer 0.</param>
+    /// <param name="count">Number of buffers.</param>
+    /// <param name="bufferSize">Bytes per buffer.</param>
+    /// <exception cref="ArgumentException">The slab does not fit one region of the memory table.</exception>
+    public BufferSlab(GuestMemory memory, ulong baseAddress, int count, int bufferSize)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bufferSize, 1);
+        if (!memory.TryTranslate(baseAddress, (ulong)count * (ulong)bufferSize, out var host))
+        {
+            throw new ArgumentException($"a slab of {count} x {bufferSize} B at 0x{baseAddress:x} is not inside the memory table");
+        }
+
+        // Translated once: the whole slab lies in one region, so buffer i is at a fixed offset.
+        _host = (byte*)host;
+        _baseAddress = baseAddress;
+        Count = count;
+        BufferSize = bufferSize;
+        _free = new int[count];
+        for (var i = 0; i < count; i++)
+        {
+            _free[i] = count - 1 - i;
+        }
+
+        _freeCount = count;
+    }
+
+    /// <summary>Number of buffers.</summary>
+    public int Count { get; }
+
+    /// <summary>Bytes per buffer.</summary>
+    public int BufferSize { get; }
+
+    /// <summary>Buffers free.</summary>
+    public int FreeCount => _freeCount;
+
+    /// <summary>Bytes a slab of <paramref name="count"/> buffers of <paramref name="bufferSize"/> needs.</summary>
+    /// <param name="count">Number of buffers.</param>
+    /// <param name="bufferSize">Bytes per buffer.</param>
+    /// <returns>Bytes.</returns>
+    public static ulong BytesFor(int count, int bufferSize) => (ulong)count * (ulong)bufferSize;
+
+    /// <summary>Takes a free buffer.</summary>
+    /// <param name="index">The buffer's index.</param>
+    /// <returns>False when none is free.</returns>
+    public bool TryTake(out int index)
+    {
+        if (_freeCount == 0)
+        {
+            index = -1;
+            return false;
+        }
+
+        index = _free[--_freeCount];
+        return true;
+    }
+
+    /// <summary>Returns a buffer taken earlier.</summary>
+    /// <param name="index">The buffer's index.</param>
+    public void Return(int index)
+    {
+        if ((uint)index >= (uint)Count || _freeCount == Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), index, "not a buffer of this slab, or returned twice");
+        }
+
+        _free[_freeCount++] = index;
+    }
+
+    /// <summary>Guest-physical address of buffer <paramref name="index"/>.</summary>
+    /// <param name="index">The buffer's index.</param>
+    /// <returns>The address.</returns>
+    public ulong AddressOf(int index) => _baseAddress + ((ulong)(uint)index * (ulong)BufferSize);
+
+    /// <summary>The bytes of buffer <paramref name="index"/>.</summary>
+    /// <param name="index">The buffer's index.</param>
+    /// <returns>A span over the whole buffer.</returns>
+    public Span<byte> Span(int index)
+    {
+        if ((uint)index >= (uint)Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index));
+        }
+
+        return new Span<byte>(_host + ((long)index * BufferSize), BufferSize);
+    }
+}

@@ -1,0 +1,351 @@
+using Rings.Chains;
+using Rings.Linux.Device;
+using Rings.Linux.Net;
+
+namespace Rings.Linux.Driver;
+
+/// <summary>
+/// The guest side of one virtio-net queue pair: transmit buffers and receive buffers in slabs of
+/// shared memory, the 12-byte header on every frame, receive buffers kept posted, transmit buffers
+/// reclaimed in bursts. Copy-in/copy-out over spans, or zero copy with leases. No allocation per
+/// frame. Owned by one thread. Never trusts the device: bad used lengths or <c>num_buffers</c>
+/// count as errors and the buffers go back to the ring.
+/// </summary>
+/// <typeparam name="TTx">Driver side of the transmit queue.</typeparam>
+/// <typeparam name="TRx">Driver side of the receive queue.</typeparam>
+public sealed class NetDriverPath<TTx, TRx>
+    where TTx : IDriverRing
+    where TRx : IDriverRing
+{
+    private readonly TTx _tx;
+    private readonly TRx _rx;
+    private readonly BufferSlab _txSlab;
+    private readonly BufferSlab _rxSlab;
+    private readonly int[] _txSlotOfId;
+    private readonly int[] _rxSlotOfId;
+    private readonly bool _mergeable;
+
+    // A merged frame whose buffers have not all been taken yet (5.1.6.4).
+    private readonly int[] _mergeSlots;
+    private readonly int[] _mergeLengths;
+    private int _mergeTaken;
+    private int _mergeExpected;
+
+    /// <summary>Creates the queue pair's data path over rings and slabs already set up.</summary>
+    /// <param name="tx">Driver side of the transmit queue.</param>
+    /// <param name="rx">Driver side of the receive queue.</param>
+    /// <param name="txSlab">Transmit buffers: each holds the header and the largest frame to send.</param>
+    /// <param name="rxSlab">Receive buffers: each at least 12 + 1514 bytes, or the largest frame without MRG_RXBUF.</param>
+    /// <param name="mergeable">True when VIRTIO_NET_F_MRG_RXBUF was negotiated.</param>
+    public NetDriverPath(TTx tx, TRx rx, BufferSlab txSlab, BufferSlab rxSlab, bool mergeable)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(rx);
+        ArgumentNullException.ThrowIfNull(txSlab);
+        ArgumentNullException.ThrowIfNull(rxSlab);
+        ArgumentOutOfRangeException.ThrowIfLessThan(txSlab.BufferSize, VirtioNetHeader.Size + 1, nameof(txSlab));
+        ArgumentOutOfRangeException.ThrowIfLessThan(rxSlab.BufferSize, VirtioNetHeader.Size + 1, nameof(rxSlab));
+        _tx = tx;
+        _rx = rx;
+        _txSlab = txSlab;
+        _rxSlab = rxSlab;
+        _mergeable = mergeable;
+        _txSlotOfId = new int[tx.Size];
+        _rxSlotOfId = new int[rx.Size];
+        _mergeSlots = new int[NetForwarder.MaxMergedBuffers];
+        _mergeLengths = new int[NetForwarder.MaxMergedBuffers];
+    }
+
+    /// <summary>The transmit ring.</summary>
+    public TTx Transmit => _tx;
+
+    /// <summary>The receive ring.</summary>
+    public TRx Receive => _rx;
+
+    /// <summary>Largest frame <see cref="TrySend"/> accepts.</summary>
+    public int MaxFrameSize => _txSlab.BufferSize - VirtioNetHeader.Size;
+
+    /// <summary>Frames received with a bad header, length or <c>num_buffers</c>, and discarded.</summary>
+    public long ReceiveErrors { get; private set; }
+
+    /// <summary>Frames received that did not fit the destination given to <see cref="TryReceive"/> (copied truncated).</summary>
+    public long Truncated { get; private set; }
+
+    /// <summary>Posts free receive buffers and publishes them.</summary>
+    /// <returns>True when the device asked to be kicked for the new buffers.</returns>
+    public bool RefillReceive()
+    {
+        while (_rx.FreeDescriptors > 0 && _rxSlab.TryTake(out var slot))
+        {
+            if (!_rx.TryAdd(new BufferSegment(_rxSlab.AddressOf(slot), (uint)_rxSlab.BufferSize), deviceWritable: true, out var id))
+            {
+                _rxSlab.Return(slot);
+                break;
+            }
+
+            _rxSlotOfId[id] = slot;
+        }
+
+        _rx.Publish();
+        return _rx.KickNeeded();
+    }
+
+    /// <summary>Takes back transmit buffers the device has finished with.</summary>
+    /// <returns>Buffers reclaimed.</returns>
+    public int ReclaimTransmit()
+    {
+        var n = 0;
+        while (_tx.TryTakeUsed(out var used))
+        {
+            _txSlab.Return(_txSlotOfId[used.Id]);
+            n++;
+        }
+
+        return n;
+    }
+
+    /// <summary>Copies <paramref name="frame"/> into a transmit buffer behind a header. Visible at <see cref="FlushTransmit"/>.</summary>
+    /// <param name="frame">The Ethernet frame.</param>
+    /// <returns>False when no transmit buffer or descriptor is free.</returns>
+    /// <exception cref="ArgumentException">The frame is larger than <see cref="MaxFrameSize"/>.</exception>
+    public bool TrySend(ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length > MaxFrameSize)
+        {
+            throw new ArgumentException($"a {frame.Length}-byte frame does not fit a {MaxFrameSize}-byte transmit buffer", nameof(frame));
+        }
+
+        if (!TryLeaseTransmit(out var lease))
+        {
+            return false;
+        }
+
+        frame.CopyTo(lease.Frame);
+        return Submit(lease, frame.Length);
+    }
+
+    /// <summary>Leases a transmit buffer in shared memory to build a frame in place (zero copy).</summary>
+    /// <param name="lease">The lease; write the frame into <see cref="TransmitLease.Frame"/> then call <see cref="Submit"/>.</param>
+    /// <returns>False when no transmit buffer is free (after reclaiming).</returns>
+    public bool TryLeaseTransmit(out TransmitLease lease)
+    {
+        if (_tx.FreeDescriptors == 0 || !_txSlab.TryTake(out var slot))
+        {
+            ReclaimTransmit();
+            if (_tx.FreeDescriptors == 0 || !_txSlab.TryTake(out slot))
+            {
+                lease = default;
+                return false;
+            }
+        }
+
+        lease = new TransmitLease(slot, _txSlab.Span(slot)[VirtioNetHeader.Size..]);
+        return true;
+    }
+
+    /// <summary>Submits a leased buffer holding a frame of <paramref name="length"/> bytes.</summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
+    /// <param name="length">Frame length in bytes.</param>
+    /// <returns>False when the ring refused it (broken); the buffer is then returned.</returns>
+    public bool Submit(in TransmitLease lease, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
+        default(VirtioNetHeader).TryWrite(_txSlab.Span(lease.Slot));
+        var segment = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
+        if (!_tx.TryAdd(segment, deviceWritable: false, out var id))
+        {
+            _txSlab.Return(lease.Slot);
+            return false;
+        }
+
+        _txSlotOfId[id] = lease.Slot;
+        return true;
+    }
+
+    /// <summary>Publishes the frames sent since the last flush.</summary>
+    /// <returns>True when the device asked to be kicked.</returns>
+    public bool FlushTransmit()
+    {
+        _tx.Publish();
+        return _tx.KickNeeded();
+    }
+
+    /// <summary>
+    /// Copies the next received frame (without its header) into <paramref name="destination"/> and
+    /// reposts its buffers (published at the next <see cref="RefillReceive"/>).
+    /// </summary>
+    /// <param name="destination">Where the frame goes.</param>
+    /// <param name="length">The frame's full length; more than <paramref name="destination"/>'s when truncated.</param>
+    /// <returns>False when no whole frame is waiting.</returns>
+    public bool TryReceive(Span<byte> destination, out int length)
+    {
+        length = 0;
+        while (true)
+        {
+            if (!TryGather())
+            {
+                return false;
+            }
+
+            if (_mergeExpected < 0)
+            {
+                // A bad frame was discarded; look for the next.
+                ResetMerge();
+                continue;
+            }
+
+            var copied = 0;
+            var total = 0;
+            for (var i = 0; i < _mergeTaken; i++)
+            {
+                var skip = i == 0 ? VirtioNetHeader.Size : 0;
+                var part = _rxSlab.Span(_mergeSlots[i]).Slice(skip, _mergeLengths[i] - skip);
+                total += part.Length;
+                var n = Math.Min(part.Length, destination.Length - copied);
+                part[..n].CopyTo(destination[copied..]);
+                copied += n;
+                _rxSlab.Return(_mergeSlots[i]);
+            }
+
+            if (total > destination.Length)
+            {
+                Truncated++;
+            }
+
+            length = total;
+            ResetMerge();
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Zero copy: hands out the next received frame that sits in one buffer as a span over shared
+    /// memory. The buffer stays out of the ring until <see cref="Release"/>. A frame spanning
+    /// several buffers is not returned here; use <see cref="TryReceive"/> for those.
+    /// </summary>
+    /// <param name="frame">The frame.</param>
+    /// <returns>False when no single-buffer frame is at the head of the queue.</returns>
+    public bool TryReceiveInPlace(out ReceivedFrame frame)
+    {
+        frame = default;
+        while (true)
+        {
+            if (!TryGather())
+            {
+                return false;
+            }
+
+            if (_mergeExpected < 0)
+            {
+                ResetMerge();
+                continue;
+            }
+
+            if (_mergeExpected != 1)
+            {
+                return false;
+            }
+
+            var slot = _mergeSlots[0];
+            frame = new ReceivedFrame(slot, _rxSlab.Span(slot).Slice(VirtioNetHeader.Size, _mergeLengths[0] - VirtioNetHeader.Size));
+            _mergeTaken = 0;
+            _mergeExpected = 0;
+            return true;
+        }
+    }
+
+    /// <summary>Gives a frame from <see cref="TryReceiveInPlace"/> back; its buffer is reposted at the next <see cref="RefillReceive"/>.</summary>
+    /// <param name="frame">The frame.</param>
+    public void Release(in ReceivedFrame frame) => _rxSlab.Return(frame.Slot);
+
+    // Takes used receive buffers until one whole frame is gathered. Sets _mergeExpected = -1
+    // for a frame that must be discarded (its buffers already returned to the slab).
+    private bool TryGather()
+    {
+        while (_mergeExpected == 0 || _mergeTaken < _mergeExpected)
+        {
+            if (!_rx.TryTakeUsed(out var used))
+            {
+                return false;
+            }
+
+            var slot = _rxSlotOfId[used.Id];
+            var len = (int)used.Length;
+            if (_mergeTaken == 0)
+            {
+                // First buffer of a frame: the header says how many buffers follow (5.1.6.4).
+                if (len < VirtioNetHeader.Size || !VirtioNetHeader.TryRead(_rxSlab.Span(slot), out var header))
+                {
+                    Discard(slot);
+                    return true;
+                }
+
+                int expected = header.NumBuffers;
+                if (!_mergeable)
+                {
+                    expected = 1;
+                }
+                else if (expected < 1 || expected > NetForwarder.MaxMergedBuffers || expected > _rx.Size)
+                {
+                    Discard(slot);
+                    return true;
+                }
+
+                _mergeExpected = expected;
+            }
+
+            _mergeSlots[_mergeTaken] = slot;
+            _mergeLengths[_mergeTaken] = len;
+            _mergeTaken++;
+        }
+
+        return true;
+    }
+
+    private void Discard(int slot)
+    {
+        _rxSlab.Return(slot);
+        ReceiveErrors++;
+        _mergeExpected = -1;
+        _mergeTaken = 0;
+    }
+
+    private void ResetMerge()
+    {
+        _mergeTaken = 0;
+        _mergeExpected = 0;
+    }
+}
+
+/// <summary>A transmit buffer leased for building a frame in place.</summary>
+public readonly ref struct TransmitLease
+{
+    internal TransmitLease(int slot, Span<byte> frame)
+    {
+        Slot = slot;
+        Frame = frame;
+    }
+
+    /// <summary>The slab slot.</summary>
+    internal int Slot { get; }
+
+    /// <summary>Where the frame goes (after the header), as large as the largest frame.</summary>
+    public Span<byte> Frame { get; }
+}
+
+/// <summary>A received frame lent in place from shared memory.</summary>
+public readonly ref struct ReceivedFrame
+{
+    internal ReceivedFrame(int slot, Span<byte> data)
+    {
+        Slot = slot;
+        Data = data;
+    }
+
+    /// <summary>The slab slot.</summary>
+    internal int Slot { get; }
+
+    /// <summary>The frame's bytes (no header).</summary>
+    public Span<byte> Data { get; }
+}

@@ -1,0 +1,494 @@
+using Rings.Linux.Plumbing;
+using Rings.Linux.VhostUser;
+using Rings.Memory;
+
+namespace Rings.Linux.Driver;
+
+/// <summary>What a vhost-user front-end asks for.</summary>
+public sealed class VhostUserFrontendOptions
+{
+    /// <summary>Path of the back-end's socket.</summary>
+    public string? SocketPath { get; set; }
+
+    /// <summary>Bytes of shared memory (rings and buffers), default 64 MiB.</summary>
+    public ulong MemoryBytes { get; set; } = 64UL << 20;
+
+    /// <summary>Guest-physical address of the first byte of memory (descriptors carry these).</summary>
+    public ulong GuestPhysicalBase { get; set; }
+
+    /// <summary>Queue pairs to set up (two vrings each: receive, transmit).</summary>
+    public int QueuePairs { get; set; } = 1;
+
+    /// <summary>Descriptors per ring.</summary>
+    public int QueueSize { get; set; } = 256;
+
+    /// <summary>Device features the driver can use; the negotiated set is these and what the back-end offers.</summary>
+    public ulong Features { get; set; } =
+        FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors | FeatureBits.NetMergeRxBuffers;
+
+    /// <summary>Use packed rings (requires the back-end to offer RING_PACKED).</summary>
+    public bool Packed { get; set; }
+
+    /// <summary>Protocol features the front-end can use.</summary>
+    public VhostUserProtocolFeatures ProtocolFeatures { get; set; } =
+        VhostUserProtocolFeatures.Multiqueue | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status |
+        VhostUserProtocolFeatures.ConfigureMemSlots;
+
+    /// <summary>Send the memory with ADD_MEM_REG when CONFIGURE_MEM_SLOTS is negotiated (else SET_MEM_TABLE).</summary>
+    public bool UseAddMemReg { get; set; } = true;
+
+    /// <summary>How long to wait for each reply.</summary>
+    public int ReplyTimeoutMilliseconds { get; set; } = 5000;
+
+    /// <summary>Builds split driver rings.</summary>
+    public DriverRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDriver;
+
+    /// <summary>Builds packed driver rings; while null, packed rings are set up through the protocol without a driver ring object.</summary>
+    public DriverRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDriver;
+
+    /// <summary>Receives one line per notable event.</summary>
+    public Action<string>? Log { get; set; }
+}
+
+/// <summary>One ring as the front-end set it up.</summary>
+public sealed class FrontendQueue
+{
+    internal FrontendQueue(int index, int size, bool packed, RingAreas guestAreas, RingAreas userAreas, IDriverRing? ring, EventFd kick, EventFd call)
+    {
+        Index = index;
+        Size = size;
+        IsPacked = packed;
+        GuestAreas = guestAreas;
+        UserAreas = userAreas;
+        Ring = ring;
+        Kick = kick;
+        Call = call;
+    }
+
+    /// <summary>The vring index.</summary>
+    public int Index { get; }
+
+    /// <summary>Descriptors in the ring.</summary>
+    public int Size { get; }
+
+    /// <summary>True for a packed ring.</summary>
+    public bool IsPacked { get; }
+
+    /// <summary>The ring areas, guest-physical.</summary>
+    public RingAreas GuestAreas { get; }
+
+    /// <summary>The ring areas in this process's address space (what SET_VRING_ADDR carries).</summary>
+    public RingAreas UserAreas { get; }
+
+    /// <summary>The driver side of the ring (null for a packed ring while no packed factory is set).</summary>
+    public IDriverRing? Ring { get; internal set; }
+
+    /// <summary>The doorbell this side rings when the device asked for a kick.</summary>
+    public EventFd Kick { get; }
+
+    /// <summary>The doorbell the device rings.</summary>
+    public EventFd Call { get; }
+
+    /// <summary>True while the back-end runs the ring.</summary>
+    public bool Running { get; internal set; }
+
+    /// <summary>The position the back-end reported when the ring was last stopped.</summary>
+    public RingPosition? SavedPosition { get; internal set; }
+
+    internal uint Base { get; set; }
+}
+
+/// <summary>
+/// The guest side of vhost-user: owns one shared memory file, lays out the rings and a buffer
+/// area in it, connects to a back-end, negotiates, sends the memory table and the ring setup
+/// with kick and call doorbells, and can stop a ring and restart it from the saved base.
+/// Memory layout: rings from offset 0 (each page-aligned), then the buffer area to the end.
+/// </summary>
+public sealed class VhostUserFrontend : IDisposable
+{
+    private readonly VhostUserFrontendOptions _options;
+    private readonly List<FileDescriptor> _replyFds = [];
+    private readonly FrontendQueue[] _queues;
+    private SharedMemory? _memory;
+    private VhostUserChannel? _channel;
+
+    private VhostUserFrontend(VhostUserFrontendOptions options, SharedMemory memory, FrontendQueue[] queues, ulong bufferOffset)
+    {
+        _options = options;
+        _memory = memory;
+        _queues = queues;
+        GuestMemory = new GuestMemory(memory.RegionAt(options.GuestPhysicalBase));
+        BufferAddress = options.GuestPhysicalBase + bufferOffset;
+        BufferBytes = memory.Length - bufferOffset;
+    }
+
+    /// <summary>The shared memory.</summary>
+    public SharedMemory Memory => _memory ?? throw new ObjectDisposedException(nameof(VhostUserFrontend));
+
+    /// <summary>The memory as a table keyed by guest-physical address.</summary>
+    public GuestMemory GuestMemory { get; }
+
+    /// <summary>Guest-physical address of the buffer area (after the rings).</summary>
+    public ulong BufferAddress { get; }
+
+    /// <summary>Bytes in the buffer area.</summary>
+    public ulong BufferBytes { get; }
+
+    /// <summary>The features offered by the back-end.</summary>
+    public ulong OfferedFeatures { get; private set; }
+
+    /// <summary>The negotiated features.</summary>
+    public ulong Features { get; private set; }
+
+    /// <summary>The negotiated protocol features.</summary>
+    public VhostUserProtocolFeatures ProtocolFeatures { get; private set; }
+
+    /// <summary>Queue pairs the back-end supports (GET_QUEUE_NUM; 1 without MQ).</summary>
+    public ulong BackendQueuePairs { get; private set; } = 1;
+
+    /// <summary>The rings, by vring index.</summary>
+    public IReadOnlyList<FrontendQueue> Queues => _queues;
+
+    /// <summary>
+    /// Creates the memory and rings, connects to <see cref="VhostUserFrontendOptions.SocketPath"/>
+    /// and sets everything up; every ring is running and enabled when this returns.
+    /// </summary>
+    /// <param name="options">What to ask for.</param>
+    /// <returns>The connected front-end.</returns>
+    /// <exception cref="IOException">The back-end refused something, went away, or did not answer in time.</exception>
+    public static VhostUserFrontend Connect(VhostUserFrontendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(options.SocketPath, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.QueuePairs, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.QueuePairs, 128, nameof(options));
+        if (!RingFormats.IsValidSize(options.Packed, options.QueueSize))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.QueueSize, "invalid queue size for the ring format");
+        }
+
+        var memory = SharedMemory.Create(options.MemoryBytes, "rings-guest");
+        var queues = new List<FrontendQueue>();
+        VhostUserFrontend? frontend = null;
+        try
+        {
+            // Lay the rings out first, page-aligned, then the buffer area.
+            var page = (ulong)SharedMemory.PageSize;
+            ulong offset = 0;
+            var layouts = new (RingAreas Areas, ulong Offset)[2 * options.QueuePairs];
+            for (var i = 0; i < layouts.Length; i++)
+            {
+                var areas = RingFormats.Layout(options.Packed, options.QueueSize, offset, out var bytes);
+                layouts[i] = (areas, offset);
+                offset += (bytes + page - 1) / page * page;
+            }
+
+            if (offset >= memory.Length)
+            {
+                throw new ArgumentException($"{options.MemoryBytes} bytes of memory do not hold the rings ({offset} bytes)", nameof(options));
+            }
+
+            var guestBase = options.GuestPhysicalBase;
+            var userBase = (ulong)memory.HostAddress;
+            var guestMemory = new GuestMemory(memory.RegionAt(guestBase));
+            foreach (var (areas, _) in layouts)
+            {
+                var guestAreas = new RingAreas(guestBase + areas.DescriptorArea, guestBase + areas.DriverArea, guestBase + areas.DeviceArea);
+                var userAreas = new RingAreas(userBase + areas.DescriptorArea, userBase + areas.DriverArea, userBase + areas.DeviceArea);
+                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, options.Packed, guestAreas, userAreas, null, EventFd.Create(), EventFd.Create()));
+            }
+
+            frontend = new VhostUserFrontend(options, memory, [.. queues], offset);
+            frontend.Setup();
+            return frontend;
+        }
+        catch
+        {
+            if (frontend is not null)
+            {
+                frontend.Dispose();
+            }
+            else
+            {
+                foreach (var q in queues)
+                {
+                    q.Kick.Dispose();
+                    q.Call.Dispose();
+                }
+
+                memory.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// False once the back-end has gone away: the control socket turned readable, which on the
+    /// front-end's channel only happens at end of file or error (the back-end sends nothing
+    /// unasked there). Cheap enough to poll a few times a second.
+    /// </summary>
+    public bool IsConnected => _channel is { } channel && !Poll.WaitReadable(channel.Socket.Handle, 0);
+
+    /// <summary>The bytes at guest-physical <paramref name="address"/> (for filling and reading buffers).</summary>
+    /// <param name="address">Guest-physical address.</param>
+    /// <param name="length">Bytes.</param>
+    /// <returns>A span over shared memory.</returns>
+    public Span<byte> GuestSpan(ulong address, int length)
+    {
+        if (!GuestMemory.TryGetSpan(address, (uint)length, out var span))
+        {
+            throw new ArgumentOutOfRangeException(nameof(address), $"0x{address:x}+{length} is outside the memory");
+        }
+
+        return span;
+    }
+
+    /// <summary>
+    /// Stops a ring: disables it (when protocol features are negotiated) and asks for its base
+    /// (GET_VRING_BASE), which the back-end returns after it stopped processing the ring.
+    /// </summary>
+    /// <param name="index">The vring index.</param>
+    /// <returns>The position the back-end stopped at.</returns>
+    public RingPosition StopQueue(int index)
+    {
+        var q = _queues[index];
+        if (HasProtocolFeatures)
+        {
+            Request(VhostUserMessage.WithState(VhostUserRequest.SetVringEnable, (uint)index, 0, AckOn));
+        }
+
+        var reply = Request(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, (uint)index, 0));
+        if (reply.State.Index != (uint)index)
+        {
+            throw new IOException($"GET_VRING_BASE reply names vring {reply.State.Index}, asked for {index}");
+        }
+
+        q.Base = reply.State.Num;
+        q.SavedPosition = RingFormats.DecodeBase(reply.State.Num, q.IsPacked);
+        q.Running = false;
+        return q.SavedPosition.Value;
+    }
+
+    /// <summary>Restarts a stopped ring from the base it was stopped at, with its addresses and doorbells.</summary>
+    /// <param name="index">The vring index.</param>
+    public void StartQueue(int index)
+    {
+        StartRing(_queues[index]);
+        if (HasProtocolFeatures)
+        {
+            Request(VhostUserMessage.WithState(VhostUserRequest.SetVringEnable, (uint)index, 1, AckOn));
+        }
+    }
+
+    /// <summary>
+    /// Stops every ring, as a device stop does (QEMU stops all rings together; some back-ends, such
+    /// as DPDK's net_vhost driver, expect that and lose track of rings left running).
+    /// </summary>
+    /// <returns>Each ring's position, by vring index.</returns>
+    public RingPosition[] StopQueues() => _queues.Select(q => StopQueue(q.Index)).ToArray();
+
+    /// <summary>Restarts every ring from its saved base.</summary>
+    public void StartQueues()
+    {
+        foreach (var q in _queues)
+        {
+            StartQueue(q.Index);
+        }
+    }
+
+    /// <summary>Closes the connection, then unmaps the memory and closes the doorbells.</summary>
+    public void Dispose()
+    {
+        _channel?.Dispose();
+        _channel = null;
+        foreach (var fd in _replyFds)
+        {
+            fd.Dispose();
+        }
+
+        _replyFds.Clear();
+        foreach (var q in _queues)
+        {
+            q.Kick.Dispose();
+            q.Call.Dispose();
+        }
+
+        _memory?.Dispose();
+        _memory = null;
+    }
+
+    private bool HasProtocolFeatures => (Features & VhostUserConstants.ProtocolFeaturesBit) != 0;
+
+    private bool AckOn => (ProtocolFeatures & VhostUserProtocolFeatures.ReplyAck) != 0;
+
+    private void Setup()
+    {
+        _channel = new VhostUserChannel(UnixSocket.Connect(_options.SocketPath!)) { MessageTimeoutMilliseconds = _options.ReplyTimeoutMilliseconds };
+
+        OfferedFeatures = Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
+        if ((OfferedFeatures & FeatureBits.Version1) == 0)
+        {
+            throw new IOException($"back-end does not offer VIRTIO_F_VERSION_1 (features 0x{OfferedFeatures:x})");
+        }
+
+        if (_options.Packed && (OfferedFeatures & FeatureBits.RingPacked) == 0)
+        {
+            throw new IOException("back-end does not offer VIRTIO_F_RING_PACKED");
+        }
+
+        if ((OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit) != 0)
+        {
+            var offered = (VhostUserProtocolFeatures)Request(VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures)).Value;
+            ProtocolFeatures = offered & _options.ProtocolFeatures;
+            Send(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, (ulong)ProtocolFeatures));
+        }
+
+        Request(VhostUserMessage.Empty(VhostUserRequest.SetOwner, AckOn));
+
+        if ((ProtocolFeatures & VhostUserProtocolFeatures.Multiqueue) != 0)
+        {
+            BackendQueuePairs = Request(VhostUserMessage.Empty(VhostUserRequest.GetQueueNum)).Value;
+            if (BackendQueuePairs < (ulong)_options.QueuePairs)
+            {
+                throw new IOException($"back-end supports {BackendQueuePairs} queue pairs, {_options.QueuePairs} wanted");
+            }
+        }
+        else if (_options.QueuePairs > 1)
+        {
+            throw new IOException("several queue pairs need the MQ protocol feature");
+        }
+
+        var wanted = _options.Features & ~FeatureBits.RingPacked;
+        if (_options.Packed)
+        {
+            wanted |= FeatureBits.RingPacked;
+        }
+
+        Features = (wanted & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
+        Request(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, Features, AckOn));
+
+        var status = (byte)(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk);
+        var hasStatus = (ProtocolFeatures & VhostUserProtocolFeatures.Status) != 0;
+        if (hasStatus)
+        {
+            Request(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, status, AckOn));
+            var back = Request(VhostUserMessage.Empty(VhostUserRequest.GetStatus)).Value;
+            if ((back & DeviceStatus.FeaturesOk) == 0)
+            {
+                throw new IOException($"back-end cleared FEATURES_OK (status 0x{back:x})");
+            }
+        }
+
+        SendMemory();
+
+        var ringFeatures = Features;
+        foreach (var q in _queues)
+        {
+            var factory = q.IsPacked ? _options.PackedRingFactory : _options.SplitRingFactory;
+            q.Ring = factory?.Invoke(new DriverRingSetup(GuestMemory, q.GuestAreas, q.Size, ringFeatures));
+
+            // Fresh rings start at 0; packed ones with both wrap counters set (2.8.1).
+            q.Base = new RingPosition(0).ToVhostBase(q.IsPacked);
+            StartRing(q);
+        }
+
+        if (HasProtocolFeatures)
+        {
+            foreach (var q in _queues)
+            {
+                Request(VhostUserMessage.WithState(VhostUserRequest.SetVringEnable, (uint)q.Index, 1, AckOn));
+            }
+        }
+
+        if (hasStatus)
+        {
+            Request(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, (byte)(status | DeviceStatus.DriverOk), AckOn));
+        }
+
+        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath}, features 0x{Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
+    }
+
+    private void SendMemory()
+    {
+        var memory = Memory;
+        var region = new MemoryRegionDescription(_options.GuestPhysicalBase, memory.Length, (ulong)memory.HostAddress, 0);
+        if (_options.UseAddMemReg && (ProtocolFeatures & VhostUserProtocolFeatures.ConfigureMemSlots) != 0)
+        {
+            var slots = Request(VhostUserMessage.Empty(VhostUserRequest.GetMaxMemSlots)).Value;
+            if (slots < 1)
+            {
+                throw new IOException("back-end offers no memory slots");
+            }
+
+            Request(VhostUserMessage.WithRegion(VhostUserRequest.AddMemReg, region, AckOn), [memory.Handle!]);
+        }
+        else
+        {
+            Request(VhostUserMessage.WithMemTable([region], AckOn), [memory.Handle!]);
+        }
+    }
+
+    private void StartRing(FrontendQueue q)
+    {
+        var index = (uint)q.Index;
+        Request(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, index, (uint)q.Size, AckOn));
+        Request(VhostUserMessage.WithState(VhostUserRequest.SetVringBase, index, q.Base, AckOn));
+        var a = q.UserAreas;
+        Request(VhostUserMessage.WithAddress(new VringAddress(index, 0, a.DescriptorArea, a.DeviceArea, a.DriverArea, 0), AckOn));
+
+        // Call before kick: a back-end starts the ring on the kick, and then has its call already.
+        Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringCall, index, hasFd: true, AckOn), [q.Call.Handle]);
+        Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, index, hasFd: true, AckOn), [q.Kick.Handle]);
+        q.Running = true;
+    }
+
+    /// <summary>Sends a request and, when it has a reply (explicit, or an ack asked for), waits for it and checks it.</summary>
+    private VhostUserMessage Request(in VhostUserMessage message, ReadOnlySpan<FileDescriptor> fds = default)
+    {
+        Send(message, fds);
+        if (!VhostUserCodec.HasExplicitReply(message.Request) && !message.NeedsReply)
+        {
+            return default;
+        }
+
+        var channel = _channel!;
+        var status = channel.Receive(_replyFds, _options.ReplyTimeoutMilliseconds);
+        try
+        {
+            if (status != ReceiveStatus.Message)
+            {
+                throw new IOException($"no reply to {message.Request}: {channel.LastError ?? status.ToString()}");
+            }
+
+            var error = VhostUserCodec.DecodeReply(channel.Received, _replyFds.Count, out var reply);
+            if (error != VhostUserDecodeError.None)
+            {
+                throw new IOException($"bad reply to {message.Request}: {VhostUserCodec.Describe(error)}");
+            }
+
+            if (reply.Request != message.Request)
+            {
+                throw new IOException($"reply to {message.Request} names {reply.Request}");
+            }
+
+            if (!VhostUserCodec.HasExplicitReply(message.Request) && reply.Value != 0)
+            {
+                throw new IOException($"back-end refused {message.Request} (NACK {reply.Value})");
+            }
+
+            return reply;
+        }
+        finally
+        {
+            foreach (var fd in _replyFds)
+            {
+                fd.Dispose();
+            }
+
+            _replyFds.Clear();
+        }
+    }
+
+    private void Send(in VhostUserMessage message, ReadOnlySpan<FileDescriptor> fds = default) => _channel!.Send(message, fds);
+}

@@ -1,0 +1,50 @@
+using System.Runtime.InteropServices;
+
+namespace Rings.Linux.Plumbing;
+
+/// <summary>
+/// An owned Linux file descriptor. Closed exactly once, on <see cref="SafeHandle.Dispose()"/> or
+/// finalization; while any system call is using it (the interop marshaller adds a reference)
+/// the number cannot be closed and reused under that call.
+/// </summary>
+public sealed class FileDescriptor : SafeHandle
+{
+    /// <summary>Creates an invalid descriptor (used by the interop marshaller).</summary>
+    public FileDescriptor()
+        : base(-1, ownsHandle: true)
+    {
+    }
+
+    /// <summary>Takes ownership of <paramref name="fd"/>.</summary>
+    /// <param name="fd">An open descriptor; it is closed when this object is disposed.</param>
+    public FileDescriptor(int fd)
+        : base(-1, ownsHandle: true)
+    {
+        SetHandle(fd);
+    }
+
+    /// <inheritdoc/>
+    public override bool IsInvalid => handle < 0;
+
+    /// <summary>The descriptor number, for logs and tests (-1 once closed or when invalid).</summary>
+    public int Value => IsClosed ? -1 : (int)handle;
+
+    /// <summary>A new descriptor for the same open file (close-on-exec), owned by the caller.</summary>
+    /// <returns>The duplicate.</returns>
+    public FileDescriptor Duplicate()
+    {
+        var fd = LibC.Fcntl(this, LibC.F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            throw LibC.Error("fcntl(F_DUPFD_CLOEXEC)");
+        }
+
+        return new FileDescriptor(fd);
+    }
+
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle() => LibC.Close((int)handle) == 0;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"fd {Value}";
+}
