@@ -22,6 +22,7 @@ public sealed class VhostUserBackend : IDisposable
     private long _connections;
     private long _sessionsEnded;
     private long _errors;
+    private long _refused;
     private volatile string? _lastError;
 
     /// <summary>Creates a back-end; <see cref="Start"/> opens the socket.</summary>
@@ -59,6 +60,9 @@ public sealed class VhostUserBackend : IDisposable
 
     /// <summary>Messages that failed (NACKed or closed), over all connections.</summary>
     public long Errors => Interlocked.Read(ref _errors);
+
+    /// <summary>Front-ends closed at once because <see cref="VhostUserBackendOptions.MaxConnections"/> were served (<see cref="VhostUserBackendOptions.RefuseWhenFull"/>).</summary>
+    public long Refused => Interlocked.Read(ref _refused);
 
     /// <summary>The reason of the last failure.</summary>
     public string? LastError => _lastError;
@@ -111,8 +115,10 @@ public sealed class VhostUserBackend : IDisposable
         Span<bool> ready = stackalloc bool[2];
         while (true)
         {
-            // At capacity, leave new front-ends waiting in the listen backlog until one leaves.
-            while (!slots.Wait(50))
+            // At capacity, leave new front-ends waiting in the listen backlog until one leaves,
+            // unless asked to refuse them (below, once accepted).
+            var slotTaken = false;
+            while (!_options.RefuseWhenFull && !(slotTaken = slots.Wait(50)))
             {
                 if (Poll.WaitReadable(_stop.Handle, 0))
                 {
@@ -120,7 +126,6 @@ public sealed class VhostUserBackend : IDisposable
                 }
             }
 
-            var handedOff = false;
             try
             {
                 Poll.WaitReadable([listener.Handle, _stop.Handle], -1, ready);
@@ -132,6 +137,16 @@ public sealed class VhostUserBackend : IDisposable
                 var connection = listener.Accept(0);
                 if (connection is null)
                 {
+                    continue;
+                }
+
+                if (!slotTaken && !(slotTaken = slots.Wait(0)))
+                {
+                    // Closing before any reply is the only refusal vhost-user has: the front-end's
+                    // first request fails with the connection closed.
+                    connection.Dispose();
+                    Interlocked.Increment(ref _refused);
+                    Log($"refused a front-end: already serving {_options.MaxConnections}");
                     continue;
                 }
 
@@ -156,7 +171,7 @@ public sealed class VhostUserBackend : IDisposable
                 }
 
                 worker.Start();
-                handedOff = true;
+                slotTaken = false; // the connection thread releases it
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
@@ -165,7 +180,7 @@ public sealed class VhostUserBackend : IDisposable
             }
             finally
             {
-                if (!handedOff)
+                if (slotTaken)
                 {
                     slots.Release();
                 }

@@ -125,6 +125,9 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Chmod(string path, uint mode);
 
+    [LibraryImport(Lib, EntryPoint = "sched_setaffinity", SetLastError = true)]
+    public static partial int SchedSetAffinity(int pid, nuint size, ulong* mask);
+
     [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
     public static partial nint SendMsg(SafeHandle fd, MsgHdr* message, int flags);
 
