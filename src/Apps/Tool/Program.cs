@@ -18,6 +18,7 @@ internal static class Program
             LoopbackCommand.Create(),
             NetCommands.Host(),
             NetCommands.Guest(),
+            SwitchCommand.Create(),
             BenchCommand.Create(),
         };
         foreach (var c in BaselineCommand.Create())

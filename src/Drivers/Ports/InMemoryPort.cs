@@ -71,6 +71,9 @@ public sealed unsafe class InMemoryPort : Port
     /// <summary>Frames transmitted and not yet taken.</summary>
     public int Available => (int)(Volatile.Read(ref _outHead) - Volatile.Read(ref _outTail));
 
+    /// <inheritdoc/>
+    public override bool CanReturn => true;
+
     /// <summary>Brings the link up or down, as a peer arriving or leaving would.</summary>
     /// <param name="state">The new state.</param>
     /// <param name="reason">Why.</param>
@@ -156,7 +159,7 @@ public sealed unsafe class InMemoryPort : Port
         if (!Loop)
         {
             // Release: the worker is done with the slots before the injector may reuse them.
-            Volatile.Write(ref _inTail, _inTail + _inTaken);
+            Volatile.Write(ref _inTail, _inTail + _inTaken - burst.Returned);
         }
 
         _inTaken = 0;

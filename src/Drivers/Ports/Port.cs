@@ -93,6 +93,17 @@ public abstract class Port : IDisposable
     /// <summary>Frames, bytes and drops by reason.</summary>
     public PortCounters Counters { get; } = new();
 
+    /// <summary>Receives one line per control-plane event of the port (connections, errors); null for none. Set before <see cref="Open"/>.</summary>
+    public Action<string>? Log { get; set; }
+
+    /// <summary>
+    /// True when <see cref="Release"/> can give the last <see cref="FrameBurst.Returned"/> takes
+    /// back to the peer untouched, to be received again later (a virtio ring rewinds its
+    /// position). A port that cannot (a TAP device has already read them) returns false, and the
+    /// worker never asks it to.
+    /// </summary>
+    public virtual bool CanReturn => false;
+
     /// <summary>A line about the port's current state for tables and logs (peer, queues, features).</summary>
     public virtual string Status => Link == LinkState.Up ? "up" : "down";
 
@@ -124,9 +135,12 @@ public abstract class Port : IDisposable
     public abstract int Receive(FrameBurst burst);
 
     /// <summary>
-    /// Gives back everything <see cref="Receive"/> took into <paramref name="burst"/> (its
-    /// <see cref="FrameBurst.Completions"/>), after the worker has transmitted its frames.
-    /// Publishes once and notifies the peer only if it asked.
+    /// Gives back what <see cref="Receive"/> took into <paramref name="burst"/> (its
+    /// <see cref="FrameBurst.Completions"/>), after the worker has transmitted its frames: the
+    /// first <see cref="FrameBurst.Taken"/> - <see cref="FrameBurst.Returned"/> as consumed, the
+    /// last <see cref="FrameBurst.Returned"/> (frames no destination had room for, only when
+    /// <see cref="CanReturn"/>) untouched, to be received again. Publishes once and notifies the
+    /// peer only if it asked.
     /// </summary>
     /// <param name="burst">The burst received earlier in the same round.</param>
     public abstract void Release(FrameBurst burst);
@@ -179,6 +193,10 @@ public abstract class Port : IDisposable
     /// <returns>False when the worker did not get out in time (it is stuck; the caller must not free what it may touch).</returns>
     protected bool WaitForDataPath(int timeoutMilliseconds = DefaultQuiesceMilliseconds) =>
         _owner?.WaitQuiescent(timeoutMilliseconds) ?? true;
+
+    /// <summary>Writes a line to <see cref="Log"/>, prefixed with the port's name.</summary>
+    /// <param name="line">The event.</param>
+    protected void Say(string line) => Log?.Invoke($"{Name}: {line}");
 
     /// <summary>Wakes the owning worker if it sleeps (new descriptors to poll, state to pick up).</summary>
     protected void WakeDataPath() => _owner?.Wake();

@@ -30,7 +30,6 @@ public sealed class VhostUserPort : Port
 
     private readonly object _gate = new();
     private readonly VhostQueue?[] _queues = new VhostQueue?[2];
-    private readonly Action<string>? _log;
     private VhostUserBackend? _backend;
     private object? _session;
     private volatile Attachment? _active;
@@ -41,21 +40,23 @@ public sealed class VhostUserPort : Port
     private Attachment? _receiving;
     private Attachment? _transmitting;
     private int _transmitted;
+    private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
 
     /// <summary>Creates the port from <c>vhost-user:PATH[,mtu=N]</c> (not yet listening).</summary>
     /// <param name="spec">The specification.</param>
-    /// <param name="log">Receives one line per control-plane event; null for none.</param>
-    public VhostUserPort(PortSpec spec, Action<string>? log = null)
+    public VhostUserPort(PortSpec spec)
         : base("vhost-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
         spec.RejectUnknown("mtu");
         SocketPath = spec.Target;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
-        _log = log;
     }
 
     /// <summary>The socket path.</summary>
     public string SocketPath { get; }
+
+    /// <inheritdoc/>
+    public override bool CanReturn => true;
 
     /// <summary>The back-end once opened (connections, errors, refusals).</summary>
     public VhostUserBackend? Backend => _backend;
@@ -91,7 +92,7 @@ public sealed class VhostUserPort : Port
             SocketPath = SocketPath,
             MaxConnections = 1,
             RefuseWhenFull = true,
-            Log = _log,
+            Log = Log,
         };
         var backend = new VhostUserBackend(options);
         backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
@@ -130,8 +131,15 @@ public sealed class VhostUserPort : Port
         }
 
         var taken = 0;
-        while (burst.Room > 0 && tx.TryPop(out var chain))
+        while (burst.Room > 0)
         {
+            // Where this take starts, should it be given back (Release, FrameBurst.Returned).
+            _takePositions[taken] = tx.Position;
+            if (!tx.TryPop(out var chain))
+            {
+                break;
+            }
+
             if (chain.ReadableBytes < VirtioNetHeader.Size)
             {
                 // 5.1.6.2: every transmitted buffer starts with the header. The queue needs a reset.
@@ -169,7 +177,19 @@ public sealed class VhostUserPort : Port
         }
 
         var tx = a.Tx;
-        foreach (var c in burst.Completions)
+        var keep = burst.Taken - burst.Returned;
+        if (keep < burst.Taken)
+        {
+            // Nothing had room for these: the guest keeps them, we pop (and check) them again later.
+            tx.UndoPops(_takePositions[keep]);
+        }
+
+        if (keep == 0)
+        {
+            return;
+        }
+
+        foreach (var c in burst.Completions[..keep])
         {
             tx.PushUsed(new ChainToken((ushort)c, (ushort)(c >> 16)), 0);
         }
@@ -399,7 +419,7 @@ public sealed class VhostUserPort : Port
         {
             if (queue.Index > 1)
             {
-                Log($"ignoring vring {queue.Index}: one queue pair is served");
+                Say($"ignoring vring {queue.Index}: one queue pair is served");
                 return;
             }
 
@@ -469,7 +489,7 @@ public sealed class VhostUserPort : Port
         Interlocked.MemoryBarrier();
         if (!WaitForDataPath())
         {
-            Log($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms");
+            Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms");
         }
 
         _status = $"down: {why}";
@@ -493,8 +513,6 @@ public sealed class VhostUserPort : Port
             _backend = null;
         }
     }
-
-    private void Log(string line) => _log?.Invoke($"{Name}: {line}");
 
     /// <summary>A started queue pair as the data path uses it. Immutable once published, but for <see cref="Prepare"/>.</summary>
     private sealed class Attachment

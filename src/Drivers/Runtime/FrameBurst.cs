@@ -55,6 +55,7 @@ public sealed unsafe class FrameBurst : IDisposable
     private readonly ulong[] _destinations;
     private readonly DropReason[] _reason;
     private readonly ulong[] _completions;
+    private readonly short[] _frameOfTake;
     private readonly byte* _headScratch;
     private byte* _writableScratch;
     private int _segmentsUsed;
@@ -80,6 +81,7 @@ public sealed unsafe class FrameBurst : IDisposable
         _destinations = new ulong[capacity];
         _reason = new DropReason[capacity];
         _completions = new ulong[capacity];
+        _frameOfTake = new short[capacity];
         _headScratch = (byte*)NativeMemory.AlignedAlloc((nuint)(capacity * HeadBytes), 64);
     }
 
@@ -116,6 +118,13 @@ public sealed unsafe class FrameBurst : IDisposable
     /// <summary>The index of the worker that handles this burst (0 with one worker).</summary>
     public int Worker { get; private set; }
 
+    /// <summary>
+    /// How many of the last takes <see cref="Port.Release"/> is to give back to the peer untouched
+    /// (frames no destination had room for, held back to be received again); set by the worker,
+    /// only for a port that <see cref="Port.CanReturn"/>. They are always a suffix of the takes.
+    /// </summary>
+    public int Returned { get; internal set; }
+
     /// <summary>The completion values of every take, in the order taken, for the ingress port's <see cref="Port.Release"/>.</summary>
     public ReadOnlySpan<ulong> Completions => _completions.AsSpan(0, _taken);
 
@@ -144,6 +153,7 @@ public sealed unsafe class FrameBurst : IDisposable
         _taken = 0;
         _segmentsUsed = 0;
         _bytes = 0;
+        Returned = 0;
     }
 
     // ---- Filling (ports) -------------------------------------------------------------------
@@ -289,6 +299,7 @@ public sealed unsafe class FrameBurst : IDisposable
             throw new InvalidOperationException("the burst is full");
         }
 
+        _frameOfTake[_taken] = -1;
         _completions[_taken++] = completion;
         Ingress?.Counters.Count(reason);
     }
@@ -303,6 +314,7 @@ public sealed unsafe class FrameBurst : IDisposable
         }
 
         var i = _count++;
+        _frameOfTake[_taken] = (short)i;
         _completions[_taken++] = completion;
         _segmentsUsed = first + pieces;
         _firstSegment[i] = first;
@@ -330,6 +342,9 @@ public sealed unsafe class FrameBurst : IDisposable
 
         return true;
     }
+
+    /// <summary>The frame a take made, or -1 for a discarded take.</summary>
+    internal int FrameOfTake(int take) => _frameOfTake[take];
 
     // ---- Reading and modifying (processors, transmitting ports) ----------------------------
 

@@ -21,6 +21,13 @@ public sealed class PipelineOptions
     /// <summary>Longest single sleep of a blocking worker, so a stop or a dead peer is noticed.</summary>
     public int SleepTimeoutMilliseconds { get; set; } = 100;
 
+    /// <summary>
+    /// How long frames that no destination had room for may stay with a source that can keep them
+    /// (a vhost-user guest's transmit ring), retried every round, before they are dropped; 0 drops
+    /// them at once. Only frames every destination refused are held, so no other port waits.
+    /// </summary>
+    public int HoldMilliseconds { get; set; } = 10;
+
     /// <summary>Bytes of each worker-to-worker handoff ring (a power of two).</summary>
     public int HandoffBytes { get; set; } = 1 << 20;
 
@@ -66,6 +73,11 @@ public sealed class Pipeline : IDisposable
         if (_options.Burst is < 1 or > FrameBurst.MaxCapacity)
         {
             throw new ArgumentException($"burst must be 1 to {FrameBurst.MaxCapacity}", nameof(options));
+        }
+
+        if (_options.HoldMilliseconds < 0)
+        {
+            throw new ArgumentException("the hold time is 0 or more milliseconds", nameof(options));
         }
 
         if (_options.Workers < 1)
@@ -219,7 +231,7 @@ public sealed class Pipeline : IDisposable
         _workers = new Worker[count];
         for (var w = 0; w < count; w++)
         {
-            _workers[w] = new Worker(this, w, [.. owned[w]], _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes);
+            _workers[w] = new Worker(this, w, [.. owned[w]], _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
         }
 
         foreach (var w in _workers)

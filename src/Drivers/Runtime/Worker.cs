@@ -30,6 +30,11 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly Handoff?[] _inbound;
     private readonly FrameBurst _handoffBurst;
     private readonly byte[] _group = new byte[FrameBurst.MaxCapacity];
+    private readonly byte[] _refused = new byte[FrameBurst.MaxCapacity];
+    private readonly long[] _holdingSince;
+    private readonly long _holdMilliseconds;
+    private int _holding;
+    private long _heldBytes;
     private readonly FileDescriptor[] _fds = new FileDescriptor[Poll.MaxDescriptors];
     private readonly bool[] _ready = new bool[Poll.MaxDescriptors];
     private readonly EventFd _wake;
@@ -44,8 +49,10 @@ internal sealed class Worker : IPortOwner, IDisposable
     private long _sleeps;
     private long _errors;
 
-    public Worker(Pipeline pipeline, int index, Port[] owned, int burst, WaitStrategy wait, int cpu, int sleepTimeoutMilliseconds, int workers, int handoffBytes)
+    public Worker(Pipeline pipeline, int index, Port[] owned, int burst, WaitStrategy wait, int cpu, int sleepTimeoutMilliseconds, int workers, int handoffBytes, int holdMilliseconds)
     {
+        _holdMilliseconds = holdMilliseconds;
+        _holdingSince = new long[owned.Length];
         _pipeline = pipeline;
         _processor = pipeline.Processor;
         _ports = [.. pipeline.Ports];
@@ -261,6 +268,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     private int Round()
     {
         var work = 0;
+        _holding = 0;
         var now = Environment.TickCount64;
         var flood = _pipeline.UpPorts;
         for (var k = 0; k < _owned.Length; k++)
@@ -268,26 +276,39 @@ internal sealed class Worker : IPortOwner, IDisposable
             var port = _owned[k];
             var burst = _bursts[k];
             burst.Reset(port, flood, now, Index);
+            _heldBytes = 0;
             var taken = port.Receive(burst);
             if (taken == 0)
             {
+                _holdingSince[k] = 0;
                 continue;
             }
 
-            work += taken;
-            port.Counters.Received(burst.Taken, burst.Bytes);
             try
             {
                 if (burst.Count > 0)
                 {
                     _processor.Process(burst);
                     Route(burst, port);
+                    if (_holdMilliseconds > 0 && port.CanReturn)
+                    {
+                        Hold(burst, k, now);
+                    }
                 }
             }
             finally
             {
                 // Even when the processor failed: the peer gets its buffers back.
                 port.Release(burst);
+            }
+
+            var consumed = burst.Taken - burst.Returned;
+            work += consumed;
+            port.Counters.Received(consumed, burst.Bytes - _heldBytes);
+            if (consumed == 0)
+            {
+                // Everything waits for room: not work, or an adaptive worker would spin on it.
+                _holding++;
             }
         }
 
@@ -311,6 +332,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         var count = burst.Count;
         var valid = _pipeline.AllPorts.Bits;
+        Array.Clear(_refused, 0, count);
         ulong union = 0;
         var offloads = false;
         for (var i = 0; i < count; i++)
@@ -340,6 +362,65 @@ internal sealed class Worker : IPortOwner, IDisposable
         {
             HandOff(burst, remote, valid);
         }
+    }
+
+    /// <summary>
+    /// Frames at the end of the burst that every destination refused for want of room, all of
+    /// them this worker's ports, stay with the source (returned, received again next round)
+    /// instead of being dropped, for at most the hold time: a short-lived full ring (a guest
+    /// late to post receive buffers) costs no frame, and no other port ever waits, since only a
+    /// suffix of refused frames is held and the source's frames for others go on. Their
+    /// destination-full drops are taken back.
+    /// </summary>
+    private void Hold(FrameBurst burst, int k, long now)
+    {
+        _heldBytes = 0;
+        var returned = 0;
+        for (var t = burst.Taken - 1; t >= 0; t--)
+        {
+            var i = burst.FrameOfTake(t);
+            if (i < 0)
+            {
+                break;
+            }
+
+            var d = burst.Destinations(i).Bits & _pipeline.AllPorts.Bits;
+            if (d == 0 || (d & ~OwnedMask.Bits) != 0 || _refused[i] != System.Numerics.BitOperations.PopCount(d))
+            {
+                break;
+            }
+
+            returned++;
+        }
+
+        if (returned == 0)
+        {
+            _holdingSince[k] = 0;
+            return;
+        }
+
+        if (_holdingSince[k] == 0)
+        {
+            _holdingSince[k] = now;
+        }
+        else if (now - _holdingSince[k] >= _holdMilliseconds)
+        {
+            // Held long enough: drop them (already counted destination-full) and start afresh.
+            _holdingSince[k] = 0;
+            return;
+        }
+
+        for (var t = burst.Taken - returned; t < burst.Taken; t++)
+        {
+            var i = burst.FrameOfTake(t);
+            _heldBytes += burst.Length(i);
+            foreach (var p in burst.Destinations(i) & _pipeline.AllPorts)
+            {
+                _ports[p].Counters.Count(DropReason.DestinationFull, -1);
+            }
+        }
+
+        burst.Returned = returned;
     }
 
     private void SendTo(Port port, FrameBurst burst, ulong valid, bool offloads)
@@ -372,8 +453,12 @@ internal sealed class Worker : IPortOwner, IDisposable
         var sent = port.Transmit(burst, _group.AsSpan(0, m));
         if (sent < m)
         {
-            // Never waited for: a full destination drops, other ports go on.
+            // Never waited for: a full destination drops (or holds, see Hold), other ports go on.
             port.Counters.Count(DropReason.DestinationFull, m - sent);
+            for (var g = sent; g < m; g++)
+            {
+                _refused[_group[g]]++;
+            }
         }
 
         port.Flush();
@@ -418,9 +503,14 @@ internal sealed class Worker : IPortOwner, IDisposable
         // Ask every source for a wake-up, fence, re-check (each EnableWakeups does so): sleep only
         // if all are still empty. Every lost wake-up lives here.
         var pending = false;
-        foreach (var port in _owned)
+        for (var k = 0; k < _owned.Length; k++)
         {
-            pending |= port.EnableWakeups();
+            // A port holding frames for a full destination has work we know of: no kick will
+            // come for it, so it is retried after a short sleep instead.
+            if (_holdingSince[k] == 0)
+            {
+                pending |= _owned[k].EnableWakeups();
+            }
         }
 
         foreach (var handoff in _inbound)
@@ -432,13 +522,16 @@ internal sealed class Worker : IPortOwner, IDisposable
         if (!pending && !_stop)
         {
             _fds[n++] = _wake.Handle;
-            foreach (var port in _owned)
+            for (var k = 0; k < _owned.Length; k++)
             {
-                n += port.GetWakeupDescriptors(_fds.AsSpan(n));
+                if (_holdingSince[k] == 0)
+                {
+                    n += _owned[k].GetWakeupDescriptors(_fds.AsSpan(n));
+                }
             }
 
             _sleeps++;
-            Poll.WaitReadable(_fds.AsSpan(0, n), _sleepTimeout, _ready);
+            Poll.WaitReadable(_fds.AsSpan(0, n), _holding > 0 ? 1 : _sleepTimeout, _ready);
         }
 
         foreach (var port in _owned)
