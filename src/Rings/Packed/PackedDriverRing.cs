@@ -209,7 +209,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             else
             {
                 // Plain store of the whole entry, flags included: nothing here is visible before the
-                // list's head is (see Publish).
+                // burst's first head is (see Publish).
                 *d = new PvirtqDesc(s.Address, s.Length, id, flags);
             }
 
