@@ -434,7 +434,7 @@ public sealed class VhostUserPort : Port
             {
                 var a = new Attachment(tx, rx);
                 Offloads = OffloadsOf(rx.Features);
-                _status = $"front-end attached: {(tx.IsPacked ? "packed" : "split")} ring of {tx.Ring.Size}, features 0x{tx.Features:x}, MRG_RXBUF {(a.Mergeable ? "on" : "off")}";
+                _status = $"front-end attached: {tx.Format.Name} ring of {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(a.Mergeable ? "on" : "off")}";
 
                 // Release: the attachment is complete before a worker can see it.
                 _active = a;
@@ -496,10 +496,10 @@ public sealed class VhostUserPort : Port
         SetLink(LinkState.Down, why);
     }
 
-    private static PortOffloads OffloadsOf(ulong features)
+    private static PortOffloads OffloadsOf(VirtioFeatures features)
     {
         var o = PortOffloads.None;
-        o |= (features & FeatureBits.NetGuestCsum) != 0 ? PortOffloads.Checksum : 0;
+        o |= (features & VirtioFeatures.NetGuestCsum) != 0 ? PortOffloads.Checksum : 0;
         return o;
     }
 
@@ -528,7 +528,7 @@ public sealed class VhostUserPort : Port
             TxKick = tx.Kick;
             TxCall = tx.Call;
             RxCall = rx.Call;
-            Mergeable = (rx.Features & FeatureBits.NetMergeRxBuffers) != 0;
+            Mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
         }
 
         public VhostQueue TxQueue { get; }
