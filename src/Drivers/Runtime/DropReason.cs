@@ -31,7 +31,7 @@ public enum DropReason : byte
     /// <summary>The processor chose to drop it; counted on the ingress port.</summary>
     Filtered,
 
-    /// <summary>The destination's link was down; counted on the destination.</summary>
+    /// <summary>The destination's link was down (counted on the destination), or a flood found no other port up (counted on the ingress port).</summary>
     LinkDown,
 
     /// <summary>The frame needs an offload (segmentation) the destination lacks and that could not be done in software; counted on the destination.</summary>

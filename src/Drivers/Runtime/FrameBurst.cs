@@ -444,10 +444,19 @@ public sealed unsafe class FrameBurst : IDisposable
         _reason[frame] = ports.IsEmpty ? DropReason.NoRoute : DropReason.None;
     }
 
-    /// <summary>Sends the frame to every port whose link is up except the ingress port (<see cref="FloodMask"/>).</summary>
+    /// <summary>
+    /// Sends the frame to every port whose link is up except the ingress port (<see cref="FloodMask"/>).
+    /// With no such port the frame is undeliverable as <see cref="DropReason.LinkDown"/> (counted on
+    /// the ingress port, or held there while the pipeline's hold time allows).
+    /// </summary>
     /// <param name="frame">Frame index.</param>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Flood(int frame) => Send(frame, FloodMask);
+    public void Flood(int frame)
+    {
+        var flood = FloodMask.Bits;
+        _destinations[Check(frame)] = flood;
+        _reason[frame] = flood == 0 ? DropReason.LinkDown : DropReason.None;
+    }
 
     /// <summary>Drops the frame, counted on the ingress port under <paramref name="reason"/>.</summary>
     /// <param name="frame">Frame index.</param>

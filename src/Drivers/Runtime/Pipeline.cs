@@ -24,9 +24,11 @@ public sealed class PipelineOptions
     /// <summary>
     /// How long frames that no destination had room for may stay with a source that can keep them
     /// (a vhost-user guest's transmit ring), retried every round, before they are dropped; 0 drops
-    /// them at once. Only frames every destination refused are held, so no other port waits.
+    /// them at once. The time counts only while nothing of the source's gets through (a slow
+    /// destination is waited for, a stuck one is not). Only frames every destination refused are
+    /// held, at the end of a burst, so no other port waits longer than this.
     /// </summary>
-    public int HoldMilliseconds { get; set; } = 10;
+    public int HoldMilliseconds { get; set; } = 100;
 
     /// <summary>Bytes of each worker-to-worker handoff ring (a power of two).</summary>
     public int HandoffBytes { get; set; } = 1 << 20;

@@ -30,7 +30,9 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly Handoff?[] _inbound;
     private readonly FrameBurst _handoffBurst;
     private readonly byte[] _group = new byte[FrameBurst.MaxCapacity];
-    private readonly byte[] _refused = new byte[FrameBurst.MaxCapacity];
+    private readonly ulong[] _refusedFull = new ulong[FrameBurst.MaxCapacity];
+    private readonly ulong[] _refusedDown = new ulong[FrameBurst.MaxCapacity];
+    private bool _undelivered;
     private readonly long[] _holdingSince;
     private readonly long _holdMilliseconds;
     private int _holding;
@@ -290,10 +292,16 @@ internal sealed class Worker : IPortOwner, IDisposable
                 {
                     _processor.Process(burst);
                     Route(burst, port);
-                    if (_holdMilliseconds > 0 && port.CanReturn)
+                    if (_undelivered && _holdMilliseconds > 0 && port.CanReturn)
                     {
                         Hold(burst, k, now);
                     }
+                    else
+                    {
+                        _holdingSince[k] = 0;
+                    }
+
+                    CountUndelivered(burst, port);
                 }
             }
             finally
@@ -319,6 +327,7 @@ internal sealed class Worker : IPortOwner, IDisposable
                 _handoffBurst.Reset(null, flood, now, Index);
                 work += handoff.Read(_handoffBurst);
                 Route(_handoffBurst, null);
+                CountUndelivered(_handoffBurst, null);
                 handoff.Release();
             }
         }
@@ -332,16 +341,17 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         var count = burst.Count;
         var valid = _pipeline.AllPorts.Bits;
-        Array.Clear(_refused, 0, count);
+        _undelivered = false;
         ulong union = 0;
         var offloads = false;
         for (var i = 0; i < count; i++)
         {
+            _refusedFull[i] = 0;
+            _refusedDown[i] = 0;
             var d = burst.Destinations(i).Bits & valid;
             if (d == 0)
             {
-                var reason = burst.DropReasonOf(i);
-                ingress?.Counters.Count(reason == DropReason.None ? DropReason.NoRoute : reason);
+                _undelivered = true;
                 continue;
             }
 
@@ -365,16 +375,51 @@ internal sealed class Worker : IPortOwner, IDisposable
     }
 
     /// <summary>
-    /// Frames at the end of the burst that every destination refused for want of room, all of
-    /// them this worker's ports, stay with the source (returned, received again next round)
-    /// instead of being dropped, for at most the hold time: a short-lived full ring (a guest
-    /// late to post receive buffers) costs no frame, and no other port ever waits, since only a
-    /// suffix of refused frames is held and the source's frames for others go on. Their
-    /// destination-full drops are taken back.
+    /// Counts every frame that went nowhere or was refused somewhere, except the ones held (they
+    /// are not dropped): reasons of the processor's on the ingress port, full or down on each
+    /// destination that refused.
+    /// </summary>
+    private void CountUndelivered(FrameBurst burst, Port? ingress)
+    {
+        if (!_undelivered)
+        {
+            return;
+        }
+
+        var valid = _pipeline.AllPorts.Bits;
+        var counted = burst.Count - burst.Returned;
+        for (var i = 0; i < counted; i++)
+        {
+            if ((burst.Destinations(i).Bits & valid) == 0)
+            {
+                var reason = burst.DropReasonOf(i);
+                ingress?.Counters.Count(reason == DropReason.None ? DropReason.NoRoute : reason);
+                continue;
+            }
+
+            foreach (var p in new PortMask(_refusedFull[i]))
+            {
+                _ports[p].Counters.Count(DropReason.DestinationFull);
+            }
+
+            foreach (var p in new PortMask(_refusedDown[i]))
+            {
+                _ports[p].Counters.Count(DropReason.LinkDown);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Frames at the end of the burst that could go nowhere for want of a ready destination (every
+    /// destination full or down, all of them this worker's; or a flood with no other port up)
+    /// stay with the source: returned, received again next round, instead of dropped. A guest
+    /// late to post receive buffers, or a peer not attached yet, costs no frame. The hold lasts
+    /// while the source makes no progress, at most the hold time; no other port ever waits, since
+    /// only a suffix of such frames is held and the source's frames for others go on.
     /// </summary>
     private void Hold(FrameBurst burst, int k, long now)
     {
-        _heldBytes = 0;
+        var valid = _pipeline.AllPorts.Bits;
         var returned = 0;
         for (var t = burst.Taken - 1; t >= 0; t--)
         {
@@ -384,8 +429,11 @@ internal sealed class Worker : IPortOwner, IDisposable
                 break;
             }
 
-            var d = burst.Destinations(i).Bits & _pipeline.AllPorts.Bits;
-            if (d == 0 || (d & ~OwnedMask.Bits) != 0 || _refused[i] != System.Numerics.BitOperations.PopCount(d))
+            var d = burst.Destinations(i).Bits & valid;
+            var waits = d == 0
+                ? burst.DropReasonOf(i) == DropReason.LinkDown
+                : (d & ~OwnedMask.Bits) == 0 && (_refusedFull[i] | _refusedDown[i]) == d;
+            if (!waits)
             {
                 break;
             }
@@ -399,25 +447,22 @@ internal sealed class Worker : IPortOwner, IDisposable
             return;
         }
 
-        if (_holdingSince[k] == 0)
+        if (_holdingSince[k] == 0 || returned < burst.Taken)
         {
+            // The hold time counts rounds without progress: a destination that takes anything
+            // is slow, not stuck.
             _holdingSince[k] = now;
         }
         else if (now - _holdingSince[k] >= _holdMilliseconds)
         {
-            // Held long enough: drop them (already counted destination-full) and start afresh.
+            // Held long enough: these are dropped (and counted), the next ones held afresh.
             _holdingSince[k] = 0;
             return;
         }
 
         for (var t = burst.Taken - returned; t < burst.Taken; t++)
         {
-            var i = burst.FrameOfTake(t);
-            _heldBytes += burst.Length(i);
-            foreach (var p in burst.Destinations(i) & _pipeline.AllPorts)
-            {
-                _ports[p].Counters.Count(DropReason.DestinationFull, -1);
-            }
+            _heldBytes += burst.Length(burst.FrameOfTake(t));
         }
 
         burst.Returned = returned;
@@ -427,6 +472,20 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         var bit = 1UL << port.Index;
         var count = burst.Count;
+        if (port.Link == LinkState.Down)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                if ((burst.Destinations(i).Bits & bit) != 0)
+                {
+                    _refusedDown[i] |= bit;
+                    _undelivered = true;
+                }
+            }
+
+            return;
+        }
+
         var m = 0;
         for (var i = 0; i < count; i++)
         {
@@ -453,11 +512,11 @@ internal sealed class Worker : IPortOwner, IDisposable
         var sent = port.Transmit(burst, _group.AsSpan(0, m));
         if (sent < m)
         {
-            // Never waited for: a full destination drops (or holds, see Hold), other ports go on.
-            port.Counters.Count(DropReason.DestinationFull, m - sent);
+            // Never waited for: a full destination drops (counted later) or holds, other ports go on.
+            _undelivered = true;
             for (var g = sent; g < m; g++)
             {
-                _refused[_group[g]]++;
+                _refusedFull[_group[g]] |= bit;
             }
         }
 

@@ -23,6 +23,7 @@ internal static class SwitchCommand
         IReadOnlyList<int> Cpus,
         WaitStrategy Wait,
         int Burst,
+        int Hold,
         double Seconds,
         string? Json,
         bool Verbose,
@@ -42,13 +43,14 @@ internal static class SwitchCommand
         var cpus = new Option<string?>("--cpus") { Description = "CPUs to pin the workers to, in order, such as 2,3 or 0-3." };
         var wait = NetCommands.WaitOption("poll");
         var burst = new Option<int>("--burst") { Description = $"Most frames taken from a port at once (1 to {FrameBurst.MaxCapacity}).", DefaultValueFactory = _ => 32 };
+        var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames wait in its own ring when no destination has room, before they are dropped (0: drop at once).", DefaultValueFactory = _ => 100 };
         var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => 0 };
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, seconds, json, verbose, quiet,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet,
         };
         command.SetAction(r =>
         {
@@ -65,6 +67,7 @@ internal static class SwitchCommand
                 cpuList,
                 NetCommands.ParseWait(r.GetValue(wait)),
                 r.GetValue(burst),
+                r.GetValue(hold),
                 r.GetValue(seconds),
                 r.GetValue(json),
                 r.GetValue(verbose),
@@ -139,6 +142,7 @@ internal static class SwitchCommand
                 Cpus = o.Cpus,
                 Wait = o.Wait,
                 Burst = o.Burst,
+                HoldMilliseconds = o.Hold,
                 Log = log,
             });
             pipeline.Start();
@@ -250,6 +254,11 @@ internal static class SwitchCommand
         if (o.Burst is < 1 or > FrameBurst.MaxCapacity)
         {
             return $"--burst must be between 1 and {FrameBurst.MaxCapacity}";
+        }
+
+        if (o.Hold is < 0 or > 60_000)
+        {
+            return "--hold must be between 0 and 60000 milliseconds";
         }
 
         if (!(o.Seconds >= 0) || o.Seconds > 31_536_000)
