@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
+using Rings.Linux.Net;
+using Rings.Tool.Commands;
 
 namespace Rings.Tool.Bench;
 
@@ -296,7 +298,7 @@ internal sealed class BenchReport
                 p.GetProperty("event_idx").GetBoolean(),
                 p.GetProperty("in_order").GetBoolean(),
                 p.GetProperty("burst").GetInt32(),
-                p.GetProperty("wait").GetString()!,
+                Cli.Parse<WaitStrategy>(p.GetProperty("wait").GetString()!),
                 p.GetProperty("rate").GetDouble(),
                 p.GetProperty("frame_size").GetInt32());
             var result = new PointResult(point, p.GetProperty("series").EnumerateArray().Select(x => x.GetString()!).ToList());
@@ -448,8 +450,8 @@ internal sealed class BenchReport
         }
 
         var lowest = Points.Where(p => p.HasData && p.Series.Contains(BenchPlan.WaitLoad) && p.Point.Rate > 0).Select(p => p.Point.Rate).DefaultIfEmpty(0).Min();
-        var block = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = "block", Rate = lowest });
-        var adaptive = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = "adaptive", Rate = lowest });
+        var block = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = WaitStrategy.Block, Rate = lowest });
+        var adaptive = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = WaitStrategy.Adaptive, Rate = lowest });
         if (block is not null && pingPong is { HasData: true })
         {
             var pp = BenchMath.Median(pingPong.LatencyP50Us);
@@ -477,7 +479,7 @@ internal sealed class BenchReport
         w.WriteBoolean("event_idx", p.EventIdx);
         w.WriteBoolean("in_order", p.InOrder);
         w.WriteNumber("burst", p.Burst);
-        w.WriteString("wait", p.Wait);
+        w.WriteString("wait", Cli.Text(p.Wait));
         w.WriteNumber("rate", p.Rate);
         w.WriteNumber("frame_size", p.FrameSize);
     }

@@ -1,0 +1,224 @@
+using System.CommandLine;
+using Rings.Linux.Net;
+using Rings.Testing.Traffic;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>
+/// Every option of <c>rings guest</c>, typed. The defaults here are the command's defaults;
+/// <see cref="ToArguments"/> writes the command line that <see cref="GuestCommand.Parse"/> reads back.
+/// </summary>
+/// <param name="Socket">The back-end's socket (empty in <c>rings loopback</c>, which makes its own).</param>
+/// <param name="Packed">Packed rings instead of split.</param>
+/// <param name="EventIdx">Negotiate VIRTIO_F_EVENT_IDX.</param>
+/// <param name="InOrder">Negotiate VIRTIO_F_IN_ORDER.</param>
+/// <param name="Mergeable">Negotiate VIRTIO_NET_F_MRG_RXBUF.</param>
+/// <param name="Indirect">Negotiate VIRTIO_F_INDIRECT_DESC.</param>
+/// <param name="QueueSize">Descriptors per ring.</param>
+/// <param name="Burst">Most frames per burst.</param>
+/// <param name="FrameSize">Bytes per frame, without the virtio-net header.</param>
+/// <param name="Rate">Frames per second offered; 0 for as fast as possible.</param>
+/// <param name="Seconds">How long to send.</param>
+/// <param name="Frames">Stop after this many frames; 0 for no limit.</param>
+/// <param name="Wait">How an idle side waits.</param>
+/// <param name="Json">Where to write the figures, if anywhere.</param>
+/// <param name="MemoryMiB">Shared memory to create.</param>
+/// <param name="DrainSeconds">How long to wait for frames in flight after sending stops.</param>
+/// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
+internal sealed record GuestOptions(
+    string Socket,
+    bool Packed = false,
+    bool EventIdx = true,
+    bool InOrder = false,
+    bool Mergeable = true,
+    bool Indirect = true,
+    int QueueSize = 256,
+    int Burst = 32,
+    int FrameSize = 64,
+    double Rate = 0,
+    double Seconds = 5,
+    long Frames = 0,
+    WaitStrategy Wait = WaitStrategy.Poll,
+    string? Json = null,
+    int MemoryMiB = 64,
+    double DrainSeconds = 2,
+    int Window = 0)
+{
+    /// <summary>What is wrong with the options, or null.</summary>
+    public string? Validate()
+    {
+        if (QueueSize < 1 || QueueSize > 32768 || (!Packed && !Rings.Split.SplitLayout.IsValidSize(QueueSize)))
+        {
+            return Packed ? "--queue-size must be 1..32768" : "--queue-size must be a power of two from 1 to 32768 for split rings";
+        }
+
+        if (Burst < 1 || Burst > QueueSize)
+        {
+            return $"--burst must be between 1 and the queue size ({QueueSize})";
+        }
+
+        if (FrameSize < TestFrame.MinSize || FrameSize > 65535 - 12)
+        {
+            return $"--frame-size must be between {TestFrame.MinSize} and 65523";
+        }
+
+        if (Rate < 0 || !(Seconds > 0) || Seconds > 86400 || Frames < 0)
+        {
+            return "--rate must be 0 or more, --seconds between 0 and 86400, --frames 0 or more";
+        }
+
+        if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
+        {
+            return "--drain must be between 0 and 3600 seconds";
+        }
+
+        if (Window < -1)
+        {
+            return "--window must be -1 (no limit), 0 (the receive buffers) or more";
+        }
+
+        if (MemoryMiB < 4 || MemoryMiB > 65536)
+        {
+            return "--memory must be between 4 and 65536 MiB";
+        }
+
+        return null;
+    }
+
+    /// <summary>The command line (after <c>rings guest</c>) that parses back to these options; every value written out.</summary>
+    public IEnumerable<string> ToArguments()
+    {
+        if (Socket.Length > 0)
+        {
+            yield return "--socket";
+            yield return Socket;
+        }
+
+        string[] settings =
+        [
+            "--ring", Packed ? "packed" : "split",
+            "--event-idx", Cli.OnOff(EventIdx),
+            "--in-order", Cli.OnOff(InOrder),
+            "--mrg-rxbuf", Cli.OnOff(Mergeable),
+            "--indirect", Cli.OnOff(Indirect),
+            "--queue-size", Cli.Number(QueueSize),
+            "--burst", Cli.Number(Burst),
+            "--frame-size", Cli.Number(FrameSize),
+            "--rate", Cli.Number(Rate),
+            "--seconds", Cli.Number(Seconds),
+            "--frames", Cli.Number(Frames),
+            "--wait", Cli.Text(Wait),
+            "--memory", Cli.Number(MemoryMiB),
+            "--drain", Cli.Number(DrainSeconds),
+            "--window", Cli.Number(Window),
+        ];
+        foreach (var a in settings)
+        {
+            yield return a;
+        }
+
+        if (Json is not null)
+        {
+            yield return "--json";
+            yield return Json;
+        }
+    }
+}
+
+/// <summary>The options of <c>rings guest</c>; <c>rings loopback</c> takes the same ones but <c>--socket</c>.</summary>
+internal sealed class GuestCommand
+{
+    private static readonly GuestOptions Defaults = new(string.Empty);
+
+    public Option<string> Ring { get; } = RingOption();
+    public Option<string> EventIdx { get; } = Cli.Switch("--event-idx", "Negotiate VIRTIO_F_EVENT_IDX (notification suppression by event index): on or off.", Defaults.EventIdx);
+    public Option<string> InOrder { get; } = Cli.Switch("--in-order", "Negotiate VIRTIO_F_IN_ORDER: on or off.", Defaults.InOrder);
+    public Option<string> Mergeable { get; } = Cli.Switch("--mrg-rxbuf", "Negotiate VIRTIO_NET_F_MRG_RXBUF (frames spanning several receive buffers): on or off.", Defaults.Mergeable);
+    public Option<string> Indirect { get; } = Cli.Switch("--indirect", "Negotiate VIRTIO_F_INDIRECT_DESC: on or off.", Defaults.Indirect);
+    public Option<int> QueueSize { get; } = new("--queue-size") { Description = "Descriptors per ring (split: a power of two).", DefaultValueFactory = _ => Defaults.QueueSize };
+    public Option<int> Burst { get; } = new("--burst") { Description = "Most frames published per burst.", DefaultValueFactory = _ => Defaults.Burst };
+    public Option<int> FrameSize { get; } = new("--frame-size") { Description = "Bytes per Ethernet frame (without the 12-byte virtio-net header).", DefaultValueFactory = _ => Defaults.FrameSize };
+    public Option<double> Rate { get; } = new("--rate") { Description = "Frames per second to offer; 0 sends as fast as the rings allow.", DefaultValueFactory = _ => Defaults.Rate };
+    public Option<double> Seconds { get; } = new("--seconds") { Description = "How long to send.", DefaultValueFactory = _ => Defaults.Seconds };
+    public Option<long> Frames { get; } = new("--frames") { Description = "Stop after this many frames (0: no limit).", DefaultValueFactory = _ => Defaults.Frames };
+    public Option<string> Wait { get; } = Cli.Choice("--wait", WaitDescription, Defaults.Wait);
+    public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
+    public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => Defaults.MemoryMiB };
+    public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
+    public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
+
+    /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
+    public const string WaitDescription = "How an idle side waits: poll (busy-poll), adaptive (spin, then sleep until notified) or block (sleep until notified).";
+
+    /// <summary>The <c>rings guest</c> command.</summary>
+    public static Command Create()
+    {
+        var (command, read) = Define();
+        command.SetAction(r =>
+        {
+            var o = read(r);
+            if (o.Validate() is { } error)
+            {
+                Console.Error.WriteLine($"rings guest: {error}");
+                return 2;
+            }
+
+            return GuestRunner.Run(o, Console.Out, Console.Error);
+        });
+        return command;
+    }
+
+    /// <summary>Reads a <c>rings guest</c> command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse.</exception>
+    public static GuestOptions Parse(IReadOnlyList<string> args)
+    {
+        var (command, read) = Define();
+        return read(Cli.ParseOrThrow(command, args));
+    }
+
+    public void AddTo(Command c)
+    {
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window })
+        {
+            c.Options.Add(o);
+        }
+    }
+
+    public GuestOptions Read(ParseResult r, string socket) => new(
+        socket,
+        r.GetValue(Ring) == "packed",
+        r.GetValue(EventIdx) == "on",
+        r.GetValue(InOrder) == "on",
+        r.GetValue(Mergeable) == "on",
+        r.GetValue(Indirect) == "on",
+        r.GetValue(QueueSize),
+        r.GetValue(Burst),
+        r.GetValue(FrameSize),
+        r.GetValue(Rate),
+        r.GetValue(Seconds),
+        r.GetValue(Frames),
+        Cli.Parse<WaitStrategy>(r.GetValue(Wait)!),
+        r.GetValue(Json),
+        r.GetValue(Memory),
+        r.GetValue(Drain),
+        r.GetValue(Window));
+
+    private static (Command Command, Func<ParseResult, GuestOptions> Read) Define()
+    {
+        var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
+        var g = new GuestCommand();
+        var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
+        {
+            socket,
+        };
+        g.AddTo(command);
+        return (command, r => g.Read(r, r.GetValue(socket)!));
+    }
+
+    private static Option<string> RingOption()
+    {
+        var option = new Option<string>("--ring") { Description = "Ring format: split or packed.", DefaultValueFactory = _ => "split" };
+        option.AcceptOnlyFromAmong("split", "packed");
+        return option;
+    }
+}
