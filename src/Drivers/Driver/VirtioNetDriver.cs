@@ -116,7 +116,7 @@ public sealed class VirtioNetDriver : IDisposable
     /// <summary>Bytes per receive buffer, the virtio-net header included.</summary>
     public int ReceiveBufferSize { get; }
 
-    /// <summary>Largest frame <see cref="TrySend"/> and a transmit lease take, in bytes.</summary>
+    /// <summary>Largest frame <see cref="TrySend"/> and a transmit lease take, in bytes: at least what was asked for (buffers are whole cache lines).</summary>
     public int MaxFrameSize => _path.MaxFrameSize;
 
     /// <summary>False once the back-end has gone away (see <see cref="VhostUserFrontend.IsConnected"/>).</summary>
