@@ -45,30 +45,21 @@ internal static class BaselineCommand
             return f.Corrupted == 0 ? 0 : 1;
         });
 
-        var (echo, read) = DefineEcho();
-        echo.SetAction(r =>
-        {
-            var o = read(r);
-            return KernelBaseline.Echo(o.Transport, o.Address);
-        });
+        var echo = DefineEcho().Runs(_ => null, o => KernelBaseline.Echo(o.Transport, o.Address));
         return [measure, echo];
     }
 
     /// <summary>Reads a <c>rings baseline-echo</c> command line (after the command name).</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
-    public static BaselineEchoOptions ParseEcho(IReadOnlyList<string> args)
-    {
-        var (command, read) = DefineEcho();
-        return read(Cli.ParseOrThrow(command, args));
-    }
+    public static BaselineEchoOptions ParseEcho(IReadOnlyList<string> args) => DefineEcho().Parse(args);
 
-    private static (Command Command, Func<ParseResult, BaselineEchoOptions> Read) DefineEcho()
+    private static CommandDefinition<BaselineEchoOptions> DefineEcho()
     {
         var address = new Option<string>("--address") { Description = "Socket path (unix) or port (udp).", Required = true };
         var transport = new Option<string>("--transport") { Required = true };
         transport.AcceptOnlyFromAmong(Enum.GetValues<KernelBaseline.Transport>().Select(Cli.Text).ToArray());
         var echo = new Command("baseline-echo", "The echo side of rings baseline (started by it).") { transport, address };
         echo.Hidden = true;
-        return (echo, r => new BaselineEchoOptions(Cli.Parse<KernelBaseline.Transport>(r.GetValue(transport)!), r.GetValue(address)!));
+        return new(echo, r => new BaselineEchoOptions(Cli.Parse<KernelBaseline.Transport>(r.GetValue(transport)!), r.GetValue(address)!));
     }
 }

@@ -42,15 +42,41 @@ internal static class Cli
         return option;
     }
 
-    /// <summary>Parses <paramref name="args"/> with <paramref name="command"/>; throws with the parser's messages when they do not parse.</summary>
-    public static ParseResult ParseOrThrow(Command command, IReadOnlyList<string> args)
+}
+
+/// <summary>A command's options and how a parse of them becomes the command's typed options.</summary>
+/// <typeparam name="T">The typed options.</typeparam>
+/// <param name="Command">The command, its options added.</param>
+/// <param name="Read">Reads a parse into typed options.</param>
+internal sealed record CommandDefinition<T>(Command Command, Func<ParseResult, T> Read)
+{
+    /// <summary>Reads a command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse; the message says why.</exception>
+    public T Parse(IReadOnlyList<string> args)
     {
-        var result = command.Parse(args);
+        var result = Command.Parse(args);
         if (result.Errors.Count > 0)
         {
             throw new ArgumentException(string.Join("; ", result.Errors.Select(e => e.Message)), nameof(args));
         }
 
-        return result;
+        return Read(result);
+    }
+
+    /// <summary>The command, running <paramref name="run"/> on options that <paramref name="validate"/> finds nothing wrong with (else exit 2).</summary>
+    public Command Runs(Func<T, string?> validate, Func<T, int> run)
+    {
+        Command.SetAction(r =>
+        {
+            var o = Read(r);
+            if (validate(o) is { } error)
+            {
+                Console.Error.WriteLine($"rings {Command.Name}: {error}");
+                return 2;
+            }
+
+            return run(o);
+        });
+        return Command;
     }
 }

@@ -151,30 +151,11 @@ internal sealed class GuestCommand
     public const string WaitDescription = "How an idle side waits: poll (busy-poll), adaptive (spin, then sleep until notified) or block (sleep until notified).";
 
     /// <summary>The <c>rings guest</c> command.</summary>
-    public static Command Create()
-    {
-        var (command, read) = Define();
-        command.SetAction(r =>
-        {
-            var o = read(r);
-            if (o.Validate() is { } error)
-            {
-                Console.Error.WriteLine($"rings guest: {error}");
-                return 2;
-            }
-
-            return GuestRunner.Run(o, Console.Out, Console.Error);
-        });
-        return command;
-    }
+    public static Command Create() => Define().Runs(o => o.Validate(), o => GuestRunner.Run(o, Console.Out, Console.Error));
 
     /// <summary>Reads a <c>rings guest</c> command line (after the command name) into options.</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
-    public static GuestOptions Parse(IReadOnlyList<string> args)
-    {
-        var (command, read) = Define();
-        return read(Cli.ParseOrThrow(command, args));
-    }
+    public static GuestOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
 
     public void AddTo(Command c)
     {
@@ -203,7 +184,7 @@ internal sealed class GuestCommand
         r.GetValue(Drain),
         r.GetValue(Window));
 
-    private static (Command Command, Func<ParseResult, GuestOptions> Read) Define()
+    private static CommandDefinition<GuestOptions> Define()
     {
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
         var g = new GuestCommand();
@@ -212,7 +193,7 @@ internal sealed class GuestCommand
             socket,
         };
         g.AddTo(command);
-        return (command, r => g.Read(r, r.GetValue(socket)!));
+        return new(command, r => g.Read(r, r.GetValue(socket)!));
     }
 
     private static Option<string> RingOption()

@@ -73,32 +73,13 @@ internal sealed record HostOptions(
 /// <summary>The <c>rings host</c> command.</summary>
 internal static class HostCommand
 {
-    public static Command Create()
-    {
-        var (command, read) = Define();
-        command.SetAction(r =>
-        {
-            var o = read(r);
-            if (o.Validate() is { } error)
-            {
-                Console.Error.WriteLine($"rings host: {error}");
-                return 2;
-            }
-
-            return HostRunner.Run(o, Console.Out, Console.Error);
-        });
-        return command;
-    }
+    public static Command Create() => Define().Runs(o => o.Validate(), o => HostRunner.Run(o, Console.Out, Console.Error));
 
     /// <summary>Reads a <c>rings host</c> command line (after the command name) into options.</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
-    public static HostOptions Parse(IReadOnlyList<string> args)
-    {
-        var (command, read) = Define();
-        return read(Cli.ParseOrThrow(command, args));
-    }
+    public static HostOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
 
-    private static (Command Command, Func<ParseResult, HostOptions> Read) Define()
+    private static CommandDefinition<HostOptions> Define()
     {
         var defaults = new HostOptions(string.Empty);
         var socket = new Option<string>("--socket") { Description = "Path of the Unix socket to serve vhost-user on (created owner-only).", Required = true };
@@ -113,7 +94,7 @@ internal static class HostCommand
         {
             socket, mode, wait, burst, once, stats, verbose, quiet,
         };
-        return (command, r => new HostOptions(
+        return new(command, r => new HostOptions(
             r.GetValue(socket)!,
             Cli.Parse<HostMode>(r.GetValue(mode)!),
             Cli.Parse<WaitStrategy>(r.GetValue(wait)!),

@@ -46,45 +46,21 @@ internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWai
 /// </summary>
 internal static partial class LoopbackCommand
 {
-    public static Command Create()
-    {
-        var (command, read) = Define();
-        command.SetAction(r =>
-        {
-            var o = read(r);
-            var g = o.Guest;
-            if (o.InProcess)
-            {
-                var io = new InProcessLoopback.Options(g.Seconds, g.QueueSize, g.Burst, g.FrameSize, g.EventIdx, g.Wait == WaitStrategy.Block);
-                if (io.Validate() is { } e)
-                {
-                    Console.Error.WriteLine($"rings loopback: {e}");
-                    return 2;
-                }
-
-                return InProcessLoopback.Run(io, Console.Out);
-            }
-
-            if (g.Validate() is { } error)
-            {
-                Console.Error.WriteLine($"rings loopback: {error}");
-                return 2;
-            }
-
-            return RunTwoProcesses(o);
-        });
-        return command;
-    }
+    public static Command Create() => Define().Runs(o => o.InProcess ? InProcessOptions(o).Validate() : o.Guest.Validate(), Run);
 
     /// <summary>Reads a <c>rings loopback</c> command line (after the command name) into options.</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
-    public static LoopbackOptions Parse(IReadOnlyList<string> args)
+    public static LoopbackOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
+
+    private static int Run(LoopbackOptions o) => o.InProcess ? InProcessLoopback.Run(InProcessOptions(o), Console.Out) : RunTwoProcesses(o);
+
+    private static InProcessLoopback.Options InProcessOptions(LoopbackOptions o)
     {
-        var (command, read) = Define();
-        return read(Cli.ParseOrThrow(command, args));
+        var g = o.Guest;
+        return new InProcessLoopback.Options(g.Seconds, g.QueueSize, g.Burst, g.FrameSize, g.EventIdx, g.Wait == WaitStrategy.Block);
     }
 
-    private static (Command Command, Func<ParseResult, LoopbackOptions> Read) Define()
+    private static CommandDefinition<LoopbackOptions> Define()
     {
         var g = new GuestCommand();
         var hostWait = new Option<string?>("--host-wait") { Description = "The host's wait strategy, when it should differ from --wait." };
@@ -96,7 +72,7 @@ internal static partial class LoopbackCommand
         };
         g.AddTo(command);
         g.Seconds.DefaultValueFactory = _ => LoopbackOptions.Defaults.Guest.Seconds;
-        return (command, r => new LoopbackOptions(
+        return new(command, r => new LoopbackOptions(
             g.Read(r, string.Empty),
             r.GetValue(hostWait) is { } w ? Cli.Parse<WaitStrategy>(w) : null,
             r.GetValue(inProcess)));
