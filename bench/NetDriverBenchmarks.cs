@@ -44,7 +44,7 @@ public class NetDriverBenchmarks
             started.Signal();
         };
         _backend.Start();
-        _net = VirtioNetDriver.Connect(new VhostUserFrontendOptions { SocketPath = _socket, MemoryBytes = 8 << 20, QueueSize = 256, Packed = Ring == "packed" }, 64);
+        _net = VirtioNetDriver.Connect(new VhostUserFrontendOptions { SocketPath = _socket, MemoryBytes = 8 << 20, QueueSize = 256, Features = new VhostUserFrontendOptions().Features | RingFormat.Parse(Ring).Feature }, 64);
         if (!started.Wait(10_000))
         {
             throw new InvalidOperationException("the queues did not start");

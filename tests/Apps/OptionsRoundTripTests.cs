@@ -42,6 +42,14 @@ public class OptionsRoundTripTests
     }
 
     [Fact]
+    public void FeaturesNoOptionSwitchesAreRefused()
+    {
+        Assert.Null(new GuestOptions("/s", Features: VirtioFeatures.EventIndex | VirtioFeatures.InOrder).Validate());
+        Assert.Contains("that no option switches", new GuestOptions("/s", Features: VirtioFeatures.NetMac).Validate(), StringComparison.Ordinal);
+        Assert.Equal(["--ring", "packed", "--event-idx", "off", "--in-order", "on", "--mrg-rxbuf", "off", "--indirect", "off"], new GuestOptions(string.Empty, RingFormat.Packed, VirtioFeatures.InOrder).ToArguments().Take(10));
+    }
+
+    [Fact]
     public void EnumsAreSpelledInLowerCaseBothWays()
     {
         var o = new HostOptions("/s", HostMode.Patch, WaitStrategy.Adaptive, Once: true);
@@ -57,7 +65,9 @@ public class OptionsRoundTripTests
             var o = point.ToLoopback(1.5, 256, "/tmp/bench.json");
             var parsed = LoopbackCommand.Parse([.. o.ToArguments()]);
             Assert.Equal(o, parsed);
-            Assert.Equal(point.Ring == "packed", parsed.Guest.Packed);
+            Assert.Equal(point.Ring, parsed.Guest.Ring);
+            Assert.Equal(point.EventIdx, parsed.Guest.Has(VirtioFeatures.EventIndex));
+            Assert.Equal(point.InOrder, parsed.Guest.Has(VirtioFeatures.InOrder));
             Assert.Equal(point.Wait, parsed.Guest.Wait);
             Assert.Equal(point.Rate, parsed.Guest.Rate);
             Assert.Equal("/tmp/bench.json", parsed.Guest.Json);
@@ -77,11 +87,8 @@ public class OptionsRoundTripTests
 
     private static Gen<GuestOptions> GuestGen(Gen<string> socket) =>
         from s in socket
-        from packed in ArbMap.Default.GeneratorFor<bool>()
-        from eventIdx in ArbMap.Default.GeneratorFor<bool>()
-        from inOrder in ArbMap.Default.GeneratorFor<bool>()
-        from mergeable in ArbMap.Default.GeneratorFor<bool>()
-        from indirect in ArbMap.Default.GeneratorFor<bool>()
+        from ring in Gen.Elements(RingFormat.All.ToArray())
+        from features in Gen.SubListOf(GuestOptions.Switchable.Select(f => f.Feature).ToArray()).Select(fs => fs.Aggregate(VirtioFeatures.None, (all, f) => all | f))
         from queueSize in Gen.Choose(1, 32768)
         from burst in Gen.Choose(1, 4096)
         from frameSize in Gen.Choose(32, 65523)
@@ -93,7 +100,7 @@ public class OptionsRoundTripTests
         from memory in Gen.Choose(4, 65536)
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
-        select new GuestOptions(s, packed, eventIdx, inOrder, mergeable, indirect, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window);
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window);
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()

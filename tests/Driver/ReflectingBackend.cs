@@ -16,7 +16,7 @@ internal sealed class ReflectingBackend : IDisposable
     private NetWorker<IDeviceRing, IDeviceRing>? _worker;
     private Thread? _thread;
 
-    public ReflectingBackend(ulong? deviceFeatures = null)
+    public ReflectingBackend(VirtioFeatures? deviceFeatures = null)
     {
         Socket = TestPaths.Socket();
         var options = new VhostUserBackendOptions { SocketPath = Socket };
@@ -58,7 +58,7 @@ internal sealed class ReflectingBackend : IDisposable
             _queues[q.Index] = q;
             if (_queues[0] is { } rx && _queues[1] is { } tx && _worker is null)
             {
-                var mergeable = (rx.Features & FeatureBits.NetMergeRxBuffers) != 0;
+                var mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
                 var worker = new NetWorker<IDeviceRing, IDeviceRing>(tx.Ring, tx.Kick!, tx.Call!, rx.Ring, rx.Kick!, rx.Call!, 32, mergeable, WaitStrategy.Adaptive);
                 _worker = worker;
                 _thread = new Thread(() => worker.Run()) { IsBackground = true, Name = "test vhost-net worker" };

@@ -27,9 +27,10 @@ public class VirtioNetDriverTests
     public void FramesGoOutOnTransmitAndComeBackOnReceive(bool packed, bool mergeable, int frameSize)
     {
         using var backend = new ReflectingBackend();
-        var features = FeatureBits.Version1 | FeatureBits.EventIndex | (mergeable ? FeatureBits.NetMergeRxBuffers : 0);
+        var format = packed ? RingFormat.Packed : RingFormat.Split;
+        var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | format.Feature | (mergeable ? VirtioFeatures.NetMergeRxBuffers : VirtioFeatures.None);
         using var net = VirtioNetDriver.Connect(
-            new VhostUserFrontendOptions { SocketPath = backend.Socket, MemoryBytes = 16 << 20, QueueSize = 128, Features = features, Packed = packed },
+            new VhostUserFrontendOptions { SocketPath = backend.Socket, MemoryBytes = 16 << 20, QueueSize = 128, Features = features },
             maxFrameSize: frameSize);
 
         // Named queues: vring 0 receives, vring 1 transmits (virtio 1.2 section 5.1.2).
@@ -37,7 +38,8 @@ public class VirtioNetDriverTests
         Assert.Equal(1, net.Transmit.Index);
         Assert.Same(net.Frontend.Queues[0], net.Receive);
         Assert.Same(net.Frontend.Queues[1], net.Transmit);
-        Assert.Equal(packed, net.Receive.IsPacked);
+        Assert.Equal(format, net.Receive.Format);
+        Assert.Equal(format, net.Transmit.Format);
         Assert.Equal(mergeable, net.Mergeable);
         Assert.InRange(net.MaxFrameSize, frameSize, frameSize + 63);
         Assert.Equal(mergeable ? VirtioNetDriver.MergeableReceiveBufferSize : (12 + Math.Max(frameSize, 1514) + 63) / 64 * 64, net.ReceiveBufferSize);
@@ -131,7 +133,7 @@ public class VirtioNetDriverTests
         Assert.Equal(ReceiveStatus.Message, channel.Receive([], 5000));
         Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(channel.Received, 0, out var reply));
         Assert.Equal(1, backend.Backend.Connections);
-        Assert.NotEqual(0UL, reply.Value & FeatureBits.Version1);
+        Assert.NotEqual(VirtioFeatures.None, (VirtioFeatures)reply.Value & VirtioFeatures.Version1);
 
         // The owner closes it, and the back-end ends the session.
         channel.Dispose();

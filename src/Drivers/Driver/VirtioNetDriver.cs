@@ -64,7 +64,7 @@ public sealed class VirtioNetDriver : IDisposable
         // Vring 2N receives and 2N+1 transmits for queue pair N (5.1.2).
         var receive = frontend.Queues[0];
         var transmit = frontend.Queues[1];
-        Mergeable = (frontend.Features & FeatureBits.NetMergeRxBuffers) != 0;
+        Mergeable = (frontend.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
 
         // Without MRG_RXBUF every frame must fit one receive buffer: at least a standard frame (5.1.6.3.1).
         var transmitBuffer = Align(VirtioNetHeader.Size + maxFrameSize);

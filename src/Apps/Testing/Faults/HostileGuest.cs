@@ -13,13 +13,13 @@ namespace Rings.Testing.Faults;
 /// <summary>What a <see cref="HostileGuest"/> does and to whom.</summary>
 /// <param name="Socket">The back-end's socket.</param>
 /// <param name="Kind">One of <see cref="HostileGuest.Kinds"/>.</param>
-/// <param name="Packed">True for packed rings.</param>
+/// <param name="Ring">The ring format.</param>
 /// <param name="Wait">How the traffic beside the attack waits when idle.</param>
 /// <param name="QueueSize">Descriptors per ring.</param>
 /// <param name="FrameSize">Bytes per test frame.</param>
 /// <param name="Burst">Most frames per burst.</param>
 /// <param name="MemoryMiB">Shared memory to create, MiB.</param>
-public sealed record HostileGuestOptions(string Socket, string Kind, bool Packed = false, WaitStrategy Wait = WaitStrategy.Poll, int QueueSize = 256, int FrameSize = 64, int Burst = 32, int MemoryMiB = 64);
+public sealed record HostileGuestOptions(string Socket, string Kind, RingFormat Ring = default, WaitStrategy Wait = WaitStrategy.Poll, int QueueSize = 256, int FrameSize = 64, int Burst = 32, int MemoryMiB = 64);
 
 /// <summary>
 /// A front-end that sets up like any other, then attacks the back-end the way a buggy or hostile
@@ -59,7 +59,7 @@ public static class HostileGuest
             return 2;
         }
 
-        if (o.Kind == "loop" && o.Packed)
+        if (o.Kind == "loop" && o.Ring != RingFormat.Split)
         {
             error.WriteLine("hostile guest: loop needs a split ring: packed chains run forward through the ring and cannot loop");
             return 2;
@@ -92,7 +92,7 @@ public static class HostileGuest
 
             using (net)
             {
-                output.WriteLine($"hostile guest: connected to {o.Socket}, ring {(o.Packed ? "packed" : "split")}, misbehaving: {o.Kind}");
+                output.WriteLine($"hostile guest: connected to {o.Socket}, ring {o.Ring}, misbehaving: {o.Kind}");
                 var attack = new Attack(net, channel, o, output);
                 var ok = o.Kind switch
                 {
@@ -115,8 +115,7 @@ public static class HostileGuest
         {
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
-            Features = new VhostUserFrontendOptions().Features | FeatureBits.NetMac,
-            Packed = o.Packed,
+            Features = new VhostUserFrontendOptions().Features | VirtioFeatures.NetMac | o.Ring.Feature,
         };
         var frontend = VhostUserFrontend.Connect(channel, options);
         try
@@ -164,9 +163,9 @@ public static class HostileGuest
             var areas = new List<(ulong Address, ulong Bytes)>();
             foreach (var q in _frontend.Queues)
             {
-                var bytes = RingFormats.AreaBytes(q.IsPacked, q.Size);
-                areas.Add((q.GuestAreas.DescriptorArea, bytes.Descriptor));
-                areas.Add((q.GuestAreas.DriverArea, bytes.Driver));
+                var layout = q.Format.Layout(q.Size);
+                areas.Add((q.GuestAreas.DescriptorArea, (ulong)layout.DescriptorAreaBytes));
+                areas.Add((q.GuestAreas.DriverArea, (ulong)layout.DriverAreaBytes));
             }
 
             StartTraffic(30);
@@ -403,7 +402,7 @@ public static class HostileGuest
             var avail = _frontend.GuestSpan(q.GuestAreas.DriverArea, 4 + (2 * q.Size));
             var index = BinaryPrimitives.ReadUInt16LittleEndian(avail[2..]);
             var head = (ushort)random.Next(q.Size);
-            random.NextBytes(_frontend.GuestSpan(q.GuestAreas.DescriptorArea + ((ulong)head * SplitLayout.DescriptorBytes), SplitLayout.DescriptorBytes));
+            random.NextBytes(_frontend.GuestSpan(q.GuestAreas.DescriptorArea + ((ulong)head * RingLayout.DescriptorBytes), RingLayout.DescriptorBytes));
             BinaryPrimitives.WriteUInt16LittleEndian(avail[(4 + (2 * (index % q.Size)))..], head);
 
             // The entry before the index that publishes it (2.7.13), as a driver would.
@@ -413,7 +412,7 @@ public static class HostileGuest
 
         private void Link(ushort from, ushort to)
         {
-            var d = _frontend.GuestSpan(_tx.GuestAreas.DescriptorArea + ((ulong)from * SplitLayout.DescriptorBytes), SplitLayout.DescriptorBytes);
+            var d = _frontend.GuestSpan(_tx.GuestAreas.DescriptorArea + ((ulong)from * RingLayout.DescriptorBytes), RingLayout.DescriptorBytes);
             BinaryPrimitives.WriteUInt16LittleEndian(d[12..], 1); // VIRTQ_DESC_F_NEXT, device-readable
             BinaryPrimitives.WriteUInt16LittleEndian(d[14..], to);
         }
@@ -497,7 +496,7 @@ public static class HostileGuest
             var f = _figures;
             if (f is not null)
             {
-                _output.WriteLine($"traffic: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost:N0}, bad {f.Corrupted:N0}{(_tx.Ring!.IsBroken || _rx.Ring!.IsBroken ? $", own rings broken: tx {_tx.Ring.Counters.BrokenReason}, rx {_rx.Ring!.Counters.BrokenReason}" : string.Empty)}");
+                _output.WriteLine($"traffic: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost:N0}, bad {f.Corrupted:N0}{(_tx.Ring!.IsBroken || _rx.Ring!.IsBroken ? $", own rings broken: tx {_tx.Ring.BrokenReason}, rx {_rx.Ring!.BrokenReason}" : string.Empty)}");
             }
 
             if (_failure is not null)

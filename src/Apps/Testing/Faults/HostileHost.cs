@@ -39,12 +39,8 @@ public sealed class HostileHost : IDisposable
         _burst = burst;
         _output = output;
         var options = new VhostUserBackendOptions { SocketPath = socket, MaxConnections = 8 };
-        var split = options.SplitRingFactory;
-        options.SplitRingFactory = (in DeviceRingSetup s) => Remember(split(s), s);
-        if (options.PackedRingFactory is { } packed)
-        {
-            options.PackedRingFactory = (in DeviceRingSetup s) => Remember(packed(s), s);
-        }
+        var create = options.RingFactory;
+        options.RingFactory = (in DeviceRingSetup s) => Remember(create(s), s);
 
         _backend = new VhostUserBackend(options);
         _backend.QueueStarted += (session, e) => OnStarted(session!, e.Queue);
@@ -158,7 +154,7 @@ public sealed class HostileHost : IDisposable
         { Name = "hostile vhost-net device", IsBackground = true };
         _devices[session] = new Running(device, thread, tx.Ring, rx.Ring, Stopwatch.StartNew());
         thread.Start();
-        _output.WriteLine($"hostile host: misbehaving ({_kind}) after {HostileDevice.HonestFrames} honest frames: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}");
+        _output.WriteLine($"hostile host: misbehaving ({_kind}) after {HostileDevice.HonestFrames} honest frames: ring {tx.Format}, size {tx.Ring.Size}");
     }
 
     // Caller holds _gate.
@@ -171,7 +167,7 @@ public sealed class HostileHost : IDisposable
 
         r.Device.Stop();
         r.Thread.Join();
-        var broken = r.Tx.IsBroken || r.Rx.IsBroken ? $", broken: tx {r.Tx.Counters.BrokenReason}, rx {r.Rx.Counters.BrokenReason}" : string.Empty;
+        var broken = r.Tx.IsBroken || r.Rx.IsBroken ? $", broken: tx {r.Tx.BrokenReason}, rx {r.Rx.BrokenReason}" : string.Empty;
         _output.WriteLine($"hostile host: {why}: forwarded {r.Device.Frames:N0} frames in {r.Clock.Elapsed.TotalSeconds:0.0} s, offences {r.Device.Offences:N0}, sleeps {r.Device.Sleeps:N0}{broken}");
     }
 

@@ -27,8 +27,8 @@ internal static class Program
         var socket = new Option<string>("--socket") { Description = "The back-end's socket.", Required = true };
         var kind = new Option<string>("--misbehave") { Description = "What to do to the back-end.", Required = true };
         kind.AcceptOnlyFromAmong(HostileGuest.Kinds);
-        var ring = new Option<string>("--ring") { Description = "Ring format.", DefaultValueFactory = _ => "split" };
-        ring.AcceptOnlyFromAmong("split", "packed");
+        var ring = new Option<string>("--ring") { Description = "Ring format.", DefaultValueFactory = _ => RingFormat.Split.Name };
+        ring.AcceptOnlyFromAmong(RingFormat.All.Select(f => f.Name).ToArray());
         var wait = new Option<string>("--wait") { Description = "How the traffic beside the attack waits when idle.", DefaultValueFactory = _ => "poll" };
         wait.AcceptOnlyFromAmong("poll", "adaptive", "block");
         var queueSize = new Option<int>("--queue-size") { Description = "Descriptors per ring.", DefaultValueFactory = _ => 256 };
@@ -41,7 +41,7 @@ internal static class Program
             new HostileGuestOptions(
                 r.GetValue(socket)!,
                 r.GetValue(kind)!,
-                r.GetValue(ring) == "packed",
+                RingFormat.Parse(r.GetValue(ring)!),
                 Enum.Parse<WaitStrategy>(r.GetValue(wait)!, ignoreCase: true),
                 r.GetValue(queueSize),
                 r.GetValue(frameSize)),

@@ -5,17 +5,17 @@ using Rings.Tool.Commands;
 namespace Rings.Tool.Bench;
 
 /// <summary>One setting of the two-process loopback that <c>rings bench</c> measures.</summary>
-/// <param name="Ring">split or packed.</param>
+/// <param name="Ring">The ring format.</param>
 /// <param name="EventIdx">Whether VIRTIO_F_EVENT_IDX is negotiated.</param>
 /// <param name="InOrder">Whether VIRTIO_F_IN_ORDER is negotiated.</param>
 /// <param name="Burst">Most frames per publish, on both sides.</param>
 /// <param name="Wait">How both sides wait when idle.</param>
 /// <param name="Rate">Offered frames per second; 0 for saturation.</param>
 /// <param name="FrameSize">Bytes per Ethernet frame.</param>
-internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int Burst, WaitStrategy Wait, double Rate, int FrameSize)
+internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, int Burst, WaitStrategy Wait, double Rate, int FrameSize)
 {
     /// <summary>The base point everything varies around: split, EVENT_IDX on, IN_ORDER off, burst 32, busy-poll, saturation, 64 B.</summary>
-    public static BenchPoint Base { get; } = new("split", true, false, 32, WaitStrategy.Poll, 0, 64);
+    public static BenchPoint Base { get; } = new(RingFormat.Split, EventIdx: true, InOrder: false, Burst: 32, WaitStrategy.Poll, Rate: 0, FrameSize: 64);
 
     /// <summary>The <c>rings loopback</c> run that measures this point.</summary>
     /// <param name="seconds">How long to send.</param>
@@ -23,9 +23,10 @@ internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int 
     /// <param name="json">Where the loopback writes its figures.</param>
     public LoopbackOptions ToLoopback(double seconds, int queueSize, string json) => new(new GuestOptions(
         string.Empty,
-        Packed: Ring == "packed",
-        EventIdx: EventIdx,
-        InOrder: InOrder,
+        Ring: Ring,
+        Features: (GuestOptions.DefaultFeatures & ~(VirtioFeatures.EventIndex | VirtioFeatures.InOrder))
+            | (EventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None)
+            | (InOrder ? VirtioFeatures.InOrder : VirtioFeatures.None),
         QueueSize: queueSize,
         Burst: Burst,
         FrameSize: FrameSize,
@@ -41,7 +42,7 @@ internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int 
         var parts = new List<string>();
         if (Ring != Base.Ring)
         {
-            parts.Add(Ring);
+            parts.Add(Ring.Name);
         }
 
         if (EventIdx != Base.EventIdx)
@@ -109,9 +110,9 @@ internal sealed class BenchPlan
 
         // The reference point and its packed twin first, so a truncated sweep still compares them.
         plan.Add(b, RingBurst, EventIdxSeries, InOrderSeries, FrameSizes, WaitLoad);
-        plan.Add(b with { Ring = "packed" }, RingBurst);
+        plan.Add(b with { Ring = RingFormat.Packed }, RingBurst);
 
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             foreach (var burst in bursts)
             {

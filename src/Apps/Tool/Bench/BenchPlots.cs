@@ -41,7 +41,7 @@ internal static class BenchPlots
         var bursts = new SortedSet<int>();
         var top = 0.0;
         var index = 0;
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             var series = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.RingBurst) && p.Point.Ring == ring).OrderBy(p => p.Point.Burst).ToList();
             if (series.Count == 0)
@@ -177,7 +177,7 @@ internal static class BenchPlots
     {
         var plot = New("Rings against the alternatives: 64 B frames, burst 32", subtitle, string.Empty, "round trip, million frames per second");
         var bars = new List<(string Label, double Mpps, int Colour)>();
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             if (points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Ring = ring }) is { } r)
             {

@@ -294,7 +294,7 @@ internal sealed class BenchReport
         foreach (var p in j.GetProperty("points").EnumerateArray())
         {
             var point = new BenchPoint(
-                p.GetProperty("ring").GetString()!,
+                RingFormat.Parse(p.GetProperty("ring").GetString()!),
                 p.GetProperty("event_idx").GetBoolean(),
                 p.GetProperty("in_order").GetBoolean(),
                 p.GetProperty("burst").GetInt32(),
@@ -475,7 +475,7 @@ internal sealed class BenchReport
 
     private static void WriteSettings(Utf8JsonWriter w, BenchPoint p)
     {
-        w.WriteString("ring", p.Ring);
+        w.WriteString("ring", p.Ring.Name);
         w.WriteBoolean("event_idx", p.EventIdx);
         w.WriteBoolean("in_order", p.InOrder);
         w.WriteNumber("burst", p.Burst);

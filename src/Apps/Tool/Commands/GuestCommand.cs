@@ -9,11 +9,11 @@ namespace Rings.Tool.Commands;
 /// <see cref="ToArguments"/> writes the command line that <see cref="GuestCommand.Parse"/> reads back.
 /// </summary>
 /// <param name="Socket">The back-end's socket (empty in <c>rings loopback</c>, which makes its own).</param>
-/// <param name="Packed">Packed rings instead of split.</param>
-/// <param name="EventIdx">Negotiate VIRTIO_F_EVENT_IDX.</param>
-/// <param name="InOrder">Negotiate VIRTIO_F_IN_ORDER.</param>
-/// <param name="Mergeable">Negotiate VIRTIO_NET_F_MRG_RXBUF.</param>
-/// <param name="Indirect">Negotiate VIRTIO_F_INDIRECT_DESC.</param>
+/// <param name="Ring">The ring format to ask for.</param>
+/// <param name="Features">
+/// The optional features to ask for, of <see cref="Switchable"/> (each has its <c>on</c>/<c>off</c>
+/// option); VERSION_1, MAC and the ring format's bit are added when connecting.
+/// </param>
 /// <param name="QueueSize">Descriptors per ring.</param>
 /// <param name="Burst">Most frames per burst.</param>
 /// <param name="FrameSize">Bytes per frame, without the virtio-net header.</param>
@@ -27,11 +27,8 @@ namespace Rings.Tool.Commands;
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
 internal sealed record GuestOptions(
     string Socket,
-    bool Packed = false,
-    bool EventIdx = true,
-    bool InOrder = false,
-    bool Mergeable = true,
-    bool Indirect = true,
+    RingFormat Ring = default,
+    VirtioFeatures Features = GuestOptions.DefaultFeatures,
     int QueueSize = 256,
     int Burst = 32,
     int FrameSize = 64,
@@ -44,12 +41,32 @@ internal sealed record GuestOptions(
     double DrainSeconds = 2,
     int Window = 0)
 {
+    /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
+    public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
+
+    /// <summary>The features the command line switches on and off, each with its option.</summary>
+    public static IReadOnlyList<(string Option, VirtioFeatures Feature)> Switchable { get; } =
+    [
+        ("--event-idx", VirtioFeatures.EventIndex),
+        ("--in-order", VirtioFeatures.InOrder),
+        ("--mrg-rxbuf", VirtioFeatures.NetMergeRxBuffers),
+        ("--indirect", VirtioFeatures.IndirectDescriptors),
+    ];
+
+    /// <summary>Whether <paramref name="feature"/> is asked for.</summary>
+    public bool Has(VirtioFeatures feature) => (Features & feature) == feature;
+
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
     {
-        if (QueueSize < 1 || QueueSize > 32768 || (!Packed && !Rings.Split.SplitLayout.IsValidSize(QueueSize)))
+        if (!Ring.IsValidSize(QueueSize))
         {
-            return Packed ? "--queue-size must be 1..32768" : "--queue-size must be a power of two from 1 to 32768 for split rings";
+            return $"--queue-size must be {Ring.SizeRule} for {Ring} rings";
+        }
+
+        if ((Features & ~Switchable.Aggregate(VirtioFeatures.None, (all, s) => all | s.Feature)) != 0)
+        {
+            return $"features 0x{(ulong)Features:x} include some that no option switches (only EVENT_IDX, IN_ORDER, MRG_RXBUF and INDIRECT_DESC are)";
         }
 
         if (Burst < 1 || Burst > QueueSize)
@@ -94,13 +111,16 @@ internal sealed record GuestOptions(
             yield return Socket;
         }
 
+        yield return "--ring";
+        yield return Ring.Name;
+        foreach (var (option, feature) in Switchable)
+        {
+            yield return option;
+            yield return Cli.OnOff(Has(feature));
+        }
+
         string[] settings =
         [
-            "--ring", Packed ? "packed" : "split",
-            "--event-idx", Cli.OnOff(EventIdx),
-            "--in-order", Cli.OnOff(InOrder),
-            "--mrg-rxbuf", Cli.OnOff(Mergeable),
-            "--indirect", Cli.OnOff(Indirect),
             "--queue-size", Cli.Number(QueueSize),
             "--burst", Cli.Number(Burst),
             "--frame-size", Cli.Number(FrameSize),
@@ -130,11 +150,11 @@ internal sealed class GuestCommand
 {
     private static readonly GuestOptions Defaults = new(string.Empty);
 
-    public Option<string> Ring { get; } = RingOption();
-    public Option<string> EventIdx { get; } = Cli.Switch("--event-idx", "Negotiate VIRTIO_F_EVENT_IDX (notification suppression by event index): on or off.", Defaults.EventIdx);
-    public Option<string> InOrder { get; } = Cli.Switch("--in-order", "Negotiate VIRTIO_F_IN_ORDER: on or off.", Defaults.InOrder);
-    public Option<string> Mergeable { get; } = Cli.Switch("--mrg-rxbuf", "Negotiate VIRTIO_NET_F_MRG_RXBUF (frames spanning several receive buffers): on or off.", Defaults.Mergeable);
-    public Option<string> Indirect { get; } = Cli.Switch("--indirect", "Negotiate VIRTIO_F_INDIRECT_DESC: on or off.", Defaults.Indirect);
+    public Option<RingFormat> Ring { get; } = RingOption();
+    public Option<string> EventIdx { get; } = FeatureSwitch(VirtioFeatures.EventIndex, "Negotiate VIRTIO_F_EVENT_IDX (notification suppression by event index): on or off.");
+    public Option<string> InOrder { get; } = FeatureSwitch(VirtioFeatures.InOrder, "Negotiate VIRTIO_F_IN_ORDER: on or off.");
+    public Option<string> Mergeable { get; } = FeatureSwitch(VirtioFeatures.NetMergeRxBuffers, "Negotiate VIRTIO_NET_F_MRG_RXBUF (frames spanning several receive buffers): on or off.");
+    public Option<string> Indirect { get; } = FeatureSwitch(VirtioFeatures.IndirectDescriptors, "Negotiate VIRTIO_F_INDIRECT_DESC: on or off.");
     public Option<int> QueueSize { get; } = new("--queue-size") { Description = "Descriptors per ring (split: a power of two).", DefaultValueFactory = _ => Defaults.QueueSize };
     public Option<int> Burst { get; } = new("--burst") { Description = "Most frames published per burst.", DefaultValueFactory = _ => Defaults.Burst };
     public Option<int> FrameSize { get; } = new("--frame-size") { Description = "Bytes per Ethernet frame (without the 12-byte virtio-net header).", DefaultValueFactory = _ => Defaults.FrameSize };
@@ -167,11 +187,8 @@ internal sealed class GuestCommand
 
     public GuestOptions Read(ParseResult r, string socket) => new(
         socket,
-        r.GetValue(Ring) == "packed",
-        r.GetValue(EventIdx) == "on",
-        r.GetValue(InOrder) == "on",
-        r.GetValue(Mergeable) == "on",
-        r.GetValue(Indirect) == "on",
+        r.GetValue(Ring),
+        On(r, EventIdx) | On(r, InOrder) | On(r, Mergeable) | On(r, Indirect),
         r.GetValue(QueueSize),
         r.GetValue(Burst),
         r.GetValue(FrameSize),
@@ -196,10 +213,33 @@ internal sealed class GuestCommand
         return new(command, r => g.Read(r, r.GetValue(socket)!));
     }
 
-    private static Option<string> RingOption()
+    // The feature an on/off option stands for, when it is on.
+    private static VirtioFeatures On(ParseResult r, Option<string> option) =>
+        r.GetValue(option) == "on" ? GuestOptions.Switchable.Single(s => s.Option == option.Name).Feature : VirtioFeatures.None;
+
+    private static Option<string> FeatureSwitch(VirtioFeatures feature, string description) =>
+        Cli.Switch(GuestOptions.Switchable.Single(s => s.Feature == feature).Option, description, Defaults.Has(feature));
+
+    /// <summary><c>--ring split|packed</c>, parsed into a <see cref="RingFormat"/> (its name gives the argument back).</summary>
+    private static Option<RingFormat> RingOption()
     {
-        var option = new Option<string>("--ring") { Description = "Ring format: split or packed.", DefaultValueFactory = _ => "split" };
-        option.AcceptOnlyFromAmong("split", "packed");
+        var option = new Option<RingFormat>("--ring")
+        {
+            Description = "Ring format: split or packed.",
+            DefaultValueFactory = _ => Defaults.Ring,
+            CustomParser = r =>
+            {
+                var token = r.Tokens.Count == 1 ? r.Tokens[0].Value : string.Empty;
+                if (RingFormat.TryParse(token, out var format))
+                {
+                    return format;
+                }
+
+                r.AddError($"--ring must be one of: {string.Join(", ", RingFormat.All)} (got '{token}')");
+                return default;
+            },
+        };
+        option.CompletionSources.Add(RingFormat.All.Select(f => f.Name).ToArray());
         return option;
     }
 }

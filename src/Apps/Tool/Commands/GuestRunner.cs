@@ -43,28 +43,21 @@ internal static class GuestRunner
             };
             var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
             var features = net.Frontend.Features;
-            var negotiated = $"features 0x{features:x}: ring {(o.Packed ? "packed" : "split")}, EVENT_IDX {OnOff(features & FeatureBits.EventIndex)}, IN_ORDER {OnOff(features & FeatureBits.InOrder)}, MRG_RXBUF {OnOff(features & FeatureBits.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features & FeatureBits.IndirectDescriptors)}";
+            var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
             return Drive(net, traffic, o, output);
         }
     }
 
-    /// <summary>What the front-end asks for, from the options' features.</summary>
+    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
     private static VhostUserFrontendOptions FrontendOptions(GuestOptions o)
     {
-        var features = FeatureBits.Version1 | FeatureBits.NetMac;
-        features |= o.EventIdx ? FeatureBits.EventIndex : 0;
-        features |= o.InOrder ? FeatureBits.InOrder : 0;
-        features |= o.Mergeable ? FeatureBits.NetMergeRxBuffers : 0;
-        features |= o.Indirect ? FeatureBits.IndirectDescriptors : 0;
-        features |= o.Packed ? FeatureBits.RingPacked : 0;
         return new VhostUserFrontendOptions
         {
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
-            Features = features,
-            Packed = o.Packed,
+            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
         };
     }
 
@@ -120,14 +113,14 @@ internal static class GuestRunner
         string? broken = null;
         if (txRing.IsBroken || rxRing.IsBroken)
         {
-            broken = $"tx {txRing.Counters.BrokenReason}, rx {rxRing.Counters.BrokenReason} (device needs reset)";
+            broken = $"tx {txRing.BrokenReason}, rx {rxRing.BrokenReason} (device needs reset)";
         }
 
         var report = new RunReport
         {
-            Ring = o.Packed ? "packed" : "split",
-            EventIdx = (frontend.Features & FeatureBits.EventIndex) != 0,
-            InOrder = (frontend.Features & FeatureBits.InOrder) != 0,
+            Ring = RingFormat.Of(frontend.Features).Name,
+            EventIdx = (frontend.Features & VirtioFeatures.EventIndex) != 0,
+            InOrder = (frontend.Features & VirtioFeatures.InOrder) != 0,
             FrameSize = o.FrameSize,
             Burst = o.Burst,
             Wait = Cli.Text(o.Wait),
@@ -155,5 +148,5 @@ internal static class GuestRunner
         return report.Clean ? 0 : 1;
     }
 
-    private static string OnOff(ulong bit) => bit != 0 ? "on" : "off";
+    private static string OnOff(VirtioFeatures negotiated, VirtioFeatures feature) => Cli.OnOff((negotiated & feature) != 0);
 }

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Rings.Chains;
 using Rings.Linux.Net;
-using Rings.Memory;
 using Rings.Split;
 
 namespace Rings.Tool.Commands;
@@ -13,10 +12,14 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static class InProcessLoopback
 {
-    private const ulong GuestBase = 0x1_0000_0000;
-
-    public sealed record Options(double Seconds, int QueueSize, int Burst, int FrameSize, bool EventIndex, bool Block)
+    /// <param name="Features">Features both sides use (EVENT_IDX).</param>
+    /// <param name="Wait">Block sleeps on a doorbell when idle; poll (and adaptive, here) spins.</param>
+    public sealed record Options(double Seconds, int QueueSize, int Burst, int FrameSize, VirtioFeatures Features, WaitStrategy Wait)
     {
+        public bool EventIndex => (Features & VirtioFeatures.EventIndex) != 0;
+
+        public bool Block => Wait == WaitStrategy.Block;
+
         public string? Validate()
         {
             if (!(Seconds > 0 && Seconds <= 86400))
@@ -24,9 +27,9 @@ internal static class InProcessLoopback
                 return "--seconds must be between 0 and 86400";
             }
 
-            if (!SplitLayout.IsValidSize(QueueSize))
+            if (!RingFormat.Split.IsValidSize(QueueSize))
             {
-                return "--queue-size must be a power of two from 1 to 32768";
+                return $"--queue-size must be {RingFormat.Split.SizeRule}";
             }
 
             if (Burst < 1 || Burst > QueueSize)
@@ -45,15 +48,12 @@ internal static class InProcessLoopback
 
     public static int Run(Options o, TextWriter output)
     {
-        var layout = new SplitLayout(o.QueueSize);
         var slot = (o.FrameSize + 63) & ~63;
-        var buffersOffset = (ulong)layout.TotalBytes;
-        using var region = new NativeRegion(buffersOffset + ((ulong)slot * (ulong)o.QueueSize), GuestBase);
-        var memory = new GuestMemory(region.Region);
-        var features = o.EventIndex ? RingFeatures.EventIndex : RingFeatures.None;
-        var addresses = layout.At(GuestBase);
-        var driver = new SplitDriverRing(memory, addresses, o.QueueSize, features);
-        var device = new SplitDeviceRing(memory, addresses, o.QueueSize, features);
+        using var pair = RingPair.Create(RingFormat.Split, o.QueueSize, (ulong)slot * (ulong)o.QueueSize, o.Features & VirtioFeatures.EventIndex);
+
+        // The sides by their classes, so the loops below call them directly (sealed: no dispatch).
+        var driver = (SplitDriverRing)pair.Driver;
+        var device = (SplitDeviceRing)pair.Device;
 
         using var kick = new SemaphoreSlim(0);
         using var call = new SemaphoreSlim(0);
@@ -89,8 +89,8 @@ internal static class InProcessLoopback
                 while (added < o.Burst && freeCount > 0)
                 {
                     var s = freeSlots[freeCount - 1];
-                    var address = GuestBase + buffersOffset + ((ulong)s * (ulong)slot);
-                    var frame = region.Slice(address - GuestBase, o.FrameSize);
+                    var address = pair.BufferAddress + ((ulong)s * (ulong)slot);
+                    var frame = pair.Span(address, o.FrameSize);
                     BitConverter.TryWriteBytes(frame, sequence);
                     if (!driver.TryAdd(new BufferSegment(address, (uint)o.FrameSize), false, out var id))
                     {
@@ -202,7 +202,7 @@ internal static class InProcessLoopback
         {
             Thread.Sleep(TimeSpan.FromSeconds(Math.Min(1, Math.Max(0.01, o.Seconds - clock.Elapsed.TotalSeconds))));
             var now = clock.Elapsed.TotalSeconds;
-            var packets = Volatile.Read(ref device.Counters.Packets);
+            var packets = device.Counters.Packets;
             output.WriteLine($"  {now,6:0.0} s  {(packets - lastPackets) / (now - lastTime) / 1e6,8:0.000} Mpps");
             lastPackets = packets;
             lastTime = now;
@@ -231,7 +231,7 @@ internal static class InProcessLoopback
         output.WriteLine($"  gen0 collections   {gcAfter - gcBefore,14:N0}");
         if (driver.IsBroken || device.IsBroken)
         {
-            output.WriteLine($"  broken             driver {d.BrokenReason}, device {v.BrokenReason}");
+            output.WriteLine($"  broken             driver {driver.BrokenReason}, device {device.BrokenReason}");
             return 1;
         }
 

@@ -57,7 +57,7 @@ internal static partial class LoopbackCommand
     private static InProcessLoopback.Options InProcessOptions(LoopbackOptions o)
     {
         var g = o.Guest;
-        return new InProcessLoopback.Options(g.Seconds, g.QueueSize, g.Burst, g.FrameSize, g.EventIdx, g.Wait == WaitStrategy.Block);
+        return new InProcessLoopback.Options(g.Seconds, g.QueueSize, g.Burst, g.FrameSize, g.Features, g.Wait);
     }
 
     private static CommandDefinition<LoopbackOptions> Define()
