@@ -9,6 +9,138 @@ using Rings.Linux.Runtime;
 
 namespace Rings.Tool.Commands;
 
+/// <summary>What joins the ports of <c>rings switch</c>.</summary>
+internal enum SwitchProcessor
+{
+    /// <summary>The L2 learning switch.</summary>
+    Switch,
+
+    /// <summary>Two ports wired to each other.</summary>
+    Patch,
+
+    /// <summary>Every frame back out of the port it came in on.</summary>
+    Reflect,
+}
+
+/// <summary>
+/// Every option of <c>rings switch</c>, typed; <see cref="ToArguments"/> writes the command line
+/// that <see cref="SwitchCommand.Parse"/> reads back.
+/// </summary>
+/// <param name="Ports">The port specifications, KIND:TARGET.</param>
+/// <param name="Processor">What joins them.</param>
+/// <param name="Workers">Worker threads.</param>
+/// <param name="Cpus">CPUs to pin the workers to (such as <c>2,3</c> or <c>0-3</c>), or null.</param>
+/// <param name="Wait">How an idle worker waits.</param>
+/// <param name="Burst">Most frames taken from a port at once.</param>
+/// <param name="Hold">Milliseconds frames with no ready destination stay with their source.</param>
+/// <param name="Seconds">How long to run; 0 until stopped.</param>
+/// <param name="Json">Where to write the final figures, if anywhere.</param>
+/// <param name="Verbose">Log every port's control-plane events.</param>
+/// <param name="Quiet">No per-second lines.</param>
+internal sealed record SwitchOptions(
+    IReadOnlyList<string> Ports,
+    SwitchProcessor Processor = SwitchProcessor.Switch,
+    int Workers = 1,
+    string? Cpus = null,
+    WaitStrategy Wait = WaitStrategy.Poll,
+    int Burst = 32,
+    int Hold = 100,
+    double Seconds = 0,
+    string? Json = null,
+    bool Verbose = false,
+    bool Quiet = false)
+{
+    /// <summary>What is wrong with the options, or null.</summary>
+    public string? Validate()
+    {
+        if (Ports.Count == 0)
+        {
+            return "give at least one --port";
+        }
+
+        if (Ports.Count > PortMask.MaxPorts)
+        {
+            return $"at most {PortMask.MaxPorts} ports";
+        }
+
+        var duplicate = Ports.GroupBy(p => p, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            return $"port '{duplicate.Key}' is given twice";
+        }
+
+        if (Processor == SwitchProcessor.Patch && Ports.Count != 2)
+        {
+            return $"--processor patch joins exactly two ports, not {Ports.Count}";
+        }
+
+        if (Workers is < 1 or > 64)
+        {
+            return "--workers must be between 1 and 64";
+        }
+
+        if (!SwitchCommand.TryParseCpus(Cpus, out _, out var cpuError))
+        {
+            return cpuError;
+        }
+
+        if (Burst is < 1 or > FrameBurst.MaxCapacity)
+        {
+            return $"--burst must be between 1 and {FrameBurst.MaxCapacity}";
+        }
+
+        if (Hold is < 0 or > 60_000)
+        {
+            return "--hold must be between 0 and 60000 milliseconds";
+        }
+
+        if (!(Seconds >= 0) || Seconds > 31_536_000)
+        {
+            return "--seconds must be 0 (until stopped) or a positive number of seconds";
+        }
+
+        return null;
+    }
+
+    /// <summary>The command line (after <c>rings switch</c>) that parses back to these options.</summary>
+    public IEnumerable<string> ToArguments()
+    {
+        foreach (var p in Ports)
+        {
+            yield return "--port";
+            yield return p;
+        }
+
+        string[] values = ["--processor", Cli.Text(Processor), "--workers", Cli.Number(Workers), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst), "--hold", Cli.Number(Hold), "--seconds", Cli.Number(Seconds)];
+        foreach (var a in values)
+        {
+            yield return a;
+        }
+
+        if (Cpus is not null)
+        {
+            yield return "--cpus";
+            yield return Cpus;
+        }
+
+        if (Json is not null)
+        {
+            yield return "--json";
+            yield return Json;
+        }
+
+        if (Verbose)
+        {
+            yield return "--verbose";
+        }
+
+        if (Quiet)
+        {
+            yield return "--quiet";
+        }
+    }
+}
+
 /// <summary>
 /// <c>rings switch</c>: ports of any kind joined by a processor (the learning switch by default),
 /// run by workers until Ctrl-C, SIGTERM or <c>--seconds</c>. Prints per-port rates and drops once
@@ -16,35 +148,27 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static class SwitchCommand
 {
-    public sealed record Options(
-        IReadOnlyList<string> Ports,
-        string Processor,
-        int Workers,
-        IReadOnlyList<int> Cpus,
-        WaitStrategy Wait,
-        int Burst,
-        int Hold,
-        double Seconds,
-        string? Json,
-        bool Verbose,
-        bool Quiet);
+    public static Command Create() => Define().Runs(o => o.Validate(), o => Run(o, Console.Out, Console.Error));
 
-    public static Command Create()
+    /// <summary>Reads a <c>rings switch</c> command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse.</exception>
+    public static SwitchOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
+
+    private static CommandDefinition<SwitchOptions> Define()
     {
+        var defaults = new SwitchOptions([]);
         var port = new Option<string[]>("--port")
         {
             Description = $"A port, KIND:TARGET (repeat for each): {string.Join(", ", PortKinds.All.Select(k => $"{k.Name}:{k.Target}"))}.",
             Required = true,
-            AllowMultipleArgumentsPerToken = false,
         };
-        var processor = new Option<string>("--processor") { Description = "What joins the ports: switch (L2 learning switch), patch (two ports wired to each other) or reflect (every frame back to its port).", DefaultValueFactory = _ => "switch" };
-        processor.AcceptOnlyFromAmong("switch", "patch", "reflect");
-        var workers = new Option<int>("--workers") { Description = "Worker threads; ports are dealt to them in turn.", DefaultValueFactory = _ => 1 };
+        var processor = Cli.Choice("--processor", "What joins the ports: switch (L2 learning switch), patch (two ports wired to each other) or reflect (every frame back to its port).", defaults.Processor);
+        var workers = new Option<int>("--workers") { Description = "Worker threads; ports are dealt to them in turn.", DefaultValueFactory = _ => defaults.Workers };
         var cpus = new Option<string?>("--cpus") { Description = "CPUs to pin the workers to, in order, such as 2,3 or 0-3." };
-        var wait = NetCommands.WaitOption("poll");
-        var burst = new Option<int>("--burst") { Description = $"Most frames taken from a port at once (1 to {FrameBurst.MaxCapacity}).", DefaultValueFactory = _ => 32 };
-        var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames wait in its own ring when no destination has room, before they are dropped (0: drop at once).", DefaultValueFactory = _ => 100 };
-        var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => 0 };
+        var wait = Cli.Choice("--wait", GuestCommand.WaitDescription, defaults.Wait);
+        var burst = new Option<int>("--burst") { Description = $"Most frames taken from a port at once (1 to {FrameBurst.MaxCapacity}).", DefaultValueFactory = _ => defaults.Burst };
+        var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames may wait in its own ring while no destination is ready for them (full, or not attached), before they are dropped; 0 drops at once.", DefaultValueFactory = _ => defaults.Hold };
+        var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => defaults.Seconds };
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
@@ -52,38 +176,29 @@ internal static class SwitchCommand
         {
             port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet,
         };
-        command.SetAction(r =>
-        {
-            if (!TryParseCpus(r.GetValue(cpus), out var cpuList, out var cpuError))
-            {
-                Console.Error.WriteLine($"rings switch: {cpuError}");
-                return 2;
-            }
-
-            var o = new Options(
-                r.GetValue(port) ?? [],
-                r.GetValue(processor)!,
-                r.GetValue(workers),
-                cpuList,
-                NetCommands.ParseWait(r.GetValue(wait)),
-                r.GetValue(burst),
-                r.GetValue(hold),
-                r.GetValue(seconds),
-                r.GetValue(json),
-                r.GetValue(verbose),
-                r.GetValue(quiet));
-            return Run(o, Console.Out, Console.Error);
-        });
-        return command;
+        return new(command, r => new SwitchOptions(
+            r.GetValue(port) ?? [],
+            Cli.Parse<SwitchProcessor>(r.GetValue(processor)!),
+            r.GetValue(workers),
+            r.GetValue(cpus),
+            Cli.Parse<WaitStrategy>(r.GetValue(wait)!),
+            r.GetValue(burst),
+            r.GetValue(hold),
+            r.GetValue(seconds),
+            r.GetValue(json),
+            r.GetValue(verbose),
+            r.GetValue(quiet)));
     }
 
-    public static int Run(Options o, TextWriter output, TextWriter error)
+    public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
     {
-        if (Validate(o) is { } problem)
+        if (o.Validate() is { } problem)
         {
             error.WriteLine($"rings switch: {problem}");
             return 2;
         }
+
+        TryParseCpus(o.Cpus, out var cpus, out _);
 
         // Signals first: a Ctrl-C while ports open must still remove what they created. A
         // background job starts with SIGINT ignored; it must stop this command all the same.
@@ -128,8 +243,8 @@ internal static class SwitchCommand
 
         FrameProcessor processor = o.Processor switch
         {
-            "patch" => new PatchProcessor(),
-            "reflect" => new ReflectProcessor(),
+            SwitchProcessor.Patch => new PatchProcessor(),
+            SwitchProcessor.Reflect => new ReflectProcessor(),
             _ => new LearningSwitch(),
         };
 
@@ -139,7 +254,7 @@ internal static class SwitchCommand
             pipeline = new Pipeline(ports, processor, new PipelineOptions
             {
                 Workers = o.Workers,
-                Cpus = o.Cpus,
+                Cpus = cpus,
                 Wait = o.Wait,
                 Burst = o.Burst,
                 HoldMilliseconds = o.Hold,
@@ -170,7 +285,7 @@ internal static class SwitchCommand
             return 3;
         }
 
-        output.WriteLine($"rings switch: {ports.Count} port(s), {processor.Name}, {pipeline.WorkerCount} worker(s){(o.Cpus.Count > 0 ? $" on CPUs {string.Join(',', o.Cpus)}" : string.Empty)}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}");
+        output.WriteLine($"rings switch: {ports.Count} port(s), {processor.Name}, {pipeline.WorkerCount} worker(s){(cpus.Count > 0 ? $" on CPUs {string.Join(',', cpus)}" : string.Empty)}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}");
         foreach (var p in ports)
         {
             output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status})");
@@ -221,52 +336,6 @@ internal static class SwitchCommand
         }
 
         return 0;
-    }
-
-    private static string? Validate(Options o)
-    {
-        if (o.Ports.Count == 0)
-        {
-            return "give at least one --port";
-        }
-
-        if (o.Ports.Count > PortMask.MaxPorts)
-        {
-            return $"at most {PortMask.MaxPorts} ports";
-        }
-
-        var duplicate = o.Ports.GroupBy(p => p, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
-        if (duplicate is not null)
-        {
-            return $"port '{duplicate.Key}' is given twice";
-        }
-
-        if (o.Processor == "patch" && o.Ports.Count != 2)
-        {
-            return $"--processor patch joins exactly two ports, not {o.Ports.Count}";
-        }
-
-        if (o.Workers is < 1 or > 64)
-        {
-            return "--workers must be between 1 and 64";
-        }
-
-        if (o.Burst is < 1 or > FrameBurst.MaxCapacity)
-        {
-            return $"--burst must be between 1 and {FrameBurst.MaxCapacity}";
-        }
-
-        if (o.Hold is < 0 or > 60_000)
-        {
-            return "--hold must be between 0 and 60000 milliseconds";
-        }
-
-        if (!(o.Seconds >= 0) || o.Seconds > 31_536_000)
-        {
-            return "--seconds must be 0 (until stopped) or a positive number of seconds";
-        }
-
-        return null;
     }
 
     internal static bool TryParseCpus(string? text, out IReadOnlyList<int> cpus, out string? error)
