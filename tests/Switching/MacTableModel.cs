@@ -20,10 +20,10 @@ public sealed class MacTableModel(int capacity, long aging)
 
     public MacLearnResult Learn(MacAddress source, int port, long now)
     {
-        if (source.IsMulticast)
+        if (source.IsMulticast || source == default)
         {
-            Counters = Counters with { MulticastSources = Counters.MulticastSources + 1 };
-            return MacLearnResult.MulticastSource;
+            Counters = Counters with { InvalidSources = Counters.InvalidSources + 1 };
+            return MacLearnResult.InvalidSource;
         }
 
         if (_entries.TryGetValue(source, out var e))

@@ -42,7 +42,7 @@ public class MacTableTests
     private static readonly int[] Ports = [0, 1, 2, 3, 4, MacTable.MaxPort];
 
     /// <summary>
-    /// Random runs of learning (new stations, refreshes, moves, multicast and broadcast sources),
+    /// Random runs of learning (new stations, refreshes, moves, group and all-zero sources),
     /// lookups (learned, unknown, aged, group destinations), time passing, expiry and port flushes,
     /// on tables from 1 to 256 entries: after every step the table has the model's size and
     /// counters and gives the same result, and it answers every address of the pool as the
@@ -82,6 +82,7 @@ public class MacTableTests
 
                 Assert.Equal(model.Count, table.Count);
                 Assert.True(table.Count <= table.Capacity);
+                Assert.True(table.OverflowCountsAreExact());
                 Assert.Equal(model.Counters, table.Counters);
 
                 // Every address after every step on small pools; on large ones every 8th step and the last.
@@ -96,7 +97,7 @@ public class MacTableTests
         });
 
     [Fact]
-    public void GroupDestinationsFloodAndGroupSourcesAreNeverLearned()
+    public void GroupDestinationsFloodAndGroupOrZeroSourcesAreNeverLearned()
     {
         var table = new MacTable(8, 100);
         var multicast = MacAddress.Parse("01:00:5e:00:00:fb");
@@ -104,12 +105,14 @@ public class MacTableTests
         foreach (var group in new[] { MacAddress.Broadcast, multicast, ipv6Multicast })
         {
             Assert.True(group.IsMulticast);
-            Assert.Equal(MacLearnResult.MulticastSource, table.Learn(group, 1, 0));
+            Assert.Equal(MacLearnResult.InvalidSource, table.Learn(group, 1, 0));
             Assert.Equal(MacTable.Flood, table.Lookup(group, 0));
         }
 
+        Assert.Equal(MacLearnResult.InvalidSource, table.Learn(default, 1, 0));
+        Assert.Equal(MacTable.Flood, table.Lookup(default, 0));
         Assert.Equal(0, table.Count);
-        Assert.Equal(3, table.Counters.MulticastSources);
+        Assert.Equal(4, table.Counters.InvalidSources);
         Assert.Equal(0, table.Counters.Learned);
     }
 
@@ -199,6 +202,7 @@ public class MacTableTests
         }
 
         Assert.Equal(0, table.Count);
+        Assert.True(table.OverflowCountsAreExact());
     }
 
     [Fact]
@@ -253,13 +257,14 @@ public class MacTableTests
     internal static MacAddress RandomStation(Random random) =>
         MacAddress.FromUInt64((((ulong)random.NextInt64() & 0xFFFF_FFFF_FFFF) & ~0x0100_0000_0000UL) | 0x0200_0000_0000UL);
 
-    /// <summary>Unicast stations plus broadcast and two multicast addresses at the end.</summary>
+    /// <summary>Unicast stations, then broadcast, two multicast addresses and the all-zero address.</summary>
     private static MacAddress[] Pool(int stations) =>
     [
         .. Enumerable.Range(0, stations).Select(Station),
         MacAddress.Broadcast,
         MacAddress.Parse("01:00:5e:00:00:01"),
         MacAddress.Parse("33:33:ff:00:00:02"),
+        default,
     ];
 
     private static Gen<MacScenario> Scenarios() =>
@@ -268,7 +273,7 @@ public class MacTableTests
         from stations in big ? Gen.Choose(capacity, capacity * 2) : Gen.Choose(1, 24)
         from aging in Gen.Choose(1, 20)
         from length in Gen.Choose(1, big ? 600 : 150)
-        from ops in Gen.ArrayOf(Op(stations + 3, aging), length)
+        from ops in Gen.ArrayOf(Op(stations + 4, aging), length)
         select new MacScenario(capacity, aging, stations, ops);
 
     private static Gen<MacOp> Op(int addresses, int aging) => Gen.Frequency(

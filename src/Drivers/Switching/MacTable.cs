@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Security.Cryptography;
 using Rings.Linux.Net;
 
@@ -18,8 +19,8 @@ public enum MacLearnResult
     /// <summary>The station moved: its entry now names the new port.</summary>
     Moved,
 
-    /// <summary>A group address as source is never learned (it names no single station).</summary>
-    MulticastSource,
+    /// <summary>A group (multicast or broadcast) or all-zero source address is never learned: it names no single station.</summary>
+    InvalidSource,
 
     /// <summary>The table is full of live entries: the new address was not learned (frames to it flood).</summary>
     TableFull,
@@ -29,10 +30,10 @@ public enum MacLearnResult
 /// <param name="Learned">New entries (including re-learned ones that had aged out).</param>
 /// <param name="Moved">Stations seen on a different port than their entry named.</param>
 /// <param name="Refused">New addresses not learned because the table was full.</param>
-/// <param name="MulticastSources">Frames whose source was a group address (ignored).</param>
+/// <param name="InvalidSources">Frames whose source was a group or all-zero address (not learned).</param>
 /// <param name="Aged">Entries removed because they had not been seen for the aging time.</param>
 /// <param name="Flushed">Entries removed by <see cref="MacTable.FlushPort"/>.</param>
-public readonly record struct MacTableCounters(long Learned, long Moved, long Refused, long MulticastSources, long Aged, long Flushed);
+public readonly record struct MacTableCounters(long Learned, long Moved, long Refused, long InvalidSources, long Aged, long Flushed);
 
 /// <summary>
 /// The forwarding table of an L2 learning switch: station address to port, learned from source
@@ -50,16 +51,23 @@ public readonly record struct MacTableCounters(long Learned, long Moved, long Re
 /// burst; coarse ticks such as milliseconds also spare the writer most age updates).
 /// </para>
 /// <para>
-/// The scheme: open addressing with linear probing over a power-of-two array of slots, at most
-/// half of them used. A slot's address and port share one 64-bit word (48 bits of address, 16 of
-/// port + 1; zero is an empty slot), written by the writer with one release store and read by
-/// readers with one acquire load, so a reader can never see the address of one entry with the
-/// port of another: there is nothing to tear, and no sequence number or retry is needed. The age
-/// stamp is a second word, stored before the key word it belongs to (release), so a reader that
-/// sees a key sees a stamp at least as new. Removal shifts later entries of the probe run back
-/// (no tombstones, so runs never lengthen); a reader racing a removal may miss an entry for that
-/// moment and answer <see cref="Flood"/>, which delivers the frame anyway. Every port a reader
-/// returns was the learned port of that address at some moment.
+/// Layout: buckets of four entries, one 64-byte cache line each (four keys, then their four age
+/// stamps), at most half the entries of the table in use. An address hashes to its home bucket
+/// and almost always lives there; a full bucket passes newcomers on to the next, and counts them
+/// (its overflow count), so a probe goes on to the next bucket only while that count is non-zero.
+/// One vector compare finds the address among a bucket's four keys, without a branch per entry.
+/// </para>
+/// <para>
+/// Concurrency: a key holds address and port in one 64-bit word (48 bits of address, 16 of
+/// port + 1; zero is an empty entry), written by the writer with one release store, so a reader
+/// can never combine the address of one entry with the port of another: there is nothing to
+/// tear, and no sequence number or retry is needed. The vector load only nominates an entry; the
+/// reader then loads that key alone (acquire) and uses it only if it still holds the address.
+/// The age stamp is stored before the key it belongs to, so a reader that sees a key sees a stamp
+/// at least as new. Entries never move: removal empties the entry, then lowers the overflow counts
+/// an insertion raised before publishing its key. A reader racing the writer may miss an entry
+/// for that moment and answer <see cref="Flood"/>, which delivers the frame anyway; every port a
+/// reader returns was the learned port of that address at some moment.
 /// </para>
 /// </remarks>
 public sealed class MacTable
@@ -76,8 +84,19 @@ public sealed class MacTable
     private const ulong AddressBits = (1UL << 48) - 1;
     private const int PortShift = 48;
 
-    private readonly Slot[] _slots;
-    private readonly int _mask;
+    /// <summary>Entries per bucket.</summary>
+    private const int Ways = 4;
+
+    /// <summary>64-bit words per bucket: four keys, then four stamps.</summary>
+    private const int BucketWords = 2 * Ways;
+
+    /// <summary>Buckets, pinned; bucket b starts at word <c>_origin + 8 b</c>, on a 64-byte boundary.</summary>
+    private readonly ulong[] _words;
+    private readonly int _origin;
+
+    /// <summary>Per bucket: entries whose home bucket is at or before it and that live after it (a probe goes on while non-zero).</summary>
+    private readonly int[] _overflow;
+    private readonly int _bucketMask;
     private readonly int _shift;
     private readonly ulong _multiplier;
     private readonly long _aging;
@@ -92,15 +111,23 @@ public sealed class MacTable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(capacity, MaxCapacity);
         ArgumentOutOfRangeException.ThrowIfLessThan(agingTicks, 1);
 
-        // At most half the slots used: linear probe runs stay short, and an empty slot always
-        // ends a probe and a removal's shift.
-        var slots = (int)BitOperations.RoundUpToPowerOf2((uint)capacity * 2);
-        _slots = new Slot[slots];
-        _mask = slots - 1;
-        _shift = 64 - BitOperations.Log2((uint)slots);
+        // Twice the entries needed: buckets rarely overflow, and an empty entry always exists,
+        // so every insertion's probe ends.
+        var buckets = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(2, (capacity * 2) / Ways));
+        while (buckets * Ways < capacity * 2)
+        {
+            buckets *= 2;
+        }
+
+        _words = GC.AllocateArray<ulong>((buckets * BucketWords) + BucketWords, pinned: true);
+        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(_words, 0);
+        _origin = (int)(((64 - (address & 63)) & 63) / sizeof(ulong));
+        _overflow = new int[buckets];
+        _bucketMask = buckets - 1;
+        _shift = 64 - BitOperations.Log2((uint)buckets);
 
         // Multiply-shift hashing with a random odd multiplier per table: a sender choosing its
-        // source addresses cannot aim them at one probe run without knowing the multiplier.
+        // source addresses cannot aim them at one bucket without knowing the multiplier.
         Span<byte> random = stackalloc byte[8];
         RandomNumberGenerator.Fill(random);
         _multiplier = MemoryMarshal.Read<ulong>(random) | 1;
@@ -124,7 +151,7 @@ public sealed class MacTable
         Volatile.Read(ref _writer.Learned),
         Volatile.Read(ref _writer.Moved),
         Volatile.Read(ref _writer.Refused),
-        Volatile.Read(ref _writer.MulticastSources),
+        Volatile.Read(ref _writer.InvalidSources),
         Volatile.Read(ref _writer.Aged),
         Volatile.Read(ref _writer.Flushed));
 
@@ -139,36 +166,17 @@ public sealed class MacTable
     public int Lookup(MacAddress destination, long now)
     {
         var address = destination.Bits;
+
+        // The all-zero address needs no test of its own: never learned, it can only match an
+        // empty entry, whose key (port + 1 = 0) reads as Flood.
         if ((address & 1) != 0)
         {
             return Flood;
         }
 
-        var slots = _slots;
-        var mask = _mask;
-        var i = Home(address);
-
-        // Bounded even if the writer keeps changing the table under this reader.
-        for (var probes = 0; probes <= mask; probes++)
-        {
-            ref var slot = ref slots[i];
-
-            // Acquire: the age stamp read next is at least as new as this key (stored before it).
-            var key = Volatile.Read(ref slot.Key);
-            if (key == 0)
-            {
-                return Flood;
-            }
-
-            if ((key & AddressBits) == address)
-            {
-                return now - Volatile.Read(ref slot.LastSeen) < _aging ? (int)(key >> PortShift) - 1 : Flood;
-            }
-
-            i = (i + 1) & mask;
-        }
-
-        return Flood;
+        ref var bucket = ref Unsafe.Add(ref Words, (nuint)Home(address) * BucketWords);
+        var matches = Matches(ref bucket, address);
+        return matches != 0 ? Read(ref Unsafe.Add(ref bucket, (nuint)BitOperations.TrailingZeroCount(matches)), address, now) : LookupFurther(address, now);
     }
 
     /// <summary>Learns that <paramref name="source"/> is reachable through <paramref name="port"/> (the writer thread only).</summary>
@@ -176,6 +184,7 @@ public sealed class MacTable
     /// <param name="port">The port the frame came in on (0 to <see cref="MaxPort"/>).</param>
     /// <param name="now">The current time in ticks.</param>
     /// <returns>What changed.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public MacLearnResult Learn(MacAddress source, int port, long now)
     {
         if ((uint)port > MaxPort)
@@ -184,60 +193,18 @@ public sealed class MacTable
         }
 
         var address = source.Bits;
-        if ((address & 1) != 0)
+        if ((address & 1) != 0 || address == 0)
         {
-            _writer.MulticastSources++;
-            return MacLearnResult.MulticastSource;
+            _writer.InvalidSources++;
+            return MacLearnResult.InvalidSource;
         }
 
+        // Only this thread writes: plain reads of its own data. Almost every address lives in
+        // its home bucket; the rest is out of line.
         var key = address | ((ulong)(port + 1) << PortShift);
-        var slots = _slots;
-        var i = Home(address);
-
-        // Ends: at most half the slots are used, so an empty one comes.
-        while (true)
-        {
-            ref var slot = ref slots[i];
-
-            // Only this thread writes slots: plain reads of its own data.
-            var found = slot.Key;
-            if (found == 0)
-            {
-                return Insert(key, now);
-            }
-
-            if ((found & AddressBits) == address)
-            {
-                var lastSeen = slot.LastSeen;
-                if (now - lastSeen >= _aging)
-                {
-                    // Aged out but not yet removed: learned afresh, in place. Stamp first, then the
-                    // key (release), so a reader seeing the key sees the new stamp.
-                    Volatile.Write(ref slot.LastSeen, now);
-                    Volatile.Write(ref slot.Key, key);
-                    _writer.Learned++;
-                    return MacLearnResult.Learned;
-                }
-
-                // Stamps only move forward, so NextExpiry stays a lower bound of every expiry.
-                if (now > lastSeen)
-                {
-                    Volatile.Write(ref slot.LastSeen, now);
-                }
-
-                if (found == key)
-                {
-                    return MacLearnResult.Refreshed;
-                }
-
-                // One release store swaps the port: a reader sees the old port or the new one.
-                Volatile.Write(ref slot.Key, key);
-                _writer.Moved++;
-                return MacLearnResult.Moved;
-            }
-
-            i = (i + 1) & _mask;
-        }
+        ref var bucket = ref Unsafe.Add(ref Words, (nuint)Home(address) * BucketWords);
+        var matches = Matches(ref bucket, address);
+        return matches != 0 ? Update(ref Unsafe.Add(ref bucket, (nuint)BitOperations.TrailingZeroCount(matches)), key, now) : LearnFurther(key, now);
     }
 
     /// <summary>Removes every entry that has aged out by <paramref name="now"/> (the writer thread only).</summary>
@@ -249,11 +216,15 @@ public sealed class MacTable
         _writer.Aged += removed;
 
         var next = long.MaxValue;
-        foreach (ref readonly var slot in _slots.AsSpan())
+        for (var bucket = 0; bucket <= _bucketMask; bucket++)
         {
-            if (slot.Key != 0)
+            var at = _origin + (bucket * BucketWords);
+            for (var way = 0; way < Ways; way++)
             {
-                next = Math.Min(next, ExpiryOf(slot.LastSeen));
+                if (_words[at + way] != 0)
+                {
+                    next = Math.Min(next, ExpiryOf((long)_words[at + Ways + way]));
+                }
             }
         }
 
@@ -277,10 +248,138 @@ public sealed class MacTable
         return removed;
     }
 
+    /// <summary>Recounts every bucket's overflow from the entries (for tests: the counts must be exact, not just high enough).</summary>
+    /// <returns>True when every count equals the entries that passed its bucket.</returns>
+    internal bool OverflowCountsAreExact()
+    {
+        var expected = new int[_overflow.Length];
+        for (var bucket = 0; bucket <= _bucketMask; bucket++)
+        {
+            for (var way = 0; way < Ways; way++)
+            {
+                var key = _words[_origin + (bucket * BucketWords) + way];
+                for (var passed = Home(key & AddressBits); key != 0 && passed != bucket; passed = (passed + 1) & _bucketMask)
+                {
+                    expected[passed]++;
+                }
+            }
+        }
+
+        return expected.AsSpan().SequenceEqual(_overflow);
+    }
+
+    /// <summary>Word 0 of bucket 0.</summary>
+    private ref ulong Words => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_words), _origin);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int Home(ulong address) => (int)((address * _multiplier) >> _shift);
 
+    /// <summary>Bit w set when entry w of <paramref name="bucket"/> holds <paramref name="address"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Matches(ref ulong bucket, ulong address)
+    {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var keys = Vector256.LoadUnsafe(ref bucket);
+            return (int)Vector256.Equals(keys & Vector256.Create(AddressBits), Vector256.Create(address)).ExtractMostSignificantBits();
+        }
+
+        var matches = 0;
+        for (var way = 0; way < Ways; way++)
+        {
+            matches |= (Unsafe.Add(ref bucket, way) & AddressBits) == address ? 1 << way : 0;
+        }
+
+        return matches;
+    }
+
     private long ExpiryOf(long lastSeen) => lastSeen > long.MaxValue - _aging ? long.MaxValue : lastSeen + _aging;
+
+    /// <summary>The entry the vector compare nominated for <paramref name="address"/>: its port if it still holds the address and has not aged.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int Read(ref ulong entry, ulong address, long now)
+    {
+        // Acquire, and the check that counts: the vector load only nominated this entry. The
+        // stamp read next is at least as new as this key (stored before it).
+        var key = Volatile.Read(ref entry);
+        return (key & AddressBits) == address && now - (long)Volatile.Read(ref Unsafe.Add(ref entry, Ways)) < _aging
+            ? (int)(key >> PortShift) - 1
+            : Flood;
+    }
+
+    /// <summary>Lookup past a home bucket that did not hold the address: on while buckets say entries passed them.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int LookupFurther(ulong address, long now)
+    {
+        var bucket = Home(address);
+
+        // Bounded even if the writer keeps changing the table under this reader.
+        for (var probes = 0; probes < _bucketMask && Volatile.Read(ref _overflow[bucket]) != 0; probes++)
+        {
+            bucket = (bucket + 1) & _bucketMask;
+            ref var words = ref Unsafe.Add(ref Words, bucket * BucketWords);
+            var matches = Matches(ref words, address);
+            if (matches != 0)
+            {
+                return Read(ref Unsafe.Add(ref words, BitOperations.TrailingZeroCount(matches)), address, now);
+            }
+        }
+
+        return Flood;
+    }
+
+    /// <summary>Learning past a home bucket that did not hold the address: it lives further on, or is new.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private MacLearnResult LearnFurther(ulong key, long now)
+    {
+        var address = key & AddressBits;
+        var bucket = Home(address);
+        for (var probes = 0; probes < _bucketMask && _overflow[bucket] != 0; probes++)
+        {
+            bucket = (bucket + 1) & _bucketMask;
+            ref var words = ref Unsafe.Add(ref Words, bucket * BucketWords);
+            var matches = Matches(ref words, address);
+            if (matches != 0)
+            {
+                return Update(ref Unsafe.Add(ref words, BitOperations.TrailingZeroCount(matches)), key, now);
+            }
+        }
+
+        return Insert(key, now);
+    }
+
+    /// <summary>The address is in entry <paramref name="stored"/> (its stamp four words on): refresh, move, or learn afresh if it had aged.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private MacLearnResult Update(ref ulong stored, ulong key, long now)
+    {
+        ref var stamp = ref Unsafe.Add(ref stored, Ways);
+        var lastSeen = (long)stamp;
+        if (now - lastSeen >= _aging)
+        {
+            // Aged out but not yet removed: learned afresh, in place. Stamp first, then the key
+            // (release), so a reader seeing the key sees the new stamp.
+            Volatile.Write(ref stamp, (ulong)now);
+            Volatile.Write(ref stored, key);
+            _writer.Learned++;
+            return MacLearnResult.Learned;
+        }
+
+        // Stamps only move forward, so NextExpiry stays a lower bound of every expiry.
+        if (now > lastSeen)
+        {
+            Volatile.Write(ref stamp, (ulong)now);
+        }
+
+        if (stored == key)
+        {
+            return MacLearnResult.Refreshed;
+        }
+
+        // One release store swaps the port: a reader sees the old port or the new one.
+        Volatile.Write(ref stored, key);
+        _writer.Moved++;
+        return MacLearnResult.Moved;
+    }
 
     private MacLearnResult Insert(ulong key, long now)
     {
@@ -301,19 +400,26 @@ public sealed class MacTable
             }
         }
 
-        // The address is not in the table (the caller's probe ended at an empty slot, and a sweep
-        // only removes); probe again from its home, since a sweep may have shifted entries.
-        var i = Home(key & AddressBits);
-        while (_slots[i].Key != 0)
+        // The first empty entry from the home bucket on; there is one, as at most half are used.
+        var home = Home(key & AddressBits);
+        var bucket = home;
+        int empty;
+        while ((empty = Matches(ref Unsafe.Add(ref Words, bucket * BucketWords), 0)) == 0)
         {
-            i = (i + 1) & _mask;
+            bucket = (bucket + 1) & _bucketMask;
         }
 
-        ref var slot = ref _slots[i];
-        slot.LastSeen = now;
+        // Overflow counts first, so a reader that finds the key has passed buckets that told it to go on.
+        for (var passed = home; passed != bucket; passed = (passed + 1) & _bucketMask)
+        {
+            _overflow[passed]++;
+        }
 
-        // Release: the stamp is visible before the key that makes the slot findable.
-        Volatile.Write(ref slot.Key, key);
+        var entry = _origin + (bucket * BucketWords) + BitOperations.TrailingZeroCount(empty);
+        _words[entry + Ways] = (ulong)now;
+
+        // Release: counts and stamp are visible before the key that makes the entry findable.
+        Volatile.Write(ref _words[entry], key);
         Volatile.Write(ref _writer.Count, _writer.Count + 1);
         _writer.NextExpiry = Math.Min(_writer.NextExpiry, ExpiryOf(now));
         _writer.Learned++;
@@ -321,94 +427,45 @@ public sealed class MacTable
     }
 
     private int RemoveWhere<TMatch>(TMatch match)
-        where TMatch : struct, ISlotMatch
+        where TMatch : struct, IEntryMatch
     {
-        var slots = _slots;
-        var mask = _mask;
-
-        // Scan from just after an empty slot (there always is one): no probe run then wraps past
-        // the scan's start, and the entries a removal shifts back land at or after the position
-        // being scanned, so each is looked at once.
-        var start = 0;
-        while (slots[start].Key != 0)
-        {
-            start++;
-        }
-
         var removed = 0;
-        var i = (start + 1) & mask;
-        for (var scanned = 0; scanned < slots.Length;)
+        for (var bucket = 0; bucket <= _bucketMask; bucket++)
         {
-            ref var slot = ref slots[i];
-            if (slot.Key != 0 && match.Matches(slot.Key, slot.LastSeen))
+            var at = _origin + (bucket * BucketWords);
+            for (var way = 0; way < Ways; way++)
             {
-                RemoveAt(i);
+                var key = _words[at + way];
+                if (key == 0 || !match.Matches(key, (long)_words[at + Ways + way]))
+                {
+                    continue;
+                }
+
+                // Empty the entry (release), then lower the counts its insertion raised.
+                Volatile.Write(ref _words[at + way], 0UL);
+                for (var passed = Home(key & AddressBits); passed != bucket; passed = (passed + 1) & _bucketMask)
+                {
+                    _overflow[passed]--;
+                }
+
                 removed++;
-
-                // Look at the same slot again: a later entry may have shifted into it.
-                continue;
             }
-
-            i = (i + 1) & mask;
-            scanned++;
         }
 
         Volatile.Write(ref _writer.Count, _writer.Count - removed);
         return removed;
     }
 
-    /// <summary>Empties slot <paramref name="hole"/>, shifting later entries of its probe run back (linear probing deletion without tombstones).</summary>
-    private void RemoveAt(int hole)
-    {
-        var slots = _slots;
-        var mask = _mask;
-        var j = hole;
-        while (true)
-        {
-            j = (j + 1) & mask;
-            var key = slots[j].Key;
-            if (key == 0)
-            {
-                break;
-            }
-
-            // The entry at j may fill the hole only if its home is at or before the hole in its
-            // probe run; moved before its home, lookups starting there would not find it.
-            var home = Home(key & AddressBits);
-            if (((j - home) & mask) >= ((j - hole) & mask))
-            {
-                // Copy first (stamp, then key with release): for a moment the entry is in both
-                // slots, which readers tolerate; then the old slot becomes the next hole.
-                Volatile.Write(ref slots[hole].LastSeen, slots[j].LastSeen);
-                Volatile.Write(ref slots[hole].Key, key);
-                hole = j;
-            }
-        }
-
-        Volatile.Write(ref slots[hole].Key, 0);
-    }
-
     private static void ThrowPort(int port) =>
         throw new ArgumentOutOfRangeException(nameof(port), port, $"a port is 0 to {MaxPort}");
 
-    private interface ISlotMatch
+    private interface IEntryMatch
     {
         bool Matches(ulong key, long lastSeen);
     }
 
-    /// <summary>One entry: address and port in one word, so readers load both at once.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    private struct Slot
-    {
-        /// <summary>Address in bits 0-47, port + 1 in bits 48-63; 0 when the slot is empty.</summary>
-        public ulong Key;
-
-        /// <summary>The tick the address was last seen as a source.</summary>
-        public long LastSeen;
-    }
-
     /// <summary>
-    /// State only the writer changes, in its own 128-byte block: readers of the slots and of the
+    /// State only the writer changes, in its own 128-byte block: readers of the buckets and of the
     /// fields fixed at creation never share a cache line with the counters it updates per frame.
     /// </summary>
     [StructLayout(LayoutKind.Explicit, Size = 3 * 128)]
@@ -430,7 +487,7 @@ public sealed class MacTable
         public long Refused;
 
         [FieldOffset(168)]
-        public long MulticastSources;
+        public long InvalidSources;
 
         [FieldOffset(176)]
         public long Aged;
@@ -439,12 +496,12 @@ public sealed class MacTable
         public long Flushed;
     }
 
-    private readonly struct AgedOut(long now, long aging) : ISlotMatch
+    private readonly struct AgedOut(long now, long aging) : IEntryMatch
     {
         public bool Matches(ulong key, long lastSeen) => now - lastSeen >= aging;
     }
 
-    private readonly struct OnPort(ulong portPlusOne) : ISlotMatch
+    private readonly struct OnPort(ulong portPlusOne) : IEntryMatch
     {
         public bool Matches(ulong key, long lastSeen) => key >> PortShift == portPlusOne;
     }
