@@ -82,6 +82,15 @@ public sealed partial class NetworkNamespace : IDisposable
     /// <summary>Starts <c>ip netns exec NAME ...</c> without waiting.</summary>
     public Process Start(params string[] arguments) => Command.Start("ip", ["netns", "exec", Name, .. arguments]);
 
+    /// <summary>Adds a line to the transcript.</summary>
+    public void Note(string line)
+    {
+        lock (_transcript)
+        {
+            _transcript.AppendLine(line);
+        }
+    }
+
     /// <summary>Adds a result to the transcript.</summary>
     public CommandResult Log(CommandResult result)
     {

@@ -26,21 +26,17 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
     [Fact]
     public void KernelPingsAPeerAnsweringBehindTheTap()
     {
-        Privileges.RequireNetworkAdmin();
-        var transcript = new StringBuilder();
-        var (kernelIp, peerIp) = Addresses();
-        var kernelMac = RandomLocalMac();
-        var peer = new LinkLocalPeer(RandomLocalMac(), peerIp);
-        try
+        InNamespace(ns =>
         {
-            using var ns = new NetworkNamespace(transcript);
-            DisableIpv6(ns);
+            var (kernelIp, peerIp) = Addresses();
+            var kernelMac = RandomLocalMac();
+            var peer = new LinkLocalPeer(RandomLocalMac(), peerIp);
             using var tap = TapDevice.Open(DeviceName());
             Assert.True(tap.Created);
             Assert.True(tap.InterfaceIndex > 0);
             Assert.Equal(TapLinkState.Down, tap.LinkState);
             tap.SetMacAddress(kernelMac);
-            transcript.AppendLine($"opened {tap}, index {tap.InterfaceIndex}, MAC {tap.GetMacAddress()}");
+            ns.Note($"opened {tap}, index {tap.InterfaceIndex}, MAC {tap.GetMacAddress()}");
 
             ns.Log(Command.Run("ip", ["link", "set", tap.Name, "netns", ns.Name])).EnsureSuccess();
             ns.Ip("addr", "add", $"{kernelIp}/24", "dev", tap.Name);
@@ -91,12 +87,8 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             var counters = tap.Counters;
             Assert.Equal(peer.EchoReplies + peer.ArpReplies, counters.TransmittedFrames);
             Assert.True(counters.ReceivedFrames >= 6, counters.ToString());
-            transcript.AppendLine($"peer {peer.Mac} at {peerIp}: {peer.ArpReplies} ARP replies, {peer.EchoReplies} echo replies; {counters}");
-        }
-        finally
-        {
-            output.WriteLine(transcript.ToString());
-        }
+            ns.Note($"peer {peer.Mac} at {peerIp}: {peer.ArpReplies} ARP replies, {peer.EchoReplies} echo replies; {counters}");
+        });
     }
 
     /// <summary>
@@ -108,12 +100,8 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
     [Fact]
     public void LinkDownAndDeletionSurfaceAsStatesNotCrashes()
     {
-        Privileges.RequireNetworkAdmin();
-        var transcript = new StringBuilder();
-        try
+        InNamespace(ns =>
         {
-            using var ns = new NetworkNamespace(transcript);
-            DisableIpv6(ns);
             using var tap = TapDevice.Open(DeviceName());
             ns.Log(Command.Run("ip", ["link", "set", tap.Name, "netns", ns.Name])).EnsureSuccess();
 
@@ -172,12 +160,8 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             Assert.True(Poll.WaitReadable(tap.Handle, 1000));
             Assert.Equal(TapError.Deleted, Assert.Throws<TapException>(() => tap.SetOffloads(TapOffloads.Checksum)).Error);
             Assert.Equal(TapError.Deleted, Assert.Throws<TapException>(() => tap.GetMtu()).Error);
-            transcript.AppendLine($"after deletion: {tap}, {tap.Counters}");
-        }
-        finally
-        {
-            output.WriteLine(transcript.ToString());
-        }
+            ns.Note($"after deletion: {tap}, {tap.Counters}");
+        });
     }
 
     /// <summary>
@@ -187,12 +171,8 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
     [Fact]
     public void ConfiguresTheDeviceAndRemovesOnlyWhatItCreated()
     {
-        Privileges.RequireNetworkAdmin();
-        var transcript = new StringBuilder();
-        try
+        InNamespace(ns =>
         {
-            using var ns = new NetworkNamespace(transcript);
-            DisableIpv6(ns);
             var name = DeviceName();
             var mac = RandomLocalMac();
             ns.RunInside(() =>
@@ -250,22 +230,15 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
                 return 0;
             });
             ns.Ip("link", "show", persistent);
-        }
-        finally
-        {
-            output.WriteLine(transcript.ToString());
-        }
+        });
     }
 
     /// <summary>Every way opening can fail gives a TapException that names the cause, before anything is created.</summary>
     [Fact]
     public void OpeningFailuresSayWhatIsWrong()
     {
-        Privileges.RequireNetworkAdmin();
-        var transcript = new StringBuilder();
-        try
+        InNamespace(ns =>
         {
-            using var ns = new NetworkNamespace(transcript);
             var tun = DeviceName();
             var veth = DeviceName();
             ns.Ip("tuntap", "add", tun, "mode", "tun");
@@ -291,7 +264,7 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
 
             foreach (var e in errors)
             {
-                transcript.AppendLine($"{e.Error}: {e.Message}");
+                ns.Note($"{e.Error}: {e.Message}");
             }
 
             Assert.Equal(
@@ -305,11 +278,7 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             // Nothing was created by the failures.
             var links = ns.Ip("-o", "link", "show").Output;
             Assert.Equal(4, links.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
-        }
-        finally
-        {
-            output.WriteLine(transcript.ToString());
-        }
+        });
     }
 
     /// <summary>
@@ -322,15 +291,11 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
     [Fact]
     public void TheVirtioNetHeaderAndChecksumOffloadPassThrough()
     {
-        Privileges.RequireNetworkAdmin();
-        var transcript = new StringBuilder();
-        var (kernelIp, peerIp) = Addresses();
-        var kernelMac = RandomLocalMac();
-        var peer = new LinkLocalPeer(RandomLocalMac(), peerIp);
-        try
+        InNamespace(ns =>
         {
-            using var ns = new NetworkNamespace(transcript);
-            DisableIpv6(ns);
+            var (kernelIp, peerIp) = Addresses();
+            var kernelMac = RandomLocalMac();
+            var peer = new LinkLocalPeer(RandomLocalMac(), peerIp);
             using var tap = TapDevice.Open(DeviceName());
             tap.SetMacAddress(kernelMac);
             ns.Log(Command.Run("ip", ["link", "set", tap.Name, "netns", ns.Name])).EnsureSuccess();
@@ -379,6 +344,19 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             Assert.True(WaitFor(() => UdpCounters(ns).NoPorts == before.NoPorts + 2));
             Assert.Equal(before.CsumErrors + 1, UdpCounters(ns).CsumErrors);
             ns.Exec("cat", "/proc/net/snmp");
+        });
+    }
+
+    /// <summary>Runs a test in a namespace of its own (without IPv6, so the kernel sends nothing unasked), printing its transcript even when it fails.</summary>
+    private void InNamespace(Action<NetworkNamespace> test)
+    {
+        Privileges.RequireNetworkAdmin();
+        var transcript = new StringBuilder();
+        try
+        {
+            using var ns = new NetworkNamespace(transcript);
+            ns.Exec("sh", "-c", "[ ! -d /proc/sys/net/ipv6 ] || { echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6; }").EnsureSuccess();
+            test(ns);
         }
         finally
         {
@@ -435,10 +413,6 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
 
         return false;
     }
-
-    /// <summary>No IPv6 in the namespace: the kernel then sends nothing unasked (no router solicitations, no MLD).</summary>
-    private static void DisableIpv6(NetworkNamespace ns) =>
-        ns.Exec("sh", "-c", "[ ! -d /proc/sys/net/ipv6 ] || { echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6; }").EnsureSuccess();
 
     private static string DeviceName() => $"rt{Guid.NewGuid():N}"[..12];
 

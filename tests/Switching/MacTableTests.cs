@@ -283,19 +283,6 @@ public class MacTableTests
         (1, Gen.Constant(new MacOp(MacOpKind.Expire, 0, 0, 0))),
         (1, from p in Gen.Choose(0, Ports.Length - 1) select new MacOp(MacOpKind.FlushPort, 0, p, 0)));
 
-    private static IEnumerable<MacScenario> Shrink(MacScenario s)
-    {
-        var ops = s.Ops;
-        if (ops.Length <= 1)
-        {
-            yield break;
-        }
-
-        yield return s with { Ops = ops[..(ops.Length / 2)] };
-        yield return s with { Ops = ops[(ops.Length / 2)..] };
-        for (var i = 0; i < Math.Min(ops.Length, 64); i++)
-        {
-            yield return s with { Ops = [.. ops[..i], .. ops[(i + 1)..]] };
-        }
-    }
+    private static IEnumerable<MacScenario> Shrink(MacScenario s) =>
+        Shrinking.DropSteps(s.Ops).Select(ops => s with { Ops = ops });
 }

@@ -606,12 +606,7 @@ public sealed unsafe class TapDevice : IDisposable
                 length = (int)n;
                 _receivedFrames++;
                 _receivedBytes += n;
-                if (_linkState == TapLinkState.Down)
-                {
-                    _linkState = TapLinkState.Up;
-                }
-
-                return TapStatus.Done;
+                return Passed();
             }
 
             var errno = Marshal.GetLastPInvokeError();
@@ -639,12 +634,7 @@ public sealed unsafe class TapDevice : IDisposable
             {
                 _transmittedFrames++;
                 _transmittedBytes += total;
-                if (_linkState == TapLinkState.Down)
-                {
-                    _linkState = TapLinkState.Up;
-                }
-
-                return TapStatus.Done;
+                return Passed();
             }
 
             var errno = Marshal.GetLastPInvokeError();
@@ -665,6 +655,17 @@ public sealed unsafe class TapDevice : IDisposable
 
             return Failed(errno);
         }
+    }
+
+    /// <summary>A frame passed, so the link is up.</summary>
+    private TapStatus Passed()
+    {
+        if (_linkState == TapLinkState.Down)
+        {
+            _linkState = TapLinkState.Up;
+        }
+
+        return TapStatus.Done;
     }
 
     /// <summary>Maps a data-path errno to a status and the link state it shows.</summary>

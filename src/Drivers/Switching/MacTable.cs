@@ -268,7 +268,11 @@ public sealed class MacTable
         return expected.AsSpan().SequenceEqual(_overflow);
     }
 
-    /// <summary>Word 0 of bucket 0.</summary>
+    /// <summary>
+    /// Word 0 of bucket 0. Accesses from here are unchecked: every one is a bucket number masked
+    /// by <c>_bucketMask</c>, times eight, plus less than eight, inside the array (which has one
+    /// bucket to spare for the alignment); the range checks they save are a tenth of a frame's cost.
+    /// </summary>
     private ref ulong Words => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_words), _origin);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
