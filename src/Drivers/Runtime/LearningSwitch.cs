@@ -1,6 +1,6 @@
-using System.Buffers.Binary;
-using System.Runtime.CompilerServices;
+using Rings.Linux.Net;
 using Rings.Linux.Ports;
+using Rings.Linux.Switching;
 
 namespace Rings.Linux.Runtime;
 
@@ -31,7 +31,7 @@ public sealed class LearningSwitch : FrameProcessor
     private const int LearnQueueSize = 1024;
     private const int RecentSlots = 256;
 
-    private readonly IMacTable _table;
+    private readonly MacTable _table;
     private readonly long _aging;
     private readonly long _refresh;
     private LearnQueue[] _queues = [];
@@ -46,7 +46,7 @@ public sealed class LearningSwitch : FrameProcessor
     public LearningSwitch(int capacity = DefaultCapacity, long agingMilliseconds = DefaultAgingMilliseconds)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(agingMilliseconds, 1);
-        _table = new InterimMacTable(capacity, agingMilliseconds);
+        _table = new MacTable(capacity, agingMilliseconds);
         _aging = agingMilliseconds;
         _refresh = Math.Max(1, agingMilliseconds / 4);
     }
@@ -56,6 +56,9 @@ public sealed class LearningSwitch : FrameProcessor
 
     /// <summary>Stations in the table (aged ones not yet removed included).</summary>
     public int Stations => _table.Count;
+
+    /// <summary>The MAC table (its counters: learned, moved, refused, aged, flushed).</summary>
+    public MacTable Table => _table;
 
     /// <summary>Learn events lost because a worker's queue to the writer was full.</summary>
     public long LostLearnEvents
@@ -72,10 +75,10 @@ public sealed class LearningSwitch : FrameProcessor
         }
     }
 
-    /// <summary>The port the table names for <paramref name="mac"/> now, or -1 (any thread).</summary>
+    /// <summary>The port the table names for <paramref name="mac"/> now, or <see cref="MacTable.Flood"/> (-1) (any thread).</summary>
     /// <param name="mac">The address, six octets.</param>
     /// <returns>The port index or -1.</returns>
-    public int Lookup(ReadOnlySpan<byte> mac) => _table.Lookup(Key(mac), Environment.TickCount64);
+    public int Lookup(ReadOnlySpan<byte> mac) => _table.Lookup(MacAddress.Read(mac), Environment.TickCount64);
 
     /// <inheritdoc/>
     public override void Attach(IReadOnlyList<Port> ports, int workers)
@@ -102,9 +105,9 @@ public sealed class LearningSwitch : FrameProcessor
         for (var i = 0; i < burst.Count; i++)
         {
             var head = burst.Head(i);
-            var destination = Key(head);
-            var source = Key(head[6..]);
-            if ((source & GroupBit) == 0 && ingress >= 0)
+            var destination = MacAddress.Read(head);
+            var source = MacAddress.Read(head[6..]);
+            if (!source.IsMulticast && ingress >= 0)
             {
                 if (writer)
                 {
@@ -116,14 +119,8 @@ public sealed class LearningSwitch : FrameProcessor
                 }
             }
 
-            if ((destination & GroupBit) != 0)
-            {
-                burst.Flood(i);
-                continue;
-            }
-
             var port = _table.Lookup(destination, now);
-            if (port < 0)
+            if (port == MacTable.Flood)
             {
                 burst.Flood(i);
             }
@@ -188,21 +185,14 @@ public sealed class LearningSwitch : FrameProcessor
         }
     }
 
-    private const ulong GroupBit = 1UL << 40;
-
-    /// <summary>The six octets as a number, first octet most significant (group bit = bit 40).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong Key(ReadOnlySpan<byte> octets) =>
-        ((ulong)BinaryPrimitives.ReadUInt16BigEndian(octets) << 32) | BinaryPrimitives.ReadUInt32BigEndian(octets[2..]);
-
-    private void Queue(int worker, ulong mac, int port, long now)
+    private void Queue(int worker, MacAddress mac, int port, long now)
     {
         // A small direct-mapped memory of what this worker sent lately, so a busy station costs
         // the writer a few refreshes per aging period, not one per frame.
         var keys = _recentKeys[worker];
         var times = _recentTimes[worker];
-        var slot = (int)((mac * 0x9E3779B97F4A7C15UL) >> 56);
-        var tag = (long)(mac | ((ulong)(port + 1) << 48));
+        var slot = (int)((mac.Bits * 0x9E3779B97F4A7C15UL) >> 56);
+        var tag = (long)(mac.Bits | ((ulong)(port + 1) << 48));
         if (keys[slot] == tag && now - times[slot] < _refresh && _table.Lookup(mac, now) == port)
         {
             return;
@@ -218,13 +208,13 @@ public sealed class LearningSwitch : FrameProcessor
     /// <summary>A worker's learn events for the writer: single producer, single consumer.</summary>
     private sealed class LearnQueue
     {
-        private readonly ulong[] _macs = new ulong[LearnQueueSize];
+        private readonly MacAddress[] _macs = new MacAddress[LearnQueueSize];
         private readonly int[] _ports = new int[LearnQueueSize];
         private readonly long[] _times = new long[LearnQueueSize];
         private readonly long[] _positions = new long[32]; // [0]: head (producer), [16]: tail (consumer), a cache line and more apart
         public long Lost;
 
-        public bool TryEnqueue(ulong mac, int port, long now)
+        public bool TryEnqueue(MacAddress mac, int port, long now)
         {
             var head = _positions[0];
             if (head - Volatile.Read(ref _positions[16]) >= LearnQueueSize)
@@ -243,14 +233,14 @@ public sealed class LearningSwitch : FrameProcessor
             return true;
         }
 
-        public bool TryDequeue(out ulong mac, out int port, out long now)
+        public bool TryDequeue(out MacAddress mac, out int port, out long now)
         {
             var tail = _positions[16];
 
             // Acquire: entries below head are written.
             if (tail == Volatile.Read(ref _positions[0]))
             {
-                mac = 0;
+                mac = default;
                 port = 0;
                 now = 0;
                 return false;
