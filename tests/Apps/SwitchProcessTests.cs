@@ -44,12 +44,40 @@ internal sealed partial class RingsSwitch : IDisposable
     {
         var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
         var sockets = Enumerable.Range(0, ports).Select(i => Path.Combine(directory.FullName, $"p{i}.sock")).ToArray();
+        return Start(directory, [.. sockets.Select(s => $"vhost-user:{s}")], sockets, options);
+    }
+
+    /// <summary>
+    /// Starts a switch with ports of any kind (<c>{dir}</c> in a specification is the switch's own
+    /// directory) and waits until it has printed its port list (every port opened).
+    /// </summary>
+    public static RingsSwitch StartPorts(IEnumerable<string> ports, params string[] options)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
+        var specs = ports.Select(p => p.Replace("{dir}", directory.FullName, StringComparison.Ordinal)).ToArray();
+        var sockets = specs.Where(p => p.StartsWith("vhost-user:", StringComparison.Ordinal)).Select(p => p["vhost-user:".Length..].Split(',')[0]).ToArray();
+        var sw = Start(directory, specs, sockets, options);
+        try
+        {
+            sw.WaitForLine($"  port {specs.Length - 1}: ", TimeSpan.FromSeconds(15));
+        }
+        catch
+        {
+            sw.Dispose();
+            throw;
+        }
+
+        return sw;
+    }
+
+    private static RingsSwitch Start(DirectoryInfo directory, string[] ports, string[] sockets, string[] options)
+    {
         var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable()) { RedirectStandardOutput = true, RedirectStandardError = true };
         info.ArgumentList.Add("switch");
-        foreach (var s in sockets)
+        foreach (var p in ports)
         {
             info.ArgumentList.Add("--port");
-            info.ArgumentList.Add($"vhost-user:{s}");
+            info.ArgumentList.Add(p);
         }
 
         foreach (var o in options)
