@@ -90,6 +90,7 @@ public sealed unsafe class TapPort : Port
             }
 
             var device = TapDevice.Open(DeviceName);
+            MacAddress mac;
             try
             {
                 if (_requestedMtu > 0)
@@ -98,7 +99,8 @@ public sealed unsafe class TapPort : Port
                 }
 
                 Mtu = device.GetMtu();
-                Mac = new PhysicalAddress(ToOctets(device.GetMacAddress()));
+                mac = device.GetMacAddress();
+                Mac = new PhysicalAddress(ToOctets(mac));
 
                 // What the kernel takes on write: it completes partial checksums and segments TCP itself.
                 Offloads = PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn;
@@ -120,7 +122,7 @@ public sealed unsafe class TapPort : Port
 
             // Release: the buffers are set before a worker can see the device.
             _device = device;
-            Say($"{(_created ? "created" : "attached to")} TAP device {device.Name} (index {device.InterfaceIndex}, MTU {Mtu}, MAC {Mac})");
+            Say($"{(_created ? "created" : "attached to")} TAP device {device.Name} (index {device.InterfaceIndex}, MTU {Mtu}, MAC {mac})");
             SetLink(LinkState.Up, _created ? "TAP device created" : "TAP device attached");
         }
     }
