@@ -33,6 +33,7 @@ public sealed unsafe class TapPort : Port
 
     private readonly object _gate = new();
     private readonly int _requestedMtu;
+    private readonly bool _receiveOffloads;
     private volatile TapDevice? _device;
     private byte* _slots;
     private int _slotBytes;
@@ -41,13 +42,26 @@ public sealed unsafe class TapPort : Port
     private volatile bool _kernelDown;
     private bool _created;
 
-    /// <summary>Creates the port from <c>tap:NAME[,mtu=N]</c> (the device is opened by <see cref="Open"/>).</summary>
+    /// <summary>
+    /// Creates the port from <c>tap:NAME[,mtu=N][,offload=on|off]</c> (the device is opened by
+    /// <see cref="Open"/>). <c>offload=on</c> asks the kernel for partial checksums and TCP
+    /// segmentation offload (TUNSETOFFLOAD): frames of up to 64 KiB with NEEDS_CSUM arrive and pass
+    /// through to ports that take them; a port that does not gets the checksum completed in
+    /// software, and a frame that needs segmenting for it is dropped and counted
+    /// <see cref="DropReason.OffloadUnsupported"/>.
+    /// </summary>
     /// <param name="spec">The specification.</param>
     /// <exception cref="ArgumentException">The name is not a valid interface name, or an option is wrong.</exception>
     public TapPort(PortSpec spec)
         : base("tap", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu");
+        spec.RejectUnknown("mtu", "offload");
+        _receiveOffloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
+        };
         try
         {
             TapDevice.ValidateName(spec.Target, TapOpenMode.CreateOrAttach);
@@ -77,7 +91,7 @@ public sealed unsafe class TapPort : Port
     public override string Status =>
         Deleted ? "down: the TAP device was deleted"
         : _device is null ? "closed"
-        : $"{(_created ? "created" : "attached to")} {DeviceName}, MTU {Mtu}{(_kernelDown ? ", kernel interface down" : string.Empty)}";
+        : $"{(_created ? "created" : "attached to")} {DeviceName}, MTU {Mtu}{(_receiveOffloads ? ", offloads on" : string.Empty)}{(_kernelDown ? ", kernel interface down" : string.Empty)}";
 
     /// <inheritdoc/>
     public override void Open()
@@ -105,8 +119,14 @@ public sealed unsafe class TapPort : Port
                 // What the kernel takes on write: it completes partial checksums and segments TCP itself.
                 Offloads = PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn;
 
-                // Room for the largest frame the MTU lets the kernel send (with a VLAN tag), after its header.
-                _slotBytes = (TapDevice.HeaderSize + MaxFrameLength + 63) & ~63;
+                if (_receiveOffloads)
+                {
+                    device.SetOffloads(TapOffloads.Checksum | TapOffloads.Tso4 | TapOffloads.Tso6 | TapOffloads.TsoEcn);
+                }
+
+                // Room for the largest frame the kernel sends after its header: what the MTU lets
+                // through (with a VLAN tag), or a 64 KiB segmentation frame with the offloads on.
+                _slotBytes = (TapDevice.HeaderSize + (_receiveOffloads ? FrameBurst.MaxFrameLength : MaxFrameLength) + 63) & ~63;
                 _slots = (byte*)NativeMemory.AlignedAlloc((nuint)((long)_slotBytes * FrameBurst.MaxCapacity), 64);
                 _gatherScratch = (byte*)NativeMemory.AlignedAlloc((nuint)FrameBurst.MaxFrameLength, 64);
             }
