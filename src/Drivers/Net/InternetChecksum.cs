@@ -18,10 +18,10 @@ namespace Rings.Linux.Net;
 /// </remarks>
 public static class InternetChecksum
 {
-    // Bytes summed into 32-bit lanes before they are reduced: each 64-byte vector adds at most
-    // 2 x 0xFFFF to a lane, so 16384 vectors stay below 2^31 (and 2^32 once four accumulators
-    // are added together).
-    private const int BlockBytes = 1 << 20;
+    // Vectors summed into 32-bit lanes before they are reduced: each vector adds at most
+    // 2 x 0xFFFF to a lane, so 16384 of them, however spread over the accumulators, stay below
+    // 2^31 even once the accumulators are added together.
+    private const int BlockVectors = 16384;
 
     /// <summary>The folded checksum of <paramref name="data"/> (not inverted).</summary>
     /// <param name="data">The bytes; an odd last byte is padded with zero.</param>
@@ -139,7 +139,7 @@ public static class InternetChecksum
         ulong total = 0;
         while (n - i >= 64)
         {
-            var end = i + Math.Min(n - i, (nuint)BlockBytes);
+            var end = i + Math.Min(n - i, (nuint)(BlockVectors * 64));
             Vector512<uint> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; end - i >= 256; i += 256)
             {
@@ -172,7 +172,7 @@ public static class InternetChecksum
         ulong total = 0;
         while (n - i >= 32)
         {
-            var end = i + Math.Min(n - i, (nuint)BlockBytes);
+            var end = i + Math.Min(n - i, (nuint)(BlockVectors * 32));
             Vector256<uint> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; end - i >= 128; i += 128)
             {
@@ -205,7 +205,7 @@ public static class InternetChecksum
         ulong total = 0;
         while (n - i >= 16)
         {
-            var end = i + Math.Min(n - i, (nuint)BlockBytes);
+            var end = i + Math.Min(n - i, (nuint)(BlockVectors * 16));
             Vector128<uint> a0 = default, a1 = default;
             for (; end - i >= 32; i += 32)
             {
