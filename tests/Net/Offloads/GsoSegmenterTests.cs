@@ -23,7 +23,7 @@ public class GsoSegmenterTests
             SegmentChecker.Check(frame, segments);
         });
 
-    [Property(MaxTest = 6)]
+    [Property(MaxTest = 5)]
     public Property TsharkFindsRandomSegmentsValidAndTheirPayloadsReassemble() =>
         Prop.ForAll(Gen.ArrayOf(GsoFrames.Specs, 24).ToArbitrary(), specs =>
         {

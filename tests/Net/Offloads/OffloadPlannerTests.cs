@@ -66,4 +66,15 @@ public class OffloadPlannerTests
         Assert.Equal((sent.GsoType, sent.HeaderLength, sent.GsoSize, sent.CsumStart, sent.CsumOffset), (received.GsoType, received.HeaderLength, received.GsoSize, received.CsumStart, received.CsumOffset));
         Assert.Equal(0, received.NumBuffers);
     }
+
+    [Fact]
+    public void FramesDoneInSoftwareAreMarkedValidOnlyForGuestCsum()
+    {
+        Assert.Equal(default, OffloadPlanner.CompletedHeader(GuestOffloads.None));
+        Assert.Equal(default, OffloadPlanner.CompletedHeader(GuestOffloads.Tso4));
+        var valid = OffloadPlanner.CompletedHeader(GuestOffloads.Csum | GuestOffloads.Tso6);
+        Assert.Equal(VirtioNetHeader.FlagDataValid, valid.Flags);
+        Assert.Equal(VirtioNetGso.None, valid.GsoType);
+        Assert.Equal((0, 0, 0, 0), (valid.HeaderLength, valid.GsoSize, valid.CsumStart, valid.CsumOffset));
+    }
 }

@@ -145,6 +145,18 @@ public static class OffloadPlanner
         CsumOffset = transmitted.CsumOffset,
     };
 
+    /// <summary>
+    /// The header a destination receives with a frame the switch completed or cut: nothing left to
+    /// do (gso_type NONE, no NEEDS_CSUM), and DATA_VALID when the driver negotiated GUEST_CSUM, since
+    /// the checksum was just computed (section 5.1.6.4.1); without GUEST_CSUM flags must be 0.
+    /// </summary>
+    /// <param name="destination">The destination driver's offloads.</param>
+    /// <returns>The header to write in the destination's receive buffer (num_buffers aside).</returns>
+    public static VirtioNetHeader CompletedHeader(GuestOffloads destination) => new()
+    {
+        Flags = (destination & GuestOffloads.Csum) != 0 ? VirtioNetHeader.FlagDataValid : (byte)0,
+    };
+
     private static bool IsIpv6(ReadOnlySpan<byte> frame)
     {
         if (frame.Length < 14)
