@@ -180,19 +180,14 @@ public static class GsoSegmenter
         for (var s = 0; s < plan.Count; s++)
         {
             var offset = s * plan.Unit;
-            var length = Math.Min(plan.Unit, plan.Payload - offset);
-            var segmentLength = headers + length;
-            var buffer = sink.Take(segmentLength);
-            if (buffer.Length < segmentLength)
+            var segment = Next(ref sink, frame[..headers], frame.Slice(headers + offset, Math.Min(plan.Unit, plan.Payload - offset)));
+            if (segment.IsEmpty)
             {
                 return OffloadStatus.SinkBufferTooShort;
             }
 
-            var segment = buffer[..segmentLength];
-            frame[..headers].CopyTo(segment);
-            frame.Slice(headers + offset, length).CopyTo(segment[headers..]);
             WriteIpHeader(segment, layout, (ushort)(id + s), fragment: -1);
-            var l4Length = segmentLength - l4;
+            var l4Length = segment.Length - l4;
             if (tcp)
             {
                 BinaryPrimitives.WriteUInt32BigEndian(segment[(l4 + 4)..], sequence + (uint)offset);
@@ -220,7 +215,7 @@ public static class GsoSegmenter
                 BinaryPrimitives.WriteUInt16BigEndian(segment[(l4 + 6)..], ChecksumOffload.Finalize(sum));
             }
 
-            sink.Commit(segmentLength);
+            sink.Commit(segment.Length);
         }
 
         return OffloadStatus.Ok;
@@ -246,17 +241,12 @@ public static class GsoSegmenter
         for (var s = 0; s < plan.Count; s++)
         {
             var offset = s * plan.Unit;
-            var length = Math.Min(plan.Unit, plan.Payload - offset);
-            var segmentLength = headers + length;
-            var buffer = sink.Take(segmentLength);
-            if (buffer.Length < segmentLength)
+            var segment = Next(ref sink, frame[..headers], datagram.Slice(offset, Math.Min(plan.Unit, plan.Payload - offset)));
+            if (segment.IsEmpty)
             {
                 return OffloadStatus.SinkBufferTooShort;
             }
 
-            var segment = buffer[..segmentLength];
-            frame[..headers].CopyTo(segment);
-            datagram.Slice(offset, length).CopyTo(segment[headers..]);
             if (s == 0)
             {
                 BinaryPrimitives.WriteUInt16BigEndian(segment[(l4 + 6)..], udpCheck);
@@ -269,10 +259,28 @@ public static class GsoSegmenter
             // A datagram that fits one fragment goes out whole, unchanged but for its checksum.
             var fragment = plan.Count == 1 ? -1 : (offset >> 3) | (s != last ? Ipv4MoreFragments : 0);
             WriteIpHeader(segment, layout, id, fragment);
-            sink.Commit(segmentLength);
+            sink.Commit(segment.Length);
         }
 
         return OffloadStatus.Ok;
+    }
+
+    // The next frame: the headers, then this frame's piece of the payload. Empty when the sink
+    // handed out less room than it had promised (a frame always has headers, so never empty).
+    private static Span<byte> Next<TSink>(ref TSink sink, ReadOnlySpan<byte> headers, ReadOnlySpan<byte> piece)
+        where TSink : ISegmentSink, allows ref struct
+    {
+        var length = headers.Length + piece.Length;
+        var buffer = sink.Take(length);
+        if (buffer.Length < length)
+        {
+            return default;
+        }
+
+        var segment = buffer[..length];
+        headers.CopyTo(segment);
+        piece.CopyTo(segment[headers.Length..]);
+        return segment;
     }
 
     // fragment: the flags and offset word of an IPv4 fragment, or -1 to keep the original's

@@ -50,45 +50,30 @@ public enum OffloadAction : byte
 /// </summary>
 public static class OffloadPlanner
 {
+    // VIRTIO_NET_F_GUEST_* bit numbers (virtio 1.2 section 5.1.3).
+    private static readonly (int Bit, GuestOffloads Offload)[] FeatureMap =
+    [
+        (1, GuestOffloads.Csum),
+        (7, GuestOffloads.Tso4),
+        (8, GuestOffloads.Tso6),
+        (9, GuestOffloads.Ecn),
+        (10, GuestOffloads.Ufo),
+        (54, GuestOffloads.Uso4),
+        (55, GuestOffloads.Uso6),
+    ];
+
     /// <summary>The guest offloads in a negotiated feature word (virtio 1.2 section 5.1.3).</summary>
     /// <param name="features">The 64-bit feature word the driver accepted.</param>
     /// <returns>Its receive offloads.</returns>
     public static GuestOffloads FromFeatures(ulong features)
     {
         var o = GuestOffloads.None;
-        if ((features & (1UL << 1)) != 0)
+        foreach (var (bit, offload) in FeatureMap)
         {
-            o |= GuestOffloads.Csum;
-        }
-
-        if ((features & (1UL << 7)) != 0)
-        {
-            o |= GuestOffloads.Tso4;
-        }
-
-        if ((features & (1UL << 8)) != 0)
-        {
-            o |= GuestOffloads.Tso6;
-        }
-
-        if ((features & (1UL << 9)) != 0)
-        {
-            o |= GuestOffloads.Ecn;
-        }
-
-        if ((features & (1UL << 10)) != 0)
-        {
-            o |= GuestOffloads.Ufo;
-        }
-
-        if ((features & (1UL << 54)) != 0)
-        {
-            o |= GuestOffloads.Uso4;
-        }
-
-        if ((features & (1UL << 55)) != 0)
-        {
-            o |= GuestOffloads.Uso6;
+            if ((features & (1UL << bit)) != 0)
+            {
+                o |= offload;
+            }
         }
 
         return o;
