@@ -68,8 +68,8 @@ public sealed class VhostUserSession : IDisposable
     /// <summary>True once SET_OWNER was received.</summary>
     public bool HasOwner { get; private set; }
 
-    /// <summary>The features the front-end set (0 before SET_FEATURES).</summary>
-    public ulong Features { get; private set; }
+    /// <summary>The features the front-end set (none before SET_FEATURES).</summary>
+    public VirtioFeatures Features { get; private set; }
 
     /// <summary>The protocol features the front-end set.</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; private set; }
@@ -259,7 +259,7 @@ public sealed class VhostUserSession : IDisposable
         return new VhostUserOutcome(null, true, reason);
     }
 
-    private bool IsPacked => (Features & FeatureBits.RingPacked) != 0;
+    private RingFormat Format => RingFormat.Of(Features);
 
     /// <summary>Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled; with it, SET_VRING_ENABLE decides.</summary>
     private bool EffectiveEnabled(Vring v) => v.Enabled || (Features & VhostUserConstants.ProtocolFeaturesBit) == 0;
@@ -280,25 +280,25 @@ public sealed class VhostUserSession : IDisposable
 
     private string? GetFeatures(in VhostUserMessage m, ref VhostUserMessage? reply)
     {
-        reply = VhostUserMessage.ReplyU64(m.Request, _options.OfferedFeatures);
+        reply = VhostUserMessage.ReplyU64(m.Request, (ulong)_options.OfferedFeatures);
         return null;
     }
 
     private string? SetFeatures(in VhostUserMessage m)
     {
-        var unknown = m.Value & ~_options.OfferedFeatures;
+        var unknown = m.Value & ~(ulong)_options.OfferedFeatures;
         if (unknown != 0)
         {
             return $"features 0x{unknown:x} were not offered";
         }
 
-        var packedChanges = ((m.Value ^ Features) & FeatureBits.RingPacked) != 0;
-        if (packedChanges && _rings.Any(v => v.Ring is not null))
+        var features = (VirtioFeatures)m.Value;
+        if (RingFormat.Of(features) != Format && _rings.Any(v => v.Ring is not null))
         {
             return "cannot change the ring format while rings run";
         }
 
-        Features = m.Value;
+        Features = features;
         return null;
     }
 
@@ -466,15 +466,17 @@ public sealed class VhostUserSession : IDisposable
             return $"vring {v.Index} is running; stop it (GET_VRING_BASE) before resizing";
         }
 
-        // The format may not be known yet (SET_FEATURES can come later); the exact rule is checked at start.
-        if (!RingFormats.IsValidSize(packed: true, m.State.Num))
+        // The format may not be known yet (SET_FEATURES can come later): a size no format takes is
+        // refused now, and the format's own rule once the features are set (again at start).
+        var num = m.State.Num;
+        if (!RingFormat.All.Any(f => f.IsValidSize(num)))
         {
-            return $"queue size {m.State.Num} is not 1 to {RingFormats.MaxQueueSize}";
+            return $"queue size {num} is not valid for any ring format";
         }
 
-        if (Features != 0 && !RingFormats.IsValidSize(IsPacked, m.State.Num))
+        if (Features != VirtioFeatures.None && !Format.IsValidSize(m.State.Num))
         {
-            return $"queue size {m.State.Num} is not a power of two (split ring)";
+            return $"queue size {m.State.Num} is not {Format.SizeRule} ({Format} ring)";
         }
 
         v.Num = (int)m.State.Num;
@@ -503,9 +505,9 @@ public sealed class VhostUserSession : IDisposable
         var areas = new RingAreas(a.Descriptor, a.Avail, a.Used);
 
         // With memory and size known, a ring outside every region is refused now, not at start.
-        if (_memory is not null && v.Num > 0)
+        if (_memory is not null && Format.IsValidSize(v.Num))
         {
-            error = CheckAreas(areas, v.Num, IsPacked);
+            error = CheckAreas(areas, Format.Layout(v.Num));
             if (error is not null)
             {
                 return error;
@@ -529,9 +531,10 @@ public sealed class VhostUserSession : IDisposable
             return $"vring {v.Index} is running; stop it before setting its base";
         }
 
-        if (!IsPacked && m.State.Num > ushort.MaxValue)
+        // The queue size may not be known yet; positions past it are refused at start.
+        if (!Format.IsValidBase(m.State.Num, RingFormat.MaxSize))
         {
-            return $"split ring base {m.State.Num} does not fit 16 bits";
+            return $"base 0x{m.State.Num:x} is not a {Format} ring position (a split base fits 16 bits)";
         }
 
         v.Base = m.State.Num;
@@ -547,9 +550,8 @@ public sealed class VhostUserSession : IDisposable
         }
 
         // The data path lets go first; only then is the position final.
-        var packed = v.Ring is not null ? v.Packed : IsPacked;
         Suspend(v);
-        var position = v.Ring is { } ring ? ring.Position.ToVhostBase(packed) : v.Base ?? 0;
+        var position = v.Ring is { } ring ? v.Format.EncodeBase(ring.Position) : v.Base ?? 0;
         Stop(v);
         reply = VhostUserMessage.ReplyState(m.Request, (uint)v.Index, position);
         return null;
@@ -636,7 +638,7 @@ public sealed class VhostUserSession : IDisposable
             v.Reset();
         }
 
-        Features = 0;
+        Features = VirtioFeatures.None;
         Status = 0;
         return null;
     }
@@ -675,23 +677,22 @@ public sealed class VhostUserSession : IDisposable
 
     // ---- Ring life cycle ------------------------------------------------------------------
 
-    private string? CheckAreas(RingAreas areas, int size, bool packed)
+    private string? CheckAreas(RingAreas areas, RingLayout layout)
     {
-        var bytes = RingFormats.AreaBytes(packed, size);
         var user = _memory!.User;
-        if (!user.TryTranslate(areas.DescriptorArea, bytes.Descriptor, out _))
+        if (!user.TryTranslate(areas.DescriptorArea, (ulong)layout.DescriptorAreaBytes, out _))
         {
-            return $"descriptor area 0x{areas.DescriptorArea:x} (+{bytes.Descriptor}) is outside every region";
+            return $"descriptor area 0x{areas.DescriptorArea:x} (+{layout.DescriptorAreaBytes}) is outside every region";
         }
 
-        if (!user.TryTranslate(areas.DriverArea, bytes.Driver, out _))
+        if (!user.TryTranslate(areas.DriverArea, (ulong)layout.DriverAreaBytes, out _))
         {
-            return $"driver area 0x{areas.DriverArea:x} (+{bytes.Driver}) is outside every region";
+            return $"driver area 0x{areas.DriverArea:x} (+{layout.DriverAreaBytes}) is outside every region";
         }
 
-        if (!user.TryTranslate(areas.DeviceArea, bytes.Device, out _))
+        if (!user.TryTranslate(areas.DeviceArea, (ulong)layout.DeviceAreaBytes, out _))
         {
-            return $"device area 0x{areas.DeviceArea:x} (+{bytes.Device}) is outside every region";
+            return $"device area 0x{areas.DeviceArea:x} (+{layout.DeviceAreaBytes}) is outside every region";
         }
 
         return null;
@@ -707,25 +708,18 @@ public sealed class VhostUserSession : IDisposable
                 return null;
             }
 
-            var packed = IsPacked;
-            if (!RingFormats.IsValidSize(packed, v.Num))
+            var format = Format;
+            if (!format.IsValidSize(v.Num))
             {
-                return $"vring {v.Index}: queue size {v.Num} is not valid for a {(packed ? "packed" : "split")} ring";
+                return $"vring {v.Index}: queue size {v.Num} is not valid for a {format} ring";
             }
 
-            var position = RingFormats.DecodeBase(raw, packed);
-            if (packed && (position.AvailIndex >= v.Num || position.UsedIndex >= v.Num))
+            if (!format.IsValidBase(raw, v.Num))
             {
                 return $"vring {v.Index}: base 0x{raw:x} points past a ring of {v.Num}";
             }
 
-            var factory = packed ? _options.PackedRingFactory : _options.SplitRingFactory;
-            if (factory is null)
-            {
-                return $"vring {v.Index}: packed rings are not available";
-            }
-
-            var error = CheckAreas(areas, v.Num, packed);
+            var error = CheckAreas(areas, format.Layout(v.Num));
             if (error is not null)
             {
                 return $"vring {v.Index}: {error}";
@@ -733,8 +727,8 @@ public sealed class VhostUserSession : IDisposable
 
             try
             {
-                v.Ring = factory(new DeviceRingSetup(_memory.User, _memory.Physical, areas, v.Num, Features, position));
-                v.Packed = packed;
+                v.Ring = _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, format.DecodeBase(raw)));
+                v.Format = format;
             }
             catch (ArgumentException e)
             {
@@ -744,7 +738,7 @@ public sealed class VhostUserSession : IDisposable
 
         if (v.Active is null)
         {
-            var q = new VhostQueue(v.Index, v.Ring, v.Packed, Features, v.Kick, v.Call, v.Error, _memory!.Physical, EffectiveEnabled(v));
+            var q = new VhostQueue(v.Index, v.Ring, Features, v.Kick, v.Call, v.Error, _memory!.Physical, EffectiveEnabled(v));
             v.Active = q;
             return Raise(QueueStarted, q);
         }
@@ -780,7 +774,7 @@ public sealed class VhostUserSession : IDisposable
         Suspend(v);
         if (v.Ring is { } ring)
         {
-            v.Base = ring.Position.ToVhostBase(v.Packed);
+            v.Base = v.Format.EncodeBase(ring.Position);
             v.Ring = null;
         }
     }
@@ -858,7 +852,7 @@ public sealed class VhostUserSession : IDisposable
 
         public IDeviceRing? Ring { get; set; }
 
-        public bool Packed { get; set; }
+        public RingFormat Format { get; set; }
 
         public VhostQueue? Active { get; set; }
 
