@@ -10,10 +10,11 @@ public class OffloadPlannerTests
     [Fact]
     public void FeatureBitsMapToGuestOffloads()
     {
-        ulong features = (1UL << 1) | (1UL << 7) | (1UL << 8) | (1UL << 9) | (1UL << 10) | (1UL << 54) | (1UL << 55);
+        // Bit numbers from virtio 1.2 section 5.1.3.
+        var features = (VirtioFeatures)((1UL << 1) | (1UL << 7) | (1UL << 8) | (1UL << 9) | (1UL << 10) | (1UL << 54) | (1UL << 55));
         Assert.Equal(All, OffloadPlanner.FromFeatures(features));
-        Assert.Equal(GuestOffloads.None, OffloadPlanner.FromFeatures((1UL << 0) | (1UL << 11) | (1UL << 32)));
-        Assert.Equal(GuestOffloads.Csum | GuestOffloads.Tso6, OffloadPlanner.FromFeatures((1UL << 1) | (1UL << 8)));
+        Assert.Equal(GuestOffloads.None, OffloadPlanner.FromFeatures(VirtioFeatures.NetCsum | VirtioFeatures.NetHostTso4 | VirtioFeatures.Version1));
+        Assert.Equal(GuestOffloads.Csum | GuestOffloads.Tso6, OffloadPlanner.FromFeatures(VirtioFeatures.NetGuestCsum | VirtioFeatures.NetGuestTso6));
     }
 
     [Theory]

@@ -50,27 +50,26 @@ public enum OffloadAction : byte
 /// </summary>
 public static class OffloadPlanner
 {
-    // VIRTIO_NET_F_GUEST_* bit numbers (virtio 1.2 section 5.1.3).
-    private static readonly (int Bit, GuestOffloads Offload)[] FeatureMap =
+    private static readonly (VirtioFeatures Feature, GuestOffloads Offload)[] FeatureMap =
     [
-        (1, GuestOffloads.Csum),
-        (7, GuestOffloads.Tso4),
-        (8, GuestOffloads.Tso6),
-        (9, GuestOffloads.Ecn),
-        (10, GuestOffloads.Ufo),
-        (54, GuestOffloads.Uso4),
-        (55, GuestOffloads.Uso6),
+        (VirtioFeatures.NetGuestCsum, GuestOffloads.Csum),
+        (VirtioFeatures.NetGuestTso4, GuestOffloads.Tso4),
+        (VirtioFeatures.NetGuestTso6, GuestOffloads.Tso6),
+        (VirtioFeatures.NetGuestEcn, GuestOffloads.Ecn),
+        (VirtioFeatures.NetGuestUfo, GuestOffloads.Ufo),
+        (VirtioFeatures.NetGuestUso4, GuestOffloads.Uso4),
+        (VirtioFeatures.NetGuestUso6, GuestOffloads.Uso6),
     ];
 
     /// <summary>The guest offloads in a negotiated feature word (virtio 1.2 section 5.1.3).</summary>
-    /// <param name="features">The 64-bit feature word the driver accepted.</param>
+    /// <param name="features">The features the driver accepted.</param>
     /// <returns>Its receive offloads.</returns>
-    public static GuestOffloads FromFeatures(ulong features)
+    public static GuestOffloads FromFeatures(VirtioFeatures features)
     {
         var o = GuestOffloads.None;
-        foreach (var (bit, offload) in FeatureMap)
+        foreach (var (feature, offload) in FeatureMap)
         {
-            if ((features & (1UL << bit)) != 0)
+            if ((features & feature) != 0)
             {
                 o |= offload;
             }
