@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on Debian 12 (bookworm):
-# - DPDK's testpmd with the net_vhost and net_virtio_user drivers (package dpdk-dev), used as the
-#   real vhost-user peer in the interop tests (dpdk brings the mempool drivers testpmd loads);
+# Installs what the test suite needs on Debian 12 (bookworm), each dependency checked on its own:
+# - DPDK's testpmd with the net_vhost and net_virtio_user drivers (package dpdk-dev; dpdk brings
+#   the mempool drivers testpmd loads), the real vhost-user peer of the interop tests;
+# - ip (iproute2), the network namespaces and TAP devices of the Linux network tests;
+# - ping (iputils-ping), the kernel's traffic through those TAP devices;
 # - tshark (Wireshark's dissectors), the independent judge of the frames the offload tests cut
 #   and checksum.
-# Idempotent: installs only what is missing.
+# Idempotent: installs only what is missing, and nothing when everything is there.
 set -euo pipefail
 
 missing=()
-if ! command -v dpdk-testpmd >/dev/null 2>&1 && [ ! -x /usr/bin/dpdk-testpmd ]; then
-    missing+=(dpdk dpdk-dev)
-fi
-if ! command -v tshark >/dev/null 2>&1; then
-    missing+=(tshark)
-fi
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || [ -x "/bin/$1" ]; }
+
+have dpdk-testpmd || missing+=(dpdk dpdk-dev)
+have ip || missing+=(iproute2)
+have ping || missing+=(iputils-ping)
+have tshark || missing+=(tshark)
+
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -28,5 +31,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q "${missing[@]}"
 
-command -v dpdk-testpmd >/dev/null 2>&1 || [ -x /usr/bin/dpdk-testpmd ] || { echo "dpdk-testpmd still missing after installing dpdk-dev" >&2; exit 1; }
-command -v tshark >/dev/null 2>&1 || { echo "tshark still missing after installing it" >&2; exit 1; }
+for tool in dpdk-testpmd ip ping tshark; do
+    have "$tool" || { echo "$tool still missing after installing ${missing[*]}" >&2; exit 1; }
+done
