@@ -132,39 +132,19 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         Messages++;
         try
         {
-            if (VhostUserRequests.Find(message.Request) is not { } row)
-            {
-                return Fail(message, true, new VhostUserError(UnknownRequest, "unknown or unsupported request"));
-            }
-
-            if (message.Payload != row.Payload || (message.Payload == VhostUserPayload.MemoryTable && message.Regions is null))
-            {
-                return Fail(message, true, new VhostUserError(BadPayloadSize, "payload shape does not match the request"));
-            }
-
-            var error = row.CheckDescriptors(message, fds.Count);
+            var row = VhostUserRequests.Find(message.Request);
+            var error = row is null ? new VhostUserError(UnknownRequest, "unknown or unsupported request") : Admit(row, message, fds.Count);
             if (!error.IsError)
             {
-                error = CheckVring(row, message, out var vring);
+                var call = new VhostUserCall(message, fds, row!.Vring == VhostUserVringRule.None ? -1 : (int)VhostUserRequestInfo.VringIndex(message));
+                error = row.Handler(this, ref call);
                 if (!error.IsError)
                 {
-                    var call = new VhostUserCall(message, fds, vring);
-                    error = row.Handler(this, ref call);
-                    if (!error.IsError && row.Reply == VhostUserReplyRule.Always)
-                    {
-                        return call.Reply is { } body
-                            ? new VhostUserOutcome(body, false, default)
-                            : Fail(message, true, new VhostUserError(InternalError, "the handler produced no reply"));
-                    }
+                    return Answer(row, message, call.Reply);
                 }
             }
 
-            if (error.IsError)
-            {
-                return Fail(message, true, error);
-            }
-
-            return AckWanted(message) ? new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 0), false, default) : default;
+            return Fail(message, true, error);
         }
         finally
         {
@@ -223,25 +203,29 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             : message.NeedsReply && replyAck; // an unknown request is NACKed when it asks for a reply
     }
 
-    /// <summary>The vring rule of the row: the index is in range, and the ring is stopped if it must be.</summary>
-    private VhostUserError CheckVring(VhostUserRequestInfo row, in VhostUserMessage message, out int vring)
+    /// <summary>The row's checks: payload shape, descriptors, vring index, and a stopped ring where the row needs one.</summary>
+    private VhostUserError Admit(VhostUserRequestInfo row, in VhostUserMessage message, int descriptors)
     {
-        vring = -1;
-        if (row.Vring == VhostUserVringRule.None)
+        var error = row.Check(message, descriptors, _rings.Length);
+        if (!error.IsError && row.Vring == VhostUserVringRule.Stopped && _rings[VhostUserRequestInfo.VringIndex(message)].Ring is { })
         {
-            return default;
+            error = Error(RingRunning, $"vring {VhostUserRequestInfo.VringIndex(message)} is running; stop it (GET_VRING_BASE) first");
         }
 
-        var index = VhostUserRequestInfo.VringIndex(message);
-        if (index >= (uint)_rings.Length)
+        return error;
+    }
+
+    /// <summary>The reply rule of the row: the handler's reply, an ack when one is due, or nothing.</summary>
+    private VhostUserOutcome Answer(VhostUserRequestInfo row, in VhostUserMessage message, VhostUserMessage? reply)
+    {
+        if (row.Reply == VhostUserReplyRule.Always)
         {
-            return Error(RingIndexOutOfRange, $"vring index {index} out of range (the device has {_rings.Length})");
+            return reply is { } body
+                ? new VhostUserOutcome(body, false, default)
+                : Fail(message, true, new VhostUserError(InternalError, "the handler produced no reply"));
         }
 
-        vring = (int)index;
-        return row.Vring == VhostUserVringRule.Stopped && _rings[index].Ring is not null
-            ? Error(RingRunning, $"vring {index} is running; stop it (GET_VRING_BASE) first")
-            : default;
+        return AckWanted(message) ? new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 0), false, default) : default;
     }
 
     private VhostUserOutcome Fail(in VhostUserMessage message, bool headerTrusted, VhostUserError error)

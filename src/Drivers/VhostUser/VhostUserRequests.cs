@@ -113,6 +113,30 @@ public sealed class VhostUserRequestInfo
         _ => message.FileIndex,
     };
 
+    /// <summary>
+    /// The checks the row alone decides: the payload has the row's shape, the descriptors follow
+    /// <see cref="Descriptors"/>, and an addressed vring is below <paramref name="vringCount"/>.
+    /// </summary>
+    /// <param name="message">The request.</param>
+    /// <param name="descriptors">How many descriptors came with it.</param>
+    /// <param name="vringCount">How many vrings the device has.</param>
+    /// <returns>None, or the first check that failed.</returns>
+    public VhostUserError Check(in VhostUserMessage message, int descriptors, int vringCount)
+    {
+        if (message.Payload != Payload || (Payload == VhostUserPayload.MemoryTable && message.Regions is null))
+        {
+            return new VhostUserError(VhostUserErrorCode.BadPayloadSize, Id, "payload shape does not match the request");
+        }
+
+        var error = CheckDescriptors(message, descriptors);
+        if (!error.IsError && Vring != VhostUserVringRule.None && VringIndex(message) >= (uint)vringCount)
+        {
+            error = new VhostUserError(VhostUserErrorCode.RingIndexOutOfRange, Id, $"vring index {VringIndex(message)} out of range (the device has {vringCount})");
+        }
+
+        return error;
+    }
+
     /// <summary>Checks the number of descriptors that came with a request against <see cref="Descriptors"/>.</summary>
     /// <param name="message">The request (its region count and no-fd bit matter).</param>
     /// <param name="count">How many descriptors came with it.</param>
