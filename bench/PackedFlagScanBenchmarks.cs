@@ -29,10 +29,10 @@ public unsafe class PackedFlagScanBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var layout = new PackedLayout(QueueSize);
+        var layout = RingFormat.Packed.Layout(QueueSize);
         _region = new NativeRegion((ulong)layout.TotalBytes + 4096, 0x1000);
         var memory = new GuestMemory(_region.Region);
-        var driver = new PackedDriverRing(memory, layout.At(0x1000), QueueSize, RingFeatures.None);
+        var driver = new PackedDriverRing(memory, layout.At(0x1000), QueueSize, VirtioFeatures.None);
         for (var i = 0; i < QueueSize; i++)
         {
             driver.TryAdd(new BufferSegment(0x1000 + (ulong)layout.TotalBytes, 64), false, out _);

@@ -39,12 +39,12 @@ public class RingRoundTripBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var split = new SplitLayout(QueueSize);
-        var packed = new PackedLayout(QueueSize);
+        var split = RingFormat.Split.Layout(QueueSize);
+        var packed = RingFormat.Packed.Layout(QueueSize);
         const ulong guest = 0x10_0000;
         _region = new NativeRegion((ulong)(split.TotalBytes + packed.TotalBytes + 4096), guest);
         var memory = new GuestMemory(_region.Region);
-        var features = InOrder ? RingFeatures.InOrder : RingFeatures.None;
+        var features = InOrder ? VirtioFeatures.InOrder : VirtioFeatures.None;
         _splitDriver = new SplitDriverRing(memory, split.At(guest), QueueSize, features);
         _splitDevice = new SplitDeviceRing(memory, split.At(guest), QueueSize, features);
         var packedBase = guest + (ulong)split.TotalBytes;

@@ -51,9 +51,9 @@ public class VhostUserSessionBenchmarks
         const bool ack = true;
         Run(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, (ulong)VhostUserBackendOptions.DefaultProtocolFeatures));
         Run(VhostUserMessage.Empty(VhostUserRequest.SetOwner, ack));
-        Run(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, FeatureBits.Version1 | FeatureBits.EventIndex | VhostUserConstants.ProtocolFeaturesBit, ack));
+        Run(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, (ulong)(VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VhostUserConstants.ProtocolFeaturesBit), ack));
         Run(VhostUserMessage.WithMemTable([new MemoryRegionDescription(0x1000_0000, _memory.Length, user, 0)], ack), _memory.Handle!.Duplicate());
-        var areas = RingFormats.Layout(false, RingSize, user, out _);
+        var areas = RingFormat.Split.Layout(RingSize).At(user);
         (byte[], EventFd?)[] restart =
         [
             (Encode(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, 0, 0)), null),

@@ -38,7 +38,9 @@ if [[ $status -ne 0 && $failed -eq 0 ]]; then
     failed=1
 fi
 # The benchmarks run once each as a dry run, so they keep compiling and running (never timed here).
-if ! (cd bench && dotnet run -c Release --no-build -- --filter '*' --job dry > "$results/bench-dry.log" 2>&1); then
+# BenchmarkDotNet builds its own host project first; on a busy machine that takes more than its
+# default two minutes, so the build gets longer.
+if ! (cd bench && dotnet run -c Release --no-build -- --filter '*' --job dry --buildTimeout 1200 > "$results/bench-dry.log" 2>&1); then
     echo "benchmark dry run failed:" >&2
     tail -40 "$results/bench-dry.log" >&2
     failed=$(( failed + 1 ))

@@ -61,12 +61,12 @@ public static class DeviceChainChecks
                 }
 
                 // Broken: it must stay broken and pop nothing more, however often it is asked.
-                FuzzViolation.Check(ring.Counters.BrokenReason != BrokenReason.None, "broken without a reason");
+                FuzzViolation.Check(ring.BrokenReason != BrokenReason.None, "broken without a reason");
                 FuzzViolation.Check(!ring.HasAvailable, "a broken ring says buffers are available");
                 continue;
             }
 
-            FuzzViolation.Check(!wasBroken, $"a ring broken for {ring.Counters.BrokenReason} popped a chain");
+            FuzzViolation.Check(!wasBroken, $"a ring broken for {ring.BrokenReason} popped a chain");
             CheckChain(chain, ring.Size, regions);
             onPop?.Invoke(pops, chain.Token);
             pops++;

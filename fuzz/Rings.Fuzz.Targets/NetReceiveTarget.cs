@@ -88,13 +88,13 @@ public static class NetReceiveTarget
         var mergeable = (config & 4) != 0;
         var bufferSize = 32 * (((config >> 3) & 3) + 1);
         var count = size + ((config >> 5) & 3);
-        var features = (config & 128) != 0 ? RingFeatures.EventIndex : RingFeatures.None;
+        var features = (config & 128) != 0 ? VirtioFeatures.EventIndex : VirtioFeatures.None;
 
         var region = t_region ??= new GuardedRegion(RegionBytes, BaseAddress, 4096);
         region.Bytes.Clear();
         var memory = new GuestMemory(region.Region);
-        var txLayout = new SplitLayout(TxSize);
-        var rxLayout = new SplitLayout(size);
+        var txLayout = RingFormat.Split.Layout(TxSize);
+        var rxLayout = RingFormat.Split.Layout(size);
         var txAt = txLayout.At(BaseAddress);
         var rxAt = rxLayout.At(BaseAddress + (ulong)txLayout.TotalBytes);
         var slabs = BaseAddress + (ulong)(txLayout.TotalBytes + rxLayout.TotalBytes);
@@ -106,7 +106,7 @@ public static class NetReceiveTarget
         var device = new SplitDeviceRing(memory, rxAt, size, features);
         var rxHost = region.HostAddress + (nint)(rxBase - BaseAddress);
         var slabBytes = count * bufferSize;
-        var used = region.Bytes.Slice((int)(rxAt.UsedRing - BaseAddress), rxLayout.UsedBytes);
+        var used = region.Bytes.Slice((int)(rxAt.DeviceArea - BaseAddress), rxLayout.DeviceAreaBytes);
         var destination = t_destination ??= new byte[DestinationBytes + Canary];
         var maxFrame = NetForwarder.MaxMergedBuffers * bufferSize;
 
@@ -123,7 +123,7 @@ public static class NetReceiveTarget
         for (var step = 0; step < MaxOperations && !input.IsEmpty; step++)
         {
             var op = (Op)(input.Byte() % 9);
-            FuzzTrace.Writer?.WriteLine($"{step}: {op} (driver posted {driver.Receive.Outstanding}, free {rxSlab.FreeCount}, errors {driver.ReceiveErrors}, broken {driver.Receive.Counters.BrokenReason}; device at {device.Position.AvailIndex}; hostile {hostile}, holding {holding})");
+            FuzzTrace.Writer?.WriteLine($"{step}: {op} (driver posted {driver.Receive.Outstanding}, free {rxSlab.FreeCount}, errors {driver.ReceiveErrors}, broken {driver.Receive.BrokenReason}; device at {device.Position.AvailIndex}; hostile {hostile}, holding {holding})");
             switch (op)
             {
                 case Op.Deliver:
@@ -175,7 +175,7 @@ public static class NetReceiveTarget
 
                         // A device that lied in the used ring (raw ids) makes the driver repost buffers the
                         // device still holds, and its own ring then breaks: only an honest device may expect a clean ring.
-                        FuzzViolation.Check(hostile || !device.IsBroken, $"the driver's receive ring broke the device: {device.Counters.BrokenReason}");
+                        FuzzViolation.Check(hostile || !device.IsBroken, $"the driver's receive ring broke the device: {device.BrokenReason}");
                         if (popped < buffers)
                         {
                             device.UndoPops(before); // not enough buffers posted: the frame waits
@@ -301,7 +301,7 @@ public static class NetReceiveTarget
 
             FuzzViolation.Check(driver.ReceiveErrors >= errors, "the error count went down");
             errors = driver.ReceiveErrors;
-            FuzzViolation.Check(hostile || (errors == 0 && !driver.Receive.IsBroken), $"a well-behaved device caused {errors} errors, broken: {driver.Receive.Counters.BrokenReason}");
+            FuzzViolation.Check(hostile || (errors == 0 && !driver.Receive.IsBroken), $"a well-behaved device caused {errors} errors, broken: {driver.Receive.BrokenReason}");
 
             // Every buffer is in exactly one place: free, posted, lent, or gathered for a frame.
             var accounted = rxSlab.FreeCount + driver.Receive.Outstanding + (holding ? 1 : 0);

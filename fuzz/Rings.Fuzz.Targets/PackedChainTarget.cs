@@ -51,20 +51,20 @@ public static class PackedChainTarget
         var config = input.Byte();
         var pick = config & 7;
         var size = Sizes[pick];
-        var features = RingFeatures.None;
+        var features = VirtioFeatures.None;
         if ((config & 8) != 0)
         {
-            features |= RingFeatures.IndirectDescriptors;
+            features |= VirtioFeatures.IndirectDescriptors;
         }
 
         if ((config & 16) != 0)
         {
-            features |= RingFeatures.EventIndex;
+            features |= VirtioFeatures.EventIndex;
         }
 
         if ((config & 32) != 0)
         {
-            features |= RingFeatures.InOrder;
+            features |= VirtioFeatures.InOrder;
         }
 
         var start = input.UInt16();
@@ -76,7 +76,7 @@ public static class PackedChainTarget
         m.Data.Load(input.Rest);
         m.DeviceArea.Bytes.Clear();
 
-        var ring = new PackedDeviceRing(m.RingTable, m.BufferTable, new PackedRingAddresses(DescriptorAddress, DriverAreaAddress, DeviceAreaAddress), size, features);
+        var ring = new PackedDeviceRing(m.RingTable, m.BufferTable, new RingAreas(DescriptorAddress, DriverAreaAddress, DeviceAreaAddress), size, features);
         var position = (ushort)((start & 0x7FFF) % size);
         var wrap = (start & 0x8000) == 0; // both counters start at 1 (2.8.1); the input's bit clears it
         ring.Restore(new RingPosition(position, wrap, position, wrap));
@@ -86,7 +86,7 @@ public static class PackedChainTarget
         }
 
         var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 3));
-        FuzzViolation.Check(ring.IsBroken || ring.Counters.BrokenReason == BrokenReason.None, "a reason without a break");
+        FuzzViolation.Check(ring.IsBroken || ring.BrokenReason == BrokenReason.None, "a reason without a break");
         if ((behaviour & (int)DrainBehaviour.WriteBuffers) == 0)
         {
             // Unless the device writes into buffers that alias the ring, only the fuzzer made
@@ -111,10 +111,10 @@ public static class PackedChainTarget
     {
         public Memory(int size)
         {
-            var layout = new PackedLayout(size);
-            Descriptors = new GuardedRegion(layout.DescriptorRingBytes, DescriptorAddress, 16);
-            DriverArea = new GuardedRegion(PackedLayout.EventSuppressionBytes, DriverAreaAddress, 4);
-            DeviceArea = new GuardedRegion(PackedLayout.EventSuppressionBytes, DeviceAreaAddress, 4);
+            var layout = RingFormat.Packed.Layout(size);
+            Descriptors = new GuardedRegion(layout.DescriptorAreaBytes, DescriptorAddress, 16);
+            DriverArea = new GuardedRegion(layout.DriverAreaBytes, DriverAreaAddress, 4);
+            DeviceArea = new GuardedRegion(layout.DeviceAreaBytes, DeviceAreaAddress, 4);
             Data = new GuardedRegion(DataBytes, DataAddress, 4096);
             All = [Descriptors, DriverArea, DeviceArea, Data];
             RingTable = new GuestMemory([Descriptors.Region, DriverArea.Region, DeviceArea.Region, Data.Region]);

@@ -49,20 +49,20 @@ public static class SplitChainTarget
         var config = input.Byte();
         var shift = config & 7;
         var size = 1 << shift;
-        var features = RingFeatures.None;
+        var features = VirtioFeatures.None;
         if ((config & 8) != 0)
         {
-            features |= RingFeatures.IndirectDescriptors;
+            features |= VirtioFeatures.IndirectDescriptors;
         }
 
         if ((config & 16) != 0)
         {
-            features |= RingFeatures.EventIndex;
+            features |= VirtioFeatures.EventIndex;
         }
 
         if ((config & 32) != 0)
         {
-            features |= RingFeatures.InOrder; // the drain returns chains in pop order, as IN_ORDER asks
+            features |= VirtioFeatures.InOrder; // the drain returns chains in pop order, as IN_ORDER asks
         }
 
         var start = input.UInt16();
@@ -76,7 +76,7 @@ public static class SplitChainTarget
         m.Used.Bytes.Clear();
         BinaryPrimitives.WriteUInt16LittleEndian(m.Used.Bytes[2..], usedStart);
 
-        var ring = new SplitDeviceRing(m.RingTable, m.BufferTable, new SplitRingAddresses(DescriptorAddress, AvailAddress, UsedAddress), size, features);
+        var ring = new SplitDeviceRing(m.RingTable, m.BufferTable, new RingAreas(DescriptorAddress, AvailAddress, UsedAddress), size, features);
         ring.Restore(new RingPosition(start));
         if ((behaviour & 8) != 0)
         {
@@ -98,20 +98,20 @@ public static class SplitChainTarget
             }
         : null);
 
-        FuzzViolation.Check(ring.IsBroken || ring.Counters.BrokenReason == BrokenReason.None, "a reason without a break");
+        FuzzViolation.Check(ring.IsBroken || ring.BrokenReason == BrokenReason.None, "a reason without a break");
         if (stable)
         {
             if (ahead > size)
             {
                 // 2.7.13: never more than a ring ahead.
-                FuzzViolation.Check(pops == 0 && ring.Counters.BrokenReason == BrokenReason.AvailIndexTooFarAhead,
-                    $"avail index {ahead} ahead of a ring of {size}: {pops} pops, {ring.Counters.BrokenReason}");
+                FuzzViolation.Check(pops == 0 && ring.BrokenReason == BrokenReason.AvailIndexTooFarAhead,
+                    $"avail index {ahead} ahead of a ring of {size}: {pops} pops, {ring.BrokenReason}");
             }
             else
             {
                 // Either every published chain was popped, or the walk stopped at a bad one and broke the ring.
                 FuzzViolation.Check(pops == ahead ? !ring.IsBroken : pops < ahead && ring.IsBroken,
-                    $"{ahead} published, {pops} popped, broken: {ring.Counters.BrokenReason}");
+                    $"{ahead} published, {pops} popped, broken: {ring.BrokenReason}");
             }
         }
 
@@ -131,10 +131,10 @@ public static class SplitChainTarget
     {
         public Memory(int size)
         {
-            var layout = new SplitLayout(size);
-            Descriptors = new GuardedRegion(layout.DescriptorTableBytes, DescriptorAddress, 16);
-            Avail = new GuardedRegion(layout.AvailBytes, AvailAddress, 2);
-            Used = new GuardedRegion(layout.UsedBytes, UsedAddress, 4);
+            var layout = RingFormat.Split.Layout(size);
+            Descriptors = new GuardedRegion(layout.DescriptorAreaBytes, DescriptorAddress, 16);
+            Avail = new GuardedRegion(layout.DriverAreaBytes, AvailAddress, 2);
+            Used = new GuardedRegion(layout.DeviceAreaBytes, UsedAddress, 4);
             Data = new GuardedRegion(DataBytes, DataAddress, 4096);
             All = [Descriptors, Avail, Used, Data];
             RingTable = new GuestMemory([Descriptors.Region, Avail.Region, Used.Region, Data.Region]);

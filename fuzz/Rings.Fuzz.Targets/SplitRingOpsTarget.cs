@@ -86,21 +86,21 @@ public static class SplitRingOpsTarget
         var config = input.Byte();
         var shift = config & 7;
         var size = 1 << shift;
-        var features = RingFeatures.None;
+        var features = VirtioFeatures.None;
         if ((config & 8) != 0)
         {
-            features |= RingFeatures.IndirectDescriptors;
+            features |= VirtioFeatures.IndirectDescriptors;
         }
 
         if ((config & 16) != 0)
         {
-            features |= RingFeatures.EventIndex;
+            features |= VirtioFeatures.EventIndex;
         }
 
         var start = input.UInt16();
-        var layout = new SplitLayout(size);
+        var layout = RingFormat.Split.Layout(size);
         var entries = Math.Min(MaxIndirectEntries, size);
-        var useIndirect = (features & RingFeatures.IndirectDescriptors) != 0 && entries >= 2;
+        var useIndirect = (features & VirtioFeatures.IndirectDescriptors) != 0 && entries >= 2;
         var indirect = new IndirectArea(BaseAddress + (ulong)layout.TotalBytes, entries);
         var corruptible = layout.TotalBytes + (int)indirect.BytesFor(size);
         var dataOffset = (corruptible + 63) & ~63;
@@ -121,7 +121,7 @@ public static class SplitRingOpsTarget
         for (var step = 0; step < MaxOperations && !input.IsEmpty; step++)
         {
             var op = (Op)(input.Byte() % 14);
-            FuzzTrace.Writer?.WriteLine($"{step}: {op} (driver free {driver.FreeDescriptors}, outstanding {driver.Outstanding}, broken {driver.Counters.BrokenReason}; device {device.Position.AvailIndex} broken {device.Counters.BrokenReason}; corrupted {m.Corrupted})");
+            FuzzTrace.Writer?.WriteLine($"{step}: {op} (driver free {driver.FreeDescriptors}, outstanding {driver.Outstanding}, broken {driver.BrokenReason}; device {device.Position.AvailIndex} broken {device.BrokenReason}; corrupted {m.Corrupted})");
             switch (op)
             {
                 case Op.Add:
@@ -200,7 +200,7 @@ public static class SplitRingOpsTarget
                             FuzzViolation.Check(!wasBroken || device.IsBroken, "the device healed by itself");
                             if (!m.Corrupted)
                             {
-                                FuzzViolation.Check(!device.IsBroken, $"a clean ring broke the device: {device.Counters.BrokenReason}");
+                                FuzzViolation.Check(!device.IsBroken, $"a clean ring broke the device: {device.BrokenReason}");
                                 FuzzViolation.Check(m.Published.Count == 0, $"{m.Published.Count} published chains not popped");
                             }
                         }
@@ -261,7 +261,7 @@ public static class SplitRingOpsTarget
                             FuzzViolation.Check(!wasBroken || driver.IsBroken, "the driver healed by itself");
                             if (!m.Corrupted)
                             {
-                                FuzzViolation.Check(!driver.IsBroken, $"a clean ring broke the driver: {driver.Counters.BrokenReason}");
+                                FuzzViolation.Check(!driver.IsBroken, $"a clean ring broke the driver: {driver.BrokenReason}");
                                 FuzzViolation.Check(m.UsedPublished.Count == 0, $"{m.UsedPublished.Count} used buffers not taken");
                             }
                         }

@@ -271,11 +271,11 @@ internal static class Seeds
         yield return ("corrupt-next", s.ToArray());
 
         s = new OpsSeed(2, false, false, 0);
-        s.Add(1, 0, (1, 8)).Op(Op.Publish).Pop().Push(0, 0).Op(Op.PublishUsed).Corrupt((ushort)(new Rings.Split.SplitLayout(4).UsedOffset + 4), 3, 0, 0, 0, 0xFF, 0xFF, 0, 0).Op(Op.Take).Op(Op.Take);
+        s.Add(1, 0, (1, 8)).Op(Op.Publish).Pop().Push(0, 0).Op(Op.PublishUsed).Corrupt((ushort)(RingFormat.Split.Layout(4).DeviceAreaOffset + 4), 3, 0, 0, 0, 0xFF, 0xFF, 0, 0).Op(Op.Take).Op(Op.Take);
         yield return ("corrupt-used-element", s.ToArray());
 
         s = new OpsSeed(2, false, false, 0);
-        s.Add(1, 0, (1, 8)).Op(Op.Publish).Corrupt((ushort)(new Rings.Split.SplitLayout(4).AvailOffset + 2), 0x40, 0x00).Pop().Pop().Reset(0x1234)
+        s.Add(1, 0, (1, 8)).Op(Op.Publish).Corrupt((ushort)(RingFormat.Split.Layout(4).DriverAreaOffset + 2), 0x40, 0x00).Pop().Pop().Reset(0x1234)
             .Add(1, 0, (1, 8)).Op(Op.Publish).Pop().Push(0, 0).Op(Op.PublishUsed).Op(Op.Take);
         yield return ("corrupt-avail-then-reset", s.ToArray());
 

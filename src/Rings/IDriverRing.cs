@@ -18,8 +18,11 @@ public interface IDriverRing
     /// <summary>Buffers made available and not yet taken back.</summary>
     int Outstanding { get; }
 
-    /// <summary>True once the device broke a rule; see <see cref="QueueCounters.BrokenReason"/>.</summary>
+    /// <summary>True once the device broke a rule (<see cref="BrokenReason"/> says which); only <see cref="Reset"/> clears it.</summary>
     bool IsBroken { get; }
+
+    /// <summary>Why the ring stopped, or <see cref="Rings.BrokenReason.None"/> while it is healthy.</summary>
+    BrokenReason BrokenReason { get; }
 
     /// <summary>This side's counters.</summary>
     QueueCounters Counters { get; }
@@ -67,7 +70,7 @@ public interface IDriverRing
     /// <summary>Tells the device calls are not needed (the driver is polling).</summary>
     void DisableUsedNotifications();
 
-    /// <summary>Forgets every buffer and returns the ring to its initial state (device reset).</summary>
+    /// <summary>Forgets every buffer and returns the ring to its initial state (device reset), healthy again.</summary>
     void Reset();
 }
 
@@ -81,8 +84,11 @@ public interface IDeviceRing
     /// <summary>Queue size (number of descriptors).</summary>
     int Size { get; }
 
-    /// <summary>True once the driver broke a rule; see <see cref="QueueCounters.BrokenReason"/>.</summary>
+    /// <summary>True once the driver broke a rule (<see cref="BrokenReason"/> says which); only <see cref="Restore"/> clears it.</summary>
     bool IsBroken { get; }
+
+    /// <summary>Why the ring stopped, or <see cref="Rings.BrokenReason.None"/> while it is healthy.</summary>
+    BrokenReason BrokenReason { get; }
 
     /// <summary>This side's counters.</summary>
     QueueCounters Counters { get; }
@@ -153,7 +159,7 @@ public interface IDeviceRing
     /// <summary>The device's position, for vhost-user GET_VRING_BASE.</summary>
     RingPosition Position { get; }
 
-    /// <summary>Restores a position saved earlier (vhost-user SET_VRING_BASE) and clears a break.</summary>
+    /// <summary>Restores a position saved earlier (vhost-user SET_VRING_BASE); the ring is healthy again.</summary>
     /// <param name="position">The position.</param>
     void Restore(RingPosition position);
 }

@@ -328,7 +328,7 @@ public static class HostileRing
                 {
                     if (device.IsBroken)
                     {
-                        Assert.NotEqual(BrokenReason.None, device.Counters.BrokenReason);
+                        Assert.NotEqual(BrokenReason.None, device.BrokenReason);
                         Assert.False(device.TryPop(out _), "a broken queue popped");
                         breaks++;
                         Assert.Equal(breaks, device.Counters.BrokenCount);
@@ -435,7 +435,7 @@ public static class HostileRing
             Assert.Equal(outstanding.Count, driver.Outstanding);
             if (driver.IsBroken)
             {
-                Assert.Contains(driver.Counters.BrokenReason, new[] { BrokenReason.UsedIndexTooFarAhead, BrokenReason.UsedIdNotOutstanding, BrokenReason.UsedLengthTooLarge });
+                Assert.Contains(driver.BrokenReason, new[] { BrokenReason.UsedIndexTooFarAhead, BrokenReason.UsedIdNotOutstanding, BrokenReason.UsedLengthTooLarge });
                 Assert.Equal(1, driver.Counters.BrokenCount);
                 Assert.False(driver.TryTakeUsed(out _), "a broken queue handed a buffer back");
                 Assert.False(driver.TryAdd(new BufferSegment(pool, 1), false, out _), "a broken queue took a buffer");

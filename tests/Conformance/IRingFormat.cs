@@ -39,10 +39,10 @@ public interface IRingFormat
 /// format maps to a descriptor slot and wrap counters.
 /// </param>
 /// <param name="IndirectEntries">Entries per indirect table the driver may use (0: none).</param>
-public readonly record struct RingSetup(int Size, RingFeatures Features, ushort Start, int IndirectEntries)
+public readonly record struct RingSetup(int Size, VirtioFeatures Features, ushort Start, int IndirectEntries)
 {
     /// <summary>Whether the driver builds indirect tables.</summary>
-    public bool DriverUsesIndirect => IndirectEntries >= 2 && (Features & RingFeatures.IndirectDescriptors) != 0;
+    public bool DriverUsesIndirect => IndirectEntries >= 2 && (Features & VirtioFeatures.IndirectDescriptors) != 0;
 
     /// <inheritdoc/>
     public override string ToString() => $"size {Size}, {Features}, start {Start}, indirect entries {IndirectEntries}";

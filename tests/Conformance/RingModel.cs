@@ -88,7 +88,7 @@ public static class RingModel
         from start in Starts(size)
         select new RingSetup(
             size,
-            (eventIndex ? RingFeatures.EventIndex : RingFeatures.None) | (indirect ? RingFeatures.IndirectDescriptors : RingFeatures.None),
+            (eventIndex ? VirtioFeatures.EventIndex : VirtioFeatures.None) | (indirect ? VirtioFeatures.IndirectDescriptors : VirtioFeatures.None),
             start,
             indirect ? Math.Min(entries, size) : 0);
 
@@ -240,7 +240,7 @@ public static class RingModel
         {
             var sb = new StringBuilder();
             sb.Append($"model: added {_added.Count}, published {_published.Count}, popped {_popped.Count}, pushed {_pushed.Count}, used {_used.Count}, outstanding {_outstanding.Count}; ");
-            sb.Append($"driver broken {_driver.Counters.BrokenReason}, device broken {_device.Counters.BrokenReason}");
+            sb.Append($"driver broken {_driver.BrokenReason}, device broken {_device.BrokenReason}");
             return sb.ToString();
         }
 
@@ -312,8 +312,8 @@ public static class RingModel
 
         public void CheckInvariants()
         {
-            Assert.False(_driver.IsBroken, $"driver broke: {_driver.Counters.BrokenReason}");
-            Assert.False(_device.IsBroken, $"device broke: {_device.Counters.BrokenReason}");
+            Assert.False(_driver.IsBroken, $"driver broke: {_driver.BrokenReason}");
+            Assert.False(_device.IsBroken, $"device broke: {_device.BrokenReason}");
             Assert.Equal(_outstanding.Count, _driver.Outstanding);
             Assert.Equal(_setup.Size - _descriptorsInUse, _driver.FreeDescriptors);
         }

@@ -403,7 +403,7 @@ public static class Wakeup
 
                 if (driver.IsBroken)
                 {
-                    Fail($"driver broke: {driver.Counters.BrokenReason}");
+                    Fail($"driver broke: {driver.BrokenReason}");
                 }
             }
             catch (Exception e)
@@ -468,7 +468,7 @@ public static class Wakeup
 
                 if (device.IsBroken)
                 {
-                    Fail($"device broke: {device.Counters.BrokenReason}");
+                    Fail($"device broke: {device.BrokenReason}");
                 }
             }
             catch (Exception e)
@@ -512,7 +512,7 @@ public abstract class WakeupTests<TFormat>
     };
 
     private static RingPair Make(GuardedMemory memory, bool eventIdx, ushort start, int size = 8) =>
-        Format.Create(memory, new RingSetup(size, eventIdx ? RingFeatures.EventIndex : RingFeatures.None, start, 0));
+        Format.Create(memory, new RingSetup(size, eventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, start, 0));
 
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(10);
 
@@ -721,7 +721,7 @@ public abstract class WakeupTests<TFormat>
     [MemberData(nameof(StressModes))]
     public void Two_threads_with_doorbells_move_every_buffer(int size, bool eventIdx)
     {
-        var setup = new RingSetup(size, eventIdx ? RingFeatures.EventIndex : RingFeatures.None, (ushort)(65536 - (3 * size)), 0);
+        var setup = new RingSetup(size, eventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, (ushort)(65536 - (3 * size)), 0);
         Wakeup.RunThreads(Format, setup, 20_000, size * 31, TimeSpan.FromSeconds(10));
     }
 }

@@ -22,10 +22,10 @@ public sealed class NetPathTests : IDisposable
 
     private sealed record Pair(NetDriverPath<SplitDriverRing, SplitDriverRing> Driver, SplitDeviceRing Tx, SplitDeviceRing Rx);
 
-    private Pair Create(int size, int txBuffer, int rxBuffer, bool mergeable, RingFeatures features = RingFeatures.EventIndex, int rxCount = 0)
+    private Pair Create(int size, int txBuffer, int rxBuffer, bool mergeable, VirtioFeatures features = VirtioFeatures.EventIndex, int rxCount = 0)
     {
         var memory = new GuestMemory(_region.Region);
-        var layout = new SplitLayout(size);
+        var layout = RingFormat.Split.Layout(size);
         var txAt = layout.At(Base);
         var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
         var slabs = Base + (2 * (ulong)layout.TotalBytes);
@@ -224,20 +224,20 @@ public sealed class NetPathTests : IDisposable
     public void TransmitWithoutRoomForTheHeaderBreaksOnlyThatQueue()
     {
         var memory = new GuestMemory(_region.Region);
-        var layout = new SplitLayout(8);
+        var layout = RingFormat.Split.Layout(8);
         var txAt = layout.At(Base);
         var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
-        var tx = new SplitDriverRing(memory, txAt, 8, RingFeatures.None);
-        var txDevice = new SplitDeviceRing(memory, txAt, 8, RingFeatures.None);
-        var rxDevice = new SplitDeviceRing(memory, rxAt, 8, RingFeatures.None);
-        var rx = new SplitDriverRing(memory, rxAt, 8, RingFeatures.None);
+        var tx = new SplitDriverRing(memory, txAt, 8, VirtioFeatures.None);
+        var txDevice = new SplitDeviceRing(memory, txAt, 8, VirtioFeatures.None);
+        var rxDevice = new SplitDeviceRing(memory, rxAt, 8, VirtioFeatures.None);
+        var rx = new SplitDriverRing(memory, rxAt, 8, VirtioFeatures.None);
         Assert.True(rx.TryAdd(new Chains.BufferSegment(Base + 0x10000, 2048), true, out _));
         rx.Publish();
         Assert.True(tx.TryAdd(new Chains.BufferSegment(Base + 0x20000, 11), false, out _));
         tx.Publish();
         var r = NetForwarder.Forward(txDevice, rxDevice, 32, false);
         Assert.Equal(0, r.Frames);
-        Assert.Equal(BrokenReason.HeaderTooShort, txDevice.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.HeaderTooShort, txDevice.BrokenReason);
         Assert.False(rxDevice.IsBroken);
     }
 }

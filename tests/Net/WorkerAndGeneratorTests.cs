@@ -13,17 +13,17 @@ public sealed class WorkerAndGeneratorTests
     private const ulong Base = 0x8000_0000;
 
     [Theory]
-    [InlineData(WaitStrategy.Poll, RingFeatures.EventIndex, 64, false)]
-    [InlineData(WaitStrategy.Block, RingFeatures.EventIndex, 64, false)]
-    [InlineData(WaitStrategy.Block, RingFeatures.None, 64, false)]
-    [InlineData(WaitStrategy.Adaptive, RingFeatures.EventIndex, 1514, false)]
-    [InlineData(WaitStrategy.Block, RingFeatures.EventIndex, 9000, true)]
-    public void EveryFrameComesBackIntact(WaitStrategy wait, RingFeatures features, int frameSize, bool mergeable)
+    [InlineData(WaitStrategy.Poll, VirtioFeatures.EventIndex, 64, false)]
+    [InlineData(WaitStrategy.Block, VirtioFeatures.EventIndex, 64, false)]
+    [InlineData(WaitStrategy.Block, VirtioFeatures.None, 64, false)]
+    [InlineData(WaitStrategy.Adaptive, VirtioFeatures.EventIndex, 1514, false)]
+    [InlineData(WaitStrategy.Block, VirtioFeatures.EventIndex, 9000, true)]
+    public void EveryFrameComesBackIntact(WaitStrategy wait, VirtioFeatures features, int frameSize, bool mergeable)
     {
         const int size = 256;
         using var region = new NativeRegion(16 << 20, Base);
         var memory = new GuestMemory(region.Region);
-        var layout = new SplitLayout(size);
+        var layout = RingFormat.Split.Layout(size);
         var txAt = layout.At(Base);
         var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
         var slabs = Base + (2 * (ulong)layout.TotalBytes);
@@ -53,7 +53,7 @@ public sealed class WorkerAndGeneratorTests
         Assert.Equal((long)frames * frameSize, figures.BytesReceived);
         Assert.Equal(frames, worker.Frames);
         Assert.False(txDevice.IsBroken || rxDevice.IsBroken || path.Transmit.IsBroken || path.Receive.IsBroken);
-        if (wait == WaitStrategy.Poll && features == RingFeatures.EventIndex)
+        if (wait == WaitStrategy.Poll && features == VirtioFeatures.EventIndex)
         {
             // Busy-polling with EVENT_IDX: doorbells are rare.
             Assert.True(path.Transmit.Counters.NotificationsSent < frames / 100, $"kicks {path.Transmit.Counters.NotificationsSent}");

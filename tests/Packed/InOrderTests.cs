@@ -6,7 +6,7 @@ namespace Rings.Tests.Packed;
 /// <summary>VIRTIO_F_IN_ORDER batches (virtio 1.2 sections 2.7.9 and 2.8.8) on both formats.</summary>
 public class InOrderTests
 {
-    private const RingFeatures InOrder = RingFeatures.InOrder | RingFeatures.IndirectDescriptors;
+    private const VirtioFeatures InOrder = VirtioFeatures.InOrder | VirtioFeatures.IndirectDescriptors;
 
     [Fact]
     public void Packed_batch_is_one_used_descriptor_and_the_driver_reclaims_it_all()
@@ -93,7 +93,7 @@ public class InOrderTests
     [Fact]
     public void Split_batch_is_one_used_element_and_the_driver_reclaims_it_all()
     {
-        using var rig = new SplitRig(8, RingFeatures.InOrder);
+        using var rig = new SplitRig(8, VirtioFeatures.InOrder);
         Assert.True(rig.Driver.TryAdd(rig.Slot(0, 60), false, out var a));
         Assert.True(rig.Driver.TryAdd([], [rig.Slot(1, 10), rig.Slot(2, 20)], out var b));
         Assert.True(rig.Driver.TryAdd(rig.Slot(3, 50), true, out var c));
@@ -111,7 +111,7 @@ public class InOrderTests
         rig.Device.PublishUsed();
 
         // One used element at offset 0, used.idx moved by 3.
-        var usedRing = rig.Region.Slice((ulong)rig.Layout.UsedOffset, rig.Layout.UsedBytes);
+        var usedRing = rig.Region.Slice((ulong)rig.Layout.DeviceAreaOffset, rig.Layout.DeviceAreaBytes);
         Assert.Equal(3, BinaryPrimitives.ReadUInt16LittleEndian(usedRing[2..]));
         Assert.Equal(c, BinaryPrimitives.ReadUInt32LittleEndian(usedRing[4..]));
         Assert.Equal(44u, BinaryPrimitives.ReadUInt32LittleEndian(usedRing[8..]));
@@ -160,7 +160,7 @@ public class InOrderTests
     [Fact]
     public void Split_batch_larger_than_the_used_index_moved_breaks_the_driver()
     {
-        using var rig = new SplitRig(8, RingFeatures.InOrder);
+        using var rig = new SplitRig(8, VirtioFeatures.InOrder);
         for (var i = 0; i < 3; i++)
         {
             Assert.True(rig.Driver.TryAdd(rig.Slot(i), false, out _));
@@ -177,19 +177,19 @@ public class InOrderTests
         rig.Device.PushUsed(tokens[2], 0);
         rig.Device.PublishUsed();
         Assert.False(rig.Driver.TryTakeUsed(out _));
-        Assert.Equal(BrokenReason.UsedBatchTooLarge, rig.Driver.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.UsedBatchTooLarge, rig.Driver.BrokenReason);
         Assert.Equal(3, rig.Driver.Outstanding);
     }
 
     [Fact]
     public void Batches_need_in_order_and_buffers_in_flight()
     {
-        using var split = new SplitRig(4, RingFeatures.None);
+        using var split = new SplitRig(4, VirtioFeatures.None);
         Assert.Throws<InvalidOperationException>(() => split.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1, 1));
         using var packed = new PackedRig(4);
         Assert.Throws<InvalidOperationException>(() => packed.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1, 1));
 
-        using var rig = new PackedRig(4, RingFeatures.InOrder);
+        using var rig = new PackedRig(4, VirtioFeatures.InOrder);
         Assert.True(rig.Driver.TryAdd(rig.Slot(0), false, out _));
         Assert.True(rig.Driver.TryAdd(rig.Slot(1), false, out _));
         rig.Driver.Publish();
@@ -211,7 +211,7 @@ public class InOrderTests
     [Fact]
     public void Split_in_order_laps_against_the_ring_order()
     {
-        using var rig = new SplitRig(4, RingFeatures.InOrder);
+        using var rig = new SplitRig(4, VirtioFeatures.InOrder);
         var random = new Random(7);
         var expectedHead = 0;
         for (var round = 0; round < 2000; round++)

@@ -10,10 +10,10 @@ namespace Rings.Tests.Packed;
 public class PackedConcurrentTests
 {
     [Theory]
-    [InlineData(255, RingFeatures.None)]
-    [InlineData(7, RingFeatures.EventIndex | RingFeatures.IndirectDescriptors)]
-    [InlineData(64, RingFeatures.InOrder)]
-    public void Two_threads_move_every_buffer_once_in_order(int size, RingFeatures features)
+    [InlineData(255, VirtioFeatures.None)]
+    [InlineData(7, VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors)]
+    [InlineData(64, VirtioFeatures.InOrder)]
+    public void Two_threads_move_every_buffer_once_in_order(int size, VirtioFeatures features)
     {
         const int packets = 50_000;
         using var rig = new PackedRig(size, features, indirectEntries: 2);
@@ -32,7 +32,7 @@ public class PackedConcurrentTests
         });
         device.Start();
 
-        var inOrder = (features & RingFeatures.InOrder) != 0;
+        var inOrder = (features & VirtioFeatures.InOrder) != 0;
 
         // The driver side: slot groups (3 slots each) per outstanding buffer, found by buffer id.
         var freeGroups = new Stack<int>(Enumerable.Range(0, size));
@@ -86,7 +86,7 @@ public class PackedConcurrentTests
                 received++;
             }
 
-            Assert.False(rig.Driver.IsBroken, rig.Driver.Counters.BrokenReason.ToString());
+            Assert.False(rig.Driver.IsBroken, rig.Driver.BrokenReason.ToString());
             if (!took && added == 0)
             {
                 Thread.Yield();
@@ -102,7 +102,7 @@ public class PackedConcurrentTests
 
     private static void RunDevice(PackedRig rig, int packets, DateTime deadline)
     {
-        var inOrder = (rig.Features & RingFeatures.InOrder) != 0;
+        var inOrder = (rig.Features & VirtioFeatures.InOrder) != 0;
         long expected = 0;
         var pending = new List<ChainToken>();
         var written = new List<uint>();
@@ -132,7 +132,7 @@ public class PackedConcurrentTests
 
             if (rig.Device.IsBroken)
             {
-                throw new InvalidOperationException($"device broke: {rig.Device.Counters.BrokenReason}");
+                throw new InvalidOperationException($"device broke: {rig.Device.BrokenReason}");
             }
 
             if (pending.Count > 0)

@@ -56,7 +56,7 @@ public class PackedEventTests
     [Fact]
     public void An_event_offset_from_the_previous_lap_is_crossed_when_the_window_wraps()
     {
-        using var rig = new PackedRig(5, RingFeatures.EventIndex);
+        using var rig = new PackedRig(5, VirtioFeatures.EventIndex);
         Cycle(rig, 3);
 
         // The device asks for a kick at position 3 of the first lap.
@@ -85,7 +85,7 @@ public class PackedEventTests
     [Fact]
     public void An_event_offset_in_the_new_lap_is_crossed_only_once_reached()
     {
-        using var rig = new PackedRig(5, RingFeatures.EventIndex);
+        using var rig = new PackedRig(5, VirtioFeatures.EventIndex);
         Cycle(rig, 3);
 
         // Event at position 1 of the second lap (wrap counter 0), written as a device would.
@@ -106,7 +106,7 @@ public class PackedEventTests
     [Fact]
     public void The_used_direction_wraps_the_same_way()
     {
-        using var rig = new PackedRig(4, RingFeatures.EventIndex);
+        using var rig = new PackedRig(4, VirtioFeatures.EventIndex);
         Cycle(rig, 3);
 
         // The driver expects its next used descriptor at position 3, wrap 1.
@@ -142,7 +142,7 @@ public class PackedEventTests
     [InlineData(true)]
     public void Flags_enable_and_disable_kicks_and_calls(bool eventIndex)
     {
-        using var rig = new PackedRig(8, eventIndex ? RingFeatures.EventIndex : RingFeatures.None);
+        using var rig = new PackedRig(8, eventIndex ? VirtioFeatures.EventIndex : VirtioFeatures.None);
         rig.Device.DisableAvailNotifications();
         Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(rig.DeviceEvent[2..]));
         Assert.True(rig.Driver.TryAdd(rig.Slot(0), false, out _));
@@ -200,7 +200,7 @@ public class PackedEventTests
     {
         foreach (var order in new[] { 0, 1, 2 })
         {
-            using var rig = new PackedRig(3, eventIndex ? RingFeatures.EventIndex : RingFeatures.None);
+            using var rig = new PackedRig(3, eventIndex ? VirtioFeatures.EventIndex : VirtioFeatures.None);
             rig.Device.DisableAvailNotifications();
             rig.Driver.DisableUsedNotifications();
             for (var step = 0; step < 12; step++)

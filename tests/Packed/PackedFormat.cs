@@ -21,12 +21,12 @@ public sealed class PackedFormat : IRingFormat
         (1, Gen.Elements(8191, 32768)));
 
     /// <inheritdoc/>
-    public bool IsValidSize(int size) => PackedLayout.IsValidSize(size);
+    public bool IsValidSize(int size) => RingFormat.Packed.IsValidSize(size);
 
     /// <inheritdoc/>
     public ulong RingBytes(RingSetup setup)
     {
-        var layout = new PackedLayout(setup.Size);
+        var layout = RingFormat.Packed.Layout(setup.Size);
         var indirect = setup.DriverUsesIndirect ? new IndirectArea(0, setup.IndirectEntries).BytesFor(setup.Size) : 0;
         return (ulong)layout.TotalBytes + indirect + 512;
     }
@@ -34,8 +34,8 @@ public sealed class PackedFormat : IRingFormat
     /// <inheritdoc/>
     public RingPair Create(GuardedMemory memory, RingSetup setup)
     {
-        var layout = new PackedLayout(setup.Size);
-        var addresses = layout.At(memory.Allocate((ulong)layout.TotalBytes, PackedLayout.PartAlignment));
+        var layout = RingFormat.Packed.Layout(setup.Size);
+        var addresses = layout.At(memory.Allocate((ulong)layout.TotalBytes, RingFormat.AreaAlignment));
         IndirectArea? indirect = null;
         if (setup.DriverUsesIndirect)
         {
@@ -82,8 +82,8 @@ public sealed class PackedFormat : IRingFormat
 
         var driverWritten = new List<MemoryArea>
         {
-            new("descriptor ring", addresses.DescriptorRing, layout.DescriptorRingBytes, true),
-            new("driver event suppression", addresses.DriverArea, PackedLayout.EventSuppressionBytes),
+            new("descriptor ring", addresses.DescriptorArea, layout.DescriptorAreaBytes, true),
+            new("driver event suppression", addresses.DriverArea, PackedRingMemory.EventSuppressionBytes),
         };
         if (indirect is { } ia)
         {
@@ -92,8 +92,8 @@ public sealed class PackedFormat : IRingFormat
 
         var deviceWritten = new List<MemoryArea>
         {
-            new("descriptor ring", addresses.DescriptorRing, layout.DescriptorRingBytes, true),
-            new("device event suppression", addresses.DeviceArea, PackedLayout.EventSuppressionBytes),
+            new("descriptor ring", addresses.DescriptorArea, layout.DescriptorAreaBytes, true),
+            new("device event suppression", addresses.DeviceArea, PackedRingMemory.EventSuppressionBytes),
         };
         return new RingPair(driver, device, driverWritten, deviceWritten);
     }

@@ -11,7 +11,7 @@ namespace Rings.Tests.Packed;
 /// </summary>
 public class PackedHostileTests
 {
-    private const RingFeatures All = RingFeatures.IndirectDescriptors | RingFeatures.EventIndex;
+    private const VirtioFeatures All = VirtioFeatures.IndirectDescriptors | VirtioFeatures.EventIndex;
 
     [Fact]
     public void Address_outside_the_memory_table()
@@ -49,7 +49,7 @@ public class PackedHostileTests
     [Fact]
     public void Indirect_without_the_feature()
     {
-        using var rig = new PackedRig(4, RingFeatures.None);
+        using var rig = new PackedRig(4, VirtioFeatures.None);
         WriteTable(rig, 0, (rig.SlotAddress(0), 16, 0));
         rig.WriteDescriptor(0, rig.IndirectAddress, 16, 0, Pf.Avail | Pf.Indirect);
         AssertDeviceBreaks(rig, BrokenReason.IndirectNotNegotiated);
@@ -297,7 +297,7 @@ public class PackedHostileTests
             {
                 var (size, seed) = t;
                 var random = new Random(seed);
-                var features = (RingFeatures)random.Next(8);
+                var features = (VirtioFeatures)random.Next(8);
                 using var rig = new PackedRig(size, features);
                 Scribble(rig, random);
                 var steps = 0;
@@ -326,7 +326,7 @@ public class PackedHostileTests
                     var n = random.Next(tokens.Count + 1);
                     for (var i = 0; i < n; i++)
                     {
-                        if ((rig.Features & RingFeatures.InOrder) != 0)
+                        if ((rig.Features & VirtioFeatures.InOrder) != 0)
                         {
                             break;
                         }
@@ -334,7 +334,7 @@ public class PackedHostileTests
                         rig.Device.PushUsed(tokens[i], (uint)random.Next(64));
                     }
 
-                    tokens.RemoveRange(0, (rig.Features & RingFeatures.InOrder) != 0 ? 0 : n);
+                    tokens.RemoveRange(0, (rig.Features & VirtioFeatures.InOrder) != 0 ? 0 : n);
                     rig.Device.PublishUsed();
                     rig.Device.CallNeeded();
                     rig.Device.EnableAvailNotifications();
@@ -358,7 +358,7 @@ public class PackedHostileTests
             {
                 var (size, seed) = t;
                 var random = new Random(seed);
-                var features = (RingFeatures)random.Next(8);
+                var features = (VirtioFeatures)random.Next(8);
                 using var rig = new PackedRig(size, features);
                 var writable = new Dictionary<ushort, uint>();
                 for (var round = 0; round < 6 && !rig.Driver.IsBroken; round++)
@@ -403,7 +403,7 @@ public class PackedHostileTests
     {
         Assert.False(rig.Device.TryPop(out _));
         Assert.True(rig.Device.IsBroken);
-        Assert.Equal(reason, rig.Device.Counters.BrokenReason);
+        Assert.Equal(reason, rig.Device.BrokenReason);
         Assert.Equal(1, rig.Device.Counters.BrokenCount);
 
         // Broken stays broken, quietly, until restored.
@@ -418,7 +418,7 @@ public class PackedHostileTests
         var outstanding = rig.Driver.Outstanding;
         Assert.False(rig.Driver.TryTakeUsed(out _));
         Assert.True(rig.Driver.IsBroken);
-        Assert.Equal(reason, rig.Driver.Counters.BrokenReason);
+        Assert.Equal(reason, rig.Driver.BrokenReason);
         Assert.False(rig.Driver.TryTakeUsed(out _));
         Assert.False(rig.Driver.TryAdd(rig.Slot(0), false, out _));
         Assert.Equal(outstanding, rig.Driver.Outstanding);

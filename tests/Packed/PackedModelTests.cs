@@ -19,7 +19,7 @@ public class PackedModelTests
     [InlineData(1000, 1000, false)]
     public void Thousands_of_laps_against_a_fifo_model(int size, int laps, bool inOrder)
     {
-        var features = RingFeatures.EventIndex | RingFeatures.IndirectDescriptors | (inOrder ? RingFeatures.InOrder : 0);
+        var features = VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | (inOrder ? VirtioFeatures.InOrder : 0);
         using var rig = new PackedRig(size, features, indirectEntries: 2);
         var model = new Model(rig, new Random((size * 31) + laps + (inOrder ? 1 : 0)));
         var target = (long)laps * size;
@@ -42,7 +42,7 @@ public class PackedModelTests
         private readonly List<(ChainToken Token, Sent Sent)> _inFlight = [];
         private readonly Queue<(Sent Sent, uint Written)> _returned = new(); // pushed, in push order
         private readonly Stack<int> _freeGroups = new(Enumerable.Range(0, rig.Size).Reverse());
-        private readonly bool _inOrder = (rig.Features & RingFeatures.InOrder) != 0;
+        private readonly bool _inOrder = (rig.Features & VirtioFeatures.InOrder) != 0;
         private long _sequence;
 
         public long DescriptorsTaken { get; private set; }

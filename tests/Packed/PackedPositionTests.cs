@@ -44,10 +44,10 @@ public class PackedPositionTests
 
             // Stop the backend and start a new one where the old one stood.
             var saved = rig.Device.Position;
-            var wire = saved.ToVhostBase(packed: true);
-            Assert.Equal(saved, RingPosition.FromVhostBase(wire, packed: true));
+            var wire = RingFormat.Packed.EncodeBase(saved);
+            Assert.Equal(saved, RingFormat.Packed.DecodeBase(wire));
             rig.Device = rig.NewDevice();
-            rig.Device.Restore(RingPosition.FromVhostBase(wire, packed: true));
+            rig.Device.Restore(RingFormat.Packed.DecodeBase(wire));
             Assert.Equal(saved, rig.Device.Position);
         }
 
@@ -94,8 +94,8 @@ public class PackedPositionTests
     public void The_vhost_encoding_carries_wrap_counters_in_bits_15_and_31()
     {
         var p = new RingPosition(3, false, 2, true);
-        Assert.Equal(3u | (2u << 16) | (1u << 31), p.ToVhostBase(packed: true));
-        Assert.Equal((1u << 15) | 7u, new RingPosition(7, true, 0, false).ToVhostBase(packed: true));
+        Assert.Equal(3u | (2u << 16) | (1u << 31), RingFormat.Packed.EncodeBase(p));
+        Assert.Equal((1u << 15) | 7u, RingFormat.Packed.EncodeBase(new RingPosition(7, true, 0, false)));
     }
 
     [Fact]

@@ -32,10 +32,10 @@ internal sealed unsafe class PackedRig : IDisposable
     public const int SlotBytes = 128;
     public const int SlotsPerId = 3;
 
-    public PackedRig(int size, RingFeatures features = RingFeatures.None, int indirectEntries = 4)
+    public PackedRig(int size, VirtioFeatures features = VirtioFeatures.None, int indirectEntries = 4)
     {
         Size = size;
-        Layout = new PackedLayout(size);
+        Layout = RingFormat.Packed.Layout(size);
         var ringBytes = (ulong)Layout.TotalBytes;
         IndirectEntries = Math.Min(indirectEntries, size);
         var indirectBytes = Align((ulong)size * (ulong)Math.Max(IndirectEntries, 1) * 16);
@@ -55,15 +55,15 @@ internal sealed unsafe class PackedRig : IDisposable
 
     public int IndirectEntries { get; }
 
-    public RingFeatures Features { get; }
+    public VirtioFeatures Features { get; }
 
-    public PackedLayout Layout { get; }
+    public RingLayout Layout { get; }
 
     public NativeRegion Region { get; }
 
     public GuestMemory Memory { get; }
 
-    public PackedRingAddresses Addresses { get; }
+    public RingAreas Addresses { get; }
 
     public ulong IndirectAddress { get; }
 
@@ -144,10 +144,10 @@ internal sealed class SplitRig : IDisposable
     public const ulong GuestBase = 0x2000_0000;
     public const int SlotBytes = 128;
 
-    public SplitRig(int size, RingFeatures features)
+    public SplitRig(int size, VirtioFeatures features)
     {
         Size = size;
-        var layout = new SplitLayout(size);
+        var layout = RingFormat.Split.Layout(size);
         var ringBytes = (ulong)layout.TotalBytes;
         Region = new NativeRegion(ringBytes + ((ulong)size * 3 * SlotBytes), GuestBase);
         Memory = new GuestMemory(Region.Region);
@@ -159,7 +159,7 @@ internal sealed class SplitRig : IDisposable
 
     public int Size { get; }
 
-    public SplitLayout Layout { get; }
+    public RingLayout Layout { get; }
 
     public NativeRegion Region { get; }
 

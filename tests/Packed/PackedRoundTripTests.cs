@@ -116,7 +116,7 @@ public class PackedRoundTripTests
     [Fact]
     public void An_indirect_table_takes_one_ring_descriptor()
     {
-        using var rig = new PackedRig(4, RingFeatures.IndirectDescriptors, indirectEntries: 4);
+        using var rig = new PackedRig(4, VirtioFeatures.IndirectDescriptors, indirectEntries: 4);
         Assert.True(rig.Driver.TryAdd([rig.Slot(0, 12), rig.Slot(1, 100)], [rig.Slot(2, 64)], out var id));
         Assert.Equal(3, rig.Driver.FreeDescriptors);
         rig.Driver.Publish();

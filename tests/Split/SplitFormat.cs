@@ -19,12 +19,12 @@ public sealed class SplitFormat : IRingFormat
         (1, Gen.Elements(8192, 16384, 32768)));
 
     /// <inheritdoc/>
-    public bool IsValidSize(int size) => SplitLayout.IsValidSize(size);
+    public bool IsValidSize(int size) => RingFormat.Split.IsValidSize(size);
 
     /// <inheritdoc/>
     public ulong RingBytes(RingSetup setup)
     {
-        var layout = new SplitLayout(setup.Size);
+        var layout = RingFormat.Split.Layout(setup.Size);
         var indirect = setup.DriverUsesIndirect ? new IndirectArea(0, setup.IndirectEntries).BytesFor(setup.Size) : 0;
         return (ulong)layout.TotalBytes + indirect + 256;
     }
@@ -35,8 +35,8 @@ public sealed class SplitFormat : IRingFormat
     /// <summary><see cref="Create"/> with the split types and addresses.</summary>
     public static SplitRingPair CreateSplit(GuardedMemory memory, RingSetup setup)
     {
-        var layout = new SplitLayout(setup.Size);
-        var addresses = layout.At(memory.Allocate((ulong)layout.TotalBytes, SplitLayout.PartAlignment));
+        var layout = RingFormat.Split.Layout(setup.Size);
+        var addresses = layout.At(memory.Allocate((ulong)layout.TotalBytes, RingFormat.AreaAlignment));
         IndirectArea? indirect = null;
         if (setup.DriverUsesIndirect)
         {
@@ -51,15 +51,15 @@ public sealed class SplitFormat : IRingFormat
 
         var driverWritten = new List<MemoryArea>
         {
-            new("descriptor table", addresses.DescriptorTable, layout.DescriptorTableBytes, true),
-            new("avail ring", addresses.AvailRing, layout.AvailBytes),
+            new("descriptor table", addresses.DescriptorArea, layout.DescriptorAreaBytes, true),
+            new("avail ring", addresses.DriverArea, layout.DriverAreaBytes),
         };
         if (indirect is { } ia)
         {
             driverWritten.Add(new("indirect tables", ia.Address, (int)ia.BytesFor(setup.Size), true));
         }
 
-        var deviceWritten = new List<MemoryArea> { new("used ring", addresses.UsedRing, layout.UsedBytes) };
+        var deviceWritten = new List<MemoryArea> { new("used ring", addresses.DeviceArea, layout.DeviceAreaBytes) };
         return new SplitRingPair(driver, device, driverWritten, deviceWritten, layout, addresses, indirect, new SplitRingView(memory, layout, addresses));
     }
 
@@ -76,8 +76,8 @@ public sealed class SplitRingPair : RingPair
         SplitDeviceRing device,
         IReadOnlyList<MemoryArea> driverWritten,
         IReadOnlyList<MemoryArea> deviceWritten,
-        SplitLayout layout,
-        SplitRingAddresses addresses,
+        RingLayout layout,
+        RingAreas addresses,
         IndirectArea? indirect,
         SplitRingView view)
         : base(driver, device, driverWritten, deviceWritten)
@@ -97,10 +97,10 @@ public sealed class SplitRingPair : RingPair
     public SplitDeviceRing SplitDevice { get; }
 
     /// <summary>The layout.</summary>
-    public SplitLayout Layout { get; }
+    public RingLayout Layout { get; }
 
     /// <summary>The part addresses.</summary>
-    public SplitRingAddresses Addresses { get; }
+    public RingAreas Addresses { get; }
 
     /// <summary>The driver's indirect area, if any.</summary>
     public IndirectArea? Indirect { get; }

@@ -31,28 +31,28 @@ public sealed class SplitLayoutTests
     [MemberData(nameof(AllSizes))]
     public void Sizes_and_offsets_follow_the_spec_formulas(int n)
     {
-        var layout = new SplitLayout(n);
+        var layout = RingFormat.Split.Layout(n);
         Assert.Equal(n, layout.Size);
 
         // 2.7.5: struct virtq_desc { le64 addr; le32 len; le16 flags; le16 next; } desc[N]
-        Assert.Equal(0, layout.DescriptorTableOffset);
-        Assert.Equal(16 * n, layout.DescriptorTableBytes);
+        Assert.Equal(0, layout.DescriptorAreaOffset);
+        Assert.Equal(16 * n, layout.DescriptorAreaBytes);
 
         // 2.7.6: struct virtq_avail { le16 flags; le16 idx; le16 ring[N]; le16 used_event; }
-        Assert.Equal(2 + 2 + (2 * n) + 2, layout.AvailBytes);
+        Assert.Equal(2 + 2 + (2 * n) + 2, layout.DriverAreaBytes);
 
         // 2.7.8: struct virtq_used { le16 flags; le16 idx; struct { le32 id; le32 len; } ring[N]; le16 avail_event; }
-        Assert.Equal(2 + 2 + (8 * n) + 2, layout.UsedBytes);
+        Assert.Equal(2 + 2 + (8 * n) + 2, layout.DeviceAreaBytes);
 
-        Assert.Equal(Align64(16 * n), layout.AvailOffset);
-        Assert.Equal(Align64(layout.AvailOffset + layout.AvailBytes), layout.UsedOffset);
-        Assert.Equal(Align64(layout.UsedOffset + layout.UsedBytes), layout.TotalBytes);
-        Assert.Equal(0, layout.AvailOffset % 64);
-        Assert.Equal(0, layout.UsedOffset % 64);
+        Assert.Equal(Align64(16 * n), layout.DriverAreaOffset);
+        Assert.Equal(Align64(layout.DriverAreaOffset + layout.DriverAreaBytes), layout.DeviceAreaOffset);
+        Assert.Equal(Align64(layout.DeviceAreaOffset + layout.DeviceAreaBytes), layout.TotalBytes);
+        Assert.Equal(0, layout.DriverAreaOffset % 64);
+        Assert.Equal(0, layout.DeviceAreaOffset % 64);
         Assert.Equal(0, layout.TotalBytes % 64);
 
         var at = layout.At(0x1_0000_0040);
-        Assert.Equal(new SplitRingAddresses(0x1_0000_0040, 0x1_0000_0040 + (ulong)layout.AvailOffset, 0x1_0000_0040 + (ulong)layout.UsedOffset), at);
+        Assert.Equal(new RingAreas(0x1_0000_0040, 0x1_0000_0040 + (ulong)layout.DriverAreaOffset, 0x1_0000_0040 + (ulong)layout.DeviceAreaOffset), at);
     }
 
     [Theory]
@@ -64,9 +64,9 @@ public sealed class SplitLayoutTests
     [InlineData(32768, 524288, 589888, 852096)]
     public void Offsets_worked_by_hand(int n, int availOffset, int usedOffset, int total)
     {
-        var layout = new SplitLayout(n);
-        Assert.Equal(availOffset, layout.AvailOffset);
-        Assert.Equal(usedOffset, layout.UsedOffset);
+        var layout = RingFormat.Split.Layout(n);
+        Assert.Equal(availOffset, layout.DriverAreaOffset);
+        Assert.Equal(usedOffset, layout.DeviceAreaOffset);
         Assert.Equal(total, layout.TotalBytes);
     }
 
@@ -83,15 +83,15 @@ public sealed class SplitLayoutTests
     [InlineData(int.MinValue)]
     public void Invalid_sizes_are_rejected(int n)
     {
-        Assert.False(SplitLayout.IsValidSize(n));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new SplitLayout(n));
+        Assert.False(RingFormat.Split.IsValidSize(n));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RingFormat.Split.Layout(n));
     }
 
     [Property(MaxTest = 2000)]
     public Property Valid_sizes_are_the_powers_of_two_up_to_32768() =>
         Prop.ForAll(
             Gen.Frequency((3, Gen.Choose(-10, 70000)), (1, Gen.Choose(int.MinValue, int.MaxValue))).ToArbitrary(),
-            n => SplitLayout.IsValidSize(n) == (n is >= 1 and <= 32768 && System.Numerics.BitOperations.PopCount((uint)n) == 1));
+            n => RingFormat.Split.IsValidSize(n) == (n is >= 1 and <= 32768 && System.Numerics.BitOperations.PopCount((uint)n) == 1));
 
     [Fact]
     public void Indirect_area_size()
@@ -113,7 +113,7 @@ public sealed class SplitLayoutTests
     public void Fields_sit_at_the_spec_offsets(int n, bool eventIdx, ushort start)
     {
         using var memory = new GuardedMemory(256 * 1024);
-        var features = (eventIdx ? RingFeatures.EventIndex : RingFeatures.None) | RingFeatures.IndirectDescriptors;
+        var features = (eventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None) | VirtioFeatures.IndirectDescriptors;
         var pair = SplitFormat.CreateSplit(memory, new RingSetup(n, features, start, n >= 2 ? 2 : 0));
         var layout = pair.Layout;
         var a = pair.Addresses;
@@ -122,9 +122,9 @@ public sealed class SplitLayoutTests
         // Canary in the padding after each part (within the ring's TotalBytes).
         (ulong At, int Length)[] pads =
         [
-            (a.DescriptorTable + (ulong)layout.DescriptorTableBytes, layout.AvailOffset - layout.DescriptorTableBytes),
-            (a.AvailRing + (ulong)layout.AvailBytes, layout.UsedOffset - layout.AvailOffset - layout.AvailBytes),
-            (a.UsedRing + (ulong)layout.UsedBytes, layout.TotalBytes - layout.UsedOffset - layout.UsedBytes),
+            (a.DescriptorArea + (ulong)layout.DescriptorAreaBytes, layout.DriverAreaOffset - layout.DescriptorAreaBytes),
+            (a.DriverArea + (ulong)layout.DriverAreaBytes, layout.DeviceAreaOffset - layout.DriverAreaOffset - layout.DriverAreaBytes),
+            (a.DeviceArea + (ulong)layout.DeviceAreaBytes, layout.TotalBytes - layout.DeviceAreaOffset - layout.DeviceAreaBytes),
         ];
         foreach (var (at, length) in pads)
         {
@@ -134,7 +134,7 @@ public sealed class SplitLayoutTests
         ushort U16(ulong at) => BinaryPrimitives.ReadUInt16LittleEndian(memory.Bytes(at, 2));
         uint U32(ulong at) => BinaryPrimitives.ReadUInt32LittleEndian(memory.Bytes(at, 4));
         ulong U64(ulong at) => BinaryPrimitives.ReadUInt64LittleEndian(memory.Bytes(at, 8));
-        ulong Desc(int i) => a.DescriptorTable + (ulong)(16 * i);
+        ulong Desc(int i) => a.DescriptorArea + (ulong)(16 * i);
 
         // A direct buffer: one readable segment (or, for n = 1, one writable).
         Assert.True(pair.Driver.TryAdd(new BufferSegment(buffers + 0x100, 0x33), n == 1, out var id1));
@@ -160,14 +160,14 @@ public sealed class SplitLayoutTests
         }
 
         // Nothing visible before the publish; then avail.idx at +2 and ring[i] at +4 + 2 * (i mod N).
-        Assert.Equal(start, U16(a.AvailRing + 2));
+        Assert.Equal(start, U16(a.DriverArea + 2));
         pair.Driver.Publish();
         var count = n >= 2 ? 2 : 1;
-        Assert.Equal((ushort)(start + count), U16(a.AvailRing + 2));
-        Assert.Equal(id1, U16(a.AvailRing + 4 + (ulong)(2 * (start % n))));
+        Assert.Equal((ushort)(start + count), U16(a.DriverArea + 2));
+        Assert.Equal(id1, U16(a.DriverArea + 4 + (ulong)(2 * (start % n))));
         if (n >= 2)
         {
-            Assert.Equal(id2, U16(a.AvailRing + 4 + (ulong)(2 * ((ushort)(start + 1) % n))));
+            Assert.Equal(id2, U16(a.DriverArea + 4 + (ulong)(2 * ((ushort)(start + 1) % n))));
         }
 
         // The device returns them: used.ring[i] = {le32 id, le32 len} at +4 + 8 * (i mod N), used.idx at +2.
@@ -185,20 +185,20 @@ public sealed class SplitLayoutTests
             pair.Device.PushUsed(tokens[i], Written(i));
         }
 
-        Assert.Equal(start, U16(a.UsedRing + 2));
+        Assert.Equal(start, U16(a.DeviceArea + 2));
         pair.Device.PublishUsed();
-        Assert.Equal((ushort)(start + count), U16(a.UsedRing + 2));
+        Assert.Equal((ushort)(start + count), U16(a.DeviceArea + 2));
         for (var i = 0; i < count; i++)
         {
-            var slot = a.UsedRing + 4 + (ulong)(8 * ((ushort)(start + i) % n));
+            var slot = a.DeviceArea + 4 + (ulong)(8 * ((ushort)(start + i) % n));
             Assert.Equal(tokens[i].Id, U32(slot));
             Assert.Equal(Written(i), U32(slot + 4));
         }
 
         // Event suppression fields: used_event after avail.ring[N], avail_event after used.ring[N];
         // flags at offset 0 of each part.
-        var usedEvent = a.AvailRing + 4 + (ulong)(2 * n);
-        var availEvent = a.UsedRing + 4 + (ulong)(8 * n);
+        var usedEvent = a.DriverArea + 4 + (ulong)(2 * n);
+        var availEvent = a.DeviceArea + 4 + (ulong)(8 * n);
         pair.Device.DisableAvailNotifications();
         pair.Driver.DisableUsedNotifications();
         if (eventIdx)
@@ -207,17 +207,17 @@ public sealed class SplitLayoutTests
             Assert.Equal((ushort)(start + count), U16(availEvent));
             Assert.True(pair.Driver.EnableUsedNotifications());
             Assert.Equal(start, U16(usedEvent));
-            Assert.Equal(0, U16(a.UsedRing));
-            Assert.Equal(0, U16(a.AvailRing));
+            Assert.Equal(0, U16(a.DeviceArea));
+            Assert.Equal(0, U16(a.DriverArea));
         }
         else
         {
-            Assert.Equal(1, U16(a.UsedRing));   // VRING_USED_F_NO_NOTIFY
-            Assert.Equal(1, U16(a.AvailRing));  // VRING_AVAIL_F_NO_INTERRUPT
+            Assert.Equal(1, U16(a.DeviceArea));   // VRING_USED_F_NO_NOTIFY
+            Assert.Equal(1, U16(a.DriverArea));  // VRING_AVAIL_F_NO_INTERRUPT
             pair.Device.EnableAvailNotifications();
             pair.Driver.EnableUsedNotifications();
-            Assert.Equal(0, U16(a.UsedRing));
-            Assert.Equal(0, U16(a.AvailRing));
+            Assert.Equal(0, U16(a.DeviceArea));
+            Assert.Equal(0, U16(a.DriverArea));
         }
 
         for (var i = 0; i < count; i++)

@@ -66,7 +66,7 @@ public sealed class SplitNotificationTests
     /// <summary>A decision scenario: first batch, then the peer writes its fields, then a second batch in one or two publishes.</summary>
     public sealed record Decision(bool EventIdx, int Size, ushort Start, int First, int SecondA, int SecondB, ushort PeerEvent, ushort PeerFlags)
     {
-        public RingSetup Setup => new(Size, EventIdx ? RingFeatures.EventIndex : RingFeatures.None, Start, 0);
+        public RingSetup Setup => new(Size, EventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, Start, 0);
 
         public ushort Old => (ushort)(Start + First);
 
@@ -186,7 +186,7 @@ public sealed class SplitNotificationTests
         Prop.ForAll(Toggles.ToArbitrary(), t =>
         {
             using var memory = new GuardedMemory(512 * 1024);
-            var pair = SplitFormat.CreateSplit(memory, new RingSetup(t.Size, t.EventIdx ? RingFeatures.EventIndex : RingFeatures.None, t.Start, 0));
+            var pair = SplitFormat.CreateSplit(memory, new RingSetup(t.Size, t.EventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, t.Start, 0));
             var (driver, device) = (pair.Driver, pair.Device);
             var buffer = memory.Allocate(64);
 
@@ -246,7 +246,7 @@ public sealed class SplitNotificationTests
         Prop.ForAll(Toggles.ToArbitrary(), t =>
         {
             using var memory = new GuardedMemory(512 * 1024);
-            var pair = SplitFormat.CreateSplit(memory, new RingSetup(t.Size, t.EventIdx ? RingFeatures.EventIndex : RingFeatures.None, t.Start, 0));
+            var pair = SplitFormat.CreateSplit(memory, new RingSetup(t.Size, t.EventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, t.Start, 0));
             var (driver, device) = (pair.Driver, pair.Device);
             var buffer = memory.Allocate(64);
 

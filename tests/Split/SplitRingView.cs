@@ -15,7 +15,7 @@ public sealed class SplitRingView
     /// <param name="memory">Where the ring lives.</param>
     /// <param name="layout">Its layout.</param>
     /// <param name="addresses">Its part addresses.</param>
-    public SplitRingView(GuardedMemory memory, SplitLayout layout, SplitRingAddresses addresses)
+    public SplitRingView(GuardedMemory memory, RingLayout layout, RingAreas addresses)
     {
         _memory = memory;
         Size = layout.Size;
@@ -26,7 +26,7 @@ public sealed class SplitRingView
     public int Size { get; }
 
     /// <summary>Part addresses.</summary>
-    public SplitRingAddresses Addresses { get; }
+    public RingAreas Addresses { get; }
 
     /// <summary>Flag VIRTQ_DESC_F_NEXT.</summary>
     public const ushort Next = 1;
@@ -39,7 +39,7 @@ public sealed class SplitRingView
 
     /// <summary>Writes descriptor <paramref name="index"/> of the descriptor table.</summary>
     public void WriteDescriptor(int index, ulong address, uint length, ushort flags, ushort next) =>
-        WriteDescriptorAt(_memory, Addresses.DescriptorTable + (ulong)(16 * index), address, length, flags, next);
+        WriteDescriptorAt(_memory, Addresses.DescriptorArea + (ulong)(16 * index), address, length, flags, next);
 
     /// <summary>Writes a 16-byte descriptor at any guest address (e.g. inside an indirect table).</summary>
     public static void WriteDescriptorAt(GuardedMemory memory, ulong at, ulong address, uint length, ushort flags, ushort next)
@@ -54,46 +54,46 @@ public sealed class SplitRingView
     /// <summary>Reads descriptor <paramref name="index"/>.</summary>
     public (ulong Address, uint Length, ushort Flags, ushort Next) ReadDescriptor(int index)
     {
-        var d = _memory.Bytes(Addresses.DescriptorTable + (ulong)(16 * index), 16);
+        var d = _memory.Bytes(Addresses.DescriptorArea + (ulong)(16 * index), 16);
         return (BinaryPrimitives.ReadUInt64LittleEndian(d), BinaryPrimitives.ReadUInt32LittleEndian(d[8..]),
             BinaryPrimitives.ReadUInt16LittleEndian(d[12..]), BinaryPrimitives.ReadUInt16LittleEndian(d[14..]));
     }
 
     /// <summary>avail.flags.</summary>
-    public ushort AvailFlags { get => Get(Addresses.AvailRing); set => Set(Addresses.AvailRing, value); }
+    public ushort AvailFlags { get => Get(Addresses.DriverArea); set => Set(Addresses.DriverArea, value); }
 
     /// <summary>avail.idx.</summary>
-    public ushort AvailIdx { get => Get(Addresses.AvailRing + 2); set => Set(Addresses.AvailRing + 2, value); }
+    public ushort AvailIdx { get => Get(Addresses.DriverArea + 2); set => Set(Addresses.DriverArea + 2, value); }
 
     /// <summary>avail.used_event (after ring[Size]).</summary>
-    public ushort UsedEvent { get => Get(Addresses.AvailRing + 4 + (ulong)(2 * Size)); set => Set(Addresses.AvailRing + 4 + (ulong)(2 * Size), value); }
+    public ushort UsedEvent { get => Get(Addresses.DriverArea + 4 + (ulong)(2 * Size)); set => Set(Addresses.DriverArea + 4 + (ulong)(2 * Size), value); }
 
     /// <summary>avail.ring[index mod Size].</summary>
-    public ushort GetAvailEntry(ushort index) => Get(Addresses.AvailRing + 4 + (ulong)(2 * (index % Size)));
+    public ushort GetAvailEntry(ushort index) => Get(Addresses.DriverArea + 4 + (ulong)(2 * (index % Size)));
 
     /// <summary>Sets avail.ring[index mod Size].</summary>
-    public void SetAvailEntry(ushort index, ushort head) => Set(Addresses.AvailRing + 4 + (ulong)(2 * (index % Size)), head);
+    public void SetAvailEntry(ushort index, ushort head) => Set(Addresses.DriverArea + 4 + (ulong)(2 * (index % Size)), head);
 
     /// <summary>used.flags.</summary>
-    public ushort UsedFlags { get => Get(Addresses.UsedRing); set => Set(Addresses.UsedRing, value); }
+    public ushort UsedFlags { get => Get(Addresses.DeviceArea); set => Set(Addresses.DeviceArea, value); }
 
     /// <summary>used.idx.</summary>
-    public ushort UsedIdx { get => Get(Addresses.UsedRing + 2); set => Set(Addresses.UsedRing + 2, value); }
+    public ushort UsedIdx { get => Get(Addresses.DeviceArea + 2); set => Set(Addresses.DeviceArea + 2, value); }
 
     /// <summary>used.avail_event (after ring[Size]).</summary>
-    public ushort AvailEvent { get => Get(Addresses.UsedRing + 4 + (ulong)(8 * Size)); set => Set(Addresses.UsedRing + 4 + (ulong)(8 * Size), value); }
+    public ushort AvailEvent { get => Get(Addresses.DeviceArea + 4 + (ulong)(8 * Size)); set => Set(Addresses.DeviceArea + 4 + (ulong)(8 * Size), value); }
 
     /// <summary>used.ring[index mod Size].</summary>
     public (uint Id, uint Length) GetUsedEntry(ushort index)
     {
-        var e = _memory.Bytes(Addresses.UsedRing + 4 + (ulong)(8 * (index % Size)), 8);
+        var e = _memory.Bytes(Addresses.DeviceArea + 4 + (ulong)(8 * (index % Size)), 8);
         return (BinaryPrimitives.ReadUInt32LittleEndian(e), BinaryPrimitives.ReadUInt32LittleEndian(e[4..]));
     }
 
     /// <summary>Sets used.ring[index mod Size].</summary>
     public void SetUsedEntry(ushort index, uint id, uint length)
     {
-        var e = _memory.Bytes(Addresses.UsedRing + 4 + (ulong)(8 * (index % Size)), 8);
+        var e = _memory.Bytes(Addresses.DeviceArea + 4 + (ulong)(8 * (index % Size)), 8);
         BinaryPrimitives.WriteUInt32LittleEndian(e, id);
         BinaryPrimitives.WriteUInt32LittleEndian(e[4..], length);
     }

@@ -23,7 +23,7 @@ public sealed class SplitViolationTests : IDisposable
     {
         _memory = new GuardedMemory(256 * 1024, protectGuards: true);
         // The device accepts indirect tables; this driver builds direct chains only (no indirect area).
-        var features = RingFeatures.IndirectDescriptors;
+        var features = VirtioFeatures.IndirectDescriptors;
         _pair = SplitFormat.CreateSplit(_memory, new RingSetup(Size, features, Start, 0));
         _other = SplitFormat.CreateSplit(_memory, new RingSetup(Size, features, 100, 4));
         _buffers = _memory.Allocate(64 * 1024);
@@ -63,7 +63,7 @@ public sealed class SplitViolationTests : IDisposable
     {
         Assert.False(Device.TryPop(out _));
         Assert.True(Device.IsBroken);
-        Assert.Equal(reason, Device.Counters.BrokenReason);
+        Assert.Equal(reason, Device.BrokenReason);
         Assert.Equal(1, Device.Counters.BrokenCount);
 
         // Stays broken, counted once.
@@ -96,7 +96,7 @@ public sealed class SplitViolationTests : IDisposable
         fix();
         Device.Restore(Device.Position);
         Assert.False(Device.IsBroken);
-        Assert.Equal(BrokenReason.None, Device.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.None, Device.BrokenReason);
         Assert.True(Device.TryPop(out var chain));
         Assert.Equal(expectedSegments, chain.Segments.Length);
         Assert.Equal(1, Device.Counters.BrokenCount); // the history is kept
@@ -160,7 +160,7 @@ public sealed class SplitViolationTests : IDisposable
         View.WriteDescriptor(1, Buf(1), 8, 0, 0);
         Offer(Size, 1);
         Assert.False(Device.TryPop(out _));
-        Assert.Equal(BrokenReason.HeadOutOfRange, Device.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.HeadOutOfRange, Device.BrokenReason);
         View.SetAvailEntry(Start, 1);
         Assert.False(Device.TryPop(out _));
         Assert.True(Device.IsBroken);
@@ -327,7 +327,7 @@ public sealed class SplitViolationTests : IDisposable
     public void Indirect_without_the_feature()
     {
         using var memory = new GuardedMemory(64 * 1024);
-        var pair = SplitFormat.CreateSplit(memory, new RingSetup(Size, RingFeatures.None, Start, 0));
+        var pair = SplitFormat.CreateSplit(memory, new RingSetup(Size, VirtioFeatures.None, Start, 0));
         var table = memory.Allocate(256, 16);
         var buffer = memory.Allocate(256);
         V.WriteDescriptorAt(memory, table, buffer, 8, 0, 0);
@@ -335,7 +335,7 @@ public sealed class SplitViolationTests : IDisposable
         pair.View.SetAvailEntry(Start, 0);
         pair.View.AvailIdx = unchecked((ushort)(Start + 1));
         Assert.False(pair.Device.TryPop(out _));
-        Assert.Equal(BrokenReason.IndirectNotNegotiated, pair.Device.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.IndirectNotNegotiated, pair.Device.BrokenReason);
         Assert.Equal(1, pair.Device.Counters.BrokenCount);
         OtherQueueWorks();
         pair.View.WriteDescriptor(0, buffer, 8, 0, 0);
@@ -439,7 +439,7 @@ public sealed class SplitViolationTests : IDisposable
         Assert.False(Device.TryPop(out _));
         Device.Restore(Device.Position);
         Assert.False(Device.TryPop(out _));
-        Assert.Equal(BrokenReason.HeadOutOfRange, Device.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.HeadOutOfRange, Device.BrokenReason);
         Assert.Equal(2, Device.Counters.BrokenCount);
     }
 
@@ -462,7 +462,7 @@ public sealed class SplitViolationTests : IDisposable
     {
         Assert.False(Driver.TryTakeUsed(out _));
         Assert.True(Driver.IsBroken);
-        Assert.Equal(reason, Driver.Counters.BrokenReason);
+        Assert.Equal(reason, Driver.BrokenReason);
         Assert.Equal(1, Driver.Counters.BrokenCount);
         Assert.False(Driver.TryTakeUsed(out _));
         Assert.Equal(1, Driver.Counters.BrokenCount);
@@ -565,7 +565,7 @@ public sealed class SplitViolationTests : IDisposable
         View.SetUsedEntry(unchecked((ushort)(Start + 1)), ids[1], 0);
         View.UsedIdx = unchecked((ushort)(Start + 2));
         Assert.False(Driver.TryTakeUsed(out _));
-        Assert.Equal(BrokenReason.UsedIdNotOutstanding, Driver.Counters.BrokenReason);
+        Assert.Equal(BrokenReason.UsedIdNotOutstanding, Driver.BrokenReason);
         View.SetUsedEntry(Start, ids[0], 0);
         Assert.False(Driver.TryTakeUsed(out _));
         Assert.True(Driver.IsBroken);

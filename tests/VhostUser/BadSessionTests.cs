@@ -240,7 +240,7 @@ public class BadSessionTests
     private static void CatalogueOfBadMessagesWithReplyAck(string path, int seed)
     {
         using var h = new SessionHarness(path);
-        h.Negotiate(replyAck: true, features: FeatureBits.Version1);
+        h.Negotiate(replyAck: true, features: VirtioFeatures.Version1);
         h.SendMemTable();
 
         // A few bad messages per session, each NACKed while the connection stays up.
@@ -258,7 +258,7 @@ public class BadSessionTests
     private static void CatalogueOfBadMessagesWithoutReplyAck(string path, int seed)
     {
         using var h = new SessionHarness(path);
-        h.Negotiate(replyAck: false, features: FeatureBits.Version1);
+        h.Negotiate(replyAck: false, features: VirtioFeatures.Version1);
         h.SendMemTable();
         h.SetupRing(1, 8);
         var name = BadMessageCatalog.Names[seed % BadMessageCatalog.Names.Length];
@@ -272,7 +272,7 @@ public class BadSessionTests
     private static void RunningRingsThenVanish(string path, int seed)
     {
         using var h = new SessionHarness(path);
-        var features = h.Negotiate(replyAck: seed % 2 == 0, features: FeatureBits.Version1 | FeatureBits.EventIndex);
+        var features = h.Negotiate(replyAck: seed % 2 == 0, features: VirtioFeatures.Version1 | VirtioFeatures.EventIndex);
         h.SendMemTable();
         h.SetupRing(0, 8);
         h.SetupRing(1, 8);

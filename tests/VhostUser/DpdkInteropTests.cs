@@ -43,9 +43,9 @@ public class DpdkInteropTests
             Assert.True(device.WaitForQueues(2, SetupTimeout), "both rings started and enabled");
             var rx = device.Queue(0)!;
             var tx = device.Queue(1)!;
-            Assert.False(rx.IsPacked);
-            Assert.NotEqual(0UL, rx.Features & FeatureBits.Version1);
-            Assert.Equal(0UL, rx.Features & FeatureBits.RingPacked);
+            Assert.Equal(RingFormat.Split, rx.Format);
+            Assert.NotEqual(VirtioFeatures.None, rx.Features & VirtioFeatures.Version1);
+            Assert.Equal(VirtioFeatures.None, rx.Features & VirtioFeatures.RingPacked);
             Assert.NotNull(tx.Kick);
             _ = session;
 
@@ -100,15 +100,14 @@ public class DpdkInteropTests
             SocketPath = path,
             Log = Logger(log),
 
-            // Until the packed device ring lands: a ring that checks its areas translate and keeps its position.
-            PackedRingFactory = (in DeviceRingSetup s) =>
+            RingFactory = (in DeviceRingSetup s) =>
             {
                 lock (setups)
                 {
                     setups.Add(s);
                 }
 
-                return RingFormats.PackedDevice(s);
+                return RingFormat.DeviceFactory(s);
             },
         });
         var device = new TestDevice(backend);
@@ -117,9 +116,9 @@ public class DpdkInteropTests
         try
         {
             Assert.True(device.WaitForQueues(2, SetupTimeout), "both rings started and enabled");
-            Assert.True(device.Queue(0)!.IsPacked);
-            Assert.True(device.Queue(1)!.IsPacked);
-            Assert.NotEqual(0UL, device.Queue(1)!.Features & FeatureBits.RingPacked);
+            Assert.Equal(RingFormat.Packed, device.Queue(0)!.Format);
+            Assert.Equal(RingFormat.Packed, device.Queue(1)!.Format);
+            Assert.NotEqual(VirtioFeatures.None, device.Queue(1)!.Features & VirtioFeatures.RingPacked);
             lock (setups)
             {
                 Assert.All(setups, s =>
@@ -158,9 +157,9 @@ public class DpdkInteropTests
             });
             Assert.True(testpmd.WaitFor("virtio is now ready for processing", SetupTimeout), "testpmd saw the device ready");
             Assert.True(testpmd.WaitFor("Press enter to exit", SetupTimeout), "testpmd started forwarding");
-            Assert.NotEqual(0UL, frontend.Features & FeatureBits.Version1);
-            Assert.Equal(0UL, frontend.Features & FeatureBits.RingPacked);
-            log.Add($"negotiated features 0x{frontend.Features:x}, protocol 0x{(ulong)frontend.ProtocolFeatures:x}");
+            Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.Version1);
+            Assert.Equal(VirtioFeatures.None, frontend.Features & VirtioFeatures.RingPacked);
+            log.Add($"negotiated features 0x{(ulong)frontend.Features:x}, protocol 0x{(ulong)frontend.ProtocolFeatures:x}");
 
             var driver = new TestDriver(frontend);
             driver.PostReceiveBuffers(0, 64);
@@ -191,16 +190,15 @@ public class DpdkInteropTests
         {
             Assert.True(testpmd.WaitFor("binding succeeded", SetupTimeout), "testpmd created its socket");
 
-            // The driver ring object joins when the packed ring lands; the protocol setup is complete without it.
             using var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions
             {
                 SocketPath = path,
                 MemoryBytes = 8 << 20,
                 QueueSize = 256,
-                Packed = true,
+                Features = new VhostUserFrontendOptions().Features | VirtioFeatures.RingPacked,
                 Log = Logger(log),
             });
-            Assert.NotEqual(0UL, frontend.Features & FeatureBits.RingPacked);
+            Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.RingPacked);
             Assert.True(testpmd.WaitFor("virtio is now ready for processing", SetupTimeout), "testpmd saw the device ready");
 
             // A packed base carries the wrap counter: testpmd reports avail position 0, wrap counter 1.
@@ -216,7 +214,7 @@ public class DpdkInteropTests
     }
 
     private static string Describe(VhostQueue q) =>
-        $"#{q.Index} size {q.Ring.Size} position {q.Ring.Position} packets {q.Ring.Counters.Packets} broken {q.Ring.Counters.BrokenReason} enabled {q.Enabled}";
+        $"#{q.Index} size {q.Ring.Size} position {q.Ring.Position} packets {q.Ring.Counters.Packets} broken {q.Ring.BrokenReason} enabled {q.Enabled}";
 
     private static Action<string> Logger(List<string> log) => line =>
     {

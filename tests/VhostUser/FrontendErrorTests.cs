@@ -93,7 +93,7 @@ public class FrontendErrorTests
         }
 
         // Features without VIRTIO_F_VERSION_1.
-        using (var backend = new ScriptedBackend(m => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, FeatureBits.EventIndex))))
+        using (var backend = new ScriptedBackend(m => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, (ulong)VirtioFeatures.EventIndex))))
         {
             var e = Assert.Throws<VhostUserException>(() => Connect(backend.Path));
             Assert.Equal((VhostUserErrorCode.NotOffered, VhostUserRequest.GetFeatures), (e.Code, e.Error.Request));
@@ -106,7 +106,7 @@ public class FrontendErrorTests
         // Negotiates REPLY_ACK, then refuses SET_OWNER.
         using var backend = new ScriptedBackend(m => m.Request switch
         {
-            VhostUserRequest.GetFeatures => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, FeatureBits.Version1 | VhostUserConstants.ProtocolFeaturesBit)),
+            VhostUserRequest.GetFeatures => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, (ulong)(VirtioFeatures.Version1 | VhostUserConstants.ProtocolFeaturesBit))),
             VhostUserRequest.GetProtocolFeatures => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, (ulong)VhostUserProtocolFeatures.ReplyAck)),
             VhostUserRequest.SetProtocolFeatures => [],
             _ => VhostUserCodec.Encode(VhostUserMessage.ReplyU64(m.Request, 1)),

@@ -37,7 +37,7 @@ public class LoopbackTests
         });
 
         Assert.Equal(
-            FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors | FeatureBits.NetMergeRxBuffers | VhostUserConstants.ProtocolFeaturesBit,
+            VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | VirtioFeatures.NetMergeRxBuffers | VhostUserConstants.ProtocolFeaturesBit,
             frontend.Features);
         Assert.True(frontend.ProtocolFeatures.HasFlag(VhostUserProtocolFeatures.ReplyAck));
         Assert.True(frontend.ProtocolFeatures.HasFlag(VhostUserProtocolFeatures.ConfigureMemSlots));

@@ -28,7 +28,7 @@ public class RandomSequenceTests
                 using (var memory = SharedMemory.Create(256 << 10))
                 using (var doorbell = EventFd.Create())
                 {
-                    var options = new VhostUserBackendOptions { MaxQueuePairs = 2, PackedRingFactory = RingFormats.PackedDevice };
+                    var options = new VhostUserBackendOptions { MaxQueuePairs = 2 };
                     var session = new VhostUserSession(options);
                     var started = new List<VhostQueue>();
                     session.QueueStarted += (_, e) => started.Add(e.Queue);
@@ -100,7 +100,7 @@ public class RandomSequenceTests
         switch (kind)
         {
             case 0: return (VhostUserMessage.Empty(VhostUserRequest.GetFeatures), []);
-            case 1: return (VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, b % 3 == 0 ? a : FeatureBits.Version1 | ((a & 1) != 0 ? FeatureBits.RingPacked : 0) | VhostUserConstants.ProtocolFeaturesBit, needReply), []);
+            case 1: return (VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, b % 3 == 0 ? a : (ulong)(VirtioFeatures.Version1 | ((a & 1) != 0 ? VirtioFeatures.RingPacked : 0) | VhostUserConstants.ProtocolFeaturesBit), needReply), []);
             case 2: return (VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures), []);
             case 3: return (VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, b % 3 == 0 ? a : 0x1_8009, needReply), []);
             case 4: return (VhostUserMessage.Empty(VhostUserRequest.SetOwner, needReply), []);
@@ -111,7 +111,7 @@ public class RandomSequenceTests
                 {
                     var offset = (a >> 8) % 3 == 0 ? a : (index * 0x8000) + (b % 64);
                     var baseAddress = user + offset;
-                    var areas = RingFormats.Layout(false, 8, baseAddress & ~15UL, out _);
+                    var areas = RingFormat.Split.Layout(8).At(baseAddress & ~15UL);
                     return (VhostUserMessage.WithAddress(new VringAddress(index, b & 3, areas.DescriptorArea, areas.DeviceArea, areas.DriverArea, 0), needReply), []);
                 }
 

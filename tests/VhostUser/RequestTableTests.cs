@@ -257,7 +257,7 @@ public class RequestTableTests
     {
         var m = row.Id switch
         {
-            VhostUserRequest.SetFeatures => VhostUserMessage.WithU64(row.Id, h.Session.Features),
+            VhostUserRequest.SetFeatures => VhostUserMessage.WithU64(row.Id, (ulong)h.Session.Features),
             VhostUserRequest.SetProtocolFeatures => VhostUserMessage.WithU64(row.Id, (ulong)h.Session.ProtocolFeatures),
             VhostUserRequest.SetMemTable => VhostUserMessage.WithMemTable([h.Region]),
             VhostUserRequest.SetVringNum => VhostUserMessage.WithState(row.Id, 0, 8),

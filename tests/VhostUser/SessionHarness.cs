@@ -153,17 +153,17 @@ internal sealed class SessionHarness : IDisposable
     }
 
     /// <summary>Negotiation as QEMU and DPDK do it; returns the negotiated features.</summary>
-    public ulong Negotiate(bool replyAck = true, ulong features = FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors)
+    public VirtioFeatures Negotiate(bool replyAck = true, VirtioFeatures features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors)
     {
-        var offered = Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
-        Assert.NotEqual(0UL, offered & VhostUserConstants.ProtocolFeaturesBit);
+        var offered = (VirtioFeatures)Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
+        Assert.NotEqual(VirtioFeatures.None, offered & VhostUserConstants.ProtocolFeaturesBit);
         var protocol = (VhostUserProtocolFeatures)Ok(VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures))!.Value.Value;
         var wanted = protocol & ~(replyAck ? 0 : VhostUserProtocolFeatures.ReplyAck);
         Ok(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, (ulong)wanted));
         ReplyAck = replyAck;
         Ok(VhostUserMessage.Empty(VhostUserRequest.SetOwner));
         var negotiated = (features & offered) | VhostUserConstants.ProtocolFeaturesBit;
-        Ok(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, negotiated));
+        Ok(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, (ulong)negotiated));
         return negotiated;
     }
 
@@ -171,21 +171,21 @@ internal sealed class SessionHarness : IDisposable
 
     public static ulong RingOffset(int index) => (ulong)index * RingStride;
 
-    public RingAreas GuestAreas(int index, int size, bool packed = false) =>
-        RingFormats.Layout(packed, size, GuestBase + RingOffset(index), out _);
+    public RingAreas GuestAreas(int index, int size, RingFormat format = default) =>
+        format.Layout(size).At(GuestBase + RingOffset(index));
 
-    public RingAreas UserAreas(int index, int size, bool packed = false) =>
-        RingFormats.Layout(packed, size, UserBase + RingOffset(index), out _);
+    public RingAreas UserAreas(int index, int size, RingFormat format = default) =>
+        format.Layout(size).At(UserBase + RingOffset(index));
 
     public static VhostUserMessage Address(int index, RingAreas a) =>
         VhostUserMessage.WithAddress(new VringAddress((uint)index, 0, a.DescriptorArea, a.DeviceArea, a.DriverArea, 0));
 
     /// <summary>NUM, BASE, ADDR, CALL, KICK, ENABLE for one ring.</summary>
-    public void SetupRing(int index, int size, uint baseValue = 0, bool enable = true, bool packed = false)
+    public void SetupRing(int index, int size, uint baseValue = 0, bool enable = true, RingFormat format = default)
     {
         Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, (uint)index, (uint)size));
         Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringBase, (uint)index, baseValue));
-        Ok(Address(index, UserAreas(index, size, packed)));
+        Ok(Address(index, UserAreas(index, size, format)));
         Ok(VhostUserMessage.WithFile(VhostUserRequest.SetVringCall, (uint)index, true), Calls[index].Handle);
         Ok(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, (uint)index, true), Kicks[index].Handle);
         if (enable)
@@ -194,8 +194,8 @@ internal sealed class SessionHarness : IDisposable
         }
     }
 
-    public SplitDriverRing DriverRing(int index, int size, ulong features) =>
-        new(Guest, new SplitRingAddresses(GuestAreas(index, size).DescriptorArea, GuestAreas(index, size).DriverArea, GuestAreas(index, size).DeviceArea), size, FeatureBits.ToRingFeatures(features));
+    public SplitDriverRing DriverRing(int index, int size, VirtioFeatures features) =>
+        new(Guest, GuestAreas(index, size), size, features);
 
     public ulong BufferAddress(int slot, int bytes = 2048) => GuestBase + BufferOffset + ((ulong)slot * (ulong)bytes);
 

@@ -9,10 +9,10 @@ namespace Rings.Tests.VhostUser;
 public class SessionTests
 {
     [Fact]
-    public void OfferListsProtocolFeaturesAndPackedOnlyWithAPackedRing()
+    public void OfferListsProtocolFeaturesAndPackedUnlessLeftOut()
     {
         using var h = new SessionHarness();
-        var features = h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
+        var features = (VirtioFeatures)h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
         Assert.Equal(VhostUserBackendOptions.DefaultNetFeatures | VhostUserConstants.ProtocolFeaturesBit, features);
         var protocol = (VhostUserProtocolFeatures)h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetProtocolFeatures))!.Value.Value;
         Assert.True(protocol.HasFlag(VhostUserProtocolFeatures.Multiqueue));
@@ -21,10 +21,10 @@ public class SessionTests
         Assert.True(protocol.HasFlag(VhostUserProtocolFeatures.ConfigureMemSlots));
         Assert.Equal(1UL, h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetQueueNum))!.Value.Value);
 
-        Assert.NotEqual(0UL, features & FeatureBits.RingPacked);
-        using var withoutPacked = new SessionHarness(new VhostUserBackendOptions { PackedRingFactory = null });
-        var splitOnly = withoutPacked.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
-        Assert.Equal(0UL, splitOnly & FeatureBits.RingPacked);
+        Assert.NotEqual(VirtioFeatures.None, features & VirtioFeatures.RingPacked);
+        using var withoutPacked = new SessionHarness(new VhostUserBackendOptions { DeviceFeatures = VhostUserBackendOptions.DefaultNetFeatures & ~VirtioFeatures.RingPacked });
+        var splitOnly = (VirtioFeatures)withoutPacked.Ok(VhostUserMessage.Empty(VhostUserRequest.GetFeatures))!.Value.Value;
+        Assert.Equal(VirtioFeatures.None, splitOnly & VirtioFeatures.RingPacked);
     }
 
     [Fact]
@@ -115,7 +115,7 @@ public class SessionTests
     public void WithoutProtocolFeaturesRingsStartEnabledAndKickCanBePolled()
     {
         using var h = new SessionHarness();
-        h.Ok(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, FeatureBits.Version1));
+        h.Ok(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, (ulong)VirtioFeatures.Version1));
         h.SendMemTable();
         h.Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, 0, 16));
         h.Ok(VhostUserMessage.WithState(VhostUserRequest.SetVringBase, 0, 0));
@@ -130,7 +130,7 @@ public class SessionTests
     public void GetVringBaseStopsTheRingAndARestartResumesFromIt()
     {
         using var h = new SessionHarness();
-        var features = h.Negotiate(features: FeatureBits.Version1);
+        var features = h.Negotiate(features: VirtioFeatures.Version1);
         h.SendMemTable();
         var tx = h.DriverRing(1, 16, features);
         h.SetupRing(1, 16);
@@ -187,7 +187,7 @@ public class SessionTests
     public void ANewMemoryTableRebuildsRunningRingsAtTheirPosition()
     {
         using var h = new SessionHarness();
-        var features = h.Negotiate(features: FeatureBits.Version1);
+        var features = h.Negotiate(features: VirtioFeatures.Version1);
         h.SendMemTable();
         var tx = h.DriverRing(1, 8, features);
         h.SetupRing(1, 8);
@@ -235,7 +235,7 @@ public class SessionTests
     public void StatusIsKeptAndABrokenRingAsksForAReset()
     {
         using var h = new SessionHarness();
-        var features = h.Negotiate(features: FeatureBits.Version1);
+        var features = h.Negotiate(features: VirtioFeatures.Version1);
         h.SendMemTable();
         h.Ok(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, 0x0B));
         Assert.Equal(0x0BUL, h.Ok(VhostUserMessage.Empty(VhostUserRequest.GetStatus))!.Value.Value);
@@ -265,7 +265,7 @@ public class SessionTests
         h.SetupRing(1, 8);
         h.Ok(VhostUserMessage.Empty(VhostUserRequest.ResetDevice));
         Assert.Empty(h.Running);
-        Assert.Equal(0UL, h.Session.Features);
+        Assert.Equal(VirtioFeatures.None, h.Session.Features);
 
         // A kick alone does not restart a reset ring.
         h.Ok(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, 0, true), h.Kicks[0].Handle);
@@ -273,33 +273,34 @@ public class SessionTests
     }
 
     [Fact]
-    public void PackedBasesCarryWrapCountersToThePackedRingFactory()
+    public void PackedBasesCarryWrapCountersToTheRingFactory()
     {
         DeviceRingSetup? seen = null;
         var options = new VhostUserBackendOptions
         {
-            PackedRingFactory = (in DeviceRingSetup s) =>
+            RingFactory = (in DeviceRingSetup s) =>
             {
                 seen = s;
-                return RingFormats.PackedDevice(s);
+                return RingFormat.DeviceFactory(s);
             },
         };
         using var h = new SessionHarness(options);
-        var features = h.Negotiate(features: FeatureBits.Version1 | FeatureBits.RingPacked);
-        Assert.NotEqual(0UL, features & FeatureBits.RingPacked);
+        var features = h.Negotiate(features: VirtioFeatures.Version1 | VirtioFeatures.RingPacked);
+        Assert.NotEqual(VirtioFeatures.None, features & VirtioFeatures.RingPacked);
         h.SendMemTable();
 
         // Packed sizes need not be powers of two; DPDK sends only the avail half of the base.
-        h.SetupRing(0, 100, baseValue: 0x8000, packed: true);
+        h.SetupRing(0, 100, baseValue: 0x8000, format: RingFormat.Packed);
         Assert.Equal(new RingPosition(0, true, 0, true), seen!.Value.Position);
+        Assert.Equal(RingFormat.Packed, seen.Value.Format);
         Assert.Equal(100, seen.Value.Size);
-        Assert.Equal(h.UserAreas(0, 100, packed: true), seen.Value.Areas);
-        Assert.True(h.Running[0].IsPacked);
+        Assert.Equal(h.UserAreas(0, 100, RingFormat.Packed), seen.Value.Areas);
+        Assert.Equal(RingFormat.Packed, h.Running[0].Format);
 
         // QEMU sends both halves: avail 5 wrap 0 (second lap), used 98 wrap 1 (first lap): 7 in flight.
         var reply = h.Ok(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, 0, 0))!.Value;
         Assert.Equal(0x8000u, reply.State.Num & 0xFFFF);
-        h.SetupRing(0, 100, baseValue: 5 | (98u << 16) | (1u << 31), packed: true);
+        h.SetupRing(0, 100, baseValue: 5 | (98u << 16) | (1u << 31), format: RingFormat.Packed);
         Assert.Equal(new RingPosition(5, false, 98, true), seen.Value.Position);
 
         // A base past the ring is refused.
@@ -329,7 +330,7 @@ public class SessionTests
     public void EveryBadMessageIsNackedWithReplyAckAndTheSessionGoesOn(string name)
     {
         using var h = new SessionHarness();
-        var features = h.Negotiate(replyAck: true, features: FeatureBits.Version1);
+        var features = h.Negotiate(replyAck: true, features: VirtioFeatures.Version1);
         h.SendMemTable();
         var outcome = BadMessageCatalog.Send(h, name, needReply: true);
         AssertNack(outcome);
@@ -349,7 +350,7 @@ public class SessionTests
     public void EveryBadMessageClosesTheConnectionWithoutReplyAck(string name)
     {
         using var h = new SessionHarness();
-        h.Negotiate(replyAck: false, features: FeatureBits.Version1);
+        h.Negotiate(replyAck: false, features: VirtioFeatures.Version1);
         h.SendMemTable();
         var outcome = BadMessageCatalog.Send(h, name, needReply: false);
         Assert.True(outcome.Close);

@@ -123,7 +123,7 @@ public static class NetForwarder
             {
                 rx.UndoPops(rxBefore);
                 tx.PushUsed(frame.Token, 0);
-                rx.Counters.Drops++;
+                rx.Counters.RecordDrop();
                 dropped++;
                 continue;
             }

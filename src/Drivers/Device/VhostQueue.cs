@@ -14,11 +14,10 @@ public sealed class VhostQueue
 {
     private volatile bool _enabled;
 
-    internal VhostQueue(int index, IDeviceRing ring, bool packed, ulong features, EventFd? kick, EventFd? call, EventFd? error, GuestMemory bufferMemory, bool enabled)
+    internal VhostQueue(int index, IDeviceRing ring, VirtioFeatures features, EventFd? kick, EventFd? call, EventFd? error, GuestMemory bufferMemory, bool enabled)
     {
         Index = index;
         Ring = ring;
-        IsPacked = packed;
         Features = features;
         Kick = kick;
         Call = call;
@@ -33,11 +32,11 @@ public sealed class VhostQueue
     /// <summary>The device side of the ring.</summary>
     public IDeviceRing Ring { get; }
 
-    /// <summary>True for a packed ring.</summary>
-    public bool IsPacked { get; }
+    /// <summary>The ring format, as the negotiated features chose it.</summary>
+    public RingFormat Format => RingFormat.Of(Features);
 
-    /// <summary>The negotiated feature word.</summary>
-    public ulong Features { get; }
+    /// <summary>The negotiated features.</summary>
+    public VirtioFeatures Features { get; }
 
     /// <summary>The kick doorbell the driver rings; null when the front-end asked for polling.</summary>
     public EventFd? Kick { get; }

@@ -6,12 +6,12 @@ namespace Rings.Linux.Device;
 public sealed class VhostUserBackendOptions
 {
     /// <summary>
-    /// The default virtio-net device features: VERSION_1, EVENT_IDX, INDIRECT_DESC, RING_PACKED
-    /// (offered only when a packed ring factory is set), IN_ORDER, MRG_RXBUF and MAC.
+    /// The default virtio-net device features: VERSION_1, EVENT_IDX, INDIRECT_DESC, RING_PACKED,
+    /// IN_ORDER, MRG_RXBUF and MAC.
     /// </summary>
-    public const ulong DefaultNetFeatures =
-        FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors | FeatureBits.RingPacked |
-        FeatureBits.InOrder | FeatureBits.NetMergeRxBuffers | FeatureBits.NetMac;
+    public const VirtioFeatures DefaultNetFeatures =
+        VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | VirtioFeatures.RingPacked |
+        VirtioFeatures.InOrder | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.NetMac;
 
     /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS and RESET_DEVICE.</summary>
     public const VhostUserProtocolFeatures DefaultProtocolFeatures =
@@ -24,8 +24,11 @@ public sealed class VhostUserBackendOptions
     /// <summary>Path of the listening socket (server only).</summary>
     public string? SocketPath { get; set; }
 
-    /// <summary>Device features offered (VHOST_USER_F_PROTOCOL_FEATURES is always added).</summary>
-    public ulong DeviceFeatures { get; set; } = DefaultNetFeatures;
+    /// <summary>
+    /// Device features offered (VHOST_USER_F_PROTOCOL_FEATURES is always added). Both ring formats
+    /// are served; leave RING_PACKED out to offer split rings only.
+    /// </summary>
+    public VirtioFeatures DeviceFeatures { get; set; } = DefaultNetFeatures;
 
     /// <summary>Protocol features offered (limited to <see cref="SupportedProtocolFeatures"/>).</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; set; } = DefaultProtocolFeatures;
@@ -39,11 +42,8 @@ public sealed class VhostUserBackendOptions
     /// <summary>Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated.</summary>
     public int MaxMemorySlots { get; set; } = 32;
 
-    /// <summary>Builds split device rings.</summary>
-    public DeviceRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDevice;
-
-    /// <summary>Builds packed device rings; while null, RING_PACKED is not offered.</summary>
-    public DeviceRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDevice;
+    /// <summary>Builds device rings of either format (<see cref="RingFormat.DeviceFactory"/> by default).</summary>
+    public DeviceRingFactory RingFactory { get; set; } = RingFormat.DeviceFactory;
 
     /// <summary>Receives one line per notable event (connections, errors with their reason).</summary>
     public Action<string>? Log { get; set; }
@@ -51,9 +51,8 @@ public sealed class VhostUserBackendOptions
     /// <summary>How long the rest of a message may take once its first byte arrived.</summary>
     public int MessageTimeoutMilliseconds { get; set; } = 5000;
 
-    /// <summary>The feature word GET_FEATURES answers.</summary>
-    public ulong OfferedFeatures =>
-        (PackedRingFactory is null ? DeviceFeatures & ~FeatureBits.RingPacked : DeviceFeatures) | VhostUserConstants.ProtocolFeaturesBit;
+    /// <summary>The features GET_FEATURES answers.</summary>
+    public VirtioFeatures OfferedFeatures => DeviceFeatures | VhostUserConstants.ProtocolFeaturesBit;
 
     /// <summary>The protocol features GET_PROTOCOL_FEATURES answers.</summary>
     public VhostUserProtocolFeatures OfferedProtocolFeatures => ProtocolFeatures & SupportedProtocolFeatures;

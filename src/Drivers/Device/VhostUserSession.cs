@@ -68,8 +68,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     /// <summary>True once SET_OWNER was received.</summary>
     public bool HasOwner { get; private set; }
 
-    /// <summary>The features the front-end set (0 before SET_FEATURES).</summary>
-    public ulong Features { get; private set; }
+    /// <summary>The features the front-end set (none before SET_FEATURES).</summary>
+    public VirtioFeatures Features { get; private set; }
 
     /// <summary>The protocol features the front-end set.</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; private set; }
@@ -243,7 +243,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         return new VhostUserOutcome(null, true, error);
     }
 
-    private bool IsPacked => (Features & FeatureBits.RingPacked) != 0;
+    private RingFormat Format => RingFormat.Of(Features);
 
     /// <summary>Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled; with it, SET_VRING_ENABLE decides.</summary>
     private bool EffectiveEnabled(Vring v) => v.Enabled || (Features & VhostUserConstants.ProtocolFeaturesBit) == 0;
@@ -252,26 +252,26 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
     VhostUserError IVhostUserHandlers.GetFeatures(ref VhostUserCall c)
     {
-        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, _options.OfferedFeatures);
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, (ulong)_options.OfferedFeatures);
         return default;
     }
 
     VhostUserError IVhostUserHandlers.SetFeatures(ref VhostUserCall c)
     {
         ref readonly var m = ref c.Message;
-        var unknown = m.Value & ~_options.OfferedFeatures;
+        var unknown = m.Value & ~(ulong)_options.OfferedFeatures;
         if (unknown != 0)
         {
             return Error(NotOffered, $"features 0x{unknown:x} were not offered");
         }
 
-        var packedChanges = ((m.Value ^ Features) & FeatureBits.RingPacked) != 0;
-        if (packedChanges && _rings.Any(v => v.Ring is not null))
+        var features = (VirtioFeatures)m.Value;
+        if (RingFormat.Of(features) != Format && _rings.Any(v => v.Ring is not null))
         {
             return Error(RingRunning, "cannot change the ring format while rings run");
         }
 
-        Features = m.Value;
+        Features = features;
         return default;
     }
 
@@ -430,15 +430,17 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         ref readonly var m = ref c.Message;
         var v = _rings[c.Vring];
 
-        // The format may not be known yet (SET_FEATURES can come later); the exact rule is checked at start.
-        if (!RingFormats.IsValidSize(packed: true, m.State.Num))
+        // The format may not be known yet (SET_FEATURES can come later): a size no format takes is
+        // refused now, and the format's own rule once the features are set (again at start).
+        var num = m.State.Num;
+        if (!RingFormat.All.Any(f => f.IsValidSize(num)))
         {
-            return Error(QueueSizeInvalid, $"queue size {m.State.Num} is not 1 to {RingFormats.MaxQueueSize}");
+            return Error(QueueSizeInvalid, $"queue size {num} is not valid for any ring format");
         }
 
-        if (Features != 0 && !RingFormats.IsValidSize(IsPacked, m.State.Num))
+        if (Features != VirtioFeatures.None && !Format.IsValidSize(m.State.Num))
         {
-            return Error(QueueSizeInvalid, $"queue size {m.State.Num} is not a power of two (split ring)");
+            return Error(QueueSizeInvalid, $"queue size {m.State.Num} is not {Format.SizeRule} ({Format} ring)");
         }
 
         v.Num = (int)m.State.Num;
@@ -457,9 +459,9 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var areas = new RingAreas(a.Descriptor, a.Avail, a.Used);
 
         // With memory and size known, a ring outside every region is refused now, not at start.
-        if (_memory is not null && v.Num > 0)
+        if (_memory is not null && Format.IsValidSize(v.Num))
         {
-            var error = CheckAreas(areas, v.Num, IsPacked);
+            var error = CheckAreas(areas, Format.Layout(v.Num));
             if (error.IsError)
             {
                 return error;
@@ -474,9 +476,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     {
         ref readonly var m = ref c.Message;
         var v = _rings[c.Vring];
-        if (!IsPacked && m.State.Num > ushort.MaxValue)
+
+        // The queue size may not be known yet; positions past it are refused at start.
+        if (!Format.IsValidBase(m.State.Num, RingFormat.MaxSize))
         {
-            return Error(RingBaseInvalid, $"split ring base {m.State.Num} does not fit 16 bits");
+            return Error(RingBaseInvalid, $"base 0x{m.State.Num:x} is not a {Format} ring position (a split base fits 16 bits)");
         }
 
         v.Base = m.State.Num;
@@ -488,9 +492,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var v = _rings[c.Vring];
 
         // The data path lets go first; only then is the position final.
-        var packed = v.Ring is not null ? v.Packed : IsPacked;
         Suspend(v);
-        var position = v.Ring is { } ring ? ring.Position.ToVhostBase(packed) : v.Base ?? 0;
+        var position = v.Ring is { } ring ? v.Format.EncodeBase(ring.Position) : v.Base ?? 0;
         Stop(v);
         c.Reply = VhostUserMessage.ReplyState(c.Message.Request, (uint)v.Index, position);
         return default;
@@ -569,7 +572,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             v.Reset();
         }
 
-        Features = 0;
+        Features = VirtioFeatures.None;
         Status = 0;
         return default;
     }
@@ -609,23 +612,22 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
     // ---- Ring life cycle ------------------------------------------------------------------
 
-    private VhostUserError CheckAreas(RingAreas areas, int size, bool packed)
+    private VhostUserError CheckAreas(RingAreas areas, RingLayout layout)
     {
-        var bytes = RingFormats.AreaBytes(packed, size);
         var user = _memory!.User;
-        if (!user.TryTranslate(areas.DescriptorArea, bytes.Descriptor, out _))
+        if (!user.TryTranslate(areas.DescriptorArea, (ulong)layout.DescriptorAreaBytes, out _))
         {
-            return Error(BadRingAddress, $"descriptor area 0x{areas.DescriptorArea:x} (+{bytes.Descriptor}) is outside every region");
+            return Error(BadRingAddress, $"descriptor area 0x{areas.DescriptorArea:x} (+{layout.DescriptorAreaBytes}) is outside every region");
         }
 
-        if (!user.TryTranslate(areas.DriverArea, bytes.Driver, out _))
+        if (!user.TryTranslate(areas.DriverArea, (ulong)layout.DriverAreaBytes, out _))
         {
-            return Error(BadRingAddress, $"driver area 0x{areas.DriverArea:x} (+{bytes.Driver}) is outside every region");
+            return Error(BadRingAddress, $"driver area 0x{areas.DriverArea:x} (+{layout.DriverAreaBytes}) is outside every region");
         }
 
-        if (!user.TryTranslate(areas.DeviceArea, bytes.Device, out _))
+        if (!user.TryTranslate(areas.DeviceArea, (ulong)layout.DeviceAreaBytes, out _))
         {
-            return Error(BadRingAddress, $"device area 0x{areas.DeviceArea:x} (+{bytes.Device}) is outside every region");
+            return Error(BadRingAddress, $"device area 0x{areas.DeviceArea:x} (+{layout.DeviceAreaBytes}) is outside every region");
         }
 
         return default;
@@ -641,25 +643,18 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
                 return default;
             }
 
-            var packed = IsPacked;
-            if (!RingFormats.IsValidSize(packed, v.Num))
+            var format = Format;
+            if (!format.IsValidSize(v.Num))
             {
-                return Error(QueueSizeInvalid, $"vring {v.Index}: queue size {v.Num} is not valid for a {(packed ? "packed" : "split")} ring");
+                return Error(QueueSizeInvalid, $"vring {v.Index}: queue size {v.Num} is not valid for a {format} ring");
             }
 
-            var position = RingFormats.DecodeBase(raw, packed);
-            if (packed && (position.AvailIndex >= v.Num || position.UsedIndex >= v.Num))
+            if (!format.IsValidBase(raw, v.Num))
             {
                 return Error(RingBaseInvalid, $"vring {v.Index}: base 0x{raw:x} points past a ring of {v.Num}");
             }
 
-            var factory = packed ? _options.PackedRingFactory : _options.SplitRingFactory;
-            if (factory is null)
-            {
-                return Error(NotOffered, $"vring {v.Index}: packed rings are not available");
-            }
-
-            var error = CheckAreas(areas, v.Num, packed);
+            var error = CheckAreas(areas, format.Layout(v.Num));
             if (error.IsError)
             {
                 return error with { Detail = $"vring {v.Index}: {error.Detail}" };
@@ -667,8 +662,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
             try
             {
-                v.Ring = factory(new DeviceRingSetup(_memory.User, _memory.Physical, areas, v.Num, Features, position));
-                v.Packed = packed;
+                v.Ring = _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, format.DecodeBase(raw)));
+                v.Format = format;
             }
             catch (ArgumentException e)
             {
@@ -678,7 +673,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         if (v.Active is null)
         {
-            var q = new VhostQueue(v.Index, v.Ring, v.Packed, Features, v.Kick, v.Call, v.Error, _memory!.Physical, EffectiveEnabled(v));
+            var q = new VhostQueue(v.Index, v.Ring, Features, v.Kick, v.Call, v.Error, _memory!.Physical, EffectiveEnabled(v));
             v.Active = q;
             return Raise(QueueStarted, q);
         }
@@ -714,7 +709,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         Suspend(v);
         if (v.Ring is { } ring)
         {
-            v.Base = ring.Position.ToVhostBase(v.Packed);
+            v.Base = v.Format.EncodeBase(ring.Position);
             v.Ring = null;
         }
     }
@@ -792,7 +787,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         public IDeviceRing? Ring { get; set; }
 
-        public bool Packed { get; set; }
+        public RingFormat Format { get; set; }
 
         public VhostQueue? Active { get; set; }
 

@@ -23,12 +23,12 @@ public sealed class VhostUserFrontendOptions
     /// <summary>Descriptors per ring.</summary>
     public int QueueSize { get; set; } = 256;
 
-    /// <summary>Device features the driver can use; the negotiated set is these and what the back-end offers.</summary>
-    public ulong Features { get; set; } =
-        FeatureBits.Version1 | FeatureBits.EventIndex | FeatureBits.IndirectDescriptors | FeatureBits.NetMergeRxBuffers;
-
-    /// <summary>Use packed rings (requires the back-end to offer RING_PACKED).</summary>
-    public bool Packed { get; set; }
+    /// <summary>
+    /// Device features the driver can use; the negotiated set is these and what the back-end offers.
+    /// RING_PACKED among them asks for packed rings (<see cref="RingFormat.Of"/>), which the back-end must offer.
+    /// </summary>
+    public VirtioFeatures Features { get; set; } =
+        VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | VirtioFeatures.NetMergeRxBuffers;
 
     /// <summary>Protocol features the front-end can use.</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; set; } =
@@ -41,11 +41,8 @@ public sealed class VhostUserFrontendOptions
     /// <summary>How long to wait for each reply.</summary>
     public int ReplyTimeoutMilliseconds { get; set; } = 5000;
 
-    /// <summary>Builds split driver rings.</summary>
-    public DriverRingFactory SplitRingFactory { get; set; } = RingFormats.SplitDriver;
-
-    /// <summary>Builds packed driver rings; while null, packed rings are set up through the protocol without a driver ring object.</summary>
-    public DriverRingFactory? PackedRingFactory { get; set; } = RingFormats.PackedDriver;
+    /// <summary>Builds the driver rings (<see cref="RingFormat.DriverFactory"/> by default).</summary>
+    public DriverRingFactory RingFactory { get; set; } = RingFormat.DriverFactory;
 
     /// <summary>Receives one line per notable event.</summary>
     public Action<string>? Log { get; set; }
@@ -54,11 +51,11 @@ public sealed class VhostUserFrontendOptions
 /// <summary>One ring as the front-end set it up.</summary>
 public sealed class FrontendQueue
 {
-    internal FrontendQueue(int index, int size, bool packed, RingAreas guestAreas, RingAreas userAreas, IDriverRing? ring, EventFd kick, EventFd call)
+    internal FrontendQueue(int index, int size, RingFormat format, RingAreas guestAreas, RingAreas userAreas, IDriverRing? ring, EventFd kick, EventFd call)
     {
         Index = index;
         Size = size;
-        IsPacked = packed;
+        Format = format;
         GuestAreas = guestAreas;
         UserAreas = userAreas;
         Ring = ring;
@@ -72,8 +69,8 @@ public sealed class FrontendQueue
     /// <summary>Descriptors in the ring.</summary>
     public int Size { get; }
 
-    /// <summary>True for a packed ring.</summary>
-    public bool IsPacked { get; }
+    /// <summary>The ring format.</summary>
+    public RingFormat Format { get; }
 
     /// <summary>The ring areas, guest-physical.</summary>
     public RingAreas GuestAreas { get; }
@@ -81,7 +78,7 @@ public sealed class FrontendQueue
     /// <summary>The ring areas in this process's address space (what SET_VRING_ADDR carries).</summary>
     public RingAreas UserAreas { get; }
 
-    /// <summary>The driver side of the ring (null for a packed ring while no packed factory is set).</summary>
+    /// <summary>The driver side of the ring (null until the front-end has negotiated).</summary>
     public IDriverRing? Ring { get; internal set; }
 
     /// <summary>The doorbell this side rings when the device asked for a kick.</summary>
@@ -138,10 +135,10 @@ public sealed class VhostUserFrontend : IDisposable
     public ulong BufferBytes { get; }
 
     /// <summary>The features offered by the back-end.</summary>
-    public ulong OfferedFeatures { get; private set; }
+    public VirtioFeatures OfferedFeatures { get; private set; }
 
     /// <summary>The negotiated features.</summary>
-    public ulong Features { get; private set; }
+    public VirtioFeatures Features { get; private set; }
 
     /// <summary>The negotiated protocol features.</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; private set; }
@@ -166,9 +163,10 @@ public sealed class VhostUserFrontend : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(options.SocketPath, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueuePairs, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.QueuePairs, 128, nameof(options));
-        if (!RingFormats.IsValidSize(options.Packed, options.QueueSize))
+        var format = RingFormat.Of(options.Features);
+        if (!format.IsValidSize(options.QueueSize))
         {
-            throw new ArgumentOutOfRangeException(nameof(options), options.QueueSize, "invalid queue size for the ring format");
+            throw new ArgumentOutOfRangeException(nameof(options), options.QueueSize, $"a {format} queue size is {format.SizeRule}");
         }
 
         var memory = SharedMemory.Create(options.MemoryBytes, "rings-guest");
@@ -179,12 +177,12 @@ public sealed class VhostUserFrontend : IDisposable
             // Lay the rings out first, page-aligned, then the buffer area.
             var page = (ulong)SharedMemory.PageSize;
             ulong offset = 0;
+            var layout = format.Layout(options.QueueSize);
             var layouts = new (RingAreas Areas, ulong Offset)[2 * options.QueuePairs];
             for (var i = 0; i < layouts.Length; i++)
             {
-                var areas = RingFormats.Layout(options.Packed, options.QueueSize, offset, out var bytes);
-                layouts[i] = (areas, offset);
-                offset += (bytes + page - 1) / page * page;
+                layouts[i] = (layout.At(offset), offset);
+                offset += ((ulong)layout.TotalBytes + page - 1) / page * page;
             }
 
             if (offset >= memory.Length)
@@ -199,7 +197,7 @@ public sealed class VhostUserFrontend : IDisposable
             {
                 var guestAreas = new RingAreas(guestBase + areas.DescriptorArea, guestBase + areas.DriverArea, guestBase + areas.DeviceArea);
                 var userAreas = new RingAreas(userBase + areas.DescriptorArea, userBase + areas.DriverArea, userBase + areas.DeviceArea);
-                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, options.Packed, guestAreas, userAreas, null, EventFd.Create(), EventFd.Create()));
+                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, null, EventFd.Create(), EventFd.Create()));
             }
 
             frontend = new VhostUserFrontend(options, memory, [.. queues], offset);
@@ -269,7 +267,7 @@ public sealed class VhostUserFrontend : IDisposable
         }
 
         q.Base = reply.State.Num;
-        q.SavedPosition = RingFormats.DecodeBase(reply.State.Num, q.IsPacked);
+        q.SavedPosition = q.Format.DecodeBase(reply.State.Num);
         q.Running = false;
         return q.SavedPosition.Value;
     }
@@ -340,13 +338,13 @@ public sealed class VhostUserFrontend : IDisposable
 
         _channel = new VhostUserChannel(socket) { MessageTimeoutMilliseconds = _options.ReplyTimeoutMilliseconds };
 
-        OfferedFeatures = Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
-        if ((OfferedFeatures & FeatureBits.Version1) == 0)
+        OfferedFeatures = (VirtioFeatures)Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
+        if ((OfferedFeatures & VirtioFeatures.Version1) == 0)
         {
-            throw Failure(NotOffered, VhostUserRequest.GetFeatures, $"back-end does not offer VIRTIO_F_VERSION_1 (features 0x{OfferedFeatures:x})");
+            throw Failure(NotOffered, VhostUserRequest.GetFeatures, $"back-end does not offer VIRTIO_F_VERSION_1 (features 0x{(ulong)OfferedFeatures:x})");
         }
 
-        if (_options.Packed && (OfferedFeatures & FeatureBits.RingPacked) == 0)
+        if ((_options.Features & ~OfferedFeatures & VirtioFeatures.RingPacked) != 0)
         {
             throw Failure(NotOffered, VhostUserRequest.GetFeatures, "back-end does not offer VIRTIO_F_RING_PACKED");
         }
@@ -373,14 +371,8 @@ public sealed class VhostUserFrontend : IDisposable
             throw Failure(NotNegotiated, VhostUserRequest.GetProtocolFeatures, "several queue pairs need the MQ protocol feature");
         }
 
-        var wanted = _options.Features & ~FeatureBits.RingPacked;
-        if (_options.Packed)
-        {
-            wanted |= FeatureBits.RingPacked;
-        }
-
-        Features = (wanted & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
-        Request(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, Features, AckOn));
+        Features = (_options.Features & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
+        Request(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, (ulong)Features, AckOn));
 
         var status = (byte)(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk);
         var hasStatus = (ProtocolFeatures & VhostUserProtocolFeatures.Status) != 0;
@@ -396,14 +388,12 @@ public sealed class VhostUserFrontend : IDisposable
 
         SendMemory();
 
-        var ringFeatures = Features;
         foreach (var q in _queues)
         {
-            var factory = q.IsPacked ? _options.PackedRingFactory : _options.SplitRingFactory;
-            q.Ring = factory?.Invoke(new DriverRingSetup(GuestMemory, q.GuestAreas, q.Size, ringFeatures));
+            q.Ring = _options.RingFactory(new DriverRingSetup(q.Format, GuestMemory, q.GuestAreas, q.Size, Features));
 
             // Fresh rings start at 0; packed ones with both wrap counters set (2.8.1).
-            q.Base = new RingPosition(0).ToVhostBase(q.IsPacked);
+            q.Base = q.Format.EncodeBase(new RingPosition(0));
             StartRing(q);
         }
 
@@ -420,7 +410,7 @@ public sealed class VhostUserFrontend : IDisposable
             Request(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, (byte)(status | DeviceStatus.DriverOk), AckOn));
         }
 
-        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath}, features 0x{Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
+        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath}, features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
     }
 
     private void SendMemory()

@@ -148,7 +148,7 @@ public static class VhostUserConstants
     public const uint NeedReplyFlag = 0x8;
 
     /// <summary>VHOST_USER_F_PROTOCOL_FEATURES: feature bit 30, protocol features are supported.</summary>
-    public const ulong ProtocolFeaturesBit = 1UL << 30;
+    public const VirtioFeatures ProtocolFeaturesBit = (VirtioFeatures)(1UL << 30);
 
     /// <summary>Most regions in SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS).</summary>
     public const int MaxMemTableRegions = 8;

@@ -16,9 +16,9 @@ namespace Rings.Packed;
 public sealed unsafe class PackedDeviceRing : IDeviceRing
 {
     private readonly GuestMemory _memory;
-    private readonly byte* _desc;
-    private readonly byte* _driverEvent;   // written by the driver: our calls
-    private readonly byte* _deviceEvent;   // written by us: the driver's kicks
+    private readonly PvirtqDesc* _desc;
+    private readonly PvirtqEventSuppress* _driverEvent;   // written by the driver: our calls
+    private readonly PvirtqEventSuppress* _deviceEvent;   // written by us: the driver's kicks
     private readonly int _size;
     private readonly bool _eventIndex;
     private readonly bool _indirectAllowed;
@@ -34,22 +34,23 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private int _inFlight;                 // descriptors popped and not yet covered by a used descriptor
     private int _usedPosition;             // next descriptor to write a used descriptor to
     private ushort _usedBits;              // AVAIL/USED bits of a used descriptor this lap
-    private byte* _pendingUsed;            // first used descriptor of the unpublished burst: flags held back
+    private PvirtqDesc* _pendingUsed;      // first used descriptor of the unpublished burst: flags held back
     private ushort _pendingUsedFlags;
     private int _pendingChains;
     private int _publishedPosition;        // used position as last published
     private bool _publishedWrap;
     private int _sinceCall;                // descriptors published since the last call decision (EVENT_IDX window)
     private bool _kicksDisabled;
+    private BrokenReason _broken;
 
     /// <summary>Creates the device side over a ring the driver laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table: ring parts and every buffer address are translated through it.</param>
-    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="areas">Guest-physical addresses of the descriptor ring and the driver and device event suppression structures.</param>
     /// <param name="size">Queue size, from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public PackedDeviceRing(GuestMemory memory, PackedRingAddresses addresses, int size, RingFeatures features)
-        : this(memory, memory, addresses, size, features)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a packed queue size.</exception>
+    public PackedDeviceRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features)
+        : this(memory, memory, areas, size, features)
     {
     }
 
@@ -59,23 +60,23 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// </summary>
     /// <param name="ringMemory">Table that translates the ring part addresses.</param>
     /// <param name="bufferMemory">Table that translates descriptor addresses.</param>
-    /// <param name="addresses">Addresses of the ring parts, in <paramref name="ringMemory"/>'s space.</param>
+    /// <param name="areas">Addresses of the descriptor ring and the event suppression structures, in <paramref name="ringMemory"/>'s space.</param>
     /// <param name="size">Queue size, from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public PackedDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, PackedRingAddresses addresses, int size, RingFeatures features)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a packed queue size.</exception>
+    public PackedDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, RingAreas areas, int size, VirtioFeatures features)
     {
         ArgumentNullException.ThrowIfNull(bufferMemory);
-        var layout = new PackedLayout(size);
+        var ring = new PackedRingMemory(ringMemory, areas, RingFormat.Packed.Layout(size));
         _memory = bufferMemory;
-        _desc = (byte*)RingPart.Translate(ringMemory, addresses.DescriptorRing, (ulong)layout.DescriptorRingBytes, 16, "descriptor ring");
-        _driverEvent = (byte*)RingPart.Translate(ringMemory, addresses.DriverArea, PackedLayout.EventSuppressionBytes, 4, "driver event suppression");
-        _deviceEvent = (byte*)RingPart.Translate(ringMemory, addresses.DeviceArea, PackedLayout.EventSuppressionBytes, 4, "device event suppression");
+        _desc = ring.Descriptors;
+        _driverEvent = ring.DriverEvent;
+        _deviceEvent = ring.DeviceEvent;
         _size = size;
         Features = features;
-        _eventIndex = (features & RingFeatures.EventIndex) != 0;
-        _indirectAllowed = (features & RingFeatures.IndirectDescriptors) != 0;
-        _inOrder = (features & RingFeatures.InOrder) != 0;
+        _eventIndex = (features & VirtioFeatures.EventIndex) != 0;
+        _indirectAllowed = (features & VirtioFeatures.IndirectDescriptors) != 0;
+        _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
         _idInFlight = new bool[size];
         _popLog = new uint[size];
@@ -88,14 +89,17 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         Restore(new RingPosition(0));
     }
 
-    /// <summary>The negotiated ring features.</summary>
-    public RingFeatures Features { get; }
+    /// <summary>The negotiated features the ring was made with.</summary>
+    public VirtioFeatures Features { get; }
 
     /// <inheritdoc/>
     public int Size => _size;
 
     /// <inheritdoc/>
-    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+    public bool IsBroken => _broken != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public BrokenReason BrokenReason => _broken;
 
     /// <inheritdoc/>
     public QueueCounters Counters { get; }
@@ -117,7 +121,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         get
         {
             // Acquire, as in TryPop: the flags are what the driver writes last.
-            var flags = Volatile.Read(ref *(ushort*)(_desc + (_availPosition * PackedLayout.DescriptorBytes) + 14));
+            var flags = Volatile.Read(ref _desc[_availPosition].Flags);
             return !IsBroken && (flags & PackedFlags.AvailUsed) == _availBits;
         }
     }
@@ -167,11 +171,11 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public bool TryPop(out DescriptorChain chain)
     {
-        var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+        var d = _desc + _availPosition;
 
         // Acquire (2.8.21.1): the driver writes these flags last; the descriptor's other fields,
         // the rest of its list and the rest of its burst are read only after we see them.
-        var flags = Volatile.Read(ref *(ushort*)(d + 14));
+        var flags = Volatile.Read(ref d->Flags);
         if ((flags & PackedFlags.AvailUsed) != _availBits || IsBroken)
         {
             chain = default;
@@ -183,10 +187,12 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return TryPopList(d, flags, out chain);
         }
 
-        // One direct descriptor, the common case: each field read once.
-        var address = *(ulong*)d;
-        var length = *(uint*)(d + 8);
-        var id = *(ushort*)(d + 12);
+        // One direct descriptor, the common case: each field read once, after the acquire. Field
+        // by field, not a copy of the whole descriptor, which would read the flags a second time
+        // (a value the checks above did not see).
+        var address = d->Addr;
+        var length = d->Len;
+        var id = d->Id;
         if (length > int.MaxValue || !_memory.TryTranslate(address, length, out var host))
         {
             chain = default;
@@ -263,7 +269,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // Release (2.8.9, 2.8.22): the burst's used descriptors, including the later ones' flags,
         // were written with plain stores; the driver sees none before this store marks the first
         // one used, and then it sees all of them.
-        Volatile.Write(ref *(ushort*)(_pendingUsed + 14), _pendingUsedFlags);
+        Volatile.Write(ref _pendingUsed->Flags, _pendingUsedFlags);
         Counters.RecordBurst(_pendingChains);
 
         // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
@@ -295,7 +301,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // event suppression structure, or the driver may re-check before our publish while we read
         // its stale request (2.8.22).
         Interlocked.MemoryBarrier();
-        var call = PackedDriverRing.ShouldNotify(Volatile.Read(ref *(uint*)_driverEvent), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
+        var call = PackedDriverRing.ShouldNotify(new PvirtqEventSuppress(Volatile.Read(ref _driverEvent->Word)), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
         Counters.RecordNotification(call);
         return call;
     }
@@ -309,17 +315,17 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             // 2.8.10: ask for a kick when the driver makes available the descriptor we read next.
             // One 32-bit store so the driver never sees DESC with a stale offset.
             var offWrap = PackedEventIndex.OffWrap(_availPosition, _availBits == PackedFlags.Avail);
-            Volatile.Write(ref *(uint*)_deviceEvent, offWrap | ((uint)PackedFlags.EventDesc << 16));
+            Volatile.Write(ref _deviceEvent->Word, new PvirtqEventSuppress(offWrap, PackedFlags.EventDesc).Word);
         }
         else
         {
-            Volatile.Write(ref *(ushort*)(_deviceEvent + 2), PackedFlags.EventEnable);
+            Volatile.Write(ref _deviceEvent->Flags, PackedFlags.EventEnable);
         }
 
         // Store-load: the request must be visible before we re-read the ring, or the driver may
         // publish, read our stale request, skip the kick, and we sleep on a non-empty ring.
         Interlocked.MemoryBarrier();
-        var flags = Volatile.Read(ref *(ushort*)(_desc + (_availPosition * PackedLayout.DescriptorBytes) + 14));
+        var flags = Volatile.Read(ref _desc[_availPosition].Flags);
         return (flags & PackedFlags.AvailUsed) == _availBits;
     }
 
@@ -332,7 +338,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         _kicksDisabled = true;
-        Volatile.Write(ref *(ushort*)(_deviceEvent + 2), PackedFlags.EventDisable);
+        Volatile.Write(ref _deviceEvent->Flags, PackedFlags.EventDisable);
     }
 
     /// <inheritdoc/>
@@ -375,11 +381,11 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // Which buffers were in flight before is not carried; forget them.
         Array.Clear(_idInFlight);
         _popped.Clear();
-        Counters.BrokenReason = BrokenReason.None;
+        _broken = BrokenReason.None;
     }
 
     /// <summary>The general pop: a NEXT list or an indirect table, or a ring the device holds whole.</summary>
-    private bool TryPopList(byte* d, ushort flags, out DescriptorChain chain)
+    private bool TryPopList(PvirtqDesc* d, ushort flags, out DescriptorChain chain)
     {
         chain = default;
         var reason = Walk(d, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
@@ -435,9 +441,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private void WriteUsed(ushort id, uint written, int descriptors, int chains)
     {
         // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
-        var d = _desc + (_usedPosition * PackedLayout.DescriptorBytes);
-        *(uint*)(d + 8) = written;
-        *(ushort*)(d + 12) = id;
+        var d = _desc + _usedPosition;
+        d->Len = written;
+        d->Id = id;
         var flags = (ushort)(_usedBits | (written != 0 ? PackedFlags.Write : 0));
         if (_pendingUsed == null)
         {
@@ -447,7 +453,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         else
         {
             // Plain store: published by the release store of the burst's first flags in PublishUsed.
-            *(ushort*)(d + 14) = flags;
+            d->Flags = flags;
         }
 
         _pendingChains += chains;
@@ -463,7 +469,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         Counters.Bytes += written;
     }
 
-    private BrokenReason Walk(byte* d, ushort flags, out int count, out int readable, out ulong readBytes, out ulong writeBytes, out int descriptors, out ushort id)
+    private BrokenReason Walk(PvirtqDesc* d, ushort flags, out int count, out int readable, out ulong readBytes, out ulong writeBytes, out int descriptors, out ushort id)
     {
         count = 0;
         readable = 0;
@@ -485,14 +491,14 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 return descriptors > _size ? BrokenReason.ChainTooLong : BrokenReason.RingOverrun;
             }
 
-            var address = *(ulong*)d;
-            var length = *(uint*)(d + 8);
-            var bufferId = *(ushort*)(d + 12);
+            // The descriptor read once into a local, ordered after the head's acquire: the driver
+            // wrote the rest of the list before the head. The head's flags are the acquired value
+            // (the copy's are ignored, so they are never fetched twice).
+            var desc = *d;
             if (descriptors > 1)
             {
-                // Plain read, ordered after the head's acquire: the driver wrote the rest of the
-                // list before the head. 2.8.6: each descriptor of the list is marked available.
-                flags = *(ushort*)(d + 14);
+                // 2.8.6: each descriptor of the list is marked available.
+                flags = desc.Flags;
                 if ((flags & PackedFlags.AvailUsed) != bits)
                 {
                     return BrokenReason.DescriptorNotAvailable;
@@ -512,11 +518,11 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                     return BrokenReason.IndirectWithNext;
                 }
 
-                id = bufferId;
-                return WalkIndirect(address, length, ref count, ref readable, ref readBytes, ref writeBytes);
+                id = desc.Id;
+                return WalkIndirect(desc.Addr, desc.Len, ref count, ref readable, ref readBytes, ref writeBytes);
             }
 
-            var r = AddSegment(address, length, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            var r = AddSegment(desc.Addr, desc.Len, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
             if (r != BrokenReason.None)
             {
                 return r;
@@ -525,7 +531,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             if ((flags & PackedFlags.Next) == 0)
             {
                 // 2.8.6: the buffer id is in the list's last descriptor.
-                id = bufferId;
+                id = desc.Id;
                 return BrokenReason.None;
             }
 
@@ -537,7 +543,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             }
             else
             {
-                d += PackedLayout.DescriptorBytes;
+                d++;
             }
         }
     }
@@ -550,7 +556,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return BrokenReason.IndirectTableMisaligned;
         }
 
-        var entries = tableLength / PackedLayout.DescriptorBytes;
+        var entries = tableLength / RingLayout.DescriptorBytes;
         if (entries > (uint)_size)
         {
             return BrokenReason.ChainTooLong;
@@ -561,21 +567,20 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return BrokenReason.AddressOutOfRange;
         }
 
-        var table = (byte*)host;
+        var table = (PvirtqDesc*)host;
         var seenWritable = false;
         for (uint i = 0; i < entries; i++)
         {
-            var e = table + (i * PackedLayout.DescriptorBytes);
-            var address = *(ulong*)e;
-            var length = *(uint*)(e + 8);
-            var flags = *(ushort*)(e + 14);
+            // Read once into a local: the driver may rewrite the table under us.
+            var e = table[i];
+            var flags = e.Flags;
             if ((flags & PackedFlags.Indirect) != 0)
             {
                 return BrokenReason.NestedIndirect;
             }
 
             // WRITE is the only flag that counts in a table; the others are reserved (2.8.7).
-            var r = AddSegment(address, length, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            var r = AddSegment(e.Addr, e.Len, (flags & PackedFlags.Write) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
             if (r != BrokenReason.None)
             {
                 return r;
@@ -589,5 +594,5 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private BrokenReason AddSegment(ulong address, uint length, bool writable, ref int count, ref int readable, ref ulong readBytes, ref ulong writeBytes, ref bool seenWritable) =>
         ChainValidation.AddSegment(_memory, _segments, address, length, writable, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
 
-    private bool Break(BrokenReason reason) => Counters.Break(reason);
+    private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
 }

@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using Rings.Chains;
 using Rings.Memory;
-using Rings.Split;
 
 namespace Rings.Packed;
 
@@ -13,10 +12,10 @@ namespace Rings.Packed;
 /// </summary>
 public sealed unsafe class PackedDriverRing : IDriverRing
 {
-    private readonly byte* _desc;
-    private readonly byte* _driverEvent;   // written by us: the device's calls
-    private readonly byte* _deviceEvent;   // written by the device: our kicks
-    private readonly byte* _indirect;
+    private readonly PvirtqDesc* _desc;
+    private readonly PvirtqEventSuppress* _driverEvent;   // written by us: the device's calls
+    private readonly PvirtqEventSuppress* _deviceEvent;   // written by the device: our kicks
+    private readonly PvirtqDesc* _indirect;
     private readonly ulong _indirectAddress;
     private readonly int _indirectEntries;
     private readonly int _size;
@@ -33,7 +32,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
     private int _availPosition;        // next descriptor to fill
     private ushort _availBits;         // AVAIL/USED bits of a descriptor made available this lap
-    private byte* _pendingHead;        // first head of the unpublished burst: its flags are held back
+    private PvirtqDesc* _pendingHead;  // first head of the unpublished burst: its flags are held back
     private ushort _pendingHeadFlags;
     private int _pendingBuffers;
     private int _publishedPosition;    // first descriptor not yet made available, as last published
@@ -45,29 +44,30 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     private int _batchLeft;            // IN_ORDER: buffers of the current batch not yet handed back
     private uint _batchLastLength;     // IN_ORDER: length the device wrote for the batch's last buffer
     private bool _callsDisabled;
+    private BrokenReason _broken;
 
     /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
-    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="areas">Guest-physical addresses of the descriptor ring and the driver and device event suppression structures.</param>
     /// <param name="size">Queue size, from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <param name="indirect">Where indirect tables live (one table per buffer id); needed for <see cref="RingFeatures.IndirectDescriptors"/> to be used.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public PackedDriverRing(GuestMemory memory, PackedRingAddresses addresses, int size, RingFeatures features, IndirectArea? indirect = null)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <param name="indirect">Where indirect tables live (one table per buffer id); needed for <see cref="VirtioFeatures.IndirectDescriptors"/> to be used.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a packed queue size.</exception>
+    public PackedDriverRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features, IndirectArea? indirect = null)
     {
-        var layout = new PackedLayout(size);
-        _desc = (byte*)RingPart.Translate(memory, addresses.DescriptorRing, (ulong)layout.DescriptorRingBytes, 16, "descriptor ring");
-        _driverEvent = (byte*)RingPart.Translate(memory, addresses.DriverArea, PackedLayout.EventSuppressionBytes, 4, "driver event suppression");
-        _deviceEvent = (byte*)RingPart.Translate(memory, addresses.DeviceArea, PackedLayout.EventSuppressionBytes, 4, "device event suppression");
+        var ring = new PackedRingMemory(memory, areas, RingFormat.Packed.Layout(size));
+        _desc = ring.Descriptors;
+        _driverEvent = ring.DriverEvent;
+        _deviceEvent = ring.DeviceEvent;
         _size = size;
         Features = features;
-        _eventIndex = (features & RingFeatures.EventIndex) != 0;
-        _inOrder = (features & RingFeatures.InOrder) != 0;
-        if (indirect is { } area && (features & RingFeatures.IndirectDescriptors) != 0)
+        _eventIndex = (features & VirtioFeatures.EventIndex) != 0;
+        _inOrder = (features & VirtioFeatures.InOrder) != 0;
+        if (indirect is { } area && (features & VirtioFeatures.IndirectDescriptors) != 0)
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
             ArgumentOutOfRangeException.ThrowIfGreaterThan(area.EntriesPerTable, size, nameof(indirect));
-            _indirect = (byte*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
+            _indirect = (PvirtqDesc*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
             _indirectAddress = area.Address;
             _indirectEntries = area.EntriesPerTable;
             _useIndirect = true;
@@ -84,8 +84,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         Reset();
     }
 
-    /// <summary>The negotiated ring features.</summary>
-    public RingFeatures Features { get; }
+    /// <summary>The negotiated features the ring was made with.</summary>
+    public VirtioFeatures Features { get; }
 
     /// <inheritdoc/>
     public int Size => _size;
@@ -97,7 +97,10 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     public int Outstanding => _size - _freeIdCount; // each outstanding buffer holds one id
 
     /// <inheritdoc/>
-    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+    public bool IsBroken => _broken != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public BrokenReason BrokenReason => _broken;
 
     /// <inheritdoc/>
     public QueueCounters Counters { get; }
@@ -120,7 +123,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         id = _freeIds[--_freeIdCount];
-        var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+        var d = _desc + _availPosition;
         WriteDescriptor(d, segment.Address, segment.Length, id);
         Expose(d, (ushort)(_availBits | (deviceWritable ? PackedFlags.Write : 0)), 1);
         Track(id, 1, deviceWritable ? segment.Length : 0, deviceWritable ? 0 : segment.Length);
@@ -159,19 +162,19 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             id = _freeIds[--_freeIdCount];
 
             // 2.8.7: the table is read in order; WRITE is its only valid flag, the id is unused.
-            var offset = (ulong)id * (ulong)_indirectEntries * PackedLayout.DescriptorBytes;
-            var table = _indirect + offset;
+            var first = (ulong)id * (ulong)_indirectEntries;
+            var table = _indirect + first;
             for (var i = 0; i < total; i++)
             {
                 var w = i >= readable.Length;
                 var s = w ? writable[i - readable.Length] : readable[i];
-                var e = table + (i * PackedLayout.DescriptorBytes);
-                WriteDescriptor(e, s.Address, s.Length, 0);
-                *(ushort*)(e + 14) = w ? PackedFlags.Write : (ushort)0;
+
+                // Plain stores of whole entries: the table is published with the ring descriptor naming it.
+                table[i] = new PvirtqDesc(s.Address, s.Length, 0, w ? PackedFlags.Write : (ushort)0);
             }
 
-            var d = _desc + (_availPosition * PackedLayout.DescriptorBytes);
-            WriteDescriptor(d, _indirectAddress + offset, (uint)(total * PackedLayout.DescriptorBytes), id);
+            var d = _desc + _availPosition;
+            WriteDescriptor(d, _indirectAddress + (first * RingLayout.DescriptorBytes), (uint)(total * RingLayout.DescriptorBytes), id);
             Expose(d, (ushort)(_availBits | PackedFlags.Indirect), 1);
             Track(id, 1, writeBytes, readBytes);
             return true;
@@ -184,7 +187,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         id = _freeIds[--_freeIdCount];
-        var head = _desc + (_availPosition * PackedLayout.DescriptorBytes);
+        var head = _desc + _availPosition;
         var headFlags = (ushort)0;
         var position = _availPosition;
         var bits = _availBits;
@@ -192,20 +195,22 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         {
             var w = i >= readable.Length;
             var s = w ? writable[i - readable.Length] : readable[i];
-            var d = _desc + (position * PackedLayout.DescriptorBytes);
+            var d = _desc + position;
 
             // 2.8.6: every descriptor of the list carries the id and correct AVAIL/USED bits,
             // which flip where the list crosses the end of the ring.
-            WriteDescriptor(d, s.Address, s.Length, id);
             var flags = (ushort)(bits | (w ? PackedFlags.Write : 0) | (i + 1 < total ? PackedFlags.Next : 0));
             if (i == 0)
             {
+                // The head's flags are held back (Expose): its other fields only.
+                WriteDescriptor(d, s.Address, s.Length, id);
                 headFlags = flags;
             }
             else
             {
-                // Plain store: nothing here is visible before the burst's first head is (see Publish).
-                *(ushort*)(d + 14) = flags;
+                // Plain store of the whole entry, flags included: nothing here is visible before the
+                // burst's first head is (see Publish).
+                *d = new PvirtqDesc(s.Address, s.Length, id, flags);
             }
 
             if (++position == _size)
@@ -231,7 +236,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // Release (2.8.21.1.1): every descriptor of the burst, including the later heads' flags,
         // was written above with plain stores; the device sees none of it before this store makes
         // the burst's first head available, and then it sees all of it.
-        Volatile.Write(ref *(ushort*)(_pendingHead + 14), _pendingHeadFlags);
+        Volatile.Write(ref _pendingHead->Flags, _pendingHeadFlags);
         Counters.RecordBurst(_pendingBuffers);
 
         // Descriptors in the burst: never more than the ring, so equal positions mean a whole lap.
@@ -262,7 +267,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // Store-load (2.8.21.3.1): the flags published above must be visible before we read the
         // device's event suppression structure, or both sides can decide the other will act.
         Interlocked.MemoryBarrier();
-        var kick = ShouldNotify(Volatile.Read(ref *(uint*)_deviceEvent), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
+        var kick = ShouldNotify(new PvirtqEventSuppress(Volatile.Read(ref _deviceEvent->Word)), _eventIndex, _publishedPosition, _publishedWrap, advanced, _size);
         Counters.RecordNotification(kick);
         return kick;
     }
@@ -281,19 +286,21 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return false;
         }
 
-        var d = _desc + (_usedPosition * PackedLayout.DescriptorBytes);
+        var d = _desc + _usedPosition;
 
         // Acquire (2.8.22): id and len are read only after the flags say the device wrote them.
-        var flags = Volatile.Read(ref *(ushort*)(d + 14));
+        var flags = Volatile.Read(ref d->Flags);
         if ((flags & PackedFlags.AvailUsed) != _usedBits)
         {
             return false;
         }
 
-        // Each field read once into a local: the device may change it under us. 2.8.4: len is
-        // reserved when WRITE is clear (nothing was written).
-        var id = *(ushort*)(d + 12);
-        var length = (flags & PackedFlags.Write) != 0 ? *(uint*)(d + 8) : 0;
+        // Each field read once into a local: the device may change it under us. Field by field,
+        // not a copy of the whole descriptor: that would read the flags a second time (a value the
+        // checks above did not see) and the address, which a used descriptor does not carry.
+        // 2.8.4: len is reserved when WRITE is clear (nothing was written).
+        var id = d->Id;
+        var length = (flags & PackedFlags.Write) != 0 ? d->Len : 0;
         var buffers = _buffers;
         if (id >= (uint)buffers.Length || buffers[id].Descriptors == 0)
         {
@@ -328,17 +335,17 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // 2.8.10: ask for a call when the device marks used the descriptor we look at next.
             // One 32-bit store so the device never sees DESC with a stale offset.
             var offWrap = PackedEventIndex.OffWrap(_usedPosition, _usedBits == PackedFlags.AvailUsed);
-            Volatile.Write(ref *(uint*)_driverEvent, offWrap | ((uint)PackedFlags.EventDesc << 16));
+            Volatile.Write(ref _driverEvent->Word, new PvirtqEventSuppress(offWrap, PackedFlags.EventDesc).Word);
         }
         else
         {
-            Volatile.Write(ref *(ushort*)(_driverEvent + 2), PackedFlags.EventEnable);
+            Volatile.Write(ref _driverEvent->Flags, PackedFlags.EventEnable);
         }
 
         // Store-load: the request must be visible before we look at the ring again, or the device
         // may mark a descriptor used and skip the call while we go to sleep on an empty-looking ring.
         Interlocked.MemoryBarrier();
-        return _batchLeft > 0 || (_freeIdCount < _size && IsUsed(_desc + (_usedPosition * PackedLayout.DescriptorBytes)));
+        return _batchLeft > 0 || (_freeIdCount < _size && IsUsed(_desc + _usedPosition));
     }
 
     /// <inheritdoc/>
@@ -350,7 +357,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         _callsDisabled = true;
-        Volatile.Write(ref *(ushort*)(_driverEvent + 2), PackedFlags.EventDisable);
+        Volatile.Write(ref _driverEvent->Flags, PackedFlags.EventDisable);
     }
 
     /// <inheritdoc/>
@@ -378,11 +385,12 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _batchLeft = 0;
         _batchLastLength = 0;
         _callsDisabled = false;
+        _broken = BrokenReason.None;
 
         // 2.8.13: the descriptor ring is zero-initialized.
-        new Span<byte>(_desc, _size * PackedLayout.DescriptorBytes).Clear();
-        *(uint*)_driverEvent = 0;
-        *(uint*)_deviceEvent = 0;
+        new Span<PvirtqDesc>(_desc, _size).Clear();
+        *_driverEvent = default;
+        *_deviceEvent = default;
     }
 
     /// <summary>
@@ -390,7 +398,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// EVENT_IDX) when the window crossed the named descriptor, anything else (ENABLE, and the
     /// reserved or un-negotiated values, where a spare notification is the safe answer) always.
     /// </summary>
-    /// <param name="snapshot">The peer's event suppression structure read as one 32-bit word.</param>
+    /// <param name="snapshot">The peer's event suppression structure, read as one 32-bit word.</param>
     /// <param name="eventIndex">Whether VIRTIO_F_EVENT_IDX was negotiated.</param>
     /// <param name="position">Position just published.</param>
     /// <param name="wrap">Its wrap counter.</param>
@@ -398,32 +406,36 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <param name="size">Queue size.</param>
     /// <returns>True when the peer is to be notified.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool ShouldNotify(uint snapshot, bool eventIndex, int position, bool wrap, int advanced, int size)
+    internal static bool ShouldNotify(PvirtqEventSuppress snapshot, bool eventIndex, int position, bool wrap, int advanced, int size)
     {
-        var flags = (snapshot >> 16) & PackedFlags.EventFlagsMask;
+        var flags = snapshot.Flags & PackedFlags.EventFlagsMask;
         if (flags == PackedFlags.EventDisable)
         {
             return false;
         }
 
         return flags != PackedFlags.EventDesc || !eventIndex
-            || PackedEventIndex.NeedsNotification((ushort)snapshot, position, wrap, advanced, size);
+            || PackedEventIndex.NeedsNotification(snapshot.OffWrap, position, wrap, advanced, size);
     }
 
+    /// <summary>
+    /// Writes a descriptor's address, length and id, not its flags: the flags make it available
+    /// and are written apart (held back for the burst's first head, see <see cref="Expose"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WriteDescriptor(byte* d, ulong address, uint length, ushort id)
+    private static void WriteDescriptor(PvirtqDesc* d, ulong address, uint length, ushort id)
     {
-        *(ulong*)d = address;
-        *(uint*)(d + 8) = length;
-        *(ushort*)(d + 12) = id;
+        d->Addr = address;
+        d->Len = length;
+        d->Id = id;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool IsUsed(byte* d) => (Volatile.Read(ref *(ushort*)(d + 14)) & PackedFlags.AvailUsed) == _usedBits;
+    private bool IsUsed(PvirtqDesc* d) => (Volatile.Read(ref d->Flags) & PackedFlags.AvailUsed) == _usedBits;
 
     /// <summary>Writes a buffer's head flags, or holds them back when it opens a burst; moves the avail position.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Expose(byte* head, ushort flags, int descriptors)
+    private void Expose(PvirtqDesc* head, ushort flags, int descriptors)
     {
         if (_pendingBuffers == 0)
         {
@@ -433,7 +445,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         else
         {
             // Plain store: published by the release store of the burst's first head in Publish.
-            *(ushort*)(head + 14) = flags;
+            head->Flags = flags;
         }
 
         _pendingBuffers++;
@@ -500,5 +512,5 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <param name="Descriptors">Ring descriptors the buffer holds; 0 = not outstanding.</param>
     private record struct BufferRecord(uint WritableLength, ushort Descriptors);
 
-    private bool Break(BrokenReason reason) => Counters.Break(reason);
+    private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
 }

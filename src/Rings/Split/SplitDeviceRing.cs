@@ -13,9 +13,7 @@ namespace Rings.Split;
 public sealed unsafe class SplitDeviceRing : IDeviceRing
 {
     private readonly GuestMemory _memory;
-    private readonly byte* _desc;
-    private readonly byte* _avail;
-    private readonly byte* _used;
+    private readonly SplitRingMemory _ring;
     private readonly ushort _size;
     private readonly ushort _mask;
     private readonly bool _eventIndex;
@@ -31,15 +29,16 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     private ushort _publishedUsed;    // used.idx as last published
     private ushort _lastCallUsed;     // used.idx at the last call decision (EVENT_IDX "old")
     private bool _kicksDisabled;
+    private BrokenReason _broken;
 
     /// <summary>Creates the device side over a ring the driver laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table: ring parts and every buffer address are translated through it.</param>
-    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="areas">Guest-physical addresses of the descriptor table, avail ring and used ring.</param>
     /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public SplitDeviceRing(GuestMemory memory, SplitRingAddresses addresses, int size, RingFeatures features)
-        : this(memory, memory, addresses, size, features)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a split queue size.</exception>
+    public SplitDeviceRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features)
+        : this(memory, memory, areas, size, features)
     {
     }
 
@@ -49,38 +48,38 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// </summary>
     /// <param name="ringMemory">Table that translates the ring part addresses.</param>
     /// <param name="bufferMemory">Table that translates descriptor addresses.</param>
-    /// <param name="addresses">Addresses of the ring parts, in <paramref name="ringMemory"/>'s space.</param>
+    /// <param name="areas">Addresses of the descriptor table, avail ring and used ring, in <paramref name="ringMemory"/>'s space.</param>
     /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public SplitDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, SplitRingAddresses addresses, int size, RingFeatures features)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a split queue size.</exception>
+    public SplitDeviceRing(GuestMemory ringMemory, GuestMemory bufferMemory, RingAreas areas, int size, VirtioFeatures features)
     {
         ArgumentNullException.ThrowIfNull(bufferMemory);
-        var layout = new SplitLayout(size);
+        _ring = new SplitRingMemory(ringMemory, areas, RingFormat.Split.Layout(size));
         _memory = bufferMemory;
-        _desc = (byte*)RingPart.Translate(ringMemory, addresses.DescriptorTable, (ulong)layout.DescriptorTableBytes, 16, "descriptor table");
-        _avail = (byte*)RingPart.Translate(ringMemory, addresses.AvailRing, (ulong)layout.AvailBytes, 2, "avail ring");
-        _used = (byte*)RingPart.Translate(ringMemory, addresses.UsedRing, (ulong)layout.UsedBytes, 4, "used ring");
         _size = (ushort)size;
         _mask = (ushort)(size - 1);
         Features = features;
-        _eventIndex = (features & RingFeatures.EventIndex) != 0;
-        _indirectAllowed = (features & RingFeatures.IndirectDescriptors) != 0;
-        _inOrder = (features & RingFeatures.InOrder) != 0;
+        _eventIndex = (features & VirtioFeatures.EventIndex) != 0;
+        _indirectAllowed = (features & VirtioFeatures.IndirectDescriptors) != 0;
+        _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
         _visited = new uint[size];
         Counters = new QueueCounters();
         Restore(new RingPosition(0));
     }
 
-    /// <summary>The negotiated ring features.</summary>
-    public RingFeatures Features { get; }
+    /// <summary>The negotiated features the ring was made with.</summary>
+    public VirtioFeatures Features { get; }
 
     /// <inheritdoc/>
     public int Size => _size;
 
     /// <inheritdoc/>
-    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+    public bool IsBroken => _broken != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public BrokenReason BrokenReason => _broken;
 
     /// <inheritdoc/>
     public QueueCounters Counters { get; }
@@ -88,20 +87,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public RingPosition Position => new(_lastAvail);
 
-    private ref ushort AvailFlags => ref *(ushort*)_avail;
-
-    private ref ushort AvailIdx => ref *(ushort*)(_avail + 2);
-
-    private ref ushort UsedEvent => ref *(ushort*)(_avail + 4 + (2 * _size));
-
-    private ref ushort UsedFlags => ref *(ushort*)_used;
-
-    private ref ushort UsedIdx => ref *(ushort*)(_used + 2);
-
-    private ref ushort AvailEvent => ref *(ushort*)(_used + 4 + (8 * _size));
-
     /// <inheritdoc/>
-    public bool HasAvailable => !IsBroken && (_lastAvail != _cachedAvailIndex || Volatile.Read(ref AvailIdx) != _lastAvail);
+    public bool HasAvailable => !IsBroken && (_lastAvail != _cachedAvailIndex || Volatile.Read(ref _ring.Avail->Idx) != _lastAvail);
 
     /// <inheritdoc/>
     public void UndoPops(RingPosition before)
@@ -134,7 +121,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         if (_lastAvail == _cachedAvailIndex)
         {
             // Acquire: avail.ring entries and descriptors are read only after this index.
-            var index = Volatile.Read(ref AvailIdx);
+            var index = Volatile.Read(ref _ring.Avail->Idx);
             if (index == _lastAvail)
             {
                 return false;
@@ -149,7 +136,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             _cachedAvailIndex = index;
         }
 
-        var head = *(ushort*)(_avail + 4 + ((_lastAvail & _mask) * 2));
+        // Read once: the driver may rewrite the entry, and the check below must cover what is walked.
+        var head = _ring.AvailRing[_lastAvail & _mask];
         if (head >= _size)
         {
             return Break(BrokenReason.HeadOutOfRange);
@@ -171,10 +159,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {
-        // Plain stores: published by the release store of used.idx in PublishUsed.
-        var element = _used + 4 + ((_usedIndex & _mask) * 8);
-        *(uint*)element = token.Id;
-        *(uint*)(element + 4) = written;
+        // Plain store: published by the release store of used.idx in PublishUsed.
+        _ring.UsedRing[_usedIndex & _mask] = new VirtqUsedElem(token.Id, written);
         _usedIndex++;
         Counters.Packets++;
         Counters.Bytes += written;
@@ -193,9 +179,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
 
         // 2.7.9: one used element, at the offset of the batch's first avail entry, names the
         // batch's last buffer; used.idx then moves by the whole batch.
-        var element = _used + 4 + ((_usedIndex & _mask) * 8);
-        *(uint*)element = last.Id;
-        *(uint*)(element + 4) = written;
+        _ring.UsedRing[_usedIndex & _mask] = new VirtqUsedElem(last.Id, written);
         _usedIndex += (ushort)buffers;
         Counters.Packets += buffers;
         Counters.Bytes += written;
@@ -211,7 +195,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         }
 
         // Release: used elements become visible no later than the index that covers them (2.7.8).
-        Volatile.Write(ref UsedIdx, _usedIndex);
+        Volatile.Write(ref _ring.Used->Idx, _usedIndex);
         _publishedUsed = _usedIndex;
         Counters.RecordBurst(pending);
     }
@@ -232,8 +216,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         // or the driver may re-check before our publish while we read its stale request.
         Interlocked.MemoryBarrier();
         bool call = _eventIndex
-            ? EventIndex.NeedsNotification(Volatile.Read(ref UsedEvent), newIndex, oldIndex)
-            : (Volatile.Read(ref AvailFlags) & SplitFlags.AvailNoInterrupt) == 0;
+            ? EventIndex.NeedsNotification(Volatile.Read(ref *_ring.UsedEvent), newIndex, oldIndex)
+            : (Volatile.Read(ref _ring.Avail->Flags) & SplitFlags.AvailNoInterrupt) == 0;
         Counters.RecordNotification(call);
         return call;
     }
@@ -245,17 +229,17 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         if (_eventIndex)
         {
             // 2.7.10: ask for a kick once the driver publishes past what we have read.
-            Volatile.Write(ref AvailEvent, _lastAvail);
+            Volatile.Write(ref *_ring.AvailEvent, _lastAvail);
         }
         else
         {
-            Volatile.Write(ref UsedFlags, 0);
+            Volatile.Write(ref _ring.Used->Flags, 0);
         }
 
         // Store-load: the request must be visible before we re-read avail.idx, or the driver may
         // publish, read our stale request, skip the kick, and we sleep on a non-empty ring.
         Interlocked.MemoryBarrier();
-        return Volatile.Read(ref AvailIdx) != _lastAvail;
+        return Volatile.Read(ref _ring.Avail->Idx) != _lastAvail;
     }
 
     /// <inheritdoc/>
@@ -269,7 +253,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         _kicksDisabled = true;
         if (!_eventIndex)
         {
-            Volatile.Write(ref UsedFlags, SplitFlags.UsedNoNotify);
+            Volatile.Write(ref _ring.Used->Flags, SplitFlags.UsedNoNotify);
         }
 
         // Under EVENT_IDX nothing is written: avail_event stays behind the driver, so its next
@@ -282,9 +266,9 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         _lastAvail = _cachedAvailIndex = position.AvailIndex;
 
         // The used index lives in ring memory (vhost-user passes only the avail position).
-        _usedIndex = _publishedUsed = _lastCallUsed = Volatile.Read(ref UsedIdx);
+        _usedIndex = _publishedUsed = _lastCallUsed = Volatile.Read(ref _ring.Used->Idx);
         _kicksDisabled = false;
-        Counters.BrokenReason = BrokenReason.None;
+        _broken = BrokenReason.None;
     }
 
     private BrokenReason Walk(ushort head, out int count, out int readable, out ulong readBytes, out ulong writeBytes, out ushort descriptors)
@@ -307,12 +291,10 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
 
             _visited[index] = stamp;
             descriptors++;
-            var d = _desc + (index * 16);
-            var address = *(ulong*)d;
-            var length = *(uint*)(d + 8);
-            var flags = *(ushort*)(d + 12);
-            var next = *(ushort*)(d + 14);
-
+            // The descriptor read once into a local (ordered after the acquire of avail.idx): the
+            // driver may rewrite it, and every check and use below is of this one copy.
+            var d = _ring.Descriptors[index];
+            var flags = d.Flags;
             if ((flags & SplitFlags.DescIndirect) != 0)
             {
                 if (!_indirectAllowed)
@@ -325,7 +307,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                     return BrokenReason.IndirectWithNext;
                 }
 
-                return WalkIndirect(address, length, ref total, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+                return WalkIndirect(d.Addr, d.Len, ref total, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
             }
 
             if (++total > _size)
@@ -333,7 +315,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 return BrokenReason.ChainTooLong;
             }
 
-            var r = AddSegment(address, length, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            var r = AddSegment(d.Addr, d.Len, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
             if (r != BrokenReason.None)
             {
                 return r;
@@ -344,12 +326,12 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 return BrokenReason.None;
             }
 
-            if (next >= _size)
+            if (d.Next >= _size)
             {
                 return BrokenReason.NextOutOfRange;
             }
 
-            index = next;
+            index = d.Next;
         }
     }
 
@@ -361,7 +343,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             return BrokenReason.IndirectTableMisaligned;
         }
 
-        var entries = tableLength / 16;
+        var entries = tableLength / RingLayout.DescriptorBytes;
         if (entries + (uint)total > _size)
         {
             return BrokenReason.ChainTooLong;
@@ -372,7 +354,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             return BrokenReason.AddressOutOfRange;
         }
 
-        var table = (byte*)host;
+        var table = (VirtqDesc*)host;
         uint index = 0;
         for (uint steps = 0; ; steps++)
         {
@@ -382,18 +364,16 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 return BrokenReason.ChainLoop;
             }
 
-            var d = table + (index * 16);
-            var address = *(ulong*)d;
-            var length = *(uint*)(d + 8);
-            var flags = *(ushort*)(d + 12);
-            var next = *(ushort*)(d + 14);
+            // Read once into a local, as in Walk.
+            var d = table[index];
+            var flags = d.Flags;
             if ((flags & SplitFlags.DescIndirect) != 0)
             {
                 return BrokenReason.NestedIndirect;
             }
 
             total++;
-            var r = AddSegment(address, length, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
+            var r = AddSegment(d.Addr, d.Len, (flags & SplitFlags.DescWrite) != 0, ref count, ref readable, ref readBytes, ref writeBytes, ref seenWritable);
             if (r != BrokenReason.None)
             {
                 return r;
@@ -404,12 +384,12 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 return BrokenReason.None;
             }
 
-            if (next >= entries)
+            if (d.Next >= entries)
             {
                 return BrokenReason.NextOutOfRange;
             }
 
-            index = next;
+            index = d.Next;
         }
     }
 
@@ -428,5 +408,5 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         return _stamp;
     }
 
-    private bool Break(BrokenReason reason) => Counters.Break(reason);
+    private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
 }

@@ -13,10 +13,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 {
     private const ushort NoDescriptor = 0xFFFF;
 
-    private readonly byte* _desc;
-    private readonly byte* _avail;
-    private readonly byte* _used;
-    private readonly byte* _indirect;
+    private readonly SplitRingMemory _ring;
+    private readonly VirtqDesc* _indirect;
     private readonly ulong _indirectAddress;
     private readonly int _indirectEntries;
     private readonly ushort _size;
@@ -43,30 +41,28 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     private ushort _lastUsed;         // next used element to take
     private ushort _cachedUsedIndex;  // used.idx as last read: one read of the device's line per burst
     private bool _callsDisabled;
+    private BrokenReason _broken;
 
     /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
-    /// <param name="addresses">Guest-physical addresses of the ring parts.</param>
+    /// <param name="areas">Guest-physical addresses of the descriptor table, avail ring and used ring.</param>
     /// <param name="size">Queue size, a power of two from 1 to 32768.</param>
-    /// <param name="features">Negotiated ring features.</param>
-    /// <param name="indirect">Where indirect tables live; needed for <see cref="RingFeatures.IndirectDescriptors"/> to be used.</param>
-    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table.</exception>
-    public SplitDriverRing(GuestMemory memory, SplitRingAddresses addresses, int size, RingFeatures features, IndirectArea? indirect = null)
+    /// <param name="features">Negotiated features; the ring uses INDIRECT_DESC, EVENT_IDX and IN_ORDER.</param>
+    /// <param name="indirect">Where indirect tables live; needed for <see cref="VirtioFeatures.IndirectDescriptors"/> to be used.</param>
+    /// <exception cref="ArgumentException">A part is misaligned or outside the memory table, or the size is not a split queue size.</exception>
+    public SplitDriverRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features, IndirectArea? indirect = null)
     {
-        var layout = new SplitLayout(size);
-        _desc = (byte*)RingPart.Translate(memory, addresses.DescriptorTable, (ulong)layout.DescriptorTableBytes, 16, "descriptor table");
-        _avail = (byte*)RingPart.Translate(memory, addresses.AvailRing, (ulong)layout.AvailBytes, 2, "avail ring");
-        _used = (byte*)RingPart.Translate(memory, addresses.UsedRing, (ulong)layout.UsedBytes, 4, "used ring");
+        _ring = new SplitRingMemory(memory, areas, RingFormat.Split.Layout(size));
         _size = (ushort)size;
         _mask = (ushort)(size - 1);
         Features = features;
-        _eventIndex = (features & RingFeatures.EventIndex) != 0;
-        _inOrder = (features & RingFeatures.InOrder) != 0;
-        if (indirect is { } area && (features & RingFeatures.IndirectDescriptors) != 0)
+        _eventIndex = (features & VirtioFeatures.EventIndex) != 0;
+        _inOrder = (features & VirtioFeatures.InOrder) != 0;
+        if (indirect is { } area && (features & VirtioFeatures.IndirectDescriptors) != 0)
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
             ArgumentOutOfRangeException.ThrowIfGreaterThan(area.EntriesPerTable, size, nameof(indirect));
-            _indirect = (byte*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
+            _indirect = (VirtqDesc*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
             _indirectAddress = area.Address;
             _indirectEntries = area.EntriesPerTable;
             _useIndirect = true;
@@ -84,8 +80,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         Reset();
     }
 
-    /// <summary>The negotiated ring features.</summary>
-    public RingFeatures Features { get; }
+    /// <summary>The negotiated features the ring was made with.</summary>
+    public VirtioFeatures Features { get; }
 
     /// <inheritdoc/>
     public int Size => _size;
@@ -97,22 +93,13 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     public int Outstanding => _outstanding;
 
     /// <inheritdoc/>
-    public bool IsBroken => Counters.BrokenReason != BrokenReason.None;
+    public bool IsBroken => _broken != BrokenReason.None;
+
+    /// <inheritdoc/>
+    public BrokenReason BrokenReason => _broken;
 
     /// <inheritdoc/>
     public QueueCounters Counters { get; }
-
-    private ref ushort AvailFlags => ref *(ushort*)_avail;
-
-    private ref ushort AvailIdx => ref *(ushort*)(_avail + 2);
-
-    private ref ushort UsedEvent => ref *(ushort*)(_avail + 4 + (2 * _size));
-
-    private ref ushort UsedFlags => ref *(ushort*)_used;
-
-    private ref ushort UsedIdx => ref *(ushort*)(_used + 2);
-
-    private ref ushort AvailEvent => ref *(ushort*)(_used + 4 + (8 * _size));
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -127,7 +114,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var head = _freeHead;
         _freeHead = _nextFree[head];
         _freeCount--;
-        WriteDescriptor(_desc + (head * 16), segment.Address, segment.Length, deviceWritable ? SplitFlags.DescWrite : (ushort)0, 0);
+        // Plain stores: published by the release store of avail.idx in Publish.
+        _ring.Descriptors[head] = new VirtqDesc(segment.Address, segment.Length, deviceWritable ? SplitFlags.DescWrite : (ushort)0, 0);
         _chainLength[head] = 1;
         _writableLength[head] = deviceWritable ? segment.Length : 0;
         Expose(head, deviceWritable ? 0 : segment.Length);
@@ -169,17 +157,17 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             _freeCount--;
 
             // 2.7.5.3.1: the table is a chain of its own, indices relative to the table.
-            var table = _indirect + ((ulong)head * (ulong)_indirectEntries * 16);
+            var table = _indirect + ((ulong)head * (ulong)_indirectEntries);
             for (var i = 0; i < total; i++)
             {
                 var w = i >= readable.Length;
                 var s = w ? writable[i - readable.Length] : readable[i];
                 var flags = (ushort)((w ? SplitFlags.DescWrite : 0) | (i + 1 < total ? SplitFlags.DescNext : 0));
-                WriteDescriptor(table + (i * 16), s.Address, s.Length, flags, (ushort)(i + 1 < total ? i + 1 : 0));
+                table[i] = new VirtqDesc(s.Address, s.Length, flags, (ushort)(i + 1 < total ? i + 1 : 0));
             }
 
-            var tableAddress = _indirectAddress + ((ulong)head * (ulong)_indirectEntries * 16);
-            WriteDescriptor(_desc + (head * 16), tableAddress, (uint)(total * 16), SplitFlags.DescIndirect, 0);
+            var tableAddress = _indirectAddress + ((ulong)head * (ulong)_indirectEntries * RingLayout.DescriptorBytes);
+            _ring.Descriptors[head] = new VirtqDesc(tableAddress, (uint)(total * RingLayout.DescriptorBytes), SplitFlags.DescIndirect, 0);
             _chainLength[head] = 1;
             _writableLength[head] = writeBytes;
             Expose(head, readBytes);
@@ -201,7 +189,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             var next = _nextFree[current];
             var last = i + 1 == total;
             var flags = (ushort)((w ? SplitFlags.DescWrite : 0) | (last ? 0 : SplitFlags.DescNext));
-            WriteDescriptor(_desc + (current * 16), s.Address, s.Length, flags, last ? (ushort)0 : next);
+            _ring.Descriptors[current] = new VirtqDesc(s.Address, s.Length, flags, last ? (ushort)0 : next);
             if (last)
             {
                 _freeHead = next;
@@ -231,7 +219,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 
         // Release: the descriptors and avail.ring entries written above become visible no later
         // than the index that covers them (2.7.13, "the driver performs a suitable memory barrier").
-        Volatile.Write(ref AvailIdx, _availIndex);
+        Volatile.Write(ref _ring.Avail->Idx, _availIndex);
         _publishedAvail = _availIndex;
         Counters.RecordBurst(pending);
     }
@@ -252,8 +240,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         // avail_event/flags, or both sides can decide the other will act (2.7.10).
         Interlocked.MemoryBarrier();
         bool kick = _eventIndex
-            ? EventIndex.NeedsNotification(Volatile.Read(ref AvailEvent), newIndex, oldIndex)
-            : (Volatile.Read(ref UsedFlags) & SplitFlags.UsedNoNotify) == 0;
+            ? EventIndex.NeedsNotification(Volatile.Read(ref *_ring.AvailEvent), newIndex, oldIndex)
+            : (Volatile.Read(ref _ring.Used->Flags) & SplitFlags.UsedNoNotify) == 0;
         Counters.RecordNotification(kick);
         return kick;
     }
@@ -278,7 +266,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         if (_lastUsed == _cachedUsedIndex)
         {
             // Acquire: the used elements are read only after the index that covers them.
-            var index = Volatile.Read(ref UsedIdx);
+            var index = Volatile.Read(ref _ring.Used->Idx);
             if (index == _lastUsed)
             {
                 return false;
@@ -293,10 +281,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             _cachedUsedIndex = index;
         }
 
-        // Each field read once into a local: the device may change it under us.
-        var element = _used + 4 + ((_lastUsed & _mask) * 8);
-        var id = *(uint*)element;
-        var length = *(uint*)(element + 4);
+        // The element read once into a local (ordered after the acquire of used.idx above): the
+        // device may change it under us, and every check below is of this one copy.
+        var element = _ring.UsedRing[_lastUsed & _mask];
+        var id = element.Id;
+        var length = element.Len;
         if (id >= _size || _chainLength[id] == 0)
         {
             return Break(BrokenReason.UsedIdNotOutstanding);
@@ -337,17 +326,17 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         if (_eventIndex)
         {
             // 2.7.7.2: ask for a call once the device moves past what we have taken.
-            Volatile.Write(ref UsedEvent, _lastUsed);
+            Volatile.Write(ref *_ring.UsedEvent, _lastUsed);
         }
         else
         {
-            Volatile.Write(ref AvailFlags, 0);
+            Volatile.Write(ref _ring.Avail->Flags, 0);
         }
 
         // Store-load: the request must be visible before we look at used.idx again, or the
         // device may publish and skip the call while we go to sleep on an empty-looking ring.
         Interlocked.MemoryBarrier();
-        return _batchLeft > 0 || Volatile.Read(ref UsedIdx) != _lastUsed;
+        return _batchLeft > 0 || Volatile.Read(ref _ring.Used->Idx) != _lastUsed;
     }
 
     /// <inheritdoc/>
@@ -362,11 +351,11 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         if (_eventIndex)
         {
             // Move used_event half the index space away so no publish crosses it (a hint only; 2.7.7.2).
-            Volatile.Write(ref UsedEvent, (ushort)(_lastUsed + 0x8000));
+            Volatile.Write(ref *_ring.UsedEvent, (ushort)(_lastUsed + 0x8000));
         }
         else
         {
-            Volatile.Write(ref AvailFlags, SplitFlags.AvailNoInterrupt);
+            Volatile.Write(ref _ring.Avail->Flags, SplitFlags.AvailNoInterrupt);
         }
     }
 
@@ -390,10 +379,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _availIndex = _publishedAvail = _lastKickAvail = 0;
         _lastUsed = _cachedUsedIndex = 0;
         _callsDisabled = false;
-        Counters.BrokenReason = BrokenReason.None;
-        new Span<byte>(_desc, _size * 16).Clear();
-        new Span<byte>(_avail, 6 + (2 * _size)).Clear();
-        new Span<byte>(_used, 6 + (8 * _size)).Clear();
+        _broken = BrokenReason.None;
+        _ring.Clear(_size);
     }
 
     /// <summary>
@@ -410,29 +397,20 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 
         _availIndex = _publishedAvail = _lastKickAvail = index;
         _lastUsed = _cachedUsedIndex = index;
-        Volatile.Write(ref UsedIdx, index);
-        Volatile.Write(ref AvailIdx, index);
+        Volatile.Write(ref _ring.Used->Idx, index);
+        Volatile.Write(ref _ring.Avail->Idx, index);
         if (_eventIndex)
         {
-            UsedEvent = index;
-            AvailEvent = index;
+            *_ring.UsedEvent = index;
+            *_ring.AvailEvent = index;
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WriteDescriptor(byte* d, ulong address, uint length, ushort flags, ushort next)
-    {
-        *(ulong*)d = address;
-        *(uint*)(d + 8) = length;
-        *(ushort*)(d + 12) = flags;
-        *(ushort*)(d + 14) = next;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Expose(ushort head, ulong readBytes)
     {
         // Plain store: published by the release store of avail.idx in Publish.
-        *(ushort*)(_avail + 4 + ((_availIndex & _mask) * 2)) = head;
+        _ring.AvailRing[_availIndex & _mask] = head;
         _availIndex++;
         _outstanding++;
         if (_inOrder)
@@ -496,5 +474,5 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         return true;
     }
 
-    private bool Break(BrokenReason reason) => Counters.Break(reason);
+    private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
 }

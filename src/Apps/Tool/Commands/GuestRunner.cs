@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
-using Rings.Split;
 using Rings.Testing.Traffic;
 
 namespace Rings.Tool.Commands;
@@ -13,13 +12,12 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static class GuestRunner
 {
+    /// <param name="Ring">The ring format to ask for.</param>
+    /// <param name="Features">The optional features to ask for (VERSION_1, MAC and the format's bit are added).</param>
     public sealed record Options(
         string Socket,
-        bool Packed,
-        bool EventIdx,
-        bool InOrder,
-        bool Mergeable,
-        bool Indirect,
+        RingFormat Ring,
+        VirtioFeatures Features,
         int QueueSize,
         int Burst,
         int FrameSize,
@@ -34,9 +32,9 @@ internal static class GuestRunner
     {
         public string? Validate()
         {
-            if (QueueSize < 1 || QueueSize > 32768 || (!Packed && !SplitLayout.IsValidSize(QueueSize)))
+            if (!Ring.IsValidSize(QueueSize))
             {
-                return Packed ? "--queue-size must be 1..32768" : "--queue-size must be a power of two from 1 to 32768 for split rings";
+                return $"--queue-size must be {Ring.SizeRule} for {Ring} rings";
             }
 
             if (Burst < 1 || Burst > QueueSize)
@@ -102,12 +100,13 @@ internal static class GuestRunner
                 _ => o.Window,
             };
             var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
-            var negotiated = $"features 0x{frontend.Features:x}: ring {(o.Packed ? "packed" : "split")}, EVENT_IDX {OnOff(frontend.Features & FeatureBits.EventIndex)}, IN_ORDER {OnOff(frontend.Features & FeatureBits.InOrder)}, MRG_RXBUF {OnOff(frontend.Features & FeatureBits.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(frontend.Features & FeatureBits.IndirectDescriptors)}";
+            var f = frontend.Features;
+            var negotiated = $"features 0x{(ulong)f:x}: ring {RingFormat.Of(f)}, EVENT_IDX {OnOff(f, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(f, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(f, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(f, VirtioFeatures.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
 
             return (tx.Ring, rx.Ring) switch
             {
-                (SplitDriverRing t, SplitDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
+                (Rings.Split.SplitDriverRing t, Rings.Split.SplitDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
                 (Rings.Packed.PackedDriverRing t, Rings.Packed.PackedDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
                 (IDriverRing t, IDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
                 _ => Fail(error, "the rings were not set up"),
@@ -118,13 +117,6 @@ internal static class GuestRunner
     /// <summary>Creates the memory and connects to the back-end with the options' features; null (after saying why) on failure.</summary>
     internal static VhostUserFrontend? Connect(Options o, TextWriter error)
     {
-        var features = FeatureBits.Version1 | FeatureBits.NetMac;
-        features |= o.EventIdx ? FeatureBits.EventIndex : 0;
-        features |= o.InOrder ? FeatureBits.InOrder : 0;
-        features |= o.Mergeable ? FeatureBits.NetMergeRxBuffers : 0;
-        features |= o.Indirect ? FeatureBits.IndirectDescriptors : 0;
-        features |= o.Packed ? FeatureBits.RingPacked : 0;
-
         try
         {
             return VhostUserFrontend.Connect(new VhostUserFrontendOptions
@@ -132,8 +124,7 @@ internal static class GuestRunner
                 SocketPath = o.Socket,
                 MemoryBytes = (ulong)o.MemoryMiB << 20,
                 QueueSize = o.QueueSize,
-                Features = features,
-                Packed = o.Packed,
+                Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
             });
         }
         catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.Net.Sockets.SocketException)
@@ -146,7 +137,7 @@ internal static class GuestRunner
     /// <summary>Lays the transmit and receive buffers out after the rings; null (after saying why) when the memory is too small.</summary>
     internal static (BufferSlab Tx, BufferSlab Rx, bool Mergeable)? CreateSlabs(VhostUserFrontend frontend, Options o, TextWriter error)
     {
-        var mergeable = (frontend.Features & FeatureBits.NetMergeRxBuffers) != 0;
+        var mergeable = (frontend.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
         var txBuffer = Align(VirtioNetHeader.Size + o.FrameSize, 64);
         var rxBuffer = mergeable ? 2048 : Align(VirtioNetHeader.Size + Math.Max(o.FrameSize, 1514), 64);
         var needed = BufferSlab.BytesFor(o.QueueSize, txBuffer) + BufferSlab.BytesFor(o.QueueSize, rxBuffer);
@@ -214,14 +205,14 @@ internal static class GuestRunner
         string? broken = null;
         if (txRing.IsBroken || rxRing.IsBroken)
         {
-            broken = $"tx {txRing.Counters.BrokenReason}, rx {rxRing.Counters.BrokenReason} (device needs reset)";
+            broken = $"tx {txRing.BrokenReason}, rx {rxRing.BrokenReason} (device needs reset)";
         }
 
         var report = new RunReport
         {
-            Ring = o.Packed ? "packed" : "split",
-            EventIdx = (frontend.Features & FeatureBits.EventIndex) != 0,
-            InOrder = (frontend.Features & FeatureBits.InOrder) != 0,
+            Ring = RingFormat.Of(frontend.Features).Name,
+            EventIdx = (frontend.Features & VirtioFeatures.EventIndex) != 0,
+            InOrder = (frontend.Features & VirtioFeatures.InOrder) != 0,
             FrameSize = o.FrameSize,
             Burst = o.Burst,
             Wait = o.Wait.ToString().ToLowerInvariant(),
@@ -255,7 +246,7 @@ internal static class GuestRunner
         return 1;
     }
 
-    private static string OnOff(ulong bit) => bit != 0 ? "on" : "off";
+    private static string OnOff(VirtioFeatures negotiated, VirtioFeatures feature) => (negotiated & feature) != 0 ? "on" : "off";
 
     private static int Align(int value, int alignment) => (value + alignment - 1) / alignment * alignment;
 }

@@ -225,7 +225,7 @@ internal sealed class HostRunner
 
     private void StartWorker(object source, VhostQueue tx, object destination, VhostQueue rx)
     {
-        var mergeable = (rx.Features & FeatureBits.NetMergeRxBuffers) != 0;
+        var mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
         IDoorbell txKick = tx.Kick is null ? NullDoorbell.Instance : tx.Kick;
         IDoorbell txCall = tx.Call is null ? NullDoorbell.Instance : tx.Call;
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
@@ -244,7 +244,7 @@ internal sealed class HostRunner
             _ => Create(tx.Ring, rx.Ring),
         };
         _workers.Add(worker);
-        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}, features 0x{tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
+        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
 
         Worker Create<TTx, TRx>(TTx t, TRx r)
             where TTx : IDeviceRing
@@ -295,7 +295,7 @@ internal sealed class HostRunner
         })
         { Name = "hostile vhost-net worker", IsBackground = true };
         thread.Start();
-        _output.WriteLine($"rings host: misbehaving ({kind}) after {HostileDevice.HonestFrames} honest frames: ring {(tx.IsPacked ? "packed" : "split")}, size {tx.Ring.Size}");
+        _output.WriteLine($"rings host: misbehaving ({kind}) after {HostileDevice.HonestFrames} honest frames: ring {tx.Format}, size {tx.Ring.Size}");
         return new Worker
         {
             Source = source,
@@ -337,7 +337,7 @@ internal sealed class HostRunner
         var calls = rx.NotificationsSent + tx.NotificationsSent;
         var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed;
         var perFrame = frames > 0 ? (double)calls / frames : 0;
-        var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {tx.BrokenReason}, rx {rx.BrokenReason}" : null;
+        var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {w.Tx.BrokenReason}, rx {w.Rx.BrokenReason}" : null;
         _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{w.Note?.Invoke()}{(broken is null ? string.Empty : $", broken: {broken}")}");
         if (_o.Stats is { } path)
         {

@@ -24,9 +24,9 @@ internal static class InProcessLoopback
                 return "--seconds must be between 0 and 86400";
             }
 
-            if (!SplitLayout.IsValidSize(QueueSize))
+            if (!RingFormat.Split.IsValidSize(QueueSize))
             {
-                return "--queue-size must be a power of two from 1 to 32768";
+                return $"--queue-size must be {RingFormat.Split.SizeRule}";
             }
 
             if (Burst < 1 || Burst > QueueSize)
@@ -45,12 +45,12 @@ internal static class InProcessLoopback
 
     public static int Run(Options o, TextWriter output)
     {
-        var layout = new SplitLayout(o.QueueSize);
+        var layout = RingFormat.Split.Layout(o.QueueSize);
         var slot = (o.FrameSize + 63) & ~63;
         var buffersOffset = (ulong)layout.TotalBytes;
         using var region = new NativeRegion(buffersOffset + ((ulong)slot * (ulong)o.QueueSize), GuestBase);
         var memory = new GuestMemory(region.Region);
-        var features = o.EventIndex ? RingFeatures.EventIndex : RingFeatures.None;
+        var features = o.EventIndex ? VirtioFeatures.EventIndex : VirtioFeatures.None;
         var addresses = layout.At(GuestBase);
         var driver = new SplitDriverRing(memory, addresses, o.QueueSize, features);
         var device = new SplitDeviceRing(memory, addresses, o.QueueSize, features);
@@ -202,7 +202,7 @@ internal static class InProcessLoopback
         {
             Thread.Sleep(TimeSpan.FromSeconds(Math.Min(1, Math.Max(0.01, o.Seconds - clock.Elapsed.TotalSeconds))));
             var now = clock.Elapsed.TotalSeconds;
-            var packets = Volatile.Read(ref device.Counters.Packets);
+            var packets = device.Counters.Packets;
             output.WriteLine($"  {now,6:0.0} s  {(packets - lastPackets) / (now - lastTime) / 1e6,8:0.000} Mpps");
             lastPackets = packets;
             lastTime = now;
@@ -231,7 +231,7 @@ internal static class InProcessLoopback
         output.WriteLine($"  gen0 collections   {gcAfter - gcBefore,14:N0}");
         if (driver.IsBroken || device.IsBroken)
         {
-            output.WriteLine($"  broken             driver {d.BrokenReason}, device {v.BrokenReason}");
+            output.WriteLine($"  broken             driver {driver.BrokenReason}, device {device.BrokenReason}");
             return 1;
         }
 

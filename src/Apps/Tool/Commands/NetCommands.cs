@@ -26,10 +26,33 @@ internal static class NetCommands
         return option;
     }
 
+    /// <summary><c>--ring split|packed</c>, parsed into a <see cref="RingFormat"/> (its ToString gives the argument back).</summary>
+    private static Option<RingFormat> RingOption()
+    {
+        var option = new Option<RingFormat>("--ring")
+        {
+            Description = "Ring format: split or packed.",
+            DefaultValueFactory = _ => RingFormat.Split,
+            CustomParser = r =>
+            {
+                var token = r.Tokens.Count == 1 ? r.Tokens[0].Value : string.Empty;
+                if (RingFormat.TryParse(token, out var format))
+                {
+                    return format;
+                }
+
+                r.AddError($"--ring must be one of: {string.Join(", ", RingFormat.All)} (got '{token}')");
+                return default;
+            },
+        };
+        option.CompletionSources.Add(RingFormat.All.Select(f => f.Name).ToArray());
+        return option;
+    }
+
     /// <summary>The guest's traffic and feature options, reusable by the loopback command.</summary>
     internal sealed class GuestOptions
     {
-        public Option<string> Ring { get; } = new Option<string>("--ring") { Description = "Ring format: split or packed.", DefaultValueFactory = _ => "split" }.AcceptOnly("split", "packed");
+        public Option<RingFormat> Ring { get; } = RingOption();
         public Option<string> EventIdx { get; } = new Option<string>("--event-idx") { Description = "Negotiate VIRTIO_F_EVENT_IDX (notification suppression by event index): on or off.", DefaultValueFactory = _ => "on" }.AcceptOnly("on", "off");
         public Option<string> InOrder { get; } = new Option<string>("--in-order") { Description = "Negotiate VIRTIO_F_IN_ORDER: on or off.", DefaultValueFactory = _ => "off" }.AcceptOnly("on", "off");
         public Option<string> Mergeable { get; } = new Option<string>("--mrg-rxbuf") { Description = "Negotiate VIRTIO_NET_F_MRG_RXBUF (frames spanning several receive buffers): on or off.", DefaultValueFactory = _ => "on" }.AcceptOnly("on", "off");
@@ -56,11 +79,11 @@ internal static class NetCommands
 
         public GuestRunner.Options Read(ParseResult r, string socket) => new(
             socket,
-            r.GetValue(Ring) == "packed",
-            r.GetValue(EventIdx) == "on",
-            r.GetValue(InOrder) == "on",
-            r.GetValue(Mergeable) == "on",
-            r.GetValue(Indirect) == "on",
+            r.GetValue(Ring),
+            (r.GetValue(EventIdx) == "on" ? VirtioFeatures.EventIndex : VirtioFeatures.None)
+                | (r.GetValue(InOrder) == "on" ? VirtioFeatures.InOrder : VirtioFeatures.None)
+                | (r.GetValue(Mergeable) == "on" ? VirtioFeatures.NetMergeRxBuffers : VirtioFeatures.None)
+                | (r.GetValue(Indirect) == "on" ? VirtioFeatures.IndirectDescriptors : VirtioFeatures.None),
             r.GetValue(QueueSize),
             r.GetValue(Burst),
             r.GetValue(FrameSize),

@@ -68,12 +68,8 @@ internal sealed class HostileDevice
     /// <summary>Wraps the back-end's ring factories so every device ring's setup is remembered.</summary>
     public static void Configure(VhostUserBackendOptions options)
     {
-        var split = options.SplitRingFactory;
-        options.SplitRingFactory = (in DeviceRingSetup s) => Remember(split(s), s);
-        if (options.PackedRingFactory is { } packed)
-        {
-            options.PackedRingFactory = (in DeviceRingSetup s) => Remember(packed(s), s);
-        }
+        var create = options.RingFactory;
+        options.RingFactory = (in DeviceRingSetup s) => Remember(create(s), s);
     }
 
     public void Stop()

@@ -35,7 +35,7 @@ internal static class HostileGuest
     /// <summary>Runs one kind of misbehaviour against the back-end at <c>o.Socket</c>.</summary>
     public static int Run(GuestRunner.Options o, string kind, TextWriter output, TextWriter error)
     {
-        if (kind == "loop" && o.Packed)
+        if (kind == "loop" && o.Ring != RingFormat.Split)
         {
             error.WriteLine("rings guest: --misbehave loop needs a split ring: packed chains run forward through the ring and cannot loop");
             return 2;
@@ -54,7 +54,7 @@ internal static class HostileGuest
                 return 2;
             }
 
-            output.WriteLine($"rings guest: connected to {o.Socket}, ring {(o.Packed ? "packed" : "split")}, misbehaving: {kind}");
+            output.WriteLine($"rings guest: connected to {o.Socket}, ring {o.Ring}, misbehaving: {kind}");
             var h = new Attack(frontend, o, slabs.Tx, slabs.Rx, slabs.Mergeable, output);
             var ok = kind switch
             {
@@ -110,9 +110,9 @@ internal static class HostileGuest
             var areas = new List<(ulong Address, ulong Bytes)>();
             foreach (var q in _frontend.Queues)
             {
-                var bytes = RingFormats.AreaBytes(q.IsPacked, q.Size);
-                areas.Add((q.GuestAreas.DescriptorArea, bytes.Descriptor));
-                areas.Add((q.GuestAreas.DriverArea, bytes.Driver));
+                var layout = q.Format.Layout(q.Size);
+                areas.Add((q.GuestAreas.DescriptorArea, (ulong)layout.DescriptorAreaBytes));
+                areas.Add((q.GuestAreas.DriverArea, (ulong)layout.DriverAreaBytes));
             }
 
             StartTraffic(30);
@@ -351,7 +351,7 @@ internal static class HostileGuest
             var avail = _frontend.GuestSpan(q.GuestAreas.DriverArea, 4 + (2 * q.Size));
             var index = BinaryPrimitives.ReadUInt16LittleEndian(avail[2..]);
             var head = (ushort)random.Next(q.Size);
-            random.NextBytes(_frontend.GuestSpan(q.GuestAreas.DescriptorArea + ((ulong)head * SplitLayout.DescriptorBytes), SplitLayout.DescriptorBytes));
+            random.NextBytes(_frontend.GuestSpan(q.GuestAreas.DescriptorArea + ((ulong)head * RingLayout.DescriptorBytes), RingLayout.DescriptorBytes));
             BinaryPrimitives.WriteUInt16LittleEndian(avail[(4 + (2 * (index % q.Size)))..], head);
 
             // The entry before the index that publishes it (2.7.13), as a driver would.
@@ -361,7 +361,7 @@ internal static class HostileGuest
 
         private void Link(ushort from, ushort to)
         {
-            var d = _frontend.GuestSpan(_tx.GuestAreas.DescriptorArea + ((ulong)from * SplitLayout.DescriptorBytes), SplitLayout.DescriptorBytes);
+            var d = _frontend.GuestSpan(_tx.GuestAreas.DescriptorArea + ((ulong)from * RingLayout.DescriptorBytes), RingLayout.DescriptorBytes);
             BinaryPrimitives.WriteUInt16LittleEndian(d[12..], 1); // VIRTQ_DESC_F_NEXT, device-readable
             BinaryPrimitives.WriteUInt16LittleEndian(d[14..], to);
         }
@@ -445,7 +445,7 @@ internal static class HostileGuest
             var f = _figures;
             if (f is not null)
             {
-                _output.WriteLine($"traffic: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost:N0}, bad {f.Corrupted:N0}{(_tx.Ring!.IsBroken || _rx.Ring!.IsBroken ? $", own rings broken: tx {_tx.Ring.Counters.BrokenReason}, rx {_rx.Ring!.Counters.BrokenReason}" : string.Empty)}");
+                _output.WriteLine($"traffic: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost:N0}, bad {f.Corrupted:N0}{(_tx.Ring!.IsBroken || _rx.Ring!.IsBroken ? $", own rings broken: tx {_tx.Ring.BrokenReason}, rx {_rx.Ring!.BrokenReason}" : string.Empty)}");
             }
 
             if (_failure is not null)
