@@ -25,7 +25,7 @@ public interface IRingFormat
     /// Lays out a ring in <paramref name="memory"/> and returns its driver and device sides,
     /// both positioned at <see cref="RingSetup.Start"/>, as after a device restore.
     /// </summary>
-    RingPair Create(GuardedMemory memory, RingSetup setup);
+    RingSides Create(GuardedMemory memory, RingSetup setup);
 
     /// <summary>Ring descriptors a buffer of <paramref name="segments"/> segments occupies.</summary>
     int DescriptorsFor(int segments, RingSetup setup);
@@ -56,13 +56,13 @@ public readonly record struct RingSetup(int Size, VirtioFeatures Features, ushor
 public readonly record struct MemoryArea(string Name, ulong Address, int Length, bool HoldsDescriptors = false);
 
 /// <summary>The two sides of one ring and the memory each side writes.</summary>
-public class RingPair
+public class RingSides
 {
     /// <param name="driver">The driver side.</param>
     /// <param name="device">The device side.</param>
     /// <param name="driverWritten">Memory the driver writes: hostile input for the device.</param>
     /// <param name="deviceWritten">Memory the device writes: hostile input for the driver.</param>
-    public RingPair(IDriverRing driver, IDeviceRing device, IReadOnlyList<MemoryArea> driverWritten, IReadOnlyList<MemoryArea> deviceWritten)
+    public RingSides(IDriverRing driver, IDeviceRing device, IReadOnlyList<MemoryArea> driverWritten, IReadOnlyList<MemoryArea> deviceWritten)
     {
         Driver = driver;
         Device = device;

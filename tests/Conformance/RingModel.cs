@@ -216,7 +216,7 @@ public static class RingModel
         public int Total => Lengths.Length;
     }
 
-    private sealed class Runner(IRingFormat format, ModelScenario scenario, GuardedMemory memory, RingPair pair, int slotCount)
+    private sealed class Runner(IRingFormat format, ModelScenario scenario, GuardedMemory memory, RingSides pair, int slotCount)
     {
         private readonly RingSetup _setup = scenario.Setup;
         private readonly IDriverRing _driver = pair.Driver;

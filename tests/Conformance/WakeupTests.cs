@@ -111,7 +111,7 @@ public static class Wakeup
         Assert.False(pair.Device.IsBroken);
     }
 
-    private sealed class Simulation(RingPair pair, WakeSchedule s, ulong buffer)
+    private sealed class Simulation(RingSides pair, WakeSchedule s, ulong buffer)
     {
         private readonly IDriverRing _driver = pair.Driver;
         private readonly IDeviceRing _device = pair.Device;
@@ -511,7 +511,7 @@ public abstract class WakeupTests<TFormat>
         { false, 0 }, { true, 0 }, { false, 65535 }, { true, 65534 },
     };
 
-    private static RingPair Make(GuardedMemory memory, bool eventIdx, ushort start, int size = 8) =>
+    private static RingSides Make(GuardedMemory memory, bool eventIdx, ushort start, int size = 8) =>
         Format.Create(memory, new RingSetup(size, eventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, start, 0));
 
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(10);

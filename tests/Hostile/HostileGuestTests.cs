@@ -6,7 +6,7 @@ using Xunit.Abstractions;
 namespace Rings.Tests.Hostile;
 
 /// <summary>
-/// <c>rings host</c> serving a well-behaved guest while hostile guests (<c>rings guest --misbehave</c>)
+/// <c>rings host</c> serving a well-behaved guest while hostile guests (the test peer's <c>guest --misbehave</c>)
 /// scribble over their rings, loop chains, point outside their memory, flood kicks, disconnect
 /// mid-burst and send malformed messages: the good guest loses nothing, each hostile queue is
 /// reported broken with its reason, the host serves on, and its descriptors, threads, mappings
@@ -129,7 +129,7 @@ public class HostileGuestTests
         foreach (var (kind, ring, expect) in Attacks)
         {
             var mark = host.LineCount;
-            var (exit, output, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", host.Socket, "--misbehave", kind, "--ring", ring, "--wait", "adaptive");
+            var (exit, output, error, _) = RingsRun.Peer(TimeSpan.FromSeconds(30), "guest", "--socket", host.Socket, "--misbehave", kind, "--ring", ring, "--wait", "adaptive");
             Assert.True(exit == 0, $"hostile guest {kind} ({ring}): exit {exit}\n{output}\n{error}");
             // The session's own line: the expected report, or else its end (not the good guest's).
             var lines = host.WaitForLines(mark, expect is null ? EndOfHostileSession : l => l.Contains(expect, StringComparison.Ordinal), 1, TimeSpan.FromSeconds(10));
@@ -144,7 +144,7 @@ public class HostileGuestTests
     {
         var attacks = Attacks.Where(a => a.Ring == "split").ToArray();
         var mark = host.LineCount;
-        var runs = attacks.Select(a => Task.Run(() => RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", host.Socket, "--misbehave", a.Kind, "--wait", "adaptive"))).ToArray();
+        var runs = attacks.Select(a => Task.Run(() => RingsRun.Peer(TimeSpan.FromSeconds(30), "guest", "--socket", host.Socket, "--misbehave", a.Kind, "--wait", "adaptive"))).ToArray();
         Task.WaitAll(runs);
         for (var i = 0; i < attacks.Length; i++)
         {

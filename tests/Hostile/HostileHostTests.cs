@@ -6,7 +6,7 @@ using Xunit.Abstractions;
 namespace Rings.Tests.Hostile;
 
 /// <summary>
-/// The mirror: <c>rings guest</c> against a host that turns hostile (<c>rings host --misbehave</c>)
+/// The mirror: <c>rings guest</c> against a host that turns hostile (the test peer's <c>host --misbehave</c>)
 /// after a thousand honest frames. The guest never crashes or hangs: it reports its rings broken
 /// with the reason, or counts the bad frames, and exits non-zero within bounded time.
 /// </summary>
@@ -27,7 +27,7 @@ public class HostileHostTests
     [InlineData("mergeable")]
     public void GuestSurvivesAHostileHost(string kind)
     {
-        using var host = RingsHost.Start("--wait", "adaptive", "--misbehave", kind);
+        using var host = RingsHost.StartHostile(kind);
         try
         {
             foreach (var ring in new[] { "split", "packed" })
@@ -67,21 +67,30 @@ public class HostileHostTests
     }
 
     [Fact]
-    public void MisbehaveIsHiddenFromHelpAndChecked()
+    public void MisbehaveLivesInTheTestPeerNotInTheTool()
     {
+        // The product has no fault injection: not in help, and refused when typed.
         foreach (var command in new[] { "host", "guest" })
         {
             var (exit, output, _, _) = RingsRun.Run(TimeSpan.FromSeconds(30), command, "--help");
             Assert.Equal(0, exit);
             Assert.DoesNotContain("misbehave", output, StringComparison.Ordinal);
+            (exit, _, var error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), command, "--socket", "/nonexistent", "--misbehave", "scribble");
+            Assert.NotEqual(0, exit);
+            Assert.Contains("--misbehave", error, StringComparison.Ordinal);
         }
 
-        var (badExit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "lie-id");
+        var (rootExit, rootOutput, _, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "--help");
+        Assert.Equal(0, rootExit);
+        Assert.DoesNotContain("misbehave", rootOutput, StringComparison.Ordinal);
+
+        // The test peer checks its kinds: a device's lie is not a guest's attack, and loops need split rings.
+        var (badExit, _, badError, _) = RingsRun.Peer(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "lie-id");
         Assert.NotEqual(0, badExit);
-        Assert.Contains("lie-id", error, StringComparison.Ordinal);
-        (badExit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "loop", "--ring", "packed");
+        Assert.Contains("lie-id", badError, StringComparison.Ordinal);
+        (badExit, _, badError, _) = RingsRun.Peer(TimeSpan.FromSeconds(30), "guest", "--socket", "/nonexistent", "--misbehave", "loop", "--ring", "packed");
         Assert.Equal(2, badExit);
-        Assert.Contains("split ring", error, StringComparison.Ordinal);
+        Assert.Contains("split ring", badError, StringComparison.Ordinal);
     }
 
     private static JsonElement RunGuest(RingsHost host, string ring, out string output)

@@ -30,7 +30,10 @@ internal readonly record struct ProcessResources(int Fds, int Threads, long RssK
     public override string ToString() => $"{Fds} fds, {Threads} threads, VmRSS {RssKiB / 1024.0:0.0} MiB, {GuestMappings} guest mappings";
 }
 
-/// <summary>A <c>rings host</c> process on a socket in its own directory, its output collected line by line.</summary>
+/// <summary>
+/// A back-end process on a socket in its own directory, its output collected line by line: the real
+/// <c>rings host</c>, or the test peer's hostile host.
+/// </summary>
 internal sealed class RingsHost : IDisposable
 {
     private readonly Process _process;
@@ -72,11 +75,17 @@ internal sealed class RingsHost : IDisposable
         }
     }
 
-    public static RingsHost Start(params string[] options)
+    /// <summary>Starts <c>rings host</c> with <paramref name="options"/>.</summary>
+    public static RingsHost Start(params string[] options) => Start(LoopbackProcessTests.RingsExecutable(), options);
+
+    /// <summary>Starts the test peer's host that turns on its front-ends in the way <paramref name="kind"/> says.</summary>
+    public static RingsHost StartHostile(string kind) => Start(RingsRun.TestPeerExecutable(), "--misbehave", kind);
+
+    private static RingsHost Start(string executable, params string[] options)
     {
         var directory = Directory.CreateTempSubdirectory("rings-hostile-");
         var socket = Path.Combine(directory.FullName, "vhost.sock");
-        var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in (string[])["host", "--socket", socket, .. options])
         {
             info.ArgumentList.Add(a);
@@ -176,12 +185,30 @@ internal sealed class RingsHost : IDisposable
     }
 }
 
-/// <summary>Runs the <c>rings</c> tool to completion within a time limit.</summary>
+/// <summary>Runs the <c>rings</c> tool, or the test peer with the hostile front-end and back-end, to completion within a time limit.</summary>
 internal static class RingsRun
 {
-    public static (int Exit, string Out, string Err, TimeSpan Elapsed) Run(TimeSpan limit, params string[] args)
+    /// <summary>The test peer executable (Rings.TestPeer), built beside the tool by the solution build.</summary>
+    public static string TestPeerExecutable()
     {
-        var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var tool = LoopbackProcessTests.RingsExecutable();
+        var config = Path.GetFileName(Path.GetDirectoryName(Path.GetDirectoryName(tool)))!;
+        var apps = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(tool)!, "..", "..", "..", ".."));
+        var path = Path.Combine(apps, "Testing", "Peer", "bin", config, "net10.0", "Rings.TestPeer");
+        Assert.True(File.Exists(path), $"the test peer is not built at {path}; build Rings.sln first");
+        return path;
+    }
+
+    public static (int Exit, string Out, string Err, TimeSpan Elapsed) Run(TimeSpan limit, params string[] args) =>
+        Run(LoopbackProcessTests.RingsExecutable(), limit, args);
+
+    /// <summary>Runs the test peer (<c>guest</c> attacks a back-end).</summary>
+    public static (int Exit, string Out, string Err, TimeSpan Elapsed) Peer(TimeSpan limit, params string[] args) =>
+        Run(TestPeerExecutable(), limit, args);
+
+    private static (int Exit, string Out, string Err, TimeSpan Elapsed) Run(string executable, TimeSpan limit, string[] args)
+    {
+        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)
         {
             info.ArgumentList.Add(a);
@@ -197,7 +224,7 @@ internal static class RingsRun
             {
                 p.Kill(entireProcessTree: true);
                 p.WaitForExit();
-                Assert.Fail($"rings {string.Join(' ', args)} did not finish within {limit.TotalSeconds} s:\n{stdout.Result}\n{stderr.Result}");
+                Assert.Fail($"{Path.GetFileName(executable)} {string.Join(' ', args)} did not finish within {limit.TotalSeconds} s:\n{stdout.Result}\n{stderr.Result}");
             }
 
             p.WaitForExit();

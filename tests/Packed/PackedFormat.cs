@@ -32,7 +32,7 @@ public sealed class PackedFormat : IRingFormat
     }
 
     /// <inheritdoc/>
-    public RingPair Create(GuardedMemory memory, RingSetup setup)
+    public RingSides Create(GuardedMemory memory, RingSetup setup)
     {
         var layout = RingFormat.Packed.Layout(setup.Size);
         var addresses = layout.At(memory.Allocate((ulong)layout.TotalBytes, RingFormat.AreaAlignment));
@@ -95,7 +95,7 @@ public sealed class PackedFormat : IRingFormat
             new("descriptor ring", addresses.DescriptorArea, layout.DescriptorAreaBytes, true),
             new("device event suppression", addresses.DeviceArea, PackedRingMemory.EventSuppressionBytes),
         };
-        return new RingPair(driver, device, driverWritten, deviceWritten);
+        return new RingSides(driver, device, driverWritten, deviceWritten);
     }
 
     /// <inheritdoc/>

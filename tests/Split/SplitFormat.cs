@@ -30,7 +30,7 @@ public sealed class SplitFormat : IRingFormat
     }
 
     /// <inheritdoc/>
-    public RingPair Create(GuardedMemory memory, RingSetup setup) => CreateSplit(memory, setup);
+    public RingSides Create(GuardedMemory memory, RingSetup setup) => CreateSplit(memory, setup);
 
     /// <summary><see cref="Create"/> with the split types and addresses.</summary>
     public static SplitRingPair CreateSplit(GuardedMemory memory, RingSetup setup)
@@ -69,7 +69,7 @@ public sealed class SplitFormat : IRingFormat
 }
 
 /// <summary>A split ring pair with its layout and a raw view of its memory.</summary>
-public sealed class SplitRingPair : RingPair
+public sealed class SplitRingPair : RingSides
 {
     internal SplitRingPair(
         SplitDriverRing driver,

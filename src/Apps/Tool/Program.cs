@@ -16,8 +16,8 @@ internal static class Program
             new HelpOption(),
             new VersionOption(),
             LoopbackCommand.Create(),
-            NetCommands.Host(),
-            NetCommands.Guest(),
+            HostCommand.Create(),
+            GuestCommand.Create(),
             BenchCommand.Create(),
         };
         foreach (var c in BaselineCommand.Create())

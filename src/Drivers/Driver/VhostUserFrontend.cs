@@ -109,12 +109,15 @@ public sealed class VhostUserFrontend : IDisposable
     private readonly VhostUserFrontendOptions _options;
     private readonly List<FileDescriptor> _replyFds = [];
     private readonly FrontendQueue[] _queues;
+    private readonly bool _ownsChannel;
     private SharedMemory? _memory;
     private VhostUserChannel? _channel;
 
-    private VhostUserFrontend(VhostUserFrontendOptions options, SharedMemory memory, FrontendQueue[] queues, ulong bufferOffset)
+    private VhostUserFrontend(VhostUserFrontendOptions options, VhostUserChannel channel, bool ownsChannel, SharedMemory memory, FrontendQueue[] queues, ulong bufferOffset)
     {
         _options = options;
+        _channel = channel;
+        _ownsChannel = ownsChannel;
         _memory = memory;
         _queues = queues;
         GuestMemory = new GuestMemory(memory.RegionAt(options.GuestPhysicalBase));
@@ -161,6 +164,52 @@ public sealed class VhostUserFrontend : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(options.SocketPath, nameof(options));
+        Validate(options);
+        UnixSocket socket;
+        try
+        {
+            socket = UnixSocket.Connect(options.SocketPath);
+        }
+        catch (IOException e)
+        {
+            throw new VhostUserException(new VhostUserError(SocketError, e.Message), e);
+        }
+
+        var channel = new VhostUserChannel(socket) { MessageTimeoutMilliseconds = options.ReplyTimeoutMilliseconds };
+        try
+        {
+            return Create(options, channel, ownsChannel: true);
+        }
+        catch
+        {
+            channel.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Sets up over a connection the caller made and keeps, instead of connecting to
+    /// <see cref="VhostUserFrontendOptions.SocketPath"/> (which is then ignored). For a back-end that
+    /// connects to the front-end (vhost-user client mode: the caller listens and accepts), a socket
+    /// handed over by another process, or a caller that sends requests this type does not send
+    /// itself between the front-end's own (the channel carries one request and its reply at a time,
+    /// so one thread at a time may use it). The front-end never closes <paramref name="channel"/>:
+    /// the caller closes it, after disposing the front-end, or earlier to drop the connection.
+    /// </summary>
+    /// <param name="channel">A connected channel to the back-end; nothing may have been sent on it yet.</param>
+    /// <param name="options">What to ask for.</param>
+    /// <returns>The front-end, every ring running and enabled.</returns>
+    /// <exception cref="VhostUserException">As for <see cref="Connect(VhostUserFrontendOptions)"/>.</exception>
+    public static VhostUserFrontend Connect(VhostUserChannel channel, VhostUserFrontendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(channel);
+        ArgumentNullException.ThrowIfNull(options);
+        Validate(options);
+        return Create(options, channel, ownsChannel: false);
+    }
+
+    private static void Validate(VhostUserFrontendOptions options)
+    {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueuePairs, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.QueuePairs, 128, nameof(options));
         var format = RingFormat.Of(options.Features);
@@ -168,7 +217,11 @@ public sealed class VhostUserFrontend : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.QueueSize, $"a {format} queue size is {format.SizeRule}");
         }
+    }
 
+    private static VhostUserFrontend Create(VhostUserFrontendOptions options, VhostUserChannel channel, bool ownsChannel)
+    {
+        var format = RingFormat.Of(options.Features);
         var memory = SharedMemory.Create(options.MemoryBytes, "rings-guest");
         var queues = new List<FrontendQueue>();
         VhostUserFrontend? frontend = null;
@@ -200,7 +253,7 @@ public sealed class VhostUserFrontend : IDisposable
                 queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, null, EventFd.Create(), EventFd.Create()));
             }
 
-            frontend = new VhostUserFrontend(options, memory, [.. queues], offset);
+            frontend = new VhostUserFrontend(options, channel, ownsChannel, memory, [.. queues], offset);
             frontend.Setup();
             return frontend;
         }
@@ -230,7 +283,26 @@ public sealed class VhostUserFrontend : IDisposable
     /// front-end's channel only happens at end of file or error (the back-end sends nothing
     /// unasked there). Cheap enough to poll a few times a second.
     /// </summary>
-    public bool IsConnected => _channel is { } channel && !Poll.WaitReadable(channel.Socket.Handle, 0);
+    public bool IsConnected
+    {
+        get
+        {
+            if (_channel is not { } channel || channel.Socket.Handle.IsClosed)
+            {
+                return false;
+            }
+
+            try
+            {
+                return !Poll.WaitReadable(channel.Socket.Handle, 0);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The caller closed its channel (see Connect(VhostUserChannel, ...)) meanwhile.
+                return false;
+            }
+        }
+    }
 
     /// <summary>The bytes at guest-physical <paramref name="address"/> (for filling and reading buffers).</summary>
     /// <param name="address">Guest-physical address.</param>
@@ -299,10 +371,14 @@ public sealed class VhostUserFrontend : IDisposable
         }
     }
 
-    /// <summary>Closes the connection, then unmaps the memory and closes the doorbells.</summary>
+    /// <summary>Closes the connection (unless the caller gave it and keeps it), then unmaps the memory and closes the doorbells.</summary>
     public void Dispose()
     {
-        _channel?.Dispose();
+        if (_ownsChannel)
+        {
+            _channel?.Dispose();
+        }
+
         _channel = null;
         foreach (var fd in _replyFds)
         {
@@ -326,18 +402,6 @@ public sealed class VhostUserFrontend : IDisposable
 
     private void Setup()
     {
-        UnixSocket socket;
-        try
-        {
-            socket = UnixSocket.Connect(_options.SocketPath!);
-        }
-        catch (IOException e)
-        {
-            throw new VhostUserException(new VhostUserError(SocketError, e.Message), e);
-        }
-
-        _channel = new VhostUserChannel(socket) { MessageTimeoutMilliseconds = _options.ReplyTimeoutMilliseconds };
-
         OfferedFeatures = (VirtioFeatures)Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
         if ((OfferedFeatures & VirtioFeatures.Version1) == 0)
         {
@@ -410,7 +474,7 @@ public sealed class VhostUserFrontend : IDisposable
             Request(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, (byte)(status | DeviceStatus.DriverOk), AckOn));
         }
 
-        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath}, features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
+        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath ?? "the back-end"}, features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
     }
 
     private void SendMemory()

@@ -1,38 +1,40 @@
 using System.Globalization;
+using Rings.Linux.Net;
+using Rings.Tool.Commands;
 
 namespace Rings.Tool.Bench;
 
 /// <summary>One setting of the two-process loopback that <c>rings bench</c> measures.</summary>
-/// <param name="Ring">split or packed.</param>
+/// <param name="Ring">The ring format.</param>
 /// <param name="EventIdx">Whether VIRTIO_F_EVENT_IDX is negotiated.</param>
 /// <param name="InOrder">Whether VIRTIO_F_IN_ORDER is negotiated.</param>
 /// <param name="Burst">Most frames per publish, on both sides.</param>
-/// <param name="Wait">poll, adaptive or block, on both sides.</param>
+/// <param name="Wait">How both sides wait when idle.</param>
 /// <param name="Rate">Offered frames per second; 0 for saturation.</param>
 /// <param name="FrameSize">Bytes per Ethernet frame.</param>
-internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int Burst, string Wait, double Rate, int FrameSize)
+internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, int Burst, WaitStrategy Wait, double Rate, int FrameSize)
 {
     /// <summary>The base point everything varies around: split, EVENT_IDX on, IN_ORDER off, burst 32, busy-poll, saturation, 64 B.</summary>
-    public static BenchPoint Base { get; } = new("split", true, false, 32, "poll", 0, 64);
+    public static BenchPoint Base { get; } = new(RingFormat.Split, EventIdx: true, InOrder: false, Burst: 32, WaitStrategy.Poll, Rate: 0, FrameSize: 64);
 
-    /// <summary>The arguments for <c>rings loopback</c>.</summary>
-    public IEnumerable<string> LoopbackArguments()
-    {
-        yield return "--ring";
-        yield return Ring;
-        yield return "--event-idx";
-        yield return EventIdx ? "on" : "off";
-        yield return "--in-order";
-        yield return InOrder ? "on" : "off";
-        yield return "--burst";
-        yield return Burst.ToString(CultureInfo.InvariantCulture);
-        yield return "--wait";
-        yield return Wait;
-        yield return "--rate";
-        yield return Rate.ToString(CultureInfo.InvariantCulture);
-        yield return "--frame-size";
-        yield return FrameSize.ToString(CultureInfo.InvariantCulture);
-    }
+    /// <summary>The <c>rings loopback</c> run that measures this point.</summary>
+    /// <param name="seconds">How long to send.</param>
+    /// <param name="queueSize">Descriptors per ring.</param>
+    /// <param name="json">Where the loopback writes its figures.</param>
+    public LoopbackOptions ToLoopback(double seconds, int queueSize, string json) => new(new GuestOptions(
+        string.Empty,
+        Ring: Ring,
+        Features: (GuestOptions.DefaultFeatures & ~(VirtioFeatures.EventIndex | VirtioFeatures.InOrder))
+            | (EventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None)
+            | (InOrder ? VirtioFeatures.InOrder : VirtioFeatures.None),
+        QueueSize: queueSize,
+        Burst: Burst,
+        FrameSize: FrameSize,
+        Rate: Rate,
+        Seconds: seconds,
+        Wait: Wait,
+        Json: json,
+        DrainSeconds: 1));
 
     /// <summary>A short label: only what differs from the base point.</summary>
     public string Label()
@@ -40,7 +42,7 @@ internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int 
         var parts = new List<string>();
         if (Ring != Base.Ring)
         {
-            parts.Add(Ring);
+            parts.Add(Ring.Name);
         }
 
         if (EventIdx != Base.EventIdx)
@@ -60,7 +62,7 @@ internal sealed record BenchPoint(string Ring, bool EventIdx, bool InOrder, int 
 
         if (Wait != Base.Wait)
         {
-            parts.Add(Wait);
+            parts.Add(Cli.Text(Wait));
         }
 
         if (Rate != Base.Rate)
@@ -108,9 +110,9 @@ internal sealed class BenchPlan
 
         // The reference point and its packed twin first, so a truncated sweep still compares them.
         plan.Add(b, RingBurst, EventIdxSeries, InOrderSeries, FrameSizes, WaitLoad);
-        plan.Add(b with { Ring = "packed" }, RingBurst);
+        plan.Add(b with { Ring = RingFormat.Packed }, RingBurst);
 
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             foreach (var burst in bursts)
             {
@@ -126,7 +128,7 @@ internal sealed class BenchPlan
         }
 
         // Latency against offered load per wait strategy (EVENT_IDX on).
-        foreach (var wait in new[] { "poll", "adaptive", "block" })
+        foreach (var wait in Enum.GetValues<WaitStrategy>())
         {
             foreach (var rate in rates)
             {
@@ -141,7 +143,7 @@ internal sealed class BenchPlan
         {
             foreach (var rate in rates)
             {
-                plan.Add(b with { Wait = "block", EventIdx = eventIdx, Rate = rate }, EventIdxLoad);
+                plan.Add(b with { Wait = WaitStrategy.Block, EventIdx = eventIdx, Rate = rate }, EventIdxLoad);
             }
         }
 

@@ -1,4 +1,6 @@
 using System.Globalization;
+using Rings.Linux.Net;
+using Rings.Tool.Commands;
 using ScottPlot;
 
 namespace Rings.Tool.Bench;
@@ -39,7 +41,7 @@ internal static class BenchPlots
         var bursts = new SortedSet<int>();
         var top = 0.0;
         var index = 0;
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             var series = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.RingBurst) && p.Point.Ring == ring).OrderBy(p => p.Point.Burst).ToList();
             if (series.Count == 0)
@@ -97,7 +99,7 @@ internal static class BenchPlots
         var selected = points.Where(p => p.HasData && p.Series.Contains(BenchPlan.WaitLoad) && p.LatencyP50Us > 0).ToList();
         var ladder = LoadLadder(plot, selected);
         var index = 0;
-        foreach (var wait in new[] { "poll", "adaptive", "block" })
+        foreach (var wait in Enum.GetValues<WaitStrategy>())
         {
             var series = selected.Where(p => p.Point.Wait == wait).OrderBy(p => ladder[p.Point.Rate]).ToList();
             if (series.Count == 0)
@@ -107,9 +109,9 @@ internal static class BenchPlots
 
             var xs = series.Select(p => ladder[p.Point.Rate]).ToArray();
             var p50 = plot.Add.Scatter(xs, series.Select(p => Math.Log10(p.LatencyP50Us)).ToArray());
-            Style(p50, index, $"{wait} p50");
+            Style(p50, index, $"{Cli.Text(wait)} p50");
             var p99 = plot.Add.Scatter(xs, series.Select(p => Math.Log10(Math.Max(p.LatencyP99Us, p.LatencyP50Us))).ToArray());
-            Style(p99, index, $"{wait} p99");
+            Style(p99, index, $"{Cli.Text(wait)} p99");
             p99.LinePattern = LinePattern.Dashed;
             p99.MarkerShape = MarkerShape.OpenSquare;
             index++;
@@ -175,7 +177,7 @@ internal static class BenchPlots
     {
         var plot = New("Rings against the alternatives: 64 B frames, burst 32", subtitle, string.Empty, "round trip, million frames per second");
         var bars = new List<(string Label, double Mpps, int Colour)>();
-        foreach (var ring in new[] { "split", "packed" })
+        foreach (var ring in RingFormat.All)
         {
             if (points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Ring = ring }) is { } r)
             {

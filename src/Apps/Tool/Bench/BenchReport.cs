@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
+using Rings.Linux.Net;
+using Rings.Tool.Commands;
 
 namespace Rings.Tool.Bench;
 
@@ -292,11 +294,11 @@ internal sealed class BenchReport
         foreach (var p in j.GetProperty("points").EnumerateArray())
         {
             var point = new BenchPoint(
-                p.GetProperty("ring").GetString()!,
+                RingFormat.Parse(p.GetProperty("ring").GetString()!),
                 p.GetProperty("event_idx").GetBoolean(),
                 p.GetProperty("in_order").GetBoolean(),
                 p.GetProperty("burst").GetInt32(),
-                p.GetProperty("wait").GetString()!,
+                Cli.Parse<WaitStrategy>(p.GetProperty("wait").GetString()!),
                 p.GetProperty("rate").GetDouble(),
                 p.GetProperty("frame_size").GetInt32());
             var result = new PointResult(point, p.GetProperty("series").EnumerateArray().Select(x => x.GetString()!).ToList());
@@ -448,8 +450,8 @@ internal sealed class BenchReport
         }
 
         var lowest = Points.Where(p => p.HasData && p.Series.Contains(BenchPlan.WaitLoad) && p.Point.Rate > 0).Select(p => p.Point.Rate).DefaultIfEmpty(0).Min();
-        var block = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = "block", Rate = lowest });
-        var adaptive = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = "adaptive", Rate = lowest });
+        var block = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = WaitStrategy.Block, Rate = lowest });
+        var adaptive = Points.FirstOrDefault(p => p.HasData && p.Point == BenchPoint.Base with { Wait = WaitStrategy.Adaptive, Rate = lowest });
         if (block is not null && pingPong is { HasData: true })
         {
             var pp = BenchMath.Median(pingPong.LatencyP50Us);
@@ -473,11 +475,11 @@ internal sealed class BenchReport
 
     private static void WriteSettings(Utf8JsonWriter w, BenchPoint p)
     {
-        w.WriteString("ring", p.Ring);
+        w.WriteString("ring", p.Ring.Name);
         w.WriteBoolean("event_idx", p.EventIdx);
         w.WriteBoolean("in_order", p.InOrder);
         w.WriteNumber("burst", p.Burst);
-        w.WriteString("wait", p.Wait);
+        w.WriteString("wait", Cli.Text(p.Wait));
         w.WriteNumber("rate", p.Rate);
         w.WriteNumber("frame_size", p.FrameSize);
     }

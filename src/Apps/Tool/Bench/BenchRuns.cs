@@ -137,13 +137,7 @@ internal static class BenchRuns
         var json = Path.Combine(Path.GetTempPath(), $"rings-bench-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
         try
         {
-            string[] args =
-            [
-                "loopback", "--json", json, .. point.LoopbackArguments(),
-                "--seconds", seconds.ToString(CultureInfo.InvariantCulture),
-                "--queue-size", queueSize.ToString(CultureInfo.InvariantCulture),
-                "--drain", "1",
-            ];
+            string[] args = ["loopback", .. point.ToLoopback(seconds, queueSize, json).ToArguments()];
             var (exit, output) = RunChild(self, args, TimeSpan.FromSeconds(seconds + 40));
             if (!File.Exists(json))
             {

@@ -12,87 +12,29 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static class GuestRunner
 {
-    /// <param name="Ring">The ring format to ask for.</param>
-    /// <param name="Features">The optional features to ask for (VERSION_1, MAC and the format's bit are added).</param>
-    public sealed record Options(
-        string Socket,
-        RingFormat Ring,
-        VirtioFeatures Features,
-        int QueueSize,
-        int Burst,
-        int FrameSize,
-        double Rate,
-        double Seconds,
-        long Frames,
-        WaitStrategy Wait,
-        string? Json,
-        int MemoryMiB,
-        double DrainSeconds = 2,
-        int Window = 0)
+    public static int Run(GuestOptions o, TextWriter output, TextWriter error)
     {
-        public string? Validate()
+        VirtioNetDriver net;
+        try
         {
-            if (!Ring.IsValidSize(QueueSize))
-            {
-                return $"--queue-size must be {Ring.SizeRule} for {Ring} rings";
-            }
-
-            if (Burst < 1 || Burst > QueueSize)
-            {
-                return $"--burst must be between 1 and the queue size ({QueueSize})";
-            }
-
-            if (FrameSize < TestFrame.MinSize || FrameSize > 65535 - 12)
-            {
-                return $"--frame-size must be between {TestFrame.MinSize} and 65523";
-            }
-
-            if (Rate < 0 || !(Seconds > 0) || Seconds > 86400 || Frames < 0)
-            {
-                return "--rate must be 0 or more, --seconds between 0 and 86400, --frames 0 or more";
-            }
-
-            if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
-            {
-                return "--drain must be between 0 and 3600 seconds";
-            }
-
-            if (Window < -1)
-            {
-                return "--window must be -1 (no limit), 0 (the receive buffers) or more";
-            }
-
-            if (MemoryMiB < 4 || MemoryMiB > 65536)
-            {
-                return "--memory must be between 4 and 65536 MiB";
-            }
-
-            return null;
+            net = VirtioNetDriver.Connect(FrontendOptions(o), o.FrameSize);
         }
-    }
-
-    public static int Run(Options o, TextWriter output, TextWriter error)
-    {
-        var frontend = Connect(o, error);
-        if (frontend is null)
+        catch (ArgumentException e)
         {
+            error.WriteLine($"rings guest: {e.Message}; raise --memory");
+            return 2;
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException)
+        {
+            error.WriteLine($"rings guest: cannot set up with the back-end at {o.Socket}: {e.Message}");
             return 3;
         }
 
-        using (frontend)
+        using (net)
         {
-            if (CreateSlabs(frontend, o, error) is not { } slabs)
-            {
-                return 2;
-            }
-
-            var (txSlab, rxSlab, mergeable) = slabs;
-
-            var rx = frontend.Queues[0];
-            var tx = frontend.Queues[1];
             // By default never more frames out than the receive buffers can take back: a back-end
             // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
-            var buffersPerFrame = mergeable ? (VirtioNetHeader.Size + o.FrameSize + rxSlab.BufferSize - 1) / rxSlab.BufferSize : 1;
+            var buffersPerFrame = net.Mergeable ? (VirtioNetHeader.Size + o.FrameSize + net.ReceiveBufferSize - 1) / net.ReceiveBufferSize : 1;
             var window = o.Window switch
             {
                 -1 => 0,
@@ -100,65 +42,31 @@ internal static class GuestRunner
                 _ => o.Window,
             };
             var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
-            var f = frontend.Features;
-            var negotiated = $"features 0x{(ulong)f:x}: ring {RingFormat.Of(f)}, EVENT_IDX {OnOff(f, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(f, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(f, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(f, VirtioFeatures.IndirectDescriptors)}";
+            var features = net.Frontend.Features;
+            var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
-
-            return (tx.Ring, rx.Ring) switch
-            {
-                (Rings.Split.SplitDriverRing t, Rings.Split.SplitDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
-                (Rings.Packed.PackedDriverRing t, Rings.Packed.PackedDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
-                (IDriverRing t, IDriverRing r) => Drive(frontend, t, r, tx, rx, txSlab, rxSlab, mergeable, traffic, o, output),
-                _ => Fail(error, "the rings were not set up"),
-            };
+            return Drive(net, traffic, o, output);
         }
     }
 
-    /// <summary>Creates the memory and connects to the back-end with the options' features; null (after saying why) on failure.</summary>
-    internal static VhostUserFrontend? Connect(Options o, TextWriter error)
+    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
+    private static VhostUserFrontendOptions FrontendOptions(GuestOptions o)
     {
-        try
+        return new VhostUserFrontendOptions
         {
-            return VhostUserFrontend.Connect(new VhostUserFrontendOptions
-            {
-                SocketPath = o.Socket,
-                MemoryBytes = (ulong)o.MemoryMiB << 20,
-                QueueSize = o.QueueSize,
-                Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
-            });
-        }
-        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.Net.Sockets.SocketException)
-        {
-            error.WriteLine($"rings guest: cannot set up with the back-end at {o.Socket}: {e.Message}");
-            return null;
-        }
+            SocketPath = o.Socket,
+            MemoryBytes = (ulong)o.MemoryMiB << 20,
+            QueueSize = o.QueueSize,
+            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
+        };
     }
 
-    /// <summary>Lays the transmit and receive buffers out after the rings; null (after saying why) when the memory is too small.</summary>
-    internal static (BufferSlab Tx, BufferSlab Rx, bool Mergeable)? CreateSlabs(VhostUserFrontend frontend, Options o, TextWriter error)
+    private static int Drive(VirtioNetDriver net, TrafficOptions traffic, GuestOptions o, TextWriter output)
     {
-        var mergeable = (frontend.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
-        var txBuffer = Align(VirtioNetHeader.Size + o.FrameSize, 64);
-        var rxBuffer = mergeable ? 2048 : Align(VirtioNetHeader.Size + Math.Max(o.FrameSize, 1514), 64);
-        var needed = BufferSlab.BytesFor(o.QueueSize, txBuffer) + BufferSlab.BytesFor(o.QueueSize, rxBuffer);
-        if (needed > frontend.BufferBytes)
-        {
-            error.WriteLine($"rings guest: buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB are left after the rings; raise --memory");
-            return null;
-        }
-
-        var txSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress, o.QueueSize, txBuffer);
-        var rxSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + BufferSlab.BytesFor(o.QueueSize, txBuffer), o.QueueSize, rxBuffer);
-        return (txSlab, rxSlab, mergeable);
-    }
-
-    private static int Drive<TTx, TRx>(
-        VhostUserFrontend frontend, TTx txRing, TRx rxRing, FrontendQueue tx, FrontendQueue rx, BufferSlab txSlab, BufferSlab rxSlab, bool mergeable, TrafficOptions traffic, Options o, TextWriter output)
-        where TTx : IDriverRing
-        where TRx : IDriverRing
-    {
-        var path = new NetDriverPath<TTx, TRx>(txRing, rxRing, txSlab, rxSlab, mergeable);
-        var generator = new TrafficGenerator<TTx, TRx>(path, tx.Kick, rx.Kick, rx.Call, traffic);
+        var frontend = net.Frontend;
+        var txRing = net.Transmit.Ring!;
+        var rxRing = net.Receive.Ring!;
+        var generator = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
         var peerGone = false;
         TrafficFigures? figures = null;
         var gcBefore = GC.CollectionCount(0);
@@ -215,13 +123,13 @@ internal static class GuestRunner
             InOrder = (frontend.Features & VirtioFeatures.InOrder) != 0,
             FrameSize = o.FrameSize,
             Burst = o.Burst,
-            Wait = o.Wait.ToString().ToLowerInvariant(),
+            Wait = Cli.Text(o.Wait),
             Rate = o.Rate,
             Traffic = f,
             Kicks = new NotificationFigures(txRing.Counters.NotificationsSent + rxRing.Counters.NotificationsSent, txRing.Counters.NotificationsSuppressed + rxRing.Counters.NotificationsSuppressed),
             CallsReceived = f.Sleeps,
             MeanBurst = txRing.Counters.MeanBurst,
-            Drops = path.ReceiveErrors,
+            Drops = net.ReceiveErrors,
             Gen0Collections = GC.CollectionCount(0) - gcBefore,
             Broken = broken,
         };
@@ -240,13 +148,5 @@ internal static class GuestRunner
         return report.Clean ? 0 : 1;
     }
 
-    private static int Fail(TextWriter error, string message)
-    {
-        error.WriteLine($"rings guest: {message}");
-        return 1;
-    }
-
-    private static string OnOff(VirtioFeatures negotiated, VirtioFeatures feature) => (negotiated & feature) != 0 ? "on" : "off";
-
-    private static int Align(int value, int alignment) => (value + alignment - 1) / alignment * alignment;
+    private static string OnOff(VirtioFeatures negotiated, VirtioFeatures feature) => Cli.OnOff((negotiated & feature) != 0);
 }

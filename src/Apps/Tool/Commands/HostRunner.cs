@@ -5,7 +5,6 @@ using Rings.Linux.Device;
 using Rings.Linux.Net;
 using Rings.Linux.VhostUser;
 using Rings.Split;
-using Rings.Tool.Faults;
 
 namespace Rings.Tool.Commands;
 
@@ -16,7 +15,7 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal sealed class HostRunner
 {
-    private readonly Options _o;
+    private readonly HostOptions _o;
     private readonly TextWriter _output;
     private readonly object _gate = new();
     private readonly Dictionary<object, VhostQueue?[]> _sessionQueues = [];
@@ -25,13 +24,11 @@ internal sealed class HostRunner
     private bool _interrupted;
     private readonly ManualResetEventSlim _done = new();
 
-    private HostRunner(Options o, TextWriter output)
+    private HostRunner(HostOptions o, TextWriter output)
     {
         _o = o;
         _output = output;
     }
-
-    public sealed record Options(string Socket, string Mode, WaitStrategy Wait, int Burst, bool Once, string? Stats, bool Verbose, string? Misbehave = null, bool Quiet = false);
 
     /// <summary>One running data path (one direction) and what it forwarded.</summary>
     private sealed class Worker
@@ -44,23 +41,17 @@ internal sealed class HostRunner
         public required IDeviceRing Tx { get; init; }
         public required IDeviceRing Rx { get; init; }
         public required Stopwatch Clock { get; init; }
-        public Func<string>? Note { get; init; }
     }
 
-    public static int Run(Options o, TextWriter output, TextWriter error)
+    public static int Run(HostOptions o, TextWriter output, TextWriter error)
     {
         var runner = new HostRunner(o, output);
         var options = new VhostUserBackendOptions
         {
             SocketPath = o.Socket,
-            MaxConnections = o.Mode == "patch" ? 2 : 8,
+            MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
-        if (o.Misbehave is not null)
-        {
-            HostileDevice.Configure(options);
-        }
-
         VhostUserBackend backend;
         try
         {
@@ -76,7 +67,7 @@ internal sealed class HostRunner
             return 3;
         }
 
-        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {o.Mode}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}){(o.Misbehave is null ? string.Empty : $", misbehaving: {o.Misbehave}")}");
+        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
         {
             c.Cancel = true;
@@ -170,7 +161,7 @@ internal sealed class HostRunner
                 return;
             }
 
-            if (_o.Mode == "reflect")
+            if (_o.Mode == HostMode.Reflect)
             {
                 StartWorker(session, queues[1]!, session, queues[0]!);
                 return;
@@ -231,12 +222,6 @@ internal sealed class HostRunner
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
         IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
         var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
-        if (_o.Misbehave is { } kind)
-        {
-            _workers.Add(StartHostile(kind, source, tx, txKick, txCall, destination, rx, rxCall));
-            return;
-        }
-
         var worker = (tx.Ring, rx.Ring) switch
         {
             (SplitDeviceRing t, SplitDeviceRing r) => Create(t, r),
@@ -279,37 +264,6 @@ internal sealed class HostRunner
         }
     }
 
-    private Worker StartHostile(string kind, object source, VhostQueue tx, IDoorbell txKick, IDoorbell txCall, object destination, VhostQueue rx, IDoorbell rxCall)
-    {
-        var device = new HostileDevice(kind, tx.Ring, txKick, txCall, rx.Ring, rxCall, _o.Burst);
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                device.Run();
-            }
-            catch (Exception e)
-            {
-                _output.WriteLine($"rings host: hostile data path failed: {e.GetType().Name}: {e.Message}");
-            }
-        })
-        { Name = "hostile vhost-net worker", IsBackground = true };
-        thread.Start();
-        _output.WriteLine($"rings host: misbehaving ({kind}) after {HostileDevice.HonestFrames} honest frames: ring {tx.Format}, size {tx.Ring.Size}");
-        return new Worker
-        {
-            Source = source,
-            Destination = destination,
-            Thread = thread,
-            Stop = device.Stop,
-            Progress = () => (device.Frames, 0, device.Sleeps),
-            Tx = tx.Ring,
-            Rx = rx.Ring,
-            Clock = Stopwatch.StartNew(),
-            Note = () => $", offences {device.Offences:N0}",
-        };
-    }
-
     // Stops every worker that touches the session (all of them when null). Caller holds _gate.
     private void StopWorkers(object? session, string why)
     {
@@ -338,7 +292,7 @@ internal sealed class HostRunner
         var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed;
         var perFrame = frames > 0 ? (double)calls / frames : 0;
         var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {w.Tx.BrokenReason}, rx {w.Rx.BrokenReason}" : null;
-        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{w.Note?.Invoke()}{(broken is null ? string.Empty : $", broken: {broken}")}");
+        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
         if (_o.Stats is { } path)
         {
             var stats = new Dictionary<string, object?>

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Rings.Chains;
 using Rings.Linux.Net;
-using Rings.Memory;
 using Rings.Split;
 
 namespace Rings.Tool.Commands;
@@ -13,10 +12,14 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static class InProcessLoopback
 {
-    private const ulong GuestBase = 0x1_0000_0000;
-
-    public sealed record Options(double Seconds, int QueueSize, int Burst, int FrameSize, bool EventIndex, bool Block)
+    /// <param name="Features">Features both sides use (EVENT_IDX).</param>
+    /// <param name="Wait">Block sleeps on a doorbell when idle; poll (and adaptive, here) spins.</param>
+    public sealed record Options(double Seconds, int QueueSize, int Burst, int FrameSize, VirtioFeatures Features, WaitStrategy Wait)
     {
+        public bool EventIndex => (Features & VirtioFeatures.EventIndex) != 0;
+
+        public bool Block => Wait == WaitStrategy.Block;
+
         public string? Validate()
         {
             if (!(Seconds > 0 && Seconds <= 86400))
@@ -45,15 +48,12 @@ internal static class InProcessLoopback
 
     public static int Run(Options o, TextWriter output)
     {
-        var layout = RingFormat.Split.Layout(o.QueueSize);
         var slot = (o.FrameSize + 63) & ~63;
-        var buffersOffset = (ulong)layout.TotalBytes;
-        using var region = new NativeRegion(buffersOffset + ((ulong)slot * (ulong)o.QueueSize), GuestBase);
-        var memory = new GuestMemory(region.Region);
-        var features = o.EventIndex ? VirtioFeatures.EventIndex : VirtioFeatures.None;
-        var addresses = layout.At(GuestBase);
-        var driver = new SplitDriverRing(memory, addresses, o.QueueSize, features);
-        var device = new SplitDeviceRing(memory, addresses, o.QueueSize, features);
+        using var pair = RingPair.Create(RingFormat.Split, o.QueueSize, (ulong)slot * (ulong)o.QueueSize, o.Features & VirtioFeatures.EventIndex);
+
+        // The sides by their classes, so the loops below call them directly (sealed: no dispatch).
+        var driver = (SplitDriverRing)pair.Driver;
+        var device = (SplitDeviceRing)pair.Device;
 
         using var kick = new SemaphoreSlim(0);
         using var call = new SemaphoreSlim(0);
@@ -89,8 +89,8 @@ internal static class InProcessLoopback
                 while (added < o.Burst && freeCount > 0)
                 {
                     var s = freeSlots[freeCount - 1];
-                    var address = GuestBase + buffersOffset + ((ulong)s * (ulong)slot);
-                    var frame = region.Slice(address - GuestBase, o.FrameSize);
+                    var address = pair.BufferAddress + ((ulong)s * (ulong)slot);
+                    var frame = pair.Span(address, o.FrameSize);
                     BitConverter.TryWriteBytes(frame, sequence);
                     if (!driver.TryAdd(new BufferSegment(address, (uint)o.FrameSize), false, out var id))
                     {

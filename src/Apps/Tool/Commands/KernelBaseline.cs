@@ -88,7 +88,7 @@ internal static class KernelBaseline
             socket.SendBufferSize = 4 << 20;
             socket.ReceiveBufferSize = 4 << 20;
             var info = new ProcessStartInfo(executable) { UseShellExecute = false };
-            foreach (var a in new[] { "baseline-echo", "--transport", transport == Transport.Unix ? "unix" : "udp", "--address", address })
+            foreach (var a in (string[])["baseline-echo", .. new BaselineEchoOptions(transport, address).ToArguments()])
             {
                 info.ArgumentList.Add(a);
             }

@@ -2,8 +2,42 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using Rings.Linux.Net;
 
 namespace Rings.Tool.Commands;
+
+/// <summary>
+/// Every option of <c>rings loopback</c>, typed; <see cref="ToArguments"/> writes the command line
+/// that <see cref="LoopbackCommand.Parse"/> reads back.
+/// </summary>
+/// <param name="Guest">The guest's settings (its socket empty: the loopback makes one); its JSON file is the loopback's.</param>
+/// <param name="HostWait">The host's wait strategy, when it differs from the guest's.</param>
+/// <param name="InProcess">One split ring between two threads of this process instead of two processes.</param>
+internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWait = null, bool InProcess = false)
+{
+    /// <summary>The options <c>rings loopback</c> runs with when given none.</summary>
+    public static LoopbackOptions Defaults { get; } = new(new GuestOptions(string.Empty, Seconds: 3));
+
+    /// <summary>The command line (after <c>rings loopback</c>) that parses back to these options.</summary>
+    public IEnumerable<string> ToArguments()
+    {
+        if (HostWait is { } wait)
+        {
+            yield return "--host-wait";
+            yield return Cli.Text(wait);
+        }
+
+        if (InProcess)
+        {
+            yield return "--in-process";
+        }
+
+        foreach (var a in (Guest with { Socket = string.Empty }).ToArguments())
+        {
+            yield return a;
+        }
+    }
+}
 
 /// <summary>
 /// <c>rings loopback</c>: the demo. Starts <c>rings host</c> and <c>rings guest</c> as two processes
@@ -12,46 +46,41 @@ namespace Rings.Tool.Commands;
 /// </summary>
 internal static partial class LoopbackCommand
 {
-    public static Command Create()
+    public static Command Create() => Define().Runs(o => o.InProcess ? InProcessOptions(o).Validate() : o.Guest.Validate(), Run);
+
+    /// <summary>Reads a <c>rings loopback</c> command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse.</exception>
+    public static LoopbackOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
+
+    private static int Run(LoopbackOptions o) => o.InProcess ? InProcessLoopback.Run(InProcessOptions(o), Console.Out) : RunTwoProcesses(o);
+
+    private static InProcessLoopback.Options InProcessOptions(LoopbackOptions o)
     {
-        var g = new NetCommands.GuestOptions();
+        var g = o.Guest;
+        return new InProcessLoopback.Options(g.Seconds, g.QueueSize, g.Burst, g.FrameSize, g.Features, g.Wait);
+    }
+
+    private static CommandDefinition<LoopbackOptions> Define()
+    {
+        var g = new GuestCommand();
         var hostWait = new Option<string?>("--host-wait") { Description = "The host's wait strategy, when it should differ from --wait." };
-        hostWait.AcceptOnlyFromAmong("poll", "adaptive", "block");
+        hostWait.AcceptOnlyFromAmong(Enum.GetValues<WaitStrategy>().Select(Cli.Text).ToArray());
         var inProcess = new Option<bool>("--in-process") { Description = "Run a driver thread and a device thread over one split ring in this process instead of two processes." };
         var command = new Command("loopback", "Run the two-process loopback: a rings host (vhost-user back-end, reflecting every frame) and a rings guest (virtio-net driver sending test frames), and print their figures.")
         {
             hostWait, inProcess,
         };
         g.AddTo(command);
-        g.Seconds.DefaultValueFactory = _ => 3;
-        command.SetAction(r =>
-        {
-            if (r.GetValue(inProcess))
-            {
-                var io = new InProcessLoopback.Options(r.GetValue(g.Seconds), r.GetValue(g.QueueSize), r.GetValue(g.Burst), r.GetValue(g.FrameSize), r.GetValue(g.EventIdx) == "on", r.GetValue(g.Wait) == "block");
-                if (io.Validate() is { } e)
-                {
-                    Console.Error.WriteLine($"rings loopback: {e}");
-                    return 2;
-                }
-
-                return InProcessLoopback.Run(io, Console.Out);
-            }
-
-            var options = g.Read(r, "unused");
-            if (options.Validate() is { } error)
-            {
-                Console.Error.WriteLine($"rings loopback: {error}");
-                return 2;
-            }
-
-            return RunTwoProcesses(g.Forward(r).ToList(), r.GetValue(hostWait) ?? r.GetValue(g.Wait)!, r.GetValue(g.Burst), r.GetValue(g.Json));
-        });
-        return command;
+        g.Seconds.DefaultValueFactory = _ => LoopbackOptions.Defaults.Guest.Seconds;
+        return new(command, r => new LoopbackOptions(
+            g.Read(r, string.Empty),
+            r.GetValue(hostWait) is { } w ? Cli.Parse<WaitStrategy>(w) : null,
+            r.GetValue(inProcess)));
     }
 
-    private static int RunTwoProcesses(List<string> guestArgs, string hostWait, int burst, string? json)
+    private static int RunTwoProcesses(LoopbackOptions o)
     {
+        var json = o.Guest.Json;
         var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find this executable");
         var dir = Directory.CreateTempSubdirectory("rings-loopback-");
         var socket = Path.Combine(dir.FullName, "vhost.sock");
@@ -75,7 +104,8 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            host = Start(self, ["host", "--socket", socket, "--wait", hostWait, "--burst", burst.ToString(System.Globalization.CultureInfo.InvariantCulture), "--once", "--quiet", "--stats", hostStats]);
+            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true);
+            host = Start(self, ["host", .. hostOptions.ToArguments()]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))
             {
@@ -88,7 +118,7 @@ internal static partial class LoopbackCommand
                 Thread.Sleep(10);
             }
 
-            guest = Start(self, ["guest", "--socket", socket, "--json", guestJson, .. guestArgs]);
+            guest = Start(self, ["guest", .. (o.Guest with { Socket = socket, Json = guestJson }).ToArguments()]);
             guest.WaitForExit();
             var guestExit = guest.ExitCode;
 

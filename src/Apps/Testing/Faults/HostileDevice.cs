@@ -1,16 +1,14 @@
 using System.Buffers.Binary;
-using System.Runtime.CompilerServices;
 using Rings.Chains;
-using Rings.Linux.Device;
 using Rings.Linux.Net;
 using Rings.Linux.VhostUser;
 using Rings.Split;
 
-namespace Rings.Tool.Faults;
+namespace Rings.Testing.Faults;
 
 /// <summary>
-/// <c>rings host --misbehave KIND</c> (hidden from help): a reflecting data path that turns on its
-/// driver after <see cref="HonestFrames"/> honest frames, to prove the driver never trusts the device.
+/// A reflecting data path that turns on its driver after <see cref="HonestFrames"/> honest frames,
+/// to prove the driver never trusts the device. <see cref="HostileHost"/> runs one per front-end.
 /// </summary>
 /// <remarks>
 /// Kinds: <c>scribble</c> (random bytes into the used ring, or the packed descriptor ring where used
@@ -19,7 +17,7 @@ namespace Rings.Tool.Faults;
 /// buffer's writable length, and non-zero for a transmit buffer the device may not write),
 /// <c>mergeable</c> (every fourth frame with a bad <c>num_buffers</c>: 0, 2, 65 or 65535).
 /// </remarks>
-internal sealed class HostileDevice
+public sealed class HostileDevice
 {
     /// <summary>The kinds of misbehaviour.</summary>
     public static readonly string[] Kinds = ["scribble", "lie-id", "lie-length", "mergeable"];
@@ -29,13 +27,11 @@ internal sealed class HostileDevice
 
     private static readonly ushort[] BadBufferCounts = [0, 2, 65, 65535];
 
-    // Where each device ring lives, kept from its factory call: scribbling and lying about ids need
-    // the ring memory itself, which the ring objects do not expose.
-    private static readonly ConditionalWeakTable<IDeviceRing, StrongBox<DeviceRingSetup>> Setups = new();
-
     private readonly string _kind;
     private readonly IDeviceRing _tx;
     private readonly IDeviceRing _rx;
+    private readonly DeviceRingSetup _txSetup;
+    private readonly DeviceRingSetup _rxSetup;
     private readonly IDoorbell _txKick;
     private readonly IDoorbell _txCall;
     private readonly IDoorbell _rxCall;
@@ -45,11 +41,28 @@ internal sealed class HostileDevice
     private volatile bool _stop;
     private bool _lied;
 
-    public HostileDevice(string kind, IDeviceRing tx, IDoorbell txKick, IDoorbell txCall, IDeviceRing rx, IDoorbell rxCall, int burst)
+    /// <summary>Creates the data path over a started queue pair.</summary>
+    /// <param name="kind">One of <see cref="Kinds"/>.</param>
+    /// <param name="tx">The transmit queue's device ring (frames come from here).</param>
+    /// <param name="txSetup">Where the transmit ring lives (scribbling and lying need the ring memory itself).</param>
+    /// <param name="txKick">The transmit queue's kick.</param>
+    /// <param name="txCall">The transmit queue's call.</param>
+    /// <param name="rx">The receive queue's device ring (frames go there).</param>
+    /// <param name="rxSetup">Where the receive ring lives.</param>
+    /// <param name="rxCall">The receive queue's call.</param>
+    /// <param name="burst">Most frames per round.</param>
+    public HostileDevice(string kind, IDeviceRing tx, in DeviceRingSetup txSetup, IDoorbell txKick, IDoorbell txCall, IDeviceRing rx, in DeviceRingSetup rxSetup, IDoorbell rxCall, int burst)
     {
+        if (Array.IndexOf(Kinds, kind) < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown kind");
+        }
+
         _kind = kind;
         _tx = tx;
         _rx = rx;
+        _txSetup = txSetup;
+        _rxSetup = rxSetup;
         _txKick = txKick;
         _txCall = txCall;
         _rxCall = rxCall;
@@ -65,13 +78,7 @@ internal sealed class HostileDevice
     /// <summary>Misbehaviours committed (scribbles, lies, bad headers).</summary>
     public long Offences;
 
-    /// <summary>Wraps the back-end's ring factories so every device ring's setup is remembered.</summary>
-    public static void Configure(VhostUserBackendOptions options)
-    {
-        var create = options.RingFactory;
-        options.RingFactory = (in DeviceRingSetup s) => Remember(create(s), s);
-    }
-
+    /// <summary>Ends <see cref="Run"/> (from another thread).</summary>
     public void Stop()
     {
         _stop = true;
@@ -111,12 +118,6 @@ internal sealed class HostileDevice
                 _tx.DisableAvailNotifications();
             }
         }
-    }
-
-    private static IDeviceRing Remember(IDeviceRing ring, in DeviceRingSetup setup)
-    {
-        Setups.AddOrUpdate(ring, new StrongBox<DeviceRingSetup>(setup));
-        return ring;
     }
 
     // One burst: each frame copied into one receive buffer, the header rewritten, and the kind's lie told.
@@ -189,8 +190,7 @@ internal sealed class HostileDevice
         // publishing; PublishUsed writes only the flags.
         var at = _rx.Position.UsedIndex;
         _rx.PushUsed(token, written);
-        if (Setups.TryGetValue(_rx, out var setup) &&
-            setup.Value.RingMemory.TryGetSpan(setup.Value.Areas.DescriptorArea + ((ulong)at * 16) + 12, 2, out var id))
+        if (_rxSetup.RingMemory.TryGetSpan(_rxSetup.Areas.DescriptorArea + ((ulong)at * 16) + 12, 2, out var id))
         {
             BinaryPrimitives.WriteUInt16LittleEndian(id, ushort.MaxValue);
         }
@@ -200,13 +200,9 @@ internal sealed class HostileDevice
     // the packed descriptor ring.
     private void Scribble()
     {
-        var ring = _random.Next(2) == 0 ? _rx : _tx;
-        if (!Setups.TryGetValue(ring, out var box))
-        {
-            return;
-        }
-
-        var s = box.Value;
+        var onReceive = _random.Next(2) == 0;
+        var ring = onReceive ? _rx : _tx;
+        var s = onReceive ? _rxSetup : _txSetup;
         var (address, bytes) = ring is SplitDeviceRing
             ? (s.Areas.DeviceArea, (ulong)(4 + (8 * s.Size)))
             : (s.Areas.DescriptorArea, (ulong)(16 * s.Size));

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using Rings.Chains;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
@@ -8,14 +7,26 @@ using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using Rings.Split;
 using Rings.Testing.Traffic;
-using Rings.Tool.Commands;
 
-namespace Rings.Tool.Faults;
+namespace Rings.Testing.Faults;
+
+/// <summary>What a <see cref="HostileGuest"/> does and to whom.</summary>
+/// <param name="Socket">The back-end's socket.</param>
+/// <param name="Kind">One of <see cref="HostileGuest.Kinds"/>.</param>
+/// <param name="Ring">The ring format.</param>
+/// <param name="Wait">How the traffic beside the attack waits when idle.</param>
+/// <param name="QueueSize">Descriptors per ring.</param>
+/// <param name="FrameSize">Bytes per test frame.</param>
+/// <param name="Burst">Most frames per burst.</param>
+/// <param name="MemoryMiB">Shared memory to create, MiB.</param>
+public sealed record HostileGuestOptions(string Socket, string Kind, RingFormat Ring = default, WaitStrategy Wait = WaitStrategy.Poll, int QueueSize = 256, int FrameSize = 64, int Burst = 32, int MemoryMiB = 64);
 
 /// <summary>
-/// <c>rings guest --misbehave KIND</c> (hidden from help): a front-end that sets up like any other,
-/// then attacks the back-end the way a buggy or hostile guest could, and checks that the back-end
-/// reacted as DESIGN.md's hostile-input rules say. Exit 0 when it did, 1 when it did not.
+/// A front-end that sets up like any other, then attacks the back-end the way a buggy or hostile
+/// guest could, and checks that the back-end reacted as it must: the queue reported broken (device
+/// status NEEDS_RESET), a bad request refused, the connection served on or closed cleanly.
+/// It keeps its own vhost-user channel (the front-end is built over it) to send what a
+/// well-behaved front-end never would. <see cref="Run"/> returns 0 when the back-end held, 1 when it did not.
 /// </summary>
 /// <remarks>
 /// Kinds: <c>scribble</c> (random bytes over the driver-written parts of its rings while traffic
@@ -24,7 +35,7 @@ namespace Rings.Tool.Faults;
 /// <c>disconnect</c> (drops the connection mid-burst), <c>malformed</c> (malformed vhost-user
 /// messages after setup, while traffic runs).
 /// </remarks>
-internal static class HostileGuest
+public static class HostileGuest
 {
     /// <summary>The kinds of misbehaviour.</summary>
     public static readonly string[] Kinds = ["scribble", "loop", "outside", "flood", "disconnect", "malformed"];
@@ -32,54 +43,97 @@ internal static class HostileGuest
     // How long the back-end may take to notice a broken ring (generous: a loaded machine is slow).
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
-    /// <summary>Runs one kind of misbehaviour against the back-end at <c>o.Socket</c>.</summary>
-    public static int Run(GuestRunner.Options o, string kind, TextWriter output, TextWriter error)
+    /// <summary>Runs one kind of misbehaviour against the back-end at <see cref="HostileGuestOptions.Socket"/>.</summary>
+    /// <param name="o">What to do.</param>
+    /// <param name="output">Progress and findings.</param>
+    /// <param name="error">Why it could not run.</param>
+    /// <returns>0 when the back-end held, 1 when it did not, 2 for a bad option, 3 when setup failed.</returns>
+    public static int Run(HostileGuestOptions o, TextWriter output, TextWriter error)
     {
-        if (kind == "loop" && o.Ring != RingFormat.Split)
+        ArgumentNullException.ThrowIfNull(o);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(error);
+        if (Array.IndexOf(Kinds, o.Kind) < 0)
         {
-            error.WriteLine("rings guest: --misbehave loop needs a split ring: packed chains run forward through the ring and cannot loop");
+            error.WriteLine($"hostile guest: unknown kind {o.Kind}; one of {string.Join(", ", Kinds)}");
             return 2;
         }
 
-        var frontend = GuestRunner.Connect(o, error);
-        if (frontend is null)
+        if (o.Kind == "loop" && o.Ring != RingFormat.Split)
         {
+            error.WriteLine("hostile guest: loop needs a split ring: packed chains run forward through the ring and cannot loop");
+            return 2;
+        }
+
+        // The connection is this guest's own: the front-end is built over it and never closes it.
+        VhostUserChannel channel;
+        VirtioNetDriver net;
+        try
+        {
+            channel = new VhostUserChannel(UnixSocket.Connect(o.Socket));
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+        {
+            error.WriteLine($"hostile guest: cannot connect to {o.Socket}: {e.Message}");
             return 3;
         }
 
-        using (frontend)
+        using (channel)
         {
-            if (GuestRunner.CreateSlabs(frontend, o, error) is not { } slabs)
+            try
             {
-                return 2;
+                net = Connect(channel, o);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
+            {
+                error.WriteLine($"hostile guest: cannot set up with the back-end at {o.Socket}: {e.Message}");
+                return 3;
             }
 
-            output.WriteLine($"rings guest: connected to {o.Socket}, ring {o.Ring}, misbehaving: {kind}");
-            var h = new Attack(frontend, o, slabs.Tx, slabs.Rx, slabs.Mergeable, output);
-            var ok = kind switch
+            using (net)
             {
-                "scribble" => h.Scribble(),
-                "loop" => h.Loop(),
-                "outside" => h.Outside(),
-                "flood" => h.Flood(),
-                "disconnect" => h.Disconnect(),
-                "malformed" => h.Malformed(),
-                _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown kind"),
-            };
-            output.WriteLine(ok ? "rings guest: the back-end held" : "rings guest: the back-end did NOT react as it must");
-            return ok ? 0 : 1;
+                output.WriteLine($"hostile guest: connected to {o.Socket}, ring {o.Ring}, misbehaving: {o.Kind}");
+                var attack = new Attack(net, channel, o, output);
+                var ok = o.Kind switch
+                {
+                    "scribble" => attack.Scribble(),
+                    "loop" => attack.Loop(),
+                    "outside" => attack.Outside(),
+                    "flood" => attack.Flood(),
+                    "disconnect" => attack.Disconnect(),
+                    _ => attack.Malformed(),
+                };
+                output.WriteLine(ok ? "hostile guest: the back-end held" : "hostile guest: the back-end did NOT react as it must");
+                return ok ? 0 : 1;
+            }
         }
     }
 
-    // The front-end keeps its control channel private; a hostile guest needs it to send what a
-    // well-behaved one never would.
-    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_channel")]
-    private static extern ref VhostUserChannel? ChannelOf(VhostUserFrontend frontend);
+    private static VirtioNetDriver Connect(VhostUserChannel channel, HostileGuestOptions o)
+    {
+        var options = new VhostUserFrontendOptions
+        {
+            MemoryBytes = (ulong)o.MemoryMiB << 20,
+            QueueSize = o.QueueSize,
+            Features = new VhostUserFrontendOptions().Features | VirtioFeatures.NetMac | o.Ring.Feature,
+        };
+        var frontend = VhostUserFrontend.Connect(channel, options);
+        try
+        {
+            return new VirtioNetDriver(frontend, o.FrameSize);
+        }
+        catch
+        {
+            frontend.Dispose();
+            throw;
+        }
+    }
 
     private sealed class Attack
     {
         private readonly VhostUserFrontend _frontend;
-        private readonly GuestRunner.Options _o;
+        private readonly VhostUserChannel _channel;
+        private readonly HostileGuestOptions _o;
         private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
         private readonly FrontendQueue _rx;
         private readonly FrontendQueue _tx;
@@ -91,17 +145,16 @@ internal static class HostileGuest
         private TrafficFigures? _figures;
         private string? _failure;
 
-        public Attack(VhostUserFrontend frontend, GuestRunner.Options o, BufferSlab txSlab, BufferSlab rxSlab, bool mergeable, TextWriter output)
+        public Attack(VirtioNetDriver net, VhostUserChannel channel, HostileGuestOptions o, TextWriter output)
         {
-            _frontend = frontend;
+            _frontend = net.Frontend;
+            _channel = channel;
             _o = o;
-            _rx = frontend.Queues[0];
-            _tx = frontend.Queues[1];
-            _path = new NetDriverPath<IDriverRing, IDriverRing>(_tx.Ring!, _rx.Ring!, txSlab, rxSlab, mergeable);
+            _rx = net.Receive;
+            _tx = net.Transmit;
+            _path = net.Path;
             _output = output;
         }
-
-        private VhostUserChannel? Channel => ChannelOf(_frontend);
 
         /// <summary>Random bytes over the descriptor and driver areas of both rings while frames flow, until the back-end says NEEDS_RESET.</summary>
         public bool Scribble()
@@ -228,9 +281,7 @@ internal static class HostileGuest
             StartTraffic(30);
             Thread.Sleep(300);
             var sent = Volatile.Read(ref _generator!.Sent);
-            ref var channel = ref ChannelOf(_frontend);
-            channel?.Dispose();
-            channel = null;
+            _channel.Dispose();
             Thread.Sleep(300);
             StopTraffic();
             _output.WriteLine($"disconnect: dropped the connection after {sent:N0} frames, with traffic still running");
@@ -240,7 +291,7 @@ internal static class HostileGuest
         /// <summary>Malformed and refused requests while traffic runs: each must be NACKed, the last (an oversized header) must end the connection.</summary>
         public bool Malformed()
         {
-            var channel = Channel!;
+            var channel = _channel;
             StartTraffic(30);
             Thread.Sleep(200);
             var generator = _generator!;
@@ -387,7 +438,7 @@ internal static class HostileGuest
         /// <summary>GET_STATUS: the back-end sets NEEDS_RESET once one of the rings broke.</summary>
         private ulong? Status()
         {
-            var channel = Channel!;
+            var channel = _channel;
             channel.Send(VhostUserMessage.Empty(VhostUserRequest.GetStatus));
             var status = channel.Receive(_replyFds, 2000);
             CloseReplyFds();
@@ -403,7 +454,7 @@ internal static class HostileGuest
 
         private void StartTraffic(double seconds, double drainSeconds = 1)
         {
-            var traffic = new TrafficOptions(_o.FrameSize, _o.Burst, _o.Rate, TimeSpan.FromSeconds(seconds), _o.Wait);
+            var traffic = new TrafficOptions(_o.FrameSize, _o.Burst, 0, TimeSpan.FromSeconds(seconds), _o.Wait);
             var generator = new TrafficGenerator<IDriverRing, IDriverRing>(_path, _tx.Kick, _rx.Kick, _rx.Call, traffic);
             _generator = generator;
             _figures = null;

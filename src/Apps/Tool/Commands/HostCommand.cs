@@ -1,0 +1,107 @@
+using System.CommandLine;
+using Rings.Linux.Net;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>Where <c>rings host</c> sends the frames a front-end transmits.</summary>
+internal enum HostMode
+{
+    /// <summary>Back into the same front-end's receive queue.</summary>
+    Reflect,
+
+    /// <summary>Into the receive queue of a second front-end, and its frames back (two at a time).</summary>
+    Patch,
+}
+
+/// <summary>
+/// Every option of <c>rings host</c>, typed; <see cref="ToArguments"/> writes the command line
+/// that <see cref="HostCommand.Parse"/> reads back.
+/// </summary>
+/// <param name="Socket">Where to serve vhost-user.</param>
+/// <param name="Mode">Reflect or patch.</param>
+/// <param name="Wait">How an idle worker waits.</param>
+/// <param name="Burst">Most frames per burst.</param>
+/// <param name="Once">Exit after the first front-end leaves.</param>
+/// <param name="Stats">Where to write each session's figures, if anywhere.</param>
+/// <param name="Verbose">Log the vhost-user conversation.</param>
+/// <param name="Quiet">No live progress.</param>
+internal sealed record HostOptions(
+    string Socket,
+    HostMode Mode = HostMode.Reflect,
+    WaitStrategy Wait = WaitStrategy.Poll,
+    int Burst = 32,
+    bool Once = false,
+    string? Stats = null,
+    bool Verbose = false,
+    bool Quiet = false)
+{
+    /// <summary>What is wrong with the options, or null.</summary>
+    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : null;
+
+    /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
+    public IEnumerable<string> ToArguments()
+    {
+        string[] values = ["--socket", Socket, "--mode", Cli.Text(Mode), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst)];
+        foreach (var a in values)
+        {
+            yield return a;
+        }
+
+        if (Once)
+        {
+            yield return "--once";
+        }
+
+        if (Stats is not null)
+        {
+            yield return "--stats";
+            yield return Stats;
+        }
+
+        if (Verbose)
+        {
+            yield return "--verbose";
+        }
+
+        if (Quiet)
+        {
+            yield return "--quiet";
+        }
+    }
+}
+
+/// <summary>The <c>rings host</c> command.</summary>
+internal static class HostCommand
+{
+    public static Command Create() => Define().Runs(o => o.Validate(), o => HostRunner.Run(o, Console.Out, Console.Error));
+
+    /// <summary>Reads a <c>rings host</c> command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse.</exception>
+    public static HostOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
+
+    private static CommandDefinition<HostOptions> Define()
+    {
+        var defaults = new HostOptions(string.Empty);
+        var socket = new Option<string>("--socket") { Description = "Path of the Unix socket to serve vhost-user on (created owner-only).", Required = true };
+        var mode = Cli.Choice("--mode", "reflect: every frame goes back to its sender; patch: two front-ends are wired to each other.", defaults.Mode);
+        var wait = Cli.Choice("--wait", GuestCommand.WaitDescription, defaults.Wait);
+        var burst = new Option<int>("--burst") { Description = "Most frames forwarded per burst.", DefaultValueFactory = _ => defaults.Burst };
+        var once = new Option<bool>("--once") { Description = "Exit after the first front-end leaves." };
+        var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
+        var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+        var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
+        {
+            socket, mode, wait, burst, once, stats, verbose, quiet,
+        };
+        return new(command, r => new HostOptions(
+            r.GetValue(socket)!,
+            Cli.Parse<HostMode>(r.GetValue(mode)!),
+            Cli.Parse<WaitStrategy>(r.GetValue(wait)!),
+            r.GetValue(burst),
+            r.GetValue(once),
+            r.GetValue(stats),
+            r.GetValue(verbose),
+            r.GetValue(quiet)));
+    }
+}

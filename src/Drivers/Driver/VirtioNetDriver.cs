@@ -1,0 +1,267 @@
+using Rings.Linux.Net;
+using Rings.Linux.VhostUser;
+
+namespace Rings.Linux.Driver;
+
+/// <summary>
+/// A virtio-net driver over vhost-user, ready in one call: connects a <see cref="VhostUserFrontend"/>,
+/// lays transmit and receive buffers out after the rings, works out VIRTIO_NET_F_MRG_RXBUF from
+/// the negotiated features, posts the receive buffers, and kicks the device only when it asked.
+/// Frames go out with <see cref="TrySend"/> (or a transmit lease and <see cref="Submit"/>) and
+/// <see cref="Flush"/>; they come in with <see cref="TryReceive"/> or <see cref="TryReceiveInPlace"/>.
+/// One queue pair (receiveq1 and transmitq1, virtio 1.2 section 5.1.2), owned by one thread;
+/// nothing here allocates per frame.
+/// </summary>
+/// <example>
+/// <code>
+/// using var net = VirtioNetDriver.Connect(new VhostUserFrontendOptions { SocketPath = "/run/vhost.sock" });
+/// net.TrySend(frame);
+/// net.Flush();
+/// while (!net.TryReceive(buffer, out var length))
+/// {
+///     net.WaitForReceive(100);
+/// }
+/// </code>
+/// </example>
+public sealed class VirtioNetDriver : IDisposable
+{
+    /// <summary>The default largest frame to transmit: a standard Ethernet frame without its FCS.</summary>
+    public const int DefaultMaxFrameSize = 1514;
+
+    /// <summary>Bytes per receive buffer under MRG_RXBUF: a standard frame and its header fit in one.</summary>
+    public const int MergeableReceiveBufferSize = 2048;
+
+    // Buffers start on cache lines so neighbouring frames never share one.
+    private const int BufferAlignment = 64;
+
+    private readonly VhostUserFrontend _frontend;
+    private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
+    private bool _transmitPending;
+    private bool _receiveTaken;
+
+    /// <summary>
+    /// Lays the data path over a front-end that is already connected (for example one made over a
+    /// caller's channel with <see cref="VhostUserFrontend.Connect(VhostUserChannel, VhostUserFrontendOptions)"/>)
+    /// and takes ownership of it: disposing this driver disposes the front-end. When this throws,
+    /// the front-end stays the caller's.
+    /// </summary>
+    /// <param name="frontend">A connected front-end with at least one queue pair and driver rings.</param>
+    /// <param name="maxFrameSize">The largest frame to transmit, in bytes (without the 12-byte header).</param>
+    /// <exception cref="ArgumentException">
+    /// The buffers do not fit in the memory left after the rings (raise <see cref="VhostUserFrontendOptions.MemoryBytes"/>),
+    /// or the front-end has no driver rings.
+    /// </exception>
+    public VirtioNetDriver(VhostUserFrontend frontend, int maxFrameSize = DefaultMaxFrameSize)
+    {
+        ArgumentNullException.ThrowIfNull(frontend);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxFrameSize, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(maxFrameSize, ushort.MaxValue - VirtioNetHeader.Size);
+        if (frontend.Queues.Count < 2 || frontend.Queues[0].Ring is null || frontend.Queues[1].Ring is null)
+        {
+            throw new ArgumentException("the front-end has no driver rings for a queue pair (is a ring factory missing?)", nameof(frontend));
+        }
+
+        // Vring 2N receives and 2N+1 transmits for queue pair N (5.1.2).
+        var receive = frontend.Queues[0];
+        var transmit = frontend.Queues[1];
+        Mergeable = (frontend.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
+
+        // Without MRG_RXBUF every frame must fit one receive buffer: at least a standard frame (5.1.6.3.1).
+        var transmitBuffer = Align(VirtioNetHeader.Size + maxFrameSize);
+        var receiveBuffer = Mergeable ? MergeableReceiveBufferSize : Align(VirtioNetHeader.Size + Math.Max(maxFrameSize, DefaultMaxFrameSize));
+        var transmitBytes = BufferSlab.BytesFor(transmit.Size, transmitBuffer);
+        var needed = transmitBytes + BufferSlab.BytesFor(receive.Size, receiveBuffer);
+        if (needed > frontend.BufferBytes)
+        {
+            // No parameter name: the message is what a caller shows its user.
+            throw new ArgumentException($"the buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB of memory are left after the rings");
+        }
+
+        var transmitSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress, transmit.Size, transmitBuffer);
+        var receiveSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + transmitBytes, receive.Size, receiveBuffer);
+        _frontend = frontend;
+        ReceiveBufferSize = receiveBuffer;
+        Receive = receive;
+        Transmit = transmit;
+        _path = new NetDriverPath<IDriverRing, IDriverRing>(transmit.Ring!, receive.Ring!, transmitSlab, receiveSlab, Mergeable);
+
+        // Transmit buffers are reclaimed when they run short and receive queues polled: no calls
+        // wanted until WaitForReceive asks for one (2.7.10, 2.8.10).
+        transmit.Ring!.DisableUsedNotifications();
+        receive.Ring!.DisableUsedNotifications();
+        if (_path.RefillReceive())
+        {
+            receive.Kick.Signal();
+        }
+    }
+
+    /// <summary>The control connection, memory and rings.</summary>
+    public VhostUserFrontend Frontend => _frontend;
+
+    /// <summary>The receive queue (receiveq1, vring 0): the device writes frames into its buffers.</summary>
+    public FrontendQueue Receive { get; }
+
+    /// <summary>The transmit queue (transmitq1, vring 1): the device reads frames from its buffers.</summary>
+    public FrontendQueue Transmit { get; }
+
+    /// <summary>True when VIRTIO_NET_F_MRG_RXBUF was negotiated: a received frame may span several buffers.</summary>
+    public bool Mergeable { get; }
+
+    /// <summary>
+    /// The queue pair's data path underneath, for a caller that drives the rings and doorbells itself
+    /// (its own burst and wait policy). Frames sent or taken through it are not flushed by <see cref="Flush"/>.
+    /// </summary>
+    public NetDriverPath<IDriverRing, IDriverRing> Path => _path;
+
+    /// <summary>Bytes per receive buffer, the virtio-net header included.</summary>
+    public int ReceiveBufferSize { get; }
+
+    /// <summary>Largest frame <see cref="TrySend"/> and a transmit lease take, in bytes: at least what was asked for (buffers are whole cache lines).</summary>
+    public int MaxFrameSize => _path.MaxFrameSize;
+
+    /// <summary>False once the back-end has gone away (see <see cref="VhostUserFrontend.IsConnected"/>).</summary>
+    public bool IsConnected => _frontend.IsConnected;
+
+    /// <summary>True once the device broke a rule on either queue; the rings' counters say why.</summary>
+    public bool IsBroken => Transmit.Ring!.IsBroken || Receive.Ring!.IsBroken;
+
+    /// <summary>Frames received with a bad header, length or <c>num_buffers</c>, and discarded.</summary>
+    public long ReceiveErrors => _path.ReceiveErrors;
+
+    /// <summary>
+    /// Connects to the back-end at <see cref="VhostUserFrontendOptions.SocketPath"/>, negotiates, and
+    /// lays the data path out (see <see cref="VirtioNetDriver(VhostUserFrontend, int)"/>).
+    /// </summary>
+    /// <param name="options">What the front-end asks for (socket, memory, queue size, features, ring format).</param>
+    /// <param name="maxFrameSize">The largest frame to transmit, in bytes (without the 12-byte header).</param>
+    /// <returns>The driver, receive buffers posted.</returns>
+    /// <exception cref="VhostUserException">The back-end refused something, went away, or did not answer in time (the code says which).</exception>
+    /// <exception cref="ArgumentException">The options are invalid or the memory does not hold rings and buffers.</exception>
+    public static VirtioNetDriver Connect(VhostUserFrontendOptions options, int maxFrameSize = DefaultMaxFrameSize)
+    {
+        var frontend = VhostUserFrontend.Connect(options);
+        try
+        {
+            return new VirtioNetDriver(frontend, maxFrameSize);
+        }
+        catch
+        {
+            frontend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies <paramref name="frame"/> into a transmit buffer behind a zeroed header; the device sees it at <see cref="Flush"/>.</summary>
+    /// <param name="frame">The Ethernet frame.</param>
+    /// <returns>False when no transmit buffer is free (the device has not finished with enough yet).</returns>
+    /// <exception cref="ArgumentException">The frame is larger than <see cref="MaxFrameSize"/>.</exception>
+    public bool TrySend(ReadOnlySpan<byte> frame)
+    {
+        if (!_path.TrySend(frame))
+        {
+            return false;
+        }
+
+        _transmitPending = true;
+        return true;
+    }
+
+    /// <summary>Leases a transmit buffer to build a frame in place in shared memory (zero copy).</summary>
+    /// <param name="lease">Write the frame into <see cref="TransmitLease.Frame"/>, then call <see cref="Submit"/>.</param>
+    /// <returns>False when no transmit buffer is free.</returns>
+    public bool TryLeaseTransmit(out TransmitLease lease) => _path.TryLeaseTransmit(out lease);
+
+    /// <summary>Queues a leased buffer holding a frame of <paramref name="length"/> bytes; the device sees it at <see cref="Flush"/>.</summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
+    /// <param name="length">The frame's length in bytes.</param>
+    /// <returns>False when the ring refused it (broken); the buffer is then free again.</returns>
+    public bool Submit(in TransmitLease lease, int length)
+    {
+        if (!_path.Submit(lease, length))
+        {
+            return false;
+        }
+
+        _transmitPending = true;
+        return true;
+    }
+
+    /// <summary>
+    /// Makes what happened since the last flush visible to the device in one publication per queue:
+    /// frames queued for transmit, and receive buffers freed by taking frames (posted again). Kicks
+    /// each queue only when the device asked for it (2.7.13, 2.8.22).
+    /// </summary>
+    public void Flush()
+    {
+        if (_transmitPending)
+        {
+            _transmitPending = false;
+            if (_path.FlushTransmit())
+            {
+                Transmit.Kick.Signal();
+            }
+        }
+
+        if (_receiveTaken)
+        {
+            _receiveTaken = false;
+            if (_path.RefillReceive())
+            {
+                Receive.Kick.Signal();
+            }
+        }
+    }
+
+    /// <summary>Copies the next received frame (without its header) into <paramref name="destination"/>; its buffers go back to the device at <see cref="Flush"/>.</summary>
+    /// <param name="destination">Where the frame goes.</param>
+    /// <param name="length">The frame's full length; more than <paramref name="destination"/> holds when it was cut short.</param>
+    /// <returns>False when no whole frame is waiting.</returns>
+    public bool TryReceive(Span<byte> destination, out int length)
+    {
+        if (!_path.TryReceive(destination, out length))
+        {
+            return false;
+        }
+
+        _receiveTaken = true;
+        return true;
+    }
+
+    /// <summary>
+    /// Lends the next received frame that sits in one buffer, in place in shared memory (zero copy),
+    /// until <see cref="Release"/>. A frame spanning several buffers is not lent; take it with
+    /// <see cref="TryReceive"/>.
+    /// </summary>
+    /// <param name="frame">The frame.</param>
+    /// <returns>False when no single-buffer frame is at the head of the receive queue.</returns>
+    public bool TryReceiveInPlace(out ReceivedFrame frame) => _path.TryReceiveInPlace(out frame);
+
+    /// <summary>Gives a lent frame back; its buffer goes back to the device at <see cref="Flush"/>.</summary>
+    /// <param name="frame">A frame from <see cref="TryReceiveInPlace"/>.</param>
+    public void Release(in ReceivedFrame frame)
+    {
+        _path.Release(frame);
+        _receiveTaken = true;
+    }
+
+    /// <summary>
+    /// Flushes, then sleeps until the device returns a receive buffer or the time runs out. Asks
+    /// for a call first and re-checks the ring, so a frame that arrives meanwhile is never slept
+    /// through (2.7.10); polling callers never need this.
+    /// </summary>
+    /// <param name="timeoutMilliseconds">Longest sleep; -1 for no limit.</param>
+    /// <returns>True when frames may be waiting, false when the time ran out.</returns>
+    public bool WaitForReceive(int timeoutMilliseconds)
+    {
+        Flush();
+        var ring = Receive.Ring!;
+        var ready = ring.EnableUsedNotifications() || Receive.Call.Wait(timeoutMilliseconds);
+        ring.DisableUsedNotifications();
+        return ready;
+    }
+
+    /// <summary>Closes the connection, unmaps the memory and closes the doorbells (through the front-end).</summary>
+    public void Dispose() => _frontend.Dispose();
+
+    private static int Align(int bytes) => (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+}
