@@ -33,11 +33,11 @@ public static class VhostUserTarget
             offset += 3 + length;
 
             // The decoder alone: a pure function that never throws; what it accepts re-encodes.
-            if (VhostUserCodec.DecodeRequest(bytes, fdCount, out var message) == VhostUserDecodeError.None)
+            if (!VhostUserCodec.DecodeRequest(bytes, fdCount, out var message).IsError)
             {
                 var again = VhostUserCodec.Encode(message);
                 FuzzViolation.Check(
-                    VhostUserCodec.DecodeRequest(again, fdCount, out var back) == VhostUserDecodeError.None && back.Request == message.Request,
+                    !VhostUserCodec.DecodeRequest(again, fdCount, out var back).IsError && back.Request == message.Request,
                     $"{message.Request} decoded but does not survive re-encoding");
             }
 
@@ -48,8 +48,9 @@ public static class VhostUserTarget
 
             var outcome = session.Handle(bytes, fds);
             FuzzViolation.Check(fds.Count == 0, "the session left descriptors it neither kept nor closed");
-            if (outcome.Reply is { } reply)
+            if (outcome.Reply is { } replyMessage)
             {
+                var reply = VhostUserCodec.Encode(replyMessage);
                 FuzzViolation.Check(VhostUserCodec.TryReadHeader(reply, out _, out var flags, out var size), "a reply without a header");
                 FuzzViolation.Check((flags & VhostUserConstants.ReplyFlag) != 0 && size == (uint)reply.Length - 12, "a malformed reply");
             }

@@ -131,7 +131,7 @@ public class VirtioNetDriverTests
         Assert.Equal(0, Volatile.Read(ref backend.SessionsEnded));
         channel.Send(VhostUserMessage.Empty(VhostUserRequest.GetFeatures));
         Assert.Equal(ReceiveStatus.Message, channel.Receive([], 5000));
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(channel.Received, 0, out var reply));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(channel.Received, 0, out var reply).Code);
         Assert.Equal(1, backend.Backend.Connections);
         Assert.NotEqual(VirtioFeatures.None, (VirtioFeatures)reply.Value & VirtioFeatures.Version1);
 
@@ -220,7 +220,7 @@ public class VirtioNetDriverTests
     {
         channel.Send(VhostUserMessage.Empty(VhostUserRequest.GetStatus));
         Assert.Equal(ReceiveStatus.Message, channel.Receive([], 5000));
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(channel.Received, 0, out var reply));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(channel.Received, 0, out var reply).Code);
         Assert.Equal(VhostUserRequest.GetStatus, reply.Request);
         return reply.Value;
     }

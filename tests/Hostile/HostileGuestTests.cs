@@ -27,7 +27,7 @@ public class HostileGuestTests
         ("outside", "packed", "broken: tx AddressOutOfRange"),
         ("flood", "split", null),
         ("disconnect", "split", null),
-        ("malformed", "split", "connection closed: request 2 announces a 1048576-byte payload"),
+        ("malformed", "split", "connection closed: SetFeatures (2): PayloadTooLarge: a 1048576-byte payload"),
     ];
 
     private readonly ITestOutputHelper _output;

@@ -30,7 +30,7 @@ public class BadSessionTests
     public void HundredsOfBadSessionsLeakNothingAndTheServerKeepsServing()
     {
         var path = TestPaths.Socket();
-        var reasons = new List<string?>();
+        var reasons = new List<VhostUserError>();
         var ended = 0;
         using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, MessageTimeoutMilliseconds = 100 });
         var device = new TestDevice(backend);
@@ -80,7 +80,7 @@ public class BadSessionTests
         _output.WriteLine($"open descriptors before {fdsBefore}, after {fdsAfter}; shared mappings before {mapsBefore}, after {mapsAfter}; backend errors {backend.Errors}");
         lock (reasons)
         {
-            foreach (var r in reasons.Where(r => r is not null).Distinct().Take(40))
+            foreach (var r in reasons.Where(r => r.IsError).Distinct().Take(40))
             {
                 _output.WriteLine($"  closed: {r}");
             }
@@ -89,6 +89,20 @@ public class BadSessionTests
         Assert.Equal(fdsBefore, fdsAfter);
         Assert.Equal(mapsBefore, mapsAfter);
         Assert.True(backend.Errors >= Sessions / 2);
+
+        // Every failure is counted under its code, and each kind of breakage has its own.
+        Assert.Equal(backend.Errors, Enum.GetValues<VhostUserErrorCode>().Sum(backend.ErrorCount));
+        VhostUserErrorCode[] seen =
+        [
+            VhostUserErrorCode.PayloadTooLarge, VhostUserErrorCode.BadVersion, VhostUserErrorCode.PeerClosed, VhostUserErrorCode.Timeout,
+            VhostUserErrorCode.UnknownRequest, VhostUserErrorCode.UnexpectedDescriptor, VhostUserErrorCode.SocketError, VhostUserErrorCode.MapFailed,
+        ];
+        Assert.All(seen, code => Assert.True(backend.ErrorCount(code) > 0, $"no {code} counted"));
+        Assert.Equal(0, backend.ErrorCount(VhostUserErrorCode.InternalError));
+        lock (reasons)
+        {
+            Assert.Contains(reasons, r => r.Code == VhostUserErrorCode.PayloadTooLarge);
+        }
 
         // And the server still serves a good front-end.
         GoodSession(path, device, 1000);
@@ -235,7 +249,7 @@ public class BadSessionTests
             var name = BadMessageCatalog.Names[((seed * 4) + i) % BadMessageCatalog.Names.Length];
             var outcome = BadMessageCatalog.Send(h, name, needReply: true);
             Assert.False(outcome.Close, name);
-            Assert.NotNull(outcome.Error);
+            Assert.Equal(VhostUserErrorCode.Refused, outcome.Error.Code);
         }
 
         h.SetupRing(0, 8);
@@ -281,6 +295,6 @@ public class BadSessionTests
         using var h = new SessionHarness(path);
         h.Negotiate(replyAck: true);
         var outcome = h.Send(VhostUserMessage.WithMemTable([h.Region with { Size = h.Memory.Length * 2 }], needReply: true), h.Memory.Handle!);
-        Assert.Equal("NACK", outcome.Error);
+        Assert.Equal(VhostUserErrorCode.Refused, outcome.Error.Code);
     }
 }

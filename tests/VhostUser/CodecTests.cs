@@ -83,15 +83,15 @@ public class CodecTests
     public void RepliesRoundTrip(ulong value, uint index, uint num)
     {
         var u = VhostUserMessage.ReplyU64(VhostUserRequest.GetFeatures, value);
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(u), 0, out var du));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(u), 0, out var du).Code);
         Assert.Equal(u, du);
         var s = VhostUserMessage.ReplyState(VhostUserRequest.GetVringBase, index, num);
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(s), 0, out var ds));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(s), 0, out var ds).Code);
         Assert.Equal(s, ds);
 
         // An ack to a message without an explicit reply is a u64.
         var ack = VhostUserMessage.ReplyU64(VhostUserRequest.SetMemTable, 0);
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(ack), 0, out var da));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(VhostUserCodec.Encode(ack), 0, out var da).Code);
         Assert.Equal(ack, da);
     }
 
@@ -112,7 +112,7 @@ public class CodecTests
         BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(8), (uint)payload.Length);
         payload.CopyTo(bytes, 12);
         var error = VhostUserCodec.DecodeRequest(bytes, fds % 10, out var m);
-        if (error == VhostUserDecodeError.None)
+        if (!error.IsError)
         {
             // Whatever decodes re-encodes to the same bytes (full-size memory tables aside).
             if (m.Payload != VhostUserPayload.MemoryTable || m.PayloadBytes == payload.Length)
@@ -128,7 +128,7 @@ public class CodecTests
         var bytes = VhostUserCodec.Encode(VhostUserMessage.WithAddress(new VringAddress(0, 0, desc, 2, 3, 0)));
         var length = cut % bytes.Length;
         var error = VhostUserCodec.DecodeRequest(bytes.AsSpan(0, length), 0, out _);
-        Assert.NotEqual(VhostUserDecodeError.None, error);
+        Assert.Equal(length < 12 ? VhostUserErrorCode.Truncated : VhostUserErrorCode.SizeMismatch, error.Code);
     }
 
     [Fact]
@@ -143,25 +143,30 @@ public class CodecTests
     }
 
     [Theory]
-    [InlineData(VhostUserDecodeError.Truncated, new byte[] { 1, 0, 0, 0, 1, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.SizeMismatch, new byte[] { 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.BadVersion, new byte[] { 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.BadReplyFlag, new byte[] { 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.UnknownRequest, new byte[] { 99, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.UnknownRequest, new byte[] { 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.BadPayloadSize, new byte[] { 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.BadPayloadSize, new byte[] { 2, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.TooManyRegions, new byte[] { 5, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0 }, 9)]
-    [InlineData(VhostUserDecodeError.BadPayloadSize, new byte[] { 5, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 1)]
-    [InlineData(VhostUserDecodeError.WrongFdCount, new byte[] { 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 1)]
-    [InlineData(VhostUserDecodeError.WrongFdCount, new byte[] { 12, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.WrongFdCount, new byte[] { 13, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 1)]
-    [InlineData(VhostUserDecodeError.ReservedBitsSet, new byte[] { 12, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0 }, 0)]
-    [InlineData(VhostUserDecodeError.WrongFdCount, new byte[] { 37, 0, 0, 0, 1, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0)]
-    public void MalformedMessagesGetTheirError(VhostUserDecodeError expected, byte[] bytes, int fds)
+    [InlineData(VhostUserErrorCode.Truncated, new byte[] { 1, 0, 0, 0, 1, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.SizeMismatch, new byte[] { 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.BadVersion, new byte[] { 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.BadReplyFlag, new byte[] { 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.UnknownRequest, new byte[] { 99, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.UnknownRequest, new byte[] { 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.BadPayloadSize, new byte[] { 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.BadPayloadSize, new byte[] { 2, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.TooManyRegions, new byte[] { 5, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0 }, 9)]
+    [InlineData(VhostUserErrorCode.BadPayloadSize, new byte[] { 5, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 1)]
+    [InlineData(VhostUserErrorCode.UnexpectedDescriptor, new byte[] { 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 1)]
+    [InlineData(VhostUserErrorCode.MissingDescriptor, new byte[] { 12, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.UnexpectedDescriptor, new byte[] { 13, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 }, 1)]
+    [InlineData(VhostUserErrorCode.ReservedBitsSet, new byte[] { 12, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0 }, 0)]
+    [InlineData(VhostUserErrorCode.MissingDescriptor, new byte[] { 37, 0, 0, 0, 1, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0)]
+    public void MalformedMessagesGetTheirError(VhostUserErrorCode expected, byte[] bytes, int fds)
     {
-        Assert.Equal(expected, VhostUserCodec.DecodeRequest(bytes, fds, out _));
-        Assert.False(string.IsNullOrEmpty(VhostUserCodec.Describe(expected)));
+        var error = VhostUserCodec.DecodeRequest(bytes, fds, out _);
+        Assert.Equal(expected, error.Code);
+        Assert.False(string.IsNullOrEmpty(error.Detail));
+
+        // The error names the request whenever the header could be read.
+        var request = bytes.Length >= 12 ? (VhostUserRequest)BinaryPrimitives.ReadUInt32LittleEndian(bytes) : VhostUserRequest.None;
+        Assert.Equal(request, error.Request);
     }
 
     [Fact]
@@ -169,15 +174,15 @@ public class CodecTests
     {
         var regions = new[] { new MemoryRegionDescription(0, 4096, 0x7000_0000, 0), new MemoryRegionDescription(0x10000, 4096, 0x7100_0000, 0) };
         var bytes = VhostUserCodec.Encode(VhostUserMessage.WithMemTable(regions));
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeRequest(bytes, 2, out _));
-        Assert.Equal(VhostUserDecodeError.WrongFdCount, VhostUserCodec.DecodeRequest(bytes, 1, out _));
-        Assert.Equal(VhostUserDecodeError.WrongFdCount, VhostUserCodec.DecodeRequest(bytes, 3, out _));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeRequest(bytes, 2, out _).Code);
+        Assert.Equal(VhostUserErrorCode.MissingDescriptor, VhostUserCodec.DecodeRequest(bytes, 1, out _).Code);
+        Assert.Equal(VhostUserErrorCode.UnexpectedDescriptor, VhostUserCodec.DecodeRequest(bytes, 3, out _).Code);
 
         // Some front-ends send the whole fixed-size table; the count still rules.
         var full = new byte[12 + VhostUserConstants.MaxSupportedPayloadBytes];
         bytes.CopyTo(full, 0);
         BinaryPrimitives.WriteUInt32LittleEndian(full.AsSpan(8), (uint)VhostUserConstants.MaxSupportedPayloadBytes);
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeRequest(full, 2, out var m));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeRequest(full, 2, out var m).Code);
         Assert.Equal(regions, m.Regions);
     }
 
@@ -186,7 +191,7 @@ public class CodecTests
         var bytes = VhostUserCodec.Encode(m);
         Assert.Equal(12 + m.PayloadBytes, bytes.Length);
         var error = VhostUserCodec.DecodeRequest(bytes, fds, out var decoded);
-        Assert.Equal(VhostUserDecodeError.None, error);
+        Assert.Equal(VhostUserErrorCode.None, error.Code);
         return decoded;
     }
 

@@ -43,8 +43,9 @@ public class RandomSequenceTests
                             var (message, fds) = Make(kind, a, b, needReply, memory, doorbell, user);
                             var outcome = session.Handle(VhostUserCodec.Encode(message), fds);
                             Assert.Empty(fds);
-                            if (outcome.Reply is { } reply)
+                            if (outcome.Reply is { } replyMessage)
                             {
+                                var reply = VhostUserCodec.Encode(replyMessage);
                                 Assert.True(VhostUserCodec.TryReadHeader(reply, out var request, out var flags, out var size));
                                 Assert.Equal(message.Request, request);
                                 Assert.Equal(VhostUserConstants.Version | VhostUserConstants.ReplyFlag, flags);

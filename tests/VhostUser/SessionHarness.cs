@@ -6,6 +6,12 @@ using Rings.Split;
 
 namespace Rings.Tests.VhostUser;
 
+/// <summary>What one message got from the back-end: the reply's bytes, whether the connection closed, and the error.</summary>
+internal readonly record struct HarnessOutcome(byte[]? Reply, bool Close, VhostUserError Error)
+{
+    public bool Succeeded => !Error.IsError;
+}
+
 /// <summary>
 /// Plays a front-end against a <see cref="VhostUserSession"/> without a socket: one memfd region
 /// whose guest-physical base differs from its user address, so both translation tables are exercised.
@@ -71,27 +77,30 @@ internal sealed class SessionHarness : IDisposable
     public MemoryRegionDescription Region => new(GuestBase, Memory.Length, UserBase, 0);
 
     /// <summary>Hands the session duplicates of <paramref name="fds"/> (it owns and closes what it gets).</summary>
-    public VhostUserOutcome Send(in VhostUserMessage message, params FileDescriptor[] fds) => SendRaw(VhostUserCodec.Encode(message), fds);
+    public HarnessOutcome Send(in VhostUserMessage message, params FileDescriptor[] fds) => SendRaw(VhostUserCodec.Encode(message), fds);
 
-    public VhostUserOutcome SendRaw(byte[] bytes, params FileDescriptor[] fds)
+    public HarnessOutcome SendRaw(byte[] bytes, params FileDescriptor[] fds)
     {
         if (_channel is null)
         {
-            return Session.Handle(bytes, fds.Select(f => f.Duplicate()).ToList());
+            var outcome = Session.Handle(bytes, fds.Select(f => f.Duplicate()).ToList());
+            return new HarnessOutcome(outcome.Reply is { } r ? VhostUserCodec.Encode(r) : null, outcome.Close, outcome.Error);
         }
 
         // Over a socket: send, then read the reply if one is due; a closed connection shows as Close.
+        VhostUserCodec.TryReadHeader(bytes, out var request, out var flags, out _);
         try
         {
             _channel.SendRaw(bytes, fds);
         }
         catch (IOException e)
         {
-            return new VhostUserOutcome(null, true, e.Message);
+            return new HarnessOutcome(null, true, new VhostUserError(VhostUserErrorCode.PeerClosed, request, e.Message));
         }
 
-        VhostUserCodec.TryReadHeader(bytes, out var request, out var flags, out _);
-        var replyDue = VhostUserCodec.HasExplicitReply(request) || (ReplyAck && (flags & VhostUserConstants.NeedReplyFlag) != 0);
+        var replyDue = VhostUserRequests.Find(request) is { } row
+            ? row.ReplyDue((flags & VhostUserConstants.NeedReplyFlag) != 0, ReplyAck)
+            : ReplyAck && (flags & VhostUserConstants.NeedReplyFlag) != 0;
         var status = _channel.Receive(_replyFds, replyDue ? 5000 : 0);
         foreach (var fd in _replyFds)
         {
@@ -104,35 +113,38 @@ internal sealed class SessionHarness : IDisposable
             case ReceiveStatus.Message:
                 var reply = _channel.Received.ToArray();
                 var value = reply.Length == 20 ? BitConverter.ToUInt64(reply, 12) : 0;
-                var nack = !VhostUserCodec.HasExplicitReply(request) && value != 0;
-                return new VhostUserOutcome(reply, false, nack ? "NACK" : null);
+                var nack = VhostUserRequests.Find(request) is not { Reply: VhostUserReplyRule.Always } && value != 0;
+                return new HarnessOutcome(reply, false, nack ? new VhostUserError(VhostUserErrorCode.Refused, request, $"NACK {value}") : default);
             case ReceiveStatus.Timeout:
-                return new VhostUserOutcome(null, false, replyDue ? "no reply" : null);
+                return new HarnessOutcome(null, false, replyDue ? _channel.LastError.About(request) : default);
             default:
-                return new VhostUserOutcome(null, true, "connection closed");
+                return new HarnessOutcome(null, true, _channel.LastError.About(request));
         }
     }
 
     /// <summary>Sends a message that must succeed; with REPLY_ACK on, asks for and checks the ack.</summary>
     public VhostUserMessage? Ok(VhostUserMessage message, params FileDescriptor[] fds)
     {
-        if (ReplyAck && !VhostUserCodec.HasExplicitReply(message.Request))
+        var row = VhostUserRequests.Find(message.Request)!;
+        if (ReplyAck && row.Reply == VhostUserReplyRule.AckIfAsked)
         {
             message = message with { Flags = message.Flags | VhostUserConstants.NeedReplyFlag };
         }
 
         var outcome = Send(message, fds);
-        Assert.True(outcome.Succeeded, outcome.Error);
+        Assert.True(outcome.Succeeded, outcome.Error.ToString());
         Assert.False(outcome.Close);
         if (outcome.Reply is null)
         {
-            Assert.False(ReplyAck && !VhostUserCodec.HasExplicitReply(message.Request));
+            Assert.False(row.ReplyDue(message.NeedsReply, ReplyAck));
             return null;
         }
 
-        Assert.Equal(VhostUserDecodeError.None, VhostUserCodec.DecodeReply(outcome.Reply, 0, out var reply));
+        Assert.True(row.ReplyDue(message.NeedsReply, ReplyAck));
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(outcome.Reply, 0, out var reply).Code);
         Assert.Equal(message.Request, reply.Request);
-        if (!VhostUserCodec.HasExplicitReply(message.Request))
+        Assert.Equal(row.ReplyPayload, reply.Payload);
+        if (row.Reply == VhostUserReplyRule.AckIfAsked)
         {
             Assert.Equal(0UL, reply.Value);
         }

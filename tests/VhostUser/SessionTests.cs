@@ -334,7 +334,8 @@ public class SessionTests
         h.SendMemTable();
         var outcome = BadMessageCatalog.Send(h, name, needReply: true);
         AssertNack(outcome);
-        Assert.Contains(name.Split(':')[0], outcome.Error!, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(BadMessageCatalog.Code(name), outcome.Error.Code);
+        Assert.Contains(name.Split(':')[0], outcome.Error.Detail!, StringComparison.OrdinalIgnoreCase);
 
         // The session still works: a ring can be set up and used.
         var tx = h.DriverRing(1, 8, features);
@@ -354,13 +355,14 @@ public class SessionTests
         var outcome = BadMessageCatalog.Send(h, name, needReply: false);
         Assert.True(outcome.Close);
         Assert.Null(outcome.Reply);
-        Assert.False(string.IsNullOrEmpty(outcome.Error));
+        Assert.Equal(BadMessageCatalog.Code(name), outcome.Error.Code);
+        Assert.False(string.IsNullOrEmpty(outcome.Error.Detail));
     }
 
-    private static void AssertNack(VhostUserOutcome outcome)
+    private static void AssertNack(HarnessOutcome outcome)
     {
-        Assert.False(outcome.Close, outcome.Error);
-        Assert.NotNull(outcome.Error);
+        Assert.False(outcome.Close, outcome.Error.ToString());
+        Assert.True(outcome.Error.IsError);
         Assert.NotNull(outcome.Reply);
 
         // Decoded by hand: the NACK of an unknown request names a request no codec table knows.
@@ -371,39 +373,46 @@ public class SessionTests
     }
 }
 
-/// <summary>One of each kind of bad message, keyed by a name whose first word appears in the error text.</summary>
+/// <summary>
+/// One of each kind of bad message, keyed by a name whose first word appears in the error's
+/// detail, with the code the back-end gives it.
+/// </summary>
 internal static class BadMessageCatalog
 {
-    public static readonly string[] Names =
+    private static readonly (string Name, VhostUserErrorCode Code)[] Entries =
     [
-        "unknown: request 6 (log base)",
-        "unknown: request 99",
-        "payload: SET_FEATURES with 4 bytes",
-        "payload: SET_OWNER with a payload",
-        "regions: 9 regions",
-        "overlap: two overlapping regions",
-        "empty: no regions",
-        "size 0: empty region",
-        "end of a: region past the end of its file",
-        "outside every region: ring address",
-        "out of range: vring index 2",
-        "out of range: kick index 200",
-        "file descriptors: kick without fd",
-        "file descriptors: owner with fd",
-        "not offered: feature bit 63",
-        "not offered: protocol feature INFLIGHT",
-        "queue size: 0",
-        "power of two: split size 3",
-        "queue size: 65536",
-        "enable: value 2",
-        "status: 0x100",
-        "16 bits: split base 0x10000",
-        "flags: vring address flag 2",
-        "reserved: kick bits above 8",
-        "negotiated: backend request fd",
+        ("unknown: request 6 (log base)", VhostUserErrorCode.UnknownRequest),
+        ("unknown: request 99", VhostUserErrorCode.UnknownRequest),
+        ("payload: SET_FEATURES with 4 bytes", VhostUserErrorCode.BadPayloadSize),
+        ("payload: SET_OWNER with a payload", VhostUserErrorCode.BadPayloadSize),
+        ("regions: 9 regions", VhostUserErrorCode.TooManyRegions),
+        ("overlap: two overlapping regions", VhostUserErrorCode.BadRegion),
+        ("empty: no regions", VhostUserErrorCode.BadRegion),
+        ("size 0: empty region", VhostUserErrorCode.BadRegion),
+        ("end of a: region past the end of its file", VhostUserErrorCode.MapFailed),
+        ("outside every region: ring address", VhostUserErrorCode.BadRingAddress),
+        ("out of range: vring index 2", VhostUserErrorCode.RingIndexOutOfRange),
+        ("out of range: kick index 200", VhostUserErrorCode.RingIndexOutOfRange),
+        ("file descriptors: kick without fd", VhostUserErrorCode.MissingDescriptor),
+        ("file descriptors: owner with fd", VhostUserErrorCode.UnexpectedDescriptor),
+        ("not offered: feature bit 63", VhostUserErrorCode.NotOffered),
+        ("not offered: protocol feature INFLIGHT", VhostUserErrorCode.NotOffered),
+        ("queue size: 0", VhostUserErrorCode.QueueSizeInvalid),
+        ("power of two: split size 3", VhostUserErrorCode.QueueSizeInvalid),
+        ("queue size: 65536", VhostUserErrorCode.QueueSizeInvalid),
+        ("enable: value 2", VhostUserErrorCode.ValueOutOfRange),
+        ("status: 0x100", VhostUserErrorCode.ValueOutOfRange),
+        ("16 bits: split base 0x10000", VhostUserErrorCode.RingBaseInvalid),
+        ("flags: vring address flag 2", VhostUserErrorCode.ReservedBitsSet),
+        ("reserved: kick bits above 8", VhostUserErrorCode.ReservedBitsSet),
+        ("negotiated: backend request fd", VhostUserErrorCode.NotNegotiated),
     ];
 
-    public static VhostUserOutcome Send(SessionHarness h, string name, bool needReply)
+    public static readonly string[] Names = Entries.Select(e => e.Name).ToArray();
+
+    public static VhostUserErrorCode Code(string name) => Entries[Array.IndexOf(Names, name)].Code;
+
+    public static HarnessOutcome Send(SessionHarness h, string name, bool needReply)
     {
         var r = needReply ? VhostUserConstants.NeedReplyFlag : 0;
         VhostUserMessage M(VhostUserMessage m) => m with { Flags = m.Flags | r };

@@ -38,18 +38,18 @@ public sealed class VhostMemoryMap
     /// </summary>
     /// <param name="regions">The regions.</param>
     /// <param name="maxRegions">Most regions allowed.</param>
-    /// <returns>Null when valid, else the reason.</returns>
-    public static string? Validate(IReadOnlyList<MemoryRegionDescription> regions, int maxRegions)
+    /// <returns>None when valid, else <see cref="VhostUserErrorCode.BadRegion"/> or <see cref="VhostUserErrorCode.TooManyRegions"/>.</returns>
+    public static VhostUserError Validate(IReadOnlyList<MemoryRegionDescription> regions, int maxRegions)
     {
         ArgumentNullException.ThrowIfNull(regions);
         if (regions.Count == 0)
         {
-            return "the memory table is empty";
+            return BadRegion("the memory table is empty");
         }
 
         if (regions.Count > maxRegions)
         {
-            return $"{regions.Count} memory regions, at most {maxRegions} allowed";
+            return new VhostUserError(VhostUserErrorCode.TooManyRegions, $"{regions.Count} memory regions, at most {maxRegions} allowed");
         }
 
         for (var i = 0; i < regions.Count; i++)
@@ -57,22 +57,22 @@ public sealed class VhostMemoryMap
             var r = regions[i];
             if (r.Size == 0)
             {
-                return $"region {i} has size 0";
+                return BadRegion($"region {i} has size 0");
             }
 
             if (r.GuestPhysicalAddress + (r.Size - 1) < r.GuestPhysicalAddress)
             {
-                return $"region {i}: guest range 0x{r.GuestPhysicalAddress:x}+0x{r.Size:x} wraps the address space";
+                return BadRegion($"region {i}: guest range 0x{r.GuestPhysicalAddress:x}+0x{r.Size:x} wraps the address space");
             }
 
             if (r.UserAddress + (r.Size - 1) < r.UserAddress)
             {
-                return $"region {i}: user range 0x{r.UserAddress:x}+0x{r.Size:x} wraps the address space";
+                return BadRegion($"region {i}: user range 0x{r.UserAddress:x}+0x{r.Size:x} wraps the address space");
             }
 
             if (r.MmapOffset + (r.Size - 1) < r.MmapOffset || r.MmapOffset > long.MaxValue)
             {
-                return $"region {i}: mmap offset 0x{r.MmapOffset:x}+0x{r.Size:x} is out of range";
+                return BadRegion($"region {i}: mmap offset 0x{r.MmapOffset:x}+0x{r.Size:x} is out of range");
             }
 
             for (var j = 0; j < i; j++)
@@ -80,17 +80,17 @@ public sealed class VhostMemoryMap
                 var o = regions[j];
                 if (Overlaps(r.GuestPhysicalAddress, r.Size, o.GuestPhysicalAddress, o.Size))
                 {
-                    return $"regions {j} and {i} overlap in guest-physical space";
+                    return BadRegion($"regions {j} and {i} overlap in guest-physical space");
                 }
 
                 if (Overlaps(r.UserAddress, r.Size, o.UserAddress, o.Size))
                 {
-                    return $"regions {j} and {i} overlap in user address space";
+                    return BadRegion($"regions {j} and {i} overlap in user address space");
                 }
             }
         }
 
-        return null;
+        return VhostUserError.None;
     }
 
     /// <summary>
@@ -100,15 +100,17 @@ public sealed class VhostMemoryMap
     /// <param name="regions">Validated region descriptions.</param>
     /// <param name="fds">One memory file per region; the caller keeps (and closes) them.</param>
     /// <param name="map">The map on success.</param>
-    /// <returns>Null on success, else the reason.</returns>
-    public static string? TryMap(IReadOnlyList<MemoryRegionDescription> regions, IReadOnlyList<FileDescriptor> fds, out VhostMemoryMap? map)
+    /// <returns>None on success, else <see cref="VhostUserErrorCode.MapFailed"/> or why the regions do not form a map.</returns>
+    public static VhostUserError TryMap(IReadOnlyList<MemoryRegionDescription> regions, IReadOnlyList<FileDescriptor> fds, out VhostMemoryMap? map)
     {
         ArgumentNullException.ThrowIfNull(regions);
         ArgumentNullException.ThrowIfNull(fds);
         map = null;
         if (regions.Count != fds.Count)
         {
-            return $"{regions.Count} regions but {fds.Count} file descriptors";
+            return new VhostUserError(
+                regions.Count > fds.Count ? VhostUserErrorCode.MissingDescriptor : VhostUserErrorCode.UnexpectedDescriptor,
+                $"{regions.Count} regions but {fds.Count} file descriptors");
         }
 
         var mapped = new List<MappedRegion>(regions.Count);
@@ -122,12 +124,12 @@ public sealed class VhostMemoryMap
             catch (IOException e)
             {
                 Unmap(mapped);
-                return $"region {i} cannot be mapped: {e.Message}";
+                return new VhostUserError(VhostUserErrorCode.MapFailed, $"region {i} cannot be mapped: {e.Message}");
             }
         }
 
         var error = TryBuild(mapped, out map);
-        if (error is not null)
+        if (error.IsError)
         {
             Unmap(mapped);
         }
@@ -138,8 +140,8 @@ public sealed class VhostMemoryMap
     /// <summary>Builds a map over mappings that already exist (they stay owned by their regions).</summary>
     /// <param name="regions">The mapped regions.</param>
     /// <param name="map">The map on success.</param>
-    /// <returns>Null on success, else the reason.</returns>
-    public static string? TryBuild(IReadOnlyList<MappedRegion> regions, out VhostMemoryMap? map)
+    /// <returns>None on success, else <see cref="VhostUserErrorCode.BadRegion"/>.</returns>
+    public static VhostUserError TryBuild(IReadOnlyList<MappedRegion> regions, out VhostMemoryMap? map)
     {
         ArgumentNullException.ThrowIfNull(regions);
         map = null;
@@ -156,11 +158,11 @@ public sealed class VhostMemoryMap
         try
         {
             map = new VhostMemoryMap(regions.ToArray(), new GuestMemory(physical), new GuestMemory(user));
-            return null;
+            return VhostUserError.None;
         }
         catch (ArgumentException e)
         {
-            return e.Message;
+            return BadRegion(e.Message);
         }
     }
 
@@ -174,6 +176,8 @@ public sealed class VhostMemoryMap
             r.Mapping.Dispose();
         }
     }
+
+    private static VhostUserError BadRegion(string detail) => new(VhostUserErrorCode.BadRegion, detail);
 
     private static bool Overlaps(ulong a, ulong aSize, ulong b, ulong bSize) =>
         a <= b ? b - a < aSize : a - b < bSize;

@@ -21,9 +21,10 @@ public sealed class VhostUserBackend : IDisposable
     private SemaphoreSlim? _slots;
     private long _connections;
     private long _sessionsEnded;
+    private readonly long[] _errorCounts = new long[ErrorCodeCount];
     private long _errors;
     private long _refused;
-    private volatile string? _lastError;
+    private VhostUserError? _lastError;
 
     /// <summary>Creates a back-end; <see cref="Start"/> opens the socket.</summary>
     /// <param name="options">What to offer and where to listen (<see cref="VhostUserBackendOptions.SocketPath"/> is required).</param>
@@ -46,8 +47,11 @@ public sealed class VhostUserBackend : IDisposable
     /// <summary>A started ring was enabled or disabled.</summary>
     public event EventHandler<VhostQueueEventArgs>? QueueEnabledChanged;
 
-    /// <summary>A connection ended; the sender is its session and the argument says why (null for a clean close by the peer).</summary>
-    public event EventHandler<string?>? SessionEnded;
+    /// <summary>
+    /// A connection ended; the sender is its session and the argument says why: no error for a
+    /// clean close by the peer, <see cref="VhostUserErrorCode.Shutdown"/> when this back-end stops.
+    /// </summary>
+    public event EventHandler<VhostUserError>? SessionEnded;
 
     /// <summary>The socket path.</summary>
     public string SocketPath => _options.SocketPath!;
@@ -58,14 +62,31 @@ public sealed class VhostUserBackend : IDisposable
     /// <summary>Connections finished and cleaned up so far.</summary>
     public long SessionsEnded => Interlocked.Read(ref _sessionsEnded);
 
-    /// <summary>Messages that failed (NACKed or closed), over all connections.</summary>
+    /// <summary>Messages that failed (NACKed or closed) and connections that broke, over all connections.</summary>
     public long Errors => Interlocked.Read(ref _errors);
 
     /// <summary>Front-ends closed at once because <see cref="VhostUserBackendOptions.MaxConnections"/> were served (<see cref="VhostUserBackendOptions.RefuseWhenFull"/>).</summary>
     public long Refused => Interlocked.Read(ref _refused);
 
-    /// <summary>The reason of the last failure.</summary>
-    public string? LastError => _lastError;
+    /// <summary>The last failure, or null before the first.</summary>
+    public VhostUserError? LastError
+    {
+        get
+        {
+            lock (_errorCounts)
+            {
+                return _lastError;
+            }
+        }
+    }
+
+    private static int ErrorCodeCount => (int)Enum.GetValues<VhostUserErrorCode>().Max() + 1;
+
+    /// <summary>How many failures of one kind <see cref="Errors"/> counts.</summary>
+    /// <param name="code">The error code.</param>
+    /// <returns>The count (0 for codes never seen).</returns>
+    public long ErrorCount(VhostUserErrorCode code) =>
+        (uint)code < (uint)_errorCounts.Length ? Interlocked.Read(ref _errorCounts[(int)code]) : 0;
 
     /// <summary>Creates the listening socket and starts serving on a background thread.</summary>
     public void Start()
@@ -197,7 +218,7 @@ public sealed class VhostUserBackend : IDisposable
         session.QueueStopped += (_, e) => QueueStopped?.Invoke(session, e);
         session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
         var fds = new List<FileDescriptor>();
-        string? reason = null;
+        VhostUserError reason = default;
         var keepServing = true;
         Log("front-end connected");
         try
@@ -208,7 +229,7 @@ public sealed class VhostUserBackend : IDisposable
                 if (status == ReceiveStatus.Stopped)
                 {
                     keepServing = false;
-                    reason = "back-end stopping";
+                    reason = channel.LastError;
                     break;
                 }
 
@@ -219,20 +240,20 @@ public sealed class VhostUserBackend : IDisposable
 
                 if (status != ReceiveStatus.Message)
                 {
-                    reason = channel.LastError ?? status.ToString();
+                    reason = channel.LastError;
                     RecordError(reason);
                     break;
                 }
 
                 var outcome = session.Handle(channel.Received, fds);
-                if (outcome.Error is not null)
+                if (outcome.Error.IsError)
                 {
                     RecordError(outcome.Error);
                 }
 
                 if (outcome.Reply is { } reply)
                 {
-                    channel.SendRaw(reply);
+                    channel.Send(reply);
                 }
 
                 if (outcome.Close)
@@ -245,7 +266,7 @@ public sealed class VhostUserBackend : IDisposable
         catch (Exception e)
         {
             // A bug or a socket failure ends this connection only; the server keeps serving.
-            reason = $"connection failed: {e.GetType().Name}: {e.Message}";
+            reason = new VhostUserError(e is IOException ? VhostUserErrorCode.SocketError : VhostUserErrorCode.InternalError, $"connection failed: {e.GetType().Name}: {e.Message}");
             RecordError(reason);
         }
         finally
@@ -258,7 +279,7 @@ public sealed class VhostUserBackend : IDisposable
             session.Dispose();
             channel.Dispose();
             Interlocked.Increment(ref _sessionsEnded);
-            Log(reason is null ? "front-end disconnected" : $"connection closed: {reason}");
+            Log(reason.IsError ? $"connection closed: {reason}" : "front-end disconnected");
             try
             {
                 SessionEnded?.Invoke(session, reason);
@@ -272,10 +293,14 @@ public sealed class VhostUserBackend : IDisposable
         return keepServing;
     }
 
-    private void RecordError(string reason)
+    private void RecordError(VhostUserError error)
     {
         Interlocked.Increment(ref _errors);
-        _lastError = reason;
+        Interlocked.Increment(ref _errorCounts[(int)error.Code]);
+        lock (_errorCounts)
+        {
+            _lastError = error;
+        }
     }
 
     private void Log(string line) => _options.Log?.Invoke($"vhost-user backend {SocketPath}: {line}");

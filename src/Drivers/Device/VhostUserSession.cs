@@ -1,30 +1,32 @@
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
+using static Rings.Linux.VhostUser.VhostUserErrorCode;
 using GuestMemoryTable = Rings.Memory.GuestMemory;
 
 namespace Rings.Linux.Device;
 
 /// <summary>What handling one message produced.</summary>
-/// <param name="Reply">The encoded reply to send, if any.</param>
+/// <param name="Reply">The reply to send (encode it with <see cref="VhostUserCodec"/>), if any.</param>
 /// <param name="Close">True when the connection must be closed (an error that could not be NACKed).</param>
-/// <param name="Error">Why the message failed, or null.</param>
-public readonly record struct VhostUserOutcome(byte[]? Reply, bool Close, string? Error)
+/// <param name="Error">Why the message failed, or no error.</param>
+public readonly record struct VhostUserOutcome(VhostUserMessage? Reply, bool Close, VhostUserError Error)
 {
     /// <summary>True when the message succeeded.</summary>
-    public bool Succeeded => Error is null;
+    public bool Succeeded => !Error.IsError;
 }
 
 /// <summary>
 /// The back-end state machine of one front-end connection, with no socket: feed it decoded
 /// messages (or raw bytes) and the descriptors that came with them, and send what it returns.
-/// Dispatch is a table of handlers indexed by request. Every handler validates sizes, indices
-/// and addresses; a failure is NACKed when REPLY_ACK allows, else the connection must close.
+/// Dispatch follows <see cref="VhostUserRequests"/>: the row checks the payload, the descriptors
+/// and the vring index and state, then its handler validates values and addresses. A failure is
+/// NACKed when REPLY_ACK allows, else the connection must close.
 /// Disposing it stops every ring, unmaps every region and closes every descriptor it kept.
 /// Not thread-safe: one thread drives a session.
 /// </summary>
-public sealed class VhostUserSession : IDisposable
+public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 {
-    private static readonly Handler?[] Handlers = BuildHandlers();
+    private static readonly VhostUserError MemorySlotsNotNegotiated = new(NotNegotiated, "CONFIGURE_MEM_SLOTS was not negotiated");
 
     private readonly VhostUserBackendOptions _options;
     private readonly Vring[] _rings;
@@ -53,8 +55,6 @@ public sealed class VhostUserSession : IDisposable
             _rings[i] = new Vring(i);
         }
     }
-
-    private delegate string? Handler(VhostUserSession session, in VhostUserMessage message, List<FileDescriptor> fds, ref VhostUserMessage? reply);
 
     /// <summary>A ring started: the data path may use it. Raised on the thread driving the session.</summary>
     public event EventHandler<VhostQueueEventArgs>? QueueStarted;
@@ -105,7 +105,7 @@ public sealed class VhostUserSession : IDisposable
     {
         ArgumentNullException.ThrowIfNull(fds);
         var error = VhostUserCodec.DecodeRequest(bytes, fds.Count, out var message);
-        if (error == VhostUserDecodeError.None)
+        if (!error.IsError)
         {
             return Handle(message, fds);
         }
@@ -114,8 +114,8 @@ public sealed class VhostUserSession : IDisposable
         Messages++;
 
         // A bad version or direction means nothing else in the header can be trusted.
-        var trusted = error is not (VhostUserDecodeError.Truncated or VhostUserDecodeError.BadVersion or VhostUserDecodeError.BadReplyFlag or VhostUserDecodeError.SizeMismatch);
-        return Fail(message, trusted, $"{DescribeRequest(message.Request)}: {VhostUserCodec.Describe(error)}");
+        var trusted = error.Code is not (Truncated or BadVersion or BadReplyFlag or SizeMismatch);
+        return Fail(message, trusted, error);
     }
 
     /// <summary>
@@ -132,38 +132,19 @@ public sealed class VhostUserSession : IDisposable
         Messages++;
         try
         {
-            var handler = (uint)message.Request < (uint)Handlers.Length ? Handlers[(int)message.Request] : null;
-            if (handler is null)
+            var row = VhostUserRequests.Find(message.Request);
+            var error = row is null ? new VhostUserError(UnknownRequest, "unknown or unsupported request") : Admit(row, message, fds.Count);
+            if (!error.IsError)
             {
-                return Fail(message, true, $"{DescribeRequest(message.Request)}: unknown or unsupported request");
+                var call = new VhostUserCall(message, fds, row!.Vring == VhostUserVringRule.None ? -1 : (int)VhostUserRequestInfo.VringIndex(message));
+                error = row.Handler(this, ref call);
+                if (!error.IsError)
+                {
+                    return Answer(row, message, call.Reply);
+                }
             }
 
-            if (message.Payload != VhostUserCodec.RequestPayload(message.Request) ||
-                (message.Payload == VhostUserPayload.MemoryTable && message.Regions is null))
-            {
-                return Fail(message, true, $"{DescribeRequest(message.Request)}: payload shape does not match the request");
-            }
-
-            if (!VhostUserCodec.FdCountMatches(message, fds.Count))
-            {
-                return Fail(message, true, $"{DescribeRequest(message.Request)}: {VhostUserCodec.Describe(VhostUserDecodeError.WrongFdCount)} ({fds.Count})");
-            }
-
-            VhostUserMessage? reply = null;
-            var error = handler(this, message, fds, ref reply);
-            if (error is not null)
-            {
-                return Fail(message, true, $"{DescribeRequest(message.Request)}: {error}");
-            }
-
-            if (reply is { } r)
-            {
-                return new VhostUserOutcome(VhostUserCodec.Encode(r), false, null);
-            }
-
-            return AckWanted(message)
-                ? new VhostUserOutcome(VhostUserCodec.Encode(VhostUserMessage.ReplyU64(message.Request, 0)), false, null)
-                : default;
+            return Fail(message, true, error);
         }
         finally
         {
@@ -192,9 +173,6 @@ public sealed class VhostUserSession : IDisposable
         _backendChannel = null;
     }
 
-    private static string DescribeRequest(VhostUserRequest request) =>
-        Enum.IsDefined(request) ? $"{request} ({(uint)request})" : $"request {(uint)request}";
-
     private static void CloseAll(List<FileDescriptor> fds)
     {
         foreach (var fd in fds)
@@ -212,51 +190,57 @@ public sealed class VhostUserSession : IDisposable
         return fd;
     }
 
-    private static Handler?[] BuildHandlers()
-    {
-        var t = new Handler?[41];
-        t[(int)VhostUserRequest.GetFeatures] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetFeatures(m, ref r);
-        t[(int)VhostUserRequest.SetFeatures] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetFeatures(m);
-        t[(int)VhostUserRequest.SetOwner] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetOwner();
-        t[(int)VhostUserRequest.ResetOwner] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.ResetOwner();
-        t[(int)VhostUserRequest.SetMemTable] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetMemTable(m, f);
-        t[(int)VhostUserRequest.SetVringNum] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringNum(m);
-        t[(int)VhostUserRequest.SetVringAddr] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringAddr(m);
-        t[(int)VhostUserRequest.SetVringBase] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringBase(m);
-        t[(int)VhostUserRequest.GetVringBase] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetVringBase(m, ref r);
-        t[(int)VhostUserRequest.SetVringKick] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringFile(m, f);
-        t[(int)VhostUserRequest.SetVringCall] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringFile(m, f);
-        t[(int)VhostUserRequest.SetVringErr] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringFile(m, f);
-        t[(int)VhostUserRequest.GetProtocolFeatures] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetProtocolFeatures(m, ref r);
-        t[(int)VhostUserRequest.SetProtocolFeatures] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetProtocolFeatures(m);
-        t[(int)VhostUserRequest.GetQueueNum] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetQueueNum(m, ref r);
-        t[(int)VhostUserRequest.SetVringEnable] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetVringEnable(m);
-        t[(int)VhostUserRequest.SetBackendReqFd] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetBackendReqFd(f);
-        t[(int)VhostUserRequest.ResetDevice] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.ResetDevice();
-        t[(int)VhostUserRequest.GetMaxMemSlots] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetMaxMemSlots(m, ref r);
-        t[(int)VhostUserRequest.AddMemReg] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.AddMemReg(m, f);
-        t[(int)VhostUserRequest.RemMemReg] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.RemMemReg(m);
-        t[(int)VhostUserRequest.SetStatus] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.SetStatus(m);
-        t[(int)VhostUserRequest.GetStatus] = static (VhostUserSession s, in VhostUserMessage m, List<FileDescriptor> f, ref VhostUserMessage? r) => s.GetStatus(m, ref r);
-        return t;
-    }
+    private static VhostUserError Error(VhostUserErrorCode code, string detail) => new(code, detail);
 
     private bool Negotiated(VhostUserProtocolFeatures feature) => (ProtocolFeatures & feature) == feature;
 
-    private bool AckWanted(in VhostUserMessage message) =>
-        message.NeedsReply && Negotiated(VhostUserProtocolFeatures.ReplyAck) && !VhostUserCodec.HasExplicitReply(message.Request);
-
-    private VhostUserOutcome Fail(in VhostUserMessage message, bool headerTrusted, string reason)
+    /// <summary>REPLY_ACK: whether a request that has no explicit reply gets an ack (or a NACK).</summary>
+    private bool AckWanted(in VhostUserMessage message)
     {
-        Errors++;
-        if (headerTrusted && AckWanted(message))
+        var replyAck = Negotiated(VhostUserProtocolFeatures.ReplyAck);
+        return VhostUserRequests.Find(message.Request) is { } row
+            ? row.Reply == VhostUserReplyRule.AckIfAsked && row.ReplyDue(message.NeedsReply, replyAck)
+            : message.NeedsReply && replyAck; // an unknown request is NACKed when it asks for a reply
+    }
+
+    /// <summary>The row's checks: payload shape, descriptors, vring index, and a stopped ring where the row needs one.</summary>
+    private VhostUserError Admit(VhostUserRequestInfo row, in VhostUserMessage message, int descriptors)
+    {
+        var error = row.Check(message, descriptors, _rings.Length);
+        if (!error.IsError && row.Vring == VhostUserVringRule.Stopped && _rings[VhostUserRequestInfo.VringIndex(message)].Ring is { })
         {
-            _options.Log?.Invoke($"vhost-user: NACK {reason}");
-            return new VhostUserOutcome(VhostUserCodec.Encode(VhostUserMessage.ReplyU64(message.Request, 1)), false, reason);
+            error = Error(RingRunning, $"vring {VhostUserRequestInfo.VringIndex(message)} is running; stop it (GET_VRING_BASE) first");
         }
 
-        _options.Log?.Invoke($"vhost-user: closing connection: {reason}");
-        return new VhostUserOutcome(null, true, reason);
+        return error;
+    }
+
+    /// <summary>The reply rule of the row: the handler's reply, an ack when one is due, or nothing.</summary>
+    private VhostUserOutcome Answer(VhostUserRequestInfo row, in VhostUserMessage message, VhostUserMessage? reply)
+    {
+        if (row.Reply == VhostUserReplyRule.Always)
+        {
+            return reply is { } body
+                ? new VhostUserOutcome(body, false, default)
+                : Fail(message, true, new VhostUserError(InternalError, "the handler produced no reply"));
+        }
+
+        return AckWanted(message) ? new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 0), false, default) : default;
+    }
+
+    private VhostUserOutcome Fail(in VhostUserMessage message, bool headerTrusted, VhostUserError error)
+    {
+        Errors++;
+        error = error.About(message.Request);
+
+        if (headerTrusted && AckWanted(message))
+        {
+            _options.Log?.Invoke($"vhost-user: NACK {error}");
+            return new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 1), false, error);
+        }
+
+        _options.Log?.Invoke($"vhost-user: closing connection: {error}");
+        return new VhostUserOutcome(null, true, error);
     }
 
     private RingFormat Format => RingFormat.Of(Features);
@@ -264,51 +248,40 @@ public sealed class VhostUserSession : IDisposable
     /// <summary>Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled; with it, SET_VRING_ENABLE decides.</summary>
     private bool EffectiveEnabled(Vring v) => v.Enabled || (Features & VhostUserConstants.ProtocolFeaturesBit) == 0;
 
-    private string? Ring(uint index, out Vring ring)
-    {
-        if (index >= (uint)_rings.Length)
-        {
-            ring = null!;
-            return $"vring index {index} out of range (the device has {_rings.Length})";
-        }
+    // ---- Handlers (one per row of VhostUserRequests) ----------------------------------------
 
-        ring = _rings[index];
-        return null;
+    VhostUserError IVhostUserHandlers.GetFeatures(ref VhostUserCall c)
+    {
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, (ulong)_options.OfferedFeatures);
+        return default;
     }
 
-    // ---- Handlers -------------------------------------------------------------------------
-
-    private string? GetFeatures(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.SetFeatures(ref VhostUserCall c)
     {
-        reply = VhostUserMessage.ReplyU64(m.Request, (ulong)_options.OfferedFeatures);
-        return null;
-    }
-
-    private string? SetFeatures(in VhostUserMessage m)
-    {
+        ref readonly var m = ref c.Message;
         var unknown = m.Value & ~(ulong)_options.OfferedFeatures;
         if (unknown != 0)
         {
-            return $"features 0x{unknown:x} were not offered";
+            return Error(NotOffered, $"features 0x{unknown:x} were not offered");
         }
 
         var features = (VirtioFeatures)m.Value;
         if (RingFormat.Of(features) != Format && _rings.Any(v => v.Ring is not null))
         {
-            return "cannot change the ring format while rings run";
+            return Error(RingRunning, "cannot change the ring format while rings run");
         }
 
         Features = features;
-        return null;
+        return default;
     }
 
-    private string? SetOwner()
+    VhostUserError IVhostUserHandlers.SetOwner(ref VhostUserCall c)
     {
         HasOwner = true;
-        return null;
+        return default;
     }
 
-    private string? ResetOwner()
+    VhostUserError IVhostUserHandlers.ResetOwner(ref VhostUserCall c)
     {
         // Deprecated; vhost-user.rst recommends treating it as "disable all rings".
         foreach (var v in _rings)
@@ -316,76 +289,75 @@ public sealed class VhostUserSession : IDisposable
             Stop(v);
         }
 
-        return null;
+        return default;
     }
 
-    private string? GetProtocolFeatures(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.GetProtocolFeatures(ref VhostUserCall c)
     {
-        reply = VhostUserMessage.ReplyU64(m.Request, (ulong)_options.OfferedProtocolFeatures);
-        return null;
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, (ulong)_options.OfferedProtocolFeatures);
+        return default;
     }
 
-    private string? SetProtocolFeatures(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetProtocolFeatures(ref VhostUserCall c)
     {
-        var unknown = m.Value & ~(ulong)_options.OfferedProtocolFeatures;
+        var unknown = c.Message.Value & ~(ulong)_options.OfferedProtocolFeatures;
         if (unknown != 0)
         {
-            return $"protocol features 0x{unknown:x} were not offered";
+            return Error(NotOffered, $"protocol features 0x{unknown:x} were not offered");
         }
 
-        ProtocolFeatures = (VhostUserProtocolFeatures)m.Value;
-        return null;
+        ProtocolFeatures = (VhostUserProtocolFeatures)c.Message.Value;
+        return default;
     }
 
-    private string? GetQueueNum(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.GetQueueNum(ref VhostUserCall c)
     {
-        reply = VhostUserMessage.ReplyU64(m.Request, (ulong)_options.MaxQueuePairs);
-        return null;
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, (ulong)_options.MaxQueuePairs);
+        return default;
     }
 
-    private string? SetMemTable(in VhostUserMessage m, List<FileDescriptor> fds)
+    VhostUserError IVhostUserHandlers.SetMemTable(ref VhostUserCall c)
     {
-        var regions = m.Regions ?? [];
+        var regions = c.Message.Regions ?? [];
         var error = VhostMemoryMap.Validate(regions, VhostUserConstants.MaxMemTableRegions);
-        if (error is not null)
+        if (!error.IsError)
         {
-            return error;
+            error = VhostMemoryMap.TryMap(regions, c.Fds, out var map);
+            if (!error.IsError)
+            {
+                ReplaceMemory(map!, unmapOld: true);
+
+                // The descriptors are no longer needed once mapped; the caller closes them.
+                error = StartAll();
+            }
         }
 
-        error = VhostMemoryMap.TryMap(regions, fds, out var map);
-        if (error is not null)
-        {
-            return error;
-        }
-
-        ReplaceMemory(map!, unmapOld: true);
-
-        // The descriptors are no longer needed once mapped; the caller closes them.
-        return StartAll();
+        return error;
     }
 
-    private string? GetMaxMemSlots(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.GetMaxMemSlots(ref VhostUserCall c)
     {
         if (!Negotiated(VhostUserProtocolFeatures.ConfigureMemSlots))
         {
-            return "CONFIGURE_MEM_SLOTS was not negotiated";
+            return MemorySlotsNotNegotiated;
         }
 
-        reply = VhostUserMessage.ReplyU64(m.Request, (ulong)_options.MaxMemorySlots);
-        return null;
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, (ulong)_options.MaxMemorySlots);
+        return default;
     }
 
-    private string? AddMemReg(in VhostUserMessage m, List<FileDescriptor> fds)
+    VhostUserError IVhostUserHandlers.AddMemReg(ref VhostUserCall c)
     {
         if (!Negotiated(VhostUserProtocolFeatures.ConfigureMemSlots))
         {
-            return "CONFIGURE_MEM_SLOTS was not negotiated";
+            return MemorySlotsNotNegotiated;
         }
 
+        var region = c.Message.Region;
         var existing = _memory?.Regions ?? [];
-        var descriptions = existing.Select(r => r.Description).Append(m.Region).ToArray();
+        var descriptions = existing.Select(r => r.Description).Append(region).ToArray();
         var error = VhostMemoryMap.Validate(descriptions, _options.MaxMemorySlots);
-        if (error is not null)
+        if (error.IsError)
         {
             return error;
         }
@@ -393,16 +365,16 @@ public sealed class VhostUserSession : IDisposable
         SharedMemory mapping;
         try
         {
-            mapping = SharedMemory.Map(fds[0], m.Region.MmapOffset, m.Region.Size);
+            mapping = SharedMemory.Map(c.Fds[0], region.MmapOffset, region.Size);
         }
         catch (IOException e)
         {
-            return $"region cannot be mapped: {e.Message}";
+            return Error(MapFailed, $"region cannot be mapped: {e.Message}");
         }
 
-        var all = existing.Append(new MappedRegion(m.Region, mapping)).ToArray();
+        var all = existing.Append(new MappedRegion(region, mapping)).ToArray();
         error = VhostMemoryMap.TryBuild(all, out var map);
-        if (error is not null)
+        if (error.IsError)
         {
             mapping.Dispose();
             return error;
@@ -412,15 +384,15 @@ public sealed class VhostUserSession : IDisposable
         return StartAll();
     }
 
-    private string? RemMemReg(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.RemMemReg(ref VhostUserCall c)
     {
         if (!Negotiated(VhostUserProtocolFeatures.ConfigureMemSlots))
         {
-            return "CONFIGURE_MEM_SLOTS was not negotiated";
+            return MemorySlotsNotNegotiated;
         }
 
         var existing = _memory?.Regions ?? [];
-        var target = m.Region;
+        var target = c.Message.Region;
 
         // vhost-user.rst: identified by guest address, user address and size; the offset is ignored.
         var victim = existing.FirstOrDefault(r =>
@@ -429,7 +401,7 @@ public sealed class VhostUserSession : IDisposable
             r.Description.Size == target.Size);
         if (victim is null)
         {
-            return $"no region at guest 0x{target.GuestPhysicalAddress:x} user 0x{target.UserAddress:x} size 0x{target.Size:x}";
+            return Error(BadRegion, $"no region at guest 0x{target.GuestPhysicalAddress:x} user 0x{target.UserAddress:x} size 0x{target.Size:x}");
         }
 
         var rest = existing.Where(r => !ReferenceEquals(r, victim)).ToArray();
@@ -437,7 +409,7 @@ public sealed class VhostUserSession : IDisposable
         if (rest.Length > 0)
         {
             var error = VhostMemoryMap.TryBuild(rest, out map);
-            if (error is not null)
+            if (error.IsError)
             {
                 return error;
             }
@@ -453,53 +425,35 @@ public sealed class VhostUserSession : IDisposable
         return StartAll();
     }
 
-    private string? SetVringNum(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetVringNum(ref VhostUserCall c)
     {
-        var error = Ring(m.State.Index, out var v);
-        if (error is not null)
-        {
-            return error;
-        }
-
-        if (v.Ring is not null)
-        {
-            return $"vring {v.Index} is running; stop it (GET_VRING_BASE) before resizing";
-        }
+        ref readonly var m = ref c.Message;
+        var v = _rings[c.Vring];
 
         // The format may not be known yet (SET_FEATURES can come later): a size no format takes is
         // refused now, and the format's own rule once the features are set (again at start).
         var num = m.State.Num;
         if (!RingFormat.All.Any(f => f.IsValidSize(num)))
         {
-            return $"queue size {num} is not valid for any ring format";
+            return Error(QueueSizeInvalid, $"queue size {num} is not valid for any ring format");
         }
 
         if (Features != VirtioFeatures.None && !Format.IsValidSize(m.State.Num))
         {
-            return $"queue size {m.State.Num} is not {Format.SizeRule} ({Format} ring)";
+            return Error(QueueSizeInvalid, $"queue size {m.State.Num} is not {Format.SizeRule} ({Format} ring)");
         }
 
         v.Num = (int)m.State.Num;
         return TryStart(v);
     }
 
-    private string? SetVringAddr(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetVringAddr(ref VhostUserCall c)
     {
-        var a = m.Address;
-        var error = Ring(a.Index, out var v);
-        if (error is not null)
-        {
-            return error;
-        }
-
+        var a = c.Message.Address;
+        var v = _rings[c.Vring];
         if ((a.Flags & ~VhostUserConstants.VringFlagLog) != 0)
         {
-            return $"unknown vring address flags 0x{a.Flags:x}";
-        }
-
-        if (v.Ring is not null)
-        {
-            return $"vring {v.Index} is running; stop it before moving it";
+            return Error(ReservedBitsSet, $"unknown vring address flags 0x{a.Flags:x}");
         }
 
         var areas = new RingAreas(a.Descriptor, a.Avail, a.Used);
@@ -507,8 +461,8 @@ public sealed class VhostUserSession : IDisposable
         // With memory and size known, a ring outside every region is refused now, not at start.
         if (_memory is not null && Format.IsValidSize(v.Num))
         {
-            error = CheckAreas(areas, Format.Layout(v.Num));
-            if (error is not null)
+            var error = CheckAreas(areas, Format.Layout(v.Num));
+            if (error.IsError)
             {
                 return error;
             }
@@ -518,57 +472,41 @@ public sealed class VhostUserSession : IDisposable
         return TryStart(v);
     }
 
-    private string? SetVringBase(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetVringBase(ref VhostUserCall c)
     {
-        var error = Ring(m.State.Index, out var v);
-        if (error is not null)
-        {
-            return error;
-        }
-
-        if (v.Ring is not null)
-        {
-            return $"vring {v.Index} is running; stop it before setting its base";
-        }
+        ref readonly var m = ref c.Message;
+        var v = _rings[c.Vring];
 
         // The queue size may not be known yet; positions past it are refused at start.
         if (!Format.IsValidBase(m.State.Num, RingFormat.MaxSize))
         {
-            return $"base 0x{m.State.Num:x} is not a {Format} ring position (a split base fits 16 bits)";
+            return Error(RingBaseInvalid, $"base 0x{m.State.Num:x} is not a {Format} ring position (a split base fits 16 bits)");
         }
 
         v.Base = m.State.Num;
         return TryStart(v);
     }
 
-    private string? GetVringBase(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.GetVringBase(ref VhostUserCall c)
     {
-        var error = Ring(m.State.Index, out var v);
-        if (error is not null)
-        {
-            return error;
-        }
+        var v = _rings[c.Vring];
 
         // The data path lets go first; only then is the position final.
         Suspend(v);
         var position = v.Ring is { } ring ? v.Format.EncodeBase(ring.Position) : v.Base ?? 0;
         Stop(v);
-        reply = VhostUserMessage.ReplyState(m.Request, (uint)v.Index, position);
-        return null;
+        c.Reply = VhostUserMessage.ReplyState(c.Message.Request, (uint)v.Index, position);
+        return default;
     }
 
-    private string? SetVringFile(in VhostUserMessage m, List<FileDescriptor> fds)
+    VhostUserError IVhostUserHandlers.SetVringFile(ref VhostUserCall c)
     {
-        var error = Ring(m.FileIndex, out var v);
-        if (error is not null)
-        {
-            return error;
-        }
-
+        ref readonly var m = ref c.Message;
+        var v = _rings[c.Vring];
         EventFd? doorbell = null;
         if (!m.FileHasNoFd)
         {
-            doorbell = new EventFd(Take(fds, 0));
+            doorbell = new EventFd(Take(c.Fds, 0));
         }
 
         // A running ring is paused while its doorbells change, so no thread uses a closed one.
@@ -591,45 +529,41 @@ public sealed class VhostUserSession : IDisposable
                 break;
         }
 
-        return wasActive || m.Request == VhostUserRequest.SetVringKick ? TryStart(v) : null;
+        return wasActive || m.Request == VhostUserRequest.SetVringKick ? TryStart(v) : default;
     }
 
-    private string? SetVringEnable(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetVringEnable(ref VhostUserCall c)
     {
-        var error = Ring(m.State.Index, out var v);
-        if (error is not null)
+        var num = c.Message.State.Num;
+        var v = _rings[c.Vring];
+        if (num > 1)
         {
-            return error;
+            return Error(ValueOutOfRange, $"enable must be 0 or 1, got {num}");
         }
 
-        if (m.State.Num > 1)
-        {
-            return $"enable must be 0 or 1, got {m.State.Num}";
-        }
-
-        v.Enabled = m.State.Num == 1;
+        v.Enabled = num == 1;
         if (v.Active is { } q && q.Enabled != EffectiveEnabled(v))
         {
             q.Enabled = EffectiveEnabled(v);
             return Raise(QueueEnabledChanged, q);
         }
 
-        return null;
+        return default;
     }
 
-    private string? SetBackendReqFd(List<FileDescriptor> fds)
+    VhostUserError IVhostUserHandlers.SetBackendReqFd(ref VhostUserCall c)
     {
         if (!Negotiated(VhostUserProtocolFeatures.BackendRequest))
         {
-            return "BACKEND_REQ was not negotiated";
+            return Error(NotNegotiated, "BACKEND_REQ was not negotiated");
         }
 
         _backendChannel?.Dispose();
-        _backendChannel = Take(fds, 0);
-        return null;
+        _backendChannel = Take(c.Fds, 0);
+        return default;
     }
 
-    private string? ResetDevice()
+    VhostUserError IVhostUserHandlers.ResetDevice(ref VhostUserCall c)
     {
         foreach (var v in _rings)
         {
@@ -640,17 +574,18 @@ public sealed class VhostUserSession : IDisposable
 
         Features = VirtioFeatures.None;
         Status = 0;
-        return null;
+        return default;
     }
 
-    private string? SetStatus(in VhostUserMessage m)
+    VhostUserError IVhostUserHandlers.SetStatus(ref VhostUserCall c)
     {
-        if (m.Value > byte.MaxValue)
+        var value = c.Message.Value;
+        if (value > byte.MaxValue)
         {
-            return $"status 0x{m.Value:x} does not fit 8 bits";
+            return Error(ValueOutOfRange, $"status 0x{value:x} does not fit 8 bits");
         }
 
-        Status = (byte)m.Value;
+        Status = (byte)value;
         if (Status == 0)
         {
             // Writing 0 resets the device (virtio 1.2 section 2.1.1): every ring stops.
@@ -660,10 +595,10 @@ public sealed class VhostUserSession : IDisposable
             }
         }
 
-        return null;
+        return default;
     }
 
-    private string? GetStatus(in VhostUserMessage m, ref VhostUserMessage? reply)
+    VhostUserError IVhostUserHandlers.GetStatus(ref VhostUserCall c)
     {
         var status = Status;
         if (_rings.Any(v => v.Ring is { IsBroken: true }))
@@ -671,58 +606,58 @@ public sealed class VhostUserSession : IDisposable
             status |= DeviceStatus.NeedsReset;
         }
 
-        reply = VhostUserMessage.ReplyU64(m.Request, status);
-        return null;
+        c.Reply = VhostUserMessage.ReplyU64(c.Message.Request, status);
+        return default;
     }
 
     // ---- Ring life cycle ------------------------------------------------------------------
 
-    private string? CheckAreas(RingAreas areas, RingLayout layout)
+    private VhostUserError CheckAreas(RingAreas areas, RingLayout layout)
     {
         var user = _memory!.User;
         if (!user.TryTranslate(areas.DescriptorArea, (ulong)layout.DescriptorAreaBytes, out _))
         {
-            return $"descriptor area 0x{areas.DescriptorArea:x} (+{layout.DescriptorAreaBytes}) is outside every region";
+            return Error(BadRingAddress, $"descriptor area 0x{areas.DescriptorArea:x} (+{layout.DescriptorAreaBytes}) is outside every region");
         }
 
         if (!user.TryTranslate(areas.DriverArea, (ulong)layout.DriverAreaBytes, out _))
         {
-            return $"driver area 0x{areas.DriverArea:x} (+{layout.DriverAreaBytes}) is outside every region";
+            return Error(BadRingAddress, $"driver area 0x{areas.DriverArea:x} (+{layout.DriverAreaBytes}) is outside every region");
         }
 
         if (!user.TryTranslate(areas.DeviceArea, (ulong)layout.DeviceAreaBytes, out _))
         {
-            return $"device area 0x{areas.DeviceArea:x} (+{layout.DeviceAreaBytes}) is outside every region";
+            return Error(BadRingAddress, $"device area 0x{areas.DeviceArea:x} (+{layout.DeviceAreaBytes}) is outside every region");
         }
 
-        return null;
+        return default;
     }
 
     /// <summary>Starts the ring if it has size, addresses, kick, base and memory; resumes it if only paused.</summary>
-    private string? TryStart(Vring v)
+    private VhostUserError TryStart(Vring v)
     {
         if (v.Ring is null)
         {
             if (v.Num == 0 || v.Areas is not { } areas || !v.HasKick || v.Base is not { } raw || _memory is null)
             {
-                return null;
+                return default;
             }
 
             var format = Format;
             if (!format.IsValidSize(v.Num))
             {
-                return $"vring {v.Index}: queue size {v.Num} is not valid for a {format} ring";
+                return Error(QueueSizeInvalid, $"vring {v.Index}: queue size {v.Num} is not valid for a {format} ring");
             }
 
             if (!format.IsValidBase(raw, v.Num))
             {
-                return $"vring {v.Index}: base 0x{raw:x} points past a ring of {v.Num}";
+                return Error(RingBaseInvalid, $"vring {v.Index}: base 0x{raw:x} points past a ring of {v.Num}");
             }
 
             var error = CheckAreas(areas, format.Layout(v.Num));
-            if (error is not null)
+            if (error.IsError)
             {
-                return $"vring {v.Index}: {error}";
+                return error with { Detail = $"vring {v.Index}: {error.Detail}" };
             }
 
             try
@@ -732,7 +667,7 @@ public sealed class VhostUserSession : IDisposable
             }
             catch (ArgumentException e)
             {
-                return $"vring {v.Index}: {e.Message}";
+                return Error(BadRingAddress, $"vring {v.Index}: {e.Message}");
             }
         }
 
@@ -743,16 +678,16 @@ public sealed class VhostUserSession : IDisposable
             return Raise(QueueStarted, q);
         }
 
-        return null;
+        return default;
     }
 
-    private string? StartAll()
+    private VhostUserError StartAll()
     {
-        string? first = null;
+        VhostUserError first = default;
         foreach (var v in _rings)
         {
             var error = TryStart(v);
-            first ??= error;
+            first = first.IsError ? first : error;
         }
 
         return first;
@@ -805,22 +740,22 @@ public sealed class VhostUserSession : IDisposable
         }
     }
 
-    private string? Raise(EventHandler<VhostQueueEventArgs>? handler, VhostQueue queue)
+    private VhostUserError Raise(EventHandler<VhostQueueEventArgs>? handler, VhostQueue queue)
     {
         if (handler is null)
         {
-            return null;
+            return default;
         }
 
         try
         {
             handler(this, new VhostQueueEventArgs(queue));
-            return null;
+            return default;
         }
         catch (Exception e)
         {
             _options.Log?.Invoke($"vhost-user: queue {queue.Index} event handler failed: {e.Message}");
-            return $"vring {queue.Index}: event handler failed: {e.Message}";
+            return Error(HandlerFailed, $"vring {queue.Index}: event handler failed: {e.Message}");
         }
     }
 

@@ -1,6 +1,7 @@
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using Rings.Memory;
+using static Rings.Linux.VhostUser.VhostUserErrorCode;
 
 namespace Rings.Linux.Driver;
 
@@ -100,6 +101,8 @@ public sealed class FrontendQueue
 /// area in it, connects to a back-end, negotiates, sends the memory table and the ring setup
 /// with kick and call doorbells, and can stop a ring and restart it from the saved base.
 /// Memory layout: rings from offset 0 (each page-aligned), then the buffer area to the end.
+/// Every failure of the back-end or the connection is a <see cref="VhostUserException"/> whose
+/// code tells a refused request from a dead connection.
 /// </summary>
 public sealed class VhostUserFrontend : IDisposable
 {
@@ -155,13 +158,24 @@ public sealed class VhostUserFrontend : IDisposable
     /// </summary>
     /// <param name="options">What to ask for.</param>
     /// <returns>The connected front-end.</returns>
-    /// <exception cref="IOException">The back-end refused something, went away, or did not answer in time.</exception>
+    /// <exception cref="VhostUserException">The back-end refused something or offers too little (<see cref="VhostUserErrorCode.Refused"/>,
+    /// <see cref="VhostUserErrorCode.NotOffered"/>, ...), or the connection failed (<see cref="VhostUserError.IsConnectionLost"/>).</exception>
     public static VhostUserFrontend Connect(VhostUserFrontendOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(options.SocketPath, nameof(options));
         Validate(options);
-        var channel = new VhostUserChannel(UnixSocket.Connect(options.SocketPath)) { MessageTimeoutMilliseconds = options.ReplyTimeoutMilliseconds };
+        UnixSocket socket;
+        try
+        {
+            socket = UnixSocket.Connect(options.SocketPath);
+        }
+        catch (IOException e)
+        {
+            throw new VhostUserException(new VhostUserError(SocketError, e.Message), e);
+        }
+
+        var channel = new VhostUserChannel(socket) { MessageTimeoutMilliseconds = options.ReplyTimeoutMilliseconds };
         try
         {
             return Create(options, channel, ownsChannel: true);
@@ -185,7 +199,7 @@ public sealed class VhostUserFrontend : IDisposable
     /// <param name="channel">A connected channel to the back-end; nothing may have been sent on it yet.</param>
     /// <param name="options">What to ask for.</param>
     /// <returns>The front-end, every ring running and enabled.</returns>
-    /// <exception cref="IOException">The back-end refused something, went away, or did not answer in time.</exception>
+    /// <exception cref="VhostUserException">As for <see cref="Connect(VhostUserFrontendOptions)"/>.</exception>
     public static VhostUserFrontend Connect(VhostUserChannel channel, VhostUserFrontendOptions options)
     {
         ArgumentNullException.ThrowIfNull(channel);
@@ -321,7 +335,7 @@ public sealed class VhostUserFrontend : IDisposable
         var reply = Request(VhostUserMessage.WithState(VhostUserRequest.GetVringBase, (uint)index, 0));
         if (reply.State.Index != (uint)index)
         {
-            throw new IOException($"GET_VRING_BASE reply names vring {reply.State.Index}, asked for {index}");
+            throw Failure(UnexpectedReply, VhostUserRequest.GetVringBase, $"the reply names vring {reply.State.Index}, asked for {index}");
         }
 
         q.Base = reply.State.Num;
@@ -391,12 +405,12 @@ public sealed class VhostUserFrontend : IDisposable
         OfferedFeatures = (VirtioFeatures)Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
         if ((OfferedFeatures & VirtioFeatures.Version1) == 0)
         {
-            throw new IOException($"back-end does not offer VIRTIO_F_VERSION_1 (features 0x{(ulong)OfferedFeatures:x})");
+            throw Failure(NotOffered, VhostUserRequest.GetFeatures, $"back-end does not offer VIRTIO_F_VERSION_1 (features 0x{(ulong)OfferedFeatures:x})");
         }
 
         if ((_options.Features & ~OfferedFeatures & VirtioFeatures.RingPacked) != 0)
         {
-            throw new IOException("back-end does not offer VIRTIO_F_RING_PACKED");
+            throw Failure(NotOffered, VhostUserRequest.GetFeatures, "back-end does not offer VIRTIO_F_RING_PACKED");
         }
 
         if ((OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit) != 0)
@@ -413,12 +427,12 @@ public sealed class VhostUserFrontend : IDisposable
             BackendQueuePairs = Request(VhostUserMessage.Empty(VhostUserRequest.GetQueueNum)).Value;
             if (BackendQueuePairs < (ulong)_options.QueuePairs)
             {
-                throw new IOException($"back-end supports {BackendQueuePairs} queue pairs, {_options.QueuePairs} wanted");
+                throw Failure(NotOffered, VhostUserRequest.GetQueueNum, $"back-end supports {BackendQueuePairs} queue pairs, {_options.QueuePairs} wanted");
             }
         }
         else if (_options.QueuePairs > 1)
         {
-            throw new IOException("several queue pairs need the MQ protocol feature");
+            throw Failure(NotNegotiated, VhostUserRequest.GetProtocolFeatures, "several queue pairs need the MQ protocol feature");
         }
 
         Features = (_options.Features & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
@@ -432,7 +446,7 @@ public sealed class VhostUserFrontend : IDisposable
             var back = Request(VhostUserMessage.Empty(VhostUserRequest.GetStatus)).Value;
             if ((back & DeviceStatus.FeaturesOk) == 0)
             {
-                throw new IOException($"back-end cleared FEATURES_OK (status 0x{back:x})");
+                throw Failure(Refused, VhostUserRequest.GetStatus, $"back-end cleared FEATURES_OK (status 0x{back:x})");
             }
         }
 
@@ -472,7 +486,7 @@ public sealed class VhostUserFrontend : IDisposable
             var slots = Request(VhostUserMessage.Empty(VhostUserRequest.GetMaxMemSlots)).Value;
             if (slots < 1)
             {
-                throw new IOException("back-end offers no memory slots");
+                throw Failure(NotOffered, VhostUserRequest.GetMaxMemSlots, "back-end offers no memory slots");
             }
 
             Request(VhostUserMessage.WithRegion(VhostUserRequest.AddMemReg, region, AckOn), [memory.Handle!]);
@@ -497,11 +511,15 @@ public sealed class VhostUserFrontend : IDisposable
         q.Running = true;
     }
 
-    /// <summary>Sends a request and, when it has a reply (explicit, or an ack asked for), waits for it and checks it.</summary>
+    /// <summary>
+    /// Sends a request and, when its row in <see cref="VhostUserRequests"/> says a reply follows
+    /// (an explicit one, or an ack asked for), waits for it and checks it.
+    /// </summary>
     private VhostUserMessage Request(in VhostUserMessage message, ReadOnlySpan<FileDescriptor> fds = default)
     {
         Send(message, fds);
-        if (!VhostUserCodec.HasExplicitReply(message.Request) && !message.NeedsReply)
+        var row = VhostUserRequests.Find(message.Request)!;
+        if (!row.ReplyDue(message.NeedsReply, AckOn))
         {
             return default;
         }
@@ -512,23 +530,23 @@ public sealed class VhostUserFrontend : IDisposable
         {
             if (status != ReceiveStatus.Message)
             {
-                throw new IOException($"no reply to {message.Request}: {channel.LastError ?? status.ToString()}");
+                throw new VhostUserException(channel.LastError.About(message.Request));
             }
 
             var error = VhostUserCodec.DecodeReply(channel.Received, _replyFds.Count, out var reply);
-            if (error != VhostUserDecodeError.None)
+            if (error.IsError)
             {
-                throw new IOException($"bad reply to {message.Request}: {VhostUserCodec.Describe(error)}");
+                throw new VhostUserException(error.About(message.Request));
             }
 
             if (reply.Request != message.Request)
             {
-                throw new IOException($"reply to {message.Request} names {reply.Request}");
+                throw Failure(UnexpectedReply, message.Request, $"the reply names {reply.Request}");
             }
 
-            if (!VhostUserCodec.HasExplicitReply(message.Request) && reply.Value != 0)
+            if (row.Reply == VhostUserReplyRule.AckIfAsked && reply.Value != 0)
             {
-                throw new IOException($"back-end refused {message.Request} (NACK {reply.Value})");
+                throw Failure(Refused, message.Request, $"NACK {reply.Value}");
             }
 
             return reply;
@@ -544,5 +562,19 @@ public sealed class VhostUserFrontend : IDisposable
         }
     }
 
-    private void Send(in VhostUserMessage message, ReadOnlySpan<FileDescriptor> fds = default) => _channel!.Send(message, fds);
+    private static VhostUserException Failure(VhostUserErrorCode code, VhostUserRequest request, string detail) =>
+        new(new VhostUserError(code, request, detail));
+
+    private void Send(in VhostUserMessage message, ReadOnlySpan<FileDescriptor> fds = default)
+    {
+        try
+        {
+            _channel!.Send(message, fds);
+        }
+        catch (IOException e)
+        {
+            var code = e.HResult is LibC.EPIPE or LibC.ECONNRESET ? PeerClosed : SocketError;
+            throw new VhostUserException(new VhostUserError(code, message.Request, e.Message), e);
+        }
+    }
 }

@@ -135,7 +135,7 @@ public sealed class VirtioNetDriver : IDisposable
     /// <param name="options">What the front-end asks for (socket, memory, queue size, features, ring format).</param>
     /// <param name="maxFrameSize">The largest frame to transmit, in bytes (without the 12-byte header).</param>
     /// <returns>The driver, receive buffers posted.</returns>
-    /// <exception cref="IOException">The back-end refused something, went away, or did not answer in time.</exception>
+    /// <exception cref="VhostUserException">The back-end refused something, went away, or did not answer in time (the code says which).</exception>
     /// <exception cref="ArgumentException">The options are invalid or the memory does not hold rings and buffers.</exception>
     public static VirtioNetDriver Connect(VhostUserFrontendOptions options, int maxFrameSize = DefaultMaxFrameSize)
     {

@@ -16,6 +16,8 @@ internal static unsafe partial class LibC
     public const int EINTR = 4;
     public const int EAGAIN = 11;
     public const int EINVAL = 22;
+    public const int EPIPE = 32;
+    public const int ECONNRESET = 104;
 
     // memfd_create(2), fcntl(2) seals
     public const uint MFD_CLOEXEC = 0x1;

@@ -4,6 +4,7 @@ using Rings.Linux.Device;
 using Rings.Linux.Net;
 using Rings.Linux.Plumbing;
 using Rings.Linux.Runtime;
+using Rings.Linux.VhostUser;
 
 namespace Rings.Linux.Ports;
 
@@ -457,7 +458,7 @@ public sealed class VhostUserPort : Port
         }
     }
 
-    private void OnSessionEnded(object session, string? reason)
+    private void OnSessionEnded(object session, VhostUserError reason)
     {
         lock (_gate)
         {
@@ -468,7 +469,7 @@ public sealed class VhostUserPort : Port
 
             Array.Clear(_queues);
             _session = null;
-            Detach(reason is null ? "front-end disconnected" : $"front-end disconnected: {reason}");
+            Detach(reason.IsError ? $"front-end disconnected: {reason}" : "front-end disconnected");
             _status = "waiting for a front-end";
         }
     }

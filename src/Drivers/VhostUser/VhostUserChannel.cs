@@ -51,8 +51,13 @@ public sealed class VhostUserChannel : IDisposable
     /// <summary>Bytes of the last message received.</summary>
     public int ReceivedLength { get; private set; }
 
-    /// <summary>What went wrong when <see cref="Receive"/> returned <see cref="ReceiveStatus.Error"/>.</summary>
-    public string? LastError { get; private set; }
+    /// <summary>
+    /// Why the last <see cref="Receive"/> returned something other than a message:
+    /// <see cref="VhostUserErrorCode.Timeout"/>, <see cref="VhostUserErrorCode.PeerClosed"/>,
+    /// <see cref="VhostUserErrorCode.Shutdown"/> (stopped), <see cref="VhostUserErrorCode.PayloadTooLarge"/>
+    /// or <see cref="VhostUserErrorCode.SocketError"/>; no error after a message.
+    /// </summary>
+    public VhostUserError LastError { get; private set; }
 
     /// <summary>
     /// Receives one message into <see cref="Received"/>. Descriptors that arrive are appended to
@@ -65,7 +70,7 @@ public sealed class VhostUserChannel : IDisposable
     public ReceiveStatus Receive(List<FileDescriptor> fds, int timeoutMilliseconds = -1, FileDescriptor? stop = null)
     {
         ReceivedLength = 0;
-        LastError = null;
+        LastError = VhostUserError.None;
         var status = ReadExact(_buffer.AsSpan(0, VhostUserConstants.HeaderBytes), fds, timeoutMilliseconds, stop, first: true);
         if (status != ReceiveStatus.Message)
         {
@@ -75,7 +80,7 @@ public sealed class VhostUserChannel : IDisposable
         VhostUserCodec.TryReadHeader(_buffer, out var request, out _, out var size);
         if (size > VhostUserConstants.MaxPayloadBytes)
         {
-            LastError = $"request {(uint)request} announces a {size}-byte payload (limit {VhostUserConstants.MaxPayloadBytes})";
+            LastError = new VhostUserError(VhostUserErrorCode.PayloadTooLarge, request, $"a {size}-byte payload announced (limit {VhostUserConstants.MaxPayloadBytes})");
             return ReceiveStatus.Error;
         }
 
@@ -125,6 +130,7 @@ public sealed class VhostUserChannel : IDisposable
                     : Poll.WaitReadable([Socket.Handle, stop], wait, ready);
                 if (stop is not null && ready[1])
                 {
+                    LastError = new VhostUserError(VhostUserErrorCode.Shutdown, "stopped while waiting for the peer");
                     return ReceiveStatus.Stopped;
                 }
 
@@ -132,10 +138,11 @@ public sealed class VhostUserChannel : IDisposable
                 {
                     if (startOfMessage)
                     {
+                        LastError = new VhostUserError(VhostUserErrorCode.Timeout, "nothing arrived in time");
                         return ReceiveStatus.Timeout;
                     }
 
-                    LastError = "peer stalled in the middle of a message";
+                    LastError = new VhostUserError(VhostUserErrorCode.Timeout, "peer stalled in the middle of a message");
                     return ReceiveStatus.Error;
                 }
 
@@ -144,10 +151,11 @@ public sealed class VhostUserChannel : IDisposable
                 {
                     if (startOfMessage)
                     {
+                        LastError = new VhostUserError(VhostUserErrorCode.PeerClosed, "peer closed the connection");
                         return ReceiveStatus.PeerClosed;
                     }
 
-                    LastError = "peer closed the connection in the middle of a message";
+                    LastError = new VhostUserError(VhostUserErrorCode.PeerClosed, "peer closed the connection in the middle of a message");
                     return ReceiveStatus.Error;
                 }
 
@@ -165,7 +173,7 @@ public sealed class VhostUserChannel : IDisposable
         }
         catch (IOException e)
         {
-            LastError = e.Message;
+            LastError = new VhostUserError(VhostUserErrorCode.SocketError, e.Message);
             return ReceiveStatus.Error;
         }
     }

@@ -2,77 +2,15 @@ using System.Buffers.Binary;
 
 namespace Rings.Linux.VhostUser;
 
-/// <summary>Why a message could not be decoded.</summary>
-public enum VhostUserDecodeError
-{
-    /// <summary>The message is well formed.</summary>
-    None = 0,
-
-    /// <summary>Fewer bytes than a header.</summary>
-    Truncated,
-
-    /// <summary>The header's size field does not match the bytes that follow it.</summary>
-    SizeMismatch,
-
-    /// <summary>The version bits are not 1.</summary>
-    BadVersion,
-
-    /// <summary>A request carries the REPLY flag, or a reply lacks it.</summary>
-    BadReplyFlag,
-
-    /// <summary>The request code is not one this codec knows.</summary>
-    UnknownRequest,
-
-    /// <summary>The payload size is wrong for the request.</summary>
-    BadPayloadSize,
-
-    /// <summary>A memory table lists more regions than the protocol allows.</summary>
-    TooManyRegions,
-
-    /// <summary>The number of file descriptors is wrong for the request.</summary>
-    WrongFdCount,
-
-    /// <summary>Bits that must be zero are set (SET_VRING_KICK/CALL/ERR above bit 8).</summary>
-    ReservedBitsSet,
-}
-
 /// <summary>
 /// Encodes and decodes vhost-user messages (QEMU docs/interop/vhost-user.rst, native byte order,
 /// which is little-endian on every platform Rings runs on). Decoding is a pure function of the
 /// bytes and the number of descriptors that arrived with them: it checks every size, count and
-/// reserved bit and never throws, whatever the input.
+/// reserved bit against the request's row in <see cref="VhostUserRequests"/> and never throws,
+/// whatever the input.
 /// </summary>
 public static class VhostUserCodec
 {
-    private const int RequestTableSize = 41;
-
-    private static readonly RequestInfo[] Requests = BuildTable();
-
-    /// <summary>How descriptors must accompany a request.</summary>
-    private enum FdRule : byte
-    {
-        None,
-        Exactly1,
-        OnePerRegion,
-        OneUnlessNoFd,
-        ZeroOrOne,
-    }
-
-    /// <summary>Whether the codec knows <paramref name="request"/>.</summary>
-    /// <param name="request">The request code.</param>
-    /// <returns>True when it can be decoded.</returns>
-    public static bool IsKnown(VhostUserRequest request) => (uint)request < RequestTableSize && Requests[(int)request].Known;
-
-    /// <summary>The payload a request carries.</summary>
-    /// <param name="request">The request.</param>
-    /// <returns>Its payload shape (None for unknown requests).</returns>
-    public static VhostUserPayload RequestPayload(VhostUserRequest request) => IsKnown(request) ? Requests[(int)request].Request : VhostUserPayload.None;
-
-    /// <summary>Whether a request always has a reply (GET_*), whatever REPLY_ACK says.</summary>
-    /// <param name="request">The request.</param>
-    /// <returns>True for requests with an explicit reply body.</returns>
-    public static bool HasExplicitReply(VhostUserRequest request) => IsKnown(request) && Requests[(int)request].ExplicitReply;
-
     /// <summary>
     /// Reads a header. Never throws.
     /// </summary>
@@ -103,9 +41,9 @@ public static class VhostUserCodec
     /// </summary>
     /// <param name="bytes">The whole message.</param>
     /// <param name="fdCount">How many descriptors came with it.</param>
-    /// <param name="message">The message when the result is <see cref="VhostUserDecodeError.None"/>; otherwise as much of the header as was read.</param>
-    /// <returns>The error, or None.</returns>
-    public static VhostUserDecodeError DecodeRequest(ReadOnlySpan<byte> bytes, int fdCount, out VhostUserMessage message) =>
+    /// <param name="message">The message when the result is no error; otherwise as much of the header as was read.</param>
+    /// <returns>None, or why the message is malformed.</returns>
+    public static VhostUserError DecodeRequest(ReadOnlySpan<byte> bytes, int fdCount, out VhostUserMessage message) =>
         Decode(bytes, fdCount, reply: false, out message);
 
     /// <summary>
@@ -115,8 +53,8 @@ public static class VhostUserCodec
     /// <param name="bytes">The whole message.</param>
     /// <param name="fdCount">How many descriptors came with it.</param>
     /// <param name="message">The decoded reply.</param>
-    /// <returns>The error, or None.</returns>
-    public static VhostUserDecodeError DecodeReply(ReadOnlySpan<byte> bytes, int fdCount, out VhostUserMessage message) =>
+    /// <returns>None, or why the reply is malformed.</returns>
+    public static VhostUserError DecodeReply(ReadOnlySpan<byte> bytes, int fdCount, out VhostUserMessage message) =>
         Decode(bytes, fdCount, reply: true, out message);
 
     /// <summary>Encodes a message into <paramref name="destination"/>.</summary>
@@ -183,70 +121,51 @@ public static class VhostUserCodec
         return bytes;
     }
 
-    /// <summary>A short description of a decode error for logs and NACK reasons.</summary>
-    /// <param name="error">The error.</param>
-    /// <returns>Text.</returns>
-    public static string Describe(VhostUserDecodeError error) => error switch
-    {
-        VhostUserDecodeError.None => "ok",
-        VhostUserDecodeError.Truncated => "message shorter than its header",
-        VhostUserDecodeError.SizeMismatch => "header size does not match the payload",
-        VhostUserDecodeError.BadVersion => "protocol version is not 1",
-        VhostUserDecodeError.BadReplyFlag => "REPLY flag wrong for the direction",
-        VhostUserDecodeError.UnknownRequest => "unknown or unsupported request",
-        VhostUserDecodeError.BadPayloadSize => "payload size wrong for the request",
-        VhostUserDecodeError.TooManyRegions => $"more than {VhostUserConstants.MaxMemTableRegions} memory regions",
-        VhostUserDecodeError.WrongFdCount => "wrong number of file descriptors for the request",
-        VhostUserDecodeError.ReservedBitsSet => "reserved bits set",
-        _ => error.ToString(),
-    };
-
-    private static VhostUserDecodeError Decode(ReadOnlySpan<byte> bytes, int fdCount, bool reply, out VhostUserMessage message)
+    private static VhostUserError Decode(ReadOnlySpan<byte> bytes, int fdCount, bool reply, out VhostUserMessage message)
     {
         message = default;
         if (!TryReadHeader(bytes, out var request, out var flags, out var size))
         {
-            return VhostUserDecodeError.Truncated;
+            return new VhostUserError(VhostUserErrorCode.Truncated, "message shorter than its header");
         }
 
         message = new VhostUserMessage { Request = request, Flags = flags };
         var payload = bytes[VhostUserConstants.HeaderBytes..];
         if (size != (uint)payload.Length)
         {
-            return VhostUserDecodeError.SizeMismatch;
+            return Error(VhostUserErrorCode.SizeMismatch, request, "header size does not match the payload");
         }
 
         if ((flags & VhostUserConstants.VersionMask) != VhostUserConstants.Version)
         {
-            return VhostUserDecodeError.BadVersion;
+            return Error(VhostUserErrorCode.BadVersion, request, "protocol version is not 1");
         }
 
         if (((flags & VhostUserConstants.ReplyFlag) != 0) != reply)
         {
-            return VhostUserDecodeError.BadReplyFlag;
+            return Error(VhostUserErrorCode.BadReplyFlag, request, "REPLY flag wrong for the direction");
         }
 
-        if (!IsKnown(request))
+        if (VhostUserRequests.Find(request) is not { } info)
         {
-            return VhostUserDecodeError.UnknownRequest;
+            return Error(VhostUserErrorCode.UnknownRequest, request, "unknown or unsupported request");
         }
 
-        var info = Requests[(int)request];
-        var shape = reply ? (info.ExplicitReply ? info.Reply : VhostUserPayload.U64) : info.Request;
+        var shape = reply ? info.ReplyPayload : info.Payload;
         message = message with { Payload = shape };
         switch (shape)
         {
             case VhostUserPayload.None:
                 if (payload.Length != 0)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 break;
             case VhostUserPayload.U64:
                 if (payload.Length != 8)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 message = message with { Value = BinaryPrimitives.ReadUInt64LittleEndian(payload) };
@@ -254,7 +173,7 @@ public static class VhostUserCodec
             case VhostUserPayload.VringState:
                 if (payload.Length != 8)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 message = message with
@@ -265,7 +184,7 @@ public static class VhostUserCodec
             case VhostUserPayload.VringAddress:
                 if (payload.Length != VhostUserConstants.VringAddressBytes)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 message = message with
@@ -282,7 +201,7 @@ public static class VhostUserCodec
             case VhostUserPayload.MemoryRegion:
                 if (payload.Length != 8 + VhostUserConstants.RegionBytes)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 message = message with { Region = ReadRegion(payload[8..]) };
@@ -290,20 +209,20 @@ public static class VhostUserCodec
             case VhostUserPayload.MemoryTable:
                 if (payload.Length < 8)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 var count = BinaryPrimitives.ReadUInt32LittleEndian(payload);
                 if (count > VhostUserConstants.MaxMemTableRegions)
                 {
-                    return VhostUserDecodeError.TooManyRegions;
+                    return Error(VhostUserErrorCode.TooManyRegions, request, $"{count} memory regions, at most {VhostUserConstants.MaxMemTableRegions} allowed");
                 }
 
                 // Exactly the regions listed, or the whole fixed-size table some front-ends send.
                 var exact = 8 + ((int)count * VhostUserConstants.RegionBytes);
                 if (payload.Length != exact && payload.Length != VhostUserConstants.MaxSupportedPayloadBytes)
                 {
-                    return VhostUserDecodeError.BadPayloadSize;
+                    return BadPayloadSize(request);
                 }
 
                 var regions = new MemoryRegionDescription[count];
@@ -316,42 +235,23 @@ public static class VhostUserCodec
                 break;
         }
 
-        if (!reply && info.Fds == FdRule.OneUnlessNoFd && (message.Value & ~(VhostUserConstants.VringIndexMask | VhostUserConstants.VringNoFdFlag)) != 0)
-        {
-            return VhostUserDecodeError.ReservedBitsSet;
-        }
-
         if (reply)
         {
-            return fdCount == 0 ? VhostUserDecodeError.None : VhostUserDecodeError.WrongFdCount;
+            return fdCount == 0 ? VhostUserError.None : Error(VhostUserErrorCode.UnexpectedDescriptor, request, "a reply carries file descriptors");
         }
 
-        return FdCountMatches(message, fdCount) ? VhostUserDecodeError.None : VhostUserDecodeError.WrongFdCount;
-    }
-
-    /// <summary>Whether a request came with the number of descriptors its kind requires.</summary>
-    /// <param name="message">The decoded request.</param>
-    /// <param name="fdCount">How many descriptors came with it.</param>
-    /// <returns>True when the count is right (false for unknown requests).</returns>
-    public static bool FdCountMatches(in VhostUserMessage message, int fdCount)
-    {
-        if (!IsKnown(message.Request))
+        if (info.Descriptors == VhostUserDescriptorRule.OneUnlessNoFdBit && (message.Value & ~(VhostUserConstants.VringIndexMask | VhostUserConstants.VringNoFdFlag)) != 0)
         {
-            return false;
+            return Error(VhostUserErrorCode.ReservedBitsSet, request, $"reserved bits above 8 set in 0x{message.Value:x}");
         }
 
-        return Requests[(int)message.Request].Fds switch
-        {
-            FdRule.None => fdCount == 0,
-            FdRule.Exactly1 => fdCount == 1,
-            FdRule.OnePerRegion => fdCount == (message.Regions?.Count ?? 0),
-            FdRule.OneUnlessNoFd => fdCount == (message.FileHasNoFd ? 0 : 1),
-
-            // REM_MEM_REG: none expected, one tolerated (vhost-user.rst; it is closed unused).
-            FdRule.ZeroOrOne => fdCount is 0 or 1,
-            _ => false,
-        };
+        return info.CheckDescriptors(message, fdCount);
     }
+
+    private static VhostUserError Error(VhostUserErrorCode code, VhostUserRequest request, string detail) => new(code, request, detail);
+
+    private static VhostUserError BadPayloadSize(VhostUserRequest request) =>
+        Error(VhostUserErrorCode.BadPayloadSize, request, "payload size wrong for the request");
 
     private static MemoryRegionDescription ReadRegion(ReadOnlySpan<byte> p) => new(
         BinaryPrimitives.ReadUInt64LittleEndian(p),
@@ -366,38 +266,4 @@ public static class VhostUserCodec
         BinaryPrimitives.WriteUInt64LittleEndian(p[16..], r.UserAddress);
         BinaryPrimitives.WriteUInt64LittleEndian(p[24..], r.MmapOffset);
     }
-
-    private static RequestInfo[] BuildTable()
-    {
-        var t = new RequestInfo[RequestTableSize];
-        void Add(VhostUserRequest r, VhostUserPayload request, FdRule fds, VhostUserPayload? reply = null) =>
-            t[(int)r] = new RequestInfo(true, request, reply ?? VhostUserPayload.U64, reply is not null, fds);
-
-        Add(VhostUserRequest.GetFeatures, VhostUserPayload.None, FdRule.None, VhostUserPayload.U64);
-        Add(VhostUserRequest.SetFeatures, VhostUserPayload.U64, FdRule.None);
-        Add(VhostUserRequest.SetOwner, VhostUserPayload.None, FdRule.None);
-        Add(VhostUserRequest.ResetOwner, VhostUserPayload.None, FdRule.None);
-        Add(VhostUserRequest.SetMemTable, VhostUserPayload.MemoryTable, FdRule.OnePerRegion);
-        Add(VhostUserRequest.SetVringNum, VhostUserPayload.VringState, FdRule.None);
-        Add(VhostUserRequest.SetVringAddr, VhostUserPayload.VringAddress, FdRule.None);
-        Add(VhostUserRequest.SetVringBase, VhostUserPayload.VringState, FdRule.None);
-        Add(VhostUserRequest.GetVringBase, VhostUserPayload.VringState, FdRule.None, VhostUserPayload.VringState);
-        Add(VhostUserRequest.SetVringKick, VhostUserPayload.U64, FdRule.OneUnlessNoFd);
-        Add(VhostUserRequest.SetVringCall, VhostUserPayload.U64, FdRule.OneUnlessNoFd);
-        Add(VhostUserRequest.SetVringErr, VhostUserPayload.U64, FdRule.OneUnlessNoFd);
-        Add(VhostUserRequest.GetProtocolFeatures, VhostUserPayload.None, FdRule.None, VhostUserPayload.U64);
-        Add(VhostUserRequest.SetProtocolFeatures, VhostUserPayload.U64, FdRule.None);
-        Add(VhostUserRequest.GetQueueNum, VhostUserPayload.None, FdRule.None, VhostUserPayload.U64);
-        Add(VhostUserRequest.SetVringEnable, VhostUserPayload.VringState, FdRule.None);
-        Add(VhostUserRequest.SetBackendReqFd, VhostUserPayload.None, FdRule.Exactly1);
-        Add(VhostUserRequest.ResetDevice, VhostUserPayload.None, FdRule.None);
-        Add(VhostUserRequest.GetMaxMemSlots, VhostUserPayload.None, FdRule.None, VhostUserPayload.U64);
-        Add(VhostUserRequest.AddMemReg, VhostUserPayload.MemoryRegion, FdRule.Exactly1);
-        Add(VhostUserRequest.RemMemReg, VhostUserPayload.MemoryRegion, FdRule.ZeroOrOne);
-        Add(VhostUserRequest.SetStatus, VhostUserPayload.U64, FdRule.None);
-        Add(VhostUserRequest.GetStatus, VhostUserPayload.None, FdRule.None, VhostUserPayload.U64);
-        return t;
-    }
-
-    private readonly record struct RequestInfo(bool Known, VhostUserPayload Request, VhostUserPayload Reply, bool ExplicitReply, FdRule Fds);
 }

@@ -443,7 +443,7 @@ public static class HostileGuest
             var status = channel.Receive(_replyFds, 2000);
             CloseReplyFds();
             if (status != ReceiveStatus.Message ||
-                VhostUserCodec.DecodeReply(channel.Received, 0, out var reply) != VhostUserDecodeError.None ||
+                VhostUserCodec.DecodeReply(channel.Received, 0, out var reply).IsError ||
                 reply.Request != VhostUserRequest.GetStatus)
             {
                 return null;

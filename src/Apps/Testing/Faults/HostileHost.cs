@@ -111,11 +111,11 @@ public sealed class HostileHost : IDisposable
         }
     }
 
-    private void OnSessionEnded(object session, string? reason)
+    private void OnSessionEnded(object session, VhostUserError reason)
     {
         lock (_gate)
         {
-            StopDevice(session, reason ?? "front-end disconnected");
+            StopDevice(session, reason.IsError ? reason.ToString() : "front-end disconnected");
             if (_queues.Remove(session, out var pair))
             {
                 foreach (var q in pair)

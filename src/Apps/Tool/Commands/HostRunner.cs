@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using Rings.Linux.Device;
 using Rings.Linux.Net;
+using Rings.Linux.VhostUser;
 
 namespace Rings.Tool.Commands;
 
@@ -193,16 +194,16 @@ internal sealed class HostRunner
         }
     }
 
-    private void OnSessionEnded(object session, string? reason)
+    private void OnSessionEnded(object session, VhostUserError reason)
     {
         lock (_gate)
         {
-            if (reason is not null)
+            if (reason.IsError)
             {
                 _output.WriteLine($"rings host: connection closed: {reason}");
             }
 
-            StopWorkers(session, reason ?? "front-end disconnected");
+            StopWorkers(session, reason.IsError ? reason.ToString() : "front-end disconnected");
             _sessionQueues.Remove(session);
             _sessions++;
             if (_o.Once && _sessionQueues.Count == 0)
