@@ -29,6 +29,12 @@ public enum VirtioFeatures : ulong
     /// <summary>VIRTIO_NET_F_GUEST_TSO6 (8): the driver can receive TSOv6.</summary>
     NetGuestTso6 = 1UL << 8,
 
+    /// <summary>VIRTIO_NET_F_GUEST_ECN (9): the driver can receive TSO with ECN.</summary>
+    NetGuestEcn = 1UL << 9,
+
+    /// <summary>VIRTIO_NET_F_GUEST_UFO (10): the driver can receive UFO.</summary>
+    NetGuestUfo = 1UL << 10,
+
     /// <summary>VIRTIO_NET_F_HOST_TSO4 (11): the device can receive TSOv4.</summary>
     NetHostTso4 = 1UL << 11,
 
@@ -64,4 +70,10 @@ public enum VirtioFeatures : ulong
 
     /// <summary>VIRTIO_F_NOTIFICATION_DATA (38): the driver passes extra data in notifications.</summary>
     NotificationData = 1UL << 38,
+
+    /// <summary>VIRTIO_NET_F_GUEST_USO4 (54): the driver can receive USO over IPv4.</summary>
+    NetGuestUso4 = 1UL << 54,
+
+    /// <summary>VIRTIO_NET_F_GUEST_USO6 (55): the driver can receive USO over IPv6.</summary>
+    NetGuestUso6 = 1UL << 55,
 }

@@ -112,21 +112,8 @@ public static class RingModel
         select new ModelScenario(setup, shuffled, ops);
 
     /// <summary>Shrinks a scenario by dropping steps.</summary>
-    public static IEnumerable<ModelScenario> Shrink(ModelScenario s)
-    {
-        var ops = s.Ops;
-        if (ops.Length <= 1)
-        {
-            yield break;
-        }
-
-        yield return s with { Ops = ops[..(ops.Length / 2)] };
-        yield return s with { Ops = ops[(ops.Length / 2)..] };
-        for (var i = 0; i < Math.Min(ops.Length, 64); i++)
-        {
-            yield return s with { Ops = [.. ops[..i], .. ops[(i + 1)..]] };
-        }
-    }
+    public static IEnumerable<ModelScenario> Shrink(ModelScenario s) =>
+        Shrinking.DropSteps(s.Ops).Select(ops => s with { Ops = ops });
 
     /// <summary>The arbitrary used by the model properties.</summary>
     public static Arbitrary<ModelScenario> Arbitrary(IRingFormat format) => Arb.From(Scenarios(format), Shrink);

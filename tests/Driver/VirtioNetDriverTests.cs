@@ -18,18 +18,18 @@ namespace Rings.Tests.Driver;
 public class VirtioNetDriverTests
 {
     [Theory]
-    [InlineData(false, true, 64)]
-    [InlineData(false, true, 1514)]
-    [InlineData(false, true, 9000)]
-    [InlineData(false, false, 64)]
-    [InlineData(false, false, 9000)]
-    [InlineData(true, true, 64)]
-    [InlineData(true, true, 9000)]
-    [InlineData(true, false, 1514)]
-    public void FramesGoOutOnTransmitAndComeBackOnReceive(bool packed, bool mergeable, int frameSize)
+    [InlineData("split", true, 64)]
+    [InlineData("split", true, 1514)]
+    [InlineData("split", true, 9000)]
+    [InlineData("split", false, 64)]
+    [InlineData("split", false, 9000)]
+    [InlineData("packed", true, 64)]
+    [InlineData("packed", true, 9000)]
+    [InlineData("packed", false, 1514)]
+    public void FramesGoOutOnTransmitAndComeBackOnReceive(string ring, bool mergeable, int frameSize)
     {
         using var backend = new ReflectingBackend();
-        var format = packed ? RingFormat.Packed : RingFormat.Split;
+        var format = RingFormat.Parse(ring);
         var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | format.Feature | (mergeable ? VirtioFeatures.NetMergeRxBuffers : VirtioFeatures.None);
         using var net = VirtioNetDriver.Connect(
             new VhostUserFrontendOptions { SocketPath = backend.Socket, MemoryBytes = 16 << 20, QueueSize = 128, Features = features },
