@@ -72,6 +72,27 @@ public interface IDriverRing
 
     /// <summary>Forgets every buffer and returns the ring to its initial state (device reset), healthy again.</summary>
     void Reset();
+
+    /// <summary>
+    /// Where the device stands as ring memory shows it: the position just past the last buffer it
+    /// returned used, whether or not the driver has taken it yet. A device that lost its state (a
+    /// vhost-user back-end restarted) resumes there with nothing the driver handed over skipped:
+    /// every buffer made available and not yet used is read again. Split: the avail index equal to
+    /// the used index the device published; packed: avail and used positions both there, with
+    /// their wrap counters. A device that wrote nonsense cannot move it past what is outstanding.
+    /// </summary>
+    RingPosition DevicePosition { get; }
+
+    /// <summary>
+    /// Readies the ring for a device that lost its state (a restarted vhost-user back-end) and returns
+    /// where it resumes (<see cref="DevicePosition"/>). Packed: every descriptor of a buffer made
+    /// available and not yet returned is written again as the driver made it, from the driver's own
+    /// record, because a device stopped in the middle of a burst may have overwritten some with used
+    /// descriptors it never published (2.8.6). Split: nothing to rewrite (the device writes only
+    /// the used ring). Call only while no device runs the ring.
+    /// </summary>
+    /// <returns>The position for vhost-user SET_VRING_BASE.</returns>
+    RingPosition PrepareDeviceRestart();
 }
 
 /// <summary>

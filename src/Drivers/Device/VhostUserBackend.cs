@@ -7,7 +7,9 @@ namespace Rings.Linux.Device;
 /// <summary>
 /// The host side of vhost-user as a socket server: listens on an owner-only (0600) Unix socket,
 /// serves one front-end at a time, connection after connection, each with a fresh
-/// <see cref="VhostUserSession"/>. A connection that misbehaves or disappears at any point is
+/// <see cref="VhostUserSession"/>. In client mode (<see cref="VhostUserBackendOptions.Connect"/>)
+/// it connects to a front-end that listens instead, and connects again whenever the connection
+/// ends or the front-end is not there yet. A connection that misbehaves or disappears at any point is
 /// closed and leaves no mapping, descriptor or thread behind; the server goes on serving.
 /// Ring life-cycle events are raised on the server thread.
 /// </summary>
@@ -97,13 +99,71 @@ public sealed class VhostUserBackend : IDisposable
         }
 
         _slots = new SemaphoreSlim(_options.MaxConnections, _options.MaxConnections);
+        if (_options.Connect)
+        {
+            _thread = new Thread(ServeAsClient) { IsBackground = true, Name = "vhost-user backend" };
+            _thread.Start();
+            Log("connecting as a client");
+            return;
+        }
+
         _listener = UnixSocket.Listen(SocketPath);
         _thread = new Thread(Serve) { IsBackground = true, Name = "vhost-user backend" };
         _thread.Start();
         Log($"listening on {SocketPath}");
     }
 
-    /// <summary>Stops serving: ends the current connection (stopping its rings), joins the thread and removes the socket.</summary>
+    /// <summary>Client mode: connect, serve until the connection ends, and again; a refused connect is retried after the interval.</summary>
+    private void ServeAsClient()
+    {
+        var interval = Math.Max(1, _options.ReconnectIntervalMilliseconds);
+        var waiting = false;
+        while (!Poll.WaitReadable(_stop.Handle, 0))
+        {
+            UnixSocket connection;
+            try
+            {
+                connection = UnixSocket.Connect(SocketPath);
+            }
+            catch (IOException e)
+            {
+                if (!waiting)
+                {
+                    Log($"front-end not there yet ({e.Message}); retrying every {interval} ms");
+                    waiting = true;
+                }
+
+                if (Poll.WaitReadable(_stop.Handle, interval))
+                {
+                    return;
+                }
+
+                continue;
+            }
+
+            waiting = false;
+            Interlocked.Increment(ref _connections);
+            try
+            {
+                if (!ServeConnection(connection))
+                {
+                    return;
+                }
+            }
+            finally
+            {
+                connection.Dispose();
+            }
+
+            // A front-end that closes at once must not make us spin: wait before reconnecting.
+            if (Poll.WaitReadable(_stop.Handle, interval))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Stops serving: ends the current connection (stopping its rings), joins the thread and removes the socket (a listening one).</summary>
     public void Dispose()
     {
         if (_thread is { } thread)
@@ -253,7 +313,14 @@ public sealed class VhostUserBackend : IDisposable
 
                 if (outcome.Reply is { } reply)
                 {
-                    channel.Send(reply);
+                    if (outcome.ReplyDescriptor is { } fd)
+                    {
+                        channel.Send(reply, [fd]);
+                    }
+                    else
+                    {
+                        channel.Send(reply);
+                    }
                 }
 
                 if (outcome.Close)

@@ -13,16 +13,30 @@ public sealed class VhostUserBackendOptions
         VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | VirtioFeatures.RingPacked |
         VirtioFeatures.InOrder | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.NetMac;
 
-    /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS and RESET_DEVICE.</summary>
+    /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS, RESET_DEVICE and INFLIGHT_SHMFD.</summary>
     public const VhostUserProtocolFeatures DefaultProtocolFeatures =
         VhostUserProtocolFeatures.Multiqueue | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status |
-        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice;
+        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice | VhostUserProtocolFeatures.InflightShmfd;
 
     /// <summary>Protocol features this implementation can honour; others are never offered.</summary>
     public const VhostUserProtocolFeatures SupportedProtocolFeatures = DefaultProtocolFeatures | VhostUserProtocolFeatures.BackendRequest;
 
-    /// <summary>Path of the listening socket (server only).</summary>
+    /// <summary>
+    /// Path of the socket: where this back-end listens, or with <see cref="Connect"/> where the
+    /// front-end listens and this back-end connects.
+    /// </summary>
     public string? SocketPath { get; set; }
+
+    /// <summary>
+    /// Client mode: connect to a front-end that listens on <see cref="SocketPath"/> (QEMU's
+    /// <c>server=on</c>, DPDK virtio-user's <c>server=1</c>) instead of listening, retrying every
+    /// <see cref="ReconnectIntervalMilliseconds"/> until it answers and again after each connection
+    /// ends. One front-end is served at a time.
+    /// </summary>
+    public bool Connect { get; set; }
+
+    /// <summary>In client mode, how long to wait between connection attempts (default one second).</summary>
+    public int ReconnectIntervalMilliseconds { get; set; } = 1000;
 
     /// <summary>
     /// Device features offered (VHOST_USER_F_PROTOCOL_FEATURES is always added). Both ring formats

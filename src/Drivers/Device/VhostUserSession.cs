@@ -9,7 +9,8 @@ namespace Rings.Linux.Device;
 /// <param name="Reply">The reply to send (encode it with <see cref="VhostUserCodec"/>), if any.</param>
 /// <param name="Close">True when the connection must be closed (an error that could not be NACKed).</param>
 /// <param name="Error">Why the message failed, or no error.</param>
-public readonly record struct VhostUserOutcome(VhostUserMessage? Reply, bool Close, VhostUserError Error)
+/// <param name="ReplyDescriptor">A descriptor to send with the reply (GET_INFLIGHT_FD's region); the session keeps owning it.</param>
+public readonly record struct VhostUserOutcome(VhostUserMessage? Reply, bool Close, VhostUserError Error, FileDescriptor? ReplyDescriptor = null)
 {
     /// <summary>True when the message succeeded.</summary>
     public bool Succeeded => !Error.IsError;
@@ -32,6 +33,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     private readonly Vring[] _rings;
     private VhostMemoryMap? _memory;
     private FileDescriptor? _backendChannel;
+    private InflightRegion? _inflight;
     private bool _disposed;
 
     /// <summary>Creates a session with the given offer.</summary>
@@ -76,6 +78,9 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
     /// <summary>The device status last set (SET_STATUS).</summary>
     public byte Status { get; private set; }
+
+    /// <summary>The shared inflight region (GET/SET_INFLIGHT_FD), or null.</summary>
+    public InflightRegion? Inflight => _inflight;
 
     /// <summary>The mapped memory, or null before a memory table arrived.</summary>
     public VhostMemoryMap? Memory => _memory;
@@ -140,7 +145,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
                 error = row.Handler(this, ref call);
                 if (!error.IsError)
                 {
-                    return Answer(row, message, call.Reply);
+                    var outcome = Answer(row, message, call.Reply);
+                    return call.ReplyFd is { } fd ? outcome with { ReplyDescriptor = fd } : outcome;
                 }
             }
 
@@ -169,6 +175,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         _memory?.Unmap();
         _memory = null;
+        _inflight?.Dispose();
+        _inflight = null;
         _backendChannel?.Dispose();
         _backendChannel = null;
     }
@@ -563,6 +571,67 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         return default;
     }
 
+    VhostUserError IVhostUserHandlers.GetInflightFd(ref VhostUserCall c)
+    {
+        var error = CheckInflightRequest(c.Message.Inflight, exactSize: false);
+        if (error.IsError)
+        {
+            return error;
+        }
+
+        // A fresh region for the rings' format, sealed; the front-end keeps it across our restarts.
+        InflightRegion region;
+        try
+        {
+            region = InflightRegion.Create(Format, c.Message.Inflight.NumQueues, c.Message.Inflight.QueueSize);
+        }
+        catch (IOException e)
+        {
+            return Error(MapFailed, $"inflight region cannot be created: {e.Message}");
+        }
+
+        _inflight?.Dispose();
+        _inflight = region;
+        c.Reply = VhostUserMessage.ReplyInflight(c.Message.Request, region.Description);
+        c.ReplyFd = region.Handle;
+        return default;
+    }
+
+    VhostUserError IVhostUserHandlers.SetInflightFd(ref VhostUserCall c)
+    {
+        var description = c.Message.Inflight;
+        var error = CheckInflightRequest(description, exactSize: true);
+        if (error.IsError)
+        {
+            return error;
+        }
+
+        error = InflightRegion.TryMap(c.Fds[0], description, Format, out var region);
+        if (error.IsError)
+        {
+            return error;
+        }
+
+        _inflight?.Dispose();
+        _inflight = region;
+        return default;
+    }
+
+    private VhostUserError CheckInflightRequest(InflightDescription description, bool exactSize)
+    {
+        if (!Negotiated(VhostUserProtocolFeatures.InflightShmfd))
+        {
+            return Error(NotNegotiated, "INFLIGHT_SHMFD was not negotiated");
+        }
+
+        if (_rings.Any(v => v.Ring is not null))
+        {
+            return Error(RingRunning, "the inflight region changes only while every ring is stopped");
+        }
+
+        return InflightRegion.Validate(description, Format, _rings.Length, exactSize);
+    }
+
     VhostUserError IVhostUserHandlers.ResetDevice(ref VhostUserCall c)
     {
         foreach (var v in _rings)
@@ -574,6 +643,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         Features = VirtioFeatures.None;
         Status = 0;
+        _inflight?.Dispose();
+        _inflight = null;
         return default;
     }
 
@@ -662,7 +733,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
             try
             {
-                v.Ring = _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, format.DecodeBase(raw)));
+                v.Ring = Track(v, _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, format.DecodeBase(raw))), areas);
                 v.Format = format;
             }
             catch (ArgumentException e)
@@ -679,6 +750,32 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         }
 
         return default;
+    }
+
+    /// <summary>
+    /// With an inflight region, wraps a split ring so it records what it fetches, resuming where the
+    /// region says the previous back-end stopped. Packed rings run untracked (and resume at the base).
+    /// </summary>
+    private IDeviceRing Track(Vring v, IDeviceRing ring, RingAreas areas)
+    {
+        if (_inflight is not { } region || !Negotiated(VhostUserProtocolFeatures.InflightShmfd))
+        {
+            return ring;
+        }
+
+        if (Format != RingFormat.Split || region.Format != RingFormat.Split || v.Index >= region.Queues || v.Num > region.QueueSize)
+        {
+            _options.Log?.Invoke($"vhost-user: vring {v.Index} runs without inflight tracking (a {Format} ring of {v.Num}; the region tracks {region.Queues} {region.Format} queues of {region.QueueSize})");
+            return ring;
+        }
+
+        var tracked = new InflightDeviceRing(ring, region.Queue(v.Index), _memory!.User, areas, Features, _options.Log);
+        if (!tracked.Fresh)
+        {
+            _options.Log?.Invoke($"vhost-user: vring {v.Index} resumes at {tracked.Resume.AvailIndex} with {tracked.InflightAtStart} buffers in flight{(tracked.LastBatchPublished ? ", the last batch published" : string.Empty)}");
+        }
+
+        return tracked;
     }
 
     private VhostUserError StartAll()

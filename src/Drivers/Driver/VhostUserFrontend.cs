@@ -33,7 +33,7 @@ public sealed class VhostUserFrontendOptions
     /// <summary>Protocol features the front-end can use.</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; set; } =
         VhostUserProtocolFeatures.Multiqueue | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status |
-        VhostUserProtocolFeatures.ConfigureMemSlots;
+        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.InflightShmfd;
 
     /// <summary>Send the memory with ADD_MEM_REG when CONFIGURE_MEM_SLOTS is negotiated (else SET_MEM_TABLE).</summary>
     public bool UseAddMemReg { get; set; } = true;
@@ -112,6 +112,9 @@ public sealed class VhostUserFrontend : IDisposable
     private readonly bool _ownsChannel;
     private SharedMemory? _memory;
     private VhostUserChannel? _channel;
+    private FileDescriptor? _inflight;        // the back-end's inflight region, kept across its restarts
+    private InflightDescription _inflightDescription;
+    private FileDescriptor? _replyFd;         // a descriptor the last reply carried (GET_INFLIGHT_FD)
 
     private VhostUserFrontend(VhostUserFrontendOptions options, VhostUserChannel channel, bool ownsChannel, SharedMemory memory, FrontendQueue[] queues, ulong bufferOffset)
     {
@@ -151,6 +154,15 @@ public sealed class VhostUserFrontend : IDisposable
 
     /// <summary>The rings, by vring index.</summary>
     public IReadOnlyList<FrontendQueue> Queues => _queues;
+
+    /// <summary>True while the front-end holds a back-end's inflight region (INFLIGHT_SHMFD negotiated).</summary>
+    public bool HasInflightRegion => _inflight is not null;
+
+    /// <summary>The inflight region's description as the back-end gave it (meaningful with <see cref="HasInflightRegion"/>).</summary>
+    public InflightDescription InflightRegion => _inflightDescription;
+
+    /// <summary>Times the front-end reconnected to a restarted back-end.</summary>
+    public int Reconnects { get; private set; }
 
     /// <summary>
     /// Creates the memory and rings, connects to <see cref="VhostUserFrontendOptions.SocketPath"/>
@@ -371,6 +383,72 @@ public sealed class VhostUserFrontend : IDisposable
         }
     }
 
+    /// <summary>
+    /// After the back-end went away (see <see cref="IsConnected"/>): connects to
+    /// <see cref="VhostUserFrontendOptions.SocketPath"/> again and sets the device up as it was, from
+    /// the ring state in this front-end's own memory. The same memory, rings and doorbells; the
+    /// features and protocol features negotiated again (they must come out the same); the inflight
+    /// region handed back (SET_INFLIGHT_FD); each ring restarted where the device stands as ring memory
+    /// shows it (<see cref="IDriverRing.DevicePosition"/>), so every buffer made available and not yet
+    /// used is read again, or, with the inflight region, completed exactly once by the back-end.
+    /// The driver rings keep their buffers and go on as if nothing happened. One attempt: the caller
+    /// retries while the back-end restarts.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The caller owns the connection (use <see cref="Reconnect(VhostUserChannel)"/>).</exception>
+    /// <exception cref="VhostUserException">The back-end is not there (yet), refused something, or offers other features than before.</exception>
+    public void Reconnect()
+    {
+        if (!_ownsChannel)
+        {
+            throw new InvalidOperationException("the caller owns the connection: reconnect with Reconnect(VhostUserChannel)");
+        }
+
+        UnixSocket socket;
+        try
+        {
+            socket = UnixSocket.Connect(_options.SocketPath!);
+        }
+        catch (IOException e)
+        {
+            throw new VhostUserException(new VhostUserError(SocketError, e.Message), e);
+        }
+
+        _channel?.Dispose();
+        _channel = new VhostUserChannel(socket) { MessageTimeoutMilliseconds = _options.ReplyTimeoutMilliseconds };
+        Resume();
+    }
+
+    /// <summary>
+    /// As <see cref="Reconnect()"/>, over a new connection the caller made and keeps (a back-end that
+    /// connects to a listening front-end). The caller closes the old channel.
+    /// </summary>
+    /// <param name="channel">A connected channel to the restarted back-end; nothing sent on it yet.</param>
+    /// <exception cref="VhostUserException">The back-end refused something or offers other features than before.</exception>
+    public void Reconnect(VhostUserChannel channel)
+    {
+        ArgumentNullException.ThrowIfNull(channel);
+        if (_ownsChannel)
+        {
+            _channel?.Dispose();
+        }
+
+        _channel = channel;
+        Resume();
+    }
+
+    private void Resume()
+    {
+        var features = Features;
+        var protocol = ProtocolFeatures;
+        Setup(resume: true);
+        if (Features != features || ProtocolFeatures != protocol)
+        {
+            throw Failure(NotOffered, VhostUserRequest.SetFeatures, $"the restarted back-end negotiated features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}; before 0x{(ulong)features:x}, 0x{(ulong)protocol:x}");
+        }
+
+        Reconnects++;
+    }
+
     /// <summary>Closes the connection (unless the caller gave it and keeps it), then unmaps the memory and closes the doorbells.</summary>
     public void Dispose()
     {
@@ -386,6 +464,8 @@ public sealed class VhostUserFrontend : IDisposable
         }
 
         _replyFds.Clear();
+        _inflight?.Dispose();
+        _inflight = null;
         foreach (var q in _queues)
         {
             q.Kick.Dispose();
@@ -400,7 +480,7 @@ public sealed class VhostUserFrontend : IDisposable
 
     private bool AckOn => (ProtocolFeatures & VhostUserProtocolFeatures.ReplyAck) != 0;
 
-    private void Setup()
+    private void Setup(bool resume = false)
     {
         OfferedFeatures = (VirtioFeatures)Request(VhostUserMessage.Empty(VhostUserRequest.GetFeatures)).Value;
         if ((OfferedFeatures & VirtioFeatures.Version1) == 0)
@@ -450,14 +530,24 @@ public sealed class VhostUserFrontend : IDisposable
             }
         }
 
+        SetInflight();
         SendMemory();
 
         foreach (var q in _queues)
         {
-            q.Ring = _options.RingFactory(new DriverRingSetup(q.Format, GuestMemory, q.GuestAreas, q.Size, Features));
+            if (!resume || q.Ring is null)
+            {
+                q.Ring = _options.RingFactory(new DriverRingSetup(q.Format, GuestMemory, q.GuestAreas, q.Size, Features));
 
-            // Fresh rings start at 0; packed ones with both wrap counters set (2.8.1).
-            q.Base = q.Format.EncodeBase(new RingPosition(0));
+                // Fresh rings start at 0; packed ones with both wrap counters set (2.8.1).
+                q.Base = q.Format.EncodeBase(new RingPosition(0));
+            }
+            else
+            {
+                // The back-end lost its state: it resumes where ring memory shows the device stood.
+                q.Base = q.Format.EncodeBase(q.Ring.PrepareDeviceRestart());
+            }
+
             StartRing(q);
         }
 
@@ -475,6 +565,29 @@ public sealed class VhostUserFrontend : IDisposable
         }
 
         _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath ?? "the back-end"}, features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
+    }
+
+    /// <summary>
+    /// INFLIGHT_SHMFD: the first time, asks the back-end for its inflight region (GET_INFLIGHT_FD) and
+    /// keeps it; every time, hands it back (SET_INFLIGHT_FD) before the rings start, so a restarted
+    /// back-end finds what its predecessor had in flight.
+    /// </summary>
+    private void SetInflight()
+    {
+        if ((ProtocolFeatures & VhostUserProtocolFeatures.InflightShmfd) == 0)
+        {
+            return;
+        }
+
+        if (_inflight is null)
+        {
+            var reply = Request(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, new InflightDescription(0, 0, (ushort)_queues.Length, (ushort)_options.QueueSize)));
+            _inflight = _replyFd ?? throw Failure(MissingDescriptor, VhostUserRequest.GetInflightFd, "the reply carries no region");
+            _replyFd = null;
+            _inflightDescription = reply.Inflight;
+        }
+
+        Request(VhostUserMessage.WithInflight(VhostUserRequest.SetInflightFd, _inflightDescription, AckOn), [_inflight]);
     }
 
     private void SendMemory()
@@ -547,6 +660,14 @@ public sealed class VhostUserFrontend : IDisposable
             if (row.Reply == VhostUserReplyRule.AckIfAsked && reply.Value != 0)
             {
                 throw Failure(Refused, message.Request, $"NACK {reply.Value}");
+            }
+
+            if (row.ReplyDescriptors > 0 && _replyFds.Count > 0)
+            {
+                // Kept (GET_INFLIGHT_FD's region); the rest are closed below.
+                _replyFd?.Dispose();
+                _replyFd = _replyFds[0];
+                _replyFds.RemoveAt(0);
             }
 
             return reply;

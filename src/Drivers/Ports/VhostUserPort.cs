@@ -24,7 +24,7 @@ namespace Rings.Linux.Ports;
 /// of the rings before the session may unmap anything. One queue pair is served.
 /// </para>
 /// </summary>
-public sealed class VhostUserPort : Port
+public class VhostUserPort : Port
 {
     /// <summary>The MTU when none is given: anything the guest's buffers hold, up to a 64 KiB GSO frame.</summary>
     public const int UnlimitedMtu = FrameBurst.MaxFrameLength - LinkHeaderBytes;
@@ -34,7 +34,7 @@ public sealed class VhostUserPort : Port
     private VhostUserBackend? _backend;
     private object? _session;
     private volatile Attachment? _active;
-    private string _status = "waiting for a front-end";
+    private string _status;
 
     // Data path only (the owning worker): the attachment a round started with, so a stop in the
     // middle of a round never strands what was popped (the control plane waits for the round).
@@ -46,15 +46,29 @@ public sealed class VhostUserPort : Port
     /// <summary>Creates the port from <c>vhost-user:PATH[,mtu=N]</c> (not yet listening).</summary>
     /// <param name="spec">The specification.</param>
     public VhostUserPort(PortSpec spec)
-        : base("vhost-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
+        : this("vhost-user", spec, connect: false)
+    {
+    }
+
+    /// <summary>Creates a port of a kind that serves vhost-user the way <paramref name="connect"/> says.</summary>
+    /// <param name="kind">The kind's name.</param>
+    /// <param name="spec">The specification (<c>KIND:PATH[,mtu=N]</c>).</param>
+    /// <param name="connect">Connect to a front-end that listens on the path instead of listening on it.</param>
+    protected VhostUserPort(string kind, PortSpec spec, bool connect)
+        : base(kind, spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
         spec.RejectUnknown("mtu");
         SocketPath = spec.Target;
+        Connect = connect;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
+        _status = connect ? "connecting to a front-end" : "waiting for a front-end";
     }
 
     /// <summary>The socket path.</summary>
     public string SocketPath { get; }
+
+    /// <summary>True when the port connects to a front-end that listens (client mode) rather than listening.</summary>
+    public bool Connect { get; }
 
     /// <inheritdoc/>
     public override bool CanReturn => true;
@@ -91,6 +105,7 @@ public sealed class VhostUserPort : Port
         var options = new VhostUserBackendOptions
         {
             SocketPath = SocketPath,
+            Connect = Connect,
             MaxConnections = 1,
             RefuseWhenFull = true,
             Log = Log,
@@ -106,7 +121,7 @@ public sealed class VhostUserPort : Port
         catch (Exception e) when (e is IOException or ArgumentException)
         {
             backend.Dispose();
-            throw new IOException($"{Name}: cannot listen on {SocketPath}: {e.Message}", e);
+            throw new IOException($"{Name}: cannot {(Connect ? "connect to" : "listen on")} {SocketPath}: {e.Message}", e);
         }
 
         _backend = backend;
@@ -470,7 +485,7 @@ public sealed class VhostUserPort : Port
             Array.Clear(_queues);
             _session = null;
             Detach(reason.IsError ? $"front-end disconnected: {reason}" : "front-end disconnected");
-            _status = "waiting for a front-end";
+            _status = Connect ? "connecting to a front-end" : "waiting for a front-end";
         }
     }
 

@@ -96,6 +96,14 @@ public static class VhostUserCodec
                 BinaryPrimitives.WriteUInt64LittleEndian(p, 0);
                 WriteRegion(p[8..], message.Region);
                 break;
+            case VhostUserPayload.Inflight:
+                var inflight = message.Inflight;
+                BinaryPrimitives.WriteUInt64LittleEndian(p, inflight.MmapSize);
+                BinaryPrimitives.WriteUInt64LittleEndian(p[8..], inflight.MmapOffset);
+                BinaryPrimitives.WriteUInt16LittleEndian(p[16..], inflight.NumQueues);
+                BinaryPrimitives.WriteUInt16LittleEndian(p[18..], inflight.QueueSize);
+                BinaryPrimitives.WriteUInt32LittleEndian(p[20..], 0);
+                break;
             case VhostUserPayload.MemoryTable:
                 var regions = message.Regions ?? [];
                 BinaryPrimitives.WriteUInt32LittleEndian(p, (uint)regions.Count);
@@ -206,6 +214,21 @@ public static class VhostUserCodec
 
                 message = message with { Region = ReadRegion(payload[8..]) };
                 break;
+            case VhostUserPayload.Inflight:
+                if (payload.Length is not (VhostUserConstants.InflightBytes or VhostUserConstants.InflightPackedBytes))
+                {
+                    return BadPayloadSize(request);
+                }
+
+                message = message with
+                {
+                    Inflight = new InflightDescription(
+                        BinaryPrimitives.ReadUInt64LittleEndian(payload),
+                        BinaryPrimitives.ReadUInt64LittleEndian(payload[8..]),
+                        BinaryPrimitives.ReadUInt16LittleEndian(payload[16..]),
+                        BinaryPrimitives.ReadUInt16LittleEndian(payload[18..])),
+                };
+                break;
             case VhostUserPayload.MemoryTable:
                 if (payload.Length < 8)
                 {
@@ -237,7 +260,11 @@ public static class VhostUserCodec
 
         if (reply)
         {
-            return fdCount == 0 ? VhostUserError.None : Error(VhostUserErrorCode.UnexpectedDescriptor, request, "a reply carries file descriptors");
+            // Only an explicit body may carry descriptors (GET_INFLIGHT_FD's region); an ack never does.
+            var expected = info.Reply == VhostUserReplyRule.Always ? info.ReplyDescriptors : 0;
+            return fdCount == expected ? VhostUserError.None
+                : fdCount > expected ? Error(VhostUserErrorCode.UnexpectedDescriptor, request, $"a reply carries {fdCount} file descriptors, {expected} expected")
+                : Error(VhostUserErrorCode.MissingDescriptor, request, $"a reply carries {fdCount} file descriptors, {expected} expected");
         }
 
         if (info.Descriptors == VhostUserDescriptorRule.OneUnlessNoFdBit && (message.Value & ~(VhostUserConstants.VringIndexMask | VhostUserConstants.VringNoFdFlag)) != 0)

@@ -20,7 +20,20 @@ public enum VhostUserPayload
 
     /// <summary>A single memory region {u64 padding; region}.</summary>
     MemoryRegion,
+
+    /// <summary>An inflight description {u64 mmap size; u64 mmap offset; u16 queues; u16 queue size}.</summary>
+    Inflight,
 }
+
+/// <summary>
+/// An inflight description (GET/SET_INFLIGHT_FD): where the shared inflight region is in its file,
+/// and for how many virtqueues of which size it was made.
+/// </summary>
+/// <param name="MmapSize">Bytes of the region (0 in the GET request).</param>
+/// <param name="MmapOffset">Offset of the region in its file (0 in the GET request).</param>
+/// <param name="NumQueues">Virtqueues the region tracks.</param>
+/// <param name="QueueSize">Descriptors per virtqueue.</param>
+public readonly record struct InflightDescription(ulong MmapSize, ulong MmapOffset, ushort NumQueues, ushort QueueSize);
 
 /// <summary>A vring state description: which ring and a number (size, base, or enable).</summary>
 /// <param name="Index">The vring index.</param>
@@ -75,6 +88,9 @@ public readonly record struct VhostUserMessage
     /// <summary>The single-region payload (ADD/REM_MEM_REG).</summary>
     public MemoryRegionDescription Region { get; init; }
 
+    /// <summary>The inflight description payload (GET/SET_INFLIGHT_FD and the GET reply).</summary>
+    public InflightDescription Inflight { get; init; }
+
     /// <summary>The memory table payload (SET_MEM_TABLE).</summary>
     public IReadOnlyList<MemoryRegionDescription>? Regions { get; init; }
 
@@ -98,6 +114,7 @@ public readonly record struct VhostUserMessage
         VhostUserPayload.VringAddress => VhostUserConstants.VringAddressBytes,
         VhostUserPayload.MemoryRegion => 8 + VhostUserConstants.RegionBytes,
         VhostUserPayload.MemoryTable => 8 + ((Regions?.Count ?? 0) * VhostUserConstants.RegionBytes),
+        VhostUserPayload.Inflight => VhostUserConstants.InflightBytes,
         _ => 0,
     };
 
@@ -146,6 +163,21 @@ public readonly record struct VhostUserMessage
     /// <returns>The message.</returns>
     public static VhostUserMessage WithRegion(VhostUserRequest request, MemoryRegionDescription region, bool needReply = false) =>
         new() { Request = request, Flags = RequestFlags(needReply), Payload = VhostUserPayload.MemoryRegion, Region = region };
+
+    /// <summary>GET_INFLIGHT_FD or SET_INFLIGHT_FD (send the region's fd with the latter).</summary>
+    /// <param name="request">The request.</param>
+    /// <param name="inflight">The description.</param>
+    /// <param name="needReply">Set NEED_REPLY.</param>
+    /// <returns>The message.</returns>
+    public static VhostUserMessage WithInflight(VhostUserRequest request, InflightDescription inflight, bool needReply = false) =>
+        new() { Request = request, Flags = RequestFlags(needReply), Payload = VhostUserPayload.Inflight, Inflight = inflight };
+
+    /// <summary>A reply carrying an inflight description (GET_INFLIGHT_FD; the region's fd rides along).</summary>
+    /// <param name="request">The request answered.</param>
+    /// <param name="inflight">The description.</param>
+    /// <returns>The message.</returns>
+    public static VhostUserMessage ReplyInflight(VhostUserRequest request, InflightDescription inflight) =>
+        new() { Request = request, Flags = VhostUserConstants.Version | VhostUserConstants.ReplyFlag, Payload = VhostUserPayload.Inflight, Inflight = inflight };
 
     /// <summary>SET_VRING_KICK/CALL/ERR: index plus the no-fd bit when no descriptor rides along.</summary>
     /// <param name="request">The request.</param>

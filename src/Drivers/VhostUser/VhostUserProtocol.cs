@@ -69,6 +69,12 @@ public enum VhostUserRequest : uint
     /// <summary>VHOST_USER_SET_BACKEND_REQ_FD: the back-end request socket.</summary>
     SetBackendReqFd = 21,
 
+    /// <summary>VHOST_USER_GET_INFLIGHT_FD: inflight description {0, 0, queues, queue size}; reply the description and the region's fd.</summary>
+    GetInflightFd = 31,
+
+    /// <summary>VHOST_USER_SET_INFLIGHT_FD: inflight description and the region's fd, handed back after a back-end restart.</summary>
+    SetInflightFd = 32,
+
     /// <summary>VHOST_USER_RESET_DEVICE: disable rings and reset device state.</summary>
     ResetDevice = 34,
 
@@ -116,6 +122,9 @@ public enum VhostUserProtocolFeatures : ulong
     /// <summary>VHOST_USER_PROTOCOL_F_CONFIG (9).</summary>
     Config = 1UL << 9,
 
+    /// <summary>VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD (12): GET/SET_INFLIGHT_FD, a shared region where the back-end records buffers in flight.</summary>
+    InflightShmfd = 1UL << 12,
+
     /// <summary>VHOST_USER_PROTOCOL_F_RESET_DEVICE (13): RESET_DEVICE.</summary>
     ResetDevice = 1UL << 13,
 
@@ -158,6 +167,12 @@ public static class VhostUserConstants
 
     /// <summary>Bytes of a vring address description.</summary>
     public const int VringAddressBytes = 40;
+
+    /// <summary>Bytes of an inflight description {u64 mmap size; u64 mmap offset; u16 queues; u16 queue size}, padded to 8 as C lays it out.</summary>
+    public const int InflightBytes = 24;
+
+    /// <summary>Bytes of an inflight description without the trailing padding (accepted from a sender that packs it).</summary>
+    public const int InflightPackedBytes = 20;
 
     /// <summary>Largest payload of any supported message (a full SET_MEM_TABLE).</summary>
     public const int MaxSupportedPayloadBytes = 8 + (MaxMemTableRegions * RegionBytes);

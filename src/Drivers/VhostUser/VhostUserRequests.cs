@@ -62,8 +62,10 @@ public sealed class VhostUserRequestInfo
         VhostUserVringRule vring,
         VhostUserReplyRule reply,
         VhostUserPayload replyPayload,
-        VhostUserHandler handler)
+        VhostUserHandler handler,
+        int replyDescriptors = 0)
     {
+        ReplyDescriptors = replyDescriptors;
         Id = id;
         Payload = payload;
         Descriptors = descriptors;
@@ -90,6 +92,9 @@ public sealed class VhostUserRequestInfo
 
     /// <summary>The payload of its reply: the explicit body, or the REPLY_ACK u64.</summary>
     public VhostUserPayload ReplyPayload { get; }
+
+    /// <summary>Descriptors that ride along with the explicit reply (1 for GET_INFLIGHT_FD's region, else 0).</summary>
+    public int ReplyDescriptors { get; }
 
     /// <summary>The back-end's handler.</summary>
     internal VhostUserHandler Handler { get; }
@@ -189,6 +194,8 @@ public static class VhostUserRequests
         Row(GetQueueNum,         Payload.None,         Fds.None,             Ring.None,    Always, Payload.U64, static (d, ref c) => d.GetQueueNum(ref c)),
         Row(SetVringEnable,      Payload.VringState,   Fds.None,             Ring.Any,     AckIfAsked, static (d, ref c) => d.SetVringEnable(ref c)),
         Row(SetBackendReqFd,     Payload.None,         Fds.One,              Ring.None,    AckIfAsked, static (d, ref c) => d.SetBackendReqFd(ref c)),
+        Row(GetInflightFd,       Payload.Inflight,     Fds.None,             Ring.None,    Always, Payload.Inflight, static (d, ref c) => d.GetInflightFd(ref c), replyDescriptors: 1),
+        Row(SetInflightFd,       Payload.Inflight,     Fds.One,              Ring.None,    AckIfAsked, static (d, ref c) => d.SetInflightFd(ref c)),
         Row(ResetDevice,         Payload.None,         Fds.None,             Ring.None,    AckIfAsked, static (d, ref c) => d.ResetDevice(ref c)),
         Row(GetMaxMemSlots,      Payload.None,         Fds.None,             Ring.None,    Always, Payload.U64, static (d, ref c) => d.GetMaxMemSlots(ref c)),
         Row(AddMemReg,           Payload.MemoryRegion, Fds.One,              Ring.None,    AckIfAsked, static (d, ref c) => d.AddMemReg(ref c)),
@@ -211,8 +218,8 @@ public static class VhostUserRequests
     private static VhostUserRequestInfo Row(VhostUserRequest id, VhostUserPayload payload, VhostUserDescriptorRule descriptors, VhostUserVringRule vring, VhostUserReplyRule reply, VhostUserHandler handler) =>
         new(id, payload, descriptors, vring, reply, Payload.U64, handler);
 
-    private static VhostUserRequestInfo Row(VhostUserRequest id, VhostUserPayload payload, VhostUserDescriptorRule descriptors, VhostUserVringRule vring, VhostUserReplyRule reply, VhostUserPayload replyPayload, VhostUserHandler handler) =>
-        new(id, payload, descriptors, vring, reply, replyPayload, handler);
+    private static VhostUserRequestInfo Row(VhostUserRequest id, VhostUserPayload payload, VhostUserDescriptorRule descriptors, VhostUserVringRule vring, VhostUserReplyRule reply, VhostUserPayload replyPayload, VhostUserHandler handler, int replyDescriptors = 0) =>
+        new(id, payload, descriptors, vring, reply, replyPayload, handler, replyDescriptors);
 
     private static VhostUserRequestInfo?[] IndexById(VhostUserRequestInfo[] rows)
     {
@@ -256,6 +263,9 @@ internal ref struct VhostUserCall
 
     /// <summary>The reply body; handlers of <see cref="VhostUserReplyRule.Always"/> rows set it.</summary>
     public VhostUserMessage? Reply;
+
+    /// <summary>A descriptor to send with the reply (rows with <see cref="VhostUserRequestInfo.ReplyDescriptors"/>); the back-end keeps owning it.</summary>
+    public FileDescriptor? ReplyFd;
 }
 
 /// <summary>A back-end handler of one request.</summary>
@@ -296,6 +306,10 @@ internal interface IVhostUserHandlers
     VhostUserError SetVringEnable(ref VhostUserCall call);
 
     VhostUserError SetBackendReqFd(ref VhostUserCall call);
+
+    VhostUserError GetInflightFd(ref VhostUserCall call);
+
+    VhostUserError SetInflightFd(ref VhostUserCall call);
 
     VhostUserError ResetDevice(ref VhostUserCall call);
 

@@ -26,6 +26,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     // Shadow state, never read back from shared memory.
     private readonly ushort[] _freeIds;          // stack of buffer ids not in use
     private readonly BufferRecord[] _buffers;    // per buffer id: what the driver made available
+    private readonly PvirtqDesc[] _made;         // per ring position: the descriptor as the driver wrote it (flags without AVAIL/USED)
     private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
     private int _freeIdCount;
     private int _freeDescriptors;
@@ -75,6 +76,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
         _freeIds = new ushort[size];
         _buffers = new BufferRecord[size];
+        _made = new PvirtqDesc[size];
         if (_inOrder)
         {
             _order = new InOrderQueue(size);
@@ -86,6 +88,113 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
     /// <summary>The negotiated features the ring was made with.</summary>
     public VirtioFeatures Features { get; }
+
+    /// <inheritdoc/>
+    public RingPosition PrepareDeviceRestart()
+    {
+        var resume = DevicePosition;
+
+        // From the device's position to the last published one, every descriptor is the driver's
+        // again: rewritten whole from the record, with the AVAIL/USED bits of the lap it was made
+        // available in (the device's wrap counter at that position, 2.8.1).
+        var position = (int)resume.AvailIndex;
+        var bits = PackedFlags.AvailBits(resume.AvailWrapCounter);
+        var count = _publishedPosition - position + ((_publishedWrap ? PackedFlags.Avail : PackedFlags.Used) == bits ? 0 : _size);
+        if (count < 0 || count > _size)
+        {
+            return resume;
+        }
+
+        for (var k = 0; k < count; k++)
+        {
+            var made = _made[position];
+            _desc[position] = new PvirtqDesc(made.Addr, made.Len, made.Id, (ushort)(made.Flags | bits));
+            if (++position == _size)
+            {
+                position = 0;
+                bits ^= PackedFlags.AvailUsed;
+            }
+        }
+
+        // Release: the descriptors are whole before the device is told where to resume.
+        Interlocked.MemoryBarrier();
+        return resume;
+    }
+
+    /// <inheritdoc/>
+    public RingPosition DevicePosition
+    {
+        get
+        {
+            // From the next used descriptor the driver expects, skip over each buffer the device
+            // marked used and the driver has not taken, by the driver's own descriptor counts (2.8.6).
+            var position = _usedPosition;
+            var bits = _usedBits;
+            var pending = _inOrder ? _order.Count : 0;
+            var orderOffset = 0;
+            if (_batchLeft > 0)
+            {
+                // The rest of a batch being handed back: the device's used position is past all of it.
+                for (; orderOffset < _batchLeft; orderOffset++)
+                {
+                    Skip(_buffers[_order.PeekAt(orderOffset)].Descriptors, ref position, ref bits);
+                }
+            }
+
+            // Bounded by the buffers outstanding; each step reads one used descriptor the device wrote.
+            var outstanding = Outstanding - orderOffset;
+            for (var steps = 0; steps < outstanding; steps++)
+            {
+                var d = _desc + position;
+
+                // Acquire (2.8.22): the id is read only after the flags say the device wrote it.
+                var flags = Volatile.Read(ref d->Flags);
+                if ((flags & PackedFlags.AvailUsed) != bits)
+                {
+                    break;
+                }
+
+                var id = d->Id;
+                if (id >= (uint)_buffers.Length || _buffers[id].Descriptors == 0)
+                {
+                    break;
+                }
+
+                if (!_inOrder)
+                {
+                    Skip(_buffers[id].Descriptors, ref position, ref bits);
+                    continue;
+                }
+
+                // 2.8.8: one used descriptor stands for every buffer up to the one it names.
+                var found = false;
+                while (orderOffset < pending && !found)
+                {
+                    var next = _order.PeekAt(orderOffset++);
+                    Skip(_buffers[next].Descriptors, ref position, ref bits);
+                    found = next == id;
+                }
+
+                if (!found)
+                {
+                    break;
+                }
+            }
+
+            var wrap = bits == PackedFlags.AvailUsed;
+            return new RingPosition((ushort)position, wrap, (ushort)position, wrap);
+        }
+    }
+
+    private void Skip(int descriptors, ref int position, ref ushort bits)
+    {
+        position += descriptors;
+        if (position >= _size)
+        {
+            position -= _size;
+            bits ^= PackedFlags.AvailUsed;
+        }
+    }
 
     /// <inheritdoc/>
     public int Size => _size;
@@ -125,6 +234,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         id = _freeIds[--_freeIdCount];
         var d = _desc + _availPosition;
         WriteDescriptor(d, segment.Address, segment.Length, id);
+        _made[_availPosition] = new PvirtqDesc(segment.Address, segment.Length, id, deviceWritable ? PackedFlags.Write : (ushort)0);
         Expose(d, (ushort)(_availBits | (deviceWritable ? PackedFlags.Write : 0)), 1);
         Track(id, 1, deviceWritable ? segment.Length : 0, deviceWritable ? 0 : segment.Length);
         return true;
@@ -175,6 +285,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
             var d = _desc + _availPosition;
             WriteDescriptor(d, _indirectAddress + (first * RingLayout.DescriptorBytes), (uint)(total * RingLayout.DescriptorBytes), id);
+            _made[_availPosition] = new PvirtqDesc(_indirectAddress + (first * RingLayout.DescriptorBytes), (uint)(total * RingLayout.DescriptorBytes), id, PackedFlags.Indirect);
             Expose(d, (ushort)(_availBits | PackedFlags.Indirect), 1);
             Track(id, 1, writeBytes, readBytes);
             return true;
@@ -200,6 +311,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // 2.8.6: every descriptor of the list carries the id and correct AVAIL/USED bits,
             // which flip where the list crosses the end of the ring.
             var flags = (ushort)(bits | (w ? PackedFlags.Write : 0) | (i + 1 < total ? PackedFlags.Next : 0));
+            _made[position] = new PvirtqDesc(s.Address, s.Length, id, (ushort)(flags & ~PackedFlags.AvailUsed));
             if (i == 0)
             {
                 // The head's flags are held back (Expose): its other fields only.

@@ -84,6 +84,21 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     public VirtioFeatures Features { get; }
 
     /// <inheritdoc/>
+    public RingPosition PrepareDeviceRestart() => DevicePosition;
+
+    /// <inheritdoc/>
+    public RingPosition DevicePosition
+    {
+        get
+        {
+            // Acquire, as for taking used elements (2.7.8); a used index further ahead than what is
+            // outstanding is a lie, and the driver's own count stands instead.
+            var used = Volatile.Read(ref _ring.Used->Idx);
+            return new RingPosition((ushort)(used - _lastUsed) <= _outstanding ? used : _lastUsed);
+        }
+    }
+
+    /// <inheritdoc/>
     public int Size => _size;
 
     /// <inheritdoc/>

@@ -25,6 +25,8 @@ namespace Rings.Tool.Commands;
 /// <param name="MemoryMiB">Shared memory to create.</param>
 /// <param name="DrainSeconds">How long to wait for frames in flight after sending stops.</param>
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
+/// <param name="ReconnectSeconds">How long to keep reconnecting after the back-end went away (0: exit at once).</param>
+/// <param name="Inflight">Ask for the back-end's inflight region (INFLIGHT_SHMFD), so a restart completes what was in flight exactly once.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -39,7 +41,9 @@ internal sealed record GuestOptions(
     string? Json = null,
     int MemoryMiB = 64,
     double DrainSeconds = 2,
-    int Window = 0)
+    int Window = 0,
+    double ReconnectSeconds = 0,
+    bool Inflight = true)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -99,6 +103,11 @@ internal sealed record GuestOptions(
             return "--memory must be between 4 and 65536 MiB";
         }
 
+        if (!(ReconnectSeconds >= 0) || ReconnectSeconds > 86400)
+        {
+            return "--reconnect must be between 0 and 86400 seconds";
+        }
+
         return null;
     }
 
@@ -141,6 +150,19 @@ internal sealed record GuestOptions(
         {
             yield return "--json";
             yield return Json;
+        }
+
+        // Options of rings guest only: written when not the default, so rings loopback reads the rest.
+        if (ReconnectSeconds != 0)
+        {
+            yield return "--reconnect";
+            yield return Cli.Number(ReconnectSeconds);
+        }
+
+        if (!Inflight)
+        {
+            yield return "--inflight";
+            yield return Cli.OnOff(Inflight);
         }
     }
 }
@@ -204,13 +226,15 @@ internal sealed class GuestCommand
     private static CommandDefinition<GuestOptions> Define()
     {
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
+        var reconnect = new Option<double>("--reconnect") { Description = "When the back-end goes away, reconnect (every 100 ms, for up to this many seconds each time) and resume from the rings in the guest's memory instead of exiting; 0 exits at once.", DefaultValueFactory = _ => Defaults.ReconnectSeconds };
+        var inflight = Cli.Switch("--inflight", "Ask for the back-end's inflight region (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) and hand it back after a restart, so the back-end completes exactly what was in flight: on or off.", Defaults.Inflight);
         var g = new GuestCommand();
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket,
+            socket, reconnect, inflight,
         };
         g.AddTo(command);
-        return new(command, r => g.Read(r, r.GetValue(socket)!));
+        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on" });
     }
 
     // The feature an on/off option stands for, when it is on.

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
+using Rings.Linux.VhostUser;
 using Rings.Testing.Traffic;
 
 namespace Rings.Tool.Commands;
@@ -52,13 +53,19 @@ internal static class GuestRunner
     /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
     private static VhostUserFrontendOptions FrontendOptions(GuestOptions o)
     {
-        return new VhostUserFrontendOptions
+        var options = new VhostUserFrontendOptions
         {
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
         };
+        if (!o.Inflight)
+        {
+            options.ProtocolFeatures &= ~VhostUserProtocolFeatures.InflightShmfd;
+        }
+
+        return options;
     }
 
     private static int Drive(VirtioNetDriver net, TrafficOptions traffic, GuestOptions o, TextWriter output)
@@ -70,15 +77,21 @@ internal static class GuestRunner
         var peerGone = false;
         TrafficFigures? figures = null;
         var gcBefore = GC.CollectionCount(0);
+        // Runs on the traffic thread, which owns the rings: a reconnect happens between its bursts.
         var thread = new Thread(() => figures = generator.Run(TimeSpan.FromSeconds(o.DrainSeconds), () =>
         {
-            if (!frontend.IsConnected)
+            if (frontend.IsConnected)
             {
-                peerGone = true;
-                return false;
+                return true;
             }
 
-            return true;
+            if (o.ReconnectSeconds > 0 && Reconnect(net, o, output))
+            {
+                return true;
+            }
+
+            peerGone = true;
+            return false;
         }))
         { Name = "guest traffic", IsBackground = true };
 
@@ -110,6 +123,11 @@ internal static class GuestRunner
         }
 
         var f = figures!;
+        if (frontend.Reconnects > 0)
+        {
+            output.WriteLine($"rings guest: reconnected {frontend.Reconnects} time(s){(frontend.HasInflightRegion ? ", inflight region handed back each time" : string.Empty)}");
+        }
+
         string? broken = null;
         if (txRing.IsBroken || rxRing.IsBroken)
         {
@@ -146,6 +164,35 @@ internal static class GuestRunner
         }
 
         return report.Clean ? 0 : 1;
+    }
+
+    /// <summary>Tries to reconnect every 100 ms until the back-end answers or the time runs out; kicks both queues once it does.</summary>
+    private static bool Reconnect(VirtioNetDriver net, GuestOptions o, TextWriter output)
+    {
+        output.WriteLine($"rings guest: the back-end went away; reconnecting for up to {o.ReconnectSeconds:0.#} s");
+        var clock = Stopwatch.StartNew();
+        string? last = null;
+        while (clock.Elapsed.TotalSeconds < o.ReconnectSeconds)
+        {
+            try
+            {
+                net.Frontend.Reconnect();
+
+                // A back-end that sleeps until kicked learns at once that buffers wait.
+                net.Transmit.Kick.Signal();
+                net.Receive.Kick.Signal();
+                output.WriteLine($"rings guest: reconnected after {clock.Elapsed.TotalMilliseconds:0} ms");
+                return true;
+            }
+            catch (VhostUserException e)
+            {
+                last = e.Message;
+                Thread.Sleep(100);
+            }
+        }
+
+        output.WriteLine($"rings guest: no back-end within {o.ReconnectSeconds:0.#} s ({last})");
+        return false;
     }
 
     private static string OnOff(VirtioFeatures negotiated, VirtioFeatures feature) => Cli.OnOff((negotiated & feature) != 0);

@@ -17,7 +17,7 @@ internal enum HostMode
 /// Every option of <c>rings host</c>, typed; <see cref="ToArguments"/> writes the command line
 /// that <see cref="HostCommand.Parse"/> reads back.
 /// </summary>
-/// <param name="Socket">Where to serve vhost-user.</param>
+/// <param name="Socket">Where to serve vhost-user (with <paramref name="Connect"/>, where the front-end listens).</param>
 /// <param name="Mode">Reflect or patch.</param>
 /// <param name="Wait">How an idle worker waits.</param>
 /// <param name="Burst">Most frames per burst.</param>
@@ -25,6 +25,7 @@ internal enum HostMode
 /// <param name="Stats">Where to write each session's figures, if anywhere.</param>
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
+/// <param name="Connect">Client mode: connect to a front-end that listens on <paramref name="Socket"/>, retrying every second.</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -33,15 +34,20 @@ internal sealed record HostOptions(
     bool Once = false,
     string? Stats = null,
     bool Verbose = false,
-    bool Quiet = false)
+    bool Quiet = false,
+    bool Connect = false)
 {
     /// <summary>What is wrong with the options, or null.</summary>
-    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : null;
+    public string? Validate() =>
+        Socket.Length == 0 ? "give --socket PATH (serve) or --connect PATH (connect to a front-end that listens)"
+        : Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
+        : Connect && Mode == HostMode.Patch ? "--connect serves one front-end; --mode patch needs two (serve with --socket)"
+        : null;
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
     {
-        string[] values = ["--socket", Socket, "--mode", Cli.Text(Mode), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst)];
+        string[] values = [Connect ? "--connect" : "--socket", Socket, "--mode", Cli.Text(Mode), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst)];
         foreach (var a in values)
         {
             yield return a;
@@ -82,7 +88,8 @@ internal static class HostCommand
     private static CommandDefinition<HostOptions> Define()
     {
         var defaults = new HostOptions(string.Empty);
-        var socket = new Option<string>("--socket") { Description = "Path of the Unix socket to serve vhost-user on (created owner-only).", Required = true };
+        var socket = new Option<string?>("--socket") { Description = "Path of the Unix socket to serve vhost-user on (created owner-only)." };
+        var connect = new Option<string?>("--connect") { Description = "Client mode: connect to a front-end that listens on this Unix socket (QEMU server=on, DPDK virtio-user server=1), retrying every second, and again after each disconnect." };
         var mode = Cli.Choice("--mode", "reflect: every frame goes back to its sender; patch: two front-ends are wired to each other.", defaults.Mode);
         var wait = Cli.Choice("--wait", GuestCommand.WaitDescription, defaults.Wait);
         var burst = new Option<int>("--burst") { Description = "Most frames forwarded per burst.", DefaultValueFactory = _ => defaults.Burst };
@@ -92,16 +99,24 @@ internal static class HostCommand
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet,
+            socket, connect, mode, wait, burst, once, stats, verbose, quiet,
         };
+        command.Validators.Add(r =>
+        {
+            if ((r.GetValue(socket) is null) == (r.GetValue(connect) is null))
+            {
+                r.AddError("give exactly one of --socket PATH (serve) and --connect PATH (connect to a front-end that listens)");
+            }
+        });
         return new(command, r => new HostOptions(
-            r.GetValue(socket)!,
+            r.GetValue(connect) ?? r.GetValue(socket) ?? string.Empty,
             Cli.Parse<HostMode>(r.GetValue(mode)!),
             Cli.Parse<WaitStrategy>(r.GetValue(wait)!),
             r.GetValue(burst),
             r.GetValue(once),
             r.GetValue(stats),
             r.GetValue(verbose),
-            r.GetValue(quiet)));
+            r.GetValue(quiet),
+            r.GetValue(connect) is not null));
     }
 }

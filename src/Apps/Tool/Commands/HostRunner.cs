@@ -48,6 +48,7 @@ internal sealed class HostRunner
         var options = new VhostUserBackendOptions
         {
             SocketPath = o.Socket,
+            Connect = o.Connect,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
@@ -66,7 +67,7 @@ internal sealed class HostRunner
             return 3;
         }
 
-        output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
+        output.WriteLine($"rings host: {(o.Connect ? "connecting to the front-end at" : "serving vhost-user on")} {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
         {
             c.Cancel = true;
@@ -221,6 +222,14 @@ internal sealed class HostRunner
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
         IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
         var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
+
+        // After a restart: transmit buffers the previous host already delivered are completed, not sent again.
+        var completed = InflightRecovery.Settle(tx.Ring, rx.Ring);
+        if (completed > 0)
+        {
+            _output.WriteLine($"rings host: {completed} transmitted frame(s) in flight were delivered before the restart: completed, not sent again");
+        }
+
         // Interface type arguments: the ring classes would get the same shared instantiation
         // (they are reference types), so naming them buys nothing (GenericDispatchBenchmarks).
         _workers.Add(Create(tx.Ring, rx.Ring));
