@@ -5,65 +5,87 @@ using Rings.Memory;
 namespace Rings.Linux.Device;
 
 /// <summary>
-/// A split device ring that records in the shared inflight region every buffer it fetches before
-/// it is used, and clears it once returned, following "Inflight I/O tracking" of vhost-user.rst
-/// (the split layout). Made over a region a back-end used before (its version is set), it first
-/// reads what was in flight when that back-end stopped, whatever the reason (a kill included):
+/// A device ring that records in the shared inflight region every buffer it fetches before it is
+/// used, and clears it once returned and published, following "Inflight I/O tracking" of
+/// vhost-user.rst for the split and the packed layout. Made over a region a back-end used before
+/// (its version is set), it first reads what was in flight when that back-end stopped, whatever the
+/// reason (a kill included):
 /// <list type="bullet">
 /// <item>whether the last batch of used buffers had been published (<see cref="LastBatchPublished"/>);</item>
 /// <item>the buffers still in flight, ordered by counter (<see cref="InflightAtStart"/>);</item>
-/// <item>where the device resumes (<see cref="Resume"/>): at the used index, so those buffers are
-/// fetched again first and in their order (Rings' devices return buffers in the order they fetch
-/// them, so the ring holds them there), as the specification's resubmission asks.</item>
+/// <item>where the device resumes (<see cref="Resume"/>): at the used position, so those buffers
+/// are fetched again first and in their order (Rings' devices return buffers in the order they
+/// fetch them, so the ring holds them there; the packed ones reuse their recorded entries).</item>
 /// </list>
 /// The region is not written until <see cref="CommitRecovery"/> (or the first fetch or publish):
 /// a data path that must settle another queue first (a transmit batch already delivered into a
 /// receive queue, <see cref="InflightRecovery"/>) does so while a new kill still finds the same state.
-/// Everything read from the region or the ring is checked; a region that makes no sense is logged
-/// and tracking starts afresh (the ring then resumes at the used index, losing nothing).
+/// Packed returns are written to the region at the publish (steps 3 to 8 of the specification
+/// together), so fetches and returns may interleave within a burst. Everything read from the region
+/// or the ring is checked; a region that makes no sense is logged and tracking starts afresh (the
+/// ring then resumes at the front-end's base).
 /// </summary>
 public sealed unsafe class InflightDeviceRing : IDeviceRing
 {
     private readonly IDeviceRing _inner;
     private readonly InflightQueueMemory _region;
+    private readonly Action<string>? _log;
+    private readonly bool _packed;
     private readonly int _size;
-    private readonly ushort* _usedIdx;    // used.idx in ring memory
-    private readonly ushort* _availRing;  // avail.ring in ring memory, to check the record against
+    private readonly byte* _descriptors;  // packed: the descriptor ring, to record what is fetched
+    private readonly ushort* _usedIdx;    // split: used.idx in ring memory
+    private readonly ushort* _availRing;  // split: avail.ring, to check the record against
     private readonly ushort[] _batch;     // heads returned since the last publish
     private int _batchCount;
     private readonly PopRecord[] _pops;   // fetches since the last publish, for UndoPops
     private int _popCount;
+    private readonly ushort[] _headOfId;  // packed: buffer id -> its head entry
     private readonly Queue<ushort>? _order; // IN_ORDER: heads in fetch order, for batches
+    private ushort[] _resubmit = [];      // packed: head entries in flight at the start, by counter
+    private int _resubmitted;
     private ulong _counter;
-    private ushort _used;                 // used.idx as this device wrote it
+    private ushort _used;                 // split: used.idx as this device wrote it
     private bool _recovering;
     private ushort[] _clearAtCommit = [];
+    private ushort _freeHeadAtCommit;
 
     /// <summary>Wraps <paramref name="inner"/> (already restored at the front-end's base) and reads the region.</summary>
-    /// <param name="inner">The split device ring.</param>
-    /// <param name="region">The vring's queue region (split layout).</param>
+    /// <param name="inner">The device ring.</param>
+    /// <param name="region">The vring's queue region, of the ring's format.</param>
     /// <param name="ringMemory">Translates the ring areas.</param>
     /// <param name="areas">The ring areas.</param>
-    /// <param name="features">Negotiated features (IN_ORDER).</param>
+    /// <param name="features">Negotiated features (the format and IN_ORDER).</param>
     /// <param name="log">Receives a line when the region disagrees with the ring.</param>
-    /// <exception cref="ArgumentException">The ring is packed, larger than the region, or its areas are outside the memory.</exception>
+    /// <exception cref="ArgumentException">The region is of the other format or smaller than the ring, or the areas are outside the memory.</exception>
     public InflightDeviceRing(IDeviceRing inner, InflightQueueMemory region, GuestMemory ringMemory, RingAreas areas, VirtioFeatures features, Action<string>? log = null)
     {
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(ringMemory);
         _inner = inner;
         _region = region;
+        _log = log;
         _size = inner.Size;
-        if (RingFormat.Of(features) != RingFormat.Split || region.Format != RingFormat.Split || _size > region.Entries)
+        var format = RingFormat.Of(features);
+        _packed = format == RingFormat.Packed;
+        if (region.Format != format || _size > region.Entries)
         {
-            throw new ArgumentException($"a {region.Format} inflight region of {region.Entries} cannot track a {RingFormat.Of(features)} ring of {_size}");
+            throw new ArgumentException($"a {region.Format} inflight region of {region.Entries} cannot track a {format} ring of {_size}");
         }
 
-        var layout = RingFormat.Split.Layout(_size);
-        _usedIdx = (ushort*)(Translate(ringMemory, areas.DeviceArea, (ulong)layout.DeviceAreaBytes) + 2);
-        _availRing = (ushort*)(Translate(ringMemory, areas.DriverArea, (ulong)layout.DriverAreaBytes) + 4);
+        var layout = format.Layout(_size);
+        if (_packed)
+        {
+            _descriptors = (byte*)Translate(ringMemory, areas.DescriptorArea, (ulong)layout.DescriptorAreaBytes);
+        }
+        else
+        {
+            _usedIdx = (ushort*)(Translate(ringMemory, areas.DeviceArea, (ulong)layout.DeviceAreaBytes) + 2);
+            _availRing = (ushort*)(Translate(ringMemory, areas.DriverArea, (ulong)layout.DriverAreaBytes) + 4);
+        }
+
         _batch = new ushort[_size];
         _pops = new PopRecord[_size];
+        _headOfId = new ushort[_size];
         if ((features & VirtioFeatures.InOrder) != 0)
         {
             _order = new Queue<ushort>(_size);
@@ -71,12 +93,14 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 
         Resume = inner.Position;
         _recovering = true;
-        if (region.Version == 0 || region.DescNum != region.Entries || !Recover(log))
+        if (region.Version == 0 || region.DescNum != region.Entries || !(_packed ? RecoverPacked() : RecoverSplit()))
         {
             // Never used, not laid out by a back-end, or nonsense: track from the ring as it is.
             Fresh = true;
             InflightAtStart = 0;
             LastBatchPublished = false;
+            _resubmit = [];
+            Resume = inner.Position;
             return;
         }
 
@@ -115,8 +139,8 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     public RingPosition Position => _inner.Position;
 
     /// <summary>
-    /// Writes what recovery found into the region (the spec's reconnect steps) and starts tracking.
-    /// Idempotent; the first fetch or publish does it too.
+    /// Writes what recovery found into the region (the specification's reconnect steps) and starts
+    /// tracking. Idempotent; the first fetch or publish does it too.
     /// </summary>
     public void CommitRecovery()
     {
@@ -128,26 +152,28 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         _recovering = false;
         if (Fresh)
         {
-            for (var i = 0; i < _region.Entries; i++)
-            {
-                _region.SetInflight(i, false);
-            }
-
-            _region.Initialize((ushort)_region.Entries);
-            _used = Volatile.Read(ref *_usedIdx);
-            _region.LastBatchHead = 0;
-            _region.UsedIdx = _used;
-            _region.Version = InflightRegion.Version;
+            StartFresh();
             return;
         }
 
-        // The half-recorded batch was published: its heads are no longer in flight.
+        // Entries the recovery found finished (the published batch; packed: the free list).
         foreach (var i in _clearAtCommit)
         {
             _region.SetInflight(i, false);
         }
 
-        _region.UsedIdx = Resume.AvailIndex;
+        if (_packed)
+        {
+            // Commit or roll back to the last finished batch, as RecoverPacked decided.
+            _region.FreeHead = _region.OldFreeHead = _freeHeadAtCommit;
+            _region.UsedIdx = _region.OldUsedIdx = Resume.UsedIndex;
+            _region.UsedWrapCounter = _region.OldUsedWrapCounter = Resume.UsedWrapCounter;
+        }
+        else
+        {
+            _region.UsedIdx = Resume.AvailIndex;
+        }
+
         _clearAtCommit = [];
     }
 
@@ -181,15 +207,26 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             return false;
         }
 
-        // Fetched: counter, then inflight (split, "receiving available buffers"); both before the
-        // buffer is used, and the release of the inflight byte keeps the counter before it.
-        var head = chain.Token.Id;
-        _region.SetCounter(head, ++_counter);
-        _region.SetInflight(head, true);
+        var token = chain.Token;
+        ushort head;
+        var reused = false;
+        if (_packed)
+        {
+            head = RecordPacked(before, token, out reused);
+        }
+        else
+        {
+            // Fetched: counter, then inflight (split, "receiving available buffers"); both before the
+            // buffer is used, and the release of the inflight byte keeps the counter before it.
+            head = token.Id;
+            _region.SetCounter(head, ++_counter);
+            _region.SetInflight(head, true);
+        }
+
         _order?.Enqueue(head);
         if (_popCount < _pops.Length)
         {
-            _pops[_popCount++] = new PopRecord(before, head);
+            _pops[_popCount++] = new PopRecord(before, head, reused);
         }
 
         return true;
@@ -205,7 +242,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             _order.Dequeue();
         }
 
-        Returned(token.Id);
+        Returned(_packed ? _headOfId[token.Id] : token.Id);
     }
 
     /// <inheritdoc/>
@@ -222,20 +259,57 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     public void PublishUsed()
     {
         CommitRecovery();
-        _inner.PublishUsed();
-        if (_batchCount > 0)
+        if (_batchCount == 0)
         {
-            // After the publish of used.idx: clear the batch, then record used.idx (split,
-            // "supplying used buffers"). Each store is a release, so none moves before the publish.
+            _inner.PublishUsed();
+            _popCount = 0;
+            return;
+        }
+
+        if (_packed)
+        {
+            // 3-4: each returned list goes back to the head of the free list.
+            for (var i = 0; i < _batchCount; i++)
+            {
+                var head = _batch[i];
+                var last = _region.Last(head);
+                if (last < _region.Entries)
+                {
+                    _region.SetNext(last, _region.FreeHead);
+                    _region.FreeHead = head;
+                }
+            }
+
+            // 5: the region's used position, then 6: the ring's flags (the publish).
+            var p = _inner.Position;
+            _region.UsedIdx = p.UsedIndex;
+            _region.UsedWrapCounter = p.UsedWrapCounter;
+            _inner.PublishUsed();
+
+            // 7: the batch is no longer in flight; 8: this is the last finished batch.
+            for (var i = 0; i < _batchCount; i++)
+            {
+                _region.SetInflight(_batch[i], false);
+            }
+
+            _region.OldFreeHead = _region.FreeHead;
+            _region.OldUsedIdx = p.UsedIndex;
+            _region.OldUsedWrapCounter = p.UsedWrapCounter;
+        }
+        else
+        {
+            // Publish used.idx, then clear the batch and record used.idx (split, "supplying used
+            // buffers"). Each store is a release, so none moves before the publish.
+            _inner.PublishUsed();
             for (var i = 0; i < _batchCount; i++)
             {
                 _region.SetInflight(_batch[i], false);
             }
 
             _region.UsedIdx = _used;
-            _batchCount = 0;
         }
 
+        _batchCount = 0;
         _popCount = 0;
     }
 
@@ -257,7 +331,23 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 
         for (var i = _popCount - 1; i >= k; i--)
         {
-            _region.SetInflight(_pops[i].Head, false);
+            var head = _pops[i].Head;
+            if (_pops[i].Reused)
+            {
+                // A buffer fetched again after a restart keeps its entry: it is fetched once more.
+                _resubmitted--;
+            }
+            else
+            {
+                _region.SetInflight(head, false);
+                if (_packed)
+                {
+                    // Their entries were the free list's first: it starts at the oldest undone again.
+                    _region.FreeHead = head;
+                    _region.OldFreeHead = head;
+                }
+            }
+
             if (_order is { Count: > 0 })
             {
                 RemoveNewest(_order);
@@ -298,18 +388,99 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 
     private void Returned(ushort head)
     {
-        // Steps 1-3: link the head into the last batch's list; used.idx moves at the publish.
-        _region.SetNext(head, _region.LastBatchHead);
-        _region.LastBatchHead = head;
-        _used++;
+        if (!_packed)
+        {
+            // Split 1-3: link the head into the last batch's list; used.idx moves at the publish.
+            _region.SetNext(head, _region.LastBatchHead);
+            _region.LastBatchHead = head;
+            _used++;
+        }
+
         if (_batchCount < _batch.Length)
         {
             _batch[_batchCount++] = head;
         }
     }
 
+    /// <summary>Packed, "receiving available buffers": each fetched descriptor goes into a free entry; the head entry holds the list.</summary>
+    private ushort RecordPacked(RingPosition before, ChainToken token, out bool reused)
+    {
+        reused = false;
+        if (_resubmitted < _resubmit.Length)
+        {
+            // Fetched again after a restart: the entry recorded then stands, if it is this buffer.
+            var old = _resubmit[_resubmitted++];
+            var last = _region.Last(old);
+            if (last < _region.Entries && _region.Id(last) == token.Id)
+            {
+                _headOfId[token.Id] = old;
+                reused = true;
+                return old;
+            }
+
+            _log?.Invoke($"inflight: buffer {token.Id} fetched again, but entry {old} recorded another; recording it anew");
+            _region.SetInflight(old, false);
+        }
+
+        var head = _region.OldFreeHead;
+        var free = _region.FreeHead;
+        if (head >= _region.Entries || free != head)
+        {
+            // Only a region scribbled on gets here: lay it out again rather than follow it.
+            _log?.Invoke("inflight: the packed region's free list is damaged; tracking starts afresh");
+            StartFresh();
+            head = free = 0;
+        }
+
+        _region.SetNum(head, 0);
+        _region.SetCounter(head, ++_counter);
+        _region.SetInflight(head, true);
+        var position = (int)before.AvailIndex;
+        for (var k = 0; k < token.DescriptorCount && free < _region.Entries; k++)
+        {
+            // Recorded as the ring holds it: addr, len, id, flags (2.8.13).
+            var d = _descriptors + (position * 16);
+            _region.SetDescriptor(free, *(ulong*)d, *(uint*)(d + 8), *(ushort*)(d + 12), *(ushort*)(d + 14));
+            _region.SetNum(head, (ushort)(_region.Num(head) + 1));
+            _region.SetLast(head, free);
+            free = _region.Next(free);
+            position = position + 1 == _size ? 0 : position + 1;
+        }
+
+        _region.FreeHead = free;
+        _region.OldFreeHead = free;
+        _headOfId[token.Id] = head;
+        return head;
+    }
+
+    /// <summary>Lays the region out afresh for this ring as it stands now.</summary>
+    private void StartFresh()
+    {
+        for (var i = 0; i < _region.Entries; i++)
+        {
+            _region.SetInflight(i, false);
+        }
+
+        _region.Initialize((ushort)_region.Entries);
+        _resubmit = [];
+        if (_packed)
+        {
+            var p = _inner.Position;
+            _region.UsedIdx = _region.OldUsedIdx = p.UsedIndex;
+            _region.UsedWrapCounter = _region.OldUsedWrapCounter = p.UsedWrapCounter;
+        }
+        else
+        {
+            _used = Volatile.Read(ref *_usedIdx);
+            _region.LastBatchHead = 0;
+            _region.UsedIdx = _used;
+        }
+
+        _region.Version = InflightRegion.Version;
+    }
+
     /// <summary>Split, "when reconnecting": finish a half-recorded batch, then collect what is in flight by counter.</summary>
-    private bool Recover(Action<string>? log)
+    private bool RecoverSplit()
     {
         // Acquire: the used ring as the previous device left it.
         var usedInRing = Volatile.Read(ref *_usedIdx);
@@ -320,7 +491,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         {
             if (batch > _size)
             {
-                log?.Invoke($"inflight: used.idx {usedInRing} is {batch} past the region's {recorded}; the region is not this ring's");
+                _log?.Invoke($"inflight: used.idx {usedInRing} is {batch} past the region's {recorded}; the region is not this ring's");
                 return false;
             }
 
@@ -330,7 +501,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             {
                 if (head >= _size)
                 {
-                    log?.Invoke($"inflight: the last batch's list leaves the ring at entry {head}");
+                    _log?.Invoke($"inflight: the last batch's list leaves the ring at entry {head}");
                     return false;
                 }
 
@@ -360,7 +531,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             var slot = Volatile.Read(ref _availRing[(usedInRing + k) & mask]);
             if (slot != inflight[k].Head)
             {
-                log?.Invoke($"inflight: buffer {inflight[k].Head} was fetched {k + 1}th after used.idx {usedInRing}, but the ring holds {slot} there; resuming at used.idx");
+                _log?.Invoke($"inflight: buffer {inflight[k].Head} was fetched {k + 1}th after used.idx {usedInRing}, but the ring holds {slot} there");
                 break;
             }
         }
@@ -371,7 +542,70 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         return true;
     }
 
-    private readonly record struct PopRecord(RingPosition Before, ushort Head);
+    /// <summary>Packed, "when reconnecting": commit or roll back the half-recorded batch, free the free list's entries, collect what is in flight.</summary>
+    private bool RecoverPacked()
+    {
+        var usedIdx = _region.UsedIdx;
+        var usedWrap = _region.UsedWrapCounter;
+        var oldUsedIdx = _region.OldUsedIdx;
+        var oldWrap = _region.OldUsedWrapCounter;
+        var freeHead = _region.FreeHead;
+        var oldFreeHead = _region.OldFreeHead;
+        if (usedIdx >= _size || oldUsedIdx >= _size || freeHead >= _region.Entries || oldFreeHead >= _region.Entries)
+        {
+            _log?.Invoke("inflight: a packed region's positions are outside the ring");
+            return false;
+        }
+
+        if (usedIdx != oldUsedIdx || usedWrap != oldWrap)
+        {
+            // The descriptor at old_used_idx: still as the driver made it available (AVAIL = wrap,
+            // USED = !wrap), or written used by the previous device, which then published (2.8.1)?
+            var flags = Volatile.Read(ref *(ushort*)(_descriptors + (oldUsedIdx * 16) + 14));
+            var available = oldWrap ? (ushort)0x0080 : (ushort)0x8000;
+            if ((flags & 0x8080) != available)
+            {
+                LastBatchPublished = true;
+                oldFreeHead = freeHead;
+                oldUsedIdx = usedIdx;
+                oldWrap = usedWrap;
+            }
+        }
+
+        // Entries on the free list are not in flight, whatever their byte says.
+        var free = new HashSet<ushort>();
+        var e = oldFreeHead;
+        for (var steps = 0; steps < _region.Entries && e < _region.Entries && free.Add(e); steps++)
+        {
+            e = _region.Next(e);
+        }
+
+        var inflight = new List<(ulong Counter, ushort Head)>();
+        for (var i = 0; i < _region.Entries; i++)
+        {
+            _counter = Math.Max(_counter, _region.Counter(i));
+            if (_region.IsInflight(i) && !free.Contains((ushort)i))
+            {
+                inflight.Add((_region.Counter(i), (ushort)i));
+            }
+        }
+
+        inflight.Sort();
+        if (inflight.Count > _size)
+        {
+            _log?.Invoke($"inflight: {inflight.Count} buffers in flight on a ring of {_size}");
+            return false;
+        }
+
+        _clearAtCommit = [.. free.Where(f => _region.IsInflight(f))];
+        _freeHeadAtCommit = oldFreeHead;
+        _resubmit = [.. inflight.Select(x => x.Head)];
+        InflightAtStart = inflight.Count;
+        Resume = new RingPosition(oldUsedIdx, oldWrap, oldUsedIdx, oldWrap);
+        return true;
+    }
+
+    private readonly record struct PopRecord(RingPosition Before, ushort Head, bool Reused);
 }
 
 /// <summary>

@@ -753,8 +753,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     }
 
     /// <summary>
-    /// With an inflight region, wraps a split ring so it records what it fetches, resuming where the
-    /// region says the previous back-end stopped. Packed rings run untracked (and resume at the base).
+    /// With an inflight region, wraps the ring so it records what it fetches, resuming where the
+    /// region says the previous back-end stopped. A ring the region does not fit runs untracked.
     /// </summary>
     private IDeviceRing Track(Vring v, IDeviceRing ring, RingAreas areas)
     {
@@ -763,7 +763,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             return ring;
         }
 
-        if (Format != RingFormat.Split || region.Format != RingFormat.Split || v.Index >= region.Queues || v.Num > region.QueueSize)
+        if (region.Format != Format || v.Index >= region.Queues || v.Num > region.QueueSize)
         {
             _options.Log?.Invoke($"vhost-user: vring {v.Index} runs without inflight tracking (a {Format} ring of {v.Num}; the region tracks {region.Queues} {region.Format} queues of {region.QueueSize})");
             return ring;
@@ -772,7 +772,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var tracked = new InflightDeviceRing(ring, region.Queue(v.Index), _memory!.User, areas, Features, _options.Log);
         if (!tracked.Fresh)
         {
-            _options.Log?.Invoke($"vhost-user: vring {v.Index} resumes at {tracked.Resume.AvailIndex} with {tracked.InflightAtStart} buffers in flight{(tracked.LastBatchPublished ? ", the last batch published" : string.Empty)}");
+            _options.Log?.Invoke($"vhost-user: vring {v.Index} resumes at {tracked.Resume} with {tracked.InflightAtStart} buffers in flight{(tracked.LastBatchPublished ? ", the last batch published" : string.Empty)}");
         }
 
         return tracked;
