@@ -17,9 +17,15 @@ internal sealed class ReflectingBackend : IDisposable
     private Thread? _thread;
 
     public ReflectingBackend(VirtioFeatures? deviceFeatures = null)
+        : this(TestPaths.Socket(), false, deviceFeatures)
     {
-        Socket = TestPaths.Socket();
-        var options = new VhostUserBackendOptions { SocketPath = Socket };
+    }
+
+    /// <summary>A back-end on <paramref name="socket"/>: listening there, or with <paramref name="connect"/> connecting to a front-end that listens.</summary>
+    public ReflectingBackend(string socket, bool connect = false, VirtioFeatures? deviceFeatures = null)
+    {
+        Socket = socket;
+        var options = new VhostUserBackendOptions { SocketPath = Socket, Connect = connect };
         if (deviceFeatures is { } f)
         {
             options.DeviceFeatures = f;

@@ -20,8 +20,12 @@ namespace Rings.Linux.Device;
 /// The region is not written until <see cref="CommitRecovery"/> (or the first fetch or publish):
 /// a data path that must settle another queue first (a transmit batch already delivered into a
 /// receive queue, <see cref="InflightRecovery"/>) does so while a new kill still finds the same state.
-/// Packed returns are written to the region at the publish (steps 3 to 8 of the specification
-/// together), so fetches and returns may interleave within a burst. Everything read from the region
+/// Packed returns are written to the region at the publish (steps 3 to 6 of the specification),
+/// so fetches and returns may interleave within a burst. The record that a published batch is no
+/// longer in flight (the steps after the publish) is finished by <see cref="FinishPublish()"/>, or
+/// by the next fetch, return or publish: a forwarder finishes a receive batch only after it
+/// published the transmit batch that fed it, so a back-end killed between the two publishes leaves
+/// the receive side saying so (<see cref="InflightRecovery"/>). Everything read from the region
 /// or the ring is checked; a region that makes no sense is logged and tracking starts afresh (the
 /// ring then resumes at the front-end's base).
 /// </summary>
@@ -35,8 +39,10 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     private readonly byte* _descriptors;  // packed: the descriptor ring, to record what is fetched
     private readonly ushort* _usedIdx;    // split: used.idx in ring memory
     private readonly ushort* _availRing;  // split: avail.ring, to check the record against
-    private readonly ushort[] _batch;     // heads returned since the last publish
+    private readonly ushort[] _batch;     // heads returned since the last publish (or published, not yet recorded)
     private int _batchCount;
+    private bool _recordPending;          // the batch is published; its record in the region is not finished
+    private RingPosition _publishedAt;    // packed: the used position the pending batch was published at
     private readonly PopRecord[] _pops;   // fetches since the last publish, for UndoPops
     private int _popCount;
     private readonly ushort[] _headOfId;  // packed: buffer id -> its head entry
@@ -197,10 +203,53 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         return done;
     }
 
+    /// <summary>Finishes the record of a published batch on <paramref name="ring"/> when it is an inflight-tracked ring.</summary>
+    /// <param name="ring">Any device ring.</param>
+    public static void FinishPublish(IDeviceRing ring)
+    {
+        if (ring is InflightDeviceRing tracked)
+        {
+            tracked.FinishPublish();
+        }
+    }
+
+    /// <summary>
+    /// Finishes the record of the last published batch: its buffers are no longer in flight (split:
+    /// inflight cleared, used_idx recorded; packed: steps 7 and 8). Each store is a release, so none
+    /// moves before the publish it follows.
+    /// </summary>
+    public void FinishPublish()
+    {
+        if (!_recordPending)
+        {
+            return;
+        }
+
+        _recordPending = false;
+        for (var i = 0; i < _batchCount; i++)
+        {
+            _region.SetInflight(_batch[i], false);
+        }
+
+        if (_packed)
+        {
+            _region.OldFreeHead = _region.FreeHead;
+            _region.OldUsedIdx = _publishedAt.UsedIndex;
+            _region.OldUsedWrapCounter = _publishedAt.UsedWrapCounter;
+        }
+        else
+        {
+            _region.UsedIdx = _used;
+        }
+
+        _batchCount = 0;
+    }
+
     /// <inheritdoc/>
     public bool TryPop(out DescriptorChain chain)
     {
         CommitRecovery();
+        FinishPublish();
         var before = _inner.Position;
         if (!_inner.TryPop(out chain))
         {
@@ -236,6 +285,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {
+        FinishPublish();
         _inner.PushUsed(token, written);
         if (_order is { Count: > 0 })
         {
@@ -248,6 +298,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
     {
+        FinishPublish();
         _inner.PushUsedInOrderBatch(last, written, buffers, descriptors);
         for (var i = 0; i < buffers && _order is { Count: > 0 }; i++)
         {
@@ -259,6 +310,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     public void PublishUsed()
     {
         CommitRecovery();
+        FinishPublish();
         if (_batchCount == 0)
         {
             _inner.PublishUsed();
@@ -284,32 +336,12 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             var p = _inner.Position;
             _region.UsedIdx = p.UsedIndex;
             _region.UsedWrapCounter = p.UsedWrapCounter;
-            _inner.PublishUsed();
-
-            // 7: the batch is no longer in flight; 8: this is the last finished batch.
-            for (var i = 0; i < _batchCount; i++)
-            {
-                _region.SetInflight(_batch[i], false);
-            }
-
-            _region.OldFreeHead = _region.FreeHead;
-            _region.OldUsedIdx = p.UsedIndex;
-            _region.OldUsedWrapCounter = p.UsedWrapCounter;
-        }
-        else
-        {
-            // Publish used.idx, then clear the batch and record used.idx (split, "supplying used
-            // buffers"). Each store is a release, so none moves before the publish.
-            _inner.PublishUsed();
-            for (var i = 0; i < _batchCount; i++)
-            {
-                _region.SetInflight(_batch[i], false);
-            }
-
-            _region.UsedIdx = _used;
+            _publishedAt = p;
         }
 
-        _batchCount = 0;
+        // Publish (split: used.idx; packed: the batch's first flags); the record follows in FinishPublish.
+        _inner.PublishUsed();
+        _recordPending = true;
         _popCount = 0;
     }
 

@@ -141,6 +141,11 @@ public static class NetForwarder
 
         rx.PublishUsed();
         tx.PublishUsed();
+
+        // Inflight tracking: only now, with the transmit batch published, may the receive batch be
+        // recorded as done; a kill in between leaves the receive side saying its batch went out.
+        InflightDeviceRing.FinishPublish(tx);
+        InflightDeviceRing.FinishPublish(rx);
         return new ForwardResult(frames, dropped, receiveFull);
     }
 }

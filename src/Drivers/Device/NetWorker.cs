@@ -78,6 +78,8 @@ public sealed class NetWorker<TTx, TRx>
     /// <param name="sleepTimeoutMilliseconds">Longest single sleep, so a stop or a dead peer is noticed.</param>
     public void Run(int sleepTimeoutMilliseconds = 100)
     {
+        // After a back-end restart, transmit buffers already delivered are completed, not sent again.
+        InflightRecovery.Settle(_tx, _rx);
         var idle = new IdlePolicy(Wait);
         if (Wait == WaitStrategy.Poll)
         {
