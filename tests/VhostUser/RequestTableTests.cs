@@ -91,11 +91,17 @@ public class RequestTableTests
                     Assert.Equal(bytes, VhostUserCodec.Encode(decoded));
 
                     // Its reply (the explicit body or the ack) round-trips too.
-                    var reply = row.ReplyPayload == VhostUserPayload.VringState
-                        ? VhostUserMessage.ReplyState(row.Id, t.b, t.c)
-                        : VhostUserMessage.ReplyU64(row.Id, t.a);
-                    Assert.False(VhostUserCodec.DecodeReply(VhostUserCodec.Encode(reply), 0, out var back).IsError);
+                    var reply = row.ReplyPayload switch
+                    {
+                        VhostUserPayload.VringState => VhostUserMessage.ReplyState(row.Id, t.b, t.c),
+                        VhostUserPayload.Inflight => VhostUserMessage.ReplyInflight(row.Id, new InflightDescription(t.a, t.c, (ushort)t.b, (ushort)t.c)),
+                        _ => VhostUserMessage.ReplyU64(row.Id, t.a),
+                    };
+                    Assert.False(VhostUserCodec.DecodeReply(VhostUserCodec.Encode(reply), row.ReplyDescriptors, out var back).IsError);
                     Assert.Equal(reply, back);
+
+                    // A reply with other descriptors than its row says is refused.
+                    Assert.True(VhostUserCodec.DecodeReply(VhostUserCodec.Encode(reply), row.ReplyDescriptors + 1, out _).IsError);
                 }
             });
 
@@ -164,7 +170,8 @@ public class RequestTableTests
                     if (outcome.Reply is { } reply)
                     {
                         var bytes = VhostUserCodec.Encode(reply);
-                        Assert.False(VhostUserCodec.DecodeReply(bytes, 0, out var decoded).IsError);
+                        Assert.Equal(row.ReplyDescriptors > 0, outcome.ReplyDescriptor is not null);
+                        Assert.False(VhostUserCodec.DecodeReply(bytes, row.ReplyDescriptors, out var decoded).IsError);
                         Assert.Equal((request, row.ReplyPayload), (decoded.Request, decoded.Payload));
                         if (row.Reply == VhostUserReplyRule.AckIfAsked)
                         {
@@ -249,6 +256,14 @@ public class RequestTableTests
             fds[0] = h.Memory.Handle!.Duplicate();
         }
 
+        if (row.Id == VhostUserRequest.SetInflightFd)
+        {
+            // A region this back-end made (GET_INFLIGHT_FD), handed back.
+            h.Ok(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, new InflightDescription(0, 0, 2, 8)));
+            fds[0].Dispose();
+            fds[0] = h.Session.Inflight!.Handle!.Duplicate();
+        }
+
         return h;
     }
 
@@ -265,6 +280,8 @@ public class RequestTableTests
             VhostUserRequest.SetVringEnable => VhostUserMessage.WithState(row.Id, 0, 1),
             VhostUserRequest.SetStatus => VhostUserMessage.WithU64(row.Id, 0x0B),
             VhostUserRequest.AddMemReg or VhostUserRequest.RemMemReg => VhostUserMessage.WithRegion(row.Id, h.Region),
+            VhostUserRequest.GetInflightFd => VhostUserMessage.WithInflight(row.Id, new InflightDescription(0, 0, 2, 8)),
+            VhostUserRequest.SetInflightFd => VhostUserMessage.WithInflight(row.Id, h.Session.Inflight!.Description),
             _ => row.Payload switch
             {
                 VhostUserPayload.VringState => VhostUserMessage.WithState(row.Id, 0, 0),
@@ -287,6 +304,7 @@ public class RequestTableTests
             VhostUserPayload.VringState => VhostUserMessage.WithState(row.Id, b, c, needReply),
             VhostUserPayload.VringAddress => VhostUserMessage.WithAddress(new VringAddress(b, c & 1, a, a + b, a + c, a ^ b), needReply),
             VhostUserPayload.MemoryRegion => VhostUserMessage.WithRegion(row.Id, region, needReply),
+            VhostUserPayload.Inflight => VhostUserMessage.WithInflight(row.Id, new InflightDescription(a, c, (ushort)b, (ushort)c), needReply),
             _ => VhostUserMessage.WithMemTable(Enumerable.Range(0, regions).Select(i => region with { GuestPhysicalAddress = a + (ulong)i }).ToArray(), needReply),
         };
         var fds = row.Descriptors switch

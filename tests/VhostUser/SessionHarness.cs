@@ -141,7 +141,7 @@ internal sealed class SessionHarness : IDisposable
         }
 
         Assert.True(row.ReplyDue(message.NeedsReply, ReplyAck));
-        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(outcome.Reply, 0, out var reply).Code);
+        Assert.Equal(VhostUserErrorCode.None, VhostUserCodec.DecodeReply(outcome.Reply, row.ReplyDescriptors, out var reply).Code);
         Assert.Equal(message.Request, reply.Request);
         Assert.Equal(row.ReplyPayload, reply.Payload);
         if (row.Reply == VhostUserReplyRule.AckIfAsked)
