@@ -150,6 +150,7 @@ internal static class GuestRunner
             Drops = net.ReceiveErrors,
             Gen0Collections = GC.CollectionCount(0) - gcBefore,
             Broken = broken,
+            Reconnects = frontend.Reconnects,
         };
         report.PrintTable(output);
         if (o.Json is not null)

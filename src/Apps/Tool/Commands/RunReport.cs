@@ -25,6 +25,7 @@ internal sealed record RunReport
     public long Drops { get; init; }
     public long Gen0Collections { get; init; }
     public string? Broken { get; init; }
+    public int Reconnects { get; init; }
 
     public double MppsTx => Traffic.Seconds > 0 ? Traffic.Sent / Traffic.Seconds / 1e6 : 0;
     public double MppsRx => Traffic.Seconds > 0 ? Traffic.Received / Traffic.Seconds / 1e6 : 0;
@@ -55,6 +56,11 @@ internal sealed record RunReport
         o.WriteLine($"  drops               {Drops,14:N0}");
         o.WriteLine($"  latency p50 / p99   {Traffic.LatencyP50Microseconds,14:0.0} / {Traffic.LatencyP99Microseconds:0.0} us   ({Traffic.LatencySamples:N0} samples)");
         o.WriteLine($"  gen0 collections    {Gen0Collections,14:N0}");
+        if (Reconnects > 0)
+        {
+            o.WriteLine($"  reconnects          {Reconnects,14:N0}");
+        }
+
         if (Broken is not null)
         {
             o.WriteLine($"  broken              {Broken}");
@@ -96,6 +102,7 @@ internal sealed record RunReport
             w.WriteNumber("lost", Traffic.Lost);
             w.WriteNumber("duplicated", Traffic.Duplicated);
             w.WriteNumber("corrupted", Traffic.Corrupted);
+            w.WriteNumber("reconnects", Reconnects);
             w.WriteNumber("bytes_sent", Traffic.BytesSent);
             w.WriteNumber("bytes_received", Traffic.BytesReceived);
             w.WriteNumber("latency_p50_us", Traffic.LatencyP50Microseconds);
