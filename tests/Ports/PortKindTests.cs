@@ -217,6 +217,97 @@ public sealed class PortKindTests(ITestOutputHelper output)
         Assert.Equal(fdsBefore, FdCount.OpenAfterGc());
     }
 
+    /// <summary>
+    /// The back-end behind a virtio-user port goes away and a new one comes up on the same socket:
+    /// the port goes down, connects again by itself, resumes from its own rings and comes up, and
+    /// frames pass both ways again.
+    /// </summary>
+    [Theory]
+    [InlineData("split")]
+    [InlineData("packed")]
+    public void AVirtioUserPortReconnectsWhenItsBackEndComesBack(string ring)
+    {
+        var socket = TestPaths.Socket();
+        using var driver = (VirtioUserPort)PortKinds.Create($"virtio-user:{socket},ring={ring},queue-size=64");
+        using var driverSide = new InMemoryPort("driver side", slots: 512);
+        using var front = new Pipeline([driver, driverSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Adaptive });
+        front.Start();
+        var device = PortKinds.Create($"vhost-user:{socket}");
+        using var deviceSide = new InMemoryPort("device side", slots: 512);
+        var back = new Pipeline([device, deviceSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Block });
+        try
+        {
+            back.Start();
+            device.Open();
+            deviceSide.Open();
+            driver.Open();
+            driverSide.Open();
+            Assert.True(WaitFor(() => device.Link == LinkState.Up), "the vhost-user port never saw the front-end");
+            Exchange(driverSide, deviceSide, 500);
+
+            back.Stop();
+            back.Dispose();
+            device.Dispose();
+            Assert.True(WaitFor(() => driver.Link == LinkState.Down), "the back-end left but the link stayed up");
+
+            device = PortKinds.Create($"vhost-user:{socket}");
+            using var deviceSide2 = new InMemoryPort("device side again", slots: 512);
+            back = new Pipeline([device, deviceSide2], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Block });
+            back.Start();
+            device.Open();
+            deviceSide2.Open();
+            Assert.True(WaitFor(() => driver.Link == LinkState.Up && device.Link == LinkState.Up), $"the port did not come back: {driver.Status}");
+            Assert.Contains("connected again (1 reconnect(s)), inflight region handed back", driver.Status, StringComparison.Ordinal);
+            Exchange(driverSide, deviceSide2, 500);
+            Exchange(deviceSide2, driverSide, 500);
+            Assert.Equal(0, driver.Counters.TotalDrops);
+        }
+        finally
+        {
+            front.Stop();
+            back.Stop();
+            back.Dispose();
+            device.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A vhost-user-client port connects to a front-end that listens (as QEMU with server=on does),
+    /// retrying until it is there; frames pass both ways once it attached.
+    /// </summary>
+    [Fact]
+    public void AVhostUserClientPortConnectsToAFrontEndThatListens()
+    {
+        var socket = TestPaths.Socket();
+        using var device = (VhostUserClientPort)PortKinds.Create($"vhost-user-client:{socket}");
+        Assert.True(device.Connect);
+        Assert.Contains("vhost-user-client", PortKinds.Names);
+        using var deviceSide = new InMemoryPort("device side", slots: 512);
+        using var back = new Pipeline([device, deviceSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Block });
+        back.Start();
+        device.Open();
+        deviceSide.Open();
+        Assert.Equal("connecting to a front-end", device.Status);
+
+        using var listener = Rings.Linux.Plumbing.UnixSocket.Listen(socket);
+        using var connection = listener.Accept(5000) ?? throw new TimeoutException("the port did not connect");
+        using var channel = new Rings.Linux.VhostUser.VhostUserChannel(connection);
+        using var net = new Rings.Linux.Driver.VirtioNetDriver(Rings.Linux.Driver.VhostUserFrontend.Connect(channel, new Rings.Linux.Driver.VhostUserFrontendOptions { QueueSize = 64 }));
+        Assert.True(WaitFor(() => device.Link == LinkState.Up), "the port never attached");
+
+        var frame = new byte[1514];
+        var length = Fill(frame, 7);
+        Assert.True(net.TrySend(frame.AsSpan(0, length)));
+        net.Flush();
+        var got = new byte[2048];
+        Assert.True(WaitFor(() => deviceSide.TryTake(got, out var n, out _) && n == length), "the frame did not arrive");
+        Assert.True(deviceSide.TryInject(frame.AsSpan(0, length)));
+        var back2 = 0;
+        Assert.True(WaitFor(() => net.TryReceive(got, out back2)), "the frame did not come back");
+        Assert.Equal(length, back2);
+        back.Stop();
+    }
+
     /// <summary>Sends <paramref name="count"/> numbered frames of varying sizes in at <paramref name="from"/> and takes them at <paramref name="to"/>, intact and in order.</summary>
     private static void Exchange(InMemoryPort from, InMemoryPort to, int count)
     {

@@ -20,8 +20,10 @@ namespace Rings.Linux.Ports;
 /// sends complete frames and gets complete frames (the runtime completes checksums first).
 /// </para>
 /// <para>
-/// A back-end that goes away (its end of the socket closes) is the link going down; the port
-/// does not reconnect.
+/// A back-end that goes away (its end of the socket closes) is the link going down. With
+/// <c>reconnect=on</c> (the default) the port then connects again every second and, once the
+/// back-end is back, resumes from the rings in its own memory (<see cref="VhostUserFrontend.Reconnect()"/>,
+/// the inflight region handed back when the back-end offers one) and the link comes up again.
 /// </para>
 /// </summary>
 public sealed unsafe class VirtioUserPort : Port
@@ -32,17 +34,31 @@ public sealed unsafe class VirtioUserPort : Port
     private readonly object _gate = new();
     private readonly VhostUserFrontendOptions _options;
     private volatile VirtioNetDriver? _driver;
+    private VirtioNetDriver? _detached;      // while the back-end is away: kept for the reconnect
+    private long _nextAttempt;
+    private readonly bool _reconnect;
     private Timer? _monitor;
+
+    // Data path only (the owning worker): the driver a round started with, so a detach in the
+    // middle of a round never strands what was taken or submitted.
+    private VirtioNetDriver? _receiving;
+    private VirtioNetDriver? _transmitting;
     private string _status = "not connected";
     private int _submitted;
 
-    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed]</c> (it connects in <see cref="Open"/>).</summary>
+    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed][,reconnect=on|off]</c> (it connects in <see cref="Open"/>).</summary>
     /// <param name="spec">The specification.</param>
     /// <exception cref="ArgumentException">An option is wrong.</exception>
     public VirtioUserPort(PortSpec spec)
         : base("virtio-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "queue-size", "ring");
+        spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect");
+        _reconnect = (spec.Options.TryGetValue("reconnect", out var again) ? again : "on") switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"port '{spec.Text}': reconnect must be on or off, not '{again}'"),
+        };
         SocketPath = spec.Target;
         Mtu = spec.GetInt("mtu", DefaultMtu, 68, ushort.MaxValue - VirtioNetHeader.Size - LinkHeaderBytes);
         var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors;
@@ -142,13 +158,19 @@ public sealed unsafe class VirtioUserPort : Port
             taken++;
         }
 
+        if (taken > 0)
+        {
+            _receiving = driver;
+        }
+
         return taken;
     }
 
     /// <inheritdoc/>
     public override void Release(FrameBurst burst)
     {
-        var driver = _driver;
+        var driver = _receiving;
+        _receiving = null;
         if (driver is null || burst.Taken == 0)
         {
             return;
@@ -169,7 +191,7 @@ public sealed unsafe class VirtioUserPort : Port
     /// <inheritdoc/>
     public override int Transmit(FrameBurst burst, ReadOnlySpan<byte> frames)
     {
-        var driver = _driver;
+        var driver = _transmitting ??= _driver;
         if (driver is null)
         {
             Counters.Count(DropReason.LinkDown, frames.Length);
@@ -218,7 +240,8 @@ public sealed unsafe class VirtioUserPort : Port
     /// <inheritdoc/>
     public override void Flush()
     {
-        var driver = _driver;
+        var driver = _transmitting;
+        _transmitting = null;
         if (driver is null || _submitted == 0)
         {
             return;
@@ -258,21 +281,60 @@ public sealed unsafe class VirtioUserPort : Port
 
     // ---- Control plane ---------------------------------------------------------------------
 
-    /// <summary>On the monitor's timer thread: a closed control connection is the back-end gone.</summary>
+    /// <summary>On the monitor's timer thread: a closed control connection is the back-end gone; with reconnect on, try to get it back.</summary>
     private void CheckBackend()
     {
         lock (_gate)
         {
-            if (_driver is not { } driver || Link == LinkState.Down || driver.IsConnected)
+            if (_driver is { } driver && Link == LinkState.Up && !driver.IsConnected)
             {
-                return;
+                _status = "down: the back-end went away";
+                Say("the back-end went away");
+                SetLink(LinkState.Down, "back-end disconnected");
+                if (!_reconnect)
+                {
+                    // The memory and rings are ours and stay mapped until the port closes: the data
+                    // path may go on touching them harmlessly; it only stops getting anything.
+                    return;
+                }
+
+                // The reconnect rewrites ring state: the data path lets go of the driver first.
+                _driver = null;
+                Interlocked.MemoryBarrier();
+                if (!WaitForDataPath())
+                {
+                    Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms; not reconnecting");
+                    return;
+                }
+
+                _detached = driver;
+                _nextAttempt = 0;
             }
 
-            // The memory and rings are ours and stay mapped until the port closes: the data path
-            // may go on touching them harmlessly; it only stops getting anything.
-            _status = "down: the back-end went away";
-            Say("the back-end went away");
-            SetLink(LinkState.Down, "back-end disconnected");
+            if (_detached is { } detached && Environment.TickCount64 >= _nextAttempt)
+            {
+                try
+                {
+                    detached.Frontend.Reconnect();
+                }
+                catch (IOException)
+                {
+                    // VhostUserException included: not back yet (or refusing); try again in a second.
+                    _nextAttempt = Environment.TickCount64 + 1000;
+                    return;
+                }
+
+                // A back-end that sleeps until kicked learns at once that buffers wait.
+                detached.Transmit.Kick.Signal();
+                detached.Receive.Kick.Signal();
+                _detached = null;
+                _status = $"connected again ({detached.Frontend.Reconnects} reconnect(s)){(detached.Frontend.HasInflightRegion ? ", inflight region handed back" : string.Empty)}";
+                Say(_status);
+
+                // Release: the reconnected driver is complete before a worker can see it.
+                _driver = detached;
+                SetLink(LinkState.Up, "reconnected to the back-end");
+            }
         }
     }
 
@@ -283,6 +345,8 @@ public sealed unsafe class VirtioUserPort : Port
         {
             _monitor?.Dispose();
             _monitor = null;
+            _detached?.Dispose();
+            _detached = null;
             var driver = _driver;
             if (driver is null)
             {
