@@ -51,6 +51,13 @@ public sealed class VhostUserBackendOptions
     /// <summary>How long the rest of a message may take once its first byte arrived.</summary>
     public int MessageTimeoutMilliseconds { get; set; } = 5000;
 
+    /// <summary>
+    /// How long a data path may take to let go of a ring when it stops (the QueueStopped handler's
+    /// deadline). One that takes longer leaves its ring broken and its front-end disconnected;
+    /// other front-ends are not held up.
+    /// </summary>
+    public int StopTimeoutMilliseconds { get; set; } = 2000;
+
     /// <summary>The features GET_FEATURES answers.</summary>
     public VirtioFeatures OfferedFeatures => DeviceFeatures | VhostUserConstants.ProtocolFeaturesBit;
 

@@ -43,6 +43,7 @@ internal static unsafe partial class LibC
 
     // poll(2)
     public const short POLLIN = 0x1;
+    public const short POLLOUT = 0x4;
     public const short POLLERR = 0x8;
     public const short POLLHUP = 0x10;
     public const short POLLNVAL = 0x20;
@@ -99,6 +100,9 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(SafeHandle fd, void* buffer, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint Readlink(string path, byte* buffer, nuint size);
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
