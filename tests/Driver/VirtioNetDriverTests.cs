@@ -6,6 +6,8 @@ using Rings.Linux.Net;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using Rings.Testing.Faults;
+using Rings.Tests.Linux;
+using Rings.Tests.VhostUser;
 
 namespace Rings.Tests.Driver;
 
@@ -94,6 +96,40 @@ public class VirtioNetDriverTests
         Assert.Equal(20_000, back);
         Assert.Equal(0, wrong);
         Assert.Equal(0, allocated);
+    }
+
+    [Fact]
+    public void ReceiveBuffersOfDiscardedFramesGoBackToTheDevice()
+    {
+        var socket = TestPaths.Socket();
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = socket });
+        var device = new TestDevice(backend);
+        backend.Start();
+        using var net = VirtioNetDriver.Connect(new VhostUserFrontendOptions { SocketPath = socket, MemoryBytes = 2 << 20, QueueSize = 16 });
+        Assert.True(device.WaitForQueues(2, 10_000));
+
+        // The device returns every receive buffer with a length shorter than the header (5.1.6.4): each is discarded.
+        var rx = device.Queue(0)!.Ring;
+        for (var i = 0; i < 16; i++)
+        {
+            Assert.True(rx.TryPop(out var chain));
+            rx.PushUsed(chain.Token, 4);
+        }
+
+        rx.PublishUsed();
+        Assert.False(net.TryReceive(new byte[2048], out _));
+        Assert.Equal(16, net.ReceiveErrors);
+
+        // A flush posts them again, so good frames find buffers.
+        net.Flush();
+        var buffer = new byte[2048];
+        for (var i = 0; i < 16; i++)
+        {
+            Assert.True(device.TryInject(0, Frame(i, 64)), $"no receive buffer for frame {i}");
+            Assert.True(SpinWait.SpinUntil(() => net.TryReceive(buffer, out _), 5000));
+            Assert.Equal(i, BinaryPrimitives.ReadInt32BigEndian(buffer.AsSpan(14)));
+            net.Flush();
+        }
     }
 
     [Fact]

@@ -246,7 +246,7 @@ public class DpdkDataPathTests
     }
 
     /// <summary>The last "Forward statistics for port 0" block testpmd printed (when forwarding stopped).</summary>
-    private static (long RxPackets, long TxPackets, long TxDropped) ForwardStatistics(string output)
+    internal static (long RxPackets, long TxPackets, long TxDropped) ForwardStatistics(string output)
     {
         const string Header = "Forward statistics for port 0";
         var at = output.LastIndexOf(Header, StringComparison.Ordinal);

@@ -18,6 +18,7 @@ internal static class Program
             LoopbackCommand.Create(),
             HostCommand.Create(),
             GuestCommand.Create(),
+            SwitchCommand.Create(),
             BenchCommand.Create(),
         };
         foreach (var c in BaselineCommand.Create())

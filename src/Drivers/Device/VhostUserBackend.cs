@@ -23,6 +23,7 @@ public sealed class VhostUserBackend : IDisposable
     private long _sessionsEnded;
     private readonly long[] _errorCounts = new long[ErrorCodeCount];
     private long _errors;
+    private long _refused;
     private VhostUserError? _lastError;
 
     /// <summary>Creates a back-end; <see cref="Start"/> opens the socket.</summary>
@@ -63,6 +64,9 @@ public sealed class VhostUserBackend : IDisposable
 
     /// <summary>Messages that failed (NACKed or closed) and connections that broke, over all connections.</summary>
     public long Errors => Interlocked.Read(ref _errors);
+
+    /// <summary>Front-ends closed at once because <see cref="VhostUserBackendOptions.MaxConnections"/> were served (<see cref="VhostUserBackendOptions.RefuseWhenFull"/>).</summary>
+    public long Refused => Interlocked.Read(ref _refused);
 
     /// <summary>The last failure, or null before the first.</summary>
     public VhostUserError? LastError
@@ -132,8 +136,10 @@ public sealed class VhostUserBackend : IDisposable
         Span<bool> ready = stackalloc bool[2];
         while (true)
         {
-            // At capacity, leave new front-ends waiting in the listen backlog until one leaves.
-            while (!slots.Wait(50))
+            // At capacity, leave new front-ends waiting in the listen backlog until one leaves,
+            // unless asked to refuse them (below, once accepted).
+            var slotTaken = false;
+            while (!_options.RefuseWhenFull && !(slotTaken = slots.Wait(50)))
             {
                 if (Poll.WaitReadable(_stop.Handle, 0))
                 {
@@ -141,7 +147,6 @@ public sealed class VhostUserBackend : IDisposable
                 }
             }
 
-            var handedOff = false;
             try
             {
                 Poll.WaitReadable([listener.Handle, _stop.Handle], -1, ready);
@@ -153,6 +158,16 @@ public sealed class VhostUserBackend : IDisposable
                 var connection = listener.Accept(0);
                 if (connection is null)
                 {
+                    continue;
+                }
+
+                if (!slotTaken && !(slotTaken = slots.Wait(0)))
+                {
+                    // Closing before any reply is the only refusal vhost-user has: the front-end's
+                    // first request fails with the connection closed.
+                    connection.Dispose();
+                    Interlocked.Increment(ref _refused);
+                    Log($"refused a front-end: already serving {_options.MaxConnections}");
                     continue;
                 }
 
@@ -177,7 +192,7 @@ public sealed class VhostUserBackend : IDisposable
                 }
 
                 worker.Start();
-                handedOff = true;
+                slotTaken = false; // the connection thread releases it
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
@@ -186,7 +201,7 @@ public sealed class VhostUserBackend : IDisposable
             }
             finally
             {
-                if (!handedOff)
+                if (slotTaken)
                 {
                     slots.Release();
                 }

@@ -36,8 +36,15 @@ public sealed class VhostUserBackendOptions
     /// <summary>Queue pairs (GET_QUEUE_NUM answers this); the device has twice as many vrings. 1 to 128.</summary>
     public int MaxQueuePairs { get; set; } = 1;
 
-    /// <summary>Front-ends served at once, each on its own connection thread; more wait in the listen backlog.</summary>
+    /// <summary>Front-ends served at once, each on its own connection thread; more wait in the listen backlog (see <see cref="RefuseWhenFull"/>).</summary>
     public int MaxConnections { get; set; } = 1;
+
+    /// <summary>
+    /// When true, a front-end that connects while <see cref="MaxConnections"/> are served is
+    /// accepted and closed at once (and logged) instead of waiting in the backlog: a port serves
+    /// one front-end, and a second one should learn so, not hang.
+    /// </summary>
+    public bool RefuseWhenFull { get; set; }
 
     /// <summary>Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated.</summary>
     public int MaxMemorySlots { get; set; } = 32;

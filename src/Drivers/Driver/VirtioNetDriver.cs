@@ -38,6 +38,7 @@ public sealed class VirtioNetDriver : IDisposable
     private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
     private bool _transmitPending;
     private bool _receiveTaken;
+    private long _receiveErrorsAtRefill;
 
     /// <summary>
     /// Lays the data path over a front-end that is already connected (for example one made over a
@@ -202,9 +203,11 @@ public sealed class VirtioNetDriver : IDisposable
             }
         }
 
-        if (_receiveTaken)
+        // Buffers come back from frames taken, and from bad frames discarded on the way.
+        if (_receiveTaken || _path.ReceiveErrors != _receiveErrorsAtRefill)
         {
             _receiveTaken = false;
+            _receiveErrorsAtRefill = _path.ReceiveErrors;
             if (_path.RefillReceive())
             {
                 Receive.Kick.Signal();

@@ -131,6 +131,15 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Chmod(string path, uint mode);
 
+    [LibraryImport(Lib, EntryPoint = "sigaction", SetLastError = true)]
+    public static partial int Sigaction(int signal, void* action, void* old);
+
+    [LibraryImport(Lib, EntryPoint = "signal", SetLastError = true)]
+    public static partial nint Signal(int signal, nint handler);
+
+    [LibraryImport(Lib, EntryPoint = "sched_setaffinity", SetLastError = true)]
+    public static partial int SchedSetAffinity(int pid, nuint size, ulong* mask);
+
     [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
     public static partial nint SendMsg(SafeHandle fd, MsgHdr* message, int flags);
 

@@ -428,7 +428,8 @@ public sealed unsafe class TapDevice : IDisposable
     /// <inheritdoc/>
     public override string ToString() => $"tap {Name} ({(Created ? "created" : "attached")}, {_linkState})";
 
-    private static void ValidateName(string name, TapOpenMode mode)
+    /// <summary>Throws <see cref="TapException"/> (<see cref="TapError.InvalidName"/>) for a name the kernel would refuse or cut short.</summary>
+    internal static void ValidateName(string name, TapOpenMode mode)
     {
         // The kernel's dev_valid_name; it would silently cut a long name to 15 bytes instead.
         var bytes = Encoding.UTF8.GetByteCount(name);
@@ -624,6 +625,9 @@ public sealed unsafe class TapDevice : IDisposable
             return Failed(errno);
         }
     }
+
+    /// <summary>Writes one frame gathered from <paramref name="count"/> vectors (its header first) in one writev; for ports writing frames where they lie.</summary>
+    internal TapStatus TransmitVectors(LibC.IoVec* vectors, int count, int total) => WriteVectors(vectors, count, total);
 
     private TapStatus WriteVectors(LibC.IoVec* vectors, int count, int total)
     {

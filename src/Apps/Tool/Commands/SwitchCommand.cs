@@ -1,0 +1,487 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Rings.Linux.Net;
+using Rings.Linux.Ports;
+using Rings.Linux.Runtime;
+
+namespace Rings.Tool.Commands;
+
+/// <summary>What joins the ports of <c>rings switch</c>.</summary>
+internal enum SwitchProcessor
+{
+    /// <summary>The L2 learning switch.</summary>
+    Switch,
+
+    /// <summary>Two ports wired to each other.</summary>
+    Patch,
+
+    /// <summary>Every frame back out of the port it came in on.</summary>
+    Reflect,
+}
+
+/// <summary>
+/// Every option of <c>rings switch</c>, typed; <see cref="ToArguments"/> writes the command line
+/// that <see cref="SwitchCommand.Parse"/> reads back.
+/// </summary>
+/// <param name="Ports">The port specifications, KIND:TARGET.</param>
+/// <param name="Processor">What joins them.</param>
+/// <param name="Workers">Worker threads.</param>
+/// <param name="Cpus">CPUs to pin the workers to (such as <c>2,3</c> or <c>0-3</c>), or null.</param>
+/// <param name="Wait">How an idle worker waits.</param>
+/// <param name="Burst">Most frames taken from a port at once.</param>
+/// <param name="Hold">Milliseconds frames with no ready destination stay with their source.</param>
+/// <param name="Seconds">How long to run; 0 until stopped.</param>
+/// <param name="Json">Where to write the final figures, if anywhere.</param>
+/// <param name="Verbose">Log every port's control-plane events.</param>
+/// <param name="Quiet">No per-second lines.</param>
+internal sealed record SwitchOptions(
+    IReadOnlyList<string> Ports,
+    SwitchProcessor Processor = SwitchProcessor.Switch,
+    int Workers = 1,
+    string? Cpus = null,
+    WaitStrategy Wait = WaitStrategy.Poll,
+    int Burst = 32,
+    int Hold = 100,
+    double Seconds = 0,
+    string? Json = null,
+    bool Verbose = false,
+    bool Quiet = false)
+{
+    /// <summary>What is wrong with the options, or null.</summary>
+    public string? Validate()
+    {
+        if (Ports.Count == 0)
+        {
+            return "give at least one --port";
+        }
+
+        if (Ports.Count > PortMask.MaxPorts)
+        {
+            return $"at most {PortMask.MaxPorts} ports";
+        }
+
+        var duplicate = Ports.GroupBy(p => p, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            return $"port '{duplicate.Key}' is given twice";
+        }
+
+        if (Processor == SwitchProcessor.Patch && Ports.Count != 2)
+        {
+            return $"--processor patch joins exactly two ports, not {Ports.Count}";
+        }
+
+        if (Workers is < 1 or > 64)
+        {
+            return "--workers must be between 1 and 64";
+        }
+
+        if (!SwitchCommand.TryParseCpus(Cpus, out _, out var cpuError))
+        {
+            return cpuError;
+        }
+
+        if (Burst is < 1 or > FrameBurst.MaxCapacity)
+        {
+            return $"--burst must be between 1 and {FrameBurst.MaxCapacity}";
+        }
+
+        if (Hold is < 0 or > 60_000)
+        {
+            return "--hold must be between 0 and 60000 milliseconds";
+        }
+
+        if (!(Seconds >= 0) || Seconds > 31_536_000)
+        {
+            return "--seconds must be 0 (until stopped) or a positive number of seconds";
+        }
+
+        return null;
+    }
+
+    /// <summary>The command line (after <c>rings switch</c>) that parses back to these options.</summary>
+    public IEnumerable<string> ToArguments()
+    {
+        foreach (var p in Ports)
+        {
+            yield return "--port";
+            yield return p;
+        }
+
+        string[] values = ["--processor", Cli.Text(Processor), "--workers", Cli.Number(Workers), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst), "--hold", Cli.Number(Hold), "--seconds", Cli.Number(Seconds)];
+        foreach (var a in values)
+        {
+            yield return a;
+        }
+
+        if (Cpus is not null)
+        {
+            yield return "--cpus";
+            yield return Cpus;
+        }
+
+        if (Json is not null)
+        {
+            yield return "--json";
+            yield return Json;
+        }
+
+        if (Verbose)
+        {
+            yield return "--verbose";
+        }
+
+        if (Quiet)
+        {
+            yield return "--quiet";
+        }
+    }
+}
+
+/// <summary>
+/// <c>rings switch</c>: ports of any kind joined by a processor (the learning switch by default),
+/// run by workers until Ctrl-C, SIGTERM or <c>--seconds</c>. Prints per-port rates and drops once
+/// a second and a final table; removes what it created (sockets, devices) on the way out.
+/// </summary>
+internal static class SwitchCommand
+{
+    public static Command Create() => Define().Runs(o => o.Validate(), o => Run(o, Console.Out, Console.Error));
+
+    /// <summary>Reads a <c>rings switch</c> command line (after the command name) into options.</summary>
+    /// <exception cref="ArgumentException">The arguments do not parse.</exception>
+    public static SwitchOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
+
+    private static CommandDefinition<SwitchOptions> Define()
+    {
+        var defaults = new SwitchOptions([]);
+        var port = new Option<string[]>("--port")
+        {
+            Description = $"A port, KIND:TARGET (repeat for each): {string.Join(", ", PortKinds.All.Select(k => $"{k.Name}:{k.Target}"))}.",
+            Required = true,
+        };
+        var processor = Cli.Choice("--processor", "What joins the ports: switch (L2 learning switch), patch (two ports wired to each other) or reflect (every frame back to its port).", defaults.Processor);
+        var workers = new Option<int>("--workers") { Description = "Worker threads; ports are dealt to them in turn.", DefaultValueFactory = _ => defaults.Workers };
+        var cpus = new Option<string?>("--cpus") { Description = "CPUs to pin the workers to, in order, such as 2,3 or 0-3." };
+        var wait = Cli.Choice("--wait", GuestCommand.WaitDescription, defaults.Wait);
+        var burst = new Option<int>("--burst") { Description = $"Most frames taken from a port at once (1 to {FrameBurst.MaxCapacity}).", DefaultValueFactory = _ => defaults.Burst };
+        var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames may wait in its own ring while no destination is ready for them (full, or not attached), before they are dropped; 0 drops at once.", DefaultValueFactory = _ => defaults.Hold };
+        var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => defaults.Seconds };
+        var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
+        var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
+        var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
+        {
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet,
+        };
+        return new(command, r => new SwitchOptions(
+            r.GetValue(port) ?? [],
+            Cli.Parse<SwitchProcessor>(r.GetValue(processor)!),
+            r.GetValue(workers),
+            r.GetValue(cpus),
+            Cli.Parse<WaitStrategy>(r.GetValue(wait)!),
+            r.GetValue(burst),
+            r.GetValue(hold),
+            r.GetValue(seconds),
+            r.GetValue(json),
+            r.GetValue(verbose),
+            r.GetValue(quiet)));
+    }
+
+    public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
+    {
+        if (o.Validate() is { } problem)
+        {
+            error.WriteLine($"rings switch: {problem}");
+            return 2;
+        }
+
+        TryParseCpus(o.Cpus, out var cpus, out _);
+
+        // Signals first: a Ctrl-C while ports open must still remove what they created. A
+        // background job starts with SIGINT ignored; it must stop this command all the same.
+        Linux.Plumbing.ProcessSignals.StopIgnoringInterrupt();
+        using var done = new ManualResetEventSlim();
+        var signal = string.Empty;
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
+        {
+            c.Cancel = true;
+            signal = "SIGINT";
+            done.Set();
+        });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            signal = "SIGTERM";
+            done.Set();
+        });
+
+        // Make every port first (specification errors), then open them (sockets, devices): a
+        // failure undoes what was opened, so nothing is left behind.
+        var ports = new List<Port>();
+        try
+        {
+            foreach (var spec in o.Ports)
+            {
+                ports.Add(PortKinds.Create(spec));
+            }
+        }
+        catch (ArgumentException e)
+        {
+            error.WriteLine($"rings switch: {e.Message}");
+            DisposeAll(ports);
+            return 2;
+        }
+
+        var log = new Action<string>(line => output.WriteLine($"rings switch: {line}"));
+        foreach (var p in ports)
+        {
+            p.Log = o.Verbose ? log : null;
+        }
+
+        FrameProcessor processor = o.Processor switch
+        {
+            SwitchProcessor.Patch => new PatchProcessor(),
+            SwitchProcessor.Reflect => new ReflectProcessor(),
+            _ => new LearningSwitch(),
+        };
+
+        Pipeline pipeline;
+        try
+        {
+            pipeline = new Pipeline(ports, processor, new PipelineOptions
+            {
+                Workers = o.Workers,
+                Cpus = cpus,
+                Wait = o.Wait,
+                Burst = o.Burst,
+                HoldMilliseconds = o.Hold,
+                Log = log,
+            });
+            pipeline.Start();
+        }
+        catch (ArgumentException e)
+        {
+            error.WriteLine($"rings switch: {e.Message}");
+            DisposeAll(ports);
+            return 2;
+        }
+
+        var opened = 0;
+        try
+        {
+            for (; opened < ports.Count; opened++)
+            {
+                ports[opened].Open();
+            }
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"rings switch: {e.Message}");
+            pipeline.Stop();
+            DisposeAll(ports);
+            return 3;
+        }
+
+        output.WriteLine($"rings switch: {ports.Count} port(s), {processor.Name}, {pipeline.WorkerCount} worker(s){(cpus.Count > 0 ? $" on CPUs {string.Join(',', cpus)}" : string.Empty)}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}");
+        foreach (var p in ports)
+        {
+            output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status})");
+        }
+
+        var clock = Stopwatch.StartNew();
+        var last = Snapshot(ports);
+        var lastTime = 0.0;
+        var deadline = o.Seconds > 0 ? TimeSpan.FromSeconds(o.Seconds) : TimeSpan.MaxValue;
+        while (true)
+        {
+            var remaining = deadline - clock.Elapsed;
+            if (remaining <= TimeSpan.Zero)
+            {
+                break;
+            }
+
+            if (done.Wait(remaining < TimeSpan.FromSeconds(1) ? remaining : TimeSpan.FromSeconds(1)))
+            {
+                break;
+            }
+
+            var now = clock.Elapsed.TotalSeconds;
+            var current = Snapshot(ports);
+            if (!o.Quiet && Moved(last, current))
+            {
+                output.WriteLine(RateLine(now, now - lastTime, last, current));
+            }
+
+            last = current;
+            lastTime = now;
+        }
+
+        var elapsed = clock.Elapsed.TotalSeconds;
+        if (signal.Length > 0)
+        {
+            output.WriteLine($"rings switch: {signal}: stopping");
+        }
+
+        pipeline.Stop();
+        var final = Snapshot(ports);
+        var statuses = ports.Select(p => (p.Link, p.Status)).ToList();
+        DisposeAll(ports);
+        PrintTable(output, ports, final, statuses, elapsed, pipeline);
+        if (o.Json is { } path)
+        {
+            File.WriteAllText(path, ToJson(ports, final, elapsed, processor, pipeline));
+        }
+
+        return 0;
+    }
+
+    internal static bool TryParseCpus(string? text, out IReadOnlyList<int> cpus, out string? error)
+    {
+        cpus = [];
+        error = null;
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return true;
+        }
+
+        var list = new List<int>();
+        foreach (var part in text.Split(','))
+        {
+            var range = part.Split('-');
+            if (range.Length is < 1 or > 2
+                || !int.TryParse(range[0], NumberStyles.None, CultureInfo.InvariantCulture, out var first)
+                || !int.TryParse(range[^1], NumberStyles.None, CultureInfo.InvariantCulture, out var end)
+                || end < first || end >= Linux.Plumbing.CpuAffinity.MaxCpus)
+            {
+                error = $"--cpus '{text}': expected CPU numbers and ranges such as 0,2-3";
+                return false;
+            }
+
+            for (var c = first; c <= end; c++)
+            {
+                list.Add(c);
+            }
+        }
+
+        if (list.Distinct().Count() != list.Count)
+        {
+            error = $"--cpus '{text}' names a CPU twice";
+            return false;
+        }
+
+        if (list.Any(c => c >= Environment.ProcessorCount))
+        {
+            error = $"--cpus '{text}': this machine has CPUs 0 to {Environment.ProcessorCount - 1}";
+            return false;
+        }
+
+        cpus = list;
+        return true;
+    }
+
+    private static void DisposeAll(List<Port> ports)
+    {
+        foreach (var p in ports)
+        {
+            try
+            {
+                p.Dispose();
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException)
+            {
+                Console.Error.WriteLine($"rings switch: closing {p.Name}: {e.Message}");
+            }
+        }
+    }
+
+    private static PortCounterSnapshot[] Snapshot(List<Port> ports) => [.. ports.Select(p => p.Counters.Snapshot())];
+
+    private static bool Moved(PortCounterSnapshot[] before, PortCounterSnapshot[] after)
+    {
+        for (var i = 0; i < before.Length; i++)
+        {
+            if (before[i].RxFrames != after[i].RxFrames || before[i].TxFrames != after[i].TxFrames || before[i].TotalDrops != after[i].TotalDrops)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private static string RateLine(double now, double seconds, PortCounterSnapshot[] before, PortCounterSnapshot[] after)
+    {
+        var line = new System.Text.StringBuilder();
+        line.Append(CultureInfo.InvariantCulture, $"  {now,6:0.0} s");
+        for (var i = 0; i < before.Length; i++)
+        {
+            var rx = (after[i].RxFrames - before[i].RxFrames) / seconds / 1e6;
+            var tx = (after[i].TxFrames - before[i].TxFrames) / seconds / 1e6;
+            var drops = after[i].TotalDrops - before[i].TotalDrops;
+            line.Append(CultureInfo.InvariantCulture, $"  port {i}: rx {rx,7:0.000} tx {tx,7:0.000} Mpps drops {drops:N0}");
+        }
+
+        return line.ToString();
+    }
+
+    private static void PrintTable(TextWriter output, List<Port> ports, PortCounterSnapshot[] final, List<(LinkState Link, string Status)> statuses, double seconds, Pipeline pipeline)
+    {
+        output.WriteLine();
+        output.WriteLine($"rings switch: ran {seconds:0.0} s; {pipeline.Rounds:N0} rounds, {pipeline.Sleeps:N0} sleeps{(pipeline.Errors > 0 ? $", {pipeline.Errors:N0} data-path errors" : string.Empty)}");
+        output.WriteLine($"  {"port",-4} {"link",-4} {"rx frames",14} {"rx Mpps",8} {"tx frames",14} {"tx Mpps",8} {"dropped",12}  name");
+        for (var i = 0; i < ports.Count; i++)
+        {
+            var c = final[i];
+            output.WriteLine($"  {i,-4} {(statuses[i].Link == LinkState.Up ? "up" : "down"),-4} {c.RxFrames,14:N0} {c.RxFrames / seconds / 1e6,8:0.000} {c.TxFrames,14:N0} {c.TxFrames / seconds / 1e6,8:0.000} {c.TotalDrops,12:N0}  {ports[i].Name}");
+            var reasons = Enumerable.Range(1, DropReasons.Count - 1)
+                .Where(r => c.DropsByReason[r] > 0)
+                .Select(r => $"{DropReasons.Name((DropReason)r)} {c.DropsByReason[r]:N0}")
+                .ToList();
+            if (reasons.Count > 0)
+            {
+                output.WriteLine($"       drops: {string.Join(", ", reasons)}");
+            }
+        }
+    }
+
+    private static string ToJson(List<Port> ports, PortCounterSnapshot[] final, double seconds, FrameProcessor processor, Pipeline pipeline)
+    {
+        var list = new List<Dictionary<string, object?>>();
+        for (var i = 0; i < ports.Count; i++)
+        {
+            var c = final[i];
+            var drops = new Dictionary<string, long>();
+            for (var r = 1; r < DropReasons.Count; r++)
+            {
+                drops[DropReasons.Name((DropReason)r)] = c.DropsByReason[r];
+            }
+
+            list.Add(new Dictionary<string, object?>
+            {
+                ["index"] = i,
+                ["name"] = ports[i].Name,
+                ["kind"] = ports[i].Kind,
+                ["rx_frames"] = c.RxFrames,
+                ["rx_bytes"] = c.RxBytes,
+                ["tx_frames"] = c.TxFrames,
+                ["tx_bytes"] = c.TxBytes,
+                ["dropped"] = c.TotalDrops,
+                ["drops"] = drops,
+            });
+        }
+
+        return JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["processor"] = processor.Name,
+            ["workers"] = pipeline.WorkerCount,
+            ["seconds"] = seconds,
+            ["rounds"] = pipeline.Rounds,
+            ["sleeps"] = pipeline.Sleeps,
+            ["errors"] = pipeline.Errors,
+            ["ports"] = list,
+        });
+    }
+}

@@ -1,0 +1,563 @@
+using System.Runtime.CompilerServices;
+using Rings.Chains;
+using Rings.Linux.Device;
+using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
+using Rings.Linux.Runtime;
+using Rings.Linux.VhostUser;
+
+namespace Rings.Linux.Ports;
+
+/// <summary>
+/// The device side of a virtio-net device over vhost-user: serves one front-end (a QEMU VM,
+/// DPDK's <c>net_virtio_user</c>, <c>rings guest</c>) on a Unix socket created owner-only. A
+/// second front-end that connects while one is attached is refused (closed at once).
+/// <para>
+/// Frames the guest transmits are read in place from its memory (never written, 2.7.4); frames
+/// for the guest are copied straight into its receive buffers, merged over several under
+/// MRG_RXBUF (5.1.6.3.1), so guest to guest costs one copy. Used rings are published once per
+/// burst and the guest is called only when it asked (2.7.7, 2.7.10).
+/// </para>
+/// <para>
+/// The front-end attaching (both queues of pair 0 started) is the link going up; a queue stopping
+/// or the front-end leaving is the link going down, and the port waits for its worker to let go
+/// of the rings before the session may unmap anything. One queue pair is served.
+/// </para>
+/// </summary>
+public sealed class VhostUserPort : Port
+{
+    /// <summary>The MTU when none is given: anything the guest's buffers hold, up to a 64 KiB GSO frame.</summary>
+    public const int UnlimitedMtu = FrameBurst.MaxFrameLength - LinkHeaderBytes;
+
+    private readonly object _gate = new();
+    private readonly VhostQueue?[] _queues = new VhostQueue?[2];
+    private VhostUserBackend? _backend;
+    private object? _session;
+    private volatile Attachment? _active;
+    private string _status = "waiting for a front-end";
+
+    // Data path only (the owning worker): the attachment a round started with, so a stop in the
+    // middle of a round never strands what was popped (the control plane waits for the round).
+    private Attachment? _receiving;
+    private Attachment? _transmitting;
+    private int _transmitted;
+    private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
+
+    /// <summary>Creates the port from <c>vhost-user:PATH[,mtu=N]</c> (not yet listening).</summary>
+    /// <param name="spec">The specification.</param>
+    public VhostUserPort(PortSpec spec)
+        : base("vhost-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
+    {
+        spec.RejectUnknown("mtu");
+        SocketPath = spec.Target;
+        Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
+    }
+
+    /// <summary>The socket path.</summary>
+    public string SocketPath { get; }
+
+    /// <inheritdoc/>
+    public override bool CanReturn => true;
+
+    /// <summary>The back-end once opened (connections, errors, refusals).</summary>
+    public VhostUserBackend? Backend => _backend;
+
+    /// <inheritdoc/>
+    public override string Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _status;
+            }
+        }
+    }
+
+    /// <summary>The device side of the guest's transmit queue while attached (for counters).</summary>
+    public IDeviceRing? TransmitRing => _active?.Tx;
+
+    /// <summary>The device side of the guest's receive queue while attached (for counters).</summary>
+    public IDeviceRing? ReceiveRing => _active?.Rx;
+
+    /// <inheritdoc/>
+    public override void Open()
+    {
+        if (_backend is not null)
+        {
+            throw new InvalidOperationException($"{Name} is already open");
+        }
+
+        var options = new VhostUserBackendOptions
+        {
+            SocketPath = SocketPath,
+            MaxConnections = 1,
+            RefuseWhenFull = true,
+            Log = Log,
+        };
+        var backend = new VhostUserBackend(options);
+        backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
+        backend.QueueStopped += (session, e) => OnQueueStopped(session!, e.Queue);
+        backend.SessionEnded += (session, reason) => OnSessionEnded(session!, reason);
+        try
+        {
+            backend.Start();
+        }
+        catch (Exception e) when (e is IOException or ArgumentException)
+        {
+            backend.Dispose();
+            throw new IOException($"{Name}: cannot listen on {SocketPath}: {e.Message}", e);
+        }
+
+        _backend = backend;
+    }
+
+    // ---- Data path -------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public override int Receive(FrameBurst burst)
+    {
+        var a = _active;
+        if (a is null)
+        {
+            return 0;
+        }
+
+        a.Prepare();
+        var tx = a.Tx;
+        if (tx.IsBroken || !a.TxQueue.Enabled)
+        {
+            // A disabled ring's buffers are neither taken nor returned (vhost-user, Ring states).
+            return 0;
+        }
+
+        var taken = 0;
+        while (burst.Room > 0)
+        {
+            // Where this take starts, should it be given back (Release, FrameBurst.Returned).
+            _takePositions[taken] = tx.Position;
+            if (!tx.TryPop(out var chain))
+            {
+                break;
+            }
+
+            if (chain.ReadableBytes < VirtioNetHeader.Size)
+            {
+                // 5.1.6.2: every transmitted buffer starts with the header. The queue needs a reset.
+                tx.MarkBroken(BrokenReason.HeaderTooShort);
+                Counters.Count(DropReason.Malformed);
+                break;
+            }
+
+            var token = chain.Token;
+            if (!burst.TryAddChain(chain.Readable, token.Id | ((ulong)token.DescriptorCount << 16)))
+            {
+                // Cannot happen after the room check; put it back rather than lose it.
+                break;
+            }
+
+            taken++;
+        }
+
+        if (taken > 0)
+        {
+            _receiving = a;
+        }
+
+        return taken;
+    }
+
+    /// <inheritdoc/>
+    public override void Release(FrameBurst burst)
+    {
+        var a = _receiving;
+        _receiving = null;
+        if (a is null)
+        {
+            return;
+        }
+
+        var tx = a.Tx;
+        var keep = burst.Taken - burst.Returned;
+        if (keep < burst.Taken)
+        {
+            // Nothing had room for these: the guest keeps them, we pop (and check) them again later.
+            tx.UndoPops(_takePositions[keep]);
+        }
+
+        if (keep == 0)
+        {
+            return;
+        }
+
+        foreach (var c in burst.Completions[..keep])
+        {
+            tx.PushUsed(new ChainToken((ushort)c, (ushort)(c >> 16)), 0);
+        }
+
+        tx.PublishUsed();
+        if (tx.CallNeeded())
+        {
+            a.TxCall?.Signal();
+        }
+    }
+
+    /// <inheritdoc/>
+    public override int Transmit(FrameBurst burst, ReadOnlySpan<byte> frames)
+    {
+        var a = _transmitting ??= _active;
+        if (a is null || a.Rx.IsBroken || !a.RxQueue.Enabled)
+        {
+            Counters.Count(DropReason.LinkDown, frames.Length);
+            return frames.Length;
+        }
+
+        a.Prepare();
+        var rx = a.Rx;
+        var mergeable = a.Mergeable;
+        var offloads = Offloads;
+        var maxLength = MaxFrameLength;
+        Span<ChainToken> tokens = stackalloc ChainToken[NetForwarder.MaxMergedBuffers];
+        Span<int> written = stackalloc int[NetForwarder.MaxMergedBuffers];
+        var sent = 0;
+        long bytes = 0;
+        var k = 0;
+        for (; k < frames.Length; k++)
+        {
+            int frame = frames[k];
+            var length = burst.Length(frame);
+            var source = burst.Header(frame);
+            if (length > maxLength && source.GsoType == VirtioNetHeader.GsoNone)
+            {
+                Counters.Count(DropReason.OverMtu);
+                continue;
+            }
+
+            var segments = burst.Segments(frame);
+            var rxBefore = rx.Position;
+            var buffers = 0;
+            var copied = 0;
+            var segment = 0;
+            var offset = 0;
+            var full = false;
+            Span<byte> firstHeader = default;
+            while (true)
+            {
+                if (!rx.TryPop(out var buffer))
+                {
+                    full = true;
+                    break;
+                }
+
+                var writable = buffer.Writable;
+                var count = 0;
+                var w = 0;
+                var wOffset = 0;
+                if (buffers == 0)
+                {
+                    // Rings needs the receive header in the first writable segment.
+                    if (writable.Length == 0 || writable[0].Length < VirtioNetHeader.Size)
+                    {
+                        rx.MarkBroken(BrokenReason.HeaderTooShort);
+                        full = true;
+                        break;
+                    }
+
+                    firstHeader = writable[0].Span[..VirtioNetHeader.Size];
+                    wOffset = VirtioNetHeader.Size;
+                    count = VirtioNetHeader.Size;
+                }
+
+                // Gather the frame's runs into this buffer's writable segments.
+                while (copied < length && w < writable.Length)
+                {
+                    var dst = writable[w].Span[wOffset..];
+                    if (dst.Length == 0)
+                    {
+                        w++;
+                        wOffset = 0;
+                        continue;
+                    }
+
+                    var src = segments[segment].Span[offset..];
+                    var n = Math.Min(dst.Length, src.Length);
+                    src[..n].CopyTo(dst);
+                    copied += n;
+                    count += n;
+                    wOffset += n;
+                    offset += n;
+                    if (offset == segments[segment].Length)
+                    {
+                        segment++;
+                        offset = 0;
+                    }
+                }
+
+                tokens[buffers] = buffer.Token;
+                written[buffers] = count;
+                buffers++;
+                if (copied == length)
+                {
+                    break;
+                }
+
+                if (!mergeable || buffers == NetForwarder.MaxMergedBuffers || buffers == rx.Size)
+                {
+                    // Does not fit one buffer and may not be merged (5.1.6.3.1), or never could.
+                    buffers = -1;
+                    break;
+                }
+            }
+
+            if (full)
+            {
+                // No receive buffer (or a broken queue): give the pops back; the caller counts the rest.
+                rx.UndoPops(rxBefore);
+                break;
+            }
+
+            if (buffers < 0)
+            {
+                rx.UndoPops(rxBefore);
+                Counters.Count(DropReason.OverMtu);
+                continue;
+            }
+
+            // 5.1.6.4.1: without GUEST_CSUM the flags are zero; without GUEST_TSO/USO no GSO
+            // (frames needing either were completed in software before they got here).
+            var header = source;
+            if ((offloads & PortOffloads.Checksum) == 0)
+            {
+                header.Flags = 0;
+            }
+
+            header.NumBuffers = (ushort)buffers;
+            header.TryWrite(firstHeader);
+            for (var b = 0; b < buffers; b++)
+            {
+                rx.PushUsed(tokens[b], (uint)written[b]);
+            }
+
+            sent++;
+            bytes += length;
+        }
+
+        _transmitted += sent;
+        Counters.Transmitted(sent, bytes);
+        if (rx.IsBroken && k < frames.Length)
+        {
+            // The guest broke its receive queue: it is down until reset, not full.
+            Counters.Count(DropReason.LinkDown, frames.Length - k);
+            return frames.Length;
+        }
+
+        return k;
+    }
+
+    /// <inheritdoc/>
+    public override void Flush()
+    {
+        var a = _transmitting;
+        _transmitting = null;
+        if (a is null || _transmitted == 0)
+        {
+            return;
+        }
+
+        _transmitted = 0;
+        a.Rx.PublishUsed();
+        if (a.Rx.CallNeeded())
+        {
+            a.RxCall?.Signal();
+        }
+    }
+
+    /// <inheritdoc/>
+    public override bool EnableWakeups()
+    {
+        var a = _active;
+        if (a is null)
+        {
+            return false;
+        }
+
+        if (a.TxKick is null)
+        {
+            // The front-end polls and will never kick: neither may we sleep.
+            return true;
+        }
+
+        return a.Tx.EnableAvailNotifications();
+    }
+
+    /// <inheritdoc/>
+    public override void DisableWakeups()
+    {
+        if (_active is { } a)
+        {
+            a.Tx.DisableAvailNotifications();
+            a.TxKick?.TryConsume(out _);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override int GetWakeupDescriptors(Span<FileDescriptor> descriptors)
+    {
+        if (_active?.TxKick is { } kick && descriptors.Length > 0)
+        {
+            descriptors[0] = kick.Handle;
+            return 1;
+        }
+
+        return 0;
+    }
+
+    // ---- Control plane (vhost-user connection thread) ----------------------------------------
+
+    private void OnQueueStarted(object session, VhostQueue queue)
+    {
+        lock (_gate)
+        {
+            if (queue.Index > 1)
+            {
+                Say($"ignoring vring {queue.Index}: one queue pair is served");
+                return;
+            }
+
+            if (!ReferenceEquals(_session, session))
+            {
+                _session = session;
+                Array.Clear(_queues);
+            }
+
+            _queues[queue.Index] = queue;
+            if (_queues[0] is { } rx && _queues[1] is { } tx && _active is null)
+            {
+                var a = new Attachment(tx, rx);
+                Offloads = OffloadsOf(rx.Features);
+                _status = $"front-end attached: {tx.Format.Name} ring of {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(a.Mergeable ? "on" : "off")}";
+
+                // Release: the attachment is complete before a worker can see it.
+                _active = a;
+                SetLink(LinkState.Up, "front-end attached");
+            }
+        }
+    }
+
+    private void OnQueueStopped(object session, VhostQueue queue)
+    {
+        lock (_gate)
+        {
+            if (!ReferenceEquals(_session, session) || queue.Index > 1 || !ReferenceEquals(_queues[queue.Index], queue))
+            {
+                return;
+            }
+
+            _queues[queue.Index] = null;
+            Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped");
+        }
+    }
+
+    private void OnSessionEnded(object session, VhostUserError reason)
+    {
+        lock (_gate)
+        {
+            if (!ReferenceEquals(_session, session))
+            {
+                return;
+            }
+
+            Array.Clear(_queues);
+            _session = null;
+            Detach(reason.IsError ? $"front-end disconnected: {reason}" : "front-end disconnected");
+            _status = "waiting for a front-end";
+        }
+    }
+
+    // Caller holds _gate. The session frees the rings once we return: unpublish, then wait for the
+    // worker to leave the round that may hold them.
+    private void Detach(string why)
+    {
+        if (_active is null)
+        {
+            return;
+        }
+
+        _active = null;
+
+        // Store-load: the worker's round marker must be read after the unpublish is visible
+        // (the worker's side fences between its marker and its read of _active).
+        Interlocked.MemoryBarrier();
+        if (!WaitForDataPath())
+        {
+            Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms");
+        }
+
+        _status = $"down: {why}";
+        SetLink(LinkState.Down, why);
+    }
+
+    private static PortOffloads OffloadsOf(VirtioFeatures features)
+    {
+        var o = PortOffloads.None;
+        o |= (features & VirtioFeatures.NetGuestCsum) != 0 ? PortOffloads.Checksum : 0;
+        return o;
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            // Ends the connection: its rings stop (raising the events above) before this returns.
+            _backend?.Dispose();
+            _backend = null;
+        }
+    }
+
+    /// <summary>A started queue pair as the data path uses it. Immutable once published, but for <see cref="Prepare"/>.</summary>
+    private sealed class Attachment
+    {
+        private bool _prepared;
+
+        public Attachment(VhostQueue tx, VhostQueue rx)
+        {
+            TxQueue = tx;
+            RxQueue = rx;
+            Tx = tx.Ring;
+            Rx = rx.Ring;
+            TxKick = tx.Kick;
+            TxCall = tx.Call;
+            RxCall = rx.Call;
+            Mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
+        }
+
+        public VhostQueue TxQueue { get; }
+
+        public VhostQueue RxQueue { get; }
+
+        public IDeviceRing Tx { get; }
+
+        public IDeviceRing Rx { get; }
+
+        public EventFd? TxKick { get; }
+
+        public EventFd? TxCall { get; }
+
+        public EventFd? RxCall { get; }
+
+        public bool Mergeable { get; }
+
+        /// <summary>On the worker, once: no kicks wanted while it polls (it asks before sleeping), none ever for receive buffers (a full receive queue drops, it is never waited for).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prepare()
+        {
+            if (!_prepared)
+            {
+                _prepared = true;
+                Tx.DisableAvailNotifications();
+                Rx.DisableAvailNotifications();
+            }
+        }
+    }
+}

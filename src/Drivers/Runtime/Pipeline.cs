@@ -1,0 +1,287 @@
+using Rings.Linux.Net;
+using Rings.Linux.Ports;
+
+namespace Rings.Linux.Runtime;
+
+/// <summary>How a <see cref="Pipeline"/> runs.</summary>
+public sealed class PipelineOptions
+{
+    /// <summary>Worker threads (at most one per port; ports are dealt to workers in turn).</summary>
+    public int Workers { get; set; } = 1;
+
+    /// <summary>CPUs to pin workers to (worker k to <c>Cpus[k % Count]</c>); null or empty for no pinning.</summary>
+    public IReadOnlyList<int>? Cpus { get; set; }
+
+    /// <summary>How an idle worker waits.</summary>
+    public WaitStrategy Wait { get; set; } = WaitStrategy.Poll;
+
+    /// <summary>Most frames taken from a port per burst, 1 to <see cref="FrameBurst.MaxCapacity"/>.</summary>
+    public int Burst { get; set; } = 32;
+
+    /// <summary>Longest single sleep of a blocking worker, so a stop or a dead peer is noticed.</summary>
+    public int SleepTimeoutMilliseconds { get; set; } = 100;
+
+    /// <summary>
+    /// How long frames that no destination had room for may stay with a source that can keep them
+    /// (a vhost-user guest's transmit ring), retried every round, before they are dropped; 0 drops
+    /// them at once. The time counts only while nothing of the source's gets through (a slow
+    /// destination is waited for, a stuck one is not). Only frames every destination refused are
+    /// held, at the end of a burst, so no other port waits longer than this.
+    /// </summary>
+    public int HoldMilliseconds { get; set; } = 100;
+
+    /// <summary>Bytes of each worker-to-worker handoff ring (a power of two).</summary>
+    public int HandoffBytes { get; set; } = 1 << 20;
+
+    /// <summary>Receives one line per notable event (link changes, worker faults); null for none.</summary>
+    public Action<string>? Log { get; set; }
+}
+
+/// <summary>
+/// Ports, one processor and the workers that join them. <see cref="Start"/> numbers the ports
+/// (their <see cref="Port.Index"/>), deals them to workers and starts the threads; link changes
+/// update the flood set and reach the processor. The pipeline neither opens nor closes ports:
+/// open them before or after <see cref="Start"/>, dispose them after <see cref="Stop"/>.
+/// </summary>
+public sealed class Pipeline : IDisposable
+{
+    private readonly PipelineOptions _options;
+    private readonly object _gate = new();
+    private Worker[] _workers = [];
+    private ulong _up;
+    private bool _prepared;
+    private bool _running;
+    private bool _stopped;
+
+    /// <summary>Creates a pipeline (not yet running).</summary>
+    /// <param name="ports">The ports, 1 to 64, each in no other pipeline.</param>
+    /// <param name="processor">What decides each frame.</param>
+    /// <param name="options">How to run; defaults when null.</param>
+    public Pipeline(IReadOnlyList<Port> ports, FrameProcessor processor, PipelineOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(ports);
+        ArgumentNullException.ThrowIfNull(processor);
+        _options = options ?? new PipelineOptions();
+        if (ports.Count is < 1 or > PortMask.MaxPorts)
+        {
+            throw new ArgumentException($"a pipeline has 1 to {PortMask.MaxPorts} ports, not {ports.Count}", nameof(ports));
+        }
+
+        if (ports.Distinct().Count() != ports.Count || ports.Any(p => p.Index >= 0))
+        {
+            throw new ArgumentException("each port may be in one pipeline, once", nameof(ports));
+        }
+
+        if (_options.Burst is < 1 or > FrameBurst.MaxCapacity)
+        {
+            throw new ArgumentException($"burst must be 1 to {FrameBurst.MaxCapacity}", nameof(options));
+        }
+
+        if (_options.HoldMilliseconds < 0)
+        {
+            throw new ArgumentException("the hold time is 0 or more milliseconds", nameof(options));
+        }
+
+        if (_options.Workers < 1)
+        {
+            throw new ArgumentException("at least one worker", nameof(options));
+        }
+
+        Ports = ports;
+        Processor = processor;
+        AllPorts = PortMask.FirstN(ports.Count);
+    }
+
+    /// <summary>The ports, by index.</summary>
+    public IReadOnlyList<Port> Ports { get; }
+
+    /// <summary>The processor.</summary>
+    public FrameProcessor Processor { get; }
+
+    /// <summary>Every port of the pipeline.</summary>
+    public PortMask AllPorts { get; }
+
+    /// <summary>The ports whose link is up (the flood set before the ingress port is removed).</summary>
+    public PortMask UpPorts => new(Volatile.Read(ref _up));
+
+    /// <summary>Workers running (fewer than asked when there are fewer ports).</summary>
+    public int WorkerCount => _workers.Length;
+
+    /// <summary>Polling rounds over all workers.</summary>
+    public long Rounds => _workers.Sum(w => w.Rounds);
+
+    /// <summary>Sleeps over all workers.</summary>
+    public long Sleeps => _workers.Sum(w => w.Sleeps);
+
+    /// <summary>Exceptions caught on the data path (processor or port bugs) over all workers.</summary>
+    public long Errors => _workers.Sum(w => w.Errors);
+
+    /// <summary>Numbers the ports, attaches the processor and starts the worker threads.</summary>
+    public void Start()
+    {
+        lock (_gate)
+        {
+            if (_running)
+            {
+                throw new InvalidOperationException("the pipeline is running already");
+            }
+
+            Prepare();
+            _running = true;
+            foreach (var w in _workers)
+            {
+                w.Start();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs one polling round of every worker on the calling thread, without starting threads:
+    /// for an application that drives the pipeline from its own loop, and for tests. Not while
+    /// <see cref="Start"/>ed.
+    /// </summary>
+    /// <returns>Frames taken from ports and handoffs in the round.</returns>
+    public int RunOnce()
+    {
+        lock (_gate)
+        {
+            if (_running)
+            {
+                throw new InvalidOperationException("the pipeline runs its own threads");
+            }
+
+            Prepare();
+            var work = 0;
+            foreach (var w in _workers)
+            {
+                work += w.RunRound();
+            }
+
+            return work;
+        }
+    }
+
+    /// <summary>Stops and joins the workers; the ports stay open (dispose them afterwards).</summary>
+    public void Stop()
+    {
+        lock (_gate)
+        {
+            if (!_prepared || _stopped)
+            {
+                return;
+            }
+
+            _stopped = true;
+            foreach (var w in _workers)
+            {
+                w.Stop();
+            }
+
+            foreach (var p in Ports)
+            {
+                p.LinkChanged -= OnLinkChanged;
+                p.Owner = null;
+            }
+
+            foreach (var w in _workers)
+            {
+                w.Dispose();
+            }
+
+            _running = false;
+        }
+    }
+
+    /// <summary>Stops the workers.</summary>
+    public void Dispose() => Stop();
+
+    internal void Log(string line) => _options.Log?.Invoke(line);
+
+    // Caller holds _gate. Once: numbers the ports, attaches the processor, makes the workers.
+    private void Prepare()
+    {
+        if (_stopped)
+        {
+            throw new InvalidOperationException("the pipeline was stopped");
+        }
+
+        if (_prepared)
+        {
+            return;
+        }
+
+        _prepared = true;
+        for (var i = 0; i < Ports.Count; i++)
+        {
+            Ports[i].Index = i;
+        }
+
+        var count = Math.Min(_options.Workers, Ports.Count);
+        Processor.Attach(Ports, count);
+        var owned = new List<Port>[count];
+        for (var w = 0; w < count; w++)
+        {
+            owned[w] = [];
+        }
+
+        for (var i = 0; i < Ports.Count; i++)
+        {
+            owned[i % count].Add(Ports[i]);
+        }
+
+        var cpus = _options.Cpus is { Count: > 0 } c ? c : null;
+        _workers = new Worker[count];
+        for (var w = 0; w < count; w++)
+        {
+            _workers[w] = new Worker(this, w, [.. owned[w]], _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
+        }
+
+        foreach (var w in _workers)
+        {
+            w.Connect(_workers);
+            foreach (var p in owned[w.Index])
+            {
+                p.Owner = w;
+            }
+        }
+
+        foreach (var p in Ports)
+        {
+            p.LinkChanged += OnLinkChanged;
+            if (p.Link == LinkState.Up)
+            {
+                SetUp(p.Index, true);
+            }
+        }
+    }
+
+    private void OnLinkChanged(object? sender, LinkChangedEventArgs e)
+    {
+        if (sender is not Port port || port.Index < 0)
+        {
+            return;
+        }
+
+        SetUp(port.Index, e.State == LinkState.Up);
+        Log($"{port.Name}: link {(e.State == LinkState.Up ? "up" : "down")} ({e.Reason})");
+        try
+        {
+            Processor.OnLinkChanged(port, e.State);
+        }
+        catch (Exception ex)
+        {
+            Log($"{Processor.Name}: link change of {port.Name} failed: {ex.Message}");
+        }
+    }
+
+    private void SetUp(int index, bool up)
+    {
+        ulong seen, next;
+        do
+        {
+            seen = Volatile.Read(ref _up);
+            next = up ? seen | (1UL << index) : seen & ~(1UL << index);
+        }
+        while (Interlocked.CompareExchange(ref _up, next, seen) != seen);
+    }
+}

@@ -1,0 +1,321 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+using Rings.Tests.Hostile;
+
+namespace Rings.Tests.Apps;
+
+/// <summary>A <c>rings switch</c> process with its sockets in a directory of its own, its output collected.</summary>
+internal sealed partial class RingsSwitch : IDisposable
+{
+    private readonly Process _process;
+    private readonly List<string> _lines = [];
+
+    private RingsSwitch(Process process, DirectoryInfo directory, string[] sockets)
+    {
+        _process = process;
+        Directory = directory;
+        Sockets = sockets;
+    }
+
+    public DirectoryInfo Directory { get; }
+
+    public string[] Sockets { get; }
+
+    public int Pid => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    public int ExitCode => _process.ExitCode;
+
+    public string Output
+    {
+        get
+        {
+            lock (_lines)
+            {
+                return string.Join('\n', _lines);
+            }
+        }
+    }
+
+    /// <summary>Starts a switch with <paramref name="ports"/> vhost-user ports (sockets p0.sock, p1.sock, ...) and waits for its sockets.</summary>
+    public static RingsSwitch Start(int ports, params string[] options)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
+        var sockets = Enumerable.Range(0, ports).Select(i => Path.Combine(directory.FullName, $"p{i}.sock")).ToArray();
+        return Start(directory, [.. sockets.Select(s => $"vhost-user:{s}")], sockets, options);
+    }
+
+    /// <summary>
+    /// Starts a switch with ports of any kind (<c>{dir}</c> in a specification is the switch's own
+    /// directory) and waits until it has printed its port list (every port opened).
+    /// </summary>
+    public static RingsSwitch StartPorts(IEnumerable<string> ports, params string[] options)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
+        var specs = ports.Select(p => p.Replace("{dir}", directory.FullName, StringComparison.Ordinal)).ToArray();
+        var sockets = specs.Where(p => p.StartsWith("vhost-user:", StringComparison.Ordinal)).Select(p => p["vhost-user:".Length..].Split(',')[0]).ToArray();
+        var sw = Start(directory, specs, sockets, options);
+        try
+        {
+            sw.WaitForLine($"  port {specs.Length - 1}: ", TimeSpan.FromSeconds(15));
+        }
+        catch
+        {
+            sw.Dispose();
+            throw;
+        }
+
+        return sw;
+    }
+
+    private static RingsSwitch Start(DirectoryInfo directory, string[] ports, string[] sockets, string[] options)
+    {
+        var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.ArgumentList.Add("switch");
+        foreach (var p in ports)
+        {
+            info.ArgumentList.Add("--port");
+            info.ArgumentList.Add(p);
+        }
+
+        foreach (var o in options)
+        {
+            info.ArgumentList.Add(o);
+        }
+
+        var process = new Process { StartInfo = info };
+        var sw = new RingsSwitch(process, directory, sockets);
+        process.OutputDataReceived += (_, e) => sw.Add(e.Data);
+        process.ErrorDataReceived += (_, e) => sw.Add(e.Data is null ? null : $"stderr: {e.Data}");
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var clock = Stopwatch.StartNew();
+        while (!sockets.All(File.Exists))
+        {
+            if (process.HasExited || clock.Elapsed > TimeSpan.FromSeconds(15))
+            {
+                var output = sw.Output;
+                sw.Dispose();
+                Assert.Fail($"the switch did not start:\n{output}");
+            }
+
+            Thread.Sleep(20);
+        }
+
+        return sw;
+    }
+
+    /// <summary>Sends a signal and returns how long the process took to exit.</summary>
+    public TimeSpan Signal(int signal, TimeSpan limit)
+    {
+        var clock = Stopwatch.StartNew();
+        Assert.Equal(0, Kill(Pid, signal));
+        Assert.True(_process.WaitForExit(limit), $"the switch did not exit within {limit.TotalSeconds} s of signal {signal}:\n{Output}");
+        _process.WaitForExit();
+        return clock.Elapsed;
+    }
+
+    public void WaitForLine(string text, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            Assert.True(clock.Elapsed < timeout && !HasExited, $"no line with '{text}' within {timeout.TotalSeconds} s:\n{Output}");
+            Thread.Sleep(20);
+        }
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+
+            _process.WaitForExit(10_000);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        _process.Dispose();
+        try
+        {
+            Directory.Delete(recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+
+    private void Add(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_lines)
+        {
+            _lines.Add(line);
+        }
+    }
+}
+
+/// <summary><c>rings switch</c> as a real process between real <c>rings guest</c> processes.</summary>
+[Collection(ProcessCollection.Name)]
+public class SwitchProcessTests
+{
+    private const int SigInt = 2;
+    private const int SigTerm = 15;
+
+    [Theory]
+    [InlineData("switch", "adaptive")]
+    [InlineData("switch", "block")]
+    [InlineData("switch", "poll")]
+    [InlineData("patch", "adaptive")]
+    public async Task TwoGuestsThroughTheSwitchGetEveryFrameIntact(string processor, string wait)
+    {
+        // The guests start together: one may send before the other has attached or posted
+        // receive buffers. The switch holds such frames in the sender's ring (up to --hold)
+        // rather than dropping them, as patch mode waits for its second guest.
+        using var sw = RingsSwitch.Start(2, "--processor", processor, "--wait", wait, "--hold", "10000");
+        string[] guest = ["guest", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", wait];
+        var a = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[0]]));
+        var b = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[1]]));
+        foreach (var (exit, output, error) in await Task.WhenAll(a, b))
+        {
+            Assert.True(exit == 0, $"guest exit {exit}\n{output}\n{error}\nswitch:\n{sw.Output}");
+            Assert.Matches(@"frames received\s+200,000\b", output);
+            Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+        }
+
+        var took = sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+        Assert.True(took < TimeSpan.FromSeconds(1), $"took {took.TotalMilliseconds} ms to stop");
+        Assert.Equal(0, sw.ExitCode);
+        Assert.DoesNotContain(sw.Sockets, File.Exists);
+        var output2 = sw.Output;
+        Assert.Contains("SIGTERM: stopping", output2);
+        foreach (var port in new[] { "0", "1" })
+        {
+            // rx 200,000 and tx 200,000 on each port, nothing dropped.
+            Assert.Matches(new Regex($@"^\s+{port}\s+down\s+200,000\s+\S+\s+200,000\s+\S+\s+0\s", RegexOptions.Multiline), output2);
+        }
+    }
+
+    [Fact]
+    public async Task AGuestLeavingMidRunLeavesTheSwitchAndTheOtherPortRunning()
+    {
+        // Reflect: each guest gets its own frames back, so the survivor's count is exact.
+        using var sw = RingsSwitch.Start(2, "--processor", "reflect", "--wait", "adaptive");
+        var survivor = Task.Run(() => LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[0], "--frames", "400000", "--rate", "100000", "--seconds", "60", "--wait", "adaptive"));
+        for (var round = 0; round < 2; round++)
+        {
+            using var doomed = RingsRun.Start("guest", "--socket", sw.Sockets[1], "--seconds", "60", "--wait", "adaptive");
+            var first = await doomed.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Contains("connected", first, StringComparison.Ordinal);
+            Thread.Sleep(400);
+            doomed.Kill();
+            doomed.WaitForExit();
+            sw.WaitForLine($"p1.sock: link down", TimeSpan.FromSeconds(5));
+        }
+
+        // The port takes a new front-end after the old one died.
+        var (exit, output, error) = LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[1], "--frames", "50000", "--seconds", "60");
+        Assert.True(exit == 0, $"a new guest on the port: exit {exit}\n{output}\n{error}\n{sw.Output}");
+        Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+
+        (exit, output, error) = await survivor;
+        Assert.True(exit == 0, $"survivor: exit {exit}\n{output}\n{error}\n{sw.Output}");
+        Assert.Matches(@"frames received\s+400,000\b", output);
+        Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+        Assert.False(sw.HasExited, sw.Output);
+        sw.Signal(SigInt, TimeSpan.FromSeconds(5));
+        Assert.Equal(0, sw.ExitCode);
+        Assert.DoesNotContain(sw.Sockets, File.Exists);
+    }
+
+    [Fact]
+    public async Task ASecondFrontEndOnAPortIsRefusedAndTheFirstKeepsGoing()
+    {
+        using var sw = RingsSwitch.Start(1, "--processor", "reflect", "--wait", "adaptive", "--verbose");
+        var first = Task.Run(() => LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[0], "--frames", "200000", "--rate", "100000", "--seconds", "60", "--wait", "adaptive"));
+        sw.WaitForLine("link up", TimeSpan.FromSeconds(15));
+        var (exit, output, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "guest", "--socket", sw.Sockets[0], "--frames", "1000", "--seconds", "10");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("cannot set up", error + output, StringComparison.Ordinal);
+        sw.WaitForLine("refused a front-end", TimeSpan.FromSeconds(5));
+        (exit, output, error) = await first;
+        Assert.True(exit == 0, $"first guest: exit {exit}\n{output}\n{error}\n{sw.Output}");
+        Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+    }
+
+    [Fact]
+    public void SigintStopsTheSwitchWithinASecondAndRemovesItsSockets()
+    {
+        using var sw = RingsSwitch.Start(3, "--wait", "block");
+        var took = sw.Signal(SigInt, TimeSpan.FromSeconds(5));
+        Assert.True(took < TimeSpan.FromSeconds(1), $"took {took.TotalMilliseconds} ms");
+        Assert.Equal(0, sw.ExitCode);
+        Assert.DoesNotContain(sw.Sockets, File.Exists);
+        Assert.Contains("SIGINT: stopping", sw.Output);
+    }
+
+    [Theory]
+    [InlineData("--port|bogus", "expected KIND:TARGET")]
+    [InlineData("--port|nope:/tmp/x", "unknown kind 'nope'")]
+    [InlineData("--port|vhost-user:{dir}/a.sock,mtu=abc", "mtu must be an integer")]
+    [InlineData("--port|vhost-user:{dir}/a.sock,color=red", "unknown option 'color'")]
+    [InlineData("--port|vhost-user:{dir}/a.sock|--port|vhost-user:{dir}/a.sock", "given twice")]
+    [InlineData("--port|vhost-user:{dir}/a.sock|--burst|0", "--burst must be")]
+    [InlineData("--port|vhost-user:{dir}/a.sock|--cpus|9999", "--cpus")]
+    [InlineData("--port|vhost-user:{dir}/a.sock|--processor|patch", "exactly two ports")]
+    [InlineData("--port|vhost-user:{dir}/a.sock|--port|vhost-user:{dir}/no/such/dir/b.sock", "cannot listen")]
+    public void BadInputGetsAClearErrorANonZeroExitAndLeavesNothingBehind(string args, string message)
+    {
+        var dir = Directory.CreateTempSubdirectory("rings-switch-bad-");
+        try
+        {
+            var (exit, output, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), ["switch", .. args.Replace("{dir}", dir.FullName, StringComparison.Ordinal).Split('|')]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains(message, error, StringComparison.Ordinal);
+            Assert.Empty(Directory.GetFileSystemEntries(dir.FullName));
+            Assert.DoesNotContain("Unhandled", error + output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ASocketPathInUseIsAClearErrorAndTheOtherSwitchGoesOn()
+    {
+        using var first = RingsSwitch.Start(1, "--wait", "block");
+        var (exit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "switch", "--port", $"vhost-user:{first.Sockets[0]}");
+        Assert.Equal(3, exit);
+        Assert.Contains("in use", error, StringComparison.Ordinal);
+        Assert.True(File.Exists(first.Sockets[0]));
+        Assert.False(first.HasExited);
+        var (guestExit, output, guestError) = LoopbackProcessTests.Run("guest", "--socket", first.Sockets[0], "--frames", "1000", "--seconds", "20");
+        Assert.True(guestExit != 3 && !guestError.Contains("cannot set up", StringComparison.Ordinal), $"{output}\n{guestError}\n{first.Output}");
+    }
+
+    [Fact]
+    public void HelpDescribesThePortKinds()
+    {
+        var (exit, output, _) = LoopbackProcessTests.Run("switch", "--help");
+        Assert.Equal(0, exit);
+        Assert.Contains("vhost-user:PATH", output, StringComparison.Ordinal);
+        Assert.Contains("--workers", output, StringComparison.Ordinal);
+        Assert.Contains("--cpus", output, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,197 @@
+using System.Diagnostics;
+using System.Text;
+using Rings.Tests.Apps;
+using Rings.Tests.Linux;
+using Xunit.Abstractions;
+
+namespace Rings.Tests.Ports;
+
+/// <summary>
+/// A Linux guest under QEMU (TCG: no KVM needed) on a vhost-user port of <c>rings switch</c>,
+/// pinging a network namespace behind a TAP port of the same switch. The guest is Debian's
+/// kernel (linux-image-amd64) with an initramfs built here from busybox-static and the kernel's
+/// own virtio modules; its whole life is its init script. The test fails, never skips, when QEMU,
+/// the kernel or busybox is missing (scripts/install-deps.sh installs them).
+/// </summary>
+[Collection(ProcessCollection.Name)]
+public sealed class QemuGuestTests(ITestOutputHelper output)
+{
+    private const int SigTerm = 15;
+    private const int Pings = 20;
+
+    /// <summary>
+    /// QEMU's virtio-net device (legacy interrupts, <c>vectors=0</c>) drives the switch's
+    /// vhost-user port with the guest's memory shared through a memfd: the guest's 20 echo
+    /// requests reach the namespace and all 20 replies come back.
+    /// </summary>
+    [Fact]
+    public void ALinuxGuestUnderQemuPingsANamespaceThroughTheSwitch()
+    {
+        Privileges.RequireNetworkAdmin();
+        KernelHosts.RequireTools("qemu-system-x86_64");
+        var (kernel, modules) = GuestKernel();
+        var transcript = new StringBuilder();
+        try
+        {
+            using var hosts = new KernelHosts(transcript, 1);
+            var host = hosts[0];
+            using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/vm.sock", host.Port], "--wait", "adaptive", "--quiet");
+            hosts.Attach(host);
+
+            var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
+            var initrd = Path.Combine(sw.Directory.FullName, "initrd.cpio");
+            File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
+            var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count={Pings}";
+            string[] qemu =
+            [
+                "--kill-after=5", "240", "qemu-system-x86_64",
+                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+                "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
+                "-kernel", kernel, "-initrd", initrd, "-append", append,
+                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
+                "-chardev", $"socket,id=c0,path={sw.Sockets[0]}", "-netdev", "vhost-user,id=n0,chardev=c0",
+                "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=02:52:49:4e:51:01",
+            ];
+            var clock = Stopwatch.StartNew();
+            var run = Command.Run("timeout", qemu, 260_000);
+            hosts.Note($"$ qemu-system-x86_64 ... ({clock.Elapsed.TotalSeconds:0.0} s, exit {run.ExitCode})\n{run.Output}{run.Error}");
+            Assert.Equal(0, run.ExitCode);
+            Assert.Contains("RINGS-GUEST up: 02:52:49:4e:51:01", run.Output, StringComparison.Ordinal);
+            Assert.Contains($"{Pings} packets transmitted, {Pings} packets received, 0% packet loss", run.Output, StringComparison.Ordinal);
+            Assert.Contains("RINGS-GUEST ping exit 0", run.Output, StringComparison.Ordinal);
+
+            // The namespace's side of it: every request came in through the TAP device, every reply went out.
+            Assert.True(host.Statistic("rx_packets") >= Pings && host.Statistic("tx_packets") >= Pings);
+            sw.WaitForLine("vm.sock: link down", TimeSpan.FromSeconds(10));
+            sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+            Assert.Equal(0, sw.ExitCode);
+            hosts.Note(sw.Output);
+            var table = KernelThroughSwitchTests.FinalTable(sw.Output);
+            Assert.True(table[0].Rx >= Pings && table[0].Tx >= Pings, sw.Output);
+        }
+        finally
+        {
+            output.WriteLine(transcript.ToString());
+        }
+    }
+
+    /// <summary>The guest's init: load the virtio modules, address eth0 from the kernel command line, ping, power off.</summary>
+    private static string Init(IEnumerable<string> modules) => $$"""
+        #!/bin/busybox sh
+        /bin/busybox --install -s /bin
+        mount -t proc proc /proc
+        mount -t sysfs sys /sys
+        mount -t devtmpfs dev /dev
+        for m in {{string.Join(' ', modules)}}; do insmod /lib/$m.ko || echo "RINGS-GUEST insmod $m failed"; done
+        for word in $(cat /proc/cmdline); do
+            case "$word" in rings.*=*) key=${word%%=*}; eval "${key#rings.}=${word#*=}" ;; esac
+        done
+        ip link set lo up
+        ip link set eth0 up
+        ip addr add "$ip" dev eth0
+        echo "RINGS-GUEST up: $(cat /sys/class/net/eth0/address)"
+        ping -c "$count" -i 0.2 -W 2 "$peer"
+        echo "RINGS-GUEST ping exit $?"
+        poweroff -f
+        """.Replace("\r", string.Empty, StringComparison.Ordinal);
+
+    /// <summary>The newest installed kernel and the virtio modules it needs, in load order (from its modules.dep).</summary>
+    private static (string Kernel, (List<string> Order, Dictionary<string, byte[]> Files) Modules) GuestKernel()
+    {
+        var kernel = Directory.Exists("/boot") ? Directory.GetFiles("/boot", "vmlinuz-*").Order(StringComparer.Ordinal).LastOrDefault() : null;
+        Assert.True(kernel is not null, "no kernel in /boot: scripts/install-deps.sh installs linux-image-amd64");
+        var version = Path.GetFileName(kernel)!["vmlinuz-".Length..];
+        var moduleDir = $"/lib/modules/{version}";
+        var depFile = Path.Combine(moduleDir, "modules.dep");
+        Assert.True(File.Exists(depFile), $"no {depFile} for {kernel}");
+        Assert.True(File.Exists("/bin/busybox") && !IsDynamic("/bin/busybox"), "/bin/busybox is missing or not static: scripts/install-deps.sh installs busybox-static");
+
+        var deps = File.ReadAllLines(depFile)
+            .Select(l => l.Split(':'))
+            .ToDictionary(p => p[0], p => p[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        var order = new List<string>();
+        var files = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        void Add(string path)
+        {
+            var name = Path.GetFileName(path).Split('.')[0];
+            if (files.ContainsKey($"lib/{name}.ko"))
+            {
+                return;
+            }
+
+            Assert.True(path.EndsWith(".ko", StringComparison.Ordinal), $"{path} is compressed; the test loads plain .ko files with busybox insmod");
+
+            // modules.dep lists a module's dependencies so that the last is loaded first.
+            foreach (var d in deps[path].Reverse())
+            {
+                Add(d);
+            }
+
+            files[$"lib/{name}.ko"] = File.ReadAllBytes(Path.Combine(moduleDir, path));
+            order.Add(name);
+        }
+
+        foreach (var wanted in new[] { "virtio_pci", "virtio_net" })
+        {
+            var path = deps.Keys.FirstOrDefault(k => Path.GetFileName(k).StartsWith(wanted + ".ko", StringComparison.Ordinal));
+            if (path is null)
+            {
+                // Built into the kernel: nothing to load.
+                continue;
+            }
+
+            Add(path);
+        }
+
+        files["bin/busybox"] = File.ReadAllBytes("/bin/busybox");
+        return (kernel!, (order, files));
+    }
+
+    /// <summary>True when the ELF file asks for a program interpreter (a dynamically linked executable).</summary>
+    private static bool IsDynamic(string path) =>
+        File.ReadAllBytes(path).AsSpan().IndexOf("/lib64/ld-linux"u8) >= 0;
+
+    /// <summary>An initramfs: a cpio archive in the "newc" format the kernel unpacks (no compression).</summary>
+    private static class Initramfs
+    {
+        public static byte[] Build(string init, Dictionary<string, byte[]> files)
+        {
+            using var archive = new MemoryStream();
+            var inode = 1;
+            foreach (var dir in new[] { "bin", "lib", "proc", "sys", "dev" })
+            {
+                Entry(archive, dir, 0x41ED, [], inode++);
+            }
+
+            Entry(archive, "init", 0x81ED, Encoding.ASCII.GetBytes(init), inode++);
+            foreach (var (name, bytes) in files)
+            {
+                Entry(archive, name, 0x81ED, bytes, inode++);
+            }
+
+            Entry(archive, "TRAILER!!!", 0, [], 0);
+            return archive.ToArray();
+        }
+
+        private static void Entry(MemoryStream archive, string name, int mode, byte[] data, int inode)
+        {
+            var nameBytes = Encoding.ASCII.GetBytes(name + "\0");
+
+            // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check
+            var header = $"070701{inode:X8}{mode:X8}{0:X8}{0:X8}{1:X8}{0:X8}{data.Length:X8}{0:X8}{0:X8}{0:X8}{0:X8}{nameBytes.Length:X8}{0:X8}";
+            archive.Write(Encoding.ASCII.GetBytes(header));
+            archive.Write(nameBytes);
+            Pad(archive);
+            archive.Write(data);
+            Pad(archive);
+        }
+
+        private static void Pad(MemoryStream archive)
+        {
+            while (archive.Length % 4 != 0)
+            {
+                archive.WriteByte(0);
+            }
+        }
+    }
+}
