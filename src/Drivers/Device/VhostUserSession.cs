@@ -733,7 +733,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
                 q.Ring.MarkBroken(BrokenReason.DataPathStuck);
                 if (!_closing.IsError)
                 {
-                    _closing = Error(Timeout, $"vring {q.Index}: the data path did not let go within {_options.StopTimeoutMilliseconds} ms ({why}); the ring is broken and the connection closes");
+                    _closing = Error(VhostUserErrorCode.Timeout, $"vring {q.Index}: the data path did not let go within {_options.StopTimeoutMilliseconds} ms ({why}); the ring is broken and the connection closes");
                 }
             }
         }

@@ -101,6 +101,13 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(SafeHandle fd, void* buffer, nuint count);
 
+    // preadv2(2): RWF_NOWAIT makes one read non-blocking whatever the file's flags (eventfd: Linux 5.12).
+    public const int RWF_NOWAIT = 0x8;
+    public const int EOPNOTSUPP = 95;
+
+    [LibraryImport(Lib, EntryPoint = "preadv2", SetLastError = true)]
+    public static partial nint Preadv2(SafeHandle fd, IoVec* iov, int count, long offset, int flags);
+
     [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial nint Readlink(string path, byte* buffer, nuint size);
 
