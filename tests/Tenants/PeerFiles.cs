@@ -125,6 +125,9 @@ internal static unsafe partial class PeerFiles
     /// <summary>What /proc/self/fd/N says the descriptor is (pipe:[...], socket:[...], anon_inode:[eventfd], /memfd:...).</summary>
     public static string Link(int fd) => new FileInfo($"/proc/self/fd/{fd}").LinkTarget!;
 
+    /// <summary>This process's real user id (what SO_PEERCRED reports to a back-end it connects to).</summary>
+    public static uint Uid() => GetUid();
+
     private static void Check(int result, string what)
     {
         if (result < 0)
@@ -132,6 +135,9 @@ internal static unsafe partial class PeerFiles
             throw new IOException($"{what} failed: errno {Marshal.GetLastPInvokeError()}");
         }
     }
+
+    [LibraryImport("libc", EntryPoint = "getuid")]
+    private static partial uint GetUid();
 
     [LibraryImport("libc", EntryPoint = "pipe2", SetLastError = true)]
     private static partial int Pipe2(int* fds, int flags);
