@@ -57,6 +57,8 @@ internal static unsafe partial class LibC
     public const int MSG_CTRUNC = 0x8;
     public const int MSG_NOSIGNAL = 0x4000;
     public const int MSG_CMSG_CLOEXEC = 0x40000000;
+    public const int SO_PEERCRED = 17;
+    public const int SO_SNDTIMEO = 21;
     public const int SunPathLength = 108;
 
     // statx(2)
@@ -107,6 +109,12 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "preadv2", SetLastError = true)]
     public static partial nint Preadv2(SafeHandle fd, IoVec* iov, int count, long offset, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(SafeHandle fd, int level, int name, void* value, uint* length);
+
+    [LibraryImport(Lib, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(SafeHandle fd, int level, int name, void* value, uint length);
 
     [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial nint Readlink(string path, byte* buffer, nuint size);

@@ -59,6 +59,9 @@ public sealed class VhostUserPort : Port
     /// <inheritdoc/>
     public override bool CanReturn => true;
 
+    /// <summary>User ids whose front-ends are served (SO_PEERCRED), or null for any; set before <see cref="Open"/>.</summary>
+    public IReadOnlyCollection<uint>? AllowedUids { get; set; }
+
     /// <summary>The back-end once opened (connections, errors, refusals).</summary>
     public VhostUserBackend? Backend => _backend;
 
@@ -93,6 +96,7 @@ public sealed class VhostUserPort : Port
             SocketPath = SocketPath,
             MaxConnections = 1,
             RefuseWhenFull = true,
+            AllowedUids = AllowedUids,
             Log = Log,
         };
         var backend = new VhostUserBackend(options);

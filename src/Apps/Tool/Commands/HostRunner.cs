@@ -59,6 +59,7 @@ internal sealed class HostRunner
         {
             SocketPath = o.Socket,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
+            AllowedUids = Cli.TryParseUids(o.AllowUid, out var uids) is null ? uids : null,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
         runner._stopTimeout = options.StopTimeoutMilliseconds;
