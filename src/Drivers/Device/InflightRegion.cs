@@ -36,6 +36,7 @@ public sealed class InflightRegion : IDisposable
     public const ushort Version = 1;
 
     private readonly SharedMemory _memory;
+    private int _references = 1;
 
     private InflightRegion(SharedMemory memory, RingFormat format, int queues, int queueSize, bool owned)
     {
@@ -171,8 +172,42 @@ public sealed class InflightRegion : IDisposable
         return new InflightQueueMemory(_memory.HostAddress + (nint)((ulong)index * bytes), QueueSize, Format);
     }
 
-    /// <summary>Unmaps the region (and closes its file when owned).</summary>
-    public void Dispose() => _memory.Dispose();
+    /// <summary>
+    /// Keeps the region mapped until the lease is disposed, even past <see cref="Dispose"/>: a data
+    /// path that may outlive its stop deadline takes one with the ring memory's.
+    /// </summary>
+    /// <returns>The lease.</returns>
+    /// <exception cref="ObjectDisposedException">The region is already unmapped.</exception>
+    public IDisposable Lease()
+    {
+        while (true)
+        {
+            var n = Volatile.Read(ref _references);
+            ObjectDisposedException.ThrowIf(n == 0, this);
+            if (Interlocked.CompareExchange(ref _references, n + 1, n) == n)
+            {
+                return new RegionLease(this);
+            }
+        }
+    }
+
+    /// <summary>The owner lets go: the region is unmapped (and its file closed when owned) once no lease holds it. Call once.</summary>
+    public void Dispose() => Release();
+
+    private void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            _memory.Dispose();
+        }
+    }
+
+    private sealed class RegionLease(InflightRegion region) : IDisposable
+    {
+        private InflightRegion? _region = region;
+
+        public void Dispose() => Interlocked.Exchange(ref _region, null)?.Release();
+    }
 }
 
 /// <summary>

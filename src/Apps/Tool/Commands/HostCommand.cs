@@ -25,6 +25,7 @@ internal enum HostMode
 /// <param name="Stats">Where to write each session's figures, if anywhere.</param>
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
+/// <param name="AllowUid">User ids whose front-ends are served, comma-separated, or null for any.</param>
 /// <param name="Connect">Client mode: connect to a front-end that listens on <paramref name="Socket"/>, retrying every second.</param>
 internal sealed record HostOptions(
     string Socket,
@@ -35,6 +36,7 @@ internal sealed record HostOptions(
     string? Stats = null,
     bool Verbose = false,
     bool Quiet = false,
+    string? AllowUid = null,
     bool Connect = false)
 {
     /// <summary>What is wrong with the options, or null.</summary>
@@ -42,7 +44,7 @@ internal sealed record HostOptions(
         Socket.Length == 0 ? "give --socket PATH (serve) or --connect PATH (connect to a front-end that listens)"
         : Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
         : Connect && Mode == HostMode.Patch ? "--connect serves one front-end; --mode patch needs two (serve with --socket)"
-        : null;
+        : Cli.TryParseUids(AllowUid, out _);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
@@ -73,6 +75,12 @@ internal sealed record HostOptions(
         {
             yield return "--quiet";
         }
+
+        if (AllowUid is not null)
+        {
+            yield return "--allow-uid";
+            yield return AllowUid;
+        }
     }
 }
 
@@ -97,9 +105,10 @@ internal static class HostCommand
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+        var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, connect, mode, wait, burst, once, stats, verbose, quiet,
+            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid,
         };
         command.Validators.Add(r =>
         {
@@ -117,6 +126,7 @@ internal static class HostCommand
             r.GetValue(stats),
             r.GetValue(verbose),
             r.GetValue(quiet),
+            r.GetValue(allowUid),
             r.GetValue(connect) is not null));
     }
 }
