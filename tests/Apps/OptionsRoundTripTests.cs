@@ -52,6 +52,22 @@ public class OptionsRoundTripTests
     }
 
     [Fact]
+    public void TheHostServesOrConnectsAndTheGuestReconnects()
+    {
+        var connect = HostCommand.Parse(["--connect", "/run/vm.sock"]);
+        Assert.Equal(new HostOptions("/run/vm.sock", Connect: true), connect);
+        Assert.Equal(connect, HostCommand.Parse([.. connect.ToArguments()]));
+        Assert.Throws<ArgumentException>(() => HostCommand.Parse(["--socket", "/a", "--connect", "/b"]));
+        Assert.Throws<ArgumentException>(() => HostCommand.Parse([]));
+        Assert.Contains("--mode patch", new HostOptions("/s", HostMode.Patch, Connect: true).Validate(), StringComparison.Ordinal);
+
+        var guest = GuestCommand.Parse(["--socket", "/s", "--reconnect", "7.5", "--inflight", "off"]);
+        Assert.Equal((7.5, false), (guest.ReconnectSeconds, guest.Inflight));
+        Assert.Equal(guest, GuestCommand.Parse([.. guest.ToArguments()]));
+        Assert.Contains("--reconnect", new GuestOptions("/s", ReconnectSeconds: -1).Validate(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void FeaturesNoOptionSwitchesAreRefused()
     {
         Assert.Null(new GuestOptions("/s", Features: VirtioFeatures.EventIndex | VirtioFeatures.InOrder).Validate());

@@ -106,7 +106,7 @@ internal static class HostCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
-        var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
+        var command = new Command("host", "The host side: serve vhost-user on a Unix socket (or, with --connect, connect to a front-end that listens) and run the vhost-net data path for each front-end. Offers the inflight region, so a restarted host completes exactly what was in flight.")
         {
             socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid,
         };
