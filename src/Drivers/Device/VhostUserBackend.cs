@@ -224,32 +224,7 @@ public sealed class VhostUserBackend : IDisposable
                     continue;
                 }
 
-                Interlocked.Increment(ref _connections);
-                var connection = new Connection(socket);
-                connection.Thread = new Thread(() =>
-                {
-                    try
-                    {
-                        ServeConnection(connection);
-                    }
-                    finally
-                    {
-                        lock (_live)
-                        {
-                            _live.Remove(connection);
-                        }
-
-                        connection.Dispose();
-                        slots.Release();
-                    }
-                })
-                { IsBackground = true, Name = "vhost-user connection" };
-                lock (_live)
-                {
-                    _live.Add(connection);
-                }
-
-                connection.Thread.Start();
+                StartConnection(socket, slots);
                 slotTaken = false; // the connection thread releases it
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
@@ -265,6 +240,38 @@ public sealed class VhostUserBackend : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>Serves <paramref name="socket"/> on a thread of its own; the thread releases the slot (if any) when it ends.</summary>
+    private Connection StartConnection(UnixSocket socket, SemaphoreSlim? slots)
+    {
+        Interlocked.Increment(ref _connections);
+        var connection = new Connection(socket);
+        connection.Thread = new Thread(() =>
+        {
+            try
+            {
+                ServeConnection(connection);
+            }
+            finally
+            {
+                lock (_live)
+                {
+                    _live.Remove(connection);
+                }
+
+                connection.Dispose();
+                slots?.Release();
+            }
+        })
+        { IsBackground = true, Name = "vhost-user connection" };
+        lock (_live)
+        {
+            _live.Add(connection);
+        }
+
+        connection.Thread.Start();
+        return connection;
     }
 
     /// <summary>Client mode: connect, serve until the connection ends, and again; a refused connect is retried after the interval.</summary>
@@ -296,35 +303,11 @@ public sealed class VhostUserBackend : IDisposable
             }
 
             waiting = false;
-            Interlocked.Increment(ref _connections);
-            var connection = new Connection(socket);
-            connection.Thread = new Thread(() =>
-            {
-                try
-                {
-                    ServeConnection(connection);
-                }
-                finally
-                {
-                    lock (_live)
-                    {
-                        _live.Remove(connection);
-                    }
-
-                    connection.Dispose();
-                }
-            })
-            { IsBackground = true, Name = "vhost-user connection" };
-            lock (_live)
-            {
-                _live.Add(connection);
-            }
-
-            connection.Thread.Start();
+            var connection = StartConnection(socket, slots: null);
 
             // Until the connection ends (Dispose ends and joins it when asked to stop), then a pause
             // so a front-end that closes at once does not make us spin.
-            while (connection.Thread.IsAlive)
+            while (connection.Thread!.IsAlive)
             {
                 if (Poll.WaitReadable(_stop.Handle, 50))
                 {
