@@ -100,16 +100,12 @@ internal static class BenchCommand
             Baselines = [],
         };
 
-        var cancelled = false;
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
-        {
-            // The children get the terminal's Ctrl-C too and stop early; their short runs are not
-            // counted, and what was measured before is written out.
-            c.Cancel = true;
-            cancelled = true;
-        });
+        // SIGINT or SIGTERM: the run in progress is cut short and not counted; what was measured
+        // before is written out (the plots are left for --replot, to stop within a second).
+        using var signals = StopSignals.Install(_ => BenchInterrupt.Request());
+        static bool cancelled() => BenchInterrupt.Requested;
 
-        var tasks = Schedule(s, self, report, () => cancelled);
+        var tasks = Schedule(s, self, report, cancelled);
         o.WriteLine($"rings bench ({report.Preset}): {report.Points.Count} points x {s.Repeats} run(s) of {s.Seconds:0.##} s, {report.Baselines.Count(b => b.Skipped is null)} baselines and the reference point x {ReferenceRounds(s)}; machine: {report.Machine.Describe()}, load {report.Machine.LoadAverage}");
         foreach (var b in report.Baselines.Where(b => b.Skipped is not null))
         {
@@ -121,7 +117,7 @@ internal static class BenchCommand
         {
             foreach (var task in tasks)
             {
-                if (cancelled)
+                if (cancelled())
                 {
                     break;
                 }
@@ -133,12 +129,15 @@ internal static class BenchCommand
         }
 
         report.ElapsedSeconds = clock.Elapsed.TotalSeconds;
-        report.Interrupted = cancelled;
+        report.Interrupted = cancelled();
         report.LoadAverageEnd = BenchMachine.LoadAverageNow();
         var exit = 0;
         try
         {
-            report.Plots.AddRange(BenchPlots.WriteAll(s.Out, report.Points, report.Baselines, report.Subtitle()));
+            if (!report.Interrupted)
+            {
+                report.Plots.AddRange(BenchPlots.WriteAll(s.Out, report.Points, report.Baselines, report.Subtitle()));
+            }
         }
         catch (Exception e) when (e is IOException or DllNotFoundException or TypeInitializationException or InvalidOperationException or ArgumentException)
         {
@@ -150,7 +149,9 @@ internal static class BenchCommand
         File.WriteAllText(Path.Combine(s.Out, "summary.md"), report.Markdown());
         report.Print(o);
         o.WriteLine();
-        o.WriteLine($"wrote {Path.Combine(s.Out, "bench.json")}, {Path.Combine(s.Out, "summary.md")} and {report.Plots.Count} plots in {s.Out}");
+        o.WriteLine(report.Interrupted
+            ? $"interrupted: wrote {Path.Combine(s.Out, "bench.json")} and {Path.Combine(s.Out, "summary.md")}; draw the plots with rings bench --replot --out {s.Out}"
+            : $"wrote {Path.Combine(s.Out, "bench.json")}, {Path.Combine(s.Out, "summary.md")} and {report.Plots.Count} plots in {s.Out}");
         if (report.Points.Sum(p => p.Lost + p.Corrupted) is var bad && bad > 0)
         {
             error.WriteLine($"rings bench: {bad} frames were lost, duplicated or corrupted; see the errors in bench.json");
@@ -162,7 +163,7 @@ internal static class BenchCommand
             exit = 1;
         }
 
-        return cancelled ? 130 : exit;
+        return report.Interrupted ? 130 : exit;
     }
 
     /// <summary>Redraws the plots and summary.md of an earlier sweep from its bench.json.</summary>

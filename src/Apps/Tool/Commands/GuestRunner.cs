@@ -83,16 +83,7 @@ internal static class GuestRunner
         { Name = "guest traffic", IsBackground = true };
 
         // Ctrl-C: stop sending and let the frames in flight come back; a second one stops at once.
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
-        {
-            c.Cancel = true;
-            generator.Stop();
-        });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
-        {
-            c.Cancel = true;
-            generator.Stop();
-        });
+        using var signals = StopSignals.Install(_ => generator.Stop());
 
         var clock = Stopwatch.StartNew();
         thread.Start();

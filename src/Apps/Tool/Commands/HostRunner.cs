@@ -67,15 +67,16 @@ internal sealed class HostRunner
         }
 
         output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
+        using var signals = StopSignals.Install(s =>
         {
-            c.Cancel = true;
-            runner.Interrupt();
-        });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
-        {
-            c.Cancel = true;
-            runner._done.Set();
+            if (s == PosixSignal.SIGINT)
+            {
+                runner.Interrupt();
+            }
+            else
+            {
+                runner._done.Set();
+            }
         });
         // Live progress once a second while frames move.
         long lastFrames = 0;
@@ -120,8 +121,8 @@ internal sealed class HostRunner
     }
 
     // Ctrl-C. With --once the guest beside us got it too and is draining its last frames: let it
-    // finish and leave (up to five seconds) so nothing in flight is lost. Otherwise, or on a
-    // second Ctrl-C, stop now.
+    // finish and leave (up to 0.7 s, so the command still stops within a second) so nothing in
+    // flight is lost. Otherwise, or on a second Ctrl-C, stop now.
     private void Interrupt()
     {
         lock (_gate)
@@ -135,7 +136,7 @@ internal sealed class HostRunner
             _interrupted = true;
         }
 
-        _ = Task.Delay(5000).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
+        _ = Task.Delay(700).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
     }
 
     private void OnStarted(object session, VhostQueue queue)
