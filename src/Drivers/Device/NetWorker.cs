@@ -114,7 +114,7 @@ public sealed class NetWorker<TTx, TRx>
                 continue;
             }
 
-            // Going to sleep: ask for the kick we need, fence, re-check (DESIGN: every lost
+            // Going to sleep: ask for the kick we need, fence, re-check (docs/ARCHITECTURE.md: every lost
             // wake-up lives here). Waiting for receive buffers when the destination is full,
             // else for transmitted frames.
             if (r.ReceiveFull)
