@@ -237,6 +237,17 @@ internal sealed class HostRunner
                 try
                 {
                     loop.Run();
+
+                    // The loop ends early only when a ring broke: tell that front-end at once (SET_VRING_ERR).
+                    if (t.IsBroken)
+                    {
+                        tx.ReportBroken();
+                    }
+
+                    if (r.IsBroken)
+                    {
+                        rx.ReportBroken();
+                    }
                 }
                 catch (Exception e)
                 {
