@@ -29,8 +29,10 @@ public sealed unsafe class EventFd : IDoorbell, IDisposable
 
     /// <summary>Creates a new non-blocking, close-on-exec eventfd with counter 0.</summary>
     /// <returns>The doorbell.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static EventFd Create()
     {
+        LinuxOnly.Check("an eventfd");
         var fd = LibC.EventFd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
         if (fd < 0)
         {

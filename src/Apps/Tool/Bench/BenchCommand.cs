@@ -112,8 +112,16 @@ internal static class BenchCommand
             o.WriteLine($"  {b.Description}: skipped, {b.Skipped}");
         }
 
+        // The files exist from the start, and are rewritten after every run: a sweep cut short
+        // keeps what it measured, and the closing write is already warm when a signal comes.
+        report.WriteJson(Path.Combine(s.Out, "bench.json"));
+        File.WriteAllText(Path.Combine(s.Out, "summary.md"), report.Markdown());
+        // The runs go on a thread of their own, so a signal is answered at once: the run in
+        // progress is told to stop and not waited for (it is not counted), and what was measured
+        // before is written out. Results enter the report under its lock, and only while not interrupted.
         var clock = Stopwatch.StartNew();
-        using (var progress = new BenchProgress(o, tasks.Sum(t => t.Cost)))
+        using var progress = new BenchProgress(o, tasks.Sum(t => t.Cost));
+        var runs = new Thread(() =>
         {
             foreach (var task in tasks)
             {
@@ -124,10 +132,27 @@ internal static class BenchCommand
 
                 progress.Begin(task.Label, task.Cost);
                 var line = task.Run();
-                progress.End(line);
+                lock (report)
+                {
+                    if (cancelled())
+                    {
+                        break;
+                    }
+
+                    progress.End(line);
+                    report.WriteJson(Path.Combine(s.Out, "bench.json"));
+                }
             }
+        })
+        { Name = "bench runs", IsBackground = true };
+        runs.Start();
+        while (!runs.Join(50) && !cancelled())
+        {
         }
 
+        // From here the report is final: the runs thread, should it still be in a run, waits on
+        // the lock until the process ends and never adds to it.
+        Monitor.Enter(report);
         report.ElapsedSeconds = clock.Elapsed.TotalSeconds;
         report.Interrupted = cancelled();
         report.LoadAverageEnd = BenchMachine.LoadAverageNow();
@@ -256,44 +281,61 @@ internal static class BenchCommand
         BenchTask PointTask(PointResult p, string tag) => new(p.Point.Label() + tag, loopbackCost, () =>
         {
             var (run, err) = BenchRuns.Loopback(self, p.Point, s.Seconds, QueueSize);
-            if (cancelled())
+            lock (report)
             {
-                return $"{p.Point.Label()}: interrupted, not counted";
+                if (cancelled())
+                {
+                    return $"{p.Point.Label()}: interrupted, not counted";
+                }
+
+                if (err is not null)
+                {
+                    p.Errors.Add(err);
+                }
+
+                if (run is null)
+                {
+                    return $"{p.Point.Label()}: failed: {err}";
+                }
+
+                p.Runs.Add(run);
             }
 
-            if (err is not null)
-            {
-                p.Errors.Add(err);
-            }
-
-            if (run is null)
-            {
-                return $"{p.Point.Label()}: failed: {err}";
-            }
-
-            p.Runs.Add(run);
             return $"{p.Point.Label()}: {run.Mpps:0.000} Mpps, {run.Gbps:0.00} Gbit/s, kicks {run.KicksPerFrame:0.0000}/frame, calls {run.CallsPerFrame:0.0000}/frame, p50 {run.LatencyP50Us:0.0} us, p99 {run.LatencyP99Us:0.0} us{(err is null ? string.Empty : " (" + err + ")")}";
         });
 
         string DpdkRun(BaselineResult b)
         {
             var (mpps, err) = BenchDpdk.Measure(testpmd!, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
-            if (cancelled())
+            lock (report)
             {
-                return $"{b.Description}: interrupted, not counted";
+                if (cancelled())
+                {
+                    return $"{b.Description}: interrupted, not counted";
+                }
+
+                if (err is not null)
+                {
+                    b.Errors.Add(err);
+                    return $"{b.Description}: failed: {err}";
+                }
+
+                b.Mpps.Add(mpps);
             }
 
-            if (err is not null)
-            {
-                b.Errors.Add(err);
-                return $"{b.Description}: failed: {err}";
-            }
-
-            b.Mpps.Add(mpps);
             return $"{b.Description}: {mpps:0.000} Mpps";
         }
 
         string KernelRun(BaselineResult b)
+        {
+            // Measured under the report's lock (it writes into b); an interrupt ends it at once.
+            lock (report)
+            {
+                return KernelRunLocked(b);
+            }
+        }
+
+        string KernelRunLocked(BaselineResult b)
         {
             var before = b.Mpps.Count;
             BenchRuns.Kernel(b, b.Name == Udp ? KernelBaseline.Transport.Udp : KernelBaseline.Transport.Unix, s.Seconds, self);
