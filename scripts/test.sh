@@ -34,6 +34,16 @@ if [[ -f "$results/tests.trx" ]]; then
     skipped=$(( ${total:-0} - ${executed:-0} ))
     failed=$(( ${failed:-0} + $(get error || echo 0) + $(get timeout || echo 0) + $(get aborted || echo 0) ))
 fi
+# Tests remove the network namespaces they create, also on failure; a test process that was killed
+# cannot. Remove what such a process left (its id is in the name) and count it as a failure.
+for ns in $(ip netns list 2>/dev/null | awk '/^rings-test-/ {print $1}'); do
+    pid=${ns#rings-test-}; pid=${pid%%-*}
+    if [[ $pid =~ ^[0-9]+$ && ! -d /proc/$pid ]]; then
+        echo "network namespace $ns was left behind by a test; removed" >&2
+        ip netns del "$ns" || true
+        failed=$(( ${failed:-0} + 1 ))
+    fi
+done
 if [[ $status -ne 0 && $failed -eq 0 ]]; then
     failed=1
 fi

@@ -55,8 +55,9 @@ public static class Command
 }
 
 /// <summary>
-/// A network namespace made for one test (<c>rings-test-</c> and a random suffix) and removed on
-/// dispose with every device in it, so traffic of the test stays inside and nothing is left behind.
+/// A network namespace made for one test (<c>rings-test-</c>, the test process's id and a random
+/// suffix) and removed on dispose with every device in it, so traffic of the test stays inside and
+/// nothing is left behind; the test command also removes any that a killed test process left.
 /// </summary>
 public sealed partial class NetworkNamespace : IDisposable
 {
@@ -64,11 +65,24 @@ public sealed partial class NetworkNamespace : IDisposable
 
     private readonly StringBuilder _transcript;
 
+    private const string Prefix = "rings-test-";
+
     public NetworkNamespace(StringBuilder transcript)
     {
         _transcript = transcript;
-        Name = $"rings-test-{Guid.NewGuid():N}"[..19];
-        Log(Command.Run("ip", ["netns", "add", Name])).EnsureSuccess();
+        RemoveOrphans();
+
+        // The name carries the test process's id, so a namespace whose process died before it
+        // could dispose (killed, crashed) is recognised and removed by the next one.
+        Name = $"{Prefix}{Environment.ProcessId}-{Guid.NewGuid():N}"[..(Prefix.Length + 16)];
+        var added = Log(Command.Run("ip", ["netns", "add", Name]));
+        if (added.ExitCode != 0)
+        {
+            // `ip netns add` may have created the namespace before it failed or was killed at its
+            // deadline; the caller never gets an object to dispose, so remove it here.
+            Remove();
+            added.EnsureSuccess();
+        }
     }
 
     public string Name { get; }
@@ -137,7 +151,35 @@ public sealed partial class NetworkNamespace : IDisposable
         return result;
     }
 
-    public void Dispose() => Log(Command.Run("ip", ["netns", "del", Name]));
+    public void Dispose() => Remove();
+
+    /// <summary>Deletes the namespace, trying again while its file is still there (a loaded machine can kill `ip` at its deadline).</summary>
+    private void Remove()
+    {
+        for (var attempt = 0; attempt < 3 && File.Exists($"/run/netns/{Name}"); attempt++)
+        {
+            Log(Command.Run("ip", ["netns", "del", Name], timeoutMilliseconds: 60_000));
+        }
+    }
+
+    /// <summary>Removes namespaces of this naming whose test process is gone.</summary>
+    private void RemoveOrphans()
+    {
+        if (!Directory.Exists("/run/netns"))
+        {
+            return;
+        }
+
+        foreach (var path in Directory.GetFiles("/run/netns", Prefix + "*"))
+        {
+            var rest = Path.GetFileName(path)[Prefix.Length..];
+            var dash = rest.IndexOf('-', StringComparison.Ordinal);
+            if (dash > 0 && int.TryParse(rest[..dash], out var pid) && pid != Environment.ProcessId && !Directory.Exists($"/proc/{pid}"))
+            {
+                Log(Command.Run("ip", ["netns", "del", Path.GetFileName(path)]));
+            }
+        }
+    }
 
     [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
     private static partial int SetNs(int fd, int type);

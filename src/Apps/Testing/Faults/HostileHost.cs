@@ -38,7 +38,14 @@ public sealed class HostileHost : IDisposable
         _kind = kind;
         _burst = burst;
         _output = output;
-        var options = new VhostUserBackendOptions { SocketPath = socket, MaxConnections = 8 };
+        // No inflight tracking: this device lies about what it used, so it keeps no honest record
+        // for a successor, and the rings it is given stay the ones its factory made.
+        var options = new VhostUserBackendOptions
+        {
+            SocketPath = socket,
+            MaxConnections = 8,
+            ProtocolFeatures = VhostUserBackendOptions.DefaultProtocolFeatures & ~VhostUserProtocolFeatures.InflightShmfd,
+        };
         var create = options.RingFactory;
         options.RingFactory = (in DeviceRingSetup s) => Remember(create(s), s);
 
