@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Rings.Linux.Device;
 using Rings.Linux.Net;
+using Rings.Linux.Ports;
 
 namespace Rings.Tool.Commands;
 
@@ -26,6 +28,8 @@ internal enum HostMode
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
 /// <param name="AllowUid">User ids whose front-ends are served, comma-separated, or null for any.</param>
+/// <param name="MaxMemory">Each front-end's memory budget, MiB.</param>
+/// <param name="TrustUnsealed">Accept front-end memory not sealed against shrinking.</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -35,10 +39,15 @@ internal sealed record HostOptions(
     string? Stats = null,
     bool Verbose = false,
     bool Quiet = false,
-    string? AllowUid = null)
+    string? AllowUid = null,
+    int MaxMemory = (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20),
+    bool TrustUnsealed = false)
 {
     /// <summary>What is wrong with the options, or null.</summary>
-    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : Cli.TryParseUids(AllowUid, out _);
+    public string? Validate() =>
+        Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
+        : MaxMemory is < 1 or > VhostUserPort.MaxMemoryMib ? $"--max-memory must be between 1 and {VhostUserPort.MaxMemoryMib} MiB"
+        : Cli.TryParseUids(AllowUid, out _);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
@@ -75,6 +84,17 @@ internal sealed record HostOptions(
             yield return "--allow-uid";
             yield return AllowUid;
         }
+
+        if (MaxMemory != new HostOptions(Socket).MaxMemory)
+        {
+            yield return "--max-memory";
+            yield return Cli.Number(MaxMemory);
+        }
+
+        if (TrustUnsealed)
+        {
+            yield return "--trust-unsealed";
+        }
     }
 }
 
@@ -99,9 +119,11 @@ internal static class HostCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
+        var maxMemory = new Option<int>("--max-memory") { Description = "Each front-end's memory budget in MiB (the regions it may have mapped at once).", DefaultValueFactory = _ => defaults.MaxMemory };
+        var trustUnsealed = new Option<bool>("--trust-unsealed") { Description = "Accept front-end memory that is not sealed against shrinking (DPDK without hugepages, hugetlbfs files), trusting every front-end not to truncate it: one that does crashes the host." };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet, allowUid,
+            socket, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed,
         };
         return new(command, r => new HostOptions(
             r.GetValue(socket)!,
@@ -112,6 +134,8 @@ internal static class HostCommand
             r.GetValue(stats),
             r.GetValue(verbose),
             r.GetValue(quiet),
-            r.GetValue(allowUid)));
+            r.GetValue(allowUid),
+            r.GetValue(maxMemory),
+            r.GetValue(trustUnsealed)));
     }
 }

@@ -60,6 +60,8 @@ internal sealed class HostRunner
             SocketPath = o.Socket,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
             AllowedUids = Cli.TryParseUids(o.AllowUid, out var uids) is null ? uids : null,
+            MaxMemoryBytes = (ulong)o.MaxMemory << 20,
+            TrustUnsealedMemory = o.TrustUnsealed,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
         runner._stopTimeout = options.StopTimeoutMilliseconds;
