@@ -48,11 +48,15 @@ public static class FdCount
         {
             try
             {
-                list[int.Parse(Path.GetFileName(entry), System.Globalization.CultureInfo.InvariantCulture)] = new FileInfo(entry).LinkTarget ?? string.Empty;
+                // Null when the descriptor closed while listing (the listing's own, for one).
+                if (new FileInfo(entry).LinkTarget is { } target)
+                {
+                    list[int.Parse(Path.GetFileName(entry), System.Globalization.CultureInfo.InvariantCulture)] = target;
+                }
             }
             catch (IOException)
             {
-                // Closed while listing (the directory's own descriptor, for one).
+                // Closed while listing.
             }
         }
 
