@@ -25,7 +25,48 @@ public enum DrainBehaviour
 /// </summary>
 public static class DeviceChainChecks
 {
+    // What a split device ring may name when the driver's input breaks it (SplitDeviceRing and
+    // the chain checks it shares); owner-set reasons (HeaderTooShort, DataPathStuck) and the
+    // driver side's (used ring) reasons are never a ring's own verdict on popping.
+    private static readonly BrokenReason[] SplitReasons =
+    [
+        BrokenReason.AvailIndexTooFarAhead, BrokenReason.HeadOutOfRange, BrokenReason.NextOutOfRange, BrokenReason.ChainTooLong,
+        BrokenReason.ChainLoop, BrokenReason.AddressOutOfRange, BrokenReason.IndirectNotNegotiated, BrokenReason.NestedIndirect,
+        BrokenReason.IndirectWithNext, BrokenReason.IndirectTableMisaligned, BrokenReason.ReadableAfterWritable,
+    ];
+
+    // The same for a packed device ring (2.8).
+    private static readonly BrokenReason[] PackedReasons =
+    [
+        BrokenReason.ChainTooLong, BrokenReason.AddressOutOfRange, BrokenReason.IndirectNotNegotiated, BrokenReason.NestedIndirect,
+        BrokenReason.IndirectWithNext, BrokenReason.IndirectTableMisaligned, BrokenReason.ReadableAfterWritable,
+        BrokenReason.BufferIdInvalid, BrokenReason.DescriptorNotAvailable, BrokenReason.RingOverrun,
+    ];
+
     private static int s_sink;
+
+    /// <summary>
+    /// Checks a device ring's verdict after popping: healthy, or broken for a reason a device ring
+    /// of its format gives for what a driver wrote, and the same reason it first broke for
+    /// (<paramref name="first"/>, <see cref="BrokenReason.None"/> when it was not broken before).
+    /// </summary>
+    /// <typeparam name="TRing">The device ring type.</typeparam>
+    /// <param name="ring">The ring.</param>
+    /// <param name="first">The reason seen when it first broke, or None.</param>
+    public static void CheckVerdict<TRing>(TRing ring, BrokenReason first)
+        where TRing : IDeviceRing
+    {
+        var reason = ring.BrokenReason;
+        if (reason == BrokenReason.None)
+        {
+            FuzzViolation.Check(first == BrokenReason.None, $"a ring broken for {first} became healthy by itself");
+            return;
+        }
+
+        var allowed = ring is Packed.PackedDeviceRing ? PackedReasons : SplitReasons;
+        FuzzViolation.Check(Array.IndexOf(allowed, reason) >= 0, $"a {(ring is Packed.PackedDeviceRing ? "packed" : "split")} device ring broke for {reason}, which popping cannot cause");
+        FuzzViolation.Check(first == BrokenReason.None || first == reason, $"a ring broken for {first} now says {reason}");
+    }
 
     /// <summary>
     /// Pops up to <paramref name="maxPops"/> chains, checks every one with <see cref="CheckChain"/>,
@@ -49,19 +90,21 @@ public static class DeviceChainChecks
         }
 
         var pops = 0;
+        var first = ring.BrokenReason;
         for (var i = 0; i < maxPops; i++)
         {
             var wasBroken = ring.IsBroken;
             if (!ring.TryPop(out var chain))
             {
-                FuzzViolation.Check(!wasBroken || ring.IsBroken, "a broken ring became healthy by itself");
+                // Broken: for a reason popping can give, the same one each time; it stays broken
+                // and pops nothing more, however often it is asked.
+                CheckVerdict(ring, first);
                 if (!ring.IsBroken)
                 {
                     break; // empty
                 }
 
-                // Broken: it must stay broken and pop nothing more, however often it is asked.
-                FuzzViolation.Check(ring.BrokenReason != BrokenReason.None, "broken without a reason");
+                first = ring.BrokenReason;
                 FuzzViolation.Check(!ring.HasAvailable, "a broken ring says buffers are available");
                 continue;
             }

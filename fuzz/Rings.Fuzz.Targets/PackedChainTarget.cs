@@ -86,7 +86,7 @@ public static class PackedChainTarget
         }
 
         var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 3));
-        FuzzViolation.Check(ring.IsBroken || ring.BrokenReason == BrokenReason.None, "a reason without a break");
+        DeviceChainChecks.CheckVerdict(ring, ring.BrokenReason);
         if ((behaviour & (int)DrainBehaviour.WriteBuffers) == 0)
         {
             // Unless the device writes into buffers that alias the ring, only the fuzzer made

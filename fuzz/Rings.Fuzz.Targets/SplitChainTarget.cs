@@ -98,7 +98,7 @@ public static class SplitChainTarget
             }
         : null);
 
-        FuzzViolation.Check(ring.IsBroken || ring.BrokenReason == BrokenReason.None, "a reason without a break");
+        DeviceChainChecks.CheckVerdict(ring, ring.BrokenReason);
         if (stable)
         {
             if (ahead > size)

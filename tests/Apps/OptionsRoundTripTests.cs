@@ -138,7 +138,10 @@ public class OptionsRoundTripTests
         from verbose in ArbMap.Default.GeneratorFor<bool>()
         from quiet in ArbMap.Default.GeneratorFor<bool>()
         from allowUid in Gen.OneOf(Gen.Constant<string?>(null), Gen.Choose(0, 65535).ListOf().Where(l => l.Count > 0).Select(l => (string?)string.Join(',', l)))
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid);
+        from maxMemory in Gen.OneOf(Gen.Constant(65536), Gen.Choose(1, 1 << 24))
+        from trustUnsealed in ArbMap.Default.GeneratorFor<bool>()
+        from connect in ArbMap.Default.GeneratorFor<bool>()
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, connect && mode != HostMode.Patch, maxMemory, trustUnsealed);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

@@ -7,7 +7,7 @@ namespace Rings.Tests.Hostile;
 /// <param name="Fds">Open file descriptors.</param>
 /// <param name="Threads">Threads.</param>
 /// <param name="RssKiB">Resident set size (VmRSS), KiB.</param>
-/// <param name="GuestMappings">Mappings of a guest's memory file (memfd "rings-guest").</param>
+/// <param name="GuestMappings">Writable shared mappings (a front-end's memory, whatever its file is called), but for the runtime's own code double-mapping.</param>
 internal readonly record struct ProcessResources(int Fds, int Threads, long RssKiB, int GuestMappings)
 {
     public static ProcessResources Of(int pid)
@@ -23,11 +23,20 @@ internal readonly record struct ProcessResources(int Fds, int Threads, long RssK
             }
         }
 
-        var mappings = File.ReadLines($"/proc/{pid}/maps").Count(l => l.Contains("rings-guest", StringComparison.Ordinal));
+        var mappings = File.ReadLines($"/proc/{pid}/maps").Count(IsPeerMemory);
         return new ProcessResources(fds, threads, rss, mappings);
     }
 
     public override string ToString() => $"{Fds} fds, {Threads} threads, VmRSS {RssKiB / 1024.0:0.0} MiB, {GuestMappings} guest mappings";
+
+    // "ADDRESS PERMS OFFSET DEV INODE PATH": read-write and shared ("rw-s") is how a peer's memory
+    // is mapped; the runtime maps its code through a memfd of its own ("doublemapper").
+    private static bool IsPeerMemory(string line)
+    {
+        var fields = line.Split(' ', 3, StringSplitOptions.RemoveEmptyEntries);
+        return fields.Length > 1 && fields[1].Length == 4 && fields[1][1] == 'w' && fields[1][3] == 's'
+            && !line.Contains("doublemapper", StringComparison.Ordinal);
+    }
 }
 
 /// <summary>

@@ -137,7 +137,8 @@ public class DpdkDataPathTests
         var socket = Path.Combine(dir.FullName, "vhost.sock");
         var statsFile = Path.Combine(dir.FullName, "host.json");
         var hostOutput = new StringBuilder();
-        using var host = StartRings(hostOutput, "host", "--socket", socket, "--mode", "reflect", "--wait", wait, "--once", "--stats", statsFile);
+        // testpmd without hugepages cannot seal its memory: the host trusts it (docs/tenants.md).
+        using var host = StartRings(hostOutput, "host", "--socket", socket, "--mode", "reflect", "--wait", wait, "--once", "--stats", statsFile, "--trust-unsealed");
         Testpmd? testpmd = null;
         try
         {

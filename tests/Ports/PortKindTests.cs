@@ -172,7 +172,7 @@ public sealed class PortKindTests(ITestOutputHelper output)
     public void AVirtioUserPortDrivesAVhostUserPortBothWays(string ring)
     {
         var socket = TestPaths.Socket();
-        var fdsBefore = FdCount.OpenAfterGc();
+        var fdsBefore = FdCount.Snapshot();
         using (var device = PortKinds.Create($"vhost-user:{socket}"))
         using (var deviceSide = new InMemoryPort("device side", slots: 512))
         using (var driver = (VirtioUserPort)PortKinds.Create($"virtio-user:{socket},ring={ring},queue-size=128"))
@@ -214,7 +214,7 @@ public sealed class PortKindTests(ITestOutputHelper output)
         }
 
         Assert.False(File.Exists(socket));
-        Assert.Equal(fdsBefore, FdCount.OpenAfterGc());
+        Assert.Empty(FdCount.OpenedSince(fdsBefore));
     }
 
     /// <summary>

@@ -53,11 +53,12 @@ public class ConnectionHygieneTests
         }
     }
 
+    /// <summary>With no one waiting for its slot, a connection that sends nothing is closed at the setup deadline.</summary>
     [Fact]
-    public void AConnectionThatSendsNothingIsClosedAtTheFirstMessageDeadline()
+    public void AConnectionThatSendsNothingIsClosedAtTheSetupDeadline()
     {
         var path = TestPaths.Socket();
-        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, FirstMessageTimeoutMilliseconds = 300 });
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, SetupTimeoutMilliseconds = 300 });
         backend.Start();
         using var idle = UnixSocket.Connect(path);
         var clock = Stopwatch.StartNew();
@@ -68,6 +69,26 @@ public class ConnectionHygieneTests
         _output.WriteLine($"closed after {clock.ElapsedMilliseconds} ms");
         Assert.True(TestDevice.Wait(() => backend.ErrorCount(VhostUserErrorCode.Timeout) == 1, 5000));
         Assert.Contains("first message", backend.LastError.ToString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// One slot, held by a connection that sends nothing: a front-end that waits for the slot gets
+    /// it at the first-message deadline, long before the setup deadline.
+    /// </summary>
+    [Fact]
+    public void AConnectionThatSendsNothingGivesItsSlotToOneThatWaits()
+    {
+        var path = TestPaths.Socket();
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, MaxConnections = 1, FirstMessageTimeoutMilliseconds = 300, SetupTimeoutMilliseconds = 60_000 });
+        backend.Start();
+        using var idle = UnixSocket.Connect(path);
+        var clock = Stopwatch.StartNew();
+        using var good = new SessionHarness(path);
+        good.Negotiate();
+        _output.WriteLine($"the waiting front-end was served after {clock.ElapsedMilliseconds} ms");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"served only after {clock.Elapsed}");
+        Assert.Equal(1, backend.ErrorCount(VhostUserErrorCode.Timeout));
+        Assert.Contains("no first message", backend.LastError.ToString(), StringComparison.Ordinal);
     }
 
     /// <summary>

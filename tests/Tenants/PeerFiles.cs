@@ -96,6 +96,20 @@ internal static unsafe partial class PeerFiles
         return handle;
     }
 
+    /// <summary>Seals a sealable memory file against shrinking and growing (as a careful front-end does).</summary>
+    public static void Seal(FileDescriptor fd) => Check(Fcntl(fd, 1033 /* F_ADD_SEALS */, 0x2 | 0x4 /* SHRINK | GROW */), "fcntl(F_ADD_SEALS)");
+
+    /// <summary>How many of this process's mappings are of a file whose name contains <paramref name="name"/> (/proc/self/maps).</summary>
+    public static int Mappings(string name) => File.ReadLines("/proc/self/maps").Count(l => l.Contains(name, StringComparison.Ordinal));
+
+    /// <summary>Opens a plain file for reading and writing (a memory file that can carry no seals, as on hugetlbfs).</summary>
+    public static FileDescriptor OpenFile(string path)
+    {
+        var fd = Open(path, 0x2 | O_CLOEXEC /* O_RDWR */);
+        Check(fd, $"open({path})");
+        return new FileDescriptor(fd);
+    }
+
     /// <summary>Sets a file's size (a front-end shrinking its memory under its back-end).</summary>
     public static void Truncate(FileDescriptor fd, ulong bytes) => Check(Ftruncate(fd, (long)bytes), "ftruncate");
 
@@ -135,6 +149,9 @@ internal static unsafe partial class PeerFiles
             throw new IOException($"{what} failed: errno {Marshal.GetLastPInvokeError()}");
         }
     }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
 
     [LibraryImport("libc", EntryPoint = "getuid")]
     private static partial uint GetUid();

@@ -27,16 +27,20 @@ internal sealed class SessionHarness : IDisposable
     private readonly List<FileDescriptor> _replyFds = [];
 
     /// <summary>Plays the front-end over a socket to a running back-end instead of in-process.</summary>
-    public SessionHarness(string socketPath, ulong memoryBytes = 1 << 20)
-        : this((VhostUserBackendOptions?)null, memoryBytes)
+    /// <param name="socketPath">The back-end's socket.</param>
+    /// <param name="memoryBytes">Size of the one region.</param>
+    /// <param name="memoryFile">The region's file (a hostile front-end's, unsealed); a sealed memfd by default.</param>
+    public SessionHarness(string socketPath, ulong memoryBytes = 1 << 20, FileDescriptor? memoryFile = null)
+        : this((VhostUserBackendOptions?)null, memoryBytes, memoryFile)
     {
         _channel = new VhostUserChannel(UnixSocket.Connect(socketPath));
     }
 
-    public SessionHarness(VhostUserBackendOptions? options = null, ulong memoryBytes = 1 << 20)
+    public SessionHarness(VhostUserBackendOptions? options = null, ulong memoryBytes = 1 << 20, FileDescriptor? memoryFile = null)
     {
         Options = options ?? new VhostUserBackendOptions();
-        Memory = SharedMemory.Create(memoryBytes);
+        Memory = memoryFile is null ? SharedMemory.Create(memoryBytes) : SharedMemory.Map(memoryFile, 0, memoryBytes);
+        MemoryFile = memoryFile ?? Memory.Handle!;
         Session = new VhostUserSession(Options);
         Kicks = Enumerable.Range(0, Session.QueueCount).Select(_ => EventFd.Create()).ToArray();
         Calls = Enumerable.Range(0, Session.QueueCount).Select(_ => EventFd.Create()).ToArray();
@@ -57,6 +61,9 @@ internal sealed class SessionHarness : IDisposable
     public VhostUserBackendOptions Options { get; }
 
     public SharedMemory Memory { get; }
+
+    /// <summary>The file sent as the region's descriptor.</summary>
+    public FileDescriptor MemoryFile { get; }
 
     public VhostUserSession Session { get; }
 
@@ -167,7 +174,7 @@ internal sealed class SessionHarness : IDisposable
         return negotiated;
     }
 
-    public void SendMemTable() => Ok(VhostUserMessage.WithMemTable([Region]), Memory.Handle!);
+    public void SendMemTable() => Ok(VhostUserMessage.WithMemTable([Region]), MemoryFile);
 
     public static ulong RingOffset(int index) => (ulong)index * RingStride;
 

@@ -128,6 +128,54 @@ public sealed class VhostMemoryMap
     }
 
     /// <summary>
+    /// The front-end's memory budget, checked before anything is mapped: the regions' sizes must
+    /// add up to at most <paramref name="maxBytes"/>.
+    /// </summary>
+    /// <param name="regions">Every region the front-end would have mapped (validated).</param>
+    /// <param name="maxBytes">The budget.</param>
+    /// <returns>None, or <see cref="VhostUserErrorCode.BudgetExceeded"/>.</returns>
+    public static VhostUserError CheckBudget(IReadOnlyList<MemoryRegionDescription> regions, ulong maxBytes)
+    {
+        ArgumentNullException.ThrowIfNull(regions);
+        ulong total = 0;
+        foreach (var r in regions)
+        {
+            // Saturating: sizes near 2^64 must not wrap into a small total.
+            total = r.Size > ulong.MaxValue - total ? ulong.MaxValue : total + r.Size;
+        }
+
+        return total > maxBytes
+            ? new VhostUserError(VhostUserErrorCode.BudgetExceeded, $"{regions.Count} region(s) of {Mib(total)} MiB in all; this front-end may map at most {Mib(maxBytes)} MiB")
+            : VhostUserError.None;
+    }
+
+    /// <summary>
+    /// Unless unsealed memory is trusted, every region's file must be sealed against shrinking
+    /// (<see cref="SharedMemory.IsSealedAgainstShrinking"/>): a front-end that truncated a mapped
+    /// file would make the back-end's next access fault, and a fault kills the process.
+    /// </summary>
+    /// <param name="fds">The regions' files.</param>
+    /// <param name="trustUnsealed">True to accept files that can shrink.</param>
+    /// <returns>None, or <see cref="VhostUserErrorCode.UnsealedMemory"/>.</returns>
+    public static VhostUserError CheckSealed(IReadOnlyList<FileDescriptor> fds, bool trustUnsealed)
+    {
+        ArgumentNullException.ThrowIfNull(fds);
+        for (var i = 0; !trustUnsealed && i < fds.Count; i++)
+        {
+            if (!SharedMemory.IsSealedAgainstShrinking(fds[i]))
+            {
+                return new VhostUserError(
+                    VhostUserErrorCode.UnsealedMemory,
+                    $"region {i}: the file ({fds[i].KernelName() ?? "unknown"}) is not sealed against shrinking (F_SEAL_SHRINK); a front-end that cannot seal its memory must be trusted explicitly");
+            }
+        }
+
+        return VhostUserError.None;
+    }
+
+    private static ulong Mib(ulong bytes) => bytes / (1 << 20);
+
+    /// <summary>
     /// Maps each region from its descriptor (index-aligned with <paramref name="regions"/>) and builds the map.
     /// Nothing stays mapped on failure.
     /// </summary>

@@ -11,10 +11,11 @@ namespace Rings.Linux.Device;
 /// misbehaves or disappears at any point is closed and leaves no mapping, descriptor or thread
 /// behind; the server goes on serving. Ring life-cycle events are raised on the connection's thread.
 /// <para>
-/// A slot is held only while its front-end makes progress: a connection that sends no message
-/// within <see cref="VhostUserBackendOptions.FirstMessageTimeoutMilliseconds"/> is closed, one
+/// A slot is held only while its front-end makes progress: while another front-end waits for a
+/// slot, a connection that has sent no message after
+/// <see cref="VhostUserBackendOptions.FirstMessageTimeoutMilliseconds"/> is closed, and so is one
 /// with no ring running after <see cref="VhostUserBackendOptions.SetupTimeoutMilliseconds"/>
-/// is closed when another front-end waits for its slot, a message must arrive whole and a reply
+/// (one that sent nothing by then is closed in any case); a message must arrive whole and a reply
 /// be taken within <see cref="VhostUserBackendOptions.MessageTimeoutMilliseconds"/>, and a peer
 /// whose user is not in <see cref="VhostUserBackendOptions.AllowedUids"/> is closed unread.
 /// </para>
@@ -145,7 +146,7 @@ public sealed class VhostUserBackend : IDisposable
 
             foreach (var c in live)
             {
-                c.End(evicted: false);
+                c.End(null);
             }
 
             // Each connection stops its rings (a stop deadline per ring) and then closes.
@@ -342,7 +343,8 @@ public sealed class VhostUserBackend : IDisposable
         return false;
     }
 
-    // Ends every connection that has had no ring running for longer than the setup deadline.
+    // Another front-end waits: ends every connection that has sent nothing for longer than the
+    // first-message deadline or has had no ring running for longer than the setup deadline.
     // Returns true when it ended at least one (its slot is freed once its thread cleans up).
     private bool EvictUnready()
     {
@@ -352,7 +354,11 @@ public sealed class VhostUserBackend : IDisposable
         {
             foreach (var c in _live)
             {
-                if (!c.Ready && now - c.Accepted > _options.SetupTimeoutMilliseconds && c.End(evicted: true))
+                var age = now - c.Accepted;
+                var why = !c.Spoke && age > _options.FirstMessageTimeoutMilliseconds ? $"no first message within {_options.FirstMessageTimeoutMilliseconds} ms"
+                    : !c.Ready && age > _options.SetupTimeoutMilliseconds ? $"no ring running {_options.SetupTimeoutMilliseconds} ms after connecting"
+                    : null;
+                if (why is not null && c.End($"{why}, and another front-end waits for the slot"))
                 {
                     evicted = true;
                 }
@@ -383,13 +389,11 @@ public sealed class VhostUserBackend : IDisposable
         {
             while (true)
             {
-                var status = channel.Receive(fds, first ? _options.FirstMessageTimeoutMilliseconds : -1, connection.Ended.Handle);
+                var status = channel.Receive(fds, first ? _options.SetupTimeoutMilliseconds : -1, connection.Ended.Handle);
                 if (status == ReceiveStatus.Stopped)
                 {
-                    reason = connection.Evicted
-                        ? new VhostUserError(VhostUserErrorCode.Timeout, $"no ring running {_options.SetupTimeoutMilliseconds} ms after connecting, and another front-end waits for the slot")
-                        : channel.LastError;
-                    if (connection.Evicted)
+                    reason = connection.Evicted is { } evicted ? new VhostUserError(VhostUserErrorCode.Timeout, evicted) : channel.LastError;
+                    if (connection.Evicted is not null)
                     {
                         RecordError(reason);
                     }
@@ -404,7 +408,7 @@ public sealed class VhostUserBackend : IDisposable
 
                 if (status == ReceiveStatus.Timeout)
                 {
-                    reason = new VhostUserError(VhostUserErrorCode.Timeout, $"no first message within {_options.FirstMessageTimeoutMilliseconds} ms");
+                    reason = new VhostUserError(VhostUserErrorCode.Timeout, $"no first message within {_options.SetupTimeoutMilliseconds} ms");
                     RecordError(reason);
                     break;
                 }
@@ -417,6 +421,7 @@ public sealed class VhostUserBackend : IDisposable
                 }
 
                 first = false;
+                connection.Spoke = true;
                 var outcome = session.Handle(channel.Received, fds);
                 if (outcome.Error.IsError)
                 {
@@ -500,10 +505,14 @@ public sealed class VhostUserBackend : IDisposable
         /// <summary>Set on the connection's thread once a ring runs; read by the accept thread.</summary>
         public volatile bool Ready;
 
-        public bool Evicted { get; private set; }
+        /// <summary>Set on the connection's thread once a message arrived; read by the accept thread.</summary>
+        public volatile bool Spoke;
 
-        /// <summary>Asks the connection to end; false when it was asked already.</summary>
-        public bool End(bool evicted)
+        /// <summary>Why the connection was evicted, or null (not evicted, or ended by shutdown).</summary>
+        public string? Evicted { get; private set; }
+
+        /// <summary>Asks the connection to end (evicted: why; null for shutdown); false when it was asked already.</summary>
+        public bool End(string? evicted)
         {
             lock (Ended)
             {

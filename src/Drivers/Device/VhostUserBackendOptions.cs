@@ -60,8 +60,32 @@ public sealed class VhostUserBackendOptions
     /// </summary>
     public bool RefuseWhenFull { get; set; }
 
-    /// <summary>Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated.</summary>
+    /// <summary>The default of <see cref="MaxMemoryBytes"/>: 64 GiB.</summary>
+    public const ulong DefaultMaxMemoryBytes = 64UL << 30;
+
+    /// <summary>
+    /// Memory slots (GET_MAX_MEM_SLOTS answers this) when CONFIGURE_MEM_SLOTS is negotiated, and
+    /// the most regions one front-end may have mapped at once (a memory table holds at most 8).
+    /// </summary>
     public int MaxMemorySlots { get; set; } = 32;
+
+    /// <summary>
+    /// The most bytes of its memory one front-end may have mapped at once (the sum of its regions'
+    /// sizes), checked before anything is mapped: a table or region beyond it is refused with
+    /// <see cref="VhostUserErrorCode.BudgetExceeded"/>. Bounds what a front-end can take of the
+    /// process's address space (sparse files cost nothing to create).
+    /// </summary>
+    public ulong MaxMemoryBytes { get; set; } = DefaultMaxMemoryBytes;
+
+    /// <summary>
+    /// False (the default): every region's file must be sealed against shrinking (F_SEAL_SHRINK,
+    /// as QEMU's memory-backend-memfd and the Rings front-end do), else it is refused with
+    /// <see cref="VhostUserErrorCode.UnsealedMemory"/>. A front-end that could truncate a mapped
+    /// file would make the next access fault (SIGBUS), which kills the whole process, every
+    /// front-end's service with it. True trusts front-ends whose memory cannot be sealed (DPDK
+    /// without hugepages, hugetlbfs and other plain files) not to do that.
+    /// </summary>
+    public bool TrustUnsealedMemory { get; set; }
 
     /// <summary>Builds device rings of either format (<see cref="RingFormat.DeviceFactory"/> by default).</summary>
     public DeviceRingFactory RingFactory { get; set; } = RingFormat.DeviceFactory;
@@ -73,16 +97,18 @@ public sealed class VhostUserBackendOptions
     public int MessageTimeoutMilliseconds { get; set; } = 5000;
 
     /// <summary>
-    /// How long a new connection may take to send its first whole message; one that sends nothing
-    /// is closed then (every front-end speaks first, at once). Short, so idle connections cannot
-    /// keep the slots from front-ends waiting behind them.
+    /// How long a new connection may hold a slot without sending a message while another
+    /// front-end waits for one (every front-end speaks first, at once): short, so idle
+    /// connections cannot keep the slots from front-ends waiting behind them. With no one
+    /// waiting, a connection that sends nothing is closed at <see cref="SetupTimeoutMilliseconds"/>.
     /// </summary>
     public int FirstMessageTimeoutMilliseconds { get; set; } = 2000;
 
     /// <summary>
     /// How long a front-end may take to get a ring running after it connected. One that has not
     /// by then loses its slot as soon as another front-end waits for one (with no one waiting it
-    /// may go on setting up: a VM's driver starts its rings only when the guest boots).
+    /// may go on setting up: a VM's driver starts its rings only when the guest boots). A
+    /// connection that has sent no message at all by then is closed in any case.
     /// </summary>
     public int SetupTimeoutMilliseconds { get; set; } = 10_000;
 

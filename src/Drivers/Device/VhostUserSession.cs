@@ -339,7 +339,12 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     VhostUserError IVhostUserHandlers.SetMemTable(ref VhostUserCall c)
     {
         var regions = c.Message.Regions ?? [];
-        var error = VhostMemoryMap.Validate(regions, VhostUserConstants.MaxMemTableRegions);
+        var error = VhostMemoryMap.Validate(regions, Math.Min(VhostUserConstants.MaxMemTableRegions, _options.MaxMemorySlots));
+        if (!error.IsError)
+        {
+            error = CheckMemory(regions, c.Fds);
+        }
+
         if (!error.IsError)
         {
             error = VhostMemoryMap.TryMap(regions, c.Fds, out var map);
@@ -353,6 +358,14 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         }
 
         return error;
+    }
+
+    // The budget and the seals, before anything is mapped. fds are the files of the regions being
+    // added (the last ones of regions).
+    private VhostUserError CheckMemory(IReadOnlyList<MemoryRegionDescription> regions, IReadOnlyList<FileDescriptor> fds)
+    {
+        var error = VhostMemoryMap.CheckBudget(regions, _options.MaxMemoryBytes);
+        return error.IsError ? error : VhostMemoryMap.CheckSealed(fds, _options.TrustUnsealedMemory);
     }
 
     VhostUserError IVhostUserHandlers.GetMaxMemSlots(ref VhostUserCall c)
@@ -377,6 +390,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var existing = _memory?.Regions ?? [];
         var descriptions = existing.Select(r => r.Description).Append(region).ToArray();
         var error = VhostMemoryMap.Validate(descriptions, _options.MaxMemorySlots);
+        if (!error.IsError)
+        {
+            error = CheckMemory(descriptions, c.Fds);
+        }
+
         if (error.IsError)
         {
             return error;

@@ -42,7 +42,18 @@ public sealed unsafe class UnixSocket : IDisposable
     {
         LinuxOnly.Check("a vhost-user socket");
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var address = MakeAddress(path);
+        _ = MakeAddress(path); // throws for a path sun_path cannot hold
+
+        // Bound and listening under a temporary name first, then renamed into place: the path
+        // appears only once a connect() to it succeeds (a client that waits for the file never
+        // sees ECONNREFUSED). A path too long for the temporary name is bound in place.
+        var staging = $"{path}.{Environment.ProcessId}~";
+        if (System.Text.Encoding.UTF8.GetByteCount(staging) >= LibC.SunPathLength)
+        {
+            staging = path;
+        }
+
+        var stagingAddress = MakeAddress(staging);
         var fd = NewSocket();
         try
         {
@@ -54,20 +65,47 @@ public sealed unsafe class UnixSocket : IDisposable
             }
 
             RemoveStaleSocket(path);
+            if (staging != path)
+            {
+                File.Delete(staging);
+            }
 
-            if (LibC.Bind(fd, &address, (uint)sizeof(LibC.SockAddrUn)) != 0)
+            if (LibC.Bind(fd, &stagingAddress, (uint)sizeof(LibC.SockAddrUn)) != 0)
             {
                 throw LibC.Error($"bind({path})");
             }
 
-            if (LibC.Chmod(path, Convert.ToUInt32("600", 8)) != 0)
+            try
             {
-                throw LibC.Error("chmod");
-            }
+                if (LibC.Chmod(staging, Convert.ToUInt32("600", 8)) != 0)
+                {
+                    throw LibC.Error("chmod");
+                }
 
-            if (LibC.Listen(fd, backlog) != 0)
+                if (LibC.Listen(fd, backlog) != 0)
+                {
+                    throw LibC.Error("listen");
+                }
+
+                if (staging != path)
+                {
+                    // Refuse to replace anything that appeared at the path meanwhile, as bind would.
+                    if (File.Exists(path) || Directory.Exists(path))
+                    {
+                        throw new IOException($"bind({path}) failed: the path is in use");
+                    }
+
+                    File.Move(staging, path);
+                }
+            }
+            catch
             {
-                throw LibC.Error("listen");
+                if (staging != path)
+                {
+                    File.Delete(staging);
+                }
+
+                throw;
             }
 
             return new UnixSocket(fd, path);

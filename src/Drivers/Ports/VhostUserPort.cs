@@ -43,7 +43,12 @@ public class VhostUserPort : Port
     private int _transmitted;
     private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
 
-    /// <summary>Creates the port from <c>vhost-user:PATH[,mtu=N]</c> (not yet listening).</summary>
+    /// <summary>
+    /// Creates the port from <c>vhost-user:PATH[,mtu=N][,max-memory=MIB][,unsealed=trust|refuse]</c>
+    /// (not yet listening). <c>max-memory</c> is the front-end's memory budget in MiB;
+    /// <c>unsealed=trust</c> accepts memory files that are not sealed against shrinking (a
+    /// front-end that cannot seal, such as DPDK without hugepages), trusting it not to truncate them.
+    /// </summary>
     /// <param name="spec">The specification.</param>
     public VhostUserPort(PortSpec spec)
         : this("vhost-user", spec, connect: false)
@@ -52,17 +57,33 @@ public class VhostUserPort : Port
 
     /// <summary>Creates a port of a kind that serves vhost-user the way <paramref name="connect"/> says.</summary>
     /// <param name="kind">The kind's name.</param>
-    /// <param name="spec">The specification (<c>KIND:PATH[,mtu=N]</c>).</param>
+    /// <param name="spec">The specification (<c>KIND:PATH</c> with the options of <c>vhost-user:</c>).</param>
     /// <param name="connect">Connect to a front-end that listens on the path instead of listening on it.</param>
     protected VhostUserPort(string kind, PortSpec spec, bool connect)
         : base(kind, spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu");
+        spec.RejectUnknown("mtu", "max-memory", "unsealed");
         SocketPath = spec.Target;
         Connect = connect;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
         _status = connect ? "connecting to a front-end" : "waiting for a front-end";
+        MaxMemoryBytes = (ulong)spec.GetInt("max-memory", (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20), 1, MaxMemoryMib) << 20;
+        TrustUnsealedMemory = (spec.Options.TryGetValue("unsealed", out var unsealed) ? unsealed : "refuse") switch
+        {
+            "trust" => true,
+            "refuse" => false,
+            _ => throw new ArgumentException($"port '{spec.Text}': unsealed must be trust or refuse, not '{unsealed}'"),
+        };
     }
+
+    /// <summary>The largest <c>max-memory</c>, in MiB (16 TiB).</summary>
+    public const int MaxMemoryMib = 16 << 20;
+
+    /// <summary>The front-end's memory budget (<see cref="VhostUserBackendOptions.MaxMemoryBytes"/>).</summary>
+    public ulong MaxMemoryBytes { get; }
+
+    /// <summary>Whether memory not sealed against shrinking is accepted (<see cref="VhostUserBackendOptions.TrustUnsealedMemory"/>).</summary>
+    public bool TrustUnsealedMemory { get; }
 
     /// <summary>The socket path.</summary>
     public string SocketPath { get; }
@@ -112,6 +133,8 @@ public class VhostUserPort : Port
             MaxConnections = 1,
             RefuseWhenFull = true,
             AllowedUids = AllowedUids,
+            MaxMemoryBytes = MaxMemoryBytes,
+            TrustUnsealedMemory = TrustUnsealedMemory,
             Log = Log,
         };
         var backend = new VhostUserBackend(options);

@@ -73,6 +73,9 @@ public enum VhostUserErrorCode
     /// <summary>The front-end asks for more than its budget (memory, rings, descriptors).</summary>
     BudgetExceeded,
 
+    /// <summary>A region's file is not sealed against shrinking (F_SEAL_SHRINK) and this side does not trust unsealed memory.</summary>
+    UnsealedMemory,
+
     // ---- Rings -------------------------------------------------------------------------
 
     /// <summary>A vring index is not below the number of vrings the device has.</summary>

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Rings.Linux.Device;
 using Rings.Linux.Net;
+using Rings.Linux.Ports;
 
 namespace Rings.Tool.Commands;
 
@@ -27,6 +29,8 @@ internal enum HostMode
 /// <param name="Quiet">No live progress.</param>
 /// <param name="AllowUid">User ids whose front-ends are served, comma-separated, or null for any.</param>
 /// <param name="Connect">Client mode: connect to a front-end that listens on <paramref name="Socket"/>, retrying every second.</param>
+/// <param name="MaxMemory">Each front-end's memory budget, MiB.</param>
+/// <param name="TrustUnsealed">Accept front-end memory not sealed against shrinking.</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -37,13 +41,16 @@ internal sealed record HostOptions(
     bool Verbose = false,
     bool Quiet = false,
     string? AllowUid = null,
-    bool Connect = false)
+    bool Connect = false,
+    int MaxMemory = (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20),
+    bool TrustUnsealed = false)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate() =>
         Socket.Length == 0 ? "give --socket PATH (serve) or --connect PATH (connect to a front-end that listens)"
         : Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
         : Connect && Mode == HostMode.Patch ? "--connect serves one front-end; --mode patch needs two (serve with --socket)"
+        : MaxMemory is < 1 or > VhostUserPort.MaxMemoryMib ? $"--max-memory must be between 1 and {VhostUserPort.MaxMemoryMib} MiB"
         : Cli.TryParseUids(AllowUid, out _);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
@@ -81,6 +88,17 @@ internal sealed record HostOptions(
             yield return "--allow-uid";
             yield return AllowUid;
         }
+
+        if (MaxMemory != new HostOptions(Socket).MaxMemory)
+        {
+            yield return "--max-memory";
+            yield return Cli.Number(MaxMemory);
+        }
+
+        if (TrustUnsealed)
+        {
+            yield return "--trust-unsealed";
+        }
     }
 }
 
@@ -106,9 +124,11 @@ internal static class HostCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
+        var maxMemory = new Option<int>("--max-memory") { Description = "Each front-end's memory budget in MiB (the regions it may have mapped at once).", DefaultValueFactory = _ => defaults.MaxMemory };
+        var trustUnsealed = new Option<bool>("--trust-unsealed") { Description = "Accept front-end memory that is not sealed against shrinking (DPDK without hugepages, hugetlbfs files), trusting every front-end not to truncate it: one that does crashes the host." };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket (or, with --connect, connect to a front-end that listens) and run the vhost-net data path for each front-end. Offers the inflight region, so a restarted host completes exactly what was in flight.")
         {
-            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid,
+            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed,
         };
         command.Validators.Add(r =>
         {
@@ -127,6 +147,8 @@ internal static class HostCommand
             r.GetValue(verbose),
             r.GetValue(quiet),
             r.GetValue(allowUid),
-            r.GetValue(connect) is not null));
+            r.GetValue(connect) is not null,
+            r.GetValue(maxMemory),
+            r.GetValue(trustUnsealed)));
     }
 }

@@ -61,6 +61,8 @@ internal sealed class HostRunner
             Connect = o.Connect,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
             AllowedUids = Cli.TryParseUids(o.AllowUid, out var uids) is null ? uids : null,
+            MaxMemoryBytes = (ulong)o.MaxMemory << 20,
+            TrustUnsealedMemory = o.TrustUnsealed,
             Log = o.Verbose ? line => output.WriteLine(line) : null,
         };
         runner._stopTimeout = options.StopTimeoutMilliseconds;
