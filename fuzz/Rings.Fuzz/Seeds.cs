@@ -37,6 +37,11 @@ internal static class Seeds
         {
             yield return ("net-rx", name, bytes);
         }
+
+        foreach (var (name, bytes) in VhostUserSeeds.All())
+        {
+            yield return ("vhost-user", name, bytes);
+        }
     }
 
     private static IEnumerable<(string, byte[])> SplitChain()
