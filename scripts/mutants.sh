@@ -78,20 +78,20 @@ for name in "${names[@]}"; do
 
     log="$work/$name.log"
     set +e
-    dotnet test "$root/tests/Rings.Tests.csproj" -c Release --no-build --filter "$(filter_for "$name")" \
+    RINGS_STRESS_SECONDS="${RINGS_STRESS_SECONDS:-2}" dotnet test "$root/tests/Rings.Tests.csproj" -c Release --no-build --filter "$(filter_for "$name")" \
         --blame-hang-timeout 4min --logger "console;verbosity=normal" >"$log" 2>&1
     rc=$?
     set -e
     restore
 
-    failed="$(sed -n 's/^ *Failed \(Rings\.Tests\.[^ ]*\).*/\1/p' "$log" | sed 's/^Rings\.Tests\.//' | sort -u | head -6 | paste -sd ' ' -)"
-    lost="$(grep -o '[0-9]* lost wake-ups' "$log" | grep -v '^0 ' | paste -sd ',' -)"
-    hung="$(grep -o 'The active test run was aborted[^.]*' "$log" | head -1)"
+    failed="$( (sed -n 's/^ *Failed Rings\.Tests\.\(.*\) \[[^]]*\]$/\1/p' "$log" || true) | sort -u | head -6 | paste -sd ';' -)"
+    lost="$( (grep -o '[0-9][0-9]* lost wake-ups' "$log" || true) | (grep -v '^0 ' || true) | sed 's/ lost wake-ups//' | paste -sd ',' -)"
+    hung="$( (grep -o 'The active test run was aborted[^.]*' "$log" || true) | head -1)"
     if (( rc != 0 )); then
-        printf '%-32s %-9s %s%s%s\n' "$name" "KILLED" "${failed:-$hung}" "${lost:+ ($lost)}" ""
+        printf '%-32s %-9s %s%s\n' "$name" "KILLED" "${failed:-$hung}" "${lost:+ (lost wake-ups: $lost)}"
     else
         survived=$((survived + 1))
-        printf '%-32s %-9s %s\n' "$name" "SURVIVED" "$(grep -m1 'Passed!\|Total tests' "$log")"
+        printf '%-32s %-9s %s\n' "$name" "SURVIVED" "$(grep -m1 'Passed!\|Total tests' "$log" || true)"
     fi
     if [[ -n "${MUTANT_LOGS:-}" ]]; then
         mkdir -p "$MUTANT_LOGS"

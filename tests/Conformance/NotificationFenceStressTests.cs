@@ -1,0 +1,59 @@
+using Xunit.Abstractions;
+
+namespace Rings.Tests.Conformance;
+
+/// <summary>Stress tests run alone: they need both CPUs, and would slow every test beside them.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class StressCollection
+{
+    /// <summary>The collection's name.</summary>
+    public const string Name = "stress";
+}
+
+/// <summary>
+/// The store-load fences of the notification handshake, seen by a test: for each ring format and
+/// each direction (the device waiting for kicks, the driver waiting for calls), with and without
+/// EVENT_IDX, two threads race the handshake in lockstep and no round may end with the consumer
+/// asleep on a non-empty ring and no notification on its way. Removing any one of the eight
+/// <see cref="Interlocked.MemoryBarrier"/> calls (split and packed; driver and device; publish side
+/// and re-check side) makes this fail with thousands of lost wake-ups on a two-CPU x86 machine.
+/// </summary>
+[Collection(StressCollection.Name)]
+public sealed class NotificationFenceStressTests(ITestOutputHelper output)
+{
+    /// <summary>Most rounds per case; the time budget usually ends a case first.</summary>
+    private const long Rounds = 1_000_000;
+
+    /// <summary>Time per case: half a second, or RINGS_STRESS_SECONDS (the mutation script gives it longer on a busy machine).</summary>
+    private static readonly TimeSpan Budget = TimeSpan.FromSeconds(
+        double.TryParse(Environment.GetEnvironmentVariable("RINGS_STRESS_SECONDS"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0 ? s : 0.5);
+
+    public static TheoryData<string, Sleeper, bool> Cases()
+    {
+        var data = new TheoryData<string, Sleeper, bool>();
+        foreach (var format in new[] { "split", "packed" })
+        {
+            foreach (var sleeper in new[] { Sleeper.Device, Sleeper.Driver })
+            {
+                data.Add(format, sleeper, false);
+                data.Add(format, sleeper, true);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void No_round_ends_with_the_consumer_asleep_on_a_non_empty_ring(string format, Sleeper sleeper, bool eventIdx)
+    {
+        var result = HandshakeStress.Run(
+            RingFormat.Parse(format), eventIdx ? VirtioFeatures.EventIndex : VirtioFeatures.None, sleeper, Rounds, Budget);
+        output.WriteLine(result.ToString());
+
+        // How many rounds fit the budget depends on how busy the machine is; a lost wake-up in any
+        // of them is a sleep on a non-empty ring with no notification coming.
+        Assert.True(result.Rounds > 0, result.ToString());
+        Assert.True(result.LostWakeups == 0, $"lost wake-ups: {result}");
+    }
+}
