@@ -256,8 +256,7 @@ public static class HandshakeStress
     private const int MaxOffset = 4096;
     private const int Jitter = 8;
 
-    [ThreadStatic]
-    private static int t_spin;
+    private static readonly int[] SpinTarget = new int[1];
 
     /// <summary>
     /// Holds back one side's racing step: the producer by <paramref name="offset"/> plus a jitter
@@ -272,7 +271,7 @@ public static class HandshakeStress
         for (var i = 0; i < spins; i++)
         {
             // A load the JIT cannot drop: about a nanosecond a step.
-            Volatile.Read(ref t_spin);
+            Volatile.Read(ref SpinTarget[0]);
         }
     }
 
