@@ -8,7 +8,8 @@
 #
 # Environment: AFL_TIMEOUT_MS (per-input timeout, default 5000), FUZZ_IN_PROCESS=1 (run inputs in the
 # fork-server process itself: faster, but a memory fault ends the run instead of being recorded),
-# FUZZ_EXECS=N (stop after about N executions, or at SECONDS, whichever comes first).
+# FUZZ_EXECS=N (stop after about N executions, or at SECONDS, whichever comes first), FUZZ_CORPUS=DIR
+# (start from these seeds instead of corpus/TARGET, e.g. only the IN_ORDER ones of split-ops).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -20,6 +21,7 @@ targets=(
     "split-ops|ready|driver and device operations with memory corruption, against a FIFO model"
     "vhost-user|ready|vhost-user message decoder and back-end state machine over random message sequences"
     "net-rx|ready|virtio-net receive path and MRG_RXBUF reassembly against a hostile device"
+    "forward|ready|the runtime's forwarding path: hostile guests behind vhost-user ports, learning switch, in-memory port"
 )
 
 usage() {
@@ -45,7 +47,7 @@ if [[ "$status" != "ready" ]]; then
     echo "$target is pending: the code it covers is not there yet" >&2
     exit 2
 fi
-corpus="$here/corpus/$target"
+corpus="${FUZZ_CORPUS:-$here/corpus/$target}"
 [[ -d "$corpus" && -n "$(ls -A "$corpus")" ]] || { echo "no seed corpus in $corpus" >&2; exit 1; }
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1

@@ -42,6 +42,11 @@ internal static class Seeds
         {
             yield return ("vhost-user", name, bytes);
         }
+
+        foreach (var (name, bytes) in ForwardSeeds.All())
+        {
+            yield return ("forward", name, bytes);
+        }
     }
 
     private static IEnumerable<(string, byte[])> SplitChain()

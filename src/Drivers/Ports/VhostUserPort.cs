@@ -414,7 +414,8 @@ public sealed class VhostUserPort : Port
 
     // ---- Control plane (vhost-user connection thread) ----------------------------------------
 
-    private void OnQueueStarted(object session, VhostQueue queue)
+    // Internal so the forwarding fuzz target can attach rings without a socket.
+    internal void OnQueueStarted(object session, VhostQueue queue)
     {
         lock (_gate)
         {
@@ -444,7 +445,7 @@ public sealed class VhostUserPort : Port
         }
     }
 
-    private void OnQueueStopped(object session, VhostQueue queue)
+    internal void OnQueueStopped(object session, VhostQueue queue)
     {
         lock (_gate)
         {
