@@ -19,11 +19,10 @@ namespace Rings.Fuzz.Targets;
 /// Input: byte 0 = guest A packed (bit 0), guest B packed (bit 1), MRG_RXBUF (bit 2), EVENT_IDX
 /// (bit 3), IN_ORDER (bit 4), queue size 4 &lt;&lt; bits 5-6; then operations (<see cref="Op"/>,
 /// modulo the count) with their argument bytes.
-/// Always: no exception, no error counted by the worker, every frame a port delivers is one that
-/// was sent (by its sequence number), to a port other than the one it came in on, at most once per
-/// port. A guest that scribbled only harms itself: the other guest's rings (driver and device
-/// side) never break, and while no guest has scribbled, every frame delivered is byte for byte the
-/// one sent and no ring breaks at all.
+/// Always: no exception, no error counted by the worker; a guest that scribbled only harms itself:
+/// the other guest's rings (driver and device side) never break. While no guest has scribbled:
+/// every frame a port delivers is one that was sent (by its sequence number), byte for byte, to a
+/// port other than the one it came in on, at most once per port, and no ring breaks at all.
 /// </remarks>
 public static class ForwardTarget
 {
