@@ -2,9 +2,10 @@ using System.Buffers.Binary;
 using Rings.Chains;
 using Rings.Linux.Device;
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 using Rings.Linux.Ports;
 using Rings.Linux.Runtime;
-using Rings.Memory;
+using Rings.Linux.VhostUser;
 
 namespace Rings.Fuzz.Targets;
 
@@ -37,9 +38,6 @@ public static class ForwardTarget
     private const int RxSlots = 0x4000 + (32 * SlotBytes);
     private const int Guests = 2;
     private const int MemoryPort = 2;
-
-    [ThreadStatic]
-    private static GuardedRegion?[]? t_regions;
 
     /// <summary>The operations.</summary>
     public enum Op : byte
@@ -80,7 +78,7 @@ public static class ForwardTarget
         for (var g = 0; g < Guests; g++)
         {
             var format = (config & (1 << g)) != 0 ? RingFormat.Packed : RingFormat.Split;
-            guests[g] = new Guest(g, Region(g), format, size, features | format.Feature);
+            guests[g] = new Guest(g, format, size, features | format.Feature);
             ports[g] = guests[g].Port;
         }
 
@@ -146,7 +144,7 @@ public static class ForwardTarget
                             var a = input.Byte();
                             var offset = (int)(input.UInt32() % GuestBytes);
                             var bytes = input.Take(Math.Min(1 + ((a >> 1) & 31), GuestBytes - offset));
-                            bytes.CopyTo(guests[a & 1].Region.Bytes[offset..]);
+                            bytes.CopyTo(guests[a & 1].Bytes.Slice((ulong)offset, bytes.Length));
                             scribbled[a & 1] = true;
                             break;
                         }
@@ -190,7 +188,7 @@ public static class ForwardTarget
         memoryPort.Dispose();
         foreach (var g in guests)
         {
-            g.Port.Dispose();
+            g.Dispose();
         }
 
         // A frame delivered to a port: one that was sent, not back where it came from, once; and
@@ -247,17 +245,13 @@ public static class ForwardTarget
         return length;
     }
 
-    private static GuardedRegion Region(int guest)
+    /// <summary>
+    /// One guest: its memory (a sealed memory file, mapped as a vhost-user session maps a front-end's
+    /// table), its driver rings (played by the fuzzer) and the port that serves their device sides.
+    /// </summary>
+    private sealed class Guest : IDisposable
     {
-        var cache = t_regions ??= new GuardedRegion?[Guests];
-        var region = cache[guest] ??= new GuardedRegion(GuestBytes, 0x1000_0000 * (ulong)(guest + 1), 4096);
-        region.Bytes.Clear();
-        return region;
-    }
-
-    /// <summary>One guest: its memory, its driver rings (played by the fuzzer) and the port that serves their device sides.</summary>
-    private sealed class Guest
-    {
+        private readonly VhostMemoryMap _map;
         private readonly ulong _base;
         private readonly IDriverRing _rx;
         private readonly IDriverRing _tx;
@@ -267,14 +261,23 @@ public static class ForwardTarget
         private readonly Slots _txSlots;
         private readonly Slots _rxSlots;
 
-        public Guest(int index, GuardedRegion region, RingFormat format, int size, VirtioFeatures features)
+        public Guest(int index, RingFormat format, int size, VirtioFeatures features)
         {
-            Region = region;
-            _base = region.GuestPhysicalAddress;
+            var file = SharedMemory.Create(GuestBytes, "rings-fuzz-guest");
+            _base = 0x1000_0000 * (ulong)(index + 1);
+            var mapped = new MappedRegion(new MemoryRegionDescription(_base, GuestBytes, _base, 0), file);
+            if (VhostMemoryMap.TryBuild([mapped], out var map).IsError || map is null)
+            {
+                file.Dispose();
+                throw new InvalidOperationException("the guest's memory map was refused");
+            }
+
+            _map = map;
+            Bytes = file;
             _txSlots = new Slots(size);
             _rxSlots = new Slots(size);
             _mergeable = (features & VirtioFeatures.NetMergeRxBuffers) != 0;
-            var memory = new GuestMemory(region.Region);
+            var memory = map.Physical;
             var rxAreas = format.Layout(size).At(_base);
             var txAreas = format.Layout(size).At(_base + 0x2000);
             _rx = format.CreateDriver(memory, rxAreas, size, features);
@@ -284,11 +287,12 @@ public static class ForwardTarget
             _txDevice = format.CreateDevice(memory, memory, txAreas, size, features, start);
             Port = new VhostUserPort(PortSpec.Parse($"vhost-user:guest-{index}"));
             var session = new object();
-            Port.OnQueueStarted(session, new VhostQueue(0, _rxDevice, features, null, null, null, memory, enabled: true));
-            Port.OnQueueStarted(session, new VhostQueue(1, _txDevice, features, null, null, null, memory, enabled: true));
+            Port.OnQueueStarted(session, new VhostQueue(0, _rxDevice, features, null, null, null, map, enabled: true));
+            Port.OnQueueStarted(session, new VhostQueue(1, _txDevice, features, null, null, null, map, enabled: true));
         }
 
-        public GuardedRegion Region { get; }
+        /// <summary>The guest's memory, as the guest writes it.</summary>
+        public SharedMemory Bytes { get; }
 
         public VhostUserPort Port { get; }
 
@@ -307,7 +311,7 @@ public static class ForwardTarget
 
             var at = TxSlots + (slot * SlotBytes);
             var length = Math.Min(frame.Length, SlotBytes - VirtioNetHeader.Size);
-            var bytes = Region.Bytes.Slice(at, VirtioNetHeader.Size + length);
+            var bytes = Bytes.Slice((ulong)at, VirtioNetHeader.Size + length);
             bytes[..VirtioNetHeader.Size].Clear();
             frame[..length].CopyTo(bytes[VirtioNetHeader.Size..]);
             if (length != frame.Length || !_tx.TryAdd(new BufferSegment(_base + (ulong)at, (uint)bytes.Length), false, out var id))
@@ -363,6 +367,12 @@ public static class ForwardTarget
             return true;
         }
 
+        public void Dispose()
+        {
+            Port.Dispose();
+            _map.Unmap();
+        }
+
         public bool AnyBroken(out string why)
         {
             why = $"rx driver {_rx.BrokenReason}, tx driver {_tx.BrokenReason}, rx device {_rxDevice.BrokenReason}, tx device {_txDevice.BrokenReason}";
@@ -373,7 +383,7 @@ public static class ForwardTarget
         private int Copy(UsedElement used, Span<byte> frame, int at, out int numBuffers)
         {
             var slot = _rxSlots.Free(used.Id);
-            var bytes = Region.Bytes.Slice(RxSlots + (slot * SlotBytes), (int)Math.Min(used.Length, SlotBytes));
+            Span<byte> bytes = Bytes.Slice((ulong)(RxSlots + (slot * SlotBytes)), (int)Math.Min(used.Length, SlotBytes));
             numBuffers = 1;
             if (at == 0)
             {

@@ -37,6 +37,7 @@ internal enum SwitchProcessor
 /// <param name="Json">Where to write the final figures, if anywhere.</param>
 /// <param name="Verbose">Log every port's control-plane events.</param>
 /// <param name="Quiet">No per-second lines.</param>
+/// <param name="AllowUid">User ids whose front-ends every vhost-user port serves, comma-separated, or null for any.</param>
 internal sealed record SwitchOptions(
     IReadOnlyList<string> Ports,
     SwitchProcessor Processor = SwitchProcessor.Switch,
@@ -48,11 +49,17 @@ internal sealed record SwitchOptions(
     double Seconds = 0,
     string? Json = null,
     bool Verbose = false,
-    bool Quiet = false)
+    bool Quiet = false,
+    string? AllowUid = null)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
     {
+        if (Cli.TryParseUids(AllowUid, out _) is { } uidError)
+        {
+            return uidError;
+        }
+
         if (Ports.Count == 0)
         {
             return "give at least one --port";
@@ -138,6 +145,12 @@ internal sealed record SwitchOptions(
         {
             yield return "--quiet";
         }
+
+        if (AllowUid is not null)
+        {
+            yield return "--allow-uid";
+            yield return AllowUid;
+        }
     }
 }
 
@@ -172,9 +185,10 @@ internal static class SwitchCommand
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
+        var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription + " Applies to every vhost-user port." };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -187,7 +201,8 @@ internal static class SwitchCommand
             r.GetValue(seconds),
             r.GetValue(json),
             r.GetValue(verbose),
-            r.GetValue(quiet)));
+            r.GetValue(quiet),
+            r.GetValue(allowUid)));
     }
 
     public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
@@ -223,9 +238,16 @@ internal static class SwitchCommand
         var ports = new List<Port>();
         try
         {
+            Cli.TryParseUids(o.AllowUid, out var uids);
             foreach (var spec in o.Ports)
             {
-                ports.Add(PortKinds.Create(spec));
+                var port = PortKinds.Create(spec);
+                if (port is VhostUserPort vhostUser)
+                {
+                    vhostUser.AllowedUids = uids;
+                }
+
+                ports.Add(port);
             }
         }
         catch (ArgumentException e)
