@@ -36,7 +36,11 @@ fi
 # Which tests should catch a mutant, by its name.
 filter_for() {
     case "$1" in
-        fence-*) echo "FullyQualifiedName~NotificationFenceStress" ;;
+        # Each fence is raced by the stress cases of its format and direction.
+        fence-split-device-enable|fence-split-driver-kick) echo "FullyQualifiedName~NotificationFenceStressTests.Split_device_waiting" ;;
+        fence-split-driver-enable|fence-split-device-call) echo "FullyQualifiedName~NotificationFenceStressTests.Split_driver_waiting" ;;
+        fence-packed-device-enable|fence-packed-driver-kick) echo "FullyQualifiedName~NotificationFenceStressTests.Packed_device_waiting" ;;
+        fence-packed-driver-enable|fence-packed-device-call) echo "FullyQualifiedName~NotificationFenceStressTests.Packed_driver_waiting" ;;
         event-idx-*|recheck-*) echo "FullyQualifiedName~Rings.Tests.Conformance&FullyQualifiedName!~NotificationFenceStress|FullyQualifiedName~Rings.Tests.Split|FullyQualifiedName~Rings.Tests.Packed" ;;
         loop-*) echo "FullyQualifiedName~Rings.Tests.Conformance&FullyQualifiedName!~NotificationFenceStress|FullyQualifiedName~Rings.Tests.Split|FullyQualifiedName~Rings.Tests.Fuzz" ;;
         wrap-*) echo "FullyQualifiedName~Rings.Tests.Conformance&FullyQualifiedName!~NotificationFenceStress|FullyQualifiedName~Rings.Tests.Packed|FullyQualifiedName~Rings.Tests.Fuzz" ;;
@@ -78,20 +82,21 @@ for name in "${names[@]}"; do
 
     log="$work/$name.log"
     set +e
-    RINGS_STRESS_SECONDS="${RINGS_STRESS_SECONDS:-2}" dotnet test "$root/tests/Rings.Tests.csproj" -c Release --no-build --filter "$(filter_for "$name")" \
+    RINGS_STRESS_SECONDS="${RINGS_STRESS_SECONDS:-8}" dotnet test "$root/tests/Rings.Tests.csproj" -c Release --no-build --filter "$(filter_for "$name")" \
         --blame-hang-timeout 4min --logger "console;verbosity=normal" >"$log" 2>&1
     rc=$?
     set -e
     restore
 
     failed="$( (sed -n 's/^ *Failed Rings\.Tests\.\(.*\) \[[^]]*\]$/\1/p' "$log" || true) | sort -u | head -6 | paste -sd ';' -)"
+    rounds="$( (grep -o '^ *[0-9][0-9]* rounds in [0-9.]* s' "$log" || true) | sed 's/^ *//; s/ rounds in /\//; s/ s$/s/' | sort -u | paste -sd ',' -)"
     lost="$( (grep -o '[0-9][0-9]* lost wake-ups' "$log" || true) | (grep -v '^0 ' || true) | sed 's/ lost wake-ups//' | paste -sd ',' -)"
     hung="$( (grep -o 'The active test run was aborted[^.]*' "$log" || true) | head -1)"
     if (( rc != 0 )); then
-        printf '%-32s %-9s %s%s\n' "$name" "KILLED" "${failed:-$hung}" "${lost:+ (lost wake-ups: $lost)}"
+        printf '%-32s %-9s %s%s\n' "$name" "KILLED" "${failed:-$hung}" "${lost:+ (lost wake-ups: $lost; rounds/time: $rounds)}"
     else
         survived=$((survived + 1))
-        printf '%-32s %-9s %s\n' "$name" "SURVIVED" "$(grep -m1 'Passed!\|Total tests' "$log" || true)"
+        printf '%-32s %-9s %s %s\n' "$name" "SURVIVED" "$(grep -m1 'Passed!\|Total tests' "$log" || true)" "${rounds:+(rounds/time: $rounds)}"
     fi
     if [[ -n "${MUTANT_LOGS:-}" ]]; then
         mkdir -p "$MUTANT_LOGS"
