@@ -30,8 +30,9 @@ public readonly record struct HandshakeResult(long Rounds, long Sleeps, long Sig
 /// <remarks>
 /// The threads are pinned to two CPUs when the process may use two, so they truly run at once.
 /// Between the racing steps each round the consumer disables notifications and takes the buffer,
-/// so every round starts from the same state. A varying delay before one side's racing step
-/// slides the two windows across each other from round to round.
+/// so every round starts from the same state. A delay before one side's racing step, tuned round by
+/// round so that half the rounds find the ring empty, plus a jitter, keeps the two stores close
+/// together, where a missing fence shows.
 /// </remarks>
 public static class HandshakeStress
 {
@@ -40,7 +41,7 @@ public static class HandshakeStress
     /// <param name="features">Ring features (EVENT_IDX or not).</param>
     /// <param name="sleeper">The consumer: the device waiting for kicks, or the driver waiting for calls.</param>
     /// <param name="rounds">Most rounds to run.</param>
-    /// <param name="limit">Longest run; a peer that stops answering fails the run instead of hanging it.</param>
+    /// <param name="limit">Longest run: then it ends with the rounds done so far (a thread that stops answering ends it too, instead of hanging it).</param>
     /// <returns>The counts.</returns>
     public static HandshakeResult Run(RingFormat format, VirtioFeatures features, Sleeper sleeper, long rounds, TimeSpan limit)
     {
