@@ -36,6 +36,8 @@ public interface IDriverRing
     /// <param name="writable">Segments the device writes, in order.</param>
     /// <param name="id">The buffer id the device will return.</param>
     /// <returns>False when there is no room (or the ring is broken).</returns>
+    /// <exception cref="ArgumentException">No segment was given.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A segment is not inside the memory table the ring was made with (checked here, so a wrong address never reaches the device).</exception>
     bool TryAdd(ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable, out ushort id);
 
     /// <summary>Adds a one-segment buffer; the fast path of <see cref="TryAdd(ReadOnlySpan{BufferSegment}, ReadOnlySpan{BufferSegment}, out ushort)"/>.</summary>
@@ -43,6 +45,7 @@ public interface IDriverRing
     /// <param name="deviceWritable">True when the device writes it (receive), false when it reads it (transmit).</param>
     /// <param name="id">The buffer id the device will return.</param>
     /// <returns>False when there is no room (or the ring is broken).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The segment is not inside the memory table the ring was made with.</exception>
     bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id);
 
     /// <summary>Makes every buffer added since the last publish visible to the device at once (release).</summary>

@@ -277,7 +277,8 @@ public static class HostileRing
         for (var i = 0; i < n; i++)
         {
             var k = seq + i;
-            var slot = pool + (ulong)(((k % 64) * 4) * RingModel.SlotBytes);
+            // The pool holds min(size, 64) slots of four (BufferPool): stay inside it.
+            var slot = pool + (ulong)(((k % Math.Min(driver.Size, 64)) * 4) * RingModel.SlotBytes);
             var segments = 1 + (k % 3);
             var readable = new BufferSegment[segments - 1];
             for (var j = 0; j < readable.Length; j++)

@@ -14,6 +14,7 @@ public sealed class VhostQueue
 {
     private readonly VhostMemoryMap _memory;
     private volatile bool _enabled;
+    private int _breakReported;
 
     internal VhostQueue(int index, IDeviceRing ring, VirtioFeatures features, EventFd? kick, EventFd? call, EventFd? error, VhostMemoryMap memory, bool enabled)
     {
@@ -46,8 +47,25 @@ public sealed class VhostQueue
     /// <summary>The call doorbell to ring when the driver asked for it; null when none was given.</summary>
     public EventFd? Call { get; }
 
-    /// <summary>The error doorbell; null when none was given.</summary>
+    /// <summary>The error doorbell (SET_VRING_ERR); null when none was given. See <see cref="ReportBroken"/>.</summary>
     public EventFd? Error { get; }
+
+    /// <summary>True once <see cref="ReportBroken"/> has run for this ring.</summary>
+    public bool BreakReported => Volatile.Read(ref _breakReported) != 0;
+
+    /// <summary>
+    /// Tells the front-end that the ring broke (the ring's <see cref="IDeviceRing.BrokenReason"/>
+    /// says why): rings the error doorbell once, so the driver learns at once rather than waiting
+    /// for buffers that never come back. The data path calls it when it finds the ring broken;
+    /// idempotent and safe from any thread. GET_STATUS says NEEDS_RESET besides.
+    /// </summary>
+    public void ReportBroken()
+    {
+        if (Volatile.Read(ref _breakReported) == 0 && Interlocked.Exchange(ref _breakReported, 1) == 0)
+        {
+            Error?.Signal();
+        }
+    }
 
     /// <summary>Translates guest-physical buffer addresses.</summary>
     public GuestMemory BufferMemory { get; }

@@ -62,6 +62,12 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <summary>The receive ring.</summary>
     public TRx Receive => _rx;
 
+    /// <summary>Bytes per receive buffer, the 12-byte header included.</summary>
+    public int ReceiveBufferSize => _rxSlab.BufferSize;
+
+    /// <summary>True when VIRTIO_NET_F_MRG_RXBUF was negotiated: a received frame may span several buffers.</summary>
+    public bool Mergeable => _mergeable;
+
     /// <summary>Largest frame <see cref="TrySend"/> accepts.</summary>
     public int MaxFrameSize => _txSlab.BufferSize - VirtioNetHeader.Size;
 

@@ -51,16 +51,19 @@ public sealed class VhostUserFrontendOptions
 /// <summary>One ring as the front-end set it up.</summary>
 public sealed class FrontendQueue
 {
-    internal FrontendQueue(int index, int size, RingFormat format, RingAreas guestAreas, RingAreas userAreas, IDriverRing? ring, EventFd kick, EventFd call)
+    private IDriverRing? _ring;
+    private volatile bool _deviceBroken;
+
+    internal FrontendQueue(int index, int size, RingFormat format, RingAreas guestAreas, RingAreas userAreas, EventFd kick, EventFd call, EventFd error)
     {
         Index = index;
         Size = size;
         Format = format;
         GuestAreas = guestAreas;
         UserAreas = userAreas;
-        Ring = ring;
         Kick = kick;
         Call = call;
+        Error = error;
     }
 
     /// <summary>The vring index.</summary>
@@ -78,14 +81,46 @@ public sealed class FrontendQueue
     /// <summary>The ring areas in this process's address space (what SET_VRING_ADDR carries).</summary>
     public RingAreas UserAreas { get; }
 
-    /// <summary>The driver side of the ring (null until the front-end has negotiated).</summary>
-    public IDriverRing? Ring { get; internal set; }
+    /// <summary>The driver side of the ring.</summary>
+    public IDriverRing Ring
+    {
+        get => _ring ?? throw new InvalidOperationException($"vring {Index} has no driver ring yet");
+        internal set => _ring = value;
+    }
+
+    /// <summary>
+    /// The vhost-user name of the ring for messages: <c>receiveq1 (vring 0)</c>,
+    /// <c>transmitq1 (vring 1)</c>, ... (virtio 1.2 section 5.1.2).
+    /// </summary>
+    public string Name => $"{(Index % 2 == 0 ? "receiveq" : "transmitq")}{(Index / 2) + 1} (vring {Index})";
 
     /// <summary>The doorbell this side rings when the device asked for a kick.</summary>
     public EventFd Kick { get; }
 
     /// <summary>The doorbell the device rings.</summary>
     public EventFd Call { get; }
+
+    /// <summary>The doorbell the device rings when it finds the ring broken (SET_VRING_ERR).</summary>
+    public EventFd Error { get; }
+
+    /// <summary>
+    /// True once the device said it found the ring broken (its error doorbell rang): it will use no
+    /// more buffers until the device is reset. See <see cref="VhostUserFrontend.QueueBroken"/>.
+    /// </summary>
+    public bool DeviceBroken
+    {
+        get => _deviceBroken;
+        internal set => _deviceBroken = value;
+    }
+
+    /// <summary>
+    /// Why the ring stopped, in words, or null while it works: the device's report, or the rule the
+    /// device broke as this side's ring found it (<see cref="IDriverRing.BrokenReason"/>).
+    /// </summary>
+    public string? BrokenDescription =>
+        _deviceBroken ? $"the device reported {Name} broken (vring error eventfd); it needs a reset"
+        : _ring is { IsBroken: true } r ? $"the device broke a rule on {Name}: {r.BrokenReason}; it needs a reset"
+        : null;
 
     /// <summary>True while the back-end runs the ring.</summary>
     public bool Running { get; internal set; }
@@ -110,8 +145,11 @@ public sealed class VhostUserFrontend : IDisposable
     private readonly List<FileDescriptor> _replyFds = [];
     private readonly FrontendQueue[] _queues;
     private readonly bool _ownsChannel;
+    private readonly EventFd _stopWatching = EventFd.Create();
     private SharedMemory? _memory;
     private VhostUserChannel? _channel;
+    private Thread[] _watchers = [];
+    private bool _disposed;
 
     private VhostUserFrontend(VhostUserFrontendOptions options, VhostUserChannel channel, bool ownsChannel, SharedMemory memory, FrontendQueue[] queues, ulong bufferOffset)
     {
@@ -151,6 +189,31 @@ public sealed class VhostUserFrontend : IDisposable
 
     /// <summary>The rings, by vring index.</summary>
     public IReadOnlyList<FrontendQueue> Queues => _queues;
+
+    /// <summary>
+    /// Raised once per ring when the device reports it broken through the ring's error doorbell
+    /// (SET_VRING_ERR), on a thread of the front-end's own, within milliseconds of the device
+    /// finding the break. <see cref="FrontendQueue.DeviceBroken"/> is set before it is raised.
+    /// The ring uses no more buffers until the device is reset.
+    /// </summary>
+    public event EventHandler<FrontendQueueEventArgs>? QueueBroken;
+
+    /// <summary>The first ring the device reported broken, or null while none is.</summary>
+    public FrontendQueue? BrokenQueue
+    {
+        get
+        {
+            foreach (var q in _queues)
+            {
+                if (q.DeviceBroken)
+                {
+                    return q;
+                }
+            }
+
+            return null;
+        }
+    }
 
     /// <summary>
     /// Creates the memory and rings, connects to <see cref="VhostUserFrontendOptions.SocketPath"/>
@@ -250,11 +313,12 @@ public sealed class VhostUserFrontend : IDisposable
             {
                 var guestAreas = new RingAreas(guestBase + areas.DescriptorArea, guestBase + areas.DriverArea, guestBase + areas.DeviceArea);
                 var userAreas = new RingAreas(userBase + areas.DescriptorArea, userBase + areas.DriverArea, userBase + areas.DeviceArea);
-                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, null, EventFd.CreateForPeer(), EventFd.CreateForPeer()));
+                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, EventFd.CreateForPeer(), EventFd.CreateForPeer(), EventFd.CreateForPeer()));
             }
 
             frontend = new VhostUserFrontend(options, channel, ownsChannel, memory, [.. queues], offset);
             frontend.Setup();
+            frontend.WatchErrors();
             return frontend;
         }
         catch
@@ -269,6 +333,7 @@ public sealed class VhostUserFrontend : IDisposable
                 {
                     q.Kick.Dispose();
                     q.Call.Dispose();
+                    q.Error.Dispose();
                 }
 
                 memory.Dispose();
@@ -374,6 +439,20 @@ public sealed class VhostUserFrontend : IDisposable
     /// <summary>Closes the connection (unless the caller gave it and keeps it), then unmaps the memory and closes the doorbells.</summary>
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _stopWatching.Signal();
+        foreach (var watcher in _watchers)
+        {
+            watcher.Join();
+        }
+
+        _watchers = [];
+
         if (_ownsChannel)
         {
             _channel?.Dispose();
@@ -390,10 +469,60 @@ public sealed class VhostUserFrontend : IDisposable
         {
             q.Kick.Dispose();
             q.Call.Dispose();
+            q.Error.Dispose();
         }
 
+        _stopWatching.Dispose();
         _memory?.Dispose();
         _memory = null;
+    }
+
+    // One thread sleeps on every ring's error doorbell (and a stop doorbell): a break the device
+    // reports reaches the driver without the data path polling for it.
+    // (Poll takes at most 64 descriptors: beyond 63 rings, every further 63 get a thread.)
+    private void WatchErrors()
+    {
+        var threads = new List<Thread>();
+        for (var first = 0; first < _queues.Length; first += Poll.MaxDescriptors - 1)
+        {
+            var queues = _queues.AsSpan(first, Math.Min(Poll.MaxDescriptors - 1, _queues.Length - first)).ToArray();
+            var thread = new Thread(() => Watch(queues)) { Name = "vhost-user error watch", IsBackground = true };
+            thread.Start();
+            threads.Add(thread);
+        }
+
+        _watchers = [.. threads];
+    }
+
+    private void Watch(FrontendQueue[] queues)
+    {
+        var fds = new FileDescriptor[queues.Length + 1];
+        fds[0] = _stopWatching.Handle;
+        for (var i = 0; i < queues.Length; i++)
+        {
+            fds[i + 1] = queues[i].Error.Handle;
+        }
+
+        var ready = new bool[fds.Length];
+        while (true)
+        {
+            Poll.WaitReadable(fds, -1, ready);
+            if (ready[0])
+            {
+                return;
+            }
+
+            for (var i = 0; i < queues.Length; i++)
+            {
+                var q = queues[i];
+                if (ready[i + 1] && q.Error.TryConsume(out _) && !q.DeviceBroken)
+                {
+                    q.DeviceBroken = true;
+                    _options.Log?.Invoke($"vhost-user frontend: {q.BrokenDescription}");
+                    QueueBroken?.Invoke(this, new FrontendQueueEventArgs(q));
+                }
+            }
+        }
     }
 
     private bool HasProtocolFeatures => (Features & VhostUserConstants.ProtocolFeaturesBit) != 0;
@@ -505,8 +634,16 @@ public sealed class VhostUserFrontend : IDisposable
         var a = q.UserAreas;
         Request(VhostUserMessage.WithAddress(new VringAddress(index, 0, a.DescriptorArea, a.DeviceArea, a.DriverArea, 0), AckOn));
 
-        // Call before kick: a back-end starts the ring on the kick, and then has its call already.
+        // Call and error before kick: a back-end starts the ring on the kick, and then has both already.
         Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringCall, index, hasFd: true, AckOn), [q.Call.Handle]);
+        try
+        {
+            Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringErr, index, hasFd: true, AckOn), [q.Error.Handle]);
+        }
+        catch (VhostUserException e) when (e.Error.Code == Refused)
+        {
+            _options.Log?.Invoke($"vhost-user frontend: the back-end takes no error doorbell for {q.Name}: a break it finds shows only as buffers that do not come back");
+        }
         Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, index, hasFd: true, AckOn), [q.Kick.Handle]);
         q.Running = true;
     }
@@ -577,4 +714,18 @@ public sealed class VhostUserFrontend : IDisposable
             throw new VhostUserException(new VhostUserError(code, message.Request, e.Message), e);
         }
     }
+}
+
+/// <summary>Carries the ring an event of a <see cref="VhostUserFrontend"/> concerns.</summary>
+public sealed class FrontendQueueEventArgs : EventArgs
+{
+    /// <summary>Creates the arguments.</summary>
+    /// <param name="queue">The ring.</param>
+    public FrontendQueueEventArgs(FrontendQueue queue)
+    {
+        Queue = queue;
+    }
+
+    /// <summary>The ring.</summary>
+    public FrontendQueue Queue { get; }
 }

@@ -1,4 +1,5 @@
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 
 namespace Rings.Linux.Driver;
@@ -36,6 +37,7 @@ public sealed class VirtioNetDriver : IDisposable
 
     private readonly VhostUserFrontend _frontend;
     private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
+    private readonly EventFd _breakSignal = EventFd.Create();
     private bool _transmitPending;
     private bool _receiveTaken;
     private long _receiveErrorsAtRefill;
@@ -50,16 +52,16 @@ public sealed class VirtioNetDriver : IDisposable
     /// <param name="maxFrameSize">The largest frame to transmit, in bytes (without the 12-byte header).</param>
     /// <exception cref="ArgumentException">
     /// The buffers do not fit in the memory left after the rings (raise <see cref="VhostUserFrontendOptions.MemoryBytes"/>),
-    /// or the front-end has no driver rings.
+    /// or the front-end has no queue pair.
     /// </exception>
     public VirtioNetDriver(VhostUserFrontend frontend, int maxFrameSize = DefaultMaxFrameSize)
     {
         ArgumentNullException.ThrowIfNull(frontend);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxFrameSize, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(maxFrameSize, ushort.MaxValue - VirtioNetHeader.Size);
-        if (frontend.Queues.Count < 2 || frontend.Queues[0].Ring is null || frontend.Queues[1].Ring is null)
+        if (frontend.Queues.Count < 2)
         {
-            throw new ArgumentException("the front-end has no driver rings for a queue pair (is a ring factory missing?)", nameof(frontend));
+            throw new ArgumentException("the front-end has no queue pair", nameof(frontend));
         }
 
         // Vring 2N receives and 2N+1 transmits for queue pair N (5.1.2).
@@ -84,12 +86,19 @@ public sealed class VirtioNetDriver : IDisposable
         ReceiveBufferSize = receiveBuffer;
         Receive = receive;
         Transmit = transmit;
-        _path = new NetDriverPath<IDriverRing, IDriverRing>(transmit.Ring!, receive.Ring!, transmitSlab, receiveSlab, Mergeable);
+        _path = new NetDriverPath<IDriverRing, IDriverRing>(transmit.Ring, receive.Ring, transmitSlab, receiveSlab, Mergeable);
 
         // Transmit buffers are reclaimed when they run short and receive queues polled: no calls
         // wanted until WaitForReceive asks for one (2.7.10, 2.8.10).
-        transmit.Ring!.DisableUsedNotifications();
-        receive.Ring!.DisableUsedNotifications();
+        transmit.Ring.DisableUsedNotifications();
+        receive.Ring.DisableUsedNotifications();
+        frontend.QueueBroken += (_, e) =>
+        {
+            if (e.Queue == Receive || e.Queue == Transmit)
+            {
+                _breakSignal.Signal();
+            }
+        };
         if (_path.RefillReceive())
         {
             receive.Kick.Signal();
@@ -123,8 +132,15 @@ public sealed class VirtioNetDriver : IDisposable
     /// <summary>False once the back-end has gone away (see <see cref="VhostUserFrontend.IsConnected"/>).</summary>
     public bool IsConnected => _frontend.IsConnected;
 
-    /// <summary>True once the device broke a rule on either queue; the rings' counters say why.</summary>
-    public bool IsBroken => Transmit.Ring!.IsBroken || Receive.Ring!.IsBroken;
+    /// <summary>
+    /// True once either queue is broken: the device reported it (<see cref="VhostUserFrontend.QueueBroken"/>)
+    /// or broke a rule this side's ring caught. <see cref="BrokenDescription"/> says which; the data
+    /// path then throws a <see cref="VirtioNetBrokenException"/> rather than wait for frames that cannot come.
+    /// </summary>
+    public bool IsBroken => Transmit.DeviceBroken || Receive.DeviceBroken || Transmit.Ring.IsBroken || Receive.Ring.IsBroken;
+
+    /// <summary>Why the data path stopped, naming the queue, or null while it works.</summary>
+    public string? BrokenDescription => Transmit.BrokenDescription ?? Receive.BrokenDescription;
 
     /// <summary>Frames received with a bad header, length or <c>num_buffers</c>, and discarded.</summary>
     public long ReceiveErrors => _path.ReceiveErrors;
@@ -156,10 +172,12 @@ public sealed class VirtioNetDriver : IDisposable
     /// <param name="frame">The Ethernet frame.</param>
     /// <returns>False when no transmit buffer is free (the device has not finished with enough yet).</returns>
     /// <exception cref="ArgumentException">The frame is larger than <see cref="MaxFrameSize"/>.</exception>
+    /// <exception cref="VirtioNetBrokenException">No buffer was free because a queue is broken.</exception>
     public bool TrySend(ReadOnlySpan<byte> frame)
     {
         if (!_path.TrySend(frame))
         {
+            ThrowIfBroken();
             return false;
         }
 
@@ -192,8 +210,10 @@ public sealed class VirtioNetDriver : IDisposable
     /// frames queued for transmit, and receive buffers freed by taking frames (posted again). Kicks
     /// each queue only when the device asked for it (2.7.13, 2.8.22).
     /// </summary>
+    /// <exception cref="VirtioNetBrokenException">A queue is broken.</exception>
     public void Flush()
     {
+        ThrowIfBroken();
         if (_transmitPending)
         {
             _transmitPending = false;
@@ -219,10 +239,12 @@ public sealed class VirtioNetDriver : IDisposable
     /// <param name="destination">Where the frame goes.</param>
     /// <param name="length">The frame's full length; more than <paramref name="destination"/> holds when it was cut short.</param>
     /// <returns>False when no whole frame is waiting.</returns>
+    /// <exception cref="VirtioNetBrokenException">No frame was waiting because a queue is broken.</exception>
     public bool TryReceive(Span<byte> destination, out int length)
     {
         if (!_path.TryReceive(destination, out length))
         {
+            ThrowIfBroken();
             return false;
         }
 
@@ -254,17 +276,60 @@ public sealed class VirtioNetDriver : IDisposable
     /// </summary>
     /// <param name="timeoutMilliseconds">Longest sleep; -1 for no limit.</param>
     /// <returns>True when frames may be waiting, false when the time ran out.</returns>
+    /// <exception cref="VirtioNetBrokenException">A queue is broken, or broke while this waited (it wakes at once when the device reports a break).</exception>
     public bool WaitForReceive(int timeoutMilliseconds)
     {
         Flush();
-        var ring = Receive.Ring!;
-        var ready = ring.EnableUsedNotifications() || Receive.Call.Wait(timeoutMilliseconds);
+        var ring = Receive.Ring;
+        var ready = ring.EnableUsedNotifications() || WaitForCall(timeoutMilliseconds);
         ring.DisableUsedNotifications();
+        ThrowIfBroken();
         return ready;
     }
 
     /// <summary>Closes the connection, unmaps the memory and closes the doorbells (through the front-end).</summary>
-    public void Dispose() => _frontend.Dispose();
+    public void Dispose()
+    {
+        _frontend.Dispose();
+        _breakSignal.Dispose();
+    }
+
+    // Sleeps on the receive call and both error doorbells' reports at once: a device that reports
+    // a break wakes the sleeper instead of leaving it to its timeout.
+    private bool WaitForCall(int timeoutMilliseconds)
+    {
+        Span<FileDescriptor> fds = [Receive.Call.Handle, _breakSignal.Handle];
+        Span<bool> ready = stackalloc bool[2];
+        if (Poll.WaitReadable(fds, timeoutMilliseconds, ready) == 0)
+        {
+            return false;
+        }
+
+        return ready[0] && Receive.Call.TryConsume(out _);
+    }
+
+    private void ThrowIfBroken()
+    {
+        if (BrokenDescription is { } why)
+        {
+            throw new VirtioNetBrokenException(why);
+        }
+    }
 
     private static int Align(int bytes) => (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+}
+
+/// <summary>
+/// The data path of a <see cref="VirtioNetDriver"/> stopped because a queue is broken: the device
+/// reported it, or broke a rule this side caught. The message names the queue; the device needs a
+/// reset (a new connection) before frames move again.
+/// </summary>
+public sealed class VirtioNetBrokenException : IOException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What broke, naming the queue.</param>
+    public VirtioNetBrokenException(string message)
+        : base(message)
+    {
+    }
 }

@@ -61,6 +61,7 @@ public sealed unsafe class EventFd : IDoorbell, IDisposable
 
     /// <summary>Creates a new non-blocking, close-on-exec eventfd with counter 0.</summary>
     /// <returns>The doorbell.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static EventFd Create() => new(NewDescriptor());
 
     /// <summary>
@@ -68,10 +69,12 @@ public sealed unsafe class EventFd : IDoorbell, IDisposable
     /// SET_VRING_CALL): guarded, because the peer may make it blocking once it holds it.
     /// </summary>
     /// <returns>The doorbell.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static EventFd CreateForPeer() => new(NewDescriptor(), guarded: true);
 
     private static FileDescriptor NewDescriptor()
     {
+        LinuxOnly.Check("an eventfd");
         var fd = LibC.EventFd(0, LibC.EFD_CLOEXEC | LibC.EFD_NONBLOCK);
         if (fd < 0)
         {

@@ -53,8 +53,10 @@ public sealed unsafe class SharedMemory : IDisposable
     /// <param name="length">Bytes; rounded up to a whole page.</param>
     /// <param name="name">Name shown in /proc/PID/fd (for debugging only).</param>
     /// <returns>The mapping, owning its file descriptor.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static SharedMemory Create(ulong length, string name = "rings")
     {
+        LinuxOnly.Check("shared memory (memfd)");
         ArgumentOutOfRangeException.ThrowIfZero(length);
         var pages = (length + (ulong)PageSize - 1) / (ulong)PageSize * (ulong)PageSize;
         if (pages > long.MaxValue)
@@ -108,6 +110,7 @@ public sealed unsafe class SharedMemory : IDisposable
     /// <exception cref="IOException">The file is too small, or the kernel refused the mapping.</exception>
     public static SharedMemory Map(FileDescriptor fd, ulong offset, ulong length)
     {
+        LinuxOnly.Check("a shared memory mapping");
         ArgumentNullException.ThrowIfNull(fd);
         ArgumentOutOfRangeException.ThrowIfZero(length);
         var fileSize = FileSize(fd);

@@ -91,8 +91,10 @@ public sealed unsafe class TapDevice : IDisposable
     /// <param name="cloneDevice">The clone device, <see cref="CloneDevicePath"/> unless the system puts it elsewhere.</param>
     /// <returns>The open device.</returns>
     /// <exception cref="TapException">It cannot be opened; <see cref="TapException.Error"/> says why.</exception>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static TapDevice Open(string name, TapOpenMode mode = TapOpenMode.CreateOrAttach, string cloneDevice = CloneDevicePath)
     {
+        LinuxOnly.Check("a TAP device");
         ArgumentNullException.ThrowIfNull(name);
         ArgumentException.ThrowIfNullOrEmpty(cloneDevice);
         ValidateName(name, mode);

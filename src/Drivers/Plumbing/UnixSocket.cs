@@ -37,8 +37,10 @@ public sealed unsafe class UnixSocket : IDisposable
     /// <param name="path">Filesystem path of the socket.</param>
     /// <param name="backlog">Pending connections the kernel queues.</param>
     /// <returns>The listening socket; disposing it removes the file.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static UnixSocket Listen(string path, int backlog = 4)
     {
+        LinuxOnly.Check("a vhost-user socket");
         ArgumentException.ThrowIfNullOrEmpty(path);
         var address = MakeAddress(path);
         var fd = NewSocket();
@@ -80,8 +82,10 @@ public sealed unsafe class UnixSocket : IDisposable
     /// <summary>Connects to a listening socket at <paramref name="path"/>.</summary>
     /// <param name="path">Filesystem path of the socket.</param>
     /// <returns>The connected socket.</returns>
+    /// <exception cref="PlatformNotSupportedException">Not Linux.</exception>
     public static UnixSocket Connect(string path)
     {
+        LinuxOnly.Check("a vhost-user socket");
         ArgumentException.ThrowIfNullOrEmpty(path);
         var address = MakeAddress(path);
         var fd = NewSocket();

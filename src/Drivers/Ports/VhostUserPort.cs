@@ -129,7 +129,13 @@ public sealed class VhostUserPort : Port
 
         a.Prepare();
         var tx = a.Tx;
-        if (tx.IsBroken || !a.TxQueue.Enabled)
+        if (tx.IsBroken)
+        {
+            a.TxQueue.ReportBroken();
+            return 0;
+        }
+
+        if (!a.TxQueue.Enabled)
         {
             // A disabled ring's buffers are neither taken nor returned (vhost-user, Ring states).
             return 0;
@@ -161,6 +167,12 @@ public sealed class VhostUserPort : Port
             }
 
             taken++;
+        }
+
+        if (tx.IsBroken)
+        {
+            // Found broken by a pop or the header check above: the front-end hears of it now.
+            a.TxQueue.ReportBroken();
         }
 
         if (taken > 0)
@@ -210,6 +222,11 @@ public sealed class VhostUserPort : Port
     public override int Transmit(FrameBurst burst, ReadOnlySpan<byte> frames)
     {
         var a = _transmitting ??= _active;
+        if (a is { Rx.IsBroken: true })
+        {
+            a.RxQueue.ReportBroken();
+        }
+
         if (a is null || a.Rx.IsBroken || !a.RxQueue.Enabled)
         {
             Counters.Count(DropReason.LinkDown, frames.Length);
@@ -350,6 +367,7 @@ public sealed class VhostUserPort : Port
         Counters.Transmitted(sent, bytes);
         if (rx.IsBroken && k < frames.Length)
         {
+            a.RxQueue.ReportBroken();
             // The guest broke its receive queue: it is down until reset, not full.
             Counters.Count(DropReason.LinkDown, frames.Length - k);
             return frames.Length;

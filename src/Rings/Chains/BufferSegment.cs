@@ -1,3 +1,7 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Rings.Memory;
+
 namespace Rings.Chains;
 
 /// <summary>
@@ -29,5 +33,48 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
         {
             writeBytes = writeBytes + s.Length < writeBytes ? uint.MaxValue : writeBytes + s.Length;
         }
+    }
+
+    /// <summary>
+    /// Checks, when a driver adds a buffer, that it lies inside the driver's own memory table: a
+    /// wrong address is the caller's error, reported at once, not a broken device later.
+    /// </summary>
+    /// <param name="memory">The memory table the ring was made with.</param>
+    /// <param name="segment">The segment.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The segment is not inside one region.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void CheckInside(GuestMemory memory, in BufferSegment segment)
+    {
+        if (!memory.TryTranslate(segment.Address, segment.Length, out _))
+        {
+            ThrowOutside(memory, segment);
+        }
+    }
+
+    /// <summary>Checks every segment of a buffer as <see cref="CheckInside(GuestMemory, in BufferSegment)"/> does.</summary>
+    /// <param name="memory">The memory table the ring was made with.</param>
+    /// <param name="readable">Segments the device reads.</param>
+    /// <param name="writable">Segments the device writes.</param>
+    internal static void CheckInside(GuestMemory memory, ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable)
+    {
+        foreach (var s in readable)
+        {
+            CheckInside(memory, s);
+        }
+
+        foreach (var s in writable)
+        {
+            CheckInside(memory, s);
+        }
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowOutside(GuestMemory memory, BufferSegment segment)
+    {
+        var regions = string.Join(", ", memory.Regions.ToArray().Select(r => $"0x{r.GuestPhysicalAddress:x}+0x{r.Length:x}"));
+        throw new ArgumentOutOfRangeException(
+            nameof(segment),
+            $"buffer 0x{segment.Address:x}+{segment.Length} is outside the driver's memory ({regions}): a buffer must lie inside one region of the memory table the ring was made with");
     }
 }

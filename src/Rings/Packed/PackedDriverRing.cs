@@ -45,6 +45,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     private uint _batchLastLength;     // IN_ORDER: length the device wrote for the batch's last buffer
     private bool _callsDisabled;
     private BrokenReason _broken;
+    private readonly GuestMemory _memory;   // the driver's own memory table: buffers are checked against it at add time
 
     /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
@@ -56,6 +57,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     public PackedDriverRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features, IndirectArea? indirect = null)
     {
         var ring = new PackedRingMemory(memory, areas, RingFormat.Packed.Layout(size));
+        _memory = memory;
         _desc = ring.Descriptors;
         _driverEvent = ring.DriverEvent;
         _deviceEvent = ring.DeviceEvent;
@@ -116,6 +118,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id)
     {
+        BufferSegment.CheckInside(_memory, segment);
         if (_freeDescriptors == 0 || IsBroken)
         {
             id = 0;
@@ -138,6 +141,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         {
             throw new ArgumentException("a buffer needs at least one segment");
         }
+
+        BufferSegment.CheckInside(_memory, readable, writable);
 
         id = 0;
         if (IsBroken)

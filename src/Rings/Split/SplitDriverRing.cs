@@ -42,6 +42,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     private ushort _cachedUsedIndex;  // used.idx as last read: one read of the device's line per burst
     private bool _callsDisabled;
     private BrokenReason _broken;
+    private readonly GuestMemory _memory;   // the driver's own memory table: buffers are checked against it at add time
 
     /// <summary>Creates the driver side over ring memory already laid out in <paramref name="memory"/>.</summary>
     /// <param name="memory">The memory table holding the ring (and the indirect area, if any).</param>
@@ -53,6 +54,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     public SplitDriverRing(GuestMemory memory, RingAreas areas, int size, VirtioFeatures features, IndirectArea? indirect = null)
     {
         _ring = new SplitRingMemory(memory, areas, RingFormat.Split.Layout(size));
+        _memory = memory;
         _size = (ushort)size;
         _mask = (ushort)(size - 1);
         Features = features;
@@ -105,6 +107,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id)
     {
+        BufferSegment.CheckInside(_memory, segment);
         if (_freeCount == 0 || IsBroken)
         {
             id = 0;
@@ -131,6 +134,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         {
             throw new ArgumentException("a buffer needs at least one segment");
         }
+
+        BufferSegment.CheckInside(_memory, readable, writable);
 
         id = 0;
         if (IsBroken)

@@ -236,11 +236,25 @@ public static class HostileGuest
         {
             RunTraffic(0.2);
             var end = _frontend.BufferAddress + _frontend.BufferBytes;
-            var segment = new BufferSegment(end - 16, (uint)(VirtioNetHeader.Size + _o.FrameSize));
-            if (!_tx.Ring!.TryAdd(segment, deviceWritable: false, out _))
+            var length = (uint)(VirtioNetHeader.Size + _o.FrameSize);
+            var inside = new BufferSegment(end - length, length);
+            if (!_tx.Ring!.TryAdd(inside, deviceWritable: false, out _))
             {
                 _output.WriteLine("outside: no free transmit descriptors");
                 return false;
+            }
+
+            // The driver ring refuses a buffer outside its memory, so the descriptor is rewritten
+            // in place before it is published: address first in both formats (2.7.5, 2.8.13).
+            var segment = new BufferSegment(end - 16, length);
+            var table = _frontend.GuestSpan(_tx.GuestAreas.DescriptorArea, _tx.Format.Layout(_tx.Size).DescriptorAreaBytes);
+            for (var at = 0; at + 16 <= table.Length; at += 16)
+            {
+                if (BinaryPrimitives.ReadUInt64LittleEndian(table[at..]) == inside.Address && BinaryPrimitives.ReadUInt32LittleEndian(table[(at + 8)..]) == length)
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(table[at..], segment.Address);
+                    break;
+                }
             }
 
             _tx.Ring.Publish();

@@ -12,9 +12,10 @@ namespace Rings.Testing.Traffic;
 /// <param name="Wait">How to wait when idle.</param>
 /// <param name="Frames">Stop after this many frames (0: no limit).</param>
 /// <param name="Window">
-/// Most frames in flight (sent and not yet back); 0 for no limit. A device may drop a frame when
-/// the receive queue has no buffer for it (virtio 1.2 section 5.1.6.4), so a window no larger than
-/// the receive buffers posted means no frame is ever lost for want of one.
+/// Most frames in flight (sent and not yet back): 0 (the default) as many as the posted receive
+/// buffers hold, -1 no limit, as <c>--window</c> of the guest command says. A device may drop a
+/// frame when the receive queue has no buffer for it (virtio 1.2 section 5.1.6.4), so a window no
+/// larger than the receive buffers posted means no frame is ever lost for want of one.
 /// </param>
 public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0);
 
@@ -148,6 +149,13 @@ public sealed class TrafficGenerator<TTx, TRx>
         var o = _options;
         var idle = new IdlePolicy(o.Wait);
         var rx = _path.Receive;
+        var buffersPerFrame = _path.Mergeable ? (VirtioNetHeader.Size + o.FrameSize + _path.ReceiveBufferSize - 1) / _path.ReceiveBufferSize : 1;
+        var window = o.Window switch
+        {
+            -1 => 0,
+            0 => Math.Max(1, rx.Size / buffersPerFrame),
+            _ => o.Window,
+        };
         if (o.Wait == WaitStrategy.Poll)
         {
             rx.DisableUsedNotifications();
@@ -205,11 +213,11 @@ public sealed class TrafficGenerator<TTx, TRx>
                     allowed = (int)Math.Min(allowed, o.Frames - Sent);
                 }
 
-                if (o.Window > 0)
+                if (window > 0)
                 {
                     // Frames come back in order on one queue: every sequence number below
                     // _expected is back or lost, so Sent - _expected are still out there.
-                    allowed = (int)Math.Min(allowed, Math.Max(0, o.Window - (Sent - (long)_expected)));
+                    allowed = (int)Math.Min(allowed, Math.Max(0, window - (Sent - (long)_expected)));
                 }
 
                 // One clock read per burst: it costs as much as building a small frame.

@@ -100,45 +100,69 @@ internal static class BenchCommand
             Baselines = [],
         };
 
-        var cancelled = false;
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
-        {
-            // The children get the terminal's Ctrl-C too and stop early; their short runs are not
-            // counted, and what was measured before is written out.
-            c.Cancel = true;
-            cancelled = true;
-        });
+        // SIGINT or SIGTERM: the run in progress is cut short and not counted; what was measured
+        // before is written out (the plots are left for --replot, to stop within a second).
+        using var signals = StopSignals.Install(_ => BenchInterrupt.Request());
+        static bool cancelled() => BenchInterrupt.Requested;
 
-        var tasks = Schedule(s, self, report, () => cancelled);
+        var tasks = Schedule(s, self, report, cancelled);
         o.WriteLine($"rings bench ({report.Preset}): {report.Points.Count} points x {s.Repeats} run(s) of {s.Seconds:0.##} s, {report.Baselines.Count(b => b.Skipped is null)} baselines and the reference point x {ReferenceRounds(s)}; machine: {report.Machine.Describe()}, load {report.Machine.LoadAverage}");
         foreach (var b in report.Baselines.Where(b => b.Skipped is not null))
         {
             o.WriteLine($"  {b.Description}: skipped, {b.Skipped}");
         }
 
+        // The files exist from the start, and are rewritten after every run: a sweep cut short
+        // keeps what it measured, and the closing write is already warm when a signal comes.
+        report.WriteJson(Path.Combine(s.Out, "bench.json"));
+        File.WriteAllText(Path.Combine(s.Out, "summary.md"), report.Markdown());
+        // The runs go on a thread of their own, so a signal is answered at once: the run in
+        // progress is told to stop and not waited for (it is not counted), and what was measured
+        // before is written out. Results enter the report under its lock, and only while not interrupted.
         var clock = Stopwatch.StartNew();
-        using (var progress = new BenchProgress(o, tasks.Sum(t => t.Cost)))
+        using var progress = new BenchProgress(o, tasks.Sum(t => t.Cost));
+        var runs = new Thread(() =>
         {
             foreach (var task in tasks)
             {
-                if (cancelled)
+                if (cancelled())
                 {
                     break;
                 }
 
                 progress.Begin(task.Label, task.Cost);
                 var line = task.Run();
-                progress.End(line);
+                lock (report)
+                {
+                    if (cancelled())
+                    {
+                        break;
+                    }
+
+                    progress.End(line);
+                    report.WriteJson(Path.Combine(s.Out, "bench.json"));
+                }
             }
+        })
+        { Name = "bench runs", IsBackground = true };
+        runs.Start();
+        while (!runs.Join(50) && !cancelled())
+        {
         }
 
+        // From here the report is final: the runs thread, should it still be in a run, waits on
+        // the lock until the process ends and never adds to it.
+        Monitor.Enter(report);
         report.ElapsedSeconds = clock.Elapsed.TotalSeconds;
-        report.Interrupted = cancelled;
+        report.Interrupted = cancelled();
         report.LoadAverageEnd = BenchMachine.LoadAverageNow();
         var exit = 0;
         try
         {
-            report.Plots.AddRange(BenchPlots.WriteAll(s.Out, report.Points, report.Baselines, report.Subtitle()));
+            if (!report.Interrupted)
+            {
+                report.Plots.AddRange(BenchPlots.WriteAll(s.Out, report.Points, report.Baselines, report.Subtitle()));
+            }
         }
         catch (Exception e) when (e is IOException or DllNotFoundException or TypeInitializationException or InvalidOperationException or ArgumentException)
         {
@@ -150,7 +174,9 @@ internal static class BenchCommand
         File.WriteAllText(Path.Combine(s.Out, "summary.md"), report.Markdown());
         report.Print(o);
         o.WriteLine();
-        o.WriteLine($"wrote {Path.Combine(s.Out, "bench.json")}, {Path.Combine(s.Out, "summary.md")} and {report.Plots.Count} plots in {s.Out}");
+        o.WriteLine(report.Interrupted
+            ? $"interrupted: wrote {Path.Combine(s.Out, "bench.json")} and {Path.Combine(s.Out, "summary.md")}; draw the plots with rings bench --replot --out {s.Out}"
+            : $"wrote {Path.Combine(s.Out, "bench.json")}, {Path.Combine(s.Out, "summary.md")} and {report.Plots.Count} plots in {s.Out}");
         if (report.Points.Sum(p => p.Lost + p.Corrupted) is var bad && bad > 0)
         {
             error.WriteLine($"rings bench: {bad} frames were lost, duplicated or corrupted; see the errors in bench.json");
@@ -162,7 +188,7 @@ internal static class BenchCommand
             exit = 1;
         }
 
-        return cancelled ? 130 : exit;
+        return report.Interrupted ? 130 : exit;
     }
 
     /// <summary>Redraws the plots and summary.md of an earlier sweep from its bench.json.</summary>
@@ -255,44 +281,61 @@ internal static class BenchCommand
         BenchTask PointTask(PointResult p, string tag) => new(p.Point.Label() + tag, loopbackCost, () =>
         {
             var (run, err) = BenchRuns.Loopback(self, p.Point, s.Seconds, QueueSize);
-            if (cancelled())
+            lock (report)
             {
-                return $"{p.Point.Label()}: interrupted, not counted";
+                if (cancelled())
+                {
+                    return $"{p.Point.Label()}: interrupted, not counted";
+                }
+
+                if (err is not null)
+                {
+                    p.Errors.Add(err);
+                }
+
+                if (run is null)
+                {
+                    return $"{p.Point.Label()}: failed: {err}";
+                }
+
+                p.Runs.Add(run);
             }
 
-            if (err is not null)
-            {
-                p.Errors.Add(err);
-            }
-
-            if (run is null)
-            {
-                return $"{p.Point.Label()}: failed: {err}";
-            }
-
-            p.Runs.Add(run);
             return $"{p.Point.Label()}: {run.Mpps:0.000} Mpps, {run.Gbps:0.00} Gbit/s, kicks {run.KicksPerFrame:0.0000}/frame, calls {run.CallsPerFrame:0.0000}/frame, p50 {run.LatencyP50Us:0.0} us, p99 {run.LatencyP99Us:0.0} us{(err is null ? string.Empty : " (" + err + ")")}";
         });
 
         string DpdkRun(BaselineResult b)
         {
             var (mpps, err) = BenchDpdk.Measure(testpmd!, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
-            if (cancelled())
+            lock (report)
             {
-                return $"{b.Description}: interrupted, not counted";
+                if (cancelled())
+                {
+                    return $"{b.Description}: interrupted, not counted";
+                }
+
+                if (err is not null)
+                {
+                    b.Errors.Add(err);
+                    return $"{b.Description}: failed: {err}";
+                }
+
+                b.Mpps.Add(mpps);
             }
 
-            if (err is not null)
-            {
-                b.Errors.Add(err);
-                return $"{b.Description}: failed: {err}";
-            }
-
-            b.Mpps.Add(mpps);
             return $"{b.Description}: {mpps:0.000} Mpps";
         }
 
         string KernelRun(BaselineResult b)
+        {
+            // Measured under the report's lock (it writes into b); an interrupt ends it at once.
+            lock (report)
+            {
+                return KernelRunLocked(b);
+            }
+        }
+
+        string KernelRunLocked(BaselineResult b)
         {
             var before = b.Mpps.Count;
             BenchRuns.Kernel(b, b.Name == Udp ? KernelBaseline.Transport.Udp : KernelBaseline.Transport.Unix, s.Seconds, self);

@@ -201,6 +201,7 @@ internal static partial class BenchDpdk
             p.OutputDataReceived += (_, e) => t.Append(e.Data);
             p.ErrorDataReceived += (_, e) => t.Append(e.Data);
             p.Start();
+            BenchInterrupt.Track(p);
             p.BeginOutputReadLine();
             p.BeginErrorReadLine();
             return t;
@@ -209,6 +210,7 @@ internal static partial class BenchDpdk
         /// <summary>Interrupts testpmd (timeout passes SIGINT on), waits, and kills what is left.</summary>
         public void Dispose()
         {
+            BenchInterrupt.Untrack(_process);
             if (!_process.HasExited)
             {
                 _ = Kill(_process.Id, 2);

@@ -199,17 +199,25 @@ internal static class BenchRuns
         p.OutputDataReceived += (_, e) => Append(output, e.Data);
         p.ErrorDataReceived += (_, e) => Append(output, e.Data);
         p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        if (!p.WaitForExit(timeout))
+        BenchInterrupt.Track(p);
+        try
         {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            return (-1, $"killed after {timeout.TotalSeconds:0} s; " + Snapshot(output));
-        }
+            p.BeginOutputReadLine();
+            p.BeginErrorReadLine();
+            if (!p.WaitForExit(timeout))
+            {
+                p.Kill(entireProcessTree: true);
+                p.WaitForExit();
+                return (-1, $"killed after {timeout.TotalSeconds:0} s; " + Snapshot(output));
+            }
 
-        p.WaitForExit(); // flushes the redirected output
-        return (p.ExitCode, Snapshot(output));
+            p.WaitForExit(); // flushes the redirected output
+            return (p.ExitCode, Snapshot(output));
+        }
+        finally
+        {
+            BenchInterrupt.Untrack(p);
+        }
     }
 
     public static string Tail(string output, int lines = 6) =>

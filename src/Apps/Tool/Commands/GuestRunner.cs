@@ -34,14 +34,8 @@ internal static class GuestRunner
         {
             // By default never more frames out than the receive buffers can take back: a back-end
             // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
-            var buffersPerFrame = net.Mergeable ? (VirtioNetHeader.Size + o.FrameSize + net.ReceiveBufferSize - 1) / net.ReceiveBufferSize : 1;
-            var window = o.Window switch
-            {
-                -1 => 0,
-                0 => Math.Max(1, o.QueueSize / buffersPerFrame),
-                _ => o.Window,
-            };
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, window);
+            // --window means what TrafficOptions.Window means, so it passes through.
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, o.Window);
             var features = net.Frontend.Features;
             var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
@@ -83,16 +77,7 @@ internal static class GuestRunner
         { Name = "guest traffic", IsBackground = true };
 
         // Ctrl-C: stop sending and let the frames in flight come back; a second one stops at once.
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
-        {
-            c.Cancel = true;
-            generator.Stop();
-        });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
-        {
-            c.Cancel = true;
-            generator.Stop();
-        });
+        using var signals = StopSignals.Install(_ => generator.Stop());
 
         var clock = Stopwatch.StartNew();
         thread.Start();

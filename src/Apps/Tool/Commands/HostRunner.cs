@@ -79,15 +79,16 @@ internal sealed class HostRunner
         }
 
         output.WriteLine($"rings host: serving vhost-user on {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
+        using var signals = StopSignals.Install(s =>
         {
-            c.Cancel = true;
-            runner.Interrupt();
-        });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
-        {
-            c.Cancel = true;
-            runner._done.Set();
+            if (s == PosixSignal.SIGINT)
+            {
+                runner.Interrupt();
+            }
+            else
+            {
+                runner._done.Set();
+            }
         });
         // Live progress once a second while frames move.
         long lastFrames = 0;
@@ -135,8 +136,8 @@ internal sealed class HostRunner
     }
 
     // Ctrl-C. With --once the guest beside us got it too and is draining its last frames: let it
-    // finish and leave (up to five seconds) so nothing in flight is lost. Otherwise, or on a
-    // second Ctrl-C, stop now.
+    // finish and leave (up to 0.7 s, so the command still stops within a second) so nothing in
+    // flight is lost. Otherwise, or on a second Ctrl-C, stop now.
     private void Interrupt()
     {
         lock (_gate)
@@ -150,7 +151,7 @@ internal sealed class HostRunner
             _interrupted = true;
         }
 
-        _ = Task.Delay(5000).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
+        _ = Task.Delay(700).ContinueWith(_ => _done.Set(), TaskScheduler.Default);
     }
 
     private void OnStarted(object session, VhostQueue queue)
@@ -273,6 +274,17 @@ internal sealed class HostRunner
                 try
                 {
                     loop.Run();
+
+                    // The loop ends early only when a ring broke: tell that front-end at once (SET_VRING_ERR).
+                    if (t.IsBroken)
+                    {
+                        tx.ReportBroken();
+                    }
+
+                    if (r.IsBroken)
+                    {
+                        rx.ReportBroken();
+                    }
                 }
                 catch (Exception e)
                 {
@@ -373,19 +385,29 @@ internal sealed class HostRunner
         _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
         if (_o.Stats is { } path)
         {
-            var stats = new Dictionary<string, object?>
+            // Written by hand rather than serialized: this is on the way out after a signal, and
+            // the reflection-based serializer's first use costs more than the rest of the exit.
+            using var file = File.Create(path);
+            using var json = new Utf8JsonWriter(file);
+            json.WriteStartObject();
+            json.WriteNumber("frames", frames);
+            json.WriteNumber("dropped", dropped);
+            json.WriteNumber("seconds", seconds);
+            json.WriteNumber("calls_sent", calls);
+            json.WriteNumber("calls_suppressed", suppressed);
+            json.WriteNumber("calls_per_frame", perFrame);
+            json.WriteNumber("mean_burst", rx.MeanBurst);
+            json.WriteNumber("sleeps", sleeps);
+            if (broken is null)
             {
-                ["frames"] = frames,
-                ["dropped"] = dropped,
-                ["seconds"] = seconds,
-                ["calls_sent"] = calls,
-                ["calls_suppressed"] = suppressed,
-                ["calls_per_frame"] = perFrame,
-                ["mean_burst"] = rx.MeanBurst,
-                ["sleeps"] = sleeps,
-                ["broken"] = broken,
-            };
-            File.WriteAllText(path, JsonSerializer.Serialize(stats));
+                json.WriteNull("broken");
+            }
+            else
+            {
+                json.WriteString("broken", broken);
+            }
+
+            json.WriteEndObject();
         }
     }
 

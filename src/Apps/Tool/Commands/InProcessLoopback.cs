@@ -192,15 +192,15 @@ internal static class InProcessLoopback
         long lastPackets = 0;
         var lastTime = 0.0;
         var cancelled = false;
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        using var signalled = new ManualResetEventSlim();
+        using var signals = StopSignals.Install(_ =>
         {
-            e.Cancel = true;
-            cancelled = true;
-        };
-        Console.CancelKeyPress += onCancel;
-        while (clock.Elapsed.TotalSeconds < o.Seconds && !cancelled && !driver.IsBroken && !device.IsBroken)
+            Volatile.Write(ref cancelled, true);
+            signalled.Set();
+        });
+        while (clock.Elapsed.TotalSeconds < o.Seconds && !Volatile.Read(ref cancelled) && !driver.IsBroken && !device.IsBroken)
         {
-            Thread.Sleep(TimeSpan.FromSeconds(Math.Min(1, Math.Max(0.01, o.Seconds - clock.Elapsed.TotalSeconds))));
+            signalled.Wait(TimeSpan.FromSeconds(Math.Min(1, Math.Max(0.01, o.Seconds - clock.Elapsed.TotalSeconds))));
             var now = clock.Elapsed.TotalSeconds;
             var packets = device.Counters.Packets;
             output.WriteLine($"  {now,6:0.0} s  {(packets - lastPackets) / (now - lastTime) / 1e6,8:0.000} Mpps");
@@ -208,7 +208,6 @@ internal static class InProcessLoopback
             lastTime = now;
         }
 
-        Console.CancelKeyPress -= onCancel;
         Volatile.Write(ref stop, 1);
         kick.Release();
         call.Release();

@@ -128,7 +128,7 @@ internal static class KernelBaseline
         ulong expected = 0;
         var clock = Stopwatch.StartNew();
         var end = duration.TotalSeconds * Stopwatch.Frequency;
-        while (clock.ElapsedTicks < end)
+        while (clock.ElapsedTicks < end && !Bench.BenchInterrupt.Requested)
         {
             while (sent - received < burst)
             {

@@ -88,17 +88,13 @@ internal static partial class LoopbackCommand
         var guestJson = Path.Combine(dir.FullName, "guest.json");
         Process? host = null, guest = null;
         var cancelled = false;
-        void Cancel(PosixSignalContext c)
-        {
-            // Children get the terminal's SIGINT too; let them finish and report.
-            c.Cancel = true;
-            cancelled = true;
-        }
 
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        // Children started from a terminal get its Ctrl-C too; from a script or a supervisor only
+        // this process gets the signal. Either way the guest is told to stop sending: it drains
+        // what is in flight, reports and leaves, and the host (--once) follows it.
+        using var signals = StopSignals.Install(_ =>
         {
-            Cancel(c);
+            cancelled = true;
             SignalChild(guest);
         });
         try

@@ -215,23 +215,9 @@ internal static class SwitchCommand
 
         TryParseCpus(o.Cpus, out var cpus, out _);
 
-        // Signals first: a Ctrl-C while ports open must still remove what they created. A
-        // background job starts with SIGINT ignored; it must stop this command all the same.
-        Linux.Plumbing.ProcessSignals.StopIgnoringInterrupt();
+        // Signals first: a Ctrl-C while ports open must still remove what they created.
         using var done = new ManualResetEventSlim();
-        var signal = string.Empty;
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c =>
-        {
-            c.Cancel = true;
-            signal = "SIGINT";
-            done.Set();
-        });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
-        {
-            c.Cancel = true;
-            signal = "SIGTERM";
-            done.Set();
-        });
+        using var signals = StopSignals.Install(_ => done.Set());
 
         // Make every port first (specification errors), then open them (sockets, devices): a
         // failure undoes what was opened, so nothing is left behind.
@@ -342,9 +328,9 @@ internal static class SwitchCommand
         }
 
         var elapsed = clock.Elapsed.TotalSeconds;
-        if (signal.Length > 0)
+        if (signals.Received is { } signal)
         {
-            output.WriteLine($"rings switch: {signal}: stopping");
+            output.WriteLine($"rings switch: {StopSignals.Name(signal)}: stopping");
         }
 
         pipeline.Stop();
