@@ -36,21 +36,30 @@ public readonly record struct HandshakeResult(long Rounds, long Sleeps, long Sig
 /// </remarks>
 public static class HandshakeStress
 {
-    /// <summary>Runs <paramref name="rounds"/> rounds (or until <paramref name="limit"/> elapses) and counts.</summary>
+    /// <summary>Most time a run may take whatever its budget: a thread that stops answering ends it there instead of hanging it.</summary>
+    public static readonly TimeSpan HardLimit = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Runs rounds until <paramref name="rounds"/> are done, or <paramref name="limit"/> has elapsed and
+    /// at least <paramref name="minimumRounds"/> are done (a busy machine takes longer for those),
+    /// and counts.
+    /// </summary>
     /// <param name="format">Ring format.</param>
     /// <param name="features">Ring features (EVENT_IDX or not).</param>
     /// <param name="sleeper">The consumer: the device waiting for kicks, or the driver waiting for calls.</param>
     /// <param name="rounds">Most rounds to run.</param>
-    /// <param name="limit">Longest run: then it ends with the rounds done so far (a thread that stops answering ends it too, instead of hanging it).</param>
+    /// <param name="limit">Time budget, once <paramref name="minimumRounds"/> are done.</param>
+    /// <param name="minimumRounds">Rounds to run even past the budget (up to <see cref="HardLimit"/>).</param>
     /// <returns>The counts.</returns>
-    public static HandshakeResult Run(RingFormat format, VirtioFeatures features, Sleeper sleeper, long rounds, TimeSpan limit)
+    public static HandshakeResult Run(RingFormat format, VirtioFeatures features, Sleeper sleeper, long rounds, TimeSpan limit, long minimumRounds = 10_000)
     {
         const int size = 256;
         const int slot = 64;
         using var pair = RingPair.Create(format, size, bufferBytes: size * slot, features: features);
         var driver = pair.Driver;
         var device = pair.Device;
-        var step = new Lockstep(limit);
+        var step = new Lockstep(HardLimit);
+        var budget = Stopwatch.StartNew();
         long sleeps = 0, signals = 0, lost = 0, done = 0;
         var consumerEmpty = new bool[1];
         var offset = new int[1]; // producer delay minus consumer delay, in spins: tuned so half the rounds sleep
@@ -84,6 +93,10 @@ public static class HandshakeStress
                 }
 
                 Tally(r, kick);
+                if (r + 1 >= minimumRounds && budget.Elapsed > limit)
+                {
+                    step.Stop(); // the consumer leaves at its next barrier
+                }
             }
         }
 
@@ -136,6 +149,10 @@ public static class HandshakeStress
                 }
 
                 Tally(r, call);
+                if (r + 1 >= minimumRounds && budget.Elapsed > limit)
+                {
+                    step.Stop();
+                }
             }
         }
 
