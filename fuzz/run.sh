@@ -7,7 +7,9 @@
 #   fuzz/run.sh --list
 #
 # Environment: AFL_TIMEOUT_MS (per-input timeout, default 5000), FUZZ_IN_PROCESS=1 (run inputs in the
-# fork-server process itself: faster, but a memory fault ends the run instead of being recorded).
+# fork-server process itself: faster, but a memory fault ends the run instead of being recorded),
+# FUZZ_EXECS=N (stop after about N executions, or at SECONDS, whichever comes first), FUZZ_CORPUS=DIR
+# (start from these seeds instead of corpus/TARGET, e.g. only the IN_ORDER ones of split-ops).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -19,6 +21,7 @@ targets=(
     "split-ops|ready|driver and device operations with memory corruption, against a FIFO model"
     "vhost-user|ready|vhost-user message decoder and back-end state machine over random message sequences"
     "net-rx|ready|virtio-net receive path and MRG_RXBUF reassembly against a hostile device"
+    "forward|ready|the runtime's forwarding path: hostile guests behind vhost-user ports, learning switch, in-memory port"
 )
 
 usage() {
@@ -44,7 +47,7 @@ if [[ "$status" != "ready" ]]; then
     echo "$target is pending: the code it covers is not there yet" >&2
     exit 2
 fi
-corpus="$here/corpus/$target"
+corpus="${FUZZ_CORPUS:-$here/corpus/$target}"
 [[ -d "$corpus" && -n "$(ls -A "$corpus")" ]] || { echo "no seed corpus in $corpus" >&2; exit 1; }
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -55,9 +58,9 @@ if ! command -v afl-fuzz >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y afl++
 fi
 
-out="$here/out"
+out="$here/out/$target"   # one folder per target, so runs of different targets do not meet
 bin="$out/bin"
-findings="$out/findings/$target"
+findings="$out/findings"
 echo "== building"
 rm -rf "$bin"
 dotnet build "$here/Rings.Fuzz/Rings.Fuzz.csproj" -c Release -o "$bin" -nologo -v quiet
@@ -72,12 +75,14 @@ done
 
 mode=()
 [[ "${FUZZ_IN_PROCESS:-0}" == "1" ]] && mode=(--in-process)
+budget=()
+[[ -n "${FUZZ_EXECS:-}" ]] && budget=(-E "$FUZZ_EXECS")
 rm -rf "$findings"
 mkdir -p "$findings"
 echo "== fuzzing $target for ${seconds}s"
 # No CPU frequency tuning or core binding on a shared machine; dotnet itself is not an AFL binary.
 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_BIN_CHECK=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1 \
-    afl-fuzz -V "$seconds" -t "${AFL_TIMEOUT_MS:-5000}" -m none -i "$corpus" -o "$findings" \
+    afl-fuzz -V "$seconds" "${budget[@]}" -t "${AFL_TIMEOUT_MS:-5000}" -m none -i "$corpus" -o "$findings" \
     -- dotnet "$bin/Rings.Fuzz.dll" "$target" "${mode[@]}" >"$findings/afl.log" 2>&1 || {
         echo "afl-fuzz failed; the end of its log:" >&2
         tail -30 "$findings/afl.log" >&2
@@ -101,7 +106,8 @@ for f in "$crashes_dir"/id:*; do
     fi
 done
 
-echo "== $target: ${seconds}s"
+echo "== $target: ${seconds}s at most"
+echo "wall time:    $(stat run_time)s"
 echo "executions:   $(stat execs_done) ($(stat execs_per_sec)/s)"
 echo "edges:        $(stat edges_found) of $(stat total_edges) (bitmap coverage $(stat bitmap_cvg))"
 echo "corpus:       $(stat corpus_count) inputs"

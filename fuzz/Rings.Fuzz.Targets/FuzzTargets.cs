@@ -21,6 +21,7 @@ public static class FuzzTargets
         new("split-ops", "random driver and device operations on a split ring with memory corruption, against a FIFO model", SplitRingOpsTarget.Run),
         new("vhost-user", "vhost-user message decoder and the back-end state machine over random message sequences with real descriptors", VhostUserTarget.Run),
         new("net-rx", "virtio-net receive path (header, MRG_RXBUF reassembly) against a hostile device", NetReceiveTarget.Run),
+        new("forward", "the runtime's forwarding path: hostile guests behind vhost-user ports, a learning switch, an in-memory port", ForwardTarget.Run),
     ];
 
     /// <summary>The target called <paramref name="name"/>, or null.</summary>

@@ -12,7 +12,8 @@ namespace Rings.Fuzz.Targets;
 /// has happened: the ring behaves exactly like a FIFO model, in both directions.
 /// </summary>
 /// <remarks>
-/// Input: byte 0 = queue size exponent (bits 0-2), INDIRECT_DESC (bit 3), EVENT_IDX (bit 4);
+/// Input: byte 0 = queue size exponent (bits 0-2), INDIRECT_DESC (bit 3), EVENT_IDX (bit 4),
+/// IN_ORDER (bit 5: the device then returns buffers oldest first, singly or in batches);
 /// u16 start index (both sides start there, so runs cross the u16 wrap); then operations, one byte
 /// each (<see cref="Op"/>, modulo the count) followed by its argument bytes.
 /// </remarks>
@@ -47,7 +48,11 @@ public static class SplitRingOpsTarget
         /// <summary>Device pops a chain. Arg: byte, bit 0 = write a pattern into its writable segments.</summary>
         Pop,
 
-        /// <summary>Device returns a popped chain used. Args: which popped chain (byte), bytes written (u16, clamped).</summary>
+        /// <summary>
+        /// Device returns a popped chain used. Args: which popped chain (byte), bytes written (u16, clamped).
+        /// Under IN_ORDER the oldest popped, and bits 4-7 of the first byte make a batch of that many
+        /// more (modulo the popped count) returned with one used element (2.7.9).
+        /// </summary>
         Push,
 
         /// <summary>Device publishes its used index.</summary>
@@ -95,6 +100,12 @@ public static class SplitRingOpsTarget
         if ((config & 16) != 0)
         {
             features |= VirtioFeatures.EventIndex;
+        }
+
+        var inOrder = (config & 32) != 0;
+        if (inOrder)
+        {
+            features |= VirtioFeatures.InOrder;
         }
 
         var start = input.UInt16();
@@ -217,13 +228,19 @@ public static class SplitRingOpsTarget
                             break;
                         }
 
+                        m.MarkValid = false; // UndoPops may not cross a push
+                        if (inOrder)
+                        {
+                            PushInOrder(device, m, 1 + ((which >> 4) % m.Popped.Count), written);
+                            break;
+                        }
+
                         var k = which % m.Popped.Count;
-                        var (token, writableBytes, buffer) = m.Popped[k];
+                        var (token, writableBytes, _) = m.Popped[k];
                         m.Popped.RemoveAt(k);
                         var length = (uint)Math.Min(written, writableBytes);
                         device.PushUsed(token, length);
                         m.Pushed.Add((token.Id, length));
-                        m.MarkValid = false; // UndoPops may not cross a push
                         break;
                     }
 
@@ -353,6 +370,40 @@ public static class SplitRingOpsTarget
             FuzzViolation.Check(driver.Outstanding == m.Outstanding.Count, $"driver counts {driver.Outstanding} outstanding, model {m.Outstanding.Count}");
             FuzzViolation.Check(driver.FreeDescriptors == size - inUse, $"driver counts {driver.FreeDescriptors} free, model {size - inUse}");
         }
+    }
+
+    /// <summary>
+    /// IN_ORDER: returns the <paramref name="buffers"/> oldest popped chains, one used element for a
+    /// single one, one for the batch otherwise. The driver hands the batch back one buffer at a time,
+    /// each skipped one with the length it made writable, the last with the length written (2.7.9).
+    /// </summary>
+    private static void PushInOrder(SplitDeviceRing device, Model m, int buffers, ushort written)
+    {
+        var (last, lastWritable, _) = m.Popped[buffers - 1];
+        var length = (uint)Math.Min(written, lastWritable);
+        if (buffers == 1)
+        {
+            device.PushUsed(last, length);
+        }
+        else
+        {
+            var descriptors = 0;
+            for (var i = 0; i < buffers; i++)
+            {
+                descriptors += m.Popped[i].Token.DescriptorCount;
+            }
+
+            device.PushUsedInOrderBatch(last, length, buffers, descriptors);
+        }
+
+        for (var i = 0; i < buffers - 1; i++)
+        {
+            var id = m.Popped[i].Token.Id;
+            m.Pushed.Add((id, m.Outstanding.TryGetValue(id, out var o) ? o.WritableBytes : 0));
+        }
+
+        m.Pushed.Add((last.Id, length));
+        m.Popped.RemoveRange(0, buffers);
     }
 
     // A clean pop returns exactly what the driver added: same id, segments, order and writability.

@@ -37,6 +37,16 @@ internal static class Seeds
         {
             yield return ("net-rx", name, bytes);
         }
+
+        foreach (var (name, bytes) in VhostUserSeeds.All())
+        {
+            yield return ("vhost-user", name, bytes);
+        }
+
+        foreach (var (name, bytes) in ForwardSeeds.All())
+        {
+            yield return ("forward", name, bytes);
+        }
     }
 
     private static IEnumerable<(string, byte[])> SplitChain()
@@ -298,6 +308,32 @@ internal static class Seeds
         }
 
         yield return ("size-128-burst", s.ToArray());
+
+        // IN_ORDER: single returns, then a batch of two returned with one used element.
+        s = new OpsSeed(3, false, true, 0xFFFC, inOrder: true);
+        for (var i = 0; i < 5; i++)
+        {
+            s.Add(1, 1, ((byte)(i + 1), 16), ((byte)(i + 10), 64));
+        }
+
+        s.Op(Op.Publish).Op(Op.Kick).Pop().Pop(true).Pop().Pop().Pop().Push(0, 10).Push(0, 64).Op(Op.PublishUsed).Op(Op.Call).Op(Op.Take).Op(Op.Take)
+            .Push(1 << 4, 5).Op(Op.PublishUsed).Op(Op.Take).Op(Op.Take).Op(Op.Take).Notify(Op.DriverNotifications, true);
+        yield return ("in-order-batch", s.ToArray());
+
+        // IN_ORDER with indirect tables, across the u16 wrap, descriptors freed in ring order.
+        s = new OpsSeed(2, true, false, 0xFFFE, inOrder: true);
+        for (var i = 0; i < 6; i++)
+        {
+            s.Add(2, 1, (1, 8), (2, 8), (3, 32)).Add(1, 0, (4, 8)).Op(Op.Publish).Pop().Pop().Push(1 << 4, 32).Op(Op.PublishUsed).Op(Op.Take).Op(Op.Take);
+        }
+
+        yield return ("in-order-indirect-wrap", s.ToArray());
+
+        // IN_ORDER, then a scribble over the used ring: a batch naming a buffer out of order.
+        s = new OpsSeed(2, false, false, 0, inOrder: true);
+        s.Add(1, 0, (1, 8)).Add(1, 0, (2, 8)).Op(Op.Publish).Pop().Pop().Push(0, 0).Op(Op.PublishUsed)
+            .Corrupt((ushort)(RingFormat.Split.Layout(4).DeviceAreaOffset + 4), 7, 1, 0, 0, 0, 0, 0, 0).Op(Op.Take).Op(Op.Take);
+        yield return ("in-order-scribbled-used", s.ToArray());
     }
 
     private static IEnumerable<(string, byte[])> NetReceive()
@@ -441,9 +477,9 @@ internal static class Seeds
     {
         private readonly List<byte> _bytes = [];
 
-        public OpsSeed(int shift, bool indirect, bool eventIndex, ushort start)
+        public OpsSeed(int shift, bool indirect, bool eventIndex, ushort start, bool inOrder = false)
         {
-            _bytes.Add((byte)(shift | (indirect ? 8 : 0) | (eventIndex ? 16 : 0)));
+            _bytes.Add((byte)(shift | (indirect ? 8 : 0) | (eventIndex ? 16 : 0) | (inOrder ? 32 : 0)));
             U16(start);
         }
 

@@ -27,6 +27,9 @@ public sealed class FuzzReplayTests
     public void VhostUserInputsReplayClean() => Replay("vhost-user");
 
     [Fact]
+    public void ForwardInputsReplayClean() => Replay("forward");
+
+    [Fact]
     public void EveryReadyTargetHasSeedsAndEveryInputFolderATarget()
     {
         foreach (var t in FuzzTargets.All)

@@ -474,7 +474,8 @@ public class VhostUserPort : Port
 
     // ---- Control plane (vhost-user connection thread) ----------------------------------------
 
-    private void OnQueueStarted(object session, VhostQueue queue)
+    // Internal so the forwarding fuzz target can attach rings without a socket.
+    internal void OnQueueStarted(object session, VhostQueue queue)
     {
         lock (_gate)
         {
