@@ -85,6 +85,9 @@ public class OptionsRoundTripTests
             Gen.Choose(0, 2_000_000).Select(i => (double)i),
             ArbMap.Default.GeneratorFor<NormalFloat>().Select(f => Math.Abs(f.Get)));
 
+    internal static Gen<string?> MetricsGen() =>
+        Gen.Elements<string?>(null, "127.0.0.1:9464", "127.0.0.2:1", "[::1]:65535");
+
     private static Gen<GuestOptions> GuestGen(Gen<string> socket) =>
         from s in socket
         from ring in Gen.Elements(RingFormat.All.ToArray())
@@ -100,7 +103,8 @@ public class OptionsRoundTripTests
         from memory in Gen.Choose(4, 65536)
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window);
+        from metrics in MetricsGen()
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, metrics);
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()
@@ -111,7 +115,8 @@ public class OptionsRoundTripTests
         from stats in Gen.OneOf(Gen.Constant<string?>(null), PathGen().Select(p => (string?)p))
         from verbose in ArbMap.Default.GeneratorFor<bool>()
         from quiet in ArbMap.Default.GeneratorFor<bool>()
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet);
+        from metrics in MetricsGen()
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, metrics);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

@@ -23,7 +23,8 @@ public class SwitchOptionsTests
              from json in Gen.Elements<string?>(null, "/tmp/s.json")
              from verbose in Gen.Elements(false, true)
              from quiet in Gen.Elements(false, true)
-             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet)).ToArbitrary(),
+             from metrics in OptionsRoundTripTests.MetricsGen()
+             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics)).ToArbitrary(),
             o =>
             {
                 var back = SwitchCommand.Parse([.. o.ToArguments()]);

@@ -104,6 +104,12 @@ public abstract class Port : IDisposable
     /// </summary>
     public virtual bool CanReturn => false;
 
+    /// <summary>
+    /// The virtqueues the port drives now, for monitoring (<see cref="Diagnostics.RingsMetrics"/>):
+    /// none for kinds without rings, none while no peer is attached. Read from any thread.
+    /// </summary>
+    public virtual IEnumerable<Diagnostics.PortQueue> Queues => [];
+
     /// <summary>A line about the port's current state for tables and logs (peer, queues, features).</summary>
     public virtual string Status => Link == LinkState.Up ? "up" : "down";
 

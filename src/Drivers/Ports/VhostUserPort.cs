@@ -81,6 +81,10 @@ public sealed class VhostUserPort : Port
     public IDeviceRing? ReceiveRing => _active?.Rx;
 
     /// <inheritdoc/>
+    public override IEnumerable<Diagnostics.PortQueue> Queues =>
+        _active is { } a ? [Diagnostics.PortQueue.Of("receiveq", a.Rx), Diagnostics.PortQueue.Of("transmitq", a.Tx)] : [];
+
+    /// <inheritdoc/>
     public override void Open()
     {
         if (_backend is not null)

@@ -75,6 +75,10 @@ public sealed unsafe class VirtioUserPort : Port
     public VirtioNetDriver? Driver => _driver;
 
     /// <inheritdoc/>
+    public override IEnumerable<Diagnostics.PortQueue> Queues =>
+        _driver is { } d ? [Diagnostics.PortQueue.Of("receiveq", d.Receive.Ring!), Diagnostics.PortQueue.Of("transmitq", d.Transmit.Ring!)] : [];
+
+    /// <inheritdoc/>
     public override string Status
     {
         get

@@ -25,6 +25,7 @@ namespace Rings.Tool.Commands;
 /// <param name="MemoryMiB">Shared memory to create.</param>
 /// <param name="DrainSeconds">How long to wait for frames in flight after sending stops.</param>
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null; in <c>rings loopback</c>, the host's.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -39,7 +40,8 @@ internal sealed record GuestOptions(
     string? Json = null,
     int MemoryMiB = 64,
     double DrainSeconds = 2,
-    int Window = 0)
+    int Window = 0,
+    string? Metrics = null)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -99,7 +101,7 @@ internal sealed record GuestOptions(
             return "--memory must be between 4 and 65536 MiB";
         }
 
-        return null;
+        return Monitoring.Validate(Metrics);
     }
 
     /// <summary>The command line (after <c>rings guest</c>) that parses back to these options; every value written out.</summary>
@@ -142,6 +144,12 @@ internal sealed record GuestOptions(
             yield return "--json";
             yield return Json;
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
     }
 }
 
@@ -165,6 +173,7 @@ internal sealed class GuestCommand
     public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
     public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => Defaults.MemoryMiB };
     public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
+    public Option<string?> Metrics { get; } = Monitoring.MetricsOption();
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
 
     /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
@@ -179,7 +188,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Metrics })
         {
             c.Options.Add(o);
         }
@@ -199,7 +208,8 @@ internal sealed class GuestCommand
         r.GetValue(Json),
         r.GetValue(Memory),
         r.GetValue(Drain),
-        r.GetValue(Window));
+        r.GetValue(Window),
+        r.GetValue(Metrics));
 
     private static CommandDefinition<GuestOptions> Define()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
 using Rings.Testing.Traffic;
@@ -14,6 +15,12 @@ internal static class GuestRunner
 {
     public static int Run(GuestOptions o, TextWriter output, TextWriter error)
     {
+        using var monitoring = Monitoring.Start("guest", o.Metrics, output, error);
+        if (monitoring is null)
+        {
+            return 3;
+        }
+
         VirtioNetDriver net;
         try
         {
@@ -31,6 +38,7 @@ internal static class GuestRunner
         }
 
         using (net)
+        using (monitoring.Metrics.AddQueue(o.Socket, () => [PortQueue.Of("receiveq", net.Receive.Ring!), PortQueue.Of("transmitq", net.Transmit.Ring!)]))
         {
             // By default never more frames out than the receive buffers can take back: a back-end
             // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.

@@ -25,6 +25,7 @@ internal enum HostMode
 /// <param name="Stats">Where to write each session's figures, if anywhere.</param>
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -33,10 +34,11 @@ internal sealed record HostOptions(
     bool Once = false,
     string? Stats = null,
     bool Verbose = false,
-    bool Quiet = false)
+    bool Quiet = false,
+    string? Metrics = null)
 {
     /// <summary>What is wrong with the options, or null.</summary>
-    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : null;
+    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : Monitoring.Validate(Metrics);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
@@ -67,6 +69,12 @@ internal sealed record HostOptions(
         {
             yield return "--quiet";
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
     }
 }
 
@@ -90,9 +98,10 @@ internal static class HostCommand
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+        var metrics = Monitoring.MetricsOption();
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet,
+            socket, mode, wait, burst, once, stats, verbose, quiet, metrics,
         };
         return new(command, r => new HostOptions(
             r.GetValue(socket)!,
@@ -102,6 +111,7 @@ internal static class HostCommand
             r.GetValue(once),
             r.GetValue(stats),
             r.GetValue(verbose),
-            r.GetValue(quiet)));
+            r.GetValue(quiet),
+            r.GetValue(metrics)));
     }
 }

@@ -37,6 +37,7 @@ internal enum SwitchProcessor
 /// <param name="Json">Where to write the final figures, if anywhere.</param>
 /// <param name="Verbose">Log every port's control-plane events.</param>
 /// <param name="Quiet">No per-second lines.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 internal sealed record SwitchOptions(
     IReadOnlyList<string> Ports,
     SwitchProcessor Processor = SwitchProcessor.Switch,
@@ -48,7 +49,8 @@ internal sealed record SwitchOptions(
     double Seconds = 0,
     string? Json = null,
     bool Verbose = false,
-    bool Quiet = false)
+    bool Quiet = false,
+    string? Metrics = null)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
@@ -99,7 +101,7 @@ internal sealed record SwitchOptions(
             return "--seconds must be 0 (until stopped) or a positive number of seconds";
         }
 
-        return null;
+        return Monitoring.Validate(Metrics);
     }
 
     /// <summary>The command line (after <c>rings switch</c>) that parses back to these options.</summary>
@@ -138,6 +140,12 @@ internal sealed record SwitchOptions(
         {
             yield return "--quiet";
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
     }
 }
 
@@ -172,9 +180,10 @@ internal static class SwitchCommand
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
+        var metrics = Monitoring.MetricsOption();
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -187,7 +196,8 @@ internal static class SwitchCommand
             r.GetValue(seconds),
             r.GetValue(json),
             r.GetValue(verbose),
-            r.GetValue(quiet)));
+            r.GetValue(quiet),
+            r.GetValue(metrics)));
     }
 
     public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
@@ -217,6 +227,12 @@ internal static class SwitchCommand
             signal = "SIGTERM";
             done.Set();
         });
+
+        using var monitoring = Monitoring.Start("switch", o.Metrics, output, error);
+        if (monitoring is null)
+        {
+            return 3;
+        }
 
         // Make every port first (specification errors), then open them (sockets, devices): a
         // failure undoes what was opened, so nothing is left behind.
@@ -269,6 +285,7 @@ internal static class SwitchCommand
             return 2;
         }
 
+        using var watched = monitoring.Metrics.AddPipeline(pipeline);
         var opened = 0;
         try
         {

@@ -1,0 +1,77 @@
+using System.Text.RegularExpressions;
+using Rings.Tests.Diagnostics;
+using Rings.Tests.Hostile;
+
+namespace Rings.Tests.Apps;
+
+/// <summary><c>--metrics</c> on the commands: a real process scraped over HTTP while a guest sends through it.</summary>
+[Collection(ProcessCollection.Name)]
+public class MetricsProcessTests
+{
+    private static long Sample(string text, string pattern)
+    {
+        var m = Regex.Match(text, "^" + pattern + @" (\d+)$", RegexOptions.Multiline);
+        Assert.True(m.Success, $"no sample matching {pattern} in:\n{text}");
+        return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public async Task TheSwitchServesPortQueueAndConnectionMetricsWhileAGuestRuns()
+    {
+        var port = MetricsTests.FreePort();
+        using var sw = RingsSwitch.Start(1, "--processor", "reflect", "--wait", "adaptive", "--metrics", $"127.0.0.1:{port}");
+        sw.WaitForLine($"metrics at http://127.0.0.1:{port}/metrics", TimeSpan.FromSeconds(15));
+        var guest = Task.Run(() => LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[0], "--frames", "20000", "--rate", "10000", "--seconds", "60", "--wait", "adaptive"));
+        sw.WaitForLine("link up", TimeSpan.FromSeconds(15));
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+        var url = $"http://127.0.0.1:{port}/metrics";
+        await Task.Delay(500);
+        var during = await http.GetStringAsync(url);
+        var name = Regex.Escape($"vhost-user:{sw.Sockets[0]}");
+        Assert.True(Sample(during, $@"rings_queue_chains_total\{{port=""{name}"",queue=""transmitq""\}}") > 0, during);
+        Assert.Equal(1, Sample(during, $@"rings_port_link\{{port=""{name}"",kind=""vhost-user""\}}"));
+        Assert.Equal(1, Sample(during, $@"rings_connections_active\{{port=""{name}""\}}"));
+        Assert.Matches($@"rings_queue_notifications_total\{{port=""{name}"",queue=""receiveq"",kind=""call"",outcome=""(sent|suppressed)""\}} \d+", during);
+
+        var (exit, output, error) = await guest;
+        Assert.True(exit == 0, $"{output}\n{error}\n{sw.Output}");
+        var after = await http.GetStringAsync(url);
+        Assert.Equal(20000, Sample(after, $@"rings_port_frames_total\{{port=""{name}"",kind=""vhost-user"",direction=""rx""\}}"));
+        Assert.Equal(20000, Sample(after, $@"rings_port_frames_total\{{port=""{name}"",kind=""vhost-user"",direction=""tx""\}}"));
+        Assert.Equal(20000L * 64, Sample(after, $@"rings_port_bytes_total\{{port=""{name}"",kind=""vhost-user"",direction=""rx""\}}"));
+        Assert.Equal(1, Sample(after, $@"rings_connections_total\{{port=""{name}""\}}"));
+        Assert.Equal(0, Sample(after, $@"rings_port_drops_total\{{port=""{name}"",kind=""vhost-user"",reason=""destination-full""\}}"));
+        Assert.True(Sample(after, "rings_worker_rounds_total") > 0);
+    }
+
+    [Fact]
+    public async Task TheLoopbackHostServesItsQueuesAndANonLoopbackAddressIsRefused()
+    {
+        var port = MetricsTests.FreePort();
+        using var loopback = RingsRun.Start("loopback", "--seconds", "4", "--rate", "20000", "--metrics", $"127.0.0.1:{port}");
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+        string? text = null;
+        for (var i = 0; i < 100 && text is null; i++)
+        {
+            await Task.Delay(100);
+            try
+            {
+                var t = await http.GetStringAsync($"http://127.0.0.1:{port}/metrics");
+                text = t.Contains("rings_queue_chains_total", StringComparison.Ordinal) ? t : null;
+            }
+            catch (HttpRequestException)
+            {
+            }
+        }
+
+        Assert.NotNull(text);
+        Assert.Matches(@"rings_queue_chains_total\{port=""[^""]+vhost\.sock#0"",queue=""transmitq""\} \d+", text);
+        Assert.Matches(@"rings_connections_active\{port=""[^""]+vhost\.sock""\} 1", text);
+        await loopback.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(0, loopback.ExitCode);
+
+        var (exit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), "switch", "--port", "vhost-user:/nonexistent/a.sock", "--metrics", "0.0.0.0:9464");
+        Assert.Equal(2, exit);
+        Assert.Contains("loopback addresses only", error, StringComparison.Ordinal);
+    }
+}
