@@ -75,3 +75,45 @@ public class MetricsProcessTests
         Assert.Contains("loopback addresses only", error, StringComparison.Ordinal);
     }
 }
+
+/// <summary><c>--capture</c> on <c>rings switch</c>: a guest's frames through a real switch process, read back by tshark.</summary>
+[Collection(ProcessCollection.Name)]
+public class CaptureProcessTests
+{
+    [Fact]
+    public void TheSwitchCapturesAPortBothWaysAndTsharkReadsIt()
+    {
+        var dir = Directory.CreateTempSubdirectory("rings-capture-");
+        try
+        {
+            var file = Path.Combine(dir.FullName, "p0.pcapng");
+            using var reflect = RingsSwitch.Start(1, "--processor", "reflect", "--wait", "adaptive", "--capture", $"0={file}", "--snaplen", "60");
+            var (exit, output, error) = LoopbackProcessTests.Run("guest", "--socket", reflect.Sockets[0], "--frames", "5000", "--frame-size", "200", "--rate", "50000", "--seconds", "60");
+            Assert.True(exit == 0, $"{output}\n{error}\n{reflect.Output}");
+            reflect.Signal(15, TimeSpan.FromSeconds(10));
+            Assert.Equal(0, reflect.ExitCode);
+            Assert.Contains($"capture of port 0: 10,000 frames to {file}, 0 not captured", reflect.Output, StringComparison.Ordinal);
+            var packets = Diagnostics.CaptureTests.Tshark(file, "frame.len", "frame.cap_len", "eth.type", "frame.packet_flags_direction");
+            Assert.Equal(10_000, packets.Count);
+            Assert.All(packets, p => Assert.Equal(["200", "60", "0x88b5"], p[..3]));
+            Assert.Equal(5000, packets.Count(p => p[3] == "0x00000001"));
+            Assert.Equal(5000, packets.Count(p => p[3] == "0x00000002"));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--capture|5=x.pcapng", "expected PORT=FILE")]
+    [InlineData("--capture|0", "expected PORT=FILE")]
+    [InlineData("--capture|0=a.pcap|--capture|0=b.pcap", "captured twice")]
+    [InlineData("--snaplen|3", "--snaplen must be")]
+    public void BadCaptureOptionsAreRefused(string args, string message)
+    {
+        var (exit, _, error, _) = RingsRun.Run(TimeSpan.FromSeconds(30), ["switch", "--port", "vhost-user:/nonexistent/a.sock", .. args.Split('|')]);
+        Assert.Equal(2, exit);
+        Assert.Contains(message, error, StringComparison.Ordinal);
+    }
+}

@@ -38,6 +38,7 @@ public abstract class Port : IDisposable
 
     private volatile int _link = (int)LinkState.Down;
     private volatile IPortOwner? _owner;
+    private volatile Diagnostics.PacketCapture? _capture;
     private int _mtu = DefaultMtu;
 
     /// <summary>Creates a port.</summary>
@@ -103,6 +104,17 @@ public abstract class Port : IDisposable
     /// worker never asks it to.
     /// </summary>
     public virtual bool CanReturn => false;
+
+    /// <summary>
+    /// Where the owning worker copies every frame received from and handed to the peer, or null.
+    /// Set it while the port runs to start a capture; set it back to null and stop the pipeline
+    /// (or wait for a round) before disposing the capture.
+    /// </summary>
+    public Diagnostics.PacketCapture? Capture
+    {
+        get => _capture;
+        set => _capture = value;
+    }
 
     /// <summary>
     /// The virtqueues the port drives now, for monitoring (<see cref="Diagnostics.RingsMetrics"/>):

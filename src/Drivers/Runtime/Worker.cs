@@ -306,6 +306,12 @@ internal sealed class Worker : IPortOwner, IDisposable
             }
             finally
             {
+                // Captured as received, once: held frames are left for the round that takes them.
+                if (port.Capture is { } capture && burst.Count > 0)
+                {
+                    capture.RecordReceived(burst, burst.Returned == 0 ? burst.Count : burst.FrameOfTake(burst.Taken - burst.Returned));
+                }
+
                 // Even when the processor failed: the peer gets its buffers back.
                 port.Release(burst);
             }
@@ -510,6 +516,10 @@ internal sealed class Worker : IPortOwner, IDisposable
         }
 
         var sent = port.Transmit(burst, _group.AsSpan(0, m));
+        if (sent > 0 && port.Capture is { } capture)
+        {
+            capture.RecordTransmitted(burst, _group.AsSpan(0, sent));
+        }
         if (sent < m)
         {
             // Never waited for: a full destination drops (counted later) or holds, other ports go on.

@@ -38,6 +38,8 @@ internal enum SwitchProcessor
 /// <param name="Verbose">Log every port's control-plane events.</param>
 /// <param name="Quiet">No per-second lines.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
+/// <param name="Captures">Captures, PORT=FILE (a port's index or specification, a pcapng or .pcap file), or null.</param>
+/// <param name="Snaplen">Most bytes kept of each captured frame.</param>
 internal sealed record SwitchOptions(
     IReadOnlyList<string> Ports,
     SwitchProcessor Processor = SwitchProcessor.Switch,
@@ -50,7 +52,9 @@ internal sealed record SwitchOptions(
     string? Json = null,
     bool Verbose = false,
     bool Quiet = false,
-    string? Metrics = null)
+    string? Metrics = null,
+    IReadOnlyList<string>? Captures = null,
+    int Snaplen = Linux.Diagnostics.PacketCapture.DefaultSnapLength)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
@@ -101,7 +105,63 @@ internal sealed record SwitchOptions(
             return "--seconds must be 0 (until stopped) or a positive number of seconds";
         }
 
+        if (Snaplen is < FrameBurst.MinFrameLength or > FrameBurst.MaxFrameLength)
+        {
+            return $"--snaplen must be between {FrameBurst.MinFrameLength} and {FrameBurst.MaxFrameLength}";
+        }
+
+        if (CaptureProblem() is { } capture)
+        {
+            return capture;
+        }
+
         return Monitoring.Validate(Metrics);
+    }
+
+    /// <summary>The captures asked for, each as the index of its port and its file.</summary>
+    public IReadOnlyList<(int Port, string File)> CaptureFiles()
+    {
+        var list = new List<(int, string)>();
+        foreach (var c in Captures ?? [])
+        {
+            // A specification may hold '=' (mtu=9000), and so may a file name: a port's whole
+            // specification first, then an index.
+            var spec = Ports.Select((p, i) => (p, i)).Where(x => c.StartsWith(x.p + "=", StringComparison.Ordinal)).OrderByDescending(x => x.p.Length).FirstOrDefault();
+            var at = c.IndexOf('=', StringComparison.Ordinal);
+            if (spec.p is not null)
+            {
+                list.Add((spec.i, c[(spec.p.Length + 1)..]));
+            }
+            else if (at > 0 && int.TryParse(c[..at], NumberStyles.None, CultureInfo.InvariantCulture, out var n))
+            {
+                list.Add((n, c[(at + 1)..]));
+            }
+            else
+            {
+                list.Add((-1, string.Empty));
+            }
+        }
+
+        return list;
+    }
+
+    private string? CaptureProblem()
+    {
+        var files = CaptureFiles();
+        for (var i = 0; i < files.Count; i++)
+        {
+            if (files[i].Port < 0 || files[i].Port >= Ports.Count || files[i].File.Length == 0)
+            {
+                return $"--capture '{Captures![i]}': expected PORT=FILE, PORT a port's index (0 to {Ports.Count - 1}) or its specification";
+            }
+        }
+
+        if (files.GroupBy(f => f.Port).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            return $"--capture: port {twice.Key} is captured twice";
+        }
+
+        return null;
     }
 
     /// <summary>The command line (after <c>rings switch</c>) that parses back to these options.</summary>
@@ -146,6 +206,18 @@ internal sealed record SwitchOptions(
             yield return "--metrics";
             yield return Metrics;
         }
+
+        foreach (var c in Captures ?? [])
+        {
+            yield return "--capture";
+            yield return c;
+        }
+
+        if (Snaplen != Linux.Diagnostics.PacketCapture.DefaultSnapLength)
+        {
+            yield return "--snaplen";
+            yield return Cli.Number(Snaplen);
+        }
     }
 }
 
@@ -181,9 +253,11 @@ internal static class SwitchCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
         var metrics = Monitoring.MetricsOption();
+        var capture = new Option<string[]>("--capture") { Description = "Write the frames a port receives and sends to a file, PORT=FILE (repeat for each port): PORT is the port's index or specification; FILE is pcapng (pcap when it ends in .pcap), readable by tshark and Wireshark." };
+        var snaplen = new Option<int>("--snaplen") { Description = "Most bytes kept of each captured frame.", DefaultValueFactory = _ => defaults.Snaplen };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, capture, snaplen,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -197,7 +271,9 @@ internal static class SwitchCommand
             r.GetValue(json),
             r.GetValue(verbose),
             r.GetValue(quiet),
-            r.GetValue(metrics)));
+            r.GetValue(metrics),
+            r.GetValue(capture) is { Length: > 0 } c ? c : null,
+            r.GetValue(snaplen)));
     }
 
     public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
@@ -286,6 +362,25 @@ internal static class SwitchCommand
         }
 
         using var watched = monitoring.Metrics.AddPipeline(pipeline);
+        var captures = new List<Linux.Diagnostics.PacketCapture>();
+        try
+        {
+            foreach (var (index, file) in o.CaptureFiles())
+            {
+                var capture = Linux.Diagnostics.PacketCapture.Create(file, ports[index].Name, o.Snaplen);
+                captures.Add(capture);
+                ports[index].Capture = capture;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"rings switch: cannot capture: {e.Message}");
+            pipeline.Stop();
+            captures.ForEach(c => c.Dispose());
+            DisposeAll(ports);
+            return 3;
+        }
+
         var opened = 0;
         try
         {
@@ -298,6 +393,7 @@ internal static class SwitchCommand
         {
             error.WriteLine($"rings switch: {e.Message}");
             pipeline.Stop();
+            captures.ForEach(c => c.Dispose());
             DisposeAll(ports);
             return 3;
         }
@@ -347,6 +443,16 @@ internal static class SwitchCommand
         var statuses = ports.Select(p => (p.Link, p.Status)).ToList();
         DisposeAll(ports);
         PrintTable(output, ports, final, statuses, elapsed, pipeline);
+        foreach (var p in ports)
+        {
+            if (p.Capture is { } c)
+            {
+                p.Capture = null;
+                c.Dispose();
+                output.WriteLine($"  capture of port {p.Index}: {c.Written:N0} frames to {c.Path}, {c.Dropped:N0} not captured (writer behind)");
+            }
+        }
+
         if (o.Json is { } path)
         {
             File.WriteAllText(path, ToJson(ports, final, elapsed, processor, pipeline));
