@@ -104,7 +104,8 @@ public class OptionsRoundTripTests
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
         from metrics in MetricsGen()
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, metrics);
+        from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, metrics, logLevel);
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()
@@ -116,7 +117,8 @@ public class OptionsRoundTripTests
         from verbose in ArbMap.Default.GeneratorFor<bool>()
         from quiet in ArbMap.Default.GeneratorFor<bool>()
         from metrics in MetricsGen()
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, metrics);
+        from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, metrics, logLevel);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

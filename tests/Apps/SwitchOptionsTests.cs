@@ -26,7 +26,8 @@ public class SwitchOptionsTests
              from metrics in OptionsRoundTripTests.MetricsGen()
              from captures in Gen.Elements<string[]?>(null, ["0=/tmp/p0.pcapng"], ["0=/tmp/a.pcap", "vhost-user:/run/a.sock=/tmp/b=c.pcapng"])
              from snaplen in Gen.Elements(65535, 14, 128)
-             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, captures, snaplen)).ToArbitrary(),
+             from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, captures, snaplen, logLevel)).ToArbitrary(),
             o =>
             {
                 var back = SwitchCommand.Parse([.. o.ToArguments()]);

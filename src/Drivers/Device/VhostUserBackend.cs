@@ -1,3 +1,4 @@
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 
@@ -100,7 +101,7 @@ public sealed class VhostUserBackend : IDisposable
         _listener = UnixSocket.Listen(SocketPath);
         _thread = new Thread(Serve) { IsBackground = true, Name = "vhost-user backend" };
         _thread.Start();
-        Log($"listening on {SocketPath}");
+        RingsLog.Listening(_options.Logger, SocketPath);
     }
 
     /// <summary>Stops serving: ends the current connection (stopping its rings), joins the thread and removes the socket.</summary>
@@ -167,7 +168,7 @@ public sealed class VhostUserBackend : IDisposable
                     // first request fails with the connection closed.
                     connection.Dispose();
                     Interlocked.Increment(ref _refused);
-                    Log($"refused a front-end: already serving {_options.MaxConnections}");
+                    RingsLog.Refused(_options.Logger, SocketPath, _options.MaxConnections);
                     continue;
                 }
 
@@ -196,7 +197,7 @@ public sealed class VhostUserBackend : IDisposable
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
-                Log($"accept failed: {e.Message}");
+                RingsLog.AcceptFailed(_options.Logger, SocketPath, e.Message);
                 Thread.Sleep(10);
             }
             finally
@@ -214,13 +215,21 @@ public sealed class VhostUserBackend : IDisposable
     {
         var channel = new VhostUserChannel(connection) { MessageTimeoutMilliseconds = _options.MessageTimeoutMilliseconds };
         var session = new VhostUserSession(_options);
-        session.QueueStarted += (_, e) => QueueStarted?.Invoke(session, e);
-        session.QueueStopped += (_, e) => QueueStopped?.Invoke(session, e);
+        session.QueueStarted += (_, e) =>
+        {
+            RingsLog.RingStarted(_options.Logger, SocketPath, e.Queue.Index, e.Queue.Format.Name, e.Queue.Ring.Size);
+            QueueStarted?.Invoke(session, e);
+        };
+        session.QueueStopped += (_, e) =>
+        {
+            RingsLog.RingStopped(_options.Logger, SocketPath, e.Queue.Index);
+            QueueStopped?.Invoke(session, e);
+        };
         session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
         var fds = new List<FileDescriptor>();
         VhostUserError reason = default;
         var keepServing = true;
-        Log("front-end connected");
+        RingsLog.Connected(_options.Logger, SocketPath);
         try
         {
             while (true)
@@ -279,14 +288,14 @@ public sealed class VhostUserBackend : IDisposable
             session.Dispose();
             channel.Dispose();
             Interlocked.Increment(ref _sessionsEnded);
-            Log(reason.IsError ? $"connection closed: {reason}" : "front-end disconnected");
+            RingsLog.Disconnected(_options.Logger, SocketPath, reason.IsError ? $"connection closed: {reason}" : "front-end disconnected");
             try
             {
                 SessionEnded?.Invoke(session, reason);
             }
             catch (Exception e)
             {
-                Log($"SessionEnded handler failed: {e.Message}");
+                RingsLog.HandlerFailed(_options.Logger, $"vhost-user backend {SocketPath}: SessionEnded", e.Message);
             }
         }
 
@@ -303,5 +312,4 @@ public sealed class VhostUserBackend : IDisposable
         }
     }
 
-    private void Log(string line) => _options.Log?.Invoke($"vhost-user backend {SocketPath}: {line}");
 }

@@ -1,3 +1,4 @@
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using static Rings.Linux.VhostUser.VhostUserErrorCode;
@@ -235,11 +236,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         if (headerTrusted && AckWanted(message))
         {
-            _options.Log?.Invoke($"vhost-user: NACK {error}");
+            RingsLog.ProtocolError(_options.Logger, "NACK", error.ToString());
             return new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 1), false, error);
         }
 
-        _options.Log?.Invoke($"vhost-user: closing connection: {error}");
+        RingsLog.ProtocolError(_options.Logger, "closing connection", error.ToString());
         return new VhostUserOutcome(null, true, error);
     }
 
@@ -754,7 +755,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         }
         catch (Exception e)
         {
-            _options.Log?.Invoke($"vhost-user: queue {queue.Index} event handler failed: {e.Message}");
+            RingsLog.HandlerFailed(_options.Logger, $"vhost-user: queue {queue.Index} event", e.Message);
             return Error(HandlerFailed, $"vring {queue.Index}: event handler failed: {e.Message}");
         }
     }

@@ -273,15 +273,22 @@ public sealed class RingsMetrics : IDisposable
         return m;
     }
 
-    private long ForPipelines(Func<Pipeline, long> read)
+    // One measurement over all pipelines, none when there are none (rings host has workers of its own).
+    private List<Measurement<long>> ForPipelines(Func<Pipeline, long> read)
     {
+        var pipelines = Copy(_pipelines);
+        if (pipelines.Length == 0)
+        {
+            return [];
+        }
+
         long sum = 0;
-        foreach (var p in Copy(_pipelines))
+        foreach (var p in pipelines)
         {
             sum += read(p);
         }
 
-        return sum;
+        return [new(sum)];
     }
 
     private static KeyValuePair<string, object?>[] Tags(Port port) => [new("port", port.Name), new("kind", port.Kind)];

@@ -97,7 +97,7 @@ public sealed class VhostUserPort : Port
             SocketPath = SocketPath,
             MaxConnections = 1,
             RefuseWhenFull = true,
-            Log = Log,
+            Logger = Logger,
         };
         var backend = new VhostUserBackend(options);
         backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
@@ -458,6 +458,11 @@ public sealed class VhostUserPort : Port
             }
 
             _queues[queue.Index] = null;
+            if (queue.Ring.IsBroken)
+            {
+                SayBroken(queue.Index == 0 ? "receiveq" : "transmitq", queue.Ring.BrokenReason);
+            }
+
             Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped");
         }
     }

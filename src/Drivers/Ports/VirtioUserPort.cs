@@ -100,7 +100,7 @@ public sealed unsafe class VirtioUserPort : Port
                 throw new InvalidOperationException($"{Name} is already open");
             }
 
-            _options.Log = Log;
+            _options.Logger = Logger;
             VirtioNetDriver driver;
             try
             {

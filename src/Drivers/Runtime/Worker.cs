@@ -213,7 +213,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             }
             catch (IOException e)
             {
-                _pipeline.Log($"worker {Index}: cannot pin to CPU {_cpu}: {e.Message}");
+                Diagnostics.RingsLog.WorkerNotPinned(_pipeline.Logger, Index, _cpu, e.Message);
             }
         }
 
@@ -622,7 +622,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         // A bug in a processor or a port must not end the data path; said once in a while, counted always.
         if (Interlocked.Increment(ref _errors) is var count && (count & (count - 1)) == 0)
         {
-            _pipeline.Log($"worker {Index}: {e.GetType().Name}: {e.Message} ({count} so far)");
+            Diagnostics.RingsLog.WorkerFault(_pipeline.Logger, Index, e.GetType().Name, e.Message, count);
         }
     }
 

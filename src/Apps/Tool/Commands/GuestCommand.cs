@@ -26,6 +26,7 @@ namespace Rings.Tool.Commands;
 /// <param name="DrainSeconds">How long to wait for frames in flight after sending stops.</param>
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null; in <c>rings loopback</c>, the host's.</param>
+/// <param name="LogLevel">Least severe log events written.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -41,7 +42,8 @@ internal sealed record GuestOptions(
     int MemoryMiB = 64,
     double DrainSeconds = 2,
     int Window = 0,
-    string? Metrics = null)
+    string? Metrics = null,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -150,6 +152,12 @@ internal sealed record GuestOptions(
             yield return "--metrics";
             yield return Metrics;
         }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -174,6 +182,7 @@ internal sealed class GuestCommand
     public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => Defaults.MemoryMiB };
     public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
     public Option<string?> Metrics { get; } = Monitoring.MetricsOption();
+    public Option<string> LogLevel { get; } = Monitoring.LogLevelOption(Defaults.LogLevel);
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
 
     /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
@@ -188,7 +197,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Metrics })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Metrics, LogLevel })
         {
             c.Options.Add(o);
         }
@@ -209,7 +218,8 @@ internal sealed class GuestCommand
         r.GetValue(Memory),
         r.GetValue(Drain),
         r.GetValue(Window),
-        r.GetValue(Metrics));
+        r.GetValue(Metrics),
+        Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(LogLevel)!));
 
     private static CommandDefinition<GuestOptions> Define()
     {

@@ -15,7 +15,7 @@ internal static class GuestRunner
 {
     public static int Run(GuestOptions o, TextWriter output, TextWriter error)
     {
-        using var monitoring = Monitoring.Start("guest", o.Metrics, output, error);
+        using var monitoring = Monitoring.Start("guest", o.Metrics, output, error, o.LogLevel);
         if (monitoring is null)
         {
             return 3;
@@ -24,7 +24,7 @@ internal static class GuestRunner
         VirtioNetDriver net;
         try
         {
-            net = VirtioNetDriver.Connect(FrontendOptions(o), o.FrameSize);
+            net = VirtioNetDriver.Connect(FrontendOptions(o, monitoring.Logger), o.FrameSize);
         }
         catch (ArgumentException e)
         {
@@ -58,7 +58,7 @@ internal static class GuestRunner
     }
 
     /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
-    private static VhostUserFrontendOptions FrontendOptions(GuestOptions o)
+    private static VhostUserFrontendOptions FrontendOptions(GuestOptions o, Microsoft.Extensions.Logging.ILogger logger)
     {
         return new VhostUserFrontendOptions
         {
@@ -66,6 +66,7 @@ internal static class GuestRunner
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
+            Logger = logger,
         };
     }
 

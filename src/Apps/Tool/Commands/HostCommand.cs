@@ -26,6 +26,7 @@ internal enum HostMode
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
+/// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -35,7 +36,8 @@ internal sealed record HostOptions(
     string? Stats = null,
     bool Verbose = false,
     bool Quiet = false,
-    string? Metrics = null)
+    string? Metrics = null,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : Monitoring.Validate(Metrics);
@@ -75,6 +77,12 @@ internal sealed record HostOptions(
             yield return "--metrics";
             yield return Metrics;
         }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -99,9 +107,10 @@ internal static class HostCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var metrics = Monitoring.MetricsOption();
+        var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet, metrics,
+            socket, mode, wait, burst, once, stats, verbose, quiet, metrics, logLevel,
         };
         return new(command, r => new HostOptions(
             r.GetValue(socket)!,
@@ -112,6 +121,7 @@ internal static class HostCommand
             r.GetValue(stats),
             r.GetValue(verbose),
             r.GetValue(quiet),
-            r.GetValue(metrics)));
+            r.GetValue(metrics),
+            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
     }
 }

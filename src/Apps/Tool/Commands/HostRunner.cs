@@ -49,7 +49,7 @@ internal sealed class HostRunner
 
     public static int Run(HostOptions o, TextWriter output, TextWriter error)
     {
-        using var monitoring = Monitoring.Start("host", o.Metrics, output, error);
+        using var monitoring = Monitoring.Start("host", o.Metrics, output, error, o.Verbose && o.LogLevel > Microsoft.Extensions.Logging.LogLevel.Debug ? Microsoft.Extensions.Logging.LogLevel.Debug : o.LogLevel);
         if (monitoring is null)
         {
             return 3;
@@ -60,7 +60,7 @@ internal sealed class HostRunner
         {
             SocketPath = o.Socket,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
-            Log = o.Verbose ? line => output.WriteLine(line) : null,
+            Logger = monitoring.Logger,
         };
         VhostUserBackend backend;
         try

@@ -104,7 +104,7 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics);
+            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel);
             host = Start(self, ["host", .. hostOptions.ToArguments()]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))

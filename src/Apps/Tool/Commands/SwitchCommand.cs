@@ -40,6 +40,7 @@ internal enum SwitchProcessor
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 /// <param name="Captures">Captures, PORT=FILE (a port's index or specification, a pcapng or .pcap file), or null.</param>
 /// <param name="Snaplen">Most bytes kept of each captured frame.</param>
+/// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
 internal sealed record SwitchOptions(
     IReadOnlyList<string> Ports,
     SwitchProcessor Processor = SwitchProcessor.Switch,
@@ -54,7 +55,8 @@ internal sealed record SwitchOptions(
     bool Quiet = false,
     string? Metrics = null,
     IReadOnlyList<string>? Captures = null,
-    int Snaplen = Linux.Diagnostics.PacketCapture.DefaultSnapLength)
+    int Snaplen = Linux.Diagnostics.PacketCapture.DefaultSnapLength,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Information)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
@@ -218,6 +220,12 @@ internal sealed record SwitchOptions(
             yield return "--snaplen";
             yield return Cli.Number(Snaplen);
         }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Information)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -250,14 +258,15 @@ internal static class SwitchCommand
         var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames may wait in its own ring while no destination is ready for them (full, or not attached), before they are dropped; 0 drops at once.", DefaultValueFactory = _ => defaults.Hold };
         var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => defaults.Seconds };
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
-        var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events (--log-level debug)." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
         var metrics = Monitoring.MetricsOption();
         var capture = new Option<string[]>("--capture") { Description = "Write the frames a port receives and sends to a file, PORT=FILE (repeat for each port): PORT is the port's index or specification; FILE is pcapng (pcap when it ends in .pcap), readable by tshark and Wireshark." };
+        var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
         var snaplen = new Option<int>("--snaplen") { Description = "Most bytes kept of each captured frame.", DefaultValueFactory = _ => defaults.Snaplen };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, capture, snaplen,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, capture, snaplen, logLevel,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -273,7 +282,8 @@ internal static class SwitchCommand
             r.GetValue(quiet),
             r.GetValue(metrics),
             r.GetValue(capture) is { Length: > 0 } c ? c : null,
-            r.GetValue(snaplen)));
+            r.GetValue(snaplen),
+            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
     }
 
     public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
@@ -304,7 +314,7 @@ internal static class SwitchCommand
             done.Set();
         });
 
-        using var monitoring = Monitoring.Start("switch", o.Metrics, output, error);
+        using var monitoring = Monitoring.Start("switch", o.Metrics, output, error, o.Verbose && o.LogLevel > Microsoft.Extensions.Logging.LogLevel.Debug ? Microsoft.Extensions.Logging.LogLevel.Debug : o.LogLevel);
         if (monitoring is null)
         {
             return 3;
@@ -327,10 +337,9 @@ internal static class SwitchCommand
             return 2;
         }
 
-        var log = new Action<string>(line => output.WriteLine($"rings switch: {line}"));
         foreach (var p in ports)
         {
-            p.Log = o.Verbose ? log : null;
+            p.Logger = monitoring.Logger;
         }
 
         FrameProcessor processor = o.Processor switch
@@ -350,7 +359,7 @@ internal static class SwitchCommand
                 Wait = o.Wait,
                 Burst = o.Burst,
                 HoldMilliseconds = o.Hold,
-                Log = log,
+                Logger = monitoring.Logger,
             });
             pipeline.Start();
         }
