@@ -74,4 +74,11 @@ public enum BrokenReason
 
     /// <summary>An IN_ORDER used entry covers more buffers than the device's used index moved (2.7.9).</summary>
     UsedBatchTooLarge,
+
+    /// <summary>
+    /// The device's data path did not let go of the queue within its deadline when asked to stop
+    /// (a doorbell the driver controls blocked it), so the queue's position cannot be trusted.
+    /// Set by the device's owner, not by a ring check.
+    /// </summary>
+    DataPathStuck,
 }

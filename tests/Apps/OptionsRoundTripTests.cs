@@ -42,6 +42,16 @@ public class OptionsRoundTripTests
     }
 
     [Fact]
+    public void AllowUidTakesUserIdsSeparatedByCommas()
+    {
+        Assert.Null(new HostOptions("/s", AllowUid: "0,1000").Validate());
+        Assert.Contains("--allow-uid", new HostOptions("/s", AllowUid: "root").Validate(), StringComparison.Ordinal);
+        Assert.Contains("--allow-uid", new HostOptions("/s", AllowUid: "1000,").Validate(), StringComparison.Ordinal);
+        Assert.Contains("--allow-uid", new HostOptions("/s", AllowUid: "-1").Validate(), StringComparison.Ordinal);
+        Assert.Equal("1000", HostCommand.Parse(["--socket", "/s", "--allow-uid", "1000"]).AllowUid);
+    }
+
+    [Fact]
     public void FeaturesNoOptionSwitchesAreRefused()
     {
         Assert.Null(new GuestOptions("/s", Features: VirtioFeatures.EventIndex | VirtioFeatures.InOrder).Validate());
@@ -116,9 +126,10 @@ public class OptionsRoundTripTests
         from stats in Gen.OneOf(Gen.Constant<string?>(null), PathGen().Select(p => (string?)p))
         from verbose in ArbMap.Default.GeneratorFor<bool>()
         from quiet in ArbMap.Default.GeneratorFor<bool>()
+        from allowUid in Gen.OneOf(Gen.Constant<string?>(null), Gen.Choose(0, 65535).ListOf().Where(l => l.Count > 0).Select(l => (string?)string.Join(',', l)))
         from metrics in MetricsGen()
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, metrics, logLevel);
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, metrics, logLevel);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

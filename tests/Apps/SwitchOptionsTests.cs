@@ -23,11 +23,12 @@ public class SwitchOptionsTests
              from json in Gen.Elements<string?>(null, "/tmp/s.json")
              from verbose in Gen.Elements(false, true)
              from quiet in Gen.Elements(false, true)
+             from allowUid in Gen.Elements<string?>(null, "0", "1000,1001")
              from metrics in OptionsRoundTripTests.MetricsGen()
              from captures in Gen.Elements<string[]?>(null, ["0=/tmp/p0.pcapng"], ["0=/tmp/a.pcap", "vhost-user:/run/a.sock=/tmp/b=c.pcapng"])
              from snaplen in Gen.Elements(65535, 14, 128)
              from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
-             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, captures, snaplen, logLevel)).ToArbitrary(),
+             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid, metrics, captures, snaplen, logLevel)).ToArbitrary(),
             o =>
             {
                 var back = SwitchCommand.Parse([.. o.ToArguments()]);

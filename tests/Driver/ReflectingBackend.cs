@@ -83,6 +83,7 @@ internal sealed class ReflectingBackend : IDisposable
         {
             w.Stop();
             _thread!.Join();
+            w.Dispose();
             Frames = w.Frames;
             _worker = null;
         }

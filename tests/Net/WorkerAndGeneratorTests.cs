@@ -35,7 +35,7 @@ public sealed class WorkerAndGeneratorTests
         var txDevice = new SplitDeviceRing(memory, txAt, size, features);
         var rxDevice = new SplitDeviceRing(memory, rxAt, size, features);
         using SemaphoreDoorbell txKick = new(), txCall = new(), rxKick = new(), rxCall = new();
-        var worker = new NetWorker<SplitDeviceRing, SplitDeviceRing>(txDevice, txKick, txCall, rxDevice, rxKick, rxCall, 32, mergeable, wait);
+        using var worker = new NetWorker<SplitDeviceRing, SplitDeviceRing>(txDevice, txKick, txCall, rxDevice, rxKick, rxCall, 32, mergeable, wait);
         var frames = frameSize == 64 ? 300_000 : 30_000;
         var generator = new TrafficGenerator<SplitDriverRing, SplitDriverRing>(
             path, txKick, rxKick, rxCall, new TrafficOptions(frameSize, 32, 0, TimeSpan.FromSeconds(30), wait, frames));

@@ -1,4 +1,5 @@
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 
 namespace Rings.Linux.Device;
 
@@ -6,14 +7,16 @@ namespace Rings.Linux.Device;
 /// One direction of the vhost-net data path as a loop: forwards a source driver's transmit queue
 /// into a destination driver's receive queue (the same driver when reflecting), calls each
 /// driver only when it asked, and waits by the chosen strategy when idle. Runs until stopped or
-/// until a queue breaks; never throws for anything a driver writes.
+/// until a queue breaks; never throws for anything a driver writes. <see cref="Stop"/> wakes it
+/// through a doorbell of its own, never by writing to a descriptor a driver controls.
 /// </summary>
 /// <typeparam name="TTx">Device side of the source's transmit queue.</typeparam>
 /// <typeparam name="TRx">Device side of the destination's receive queue.</typeparam>
-public sealed class NetWorker<TTx, TRx>
+public sealed class NetWorker<TTx, TRx> : IDisposable
     where TTx : IDeviceRing
     where TRx : IDeviceRing
 {
+    private readonly EventFd _wake = EventFd.Create();
     private readonly TTx _tx;
     private readonly TRx _rx;
     private readonly IDoorbell _txKick;
@@ -66,13 +69,24 @@ public sealed class NetWorker<TTx, TRx>
     /// <summary>Times the loop went to sleep.</summary>
     public long Sleeps;
 
-    /// <summary>Asks the loop to stop; it returns within its wait timeout.</summary>
+    /// <summary>Asks the loop to stop; a sleeping loop wakes at once (one waiting on an in-process doorbell, within its wait timeout).</summary>
     public void Stop()
     {
         _stop = true;
-        _txKick.Ring();
-        _rxKick.Ring();
+        _wake.Signal();
+
+        // In-process doorbells belong to no peer: ringing them wakes a loop that waits on one.
+        foreach (var kick in (ReadOnlySpan<IDoorbell>)[_txKick, _rxKick])
+        {
+            if (kick is not EventFd)
+            {
+                kick.Ring();
+            }
+        }
     }
+
+    /// <summary>Closes the loop's own wake-up doorbell; call once the thread running it has returned.</summary>
+    public void Dispose() => _wake.Dispose();
 
     /// <summary>Runs the loop on the calling thread until <see cref="Stop"/> or a broken queue.</summary>
     /// <param name="sleepTimeoutMilliseconds">Longest single sleep, so a stop or a dead peer is noticed.</param>
@@ -122,7 +136,7 @@ public sealed class NetWorker<TTx, TRx>
                 if (!_rx.EnableAvailNotifications())
                 {
                     Sleeps++;
-                    _rxKick.Wait(sleepTimeoutMilliseconds);
+                    Sleep(_rxKick, sleepTimeoutMilliseconds);
                 }
 
                 _rx.DisableAvailNotifications();
@@ -132,11 +146,27 @@ public sealed class NetWorker<TTx, TRx>
                 if (!_tx.EnableAvailNotifications())
                 {
                     Sleeps++;
-                    _txKick.Wait(sleepTimeoutMilliseconds);
+                    Sleep(_txKick, sleepTimeoutMilliseconds);
                 }
 
                 _tx.DisableAvailNotifications();
             }
+        }
+    }
+
+    // Waits for the kick or for Stop, whichever comes first.
+    private void Sleep(IDoorbell kick, int timeoutMilliseconds)
+    {
+        if (kick is not EventFd doorbell)
+        {
+            kick.Wait(timeoutMilliseconds);
+            return;
+        }
+
+        Span<bool> ready = stackalloc bool[2];
+        if (Poll.WaitReadable([doorbell.Handle, _wake.Handle], timeoutMilliseconds, ready) > 0 && ready[0])
+        {
+            doorbell.TryConsume(out _);
         }
     }
 }

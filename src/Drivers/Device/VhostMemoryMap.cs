@@ -4,18 +4,52 @@ using Rings.Memory;
 
 namespace Rings.Linux.Device;
 
-/// <summary>One region of a front-end's memory mapped into this process.</summary>
-/// <param name="Description">The region as the front-end described it.</param>
-/// <param name="Mapping">The mapping.</param>
-public sealed record MappedRegion(MemoryRegionDescription Description, SharedMemory Mapping);
+/// <summary>
+/// One region of a front-end's memory mapped into this process. Every <see cref="VhostMemoryMap"/>
+/// built over it holds it; it is unmapped when the last of them lets go.
+/// </summary>
+public sealed class MappedRegion
+{
+    private int _holders;
+
+    /// <summary>Wraps a mapping of one region (the region owns it from now on).</summary>
+    /// <param name="description">The region as the front-end described it.</param>
+    /// <param name="mapping">The mapping.</param>
+    public MappedRegion(MemoryRegionDescription description, SharedMemory mapping)
+    {
+        Description = description;
+        Mapping = mapping ?? throw new ArgumentNullException(nameof(mapping));
+    }
+
+    /// <summary>The region as the front-end described it.</summary>
+    public MemoryRegionDescription Description { get; }
+
+    /// <summary>The mapping.</summary>
+    public SharedMemory Mapping { get; }
+
+    internal void Hold() => Interlocked.Increment(ref _holders);
+
+    internal void Release()
+    {
+        if (Interlocked.Decrement(ref _holders) == 0)
+        {
+            Mapping.Dispose();
+        }
+    }
+}
 
 /// <summary>
 /// A back-end's view of the front-end's memory: every region mapped, and two translation tables
 /// over the same mappings, one keyed by guest-physical address (descriptor addresses) and one by
-/// the front-end's user address (ring addresses). Immutable; a change builds a new map.
+/// the front-end's user address (ring addresses). Immutable; a change builds a new map, which may
+/// share regions with the old one. The session owns one reference; a data path that may outlive
+/// its stop handshake takes a <see cref="Lease"/>, so no region is unmapped under a thread that
+/// still reads it.
 /// </summary>
 public sealed class VhostMemoryMap
 {
+    private int _references = 1;
+
     private VhostMemoryMap(IReadOnlyList<MappedRegion> regions, GuestMemory physical, GuestMemory user)
     {
         Regions = regions;
@@ -123,7 +157,7 @@ public sealed class VhostMemoryMap
             }
             catch (IOException e)
             {
-                Unmap(mapped);
+                Discard(mapped);
                 return new VhostUserError(VhostUserErrorCode.MapFailed, $"region {i} cannot be mapped: {e.Message}");
             }
         }
@@ -131,13 +165,13 @@ public sealed class VhostMemoryMap
         var error = TryBuild(mapped, out map);
         if (error.IsError)
         {
-            Unmap(mapped);
+            Discard(mapped);
         }
 
         return error;
     }
 
-    /// <summary>Builds a map over mappings that already exist (they stay owned by their regions).</summary>
+    /// <summary>Builds a map over mappings that already exist; on success the map holds each region until it is unmapped.</summary>
     /// <param name="regions">The mapped regions.</param>
     /// <param name="map">The map on success.</param>
     /// <returns>None on success, else <see cref="VhostUserErrorCode.BadRegion"/>.</returns>
@@ -158,6 +192,11 @@ public sealed class VhostMemoryMap
         try
         {
             map = new VhostMemoryMap(regions.ToArray(), new GuestMemory(physical), new GuestMemory(user));
+            foreach (var r in regions)
+            {
+                r.Hold();
+            }
+
             return VhostUserError.None;
         }
         catch (ArgumentException e)
@@ -166,15 +205,54 @@ public sealed class VhostMemoryMap
         }
     }
 
-    /// <summary>Unmaps every region.</summary>
-    public void Unmap() => Unmap(Regions);
+    /// <summary>
+    /// Keeps every region of this map mapped until the lease is disposed, even past <see cref="Unmap"/>.
+    /// A data path takes one for as long as its thread runs: if it cannot be stopped in time (a peer
+    /// blocked it), the memory it may still read stays mapped instead of faulting under it.
+    /// </summary>
+    /// <returns>The lease; dispose it once no thread reads through this map any more.</returns>
+    /// <exception cref="ObjectDisposedException">The map is already unmapped.</exception>
+    public IDisposable Lease()
+    {
+        while (true)
+        {
+            var n = Volatile.Read(ref _references);
+            ObjectDisposedException.ThrowIf(n == 0, this);
+            if (Interlocked.CompareExchange(ref _references, n + 1, n) == n)
+            {
+                return new MapLease(this);
+            }
+        }
+    }
 
-    private static void Unmap(IEnumerable<MappedRegion> regions)
+    /// <summary>The owner lets go: every region no other map holds is unmapped once no lease holds this map. Call once.</summary>
+    public void Unmap() => Release();
+
+    private void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            foreach (var r in Regions)
+            {
+                r.Release();
+            }
+        }
+    }
+
+    // Regions no map ever held.
+    private static void Discard(IEnumerable<MappedRegion> regions)
     {
         foreach (var r in regions)
         {
             r.Mapping.Dispose();
         }
+    }
+
+    private sealed class MapLease(VhostMemoryMap map) : IDisposable
+    {
+        private VhostMemoryMap? _map = map;
+
+        public void Dispose() => Interlocked.Exchange(ref _map, null)?.Release();
     }
 
     private static VhostUserError BadRegion(string detail) => new(VhostUserErrorCode.BadRegion, detail);

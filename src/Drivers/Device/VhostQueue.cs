@@ -12,9 +12,10 @@ namespace Rings.Linux.Device;
 /// </summary>
 public sealed class VhostQueue
 {
+    private readonly VhostMemoryMap _memory;
     private volatile bool _enabled;
 
-    internal VhostQueue(int index, IDeviceRing ring, VirtioFeatures features, EventFd? kick, EventFd? call, EventFd? error, GuestMemory bufferMemory, bool enabled)
+    internal VhostQueue(int index, IDeviceRing ring, VirtioFeatures features, EventFd? kick, EventFd? call, EventFd? error, VhostMemoryMap memory, bool enabled)
     {
         Index = index;
         Ring = ring;
@@ -22,7 +23,8 @@ public sealed class VhostQueue
         Kick = kick;
         Call = call;
         Error = error;
-        BufferMemory = bufferMemory;
+        _memory = memory;
+        BufferMemory = memory.Physical;
         _enabled = enabled;
     }
 
@@ -51,6 +53,14 @@ public sealed class VhostQueue
     public GuestMemory BufferMemory { get; }
 
     /// <summary>
+    /// Keeps the memory the ring and its buffers live in mapped until the lease is disposed, even
+    /// after the session let go of it. A data path takes it before its thread starts and disposes
+    /// it when the thread ends, so a thread that missed its stop deadline never reads unmapped memory.
+    /// </summary>
+    /// <returns>The lease.</returns>
+    public IDisposable LeaseMemory() => _memory.Lease();
+
+    /// <summary>
     /// False while the front-end has the ring disabled (SET_VRING_ENABLE 0): a net device then
     /// must not supply receive buffers, and discards transmitted ones (vhost-user.rst, Ring states).
     /// </summary>
@@ -64,13 +74,32 @@ public sealed class VhostQueue
 /// <summary>Carries the queue a start, stop or enable change concerns.</summary>
 public sealed class VhostQueueEventArgs : EventArgs
 {
+    private string? _notStopped;
+
     /// <summary>Creates the arguments.</summary>
     /// <param name="queue">The queue.</param>
-    public VhostQueueEventArgs(VhostQueue queue)
+    /// <param name="stopTimeoutMilliseconds">For a stop: how long the handler may take to make its data path let go.</param>
+    public VhostQueueEventArgs(VhostQueue queue, int stopTimeoutMilliseconds = Timeout.Infinite)
     {
         Queue = queue;
+        StopTimeoutMilliseconds = stopTimeoutMilliseconds;
     }
 
     /// <summary>The queue.</summary>
     public VhostQueue Queue { get; }
+
+    /// <summary>For a stop: how long the handler may wait for its data path to let go of the queue.</summary>
+    public int StopTimeoutMilliseconds { get; }
+
+    /// <summary>For a stop: why the data path did not let go in time, or null when it did.</summary>
+    public string? NotStopped => Volatile.Read(ref _notStopped);
+
+    /// <summary>
+    /// Says that the data path did not let go of the queue within <see cref="StopTimeoutMilliseconds"/>
+    /// (a thread is stuck, typically on a doorbell its front-end blocked). The session then marks the
+    /// ring broken and closes the connection; memory stays mapped while a <see cref="VhostQueue.LeaseMemory"/>
+    /// lease holds it, so the stuck thread keeps its own lease.
+    /// </summary>
+    /// <param name="detail">What did not stop, for the log.</param>
+    public void ReportNotStopped(string detail) => Volatile.Write(ref _notStopped, detail ?? "no detail");
 }

@@ -7,10 +7,18 @@ namespace Rings.Linux.Device;
 
 /// <summary>
 /// The host side of vhost-user as a socket server: listens on an owner-only (0600) Unix socket,
-/// serves one front-end at a time, connection after connection, each with a fresh
-/// <see cref="VhostUserSession"/>. A connection that misbehaves or disappears at any point is
-/// closed and leaves no mapping, descriptor or thread behind; the server goes on serving.
-/// Ring life-cycle events are raised on the server thread.
+/// serves up to <see cref="VhostUserBackendOptions.MaxConnections"/> front-ends at once, each on
+/// its own connection thread with a fresh <see cref="VhostUserSession"/>. A connection that
+/// misbehaves or disappears at any point is closed and leaves no mapping, descriptor or thread
+/// behind; the server goes on serving. Ring life-cycle events are raised on the connection's thread.
+/// <para>
+/// A slot is held only while its front-end makes progress: a connection that sends no message
+/// within <see cref="VhostUserBackendOptions.FirstMessageTimeoutMilliseconds"/> is closed, one
+/// with no ring running after <see cref="VhostUserBackendOptions.SetupTimeoutMilliseconds"/>
+/// is closed when another front-end waits for its slot, a message must arrive whole and a reply
+/// be taken within <see cref="VhostUserBackendOptions.MessageTimeoutMilliseconds"/>, and a peer
+/// whose user is not in <see cref="VhostUserBackendOptions.AllowedUids"/> is closed unread.
+/// </para>
 /// </summary>
 public sealed class VhostUserBackend : IDisposable
 {
@@ -18,7 +26,7 @@ public sealed class VhostUserBackend : IDisposable
     private readonly EventFd _stop;
     private UnixSocket? _listener;
     private Thread? _thread;
-    private readonly List<Thread> _connectionThreads = [];
+    private readonly List<Connection> _live = [];
     private SemaphoreSlim? _slots;
     private long _connections;
     private long _sessionsEnded;
@@ -104,7 +112,11 @@ public sealed class VhostUserBackend : IDisposable
         RingsLog.Listening(_options.Logger, SocketPath);
     }
 
-    /// <summary>Stops serving: ends the current connection (stopping its rings), joins the thread and removes the socket.</summary>
+    /// <summary>
+    /// Stops serving: ends every connection (stopping its rings), joins the threads and removes the
+    /// socket. Each join has a deadline (a connection's rings get their stop deadline, and more);
+    /// a thread that misses it is logged and left behind.
+    /// </summary>
     public void Dispose()
     {
         if (_thread is { } thread)
@@ -112,22 +124,31 @@ public sealed class VhostUserBackend : IDisposable
             _stop.Signal();
             thread.Join();
             _thread = null;
-            Thread[] connections;
-            lock (_connectionThreads)
+            Connection[] live;
+            lock (_live)
             {
-                connections = [.. _connectionThreads];
+                live = [.. _live];
             }
 
-            foreach (var t in connections)
+            foreach (var c in live)
             {
-                t.Join();
+                c.End(evicted: false);
+            }
+
+            // Each connection stops its rings (a stop deadline per ring) and then closes.
+            var deadline = Environment.TickCount64 + _options.MessageTimeoutMilliseconds + (_options.QueueCount * (long)_options.StopTimeoutMilliseconds);
+            foreach (var c in live)
+            {
+                if (!c.Thread!.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64))))
+                {
+                    RingsLog.NotStopped(_options.Logger, $"vhost-user backend {SocketPath}: a connection thread did not end in time; left behind");
+                }
             }
         }
 
         _listener?.Dispose();
         _listener = null;
         _stop.Dispose();
-        _slots?.Dispose();
     }
 
     private void Serve()
@@ -138,13 +159,19 @@ public sealed class VhostUserBackend : IDisposable
         while (true)
         {
             // At capacity, leave new front-ends waiting in the listen backlog until one leaves,
-            // unless asked to refuse them (below, once accepted).
+            // unless asked to refuse them (below, once accepted). One waiting is what takes a slot
+            // from a connection past its setup deadline.
             var slotTaken = false;
             while (!_options.RefuseWhenFull && !(slotTaken = slots.Wait(50)))
             {
                 if (Poll.WaitReadable(_stop.Handle, 0))
                 {
                     return;
+                }
+
+                if (Poll.WaitReadable(listener.Handle, 0))
+                {
+                    EvictUnready();
                 }
             }
 
@@ -156,24 +183,37 @@ public sealed class VhostUserBackend : IDisposable
                     return;
                 }
 
-                var connection = listener.Accept(0);
-                if (connection is null)
+                var socket = listener.Accept(0);
+                if (socket is null)
                 {
                     continue;
                 }
 
-                if (!slotTaken && !(slotTaken = slots.Wait(0)))
+                if (!Allowed(socket))
+                {
+                    socket.Dispose();
+                    continue;
+                }
+
+                // A front-end waits: a connection past its setup deadline makes room.
+                if (!slotTaken && !(slotTaken = slots.Wait(0)) && EvictUnready())
+                {
+                    slotTaken = slots.Wait(_options.StopTimeoutMilliseconds * 2);
+                }
+
+                if (!slotTaken)
                 {
                     // Closing before any reply is the only refusal vhost-user has: the front-end's
                     // first request fails with the connection closed.
-                    connection.Dispose();
+                    socket.Dispose();
                     Interlocked.Increment(ref _refused);
                     RingsLog.Refused(_options.Logger, SocketPath, _options.MaxConnections);
                     continue;
                 }
 
                 Interlocked.Increment(ref _connections);
-                var worker = new Thread(() =>
+                var connection = new Connection(socket);
+                connection.Thread = new Thread(() =>
                 {
                     try
                     {
@@ -181,18 +221,22 @@ public sealed class VhostUserBackend : IDisposable
                     }
                     finally
                     {
+                        lock (_live)
+                        {
+                            _live.Remove(connection);
+                        }
+
                         connection.Dispose();
                         slots.Release();
                     }
                 })
                 { IsBackground = true, Name = "vhost-user connection" };
-                lock (_connectionThreads)
+                lock (_live)
                 {
-                    _connectionThreads.RemoveAll(t => !t.IsAlive);
-                    _connectionThreads.Add(worker);
+                    _live.Add(connection);
                 }
 
-                worker.Start();
+                connection.Thread.Start();
                 slotTaken = false; // the connection thread releases it
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
@@ -210,13 +254,55 @@ public sealed class VhostUserBackend : IDisposable
         }
     }
 
-    /// <summary>Serves one front-end until it leaves or misbehaves. Returns false when asked to stop.</summary>
-    private bool ServeConnection(UnixSocket connection)
+    // SO_PEERCRED against the allowed users, before anything is read.
+    private bool Allowed(UnixSocket socket)
     {
-        var channel = new VhostUserChannel(connection) { MessageTimeoutMilliseconds = _options.MessageTimeoutMilliseconds };
+        if (_options.AllowedUids is not { Count: > 0 } allowed)
+        {
+            return true;
+        }
+
+        var (pid, uid, _) = socket.PeerCredentials();
+        if (allowed.Contains(uid))
+        {
+            return true;
+        }
+
+        var error = new VhostUserError(VhostUserErrorCode.PeerNotAllowed, $"a front-end of uid {uid} (pid {pid}) connected; only uid {string.Join(", ", allowed)} may");
+        RecordError(error);
+        RingsLog.Disconnected(_options.Logger, SocketPath, $"connection closed: {error}");
+        return false;
+    }
+
+    // Ends every connection that has had no ring running for longer than the setup deadline.
+    // Returns true when it ended at least one (its slot is freed once its thread cleans up).
+    private bool EvictUnready()
+    {
+        var now = Environment.TickCount64;
+        var evicted = false;
+        lock (_live)
+        {
+            foreach (var c in _live)
+            {
+                if (!c.Ready && now - c.Accepted > _options.SetupTimeoutMilliseconds && c.End(evicted: true))
+                {
+                    evicted = true;
+                }
+            }
+        }
+
+        return evicted;
+    }
+
+    /// <summary>Serves one front-end until it leaves, misbehaves, misses a deadline or is ended.</summary>
+    private void ServeConnection(Connection connection)
+    {
+        connection.Socket.SetSendTimeout(_options.MessageTimeoutMilliseconds);
+        var channel = new VhostUserChannel(connection.Socket) { MessageTimeoutMilliseconds = _options.MessageTimeoutMilliseconds };
         var session = new VhostUserSession(_options);
         session.QueueStarted += (_, e) =>
         {
+            connection.Ready = true;
             RingsLog.RingStarted(_options.Logger, SocketPath, e.Queue.Index, e.Queue.Format.Name, e.Queue.Ring.Size);
             QueueStarted?.Invoke(session, e);
         };
@@ -228,22 +314,35 @@ public sealed class VhostUserBackend : IDisposable
         session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
         var fds = new List<FileDescriptor>();
         VhostUserError reason = default;
-        var keepServing = true;
+        var first = true;
         RingsLog.Connected(_options.Logger, SocketPath);
         try
         {
             while (true)
             {
-                var status = channel.Receive(fds, -1, _stop.Handle);
+                var status = channel.Receive(fds, first ? _options.FirstMessageTimeoutMilliseconds : -1, connection.Ended.Handle);
                 if (status == ReceiveStatus.Stopped)
                 {
-                    keepServing = false;
-                    reason = channel.LastError;
+                    reason = connection.Evicted
+                        ? new VhostUserError(VhostUserErrorCode.Timeout, $"no ring running {_options.SetupTimeoutMilliseconds} ms after connecting, and another front-end waits for the slot")
+                        : channel.LastError;
+                    if (connection.Evicted)
+                    {
+                        RecordError(reason);
+                    }
+
                     break;
                 }
 
                 if (status == ReceiveStatus.PeerClosed)
                 {
+                    break;
+                }
+
+                if (status == ReceiveStatus.Timeout)
+                {
+                    reason = new VhostUserError(VhostUserErrorCode.Timeout, $"no first message within {_options.FirstMessageTimeoutMilliseconds} ms");
+                    RecordError(reason);
                     break;
                 }
 
@@ -254,6 +353,7 @@ public sealed class VhostUserBackend : IDisposable
                     break;
                 }
 
+                first = false;
                 var outcome = session.Handle(channel.Received, fds);
                 if (outcome.Error.IsError)
                 {
@@ -274,7 +374,7 @@ public sealed class VhostUserBackend : IDisposable
         }
         catch (Exception e)
         {
-            // A bug or a socket failure ends this connection only; the server keeps serving.
+            // A bug or a socket failure (a reply the peer did not take in time) ends this connection only.
             reason = new VhostUserError(e is IOException ? VhostUserErrorCode.SocketError : VhostUserErrorCode.InternalError, $"connection failed: {e.GetType().Name}: {e.Message}");
             RecordError(reason);
         }
@@ -298,8 +398,6 @@ public sealed class VhostUserBackend : IDisposable
                 RingsLog.HandlerFailed(_options.Logger, $"vhost-user backend {SocketPath}: SessionEnded", e.Message);
             }
         }
-
-        return keepServing;
     }
 
     private void RecordError(VhostUserError error)
@@ -312,4 +410,50 @@ public sealed class VhostUserBackend : IDisposable
         }
     }
 
+    /// <summary>One accepted front-end: its socket, its thread, and how to end it from outside.</summary>
+    private sealed class Connection(UnixSocket socket) : IDisposable
+    {
+        private bool _ended;
+        private bool _disposed;
+
+        public UnixSocket Socket { get; } = socket;
+
+        public Thread? Thread { get; set; }
+
+        public long Accepted { get; } = Environment.TickCount64;
+
+        /// <summary>Readable once the connection is to end (eviction or shutdown).</summary>
+        public EventFd Ended { get; } = EventFd.Create();
+
+        /// <summary>Set on the connection's thread once a ring runs; read by the accept thread.</summary>
+        public volatile bool Ready;
+
+        public bool Evicted { get; private set; }
+
+        /// <summary>Asks the connection to end; false when it was asked already.</summary>
+        public bool End(bool evicted)
+        {
+            lock (Ended)
+            {
+                if (_ended || _disposed)
+                {
+                    return false;
+                }
+
+                _ended = true;
+                Evicted = evicted;
+                Ended.Signal();
+                return true;
+            }
+        }
+
+        public void Dispose()
+        {
+            lock (Ended)
+            {
+                _disposed = true;
+                Ended.Dispose();
+            }
+        }
+    }
 }

@@ -55,8 +55,35 @@ public sealed class VhostUserBackendOptions
     /// <summary>Where connections, ring starts and stops and errors are logged (<see cref="Diagnostics.RingsEvents"/>); nothing by default.</summary>
     public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
-    /// <summary>How long the rest of a message may take once its first byte arrived.</summary>
+    /// <summary>How long the rest of a message may take once its first byte arrived, and a reply may take to be sent.</summary>
     public int MessageTimeoutMilliseconds { get; set; } = 5000;
+
+    /// <summary>
+    /// How long a new connection may take to send its first whole message; one that sends nothing
+    /// is closed then (every front-end speaks first, at once). Short, so idle connections cannot
+    /// keep the slots from front-ends waiting behind them.
+    /// </summary>
+    public int FirstMessageTimeoutMilliseconds { get; set; } = 2000;
+
+    /// <summary>
+    /// How long a front-end may take to get a ring running after it connected. One that has not
+    /// by then loses its slot as soon as another front-end waits for one (with no one waiting it
+    /// may go on setting up: a VM's driver starts its rings only when the guest boots).
+    /// </summary>
+    public int SetupTimeoutMilliseconds { get; set; } = 10_000;
+
+    /// <summary>
+    /// The user ids whose front-ends are served (checked with SO_PEERCRED when a connection is
+    /// accepted); null or empty for any user who can open the socket (it is created owner-only).
+    /// </summary>
+    public IReadOnlyCollection<uint>? AllowedUids { get; set; }
+
+    /// <summary>
+    /// How long a data path may take to let go of a ring when it stops (the QueueStopped handler's
+    /// deadline). One that takes longer leaves its ring broken and its front-end disconnected;
+    /// other front-ends are not held up.
+    /// </summary>
+    public int StopTimeoutMilliseconds { get; set; } = 2000;
 
     /// <summary>The features GET_FEATURES answers.</summary>
     public VirtioFeatures OfferedFeatures => DeviceFeatures | VhostUserConstants.ProtocolFeaturesBit;

@@ -33,6 +33,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     private readonly Vring[] _rings;
     private VhostMemoryMap? _memory;
     private FileDescriptor? _backendChannel;
+    private VhostUserError _closing;
     private bool _disposed;
 
     /// <summary>Creates a session with the given offer.</summary>
@@ -139,6 +140,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             {
                 var call = new VhostUserCall(message, fds, row!.Vring == VhostUserVringRule.None ? -1 : (int)VhostUserRequestInfo.VringIndex(message));
                 error = row.Handler(this, ref call);
+                if (_closing.IsError)
+                {
+                    return Close(message, _closing);
+                }
+
                 if (!error.IsError)
                 {
                     return Answer(row, message, call.Reply);
@@ -231,15 +237,21 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
     private VhostUserOutcome Fail(in VhostUserMessage message, bool headerTrusted, VhostUserError error)
     {
-        Errors++;
-        error = error.About(message.Request);
-
         if (headerTrusted && AckWanted(message))
         {
+            Errors++;
+            error = error.About(message.Request);
             RingsLog.ProtocolError(_options.Logger, "NACK", error.ToString());
             return new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 1), false, error);
         }
 
+        return Close(message, error);
+    }
+
+    private VhostUserOutcome Close(in VhostUserMessage message, VhostUserError error)
+    {
+        Errors++;
+        error = error.About(message.Request);
         RingsLog.ProtocolError(_options.Logger, "closing connection", error.ToString());
         return new VhostUserOutcome(null, true, error);
     }
@@ -326,7 +338,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             error = VhostMemoryMap.TryMap(regions, c.Fds, out var map);
             if (!error.IsError)
             {
-                ReplaceMemory(map!, unmapOld: true);
+                ReplaceMemory(map);
 
                 // The descriptors are no longer needed once mapped; the caller closes them.
                 error = StartAll();
@@ -381,7 +393,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             return error;
         }
 
-        ReplaceMemory(map!, unmapOld: false);
+        // The new map holds the regions it shares with the old one.
+        ReplaceMemory(map);
         return StartAll();
     }
 
@@ -416,13 +429,8 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             }
         }
 
-        foreach (var v in _rings)
-        {
-            Discard(v);
-        }
-
-        _memory = map;
-        victim.Mapping.Dispose();
+        // The victim is unmapped with the old map, once nothing holds that any more.
+        ReplaceMemory(map);
         return StartAll();
     }
 
@@ -507,7 +515,15 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         EventFd? doorbell = null;
         if (!m.FileHasNoFd)
         {
-            doorbell = new EventFd(Take(c.Fds, 0));
+            // A doorbell is an eventfd and nothing else: a pipe or a socket could block the
+            // thread that rings or reads it. Refused, it stays in the list and is closed.
+            doorbell = EventFd.FromPeer(c.Fds[0], out var kind);
+            if (doorbell is null)
+            {
+                return Error(WrongDescriptorType, $"vring {v.Index}: the {Doorbell(m.Request)} is {kind}, not an eventfd");
+            }
+
+            Take(c.Fds, 0);
         }
 
         // A running ring is paused while its doorbells change, so no thread uses a closed one.
@@ -533,6 +549,13 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         return wasActive || m.Request == VhostUserRequest.SetVringKick ? TryStart(v) : default;
     }
 
+    private static string Doorbell(VhostUserRequest request) => request switch
+    {
+        VhostUserRequest.SetVringKick => "kick",
+        VhostUserRequest.SetVringCall => "call",
+        _ => "error descriptor",
+    };
+
     VhostUserError IVhostUserHandlers.SetVringEnable(ref VhostUserCall c)
     {
         var num = c.Message.State.Num;
@@ -546,7 +569,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         if (v.Active is { } q && q.Enabled != EffectiveEnabled(v))
         {
             q.Enabled = EffectiveEnabled(v);
-            return Raise(QueueEnabledChanged, q);
+            return Raise(QueueEnabledChanged, new VhostQueueEventArgs(q));
         }
 
         return default;
@@ -674,9 +697,9 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         if (v.Active is null)
         {
-            var q = new VhostQueue(v.Index, v.Ring, Features, v.Kick, v.Call, v.Error, _memory!.Physical, EffectiveEnabled(v));
+            var q = new VhostQueue(v.Index, v.Ring, Features, v.Kick, v.Call, v.Error, _memory!, EffectiveEnabled(v));
             v.Active = q;
-            return Raise(QueueStarted, q);
+            return Raise(QueueStarted, new VhostQueueEventArgs(q));
         }
 
         return default;
@@ -694,13 +717,26 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         return first;
     }
 
-    /// <summary>Tells the data path to let go of the ring; the ring object and its position are kept.</summary>
+    /// <summary>
+    /// Tells the data path to let go of the ring; the ring object and its position are kept. A data
+    /// path that could not let go in time (a doorbell the front-end controls blocked it) leaves the
+    /// ring broken and the connection closing: its position cannot be trusted any more.
+    /// </summary>
     private void Suspend(Vring v)
     {
         if (v.Active is { } q)
         {
             v.Active = null;
-            Raise(QueueStopped, q);
+            var e = new VhostQueueEventArgs(q, _options.StopTimeoutMilliseconds);
+            Raise(QueueStopped, e);
+            if (e.NotStopped is { } why)
+            {
+                q.Ring.MarkBroken(BrokenReason.DataPathStuck);
+                if (!_closing.IsError)
+                {
+                    _closing = Error(VhostUserErrorCode.Timeout, $"vring {q.Index}: the data path did not let go within {_options.StopTimeoutMilliseconds} ms ({why}); the ring is broken and the connection closes");
+                }
+            }
         }
     }
 
@@ -725,7 +761,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         v.Base = null;
     }
 
-    private void ReplaceMemory(VhostMemoryMap map, bool unmapOld)
+    private void ReplaceMemory(VhostMemoryMap? map)
     {
         // Rings hold translations into the old tables: drop them (keeping positions) first.
         foreach (var v in _rings)
@@ -735,14 +771,12 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         var old = _memory;
         _memory = map;
-        if (unmapOld)
-        {
-            old?.Unmap();
-        }
+        old?.Unmap();
     }
 
-    private VhostUserError Raise(EventHandler<VhostQueueEventArgs>? handler, VhostQueue queue)
+    private VhostUserError Raise(EventHandler<VhostQueueEventArgs>? handler, VhostQueueEventArgs args)
     {
+        var queue = args.Queue;
         if (handler is null)
         {
             return default;
@@ -750,7 +784,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         try
         {
-            handler(this, new VhostQueueEventArgs(queue));
+            handler(this, args);
             return default;
         }
         catch (Exception e)

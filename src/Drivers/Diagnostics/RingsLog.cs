@@ -53,6 +53,9 @@ public static class RingsEvents
     /// <summary>A worker could not be pinned to its CPU.</summary>
     public static readonly EventId WorkerNotPinned = new(51, nameof(WorkerNotPinned));
 
+    /// <summary>A thread (a worker, a connection) did not stop by its deadline and was left behind.</summary>
+    public static readonly EventId NotStopped = new(52, nameof(NotStopped));
+
     /// <summary>An event handler of the application failed.</summary>
     public static readonly EventId HandlerFailed = new(60, nameof(HandlerFailed));
 }
@@ -104,6 +107,9 @@ internal static partial class RingsLog
 
     [LoggerMessage(EventId = 51, EventName = nameof(RingsEvents.WorkerNotPinned), Level = LogLevel.Warning, Message = "worker {Worker}: cannot pin to CPU {Cpu}: {Error}")]
     public static partial void WorkerNotPinned(ILogger logger, int worker, int cpu, string error);
+
+    [LoggerMessage(EventId = 52, EventName = nameof(RingsEvents.NotStopped), Level = LogLevel.Warning, Message = "{What}")]
+    public static partial void NotStopped(ILogger logger, string what);
 
     [LoggerMessage(EventId = 60, EventName = nameof(RingsEvents.HandlerFailed), Level = LogLevel.Error, Message = "{Source}: handler failed: {Error}")]
     public static partial void HandlerFailed(ILogger logger, string source, string error);

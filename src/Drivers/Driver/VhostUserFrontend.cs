@@ -250,7 +250,7 @@ public sealed class VhostUserFrontend : IDisposable
             {
                 var guestAreas = new RingAreas(guestBase + areas.DescriptorArea, guestBase + areas.DriverArea, guestBase + areas.DeviceArea);
                 var userAreas = new RingAreas(userBase + areas.DescriptorArea, userBase + areas.DriverArea, userBase + areas.DeviceArea);
-                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, null, EventFd.Create(), EventFd.Create()));
+                queues.Add(new FrontendQueue(queues.Count, options.QueueSize, format, guestAreas, userAreas, null, EventFd.CreateForPeer(), EventFd.CreateForPeer()));
             }
 
             frontend = new VhostUserFrontend(options, channel, ownsChannel, memory, [.. queues], offset);

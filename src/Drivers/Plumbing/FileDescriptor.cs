@@ -42,6 +42,33 @@ public sealed class FileDescriptor : SafeHandle
         return new FileDescriptor(fd);
     }
 
+    /// <summary>
+    /// What the kernel calls the open file: the target of its /proc/self/fd link, such as
+    /// <c>anon_inode:[eventfd]</c>, <c>pipe:[1234]</c>, <c>socket:[1234]</c> or a path
+    /// (<c>/memfd:name (deleted)</c>). Null when it cannot be read (no /proc, or closed).
+    /// </summary>
+    /// <returns>The name, or null.</returns>
+    public unsafe string? KernelName()
+    {
+        var added = false;
+        DangerousAddRef(ref added);
+        try
+        {
+            // 256 bytes hold every anonymous-inode, pipe and socket name; a longer path is cut,
+            // which is fine for telling kinds apart and for logs.
+            var buffer = stackalloc byte[256];
+            var n = LibC.Readlink($"/proc/self/fd/{(int)handle}", buffer, 256);
+            return n < 0 ? null : System.Text.Encoding.UTF8.GetString(buffer, (int)n);
+        }
+        finally
+        {
+            if (added)
+            {
+                DangerousRelease();
+            }
+        }
+    }
+
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => LibC.Close((int)handle) == 0;
 

@@ -43,6 +43,7 @@ internal static unsafe partial class LibC
 
     // poll(2)
     public const short POLLIN = 0x1;
+    public const short POLLOUT = 0x4;
     public const short POLLERR = 0x8;
     public const short POLLHUP = 0x10;
     public const short POLLNVAL = 0x20;
@@ -56,6 +57,8 @@ internal static unsafe partial class LibC
     public const int MSG_CTRUNC = 0x8;
     public const int MSG_NOSIGNAL = 0x4000;
     public const int MSG_CMSG_CLOEXEC = 0x40000000;
+    public const int SO_PEERCRED = 17;
+    public const int SO_SNDTIMEO = 21;
     public const int SunPathLength = 108;
 
     // statx(2)
@@ -99,6 +102,22 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(SafeHandle fd, void* buffer, nuint count);
+
+    // preadv2(2): RWF_NOWAIT makes one read non-blocking whatever the file's flags (eventfd: Linux 5.12).
+    public const int RWF_NOWAIT = 0x8;
+    public const int EOPNOTSUPP = 95;
+
+    [LibraryImport(Lib, EntryPoint = "preadv2", SetLastError = true)]
+    public static partial nint Preadv2(SafeHandle fd, IoVec* iov, int count, long offset, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(SafeHandle fd, int level, int name, void* value, uint* length);
+
+    [LibraryImport(Lib, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(SafeHandle fd, int level, int name, void* value, uint length);
+
+    [LibraryImport(Lib, EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint Readlink(string path, byte* buffer, nuint size);
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

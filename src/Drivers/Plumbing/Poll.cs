@@ -72,6 +72,40 @@ public static unsafe class Poll
         }
     }
 
+    /// <summary>Whether a write to <paramref name="fd"/> would go through now (POLLOUT), without waiting.</summary>
+    /// <param name="fd">The descriptor.</param>
+    /// <returns>True when writable (or in error, so the write reports it), false when a write would block.</returns>
+    public static bool IsWritable(FileDescriptor fd)
+    {
+        ArgumentNullException.ThrowIfNull(fd);
+        var added = false;
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            var entry = new LibC.PollFd { Fd = (int)fd.DangerousGetHandle(), Events = LibC.POLLOUT };
+            while (true)
+            {
+                var n = LibC.Poll(&entry, 1, 0);
+                if (n >= 0)
+                {
+                    return n > 0;
+                }
+
+                if (System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != LibC.EINTR)
+                {
+                    throw LibC.Error("poll");
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>Waits until one descriptor is readable (or hung up).</summary>
     /// <param name="fd">The descriptor.</param>
     /// <param name="timeoutMilliseconds">-1 to wait forever, 0 to check without waiting.</param>

@@ -255,6 +255,38 @@ public sealed unsafe class UnixSocket : IDisposable
         }
     }
 
+    /// <summary>The process and user on the other end, as the kernel recorded them at connect (SO_PEERCRED).</summary>
+    /// <returns>The peer's process id, user id and group id.</returns>
+    public (int Pid, uint Uid, uint Gid) PeerCredentials()
+    {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        var credentials = stackalloc int[3];
+        var length = (uint)(3 * sizeof(int));
+        if (LibC.GetSockOpt(Handle, LibC.SOL_SOCKET, LibC.SO_PEERCRED, credentials, &length) != 0)
+        {
+            throw LibC.Error("getsockopt(SO_PEERCRED)");
+        }
+
+        return (credentials[0], (uint)credentials[1], (uint)credentials[2]);
+    }
+
+    /// <summary>
+    /// Bounds how long <see cref="Send"/> may wait for room in the peer's receive buffer (SO_SNDTIMEO):
+    /// a peer that stops reading makes a send fail instead of blocking the sender forever.
+    /// </summary>
+    /// <param name="milliseconds">The limit; 0 for none.</param>
+    public void SetSendTimeout(int milliseconds)
+    {
+        // struct timeval { time_t tv_sec; suseconds_t tv_usec; } (LP64)
+        var value = stackalloc long[2];
+        value[0] = milliseconds / 1000;
+        value[1] = milliseconds % 1000 * 1000L;
+        if (LibC.SetSockOpt(Handle, LibC.SOL_SOCKET, LibC.SO_SNDTIMEO, value, 2 * sizeof(long)) != 0)
+        {
+            throw LibC.Error("setsockopt(SO_SNDTIMEO)");
+        }
+    }
+
     /// <summary>Closes the socket; a listening socket also removes its file.</summary>
     public void Dispose()
     {

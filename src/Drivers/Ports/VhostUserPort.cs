@@ -59,6 +59,9 @@ public sealed class VhostUserPort : Port
     /// <inheritdoc/>
     public override bool CanReturn => true;
 
+    /// <summary>User ids whose front-ends are served (SO_PEERCRED), or null for any; set before <see cref="Open"/>.</summary>
+    public IReadOnlyCollection<uint>? AllowedUids { get; set; }
+
     /// <summary>The back-end once opened (connections, errors, refusals).</summary>
     public VhostUserBackend? Backend => _backend;
 
@@ -97,11 +100,12 @@ public sealed class VhostUserPort : Port
             SocketPath = SocketPath,
             MaxConnections = 1,
             RefuseWhenFull = true,
+            AllowedUids = AllowedUids,
             Logger = Logger,
         };
         var backend = new VhostUserBackend(options);
         backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
-        backend.QueueStopped += (session, e) => OnQueueStopped(session!, e.Queue);
+        backend.QueueStopped += (session, e) => OnQueueStopped(session!, e);
         backend.SessionEnded += (session, reason) => OnSessionEnded(session!, reason);
         try
         {
@@ -448,8 +452,9 @@ public sealed class VhostUserPort : Port
         }
     }
 
-    private void OnQueueStopped(object session, VhostQueue queue)
+    private void OnQueueStopped(object session, VhostQueueEventArgs e)
     {
+        var queue = e.Queue;
         lock (_gate)
         {
             if (!ReferenceEquals(_session, session) || queue.Index > 1 || !ReferenceEquals(_queues[queue.Index], queue))
@@ -463,7 +468,11 @@ public sealed class VhostUserPort : Port
                 SayBroken(queue.Index == 0 ? "receiveq" : "transmitq", queue.Ring.BrokenReason);
             }
 
-            Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped");
+            if (!Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped", e.StopTimeoutMilliseconds))
+            {
+                // The session breaks the ring and closes this front-end's connection.
+                e.ReportNotStopped($"the worker of {Name} did not leave its round");
+            }
         }
     }
 
@@ -483,13 +492,15 @@ public sealed class VhostUserPort : Port
         }
     }
 
-    // Caller holds _gate. The session frees the rings once we return: unpublish, then wait for the
-    // worker to leave the round that may hold them.
-    private void Detach(string why)
+    // Caller holds _gate (only this port's control plane takes it; the worker never does). The
+    // session frees the rings once we return: unpublish, then wait for the worker to leave the
+    // round that may hold them. False when it did not in time: the memory lease then goes to a
+    // thread that waits for the worker, so its round never reads unmapped memory.
+    private bool Detach(string why, int timeoutMilliseconds = DefaultQuiesceMilliseconds)
     {
-        if (_active is null)
+        if (_active is not { } a)
         {
-            return;
+            return true;
         }
 
         _active = null;
@@ -497,13 +508,29 @@ public sealed class VhostUserPort : Port
         // Store-load: the worker's round marker must be read after the unpublish is visible
         // (the worker's side fences between its marker and its read of _active).
         Interlocked.MemoryBarrier();
-        if (!WaitForDataPath())
+        var left = WaitForDataPath(timeoutMilliseconds < 0 ? DefaultQuiesceMilliseconds : timeoutMilliseconds);
+        if (left)
         {
-            Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms");
+            a.ReleaseMemory();
+        }
+        else
+        {
+            Say($"the data path did not let go of the rings within {timeoutMilliseconds} ms; the front-end is disconnected");
+            var lingering = new Thread(() =>
+            {
+                while (!WaitForDataPath(1000))
+                {
+                }
+
+                a.ReleaseMemory();
+            })
+            { IsBackground = true, Name = $"{Name} release" };
+            lingering.Start();
         }
 
         _status = $"down: {why}";
         SetLink(LinkState.Down, why);
+        return left;
     }
 
     private static PortOffloads OffloadsOf(VirtioFeatures features)
@@ -527,6 +554,8 @@ public sealed class VhostUserPort : Port
     /// <summary>A started queue pair as the data path uses it. Immutable once published, but for <see cref="Prepare"/>.</summary>
     private sealed class Attachment
     {
+        private readonly IDisposable _txMemory;
+        private readonly IDisposable _rxMemory;
         private bool _prepared;
 
         public Attachment(VhostQueue tx, VhostQueue rx)
@@ -539,6 +568,9 @@ public sealed class VhostUserPort : Port
             TxCall = tx.Call;
             RxCall = rx.Call;
             Mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
+
+            _txMemory = tx.LeaseMemory();
+            _rxMemory = rx.LeaseMemory();
         }
 
         public VhostQueue TxQueue { get; }
@@ -556,6 +588,13 @@ public sealed class VhostUserPort : Port
         public EventFd? RxCall { get; }
 
         public bool Mergeable { get; }
+
+        /// <summary>Lets the front-end's memory go, once the data path no longer reads it.</summary>
+        public void ReleaseMemory()
+        {
+            _txMemory.Dispose();
+            _rxMemory.Dispose();
+        }
 
         /// <summary>On the worker, once: no kicks wanted while it polls (it asks before sleeping), none ever for receive buffers (a full receive queue drops, it is never waited for).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

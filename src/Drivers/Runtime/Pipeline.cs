@@ -172,9 +172,14 @@ public sealed class Pipeline : IDisposable
             }
 
             _stopped = true;
-            foreach (var w in _workers)
+            var stopped = new bool[_workers.Length];
+            for (var i = 0; i < _workers.Length; i++)
             {
-                w.Stop();
+                stopped[i] = _workers[i].Stop(Port.DefaultQuiesceMilliseconds);
+                if (!stopped[i])
+                {
+                    Diagnostics.RingsLog.NotStopped(Logger, $"worker {i} did not stop within {Port.DefaultQuiesceMilliseconds} ms; its buffers stay allocated");
+                }
             }
 
             foreach (var p in Ports)
@@ -183,9 +188,12 @@ public sealed class Pipeline : IDisposable
                 p.Owner = null;
             }
 
-            foreach (var w in _workers)
+            for (var i = 0; i < _workers.Length; i++)
             {
-                w.Dispose();
+                if (stopped[i])
+                {
+                    _workers[i].Dispose();
+                }
             }
 
             _running = false;

@@ -123,11 +123,14 @@ internal sealed class Worker : IPortOwner, IDisposable
         _thread.Start();
     }
 
-    public void Stop()
+    /// <summary>Asks the thread to stop and joins it within the deadline.</summary>
+    /// <param name="timeoutMilliseconds">The deadline.</param>
+    /// <returns>False when the thread is still running (it is stuck; nothing it uses may be freed).</returns>
+    public bool Stop(int timeoutMilliseconds)
     {
         _stop = true;
         Wake();
-        _thread?.Join();
+        return _thread?.Join(TimeSpan.FromMilliseconds(timeoutMilliseconds)) ?? true;
     }
 
     /// <summary>One round on the calling thread (a pipeline driven without threads).</summary>

@@ -115,6 +115,9 @@ public enum VhostUserErrorCode
     /// <summary>This side is shutting down and ended the connection.</summary>
     Shutdown,
 
+    /// <summary>The peer's user (SO_PEERCRED) is not one this side serves.</summary>
+    PeerNotAllowed,
+
     /// <summary>A bug: an unexpected exception ended the request or the connection.</summary>
     InternalError,
 }

@@ -42,6 +42,32 @@ internal static class Cli
         return option;
     }
 
+    /// <summary>What <c>--allow-uid</c> says: user ids, comma-separated.</summary>
+    public const string AllowUidDescription = "Serve only front-ends run by these user ids (comma-separated; checked with SO_PEERCRED). By default anyone who can open the socket (owner-only) is served.";
+
+    /// <summary>Reads a comma-separated list of user ids (null for none).</summary>
+    /// <returns>Null when <paramref name="text"/> is well formed, else what is wrong.</returns>
+    public static string? TryParseUids(string? text, out uint[]? uids)
+    {
+        uids = null;
+        if (text is null)
+        {
+            return null;
+        }
+
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var list = new uint[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            if (!uint.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out list[i]))
+            {
+                return $"--allow-uid takes user ids separated by commas, not '{text}'";
+            }
+        }
+
+        uids = list;
+        return null;
+    }
 }
 
 /// <summary>A command's options and how a parse of them becomes the command's typed options.</summary>

@@ -25,6 +25,7 @@ internal enum HostMode
 /// <param name="Stats">Where to write each session's figures, if anywhere.</param>
 /// <param name="Verbose">Log the vhost-user conversation.</param>
 /// <param name="Quiet">No live progress.</param>
+/// <param name="AllowUid">User ids whose front-ends are served, comma-separated, or null for any.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 /// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
 internal sealed record HostOptions(
@@ -36,11 +37,12 @@ internal sealed record HostOptions(
     string? Stats = null,
     bool Verbose = false,
     bool Quiet = false,
+    string? AllowUid = null,
     string? Metrics = null,
     Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
 {
     /// <summary>What is wrong with the options, or null.</summary>
-    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : Monitoring.Validate(Metrics);
+    public string? Validate() => Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096" : Cli.TryParseUids(AllowUid, out _) ?? Monitoring.Validate(Metrics);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
@@ -70,6 +72,12 @@ internal sealed record HostOptions(
         if (Quiet)
         {
             yield return "--quiet";
+        }
+
+        if (AllowUid is not null)
+        {
+            yield return "--allow-uid";
+            yield return AllowUid;
         }
 
         if (Metrics is not null)
@@ -106,11 +114,12 @@ internal static class HostCommand
         var stats = new Option<string?>("--stats") { Description = "Write each session's figures to this JSON file when it ends." };
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
+        var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
         var metrics = Monitoring.MetricsOption();
         var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket and run the vhost-net data path for each front-end that connects.")
         {
-            socket, mode, wait, burst, once, stats, verbose, quiet, metrics, logLevel,
+            socket, mode, wait, burst, once, stats, verbose, quiet, allowUid, metrics, logLevel,
         };
         return new(command, r => new HostOptions(
             r.GetValue(socket)!,
@@ -121,6 +130,7 @@ internal static class HostCommand
             r.GetValue(stats),
             r.GetValue(verbose),
             r.GetValue(quiet),
+            r.GetValue(allowUid),
             r.GetValue(metrics),
             Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
     }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Rings.Linux.Device;
 using Rings.Linux.Diagnostics;
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 
 namespace Rings.Tool.Commands;
@@ -12,6 +13,12 @@ namespace Rings.Tool.Commands;
 /// <c>rings host</c>: the vhost-user back-end with the vhost-net data path. Serves front-end after
 /// front-end; for each, once its receive and transmit queues run, a worker thread forwards every
 /// transmitted frame back into its receive queue (reflect).
+/// <para>
+/// No front-end can hold up another: the lock guards only the tables of queues and workers, and
+/// workers are stopped and joined outside it, with a deadline. A worker stuck on a doorbell its
+/// front-end blocked is reported to the session, which breaks the ring and closes that
+/// connection; the worker keeps the front-end's memory mapped (a lease) until it ends.
+/// </para>
 /// </summary>
 internal sealed class HostRunner
 {
@@ -26,6 +33,7 @@ internal sealed class HostRunner
     private int _nextSession;
     private bool _interrupted;
     private readonly ManualResetEventSlim _done = new();
+    private int _stopTimeout = 2000;
 
     private HostRunner(HostOptions o, TextWriter output)
     {
@@ -40,6 +48,8 @@ internal sealed class HostRunner
         public required object Destination { get; init; }
         public required Thread Thread { get; init; }
         public required Action Stop { get; init; }
+        public required IDisposable Loop { get; init; }
+        public required EventFd[] Doorbells { get; init; }
         public required Func<(long Frames, long Dropped, long Sleeps)> Progress { get; init; }
         public required IDeviceRing Tx { get; init; }
         public required IDeviceRing Rx { get; init; }
@@ -60,14 +70,16 @@ internal sealed class HostRunner
         {
             SocketPath = o.Socket,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
+            AllowedUids = Cli.TryParseUids(o.AllowUid, out var uids) is null ? uids : null,
             Logger = monitoring.Logger,
         };
+        runner._stopTimeout = options.StopTimeoutMilliseconds;
         VhostUserBackend backend;
         try
         {
             backend = new VhostUserBackend(options);
             backend.QueueStarted += (session, e) => runner.OnStarted(session!, e.Queue);
-            backend.QueueStopped += (session, e) => runner.OnStopped(session!, e.Queue);
+            backend.QueueStopped += (session, e) => runner.OnStopped(session!, e);
             backend.SessionEnded += (session, reason) => runner.OnSessionEnded(session!, reason);
             backend.Start();
             monitoring.Metrics.AddBackend(o.Socket, () => backend);
@@ -122,10 +134,13 @@ internal sealed class HostRunner
         }
 
         backend.Dispose();
+        List<Worker> rest;
         lock (runner._gate)
         {
-            runner.StopWorkers(null, "stopping");
+            rest = runner.TakeWorkers(null);
         }
+
+        runner.StopWorkers(rest, "stopping", runner._stopTimeout);
 
         output.WriteLine($"rings host: stopped after {runner._sessions} front-end(s)");
         return 0;
@@ -194,29 +209,45 @@ internal sealed class HostRunner
         }
     }
 
-    private void OnStopped(object session, VhostQueue queue)
+    private void OnStopped(object session, VhostQueueEventArgs e)
     {
+        var queue = e.Queue;
+        List<Worker> stopping;
         lock (_gate)
         {
             // GET_VRING_BASE: every data path using the ring must let go before the back-end answers.
-            if (queue.Index <= 1 && _sessionQueues.TryGetValue(session, out var queues) && queues[queue.Index] == queue)
+            if (queue.Index > 1 || !_sessionQueues.TryGetValue(session, out var queues) || queues[queue.Index] != queue)
             {
-                StopWorkers(session, "queue stopped");
-                queues[queue.Index] = null;
+                return;
             }
+
+            stopping = TakeWorkers(session);
+            queues[queue.Index] = null;
+        }
+
+        // Outside the lock: a worker stuck on this front-end's doorbell must not hold up the others.
+        if (StopWorkers(stopping, "queue stopped", e.StopTimeoutMilliseconds) is { } stuck)
+        {
+            e.ReportNotStopped(stuck);
         }
     }
 
     private void OnSessionEnded(object session, VhostUserError reason)
     {
+        List<Worker> stopping;
         lock (_gate)
         {
-            if (reason.IsError)
-            {
-                _output.WriteLine($"rings host: connection closed: {reason}");
-            }
+            stopping = TakeWorkers(session);
+        }
 
-            StopWorkers(session, reason.IsError ? reason.ToString() : "front-end disconnected");
+        if (reason.IsError)
+        {
+            _output.WriteLine($"rings host: connection closed: {reason}");
+        }
+
+        StopWorkers(stopping, reason.IsError ? reason.ToString() : "front-end disconnected", _stopTimeout);
+        lock (_gate)
+        {
             _sessionQueues.Remove(session);
             _sessionNumbers.Remove(session);
             _sessions++;
@@ -235,6 +266,7 @@ internal sealed class HostRunner
         IDoorbell rxKick = rx.Kick is null ? NullDoorbell.Instance : rx.Kick;
         IDoorbell rxCall = rx.Call is null ? NullDoorbell.Instance : rx.Call;
         var wait = tx.Kick is null || rx.Kick is null ? WaitStrategy.Poll : _o.Wait;
+        EventFd[] doorbells = [.. new[] { tx.Kick, tx.Call, rx.Kick, rx.Call }.OfType<EventFd>()];
         // Interface type arguments: the ring classes would get the same shared instantiation
         // (they are reference types), so naming them buys nothing (GenericDispatchBenchmarks).
         _workers.Add(Create(tx.Ring, rx.Ring));
@@ -245,6 +277,11 @@ internal sealed class HostRunner
             where TRx : IDeviceRing
         {
             var loop = new NetWorker<TTx, TRx>(t, txKick, txCall, r, rxKick, rxCall, _o.Burst, mergeable, wait);
+
+            // The thread keeps both front-ends' memory mapped for as long as it runs, even past a
+            // stop it missed (the session unmaps only when the last lease goes).
+            var txMemory = tx.LeaseMemory();
+            var rxMemory = rx.LeaseMemory();
             var thread = new Thread(() =>
             {
                 try
@@ -255,6 +292,11 @@ internal sealed class HostRunner
                 {
                     // A bug must not take the server down; the queue is reported and the next front-end served.
                     _output.WriteLine($"rings host: data path failed: {e.GetType().Name}: {e.Message}");
+                }
+                finally
+                {
+                    rxMemory.Dispose();
+                    txMemory.Dispose();
                 }
             })
             { Name = "vhost-net worker", IsBackground = true };
@@ -272,6 +314,8 @@ internal sealed class HostRunner
                 Destination = destination,
                 Thread = thread,
                 Stop = loop.Stop,
+                Loop = loop,
+                Doorbells = doorbells,
                 Progress = () => (loop.Frames, loop.Dropped, loop.Sleeps),
                 Tx = t,
                 Rx = r,
@@ -280,24 +324,63 @@ internal sealed class HostRunner
         }
     }
 
-    // Stops every worker that touches the session (all of them when null). Caller holds _gate.
-    private void StopWorkers(object? session, string why)
+    // Takes every worker that touches the session (all of them when null) out of the table. Caller holds _gate.
+    private List<Worker> TakeWorkers(object? session)
     {
+        var taken = new List<Worker>();
         for (var i = _workers.Count - 1; i >= 0; i--)
         {
             var w = _workers[i];
-            if (session is not null && w.Source != session && w.Destination != session)
+            if (session is null || w.Source == session || w.Destination == session)
             {
+                _workers.RemoveAt(i);
+                taken.Add(w);
+            }
+        }
+
+        return taken;
+    }
+
+    // Stops and joins the workers (caller holds no lock), within the deadline. Half-way, a worker
+    // still running is freed from a doorbell write its front-end made block (EventFd.Unblock).
+    // Returns what did not stop, or null when everything did.
+    private string? StopWorkers(List<Worker> workers, string why, int timeoutMilliseconds)
+    {
+        foreach (var w in workers)
+        {
+            w.Watched?.Dispose();
+            w.Stop();
+        }
+
+        var deadline = Environment.TickCount64 + Math.Max(0, timeoutMilliseconds);
+        string? stuck = null;
+        foreach (var w in workers)
+        {
+            if (!Join(w.Thread, deadline - (timeoutMilliseconds / 2)))
+            {
+                foreach (var d in w.Doorbells)
+                {
+                    d.Unblock();
+                }
+            }
+
+            if (!Join(w.Thread, deadline))
+            {
+                // Its lease keeps the memory mapped; its wake-up doorbell stays open for it.
+                stuck ??= $"a worker did not stop within {timeoutMilliseconds} ms";
+                _output.WriteLine($"rings host: {why}: a data path did not stop within {timeoutMilliseconds} ms; its queue is broken and its front-end disconnected");
                 continue;
             }
 
-            _workers.RemoveAt(i);
-            w.Watched?.Dispose();
-            w.Stop();
-            w.Thread.Join();
+            w.Loop.Dispose();
             Report(w, why);
         }
+
+        return stuck;
     }
+
+    private static bool Join(Thread thread, long deadline) =>
+        thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
 
     private void Report(Worker w, string why)
     {

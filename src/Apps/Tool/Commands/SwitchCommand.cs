@@ -37,6 +37,7 @@ internal enum SwitchProcessor
 /// <param name="Json">Where to write the final figures, if anywhere.</param>
 /// <param name="Verbose">Log every port's control-plane events.</param>
 /// <param name="Quiet">No per-second lines.</param>
+/// <param name="AllowUid">User ids whose front-ends every vhost-user port serves, comma-separated, or null for any.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 /// <param name="Captures">Captures, PORT=FILE (a port's index or specification, a pcapng or .pcap file), or null.</param>
 /// <param name="Snaplen">Most bytes kept of each captured frame.</param>
@@ -53,6 +54,7 @@ internal sealed record SwitchOptions(
     string? Json = null,
     bool Verbose = false,
     bool Quiet = false,
+    string? AllowUid = null,
     string? Metrics = null,
     IReadOnlyList<string>? Captures = null,
     int Snaplen = Linux.Diagnostics.PacketCapture.DefaultSnapLength,
@@ -61,6 +63,11 @@ internal sealed record SwitchOptions(
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
     {
+        if (Cli.TryParseUids(AllowUid, out _) is { } uidError)
+        {
+            return uidError;
+        }
+
         if (Ports.Count == 0)
         {
             return "give at least one --port";
@@ -203,6 +210,12 @@ internal sealed record SwitchOptions(
             yield return "--quiet";
         }
 
+        if (AllowUid is not null)
+        {
+            yield return "--allow-uid";
+            yield return AllowUid;
+        }
+
         if (Metrics is not null)
         {
             yield return "--metrics";
@@ -260,13 +273,14 @@ internal static class SwitchCommand
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
         var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events (--log-level debug)." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
+        var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription + " Applies to every vhost-user port." };
         var metrics = Monitoring.MetricsOption();
         var capture = new Option<string[]>("--capture") { Description = "Write the frames a port receives and sends to a file, PORT=FILE (repeat for each port): PORT is the port's index or specification; FILE is pcapng (pcap when it ends in .pcap), readable by tshark and Wireshark." };
         var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
         var snaplen = new Option<int>("--snaplen") { Description = "Most bytes kept of each captured frame.", DefaultValueFactory = _ => defaults.Snaplen };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, metrics, capture, snaplen, logLevel,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid, metrics, capture, snaplen, logLevel,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -280,6 +294,7 @@ internal static class SwitchCommand
             r.GetValue(json),
             r.GetValue(verbose),
             r.GetValue(quiet),
+            r.GetValue(allowUid),
             r.GetValue(metrics),
             r.GetValue(capture) is { Length: > 0 } c ? c : null,
             r.GetValue(snaplen),
@@ -325,9 +340,16 @@ internal static class SwitchCommand
         var ports = new List<Port>();
         try
         {
+            Cli.TryParseUids(o.AllowUid, out var uids);
             foreach (var spec in o.Ports)
             {
-                ports.Add(PortKinds.Create(spec));
+                var port = PortKinds.Create(spec);
+                if (port is VhostUserPort vhostUser)
+                {
+                    vhostUser.AllowedUids = uids;
+                }
+
+                ports.Add(port);
             }
         }
         catch (ArgumentException e)
