@@ -1,5 +1,6 @@
 using System.Runtime.Versioning;
 using BenchmarkDotNet.Attributes;
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Ports;
 using Rings.Linux.Runtime;
 using Rings.Testing.Traffic;
@@ -11,6 +12,8 @@ namespace Rings.Benchmarks;
 /// every round (bytes in place, nothing consumed), the processor decides, the worker groups by
 /// destination and the in-memory sink copies each frame once. Receive, processor, routing,
 /// transmit and release are all on the measured path; the ports cost about what a copy costs.
+/// With <see cref="Capture"/>, both ports of the path are captured (each frame copied into a
+/// capture ring, written to /dev/null by the capture's writer thread): still nothing allocated.
 /// </summary>
 [MemoryDiagnoser]
 [SupportedOSPlatform("linux")]
@@ -23,6 +26,10 @@ public class RuntimeBenchmarks
     /// <summary>The processor: patch (one destination), switch (learned unicast) or flood (switch with an unknown destination, to two ports).</summary>
     [Params("patch", "switch", "flood")]
     public string Processor { get; set; } = "patch";
+
+    /// <summary>Whether the source and the sink are captured (<c>--capture</c>).</summary>
+    [Params(false, true)]
+    public bool Capture { get; set; }
 
     /// <summary>Frames per burst.</summary>
     [Params(32)]
@@ -69,6 +76,12 @@ public class RuntimeBenchmarks
             _sink.TryInject(reply);
         }
 
+        if (Capture)
+        {
+            _source.Capture = PacketCapture.Create("/dev/null", _source.Name, format: CaptureFormat.PcapNg);
+            _sink.Capture = PacketCapture.Create("/dev/null", _sink.Name, format: CaptureFormat.PcapNg);
+        }
+
         _pipeline.RunOnce();
     }
 
@@ -79,6 +92,8 @@ public class RuntimeBenchmarks
         _pipeline?.Dispose();
         foreach (var p in _pipeline?.Ports ?? [])
         {
+            p.Capture?.Dispose();
+            p.Capture = null;
             p.Dispose();
         }
     }

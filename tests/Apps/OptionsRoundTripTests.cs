@@ -111,6 +111,9 @@ public class OptionsRoundTripTests
             Gen.Choose(0, 2_000_000).Select(i => (double)i),
             ArbMap.Default.GeneratorFor<NormalFloat>().Select(f => Math.Abs(f.Get)));
 
+    internal static Gen<string?> MetricsGen() =>
+        Gen.Elements<string?>(null, "127.0.0.1:9464", "127.0.0.2:1", "[::1]:65535");
+
     private static Gen<GuestOptions> GuestGen(Gen<string> socket) =>
         from s in socket
         from ring in Gen.Elements(RingFormat.All.ToArray())
@@ -126,7 +129,9 @@ public class OptionsRoundTripTests
         from memory in Gen.Choose(4, 65536)
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window);
+        from metrics in MetricsGen()
+        from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, Metrics: metrics, LogLevel: logLevel);
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()
@@ -141,7 +146,9 @@ public class OptionsRoundTripTests
         from maxMemory in Gen.OneOf(Gen.Constant(65536), Gen.Choose(1, 1 << 24))
         from trustUnsealed in ArbMap.Default.GeneratorFor<bool>()
         from connect in ArbMap.Default.GeneratorFor<bool>()
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, connect && mode != HostMode.Patch, maxMemory, trustUnsealed);
+        from metrics in MetricsGen()
+        from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, connect && mode != HostMode.Patch, maxMemory, trustUnsealed, metrics, logLevel);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

@@ -24,12 +24,17 @@ public class SwitchOptionsTests
              from verbose in Gen.Elements(false, true)
              from quiet in Gen.Elements(false, true)
              from allowUid in Gen.Elements<string?>(null, "0", "1000,1001")
-             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid)).ToArbitrary(),
+             from metrics in OptionsRoundTripTests.MetricsGen()
+             from captures in Gen.Elements<string[]?>(null, ["0=/tmp/p0.pcapng"], ["0=/tmp/a.pcap", "vhost-user:/run/a.sock=/tmp/b=c.pcapng"])
+             from snaplen in Gen.Elements(65535, 14, 128)
+             from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
+             select new SwitchOptions([.. ports.Distinct()], processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid, metrics, captures, snaplen, logLevel)).ToArbitrary(),
             o =>
             {
                 var back = SwitchCommand.Parse([.. o.ToArguments()]);
                 Assert.Equal(o.Ports, back.Ports);
-                Assert.Equal(o with { Ports = back.Ports }, back);
+                Assert.Equal(o.Captures, back.Captures);
+                Assert.Equal(o with { Ports = back.Ports, Captures = back.Captures }, back);
             });
 
     [Fact]
@@ -48,6 +53,15 @@ public class SwitchOptionsTests
     [InlineData("3-1", "expected CPU numbers")]
     public void BadCpuListsAreRefused(string cpus, string message) =>
         Assert.Contains(message, new SwitchOptions(["vhost-user:/a"], Cpus: cpus).Validate(), StringComparison.Ordinal);
+
+    [Fact]
+    public void CapturesNameAPortByIndexOrSpecification()
+    {
+        var o = new SwitchOptions(["vhost-user:/run/a.sock", "tap:rk0"], Captures: ["1=/tmp/one.pcapng", "vhost-user:/run/a.sock=/tmp/a=b.pcap"]);
+        Assert.Null(o.Validate());
+        Assert.Equal([(1, "/tmp/one.pcapng"), (0, "/tmp/a=b.pcap")], o.CaptureFiles());
+        Assert.Contains("expected PORT=FILE", (o with { Captures = ["tap:rk9=/tmp/x"] }).Validate(), StringComparison.Ordinal);
+    }
 
     [Fact]
     public void CpuListsExpandRanges()

@@ -45,7 +45,7 @@ public class DoorbellAttackTests
     {
         var path = TestPaths.Socket();
         var log = new List<string>();
-        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Log = l => { lock (log) { log.Add(l); } } });
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Logger = new Diagnostics.ListLogger(log) });
         backend.Start();
         using var harness = new SessionHarness(path);
         harness.Negotiate();

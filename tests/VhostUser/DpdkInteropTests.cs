@@ -34,7 +34,7 @@ public class DpdkInteropTests
     {
         var path = TestPaths.Socket();
         var log = new List<string>();
-        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Log = Logger(log), TrustUnsealedMemory = true });
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Logger = Collect(log), TrustUnsealedMemory = true });
         var device = new TestDevice(backend);
         VhostUserSession? session = null;
         backend.Start();
@@ -99,7 +99,7 @@ public class DpdkInteropTests
         using var backend = new VhostUserBackend(new VhostUserBackendOptions
         {
             SocketPath = path,
-            Log = Logger(log),
+            Logger = Collect(log),
             TrustUnsealedMemory = true,
 
             RingFactory = (in DeviceRingSetup s) =>
@@ -155,7 +155,7 @@ public class DpdkInteropTests
                 SocketPath = path,
                 MemoryBytes = 8 << 20,
                 QueueSize = 256,
-                Log = Logger(log),
+                Logger = Collect(log),
             });
             Assert.True(testpmd.WaitFor("virtio is now ready for processing", SetupTimeout), "testpmd saw the device ready");
             Assert.True(testpmd.WaitFor("Press enter to exit", SetupTimeout), "testpmd started forwarding");
@@ -198,7 +198,7 @@ public class DpdkInteropTests
                 MemoryBytes = 8 << 20,
                 QueueSize = 256,
                 Features = new VhostUserFrontendOptions().Features | VirtioFeatures.RingPacked,
-                Log = Logger(log),
+                Logger = Collect(log),
             });
             Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.RingPacked);
             Assert.True(testpmd.WaitFor("virtio is now ready for processing", SetupTimeout), "testpmd saw the device ready");
@@ -218,13 +218,7 @@ public class DpdkInteropTests
     private static string Describe(VhostQueue q) =>
         $"#{q.Index} size {q.Ring.Size} position {q.Ring.Position} packets {q.Ring.Counters.Packets} broken {q.Ring.BrokenReason} enabled {q.Enabled}";
 
-    private static Action<string> Logger(List<string> log) => line =>
-    {
-        lock (log)
-        {
-            log.Add(line);
-        }
-    };
+    private static Diagnostics.ListLogger Collect(List<string> log) => new(log);
 
     private void Dump(Testpmd testpmd, List<string> log)
     {

@@ -23,7 +23,7 @@ public class LoopbackTests
     {
         var path = TestPaths.Socket();
         var log = new List<string>();
-        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Log = Logger(log) });
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, Logger = Collect(log) });
         var device = new TestDevice(backend);
         backend.Start();
         using var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions
@@ -33,7 +33,7 @@ public class LoopbackTests
             GuestPhysicalBase = 0x1_0000_0000,
             QueueSize = 64,
             UseAddMemReg = addMemReg,
-            Log = Logger(log),
+            Logger = Collect(log),
         });
 
         Assert.Equal(
@@ -124,13 +124,7 @@ public class LoopbackTests
         Assert.Equal(Enumerable.Range(first, count), received);
     }
 
-    private static Action<string> Logger(List<string> log) => line =>
-    {
-        lock (log)
-        {
-            log.Add(line);
-        }
-    };
+    private static Diagnostics.ListLogger Collect(List<string> log) => new(log);
 }
 
 /// <summary>Runs the loopback device on its own thread until disposed.</summary>

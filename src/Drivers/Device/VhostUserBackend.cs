@@ -1,3 +1,4 @@
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 
@@ -116,14 +117,14 @@ public sealed class VhostUserBackend : IDisposable
         {
             _thread = new Thread(ServeAsClient) { IsBackground = true, Name = "vhost-user backend" };
             _thread.Start();
-            Log("connecting as a client");
+            RingsLog.Connecting(_options.Logger, SocketPath);
             return;
         }
 
         _listener = UnixSocket.Listen(SocketPath);
         _thread = new Thread(Serve) { IsBackground = true, Name = "vhost-user backend" };
         _thread.Start();
-        Log($"listening on {SocketPath}");
+        RingsLog.Listening(_options.Logger, SocketPath);
     }
 
     /// <summary>
@@ -155,7 +156,7 @@ public sealed class VhostUserBackend : IDisposable
             {
                 if (!c.Thread!.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64))))
                 {
-                    Log("a connection thread did not end in time; left behind");
+                    RingsLog.NotStopped(_options.Logger, $"vhost-user backend {SocketPath}: a connection thread did not end in time; left behind");
                 }
             }
         }
@@ -221,7 +222,7 @@ public sealed class VhostUserBackend : IDisposable
                     // first request fails with the connection closed.
                     socket.Dispose();
                     Interlocked.Increment(ref _refused);
-                    Log($"refused a front-end: already serving {_options.MaxConnections}");
+                    RingsLog.Refused(_options.Logger, SocketPath, _options.MaxConnections);
                     continue;
                 }
 
@@ -230,7 +231,7 @@ public sealed class VhostUserBackend : IDisposable
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
-                Log($"accept failed: {e.Message}");
+                RingsLog.AcceptFailed(_options.Logger, SocketPath, e.Message);
                 Thread.Sleep(10);
             }
             finally
@@ -291,7 +292,7 @@ public sealed class VhostUserBackend : IDisposable
             {
                 if (!waiting)
                 {
-                    Log($"front-end not there yet ({e.Message}); retrying every {interval} ms");
+                    RingsLog.ConnectRetry(_options.Logger, SocketPath, e.Message, interval);
                     waiting = true;
                 }
 
@@ -339,7 +340,7 @@ public sealed class VhostUserBackend : IDisposable
 
         var error = new VhostUserError(VhostUserErrorCode.PeerNotAllowed, $"a front-end of uid {uid} (pid {pid}) connected; only uid {string.Join(", ", allowed)} may");
         RecordError(error);
-        Log($"connection closed: {error}");
+        RingsLog.Disconnected(_options.Logger, SocketPath, $"connection closed: {error}");
         return false;
     }
 
@@ -377,14 +378,19 @@ public sealed class VhostUserBackend : IDisposable
         session.QueueStarted += (_, e) =>
         {
             connection.Ready = true;
+            RingsLog.RingStarted(_options.Logger, SocketPath, e.Queue.Index, e.Queue.Format.Name, e.Queue.Ring.Size);
             QueueStarted?.Invoke(session, e);
         };
-        session.QueueStopped += (_, e) => QueueStopped?.Invoke(session, e);
+        session.QueueStopped += (_, e) =>
+        {
+            RingsLog.RingStopped(_options.Logger, SocketPath, e.Queue.Index);
+            QueueStopped?.Invoke(session, e);
+        };
         session.QueueEnabledChanged += (_, e) => QueueEnabledChanged?.Invoke(session, e);
         var fds = new List<FileDescriptor>();
         VhostUserError reason = default;
         var first = true;
-        Log("front-end connected");
+        RingsLog.Connected(_options.Logger, SocketPath);
         try
         {
             while (true)
@@ -463,14 +469,14 @@ public sealed class VhostUserBackend : IDisposable
             session.Dispose();
             channel.Dispose();
             Interlocked.Increment(ref _sessionsEnded);
-            Log(reason.IsError ? $"connection closed: {reason}" : "front-end disconnected");
+            RingsLog.Disconnected(_options.Logger, SocketPath, reason.IsError ? $"connection closed: {reason}" : "front-end disconnected");
             try
             {
                 SessionEnded?.Invoke(session, reason);
             }
             catch (Exception e)
             {
-                Log($"SessionEnded handler failed: {e.Message}");
+                RingsLog.HandlerFailed(_options.Logger, $"vhost-user backend {SocketPath}: SessionEnded", e.Message);
             }
         }
     }
@@ -484,8 +490,6 @@ public sealed class VhostUserBackend : IDisposable
             _lastError = error;
         }
     }
-
-    private void Log(string line) => _options.Log?.Invoke($"vhost-user backend {SocketPath}: {line}");
 
     /// <summary>One accepted front-end: its socket, its thread, and how to end it from outside.</summary>
     private sealed class Connection(UnixSocket socket) : IDisposable

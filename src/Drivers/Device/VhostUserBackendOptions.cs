@@ -90,8 +90,8 @@ public sealed class VhostUserBackendOptions
     /// <summary>Builds device rings of either format (<see cref="RingFormat.DeviceFactory"/> by default).</summary>
     public DeviceRingFactory RingFactory { get; set; } = RingFormat.DeviceFactory;
 
-    /// <summary>Receives one line per notable event (connections, errors with their reason).</summary>
-    public Action<string>? Log { get; set; }
+    /// <summary>Where connections, ring starts and stops and errors are logged (<see cref="Diagnostics.RingsEvents"/>); nothing by default.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
     /// <summary>How long the rest of a message may take once its first byte arrived, and a reply may take to be sent.</summary>
     public int MessageTimeoutMilliseconds { get; set; } = 5000;

@@ -1,3 +1,4 @@
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using static Rings.Linux.VhostUser.VhostUserErrorCode;
@@ -248,7 +249,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         {
             Errors++;
             error = error.About(message.Request);
-            _options.Log?.Invoke($"vhost-user: NACK {error}");
+            RingsLog.ProtocolError(_options.Logger, "NACK", error.ToString());
             return new VhostUserOutcome(VhostUserMessage.ReplyU64(message.Request, 1), false, error);
         }
 
@@ -259,7 +260,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     {
         Errors++;
         error = error.About(message.Request);
-        _options.Log?.Invoke($"vhost-user: closing connection: {error}");
+        RingsLog.ProtocolError(_options.Logger, "closing connection", error.ToString());
         return new VhostUserOutcome(null, true, error);
     }
 
@@ -806,14 +807,14 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         if (region.Format != Format || v.Index >= region.Queues || v.Num > region.QueueSize)
         {
-            _options.Log?.Invoke($"vhost-user: vring {v.Index} runs without inflight tracking (a {Format} ring of {v.Num}; the region tracks {region.Queues} {region.Format} queues of {region.QueueSize})");
+            Diagnostics.RingsLog.Inflight(_options.Logger, $"vring {v.Index} runs without inflight tracking (a {Format} ring of {v.Num}; the region tracks {region.Queues} {region.Format} queues of {region.QueueSize})");
             return ring;
         }
 
-        var tracked = new InflightDeviceRing(ring, region.Queue(v.Index), _memory!.User, areas, Features, _options.Log);
+        var tracked = new InflightDeviceRing(ring, region.Queue(v.Index), _memory!.User, areas, Features, line => Diagnostics.RingsLog.Inflight(_options.Logger, line));
         if (!tracked.Fresh)
         {
-            _options.Log?.Invoke($"vhost-user: vring {v.Index} resumes at {tracked.Resume} with {tracked.InflightAtStart} buffers in flight{(tracked.LastBatchPublished ? ", the last batch published" : string.Empty)}");
+            Diagnostics.RingsLog.Inflight(_options.Logger, $"vring {v.Index} resumes at {tracked.Resume} with {tracked.InflightAtStart} buffers in flight{(tracked.LastBatchPublished ? ", the last batch published" : string.Empty)}");
         }
 
         return tracked;
@@ -903,7 +904,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         }
         catch (Exception e)
         {
-            _options.Log?.Invoke($"vhost-user: queue {queue.Index} event handler failed: {e.Message}");
+            RingsLog.HandlerFailed(_options.Logger, $"vhost-user: queue {queue.Index} event", e.Message);
             return Error(HandlerFailed, $"vring {queue.Index}: event handler failed: {e.Message}");
         }
     }

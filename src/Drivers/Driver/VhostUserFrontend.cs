@@ -44,8 +44,8 @@ public sealed class VhostUserFrontendOptions
     /// <summary>Builds the driver rings (<see cref="RingFormat.DriverFactory"/> by default).</summary>
     public DriverRingFactory RingFactory { get; set; } = RingFormat.DriverFactory;
 
-    /// <summary>Receives one line per notable event.</summary>
-    public Action<string>? Log { get; set; }
+    /// <summary>Where the negotiation is logged (<see cref="Diagnostics.RingsEvents.Negotiated"/>); nothing by default.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 }
 
 /// <summary>One ring as the front-end set it up.</summary>
@@ -598,7 +598,7 @@ public sealed class VhostUserFrontend : IDisposable
                 if (ready[i + 1] && q.Error.TryConsume(out _) && !q.DeviceBroken)
                 {
                     q.DeviceBroken = true;
-                    _options.Log?.Invoke($"vhost-user frontend: {q.BrokenDescription}");
+                    Diagnostics.RingsLog.ProtocolError(_options.Logger, "vhost-user frontend", q.BrokenDescription ?? q.Name);
                     QueueBroken?.Invoke(this, new FrontendQueueEventArgs(q));
                 }
             }
@@ -693,7 +693,7 @@ public sealed class VhostUserFrontend : IDisposable
             Request(VhostUserMessage.WithU64(VhostUserRequest.SetStatus, (byte)(status | DeviceStatus.DriverOk), AckOn));
         }
 
-        _options.Log?.Invoke($"vhost-user frontend: connected to {_options.SocketPath ?? "the back-end"}, features 0x{(ulong)Features:x}, protocol 0x{(ulong)ProtocolFeatures:x}");
+        Diagnostics.RingsLog.Negotiated(_options.Logger, _options.SocketPath ?? "the back-end", (ulong)Features, (ulong)ProtocolFeatures);
     }
 
     /// <summary>
@@ -755,7 +755,7 @@ public sealed class VhostUserFrontend : IDisposable
         }
         catch (VhostUserException e) when (e.Error.Code == Refused)
         {
-            _options.Log?.Invoke($"vhost-user frontend: the back-end takes no error doorbell for {q.Name}: a break it finds shows only as buffers that do not come back");
+            Diagnostics.RingsLog.ProtocolError(_options.Logger, "vhost-user frontend", $"the back-end takes no error doorbell for {q.Name}: a break it finds shows only as buffers that do not come back");
         }
         Request(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, index, hasFd: true, AckOn), [q.Kick.Handle]);
         q.Running = true;

@@ -38,6 +38,7 @@ public abstract class Port : IDisposable
 
     private volatile int _link = (int)LinkState.Down;
     private volatile IPortOwner? _owner;
+    private volatile Diagnostics.PacketCapture? _capture;
     private int _mtu = DefaultMtu;
 
     /// <summary>Creates a port.</summary>
@@ -93,8 +94,8 @@ public abstract class Port : IDisposable
     /// <summary>Frames, bytes and drops by reason.</summary>
     public PortCounters Counters { get; } = new();
 
-    /// <summary>Receives one line per control-plane event of the port (connections, errors); null for none. Set before <see cref="Open"/>.</summary>
-    public Action<string>? Log { get; set; }
+    /// <summary>Where the port's control-plane events are logged (<see cref="Diagnostics.RingsEvents.PortEvent"/>, and its peer's connections); nothing by default. Set before <see cref="Open"/>.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
     /// <summary>
     /// True when <see cref="Release"/> can give the last <see cref="FrameBurst.Returned"/> takes
@@ -103,6 +104,23 @@ public abstract class Port : IDisposable
     /// worker never asks it to.
     /// </summary>
     public virtual bool CanReturn => false;
+
+    /// <summary>
+    /// Where the owning worker copies every frame received from and handed to the peer, or null.
+    /// Set it while the port runs to start a capture; set it back to null and stop the pipeline
+    /// (or wait for a round) before disposing the capture.
+    /// </summary>
+    public Diagnostics.PacketCapture? Capture
+    {
+        get => _capture;
+        set => _capture = value;
+    }
+
+    /// <summary>
+    /// The virtqueues the port drives now, for monitoring (<see cref="Diagnostics.RingsMetrics"/>):
+    /// none for kinds without rings, none while no peer is attached. Read from any thread.
+    /// </summary>
+    public virtual IEnumerable<Diagnostics.PortQueue> Queues => [];
 
     /// <summary>A line about the port's current state for tables and logs (peer, queues, features).</summary>
     public virtual string Status => Link == LinkState.Up ? "up" : "down";
@@ -194,9 +212,14 @@ public abstract class Port : IDisposable
     protected bool WaitForDataPath(int timeoutMilliseconds = DefaultQuiesceMilliseconds) =>
         _owner?.WaitQuiescent(timeoutMilliseconds) ?? true;
 
-    /// <summary>Writes a line to <see cref="Log"/>, prefixed with the port's name.</summary>
+    /// <summary>Logs a control-plane event of the port to <see cref="Logger"/>, with the port's name.</summary>
     /// <param name="line">The event.</param>
-    protected void Say(string line) => Log?.Invoke($"{Name}: {line}");
+    protected void Say(string line) => Diagnostics.RingsLog.PortEvent(Logger, Name, line);
+
+    /// <summary>Logs that one of the port's queues was found broken (once per break).</summary>
+    /// <param name="queue">The queue's name.</param>
+    /// <param name="reason">Why.</param>
+    protected void SayBroken(string queue, BrokenReason reason) => Diagnostics.RingsLog.QueueBroken(Logger, Name, queue, reason);
 
     /// <summary>Wakes the owning worker if it sleeps (new descriptors to poll, state to pick up).</summary>
     protected void WakeDataPath() => _owner?.Wake();

@@ -119,6 +119,10 @@ public class VhostUserPort : Port
     public IDeviceRing? ReceiveRing => _active?.Rx;
 
     /// <inheritdoc/>
+    public override IEnumerable<Diagnostics.PortQueue> Queues =>
+        _active is { } a ? [Diagnostics.PortQueue.Of("receiveq", a.Rx), Diagnostics.PortQueue.Of("transmitq", a.Tx)] : [];
+
+    /// <inheritdoc/>
     public override void Open()
     {
         if (_backend is not null)
@@ -135,7 +139,7 @@ public class VhostUserPort : Port
             AllowedUids = AllowedUids,
             MaxMemoryBytes = MaxMemoryBytes,
             TrustUnsealedMemory = TrustUnsealedMemory,
-            Log = Log,
+            Logger = Logger,
         };
         var backend = new VhostUserBackend(options);
         backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
@@ -516,6 +520,11 @@ public class VhostUserPort : Port
             }
 
             _queues[queue.Index] = null;
+            if (queue.Ring.IsBroken)
+            {
+                SayBroken(queue.Index == 0 ? "receiveq" : "transmitq", queue.Ring.BrokenReason);
+            }
+
             if (!Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped", e.StopTimeoutMilliseconds))
             {
                 // The session breaks the ring and closes this front-end's connection.

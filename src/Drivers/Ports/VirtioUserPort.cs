@@ -91,6 +91,10 @@ public sealed unsafe class VirtioUserPort : Port
     public VirtioNetDriver? Driver => _driver;
 
     /// <inheritdoc/>
+    public override IEnumerable<Diagnostics.PortQueue> Queues =>
+        _driver is { } d ? [Diagnostics.PortQueue.Of("receiveq", d.Receive.Ring!), Diagnostics.PortQueue.Of("transmitq", d.Transmit.Ring!)] : [];
+
+    /// <inheritdoc/>
     public override string Status
     {
         get
@@ -112,7 +116,7 @@ public sealed unsafe class VirtioUserPort : Port
                 throw new InvalidOperationException($"{Name} is already open");
             }
 
-            _options.Log = Log;
+            _options.Logger = Logger;
             VirtioNetDriver driver;
             try
             {

@@ -33,8 +33,8 @@ public sealed class PipelineOptions
     /// <summary>Bytes of each worker-to-worker handoff ring (a power of two).</summary>
     public int HandoffBytes { get; set; } = 1 << 20;
 
-    /// <summary>Receives one line per notable event (link changes, worker faults); null for none.</summary>
-    public Action<string>? Log { get; set; }
+    /// <summary>Where link changes and worker faults are logged (<see cref="Diagnostics.RingsEvents"/>); nothing by default.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 }
 
 /// <summary>
@@ -178,7 +178,7 @@ public sealed class Pipeline : IDisposable
                 stopped[i] = _workers[i].Stop(Port.DefaultQuiesceMilliseconds);
                 if (!stopped[i])
                 {
-                    Log($"worker {i} did not stop within {Port.DefaultQuiesceMilliseconds} ms; its buffers stay allocated");
+                    Diagnostics.RingsLog.NotStopped(Logger, $"worker {i} did not stop within {Port.DefaultQuiesceMilliseconds} ms; its buffers stay allocated");
                 }
             }
 
@@ -203,7 +203,7 @@ public sealed class Pipeline : IDisposable
     /// <summary>Stops the workers.</summary>
     public void Dispose() => Stop();
 
-    internal void Log(string line) => _options.Log?.Invoke(line);
+    internal Microsoft.Extensions.Logging.ILogger Logger => _options.Logger;
 
     // Caller holds _gate. Once: numbers the ports, attaches the processor, makes the workers.
     private void Prepare()
@@ -271,14 +271,22 @@ public sealed class Pipeline : IDisposable
         }
 
         SetUp(port.Index, e.State == LinkState.Up);
-        Log($"{port.Name}: link {(e.State == LinkState.Up ? "up" : "down")} ({e.Reason})");
+        if (e.State == LinkState.Up)
+        {
+            Diagnostics.RingsLog.PortUp(Logger, port.Name, e.Reason);
+        }
+        else
+        {
+            Diagnostics.RingsLog.PortDown(Logger, port.Name, e.Reason);
+        }
+
         try
         {
             Processor.OnLinkChanged(port, e.State);
         }
         catch (Exception ex)
         {
-            Log($"{Processor.Name}: link change of {port.Name} failed: {ex.Message}");
+            Diagnostics.RingsLog.HandlerFailed(Logger, $"{Processor.Name}: link change of {port.Name}", ex.Message);
         }
     }
 

@@ -216,7 +216,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             }
             catch (IOException e)
             {
-                _pipeline.Log($"worker {Index}: cannot pin to CPU {_cpu}: {e.Message}");
+                Diagnostics.RingsLog.WorkerNotPinned(_pipeline.Logger, Index, _cpu, e.Message);
             }
         }
 
@@ -309,6 +309,12 @@ internal sealed class Worker : IPortOwner, IDisposable
             }
             finally
             {
+                // Captured as received, once: held frames are left for the round that takes them.
+                if (port.Capture is { } capture && burst.Count > 0)
+                {
+                    capture.RecordReceived(burst, burst.Returned == 0 ? burst.Count : burst.FrameOfTake(burst.Taken - burst.Returned));
+                }
+
                 // Even when the processor failed: the peer gets its buffers back.
                 port.Release(burst);
             }
@@ -513,6 +519,10 @@ internal sealed class Worker : IPortOwner, IDisposable
         }
 
         var sent = port.Transmit(burst, _group.AsSpan(0, m));
+        if (sent > 0 && port.Capture is { } capture)
+        {
+            capture.RecordTransmitted(burst, _group.AsSpan(0, sent));
+        }
         if (sent < m)
         {
             // Never waited for: a full destination drops (counted later) or holds, other ports go on.
@@ -615,7 +625,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         // A bug in a processor or a port must not end the data path; said once in a while, counted always.
         if (Interlocked.Increment(ref _errors) is var count && (count & (count - 1)) == 0)
         {
-            _pipeline.Log($"worker {Index}: {e.GetType().Name}: {e.Message} ({count} so far)");
+            Diagnostics.RingsLog.WorkerFault(_pipeline.Logger, Index, e.GetType().Name, e.Message, count);
         }
     }
 

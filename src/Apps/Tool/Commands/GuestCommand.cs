@@ -27,6 +27,8 @@ namespace Rings.Tool.Commands;
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
 /// <param name="ReconnectSeconds">How long to keep reconnecting after the back-end went away (0: exit at once).</param>
 /// <param name="Inflight">Ask for the back-end's inflight region (INFLIGHT_SHMFD), so a restart completes what was in flight exactly once.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null; in <c>rings loopback</c>, the host's.</param>
+/// <param name="LogLevel">Least severe log events written.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -43,7 +45,9 @@ internal sealed record GuestOptions(
     double DrainSeconds = 2,
     int Window = 0,
     double ReconnectSeconds = 0,
-    bool Inflight = true)
+    bool Inflight = true,
+    string? Metrics = null,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -108,7 +112,7 @@ internal sealed record GuestOptions(
             return "--reconnect must be between 0 and 86400 seconds";
         }
 
-        return null;
+        return Monitoring.Validate(Metrics);
     }
 
     /// <summary>The command line (after <c>rings guest</c>) that parses back to these options; every value written out.</summary>
@@ -164,6 +168,18 @@ internal sealed record GuestOptions(
             yield return "--inflight";
             yield return Cli.OnOff(Inflight);
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -187,6 +203,8 @@ internal sealed class GuestCommand
     public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
     public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => Defaults.MemoryMiB };
     public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
+    public Option<string?> Metrics { get; } = Monitoring.MetricsOption();
+    public Option<string> LogLevel { get; } = Monitoring.LogLevelOption(Defaults.LogLevel);
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
 
     /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
@@ -201,7 +219,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Metrics, LogLevel })
         {
             c.Options.Add(o);
         }
@@ -221,7 +239,9 @@ internal sealed class GuestCommand
         r.GetValue(Json),
         r.GetValue(Memory),
         r.GetValue(Drain),
-        r.GetValue(Window));
+        r.GetValue(Window),
+        Metrics: r.GetValue(Metrics),
+        LogLevel: Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(LogLevel)!));
 
     private static CommandDefinition<GuestOptions> Define()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
 using Rings.Linux.VhostUser;
@@ -15,10 +16,16 @@ internal static class GuestRunner
 {
     public static int Run(GuestOptions o, TextWriter output, TextWriter error)
     {
+        using var monitoring = Monitoring.Start("guest", o.Metrics, output, error, o.LogLevel);
+        if (monitoring is null)
+        {
+            return 3;
+        }
+
         VirtioNetDriver net;
         try
         {
-            net = VirtioNetDriver.Connect(FrontendOptions(o), o.FrameSize);
+            net = VirtioNetDriver.Connect(FrontendOptions(o, monitoring.Logger), o.FrameSize);
         }
         catch (ArgumentException e)
         {
@@ -32,6 +39,7 @@ internal static class GuestRunner
         }
 
         using (net)
+        using (monitoring.Metrics.AddQueue(o.Socket, () => [PortQueue.Of("receiveq", net.Receive.Ring!), PortQueue.Of("transmitq", net.Transmit.Ring!)]))
         {
             // By default never more frames out than the receive buffers can take back: a back-end
             // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
@@ -45,7 +53,7 @@ internal static class GuestRunner
     }
 
     /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
-    private static VhostUserFrontendOptions FrontendOptions(GuestOptions o)
+    private static VhostUserFrontendOptions FrontendOptions(GuestOptions o, Microsoft.Extensions.Logging.ILogger logger)
     {
         var options = new VhostUserFrontendOptions
         {
@@ -53,6 +61,7 @@ internal static class GuestRunner
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
+            Logger = logger,
         };
         if (!o.Inflight)
         {

@@ -31,6 +31,8 @@ internal enum HostMode
 /// <param name="Connect">Client mode: connect to a front-end that listens on <paramref name="Socket"/>, retrying every second.</param>
 /// <param name="MaxMemory">Each front-end's memory budget, MiB.</param>
 /// <param name="TrustUnsealed">Accept front-end memory not sealed against shrinking.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
+/// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -43,7 +45,9 @@ internal sealed record HostOptions(
     string? AllowUid = null,
     bool Connect = false,
     int MaxMemory = (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20),
-    bool TrustUnsealed = false)
+    bool TrustUnsealed = false,
+    string? Metrics = null,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate() =>
@@ -51,7 +55,7 @@ internal sealed record HostOptions(
         : Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
         : Connect && Mode == HostMode.Patch ? "--connect serves one front-end; --mode patch needs two (serve with --socket)"
         : MaxMemory is < 1 or > VhostUserPort.MaxMemoryMib ? $"--max-memory must be between 1 and {VhostUserPort.MaxMemoryMib} MiB"
-        : Cli.TryParseUids(AllowUid, out _);
+        : Cli.TryParseUids(AllowUid, out _) ?? Monitoring.Validate(Metrics);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
     public IEnumerable<string> ToArguments()
@@ -99,6 +103,18 @@ internal sealed record HostOptions(
         {
             yield return "--trust-unsealed";
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -126,9 +142,11 @@ internal static class HostCommand
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
         var maxMemory = new Option<int>("--max-memory") { Description = "Each front-end's memory budget in MiB (the regions it may have mapped at once).", DefaultValueFactory = _ => defaults.MaxMemory };
         var trustUnsealed = new Option<bool>("--trust-unsealed") { Description = "Accept front-end memory that is not sealed against shrinking (DPDK without hugepages, hugetlbfs files), trusting every front-end not to truncate it: one that does crashes the host." };
+        var metrics = Monitoring.MetricsOption();
+        var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket (or, with --connect, connect to a front-end that listens) and run the vhost-net data path for each front-end. Offers the inflight region, so a restarted host completes exactly what was in flight.")
         {
-            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed,
+            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed, metrics, logLevel,
         };
         command.Validators.Add(r =>
         {
@@ -149,6 +167,8 @@ internal static class HostCommand
             r.GetValue(allowUid),
             r.GetValue(connect) is not null,
             r.GetValue(maxMemory),
-            r.GetValue(trustUnsealed)));
+            r.GetValue(trustUnsealed),
+            r.GetValue(metrics),
+            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
     }
 }

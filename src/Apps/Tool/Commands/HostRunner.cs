@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Rings.Linux.Device;
+using Rings.Linux.Diagnostics;
 using Rings.Linux.Net;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
@@ -25,8 +26,11 @@ internal sealed class HostRunner
     private readonly TextWriter _output;
     private readonly object _gate = new();
     private readonly Dictionary<object, VhostQueue?[]> _sessionQueues = [];
+    private readonly Dictionary<object, int> _sessionNumbers = [];
+    private RingsMetrics? _metrics;
     private readonly List<Worker> _workers = [];
     private int _sessions;
+    private int _nextSession;
     private bool _interrupted;
     private readonly ManualResetEventSlim _done = new();
     private int _stopTimeout = 2000;
@@ -50,11 +54,18 @@ internal sealed class HostRunner
         public required IDeviceRing Tx { get; init; }
         public required IDeviceRing Rx { get; init; }
         public required Stopwatch Clock { get; init; }
+        public IDisposable? Watched { get; init; }
     }
 
     public static int Run(HostOptions o, TextWriter output, TextWriter error)
     {
-        var runner = new HostRunner(o, output);
+        using var monitoring = Monitoring.Start("host", o.Metrics, output, error, o.Verbose && o.LogLevel > Microsoft.Extensions.Logging.LogLevel.Debug ? Microsoft.Extensions.Logging.LogLevel.Debug : o.LogLevel);
+        if (monitoring is null)
+        {
+            return 3;
+        }
+
+        var runner = new HostRunner(o, output) { _metrics = monitoring.Metrics };
         var options = new VhostUserBackendOptions
         {
             SocketPath = o.Socket,
@@ -63,7 +74,7 @@ internal sealed class HostRunner
             AllowedUids = Cli.TryParseUids(o.AllowUid, out var uids) is null ? uids : null,
             MaxMemoryBytes = (ulong)o.MaxMemory << 20,
             TrustUnsealedMemory = o.TrustUnsealed,
-            Log = o.Verbose ? line => output.WriteLine(line) : null,
+            Logger = monitoring.Logger,
         };
         runner._stopTimeout = options.StopTimeoutMilliseconds;
         VhostUserBackend backend;
@@ -74,6 +85,7 @@ internal sealed class HostRunner
             backend.QueueStopped += (session, e) => runner.OnStopped(session!, e);
             backend.SessionEnded += (session, reason) => runner.OnSessionEnded(session!, reason);
             backend.Start();
+            monitoring.Metrics.AddBackend(o.Socket, () => backend);
         }
         catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
         {
@@ -171,6 +183,7 @@ internal sealed class HostRunner
             {
                 queues = new VhostQueue?[2];
                 _sessionQueues[session] = queues;
+                _sessionNumbers[session] = _nextSession++;
             }
 
             queues[queue.Index] = queue;
@@ -240,6 +253,7 @@ internal sealed class HostRunner
         lock (_gate)
         {
             _sessionQueues.Remove(session);
+            _sessionNumbers.Remove(session);
             _sessions++;
             if (_o.Once && _sessionQueues.Count == 0)
             {
@@ -310,8 +324,15 @@ internal sealed class HostRunner
             })
             { Name = "vhost-net worker", IsBackground = true };
             thread.Start();
+            // Each ring tagged with the front-end it belongs to: its transmit queue is the source's, its receive queue the destination's.
+            var watched = _metrics is { } m
+                ? new Watch(
+                    m.AddQueue(SessionName(source), () => [PortQueue.Of("transmitq", t)]),
+                    m.AddQueue(SessionName(destination), () => [PortQueue.Of("receiveq", r)]))
+                : null;
             return new Worker
             {
+                Watched = watched,
                 Source = source,
                 Destination = destination,
                 Thread = thread,
@@ -350,6 +371,7 @@ internal sealed class HostRunner
     {
         foreach (var w in workers)
         {
+            w.Watched?.Dispose();
             w.Stop();
         }
 
@@ -419,6 +441,18 @@ internal sealed class HostRunner
             }
 
             json.WriteEndObject();
+        }
+    }
+
+    // Caller holds _gate.
+    private string SessionName(object session) => $"{_o.Socket}#{(_sessionNumbers.TryGetValue(session, out var n) ? n : 0)}";
+
+    private sealed class Watch(IDisposable transmit, IDisposable receive) : IDisposable
+    {
+        public void Dispose()
+        {
+            transmit.Dispose();
+            receive.Dispose();
         }
     }
 

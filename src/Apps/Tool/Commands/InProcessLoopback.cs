@@ -46,14 +46,22 @@ internal static class InProcessLoopback
         }
     }
 
-    public static int Run(Options o, TextWriter output)
+    public static int Run(Options o, TextWriter output, string? metrics = null)
     {
+        using var monitoring = Monitoring.Start("loopback", metrics, output, Console.Error);
+        if (monitoring is null)
+        {
+            return 3;
+        }
+
         var slot = (o.FrameSize + 63) & ~63;
         using var pair = RingPair.Create(RingFormat.Split, o.QueueSize, (ulong)slot * (ulong)o.QueueSize, o.Features & VirtioFeatures.EventIndex);
 
         // The sides by their classes, so the loops below call them directly (sealed: no dispatch).
         var driver = (SplitDriverRing)pair.Driver;
         var device = (SplitDeviceRing)pair.Device;
+        using var watchedDriver = monitoring.Metrics.AddQueue("in-process driver", () => [Linux.Diagnostics.PortQueue.Of("transmitq", pair.Driver)]);
+        using var watchedDevice = monitoring.Metrics.AddQueue("in-process device", () => [Linux.Diagnostics.PortQueue.Of("transmitq", pair.Device)]);
 
         using var kick = new SemaphoreSlim(0);
         using var call = new SemaphoreSlim(0);

@@ -52,7 +52,7 @@ internal static partial class LoopbackCommand
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
     public static LoopbackOptions Parse(IReadOnlyList<string> args) => Define().Parse(args);
 
-    private static int Run(LoopbackOptions o) => o.InProcess ? InProcessLoopback.Run(InProcessOptions(o), Console.Out) : RunTwoProcesses(o);
+    private static int Run(LoopbackOptions o) => o.InProcess ? InProcessLoopback.Run(InProcessOptions(o), Console.Out, o.Guest.Metrics) : RunTwoProcesses(o);
 
     private static InProcessLoopback.Options InProcessOptions(LoopbackOptions o)
     {
@@ -100,7 +100,7 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true);
+            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel);
             host = Start(self, ["host", .. hostOptions.ToArguments()]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))
@@ -114,7 +114,7 @@ internal static partial class LoopbackCommand
                 Thread.Sleep(10);
             }
 
-            guest = Start(self, ["guest", .. (o.Guest with { Socket = socket, Json = guestJson }).ToArguments()]);
+            guest = Start(self, ["guest", .. (o.Guest with { Socket = socket, Json = guestJson, Metrics = null }).ToArguments()]);
             guest.WaitForExit();
             var guestExit = guest.ExitCode;
 

@@ -38,6 +38,10 @@ internal enum SwitchProcessor
 /// <param name="Verbose">Log every port's control-plane events.</param>
 /// <param name="Quiet">No per-second lines.</param>
 /// <param name="AllowUid">User ids whose front-ends every vhost-user port serves, comma-separated, or null for any.</param>
+/// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
+/// <param name="Captures">Captures, PORT=FILE (a port's index or specification, a pcapng or .pcap file), or null.</param>
+/// <param name="Snaplen">Most bytes kept of each captured frame.</param>
+/// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
 internal sealed record SwitchOptions(
     IReadOnlyList<string> Ports,
     SwitchProcessor Processor = SwitchProcessor.Switch,
@@ -50,7 +54,11 @@ internal sealed record SwitchOptions(
     string? Json = null,
     bool Verbose = false,
     bool Quiet = false,
-    string? AllowUid = null)
+    string? AllowUid = null,
+    string? Metrics = null,
+    IReadOnlyList<string>? Captures = null,
+    int Snaplen = Linux.Diagnostics.PacketCapture.DefaultSnapLength,
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Information)
 {
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate()
@@ -106,6 +114,62 @@ internal sealed record SwitchOptions(
             return "--seconds must be 0 (until stopped) or a positive number of seconds";
         }
 
+        if (Snaplen is < FrameBurst.MinFrameLength or > FrameBurst.MaxFrameLength)
+        {
+            return $"--snaplen must be between {FrameBurst.MinFrameLength} and {FrameBurst.MaxFrameLength}";
+        }
+
+        if (CaptureProblem() is { } capture)
+        {
+            return capture;
+        }
+
+        return Monitoring.Validate(Metrics);
+    }
+
+    /// <summary>The captures asked for, each as the index of its port and its file.</summary>
+    public IReadOnlyList<(int Port, string File)> CaptureFiles()
+    {
+        var list = new List<(int, string)>();
+        foreach (var c in Captures ?? [])
+        {
+            // A specification may hold '=' (mtu=9000), and so may a file name: a port's whole
+            // specification first, then an index.
+            var spec = Ports.Select((p, i) => (p, i)).Where(x => c.StartsWith(x.p + "=", StringComparison.Ordinal)).OrderByDescending(x => x.p.Length).FirstOrDefault();
+            var at = c.IndexOf('=', StringComparison.Ordinal);
+            if (spec.p is not null)
+            {
+                list.Add((spec.i, c[(spec.p.Length + 1)..]));
+            }
+            else if (at > 0 && int.TryParse(c[..at], NumberStyles.None, CultureInfo.InvariantCulture, out var n))
+            {
+                list.Add((n, c[(at + 1)..]));
+            }
+            else
+            {
+                list.Add((-1, string.Empty));
+            }
+        }
+
+        return list;
+    }
+
+    private string? CaptureProblem()
+    {
+        var files = CaptureFiles();
+        for (var i = 0; i < files.Count; i++)
+        {
+            if (files[i].Port < 0 || files[i].Port >= Ports.Count || files[i].File.Length == 0)
+            {
+                return $"--capture '{Captures![i]}': expected PORT=FILE, PORT a port's index (0 to {Ports.Count - 1}) or its specification";
+            }
+        }
+
+        if (files.GroupBy(f => f.Port).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            return $"--capture: port {twice.Key} is captured twice";
+        }
+
         return null;
     }
 
@@ -151,6 +215,30 @@ internal sealed record SwitchOptions(
             yield return "--allow-uid";
             yield return AllowUid;
         }
+
+        if (Metrics is not null)
+        {
+            yield return "--metrics";
+            yield return Metrics;
+        }
+
+        foreach (var c in Captures ?? [])
+        {
+            yield return "--capture";
+            yield return c;
+        }
+
+        if (Snaplen != Linux.Diagnostics.PacketCapture.DefaultSnapLength)
+        {
+            yield return "--snaplen";
+            yield return Cli.Number(Snaplen);
+        }
+
+        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Information)
+        {
+            yield return "--log-level";
+            yield return Cli.Text(LogLevel);
+        }
     }
 }
 
@@ -183,12 +271,16 @@ internal static class SwitchCommand
         var hold = new Option<int>("--hold") { Description = "Milliseconds a guest's frames may wait in its own ring while no destination is ready for them (full, or not attached), before they are dropped; 0 drops at once.", DefaultValueFactory = _ => defaults.Hold };
         var seconds = new Option<double>("--seconds") { Description = "Stop after this long; 0 runs until Ctrl-C or SIGTERM.", DefaultValueFactory = _ => defaults.Seconds };
         var json = new Option<string?>("--json") { Description = "Also write the final figures to this JSON file." };
-        var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log every port's control-plane events (--log-level debug)." };
         var quiet = new Option<bool>("--quiet") { Description = "No per-second lines; only events and the final table." };
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription + " Applies to every vhost-user port." };
+        var metrics = Monitoring.MetricsOption();
+        var capture = new Option<string[]>("--capture") { Description = "Write the frames a port receives and sends to a file, PORT=FILE (repeat for each port): PORT is the port's index or specification; FILE is pcapng (pcap when it ends in .pcap), readable by tshark and Wireshark." };
+        var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
+        var snaplen = new Option<int>("--snaplen") { Description = "Most bytes kept of each captured frame.", DefaultValueFactory = _ => defaults.Snaplen };
         var command = new Command("switch", "Join ports (vhost-user sockets for VMs and rings guests, and other kinds) with a learning switch, a patch or a reflector, and run until stopped.")
         {
-            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid,
+            port, processor, workers, cpus, wait, burst, hold, seconds, json, verbose, quiet, allowUid, metrics, capture, snaplen, logLevel,
         };
         return new(command, r => new SwitchOptions(
             r.GetValue(port) ?? [],
@@ -202,7 +294,11 @@ internal static class SwitchCommand
             r.GetValue(json),
             r.GetValue(verbose),
             r.GetValue(quiet),
-            r.GetValue(allowUid)));
+            r.GetValue(allowUid),
+            r.GetValue(metrics),
+            r.GetValue(capture) is { Length: > 0 } c ? c : null,
+            r.GetValue(snaplen),
+            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
     }
 
     public static int Run(SwitchOptions o, TextWriter output, TextWriter error)
@@ -218,6 +314,12 @@ internal static class SwitchCommand
         // Signals first: a Ctrl-C while ports open must still remove what they created.
         using var done = new ManualResetEventSlim();
         using var signals = StopSignals.Install(_ => done.Set());
+
+        using var monitoring = Monitoring.Start("switch", o.Metrics, output, error, o.Verbose && o.LogLevel > Microsoft.Extensions.Logging.LogLevel.Debug ? Microsoft.Extensions.Logging.LogLevel.Debug : o.LogLevel);
+        if (monitoring is null)
+        {
+            return 3;
+        }
 
         // Make every port first (specification errors), then open them (sockets, devices): a
         // failure undoes what was opened, so nothing is left behind.
@@ -243,10 +345,9 @@ internal static class SwitchCommand
             return 2;
         }
 
-        var log = new Action<string>(line => output.WriteLine($"rings switch: {line}"));
         foreach (var p in ports)
         {
-            p.Log = o.Verbose ? log : null;
+            p.Logger = monitoring.Logger;
         }
 
         FrameProcessor processor = o.Processor switch
@@ -266,7 +367,7 @@ internal static class SwitchCommand
                 Wait = o.Wait,
                 Burst = o.Burst,
                 HoldMilliseconds = o.Hold,
-                Log = log,
+                Logger = monitoring.Logger,
             });
             pipeline.Start();
         }
@@ -275,6 +376,26 @@ internal static class SwitchCommand
             error.WriteLine($"rings switch: {e.Message}");
             DisposeAll(ports);
             return 2;
+        }
+
+        using var watched = monitoring.Metrics.AddPipeline(pipeline);
+        var captures = new List<Linux.Diagnostics.PacketCapture>();
+        try
+        {
+            foreach (var (index, file) in o.CaptureFiles())
+            {
+                var capture = Linux.Diagnostics.PacketCapture.Create(file, ports[index].Name, o.Snaplen);
+                captures.Add(capture);
+                ports[index].Capture = capture;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"rings switch: cannot capture: {e.Message}");
+            pipeline.Stop();
+            captures.ForEach(c => c.Dispose());
+            DisposeAll(ports);
+            return 3;
         }
 
         var opened = 0;
@@ -289,6 +410,7 @@ internal static class SwitchCommand
         {
             error.WriteLine($"rings switch: {e.Message}");
             pipeline.Stop();
+            captures.ForEach(c => c.Dispose());
             DisposeAll(ports);
             return 3;
         }
@@ -338,6 +460,16 @@ internal static class SwitchCommand
         var statuses = ports.Select(p => (p.Link, p.Status)).ToList();
         DisposeAll(ports);
         PrintTable(output, ports, final, statuses, elapsed, pipeline);
+        foreach (var p in ports)
+        {
+            if (p.Capture is { } c)
+            {
+                p.Capture = null;
+                c.Dispose();
+                output.WriteLine($"  capture of port {p.Index}: {c.Written:N0} frames to {c.Path}, {c.Dropped:N0} not captured (writer behind)");
+            }
+        }
+
         if (o.Json is { } path)
         {
             File.WriteAllText(path, ToJson(ports, final, elapsed, processor, pipeline));
