@@ -26,12 +26,16 @@ public sealed class ConsumerBuildTests
             }
 
             Assert.Equal(["Rings.0.1.0.nupkg", "Rings.Linux.0.1.0.nupkg"], Directory.GetFiles(feed).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            // The packages' own dependencies (Microsoft.Extensions.Logging.Abstractions) come from the
+            // folder this test project restored them into, so the consumer builds offline.
+            var restored = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
             File.WriteAllText(Path.Combine(work.FullName, "NuGet.config"), $"""
                 <?xml version="1.0" encoding="utf-8"?>
                 <configuration>
                   <packageSources>
                     <clear />
                     <add key="local" value="{feed}" />
+                    <add key="restored" value="{restored}" />
                   </packageSources>
                 </configuration>
                 """);

@@ -93,7 +93,6 @@ internal sealed class HostRunner
             return 3;
         }
 
-        output.WriteLine($"rings host: {(o.Connect ? "connecting to the front-end at" : "serving vhost-user on")} {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
         using var signals = StopSignals.Install(s =>
         {
             if (s == PosixSignal.SIGINT)
@@ -105,6 +104,10 @@ internal sealed class HostRunner
                 runner._done.Set();
             }
         });
+
+        // Said once the stop signals are ours: a caller that signals after this line gets the closing figures.
+        output.WriteLine($"rings host: {(o.Connect ? "connecting to the front-end at" : "serving vhost-user on")} {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
+
         // Live progress once a second while frames move.
         long lastFrames = 0;
         var lastTime = Stopwatch.GetTimestamp();
