@@ -519,6 +519,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         var recorded = _region.UsedIdx;
         var batch = (ushort)(usedInRing - recorded);
         var clear = new List<ushort>();
+        var cleared = new bool[_size]; // membership of 'clear': one look-up per entry, not a scan of the list
         if (batch != 0)
         {
             if (batch > _size)
@@ -537,7 +538,12 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
                     return false;
                 }
 
-                clear.Add(head);
+                if (!cleared[head])
+                {
+                    cleared[head] = true;
+                    clear.Add(head);
+                }
+
                 head = _region.Next(head);
             }
 
@@ -548,7 +554,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         for (var i = 0; i < _size; i++)
         {
             _counter = Math.Max(_counter, _region.Counter(i));
-            if (_region.IsInflight(i) && !clear.Contains((ushort)i))
+            if (_region.IsInflight(i) && !cleared[i])
             {
                 inflight.Add((_region.Counter(i), (ushort)i));
             }
