@@ -97,6 +97,37 @@ public sealed class BreakReportTests
         Assert.True(reporter.Transmit!.BreakReported);
     }
 
+    /// <summary>
+    /// The error watch is the front-end's own thread: a <see cref="VhostUserFrontend.QueueBroken"/>
+    /// handler that throws is logged, the process lives on, and a later report on another ring is
+    /// still heard.
+    /// </summary>
+    [Fact]
+    public void A_QueueBroken_handler_that_throws_is_logged_and_later_reports_are_still_heard()
+    {
+        using var reporter = new ReportingBackend();
+        var logger = new Diagnostics.ListLogger([]);
+        using var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = reporter.Socket, Logger = logger });
+        var heard = new System.Collections.Concurrent.ConcurrentQueue<int>();
+        frontend.QueueBroken += (_, e) =>
+        {
+            heard.Enqueue(e.Queue.Index);
+            throw new InvalidOperationException($"handler bug on vring {e.Queue.Index}");
+        };
+
+        Assert.True(SpinWait.SpinUntil(() => reporter.Receive is not null && reporter.Transmit is not null, TimeSpan.FromSeconds(10)));
+        reporter.Transmit!.ReportBroken();
+        Assert.True(SpinWait.SpinUntil(() => heard.Count == 1, TimeSpan.FromSeconds(10)), "the first report was not heard");
+        reporter.Receive!.ReportBroken();
+        Assert.True(SpinWait.SpinUntil(() => heard.Count == 2, TimeSpan.FromSeconds(10)), "a report after a handler threw was not heard");
+        Assert.Equal([1, 0], heard.ToArray());
+        Assert.True(frontend.Queues[0].DeviceBroken);
+        Assert.True(frontend.Queues[1].DeviceBroken);
+        var failures = logger.Snapshot().Where(e => e.Id == Rings.Linux.Diagnostics.RingsEvents.HandlerFailed).Select(e => e.Message).ToArray();
+        Assert.Contains(failures, m => m.Contains("QueueBroken: handler failed: InvalidOperationException: handler bug on vring 1", StringComparison.Ordinal));
+        Assert.Contains(failures, m => m.Contains("QueueBroken: handler failed: InvalidOperationException: handler bug on vring 0", StringComparison.Ordinal));
+    }
+
     /// <summary>A back-end that runs no data path and reports a ring broken when told to.</summary>
     private sealed class ReportingBackend : IDisposable
     {
@@ -108,6 +139,11 @@ public sealed class BreakReportTests
             _backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = Socket });
             _backend.QueueStarted += (_, e) =>
             {
+                if (e.Queue.Index == 0)
+                {
+                    Receive = e.Queue;
+                }
+
                 if (e.Queue.Index == 1)
                 {
                     Transmit = e.Queue;
@@ -117,6 +153,8 @@ public sealed class BreakReportTests
         }
 
         public string Socket { get; }
+
+        public VhostQueue? Receive { get; private set; }
 
         public VhostQueue? Transmit { get; private set; }
 

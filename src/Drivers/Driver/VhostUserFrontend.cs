@@ -599,7 +599,16 @@ public sealed class VhostUserFrontend : IDisposable
                 {
                     q.DeviceBroken = true;
                     Diagnostics.RingsLog.ProtocolError(_options.Logger, "vhost-user frontend", q.BrokenDescription ?? q.Name);
-                    QueueBroken?.Invoke(this, new FrontendQueueEventArgs(q));
+                    try
+                    {
+                        QueueBroken?.Invoke(this, new FrontendQueueEventArgs(q));
+                    }
+                    catch (Exception e)
+                    {
+                        // This is the front-end's own thread: an exception escaping it would end the
+                        // process, and the other rings' reports would go unheard.
+                        Diagnostics.RingsLog.HandlerFailed(_options.Logger, "vhost-user frontend: QueueBroken", $"{e.GetType().Name}: {e.Message}");
+                    }
                 }
             }
         }
