@@ -29,7 +29,7 @@ public sealed class DriverQueueTests
                 var queue = new DriverQueue<string>(pair.Driver);
                 var random = new Random(c.seed);
                 var free = new Stack<int>(Enumerable.Range(0, c.size));
-                var outstanding = new Dictionary<string, int>();
+                var outstanding = new Dictionary<string, (int Slot, bool Writable)>();
                 var popped = new List<(ChainToken Token, uint Written)>();
                 var next = 0;
                 for (var round = 0; round < c.rounds; round++)
@@ -43,7 +43,7 @@ public sealed class DriverQueueTests
                         BinaryPrimitives.WriteInt32LittleEndian(pair.Span(address, 4), next++);
                         var writable = random.Next(2) == 0;
                         Assert.True(queue.TryAdd(new BufferSegment(address, Slot), writable, token));
-                        outstanding.Add(token, slot);
+                        outstanding.Add(token, (slot, writable));
                     }
 
                     queue.Publish();
@@ -67,11 +67,13 @@ public sealed class DriverQueueTests
                     pair.Device.PublishUsed();
                     while (queue.TryTakeUsed(out var token, out var length))
                     {
-                        Assert.True(outstanding.Remove(token, out var slot), $"{token} came back twice or was never added");
-                        var number = BinaryPrimitives.ReadInt32LittleEndian(pair.Span(pair.BufferAddress + (ulong)(slot * Slot), 4));
+                        Assert.True(outstanding.Remove(token, out var added), $"{token} came back twice or was never added");
+                        var number = BinaryPrimitives.ReadInt32LittleEndian(pair.Span(pair.BufferAddress + (ulong)(added.Slot * Slot), 4));
                         Assert.Equal($"buffer {number}", token);
-                        Assert.True(length == 0 || length == (uint)(number % Slot));
-                        free.Push(slot);
+
+                        // Exactly what the device said it wrote: the number's share of a writable buffer, 0 for a readable one.
+                        Assert.Equal(added.Writable ? (uint)(number % Slot) : 0u, length);
+                        free.Push(added.Slot);
                     }
 
                     Assert.Equal(outstanding.Count, pair.Driver.Outstanding);
