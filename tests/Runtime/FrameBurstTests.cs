@@ -18,6 +18,26 @@ public unsafe class FrameBurstTests
     }
 
     [Fact]
+    public void ATransmitChainKeepsOnlyTheFlagsADriverMaySet()
+    {
+        // A guest's header claims DATA_VALID (and RSC_INFO) with NEEDS_CSUM, split across two segments.
+        var bytes = Pattern(VirtioNetHeader.Size + 60);
+        new VirtioNetHeader { Flags = VirtioNetHeader.FlagNeedsCsum | VirtioNetHeader.FlagDataValid | 4, CsumStart = 34, CsumOffset = 16 }.TryWrite(bytes);
+        using var burst = new FrameBurst(4);
+        fixed (byte* p = bytes)
+        {
+            Rings.Chains.ChainSegment[] chain = [new((nint)p, 5, writable: false), new((nint)(p + 5), (uint)(bytes.Length - 5), writable: false)];
+            Assert.True(burst.TryAddChain(chain, 3));
+            Assert.Equal(1, burst.Count);
+            Assert.Equal(60, burst.Length(0));
+            Assert.Equal(VirtioNetHeader.FlagNeedsCsum, burst.Header(0).Flags);
+            Assert.Equal(34, burst.Header(0).CsumStart);
+            Assert.Equal(16, burst.Header(0).CsumOffset);
+            Assert.True(burst.Head(0).SequenceEqual(bytes.AsSpan(VirtioNetHeader.Size)));
+        }
+    }
+
+    [Fact]
     public void AFrameInManyRunsHasAContiguousHeadAndCopiesOutWhole()
     {
         var bytes = Pattern(300);

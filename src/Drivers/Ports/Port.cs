@@ -209,8 +209,13 @@ public abstract class Port : IDisposable
     /// </summary>
     /// <param name="timeoutMilliseconds">The deadline.</param>
     /// <returns>False when the worker did not get out in time (it is stuck; the caller must not free what it may touch).</returns>
-    protected bool WaitForDataPath(int timeoutMilliseconds = DefaultQuiesceMilliseconds) =>
-        _owner?.WaitQuiescent(timeoutMilliseconds) ?? true;
+    protected bool WaitForDataPath(int timeoutMilliseconds = DefaultQuiesceMilliseconds)
+    {
+        // Store-load: the caller's unpublish must be visible before the worker's round marker is
+        // read (the worker fences between raising its marker and reading the published state).
+        Interlocked.MemoryBarrier();
+        return _owner?.WaitQuiescent(timeoutMilliseconds) ?? true;
+    }
 
     /// <summary>Logs a control-plane event of the port to <see cref="Logger"/>, with the port's name.</summary>
     /// <param name="line">The event.</param>

@@ -172,7 +172,6 @@ public sealed unsafe class TapPort : Port
                 header.NumBuffers = 0;
                 burst.TryAdd(header, new FrameSegment(slot + TapDevice.HeaderSize, length - TapDevice.HeaderSize), (ulong)taken, isPrivate: true);
                 taken++;
-                _kernelDown = false;
                 continue;
             }
 
@@ -194,6 +193,12 @@ public sealed unsafe class TapPort : Port
         if (tooLong > 0)
         {
             Counters.Count(DropReason.OverMtu, tooLong);
+        }
+
+        if (taken > 0)
+        {
+            // Frames came: the interface is up. Once per burst (a volatile store).
+            _kernelDown = false;
         }
 
         return taken;
@@ -378,7 +383,6 @@ public sealed unsafe class TapPort : Port
 
             // Unpublish, then let the worker leave the round that may hold the buffers.
             _device = null;
-            Interlocked.MemoryBarrier();
             if (!WaitForDataPath())
             {
                 Say($"the data path did not let go of the device within {DefaultQuiesceMilliseconds} ms; its buffers are kept");

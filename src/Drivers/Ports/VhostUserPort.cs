@@ -561,10 +561,6 @@ public class VhostUserPort : Port
         }
 
         _active = null;
-
-        // Store-load: the worker's round marker must be read after the unpublish is visible
-        // (the worker's side fences between its marker and its read of _active).
-        Interlocked.MemoryBarrier();
         var left = WaitForDataPath(timeoutMilliseconds < 0 ? DefaultQuiesceMilliseconds : timeoutMilliseconds);
         if (left)
         {

@@ -304,7 +304,6 @@ public sealed unsafe class VirtioUserPort : Port
 
                 // The reconnect rewrites ring state: the data path lets go of the driver first.
                 _driver = null;
-                Interlocked.MemoryBarrier();
                 if (!WaitForDataPath())
                 {
                     Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms; not reconnecting");
@@ -359,7 +358,6 @@ public sealed unsafe class VirtioUserPort : Port
 
             // Unpublish, then let the worker leave the round that may hold the rings.
             _driver = null;
-            Interlocked.MemoryBarrier();
             if (!WaitForDataPath())
             {
                 Say($"the data path did not let go of the rings within {DefaultQuiesceMilliseconds} ms; the memory is kept");

@@ -226,7 +226,10 @@ public sealed unsafe class FrameBurst : IDisposable
             total += length;
         }
 
+        // A driver sets no flag but NEEDS_CSUM on transmit (5.1.6.2.1): a DATA_VALID from a guest
+        // is a claim no device checked, and must not reach a receiver as one.
         VirtioNetHeader.TryRead(headerBytes, out var header);
+        header.Flags &= VirtioNetHeader.FlagNeedsCsum;
         return Commit(header, first, pieces, total, completion, isPrivate: false);
     }
 

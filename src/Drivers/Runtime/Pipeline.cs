@@ -292,12 +292,13 @@ public sealed class Pipeline : IDisposable
 
     private void SetUp(int index, bool up)
     {
-        ulong seen, next;
-        do
+        if (up)
         {
-            seen = Volatile.Read(ref _up);
-            next = up ? seen | (1UL << index) : seen & ~(1UL << index);
+            Interlocked.Or(ref _up, 1UL << index);
         }
-        while (Interlocked.CompareExchange(ref _up, next, seen) != seen);
+        else
+        {
+            Interlocked.And(ref _up, ~(1UL << index));
+        }
     }
 }

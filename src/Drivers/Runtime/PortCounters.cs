@@ -6,11 +6,14 @@ namespace Rings.Linux.Runtime;
 /// One port's evidence: frames and bytes each way, bursts, and drops by <see cref="DropReason"/>.
 /// Written only by the worker that owns the port (plain increments, once per burst where it can);
 /// read approximately from any thread (a monitor's once-a-second table). The one exception,
-/// <see cref="CountShared"/>, is for drops found by another worker.
+/// <see cref="CountShared"/>, is for drops found by another worker: those go to words of their
+/// own, since an atomic add on a word the owner increments plainly could be overwritten by the
+/// owner's read-modify-write and lost.
 /// </summary>
 public sealed class PortCounters
 {
     private readonly long[] _drops = new long[DropReasons.Count];
+    private readonly long[] _sharedDrops = new long[DropReasons.Count];
 
     /// <summary>Frames received from the peer (everything taken from it, dropped ones included).</summary>
     public long RxFrames;
@@ -36,7 +39,7 @@ public sealed class PortCounters
     /// <summary>Frames dropped for <paramref name="reason"/>.</summary>
     /// <param name="reason">The reason.</param>
     /// <returns>The count (read without a barrier: approximate while the worker runs).</returns>
-    public long Drops(DropReason reason) => Volatile.Read(ref _drops[(int)reason]);
+    public long Drops(DropReason reason) => Volatile.Read(ref _drops[(int)reason]) + Volatile.Read(ref _sharedDrops[(int)reason]);
 
     /// <summary>Frames dropped for any reason.</summary>
     public long TotalDrops
@@ -46,7 +49,7 @@ public sealed class PortCounters
             long sum = 0;
             for (var i = 1; i < _drops.Length; i++)
             {
-                sum += Volatile.Read(ref _drops[i]);
+                sum += Drops((DropReason)i);
             }
 
             return sum;
@@ -59,10 +62,10 @@ public sealed class PortCounters
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Count(DropReason reason, int frames = 1) => _drops[(int)reason] += frames;
 
-    /// <summary>Counts drops from a thread that does not own the port (atomic).</summary>
+    /// <summary>Counts drops from a thread that does not own the port (atomic, on words the owner never writes).</summary>
     /// <param name="reason">The reason.</param>
     /// <param name="frames">How many frames.</param>
-    public void CountShared(DropReason reason, int frames = 1) => Interlocked.Add(ref _drops[(int)reason], frames);
+    public void CountShared(DropReason reason, int frames = 1) => Interlocked.Add(ref _sharedDrops[(int)reason], frames);
 
     /// <summary>Records a receive burst of <paramref name="frames"/> frames and <paramref name="bytes"/> bytes.</summary>
     /// <param name="frames">Frames taken.</param>
@@ -99,7 +102,7 @@ public sealed class PortCounters
         var drops = new long[_drops.Length];
         for (var i = 0; i < drops.Length; i++)
         {
-            drops[i] = Volatile.Read(ref _drops[i]);
+            drops[i] = Drops((DropReason)i);
         }
 
         return new PortCounterSnapshot(

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Rings.Linux.Net;
 
@@ -12,12 +11,6 @@ namespace Rings.Linux.Runtime;
 /// </summary>
 internal static class SoftwareOffloads
 {
-    private const byte GsoTcp4 = 1;
-    private const byte GsoUdp = 3;
-    private const byte GsoTcp6 = 4;
-    private const byte GsoUdpL4 = 5;
-    private const byte GsoEcn = 0x80;
-
     /// <summary>True when the header asks for anything beyond a complete frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool AsksForOffload(in VirtioNetHeader header) =>
@@ -31,18 +24,18 @@ internal static class SoftwareOffloads
             return false;
         }
 
-        if ((header.GsoType & GsoEcn) != 0 && (accepted & PortOffloads.Ecn) == 0)
+        if ((header.GsoType & VirtioNetGso.Ecn) != 0 && (accepted & PortOffloads.Ecn) == 0)
         {
             return false;
         }
 
-        return (header.GsoType & ~GsoEcn) switch
+        return (header.GsoType & ~VirtioNetGso.Ecn) switch
         {
-            VirtioNetHeader.GsoNone => true,
-            GsoTcp4 => (accepted & PortOffloads.Tso4) != 0,
-            GsoTcp6 => (accepted & PortOffloads.Tso6) != 0,
-            GsoUdpL4 => (accepted & PortOffloads.Uso) != 0,
-            GsoUdp => false, // UFO: deprecated, never negotiated here
+            VirtioNetGso.None => true,
+            VirtioNetGso.TcpV4 => (accepted & PortOffloads.Tso4) != 0,
+            VirtioNetGso.TcpV6 => (accepted & PortOffloads.Tso6) != 0,
+            VirtioNetGso.UdpL4 => (accepted & PortOffloads.Uso) != 0,
+            VirtioNetGso.Udp => false, // UFO: deprecated, never negotiated here
             _ => false,
         };
     }
@@ -64,28 +57,14 @@ internal static class SoftwareOffloads
             return true;
         }
 
-        var length = burst.Length(frame);
-        int start = header.CsumStart;
-        var field = start + header.CsumOffset;
-        if (start >= length || field + 2 > length)
+        // Checked before the copy, so a checksum outside the frame costs no copy.
+        if (header.CsumStart + header.CsumOffset + 2 > burst.Length(frame))
         {
             return false;
         }
 
-        var bytes = burst.Writable(frame);
-
-        // The field holds the pseudo-header sum the sender seeded; summing over it completes the checksum.
-        var sum = (ushort)~InternetChecksum.Sum(bytes[start..]);
-        if (sum == 0 && header.CsumOffset == 6)
-        {
-            // UDP: a computed 0 is sent as all ones (RFC 768).
-            sum = 0xFFFF;
-        }
-
-        BinaryPrimitives.WriteUInt16BigEndian(bytes[field..], sum);
-        header.Flags = (byte)(header.Flags & ~VirtioNetHeader.FlagNeedsCsum);
-        header.CsumStart = 0;
-        header.CsumOffset = 0;
-        return true;
+        // Flags 0 after: DATA_VALID is for a device that checked a received checksum, not for a
+        // transmitted frame (5.1.6.4.1); the destination port decides its own receive flags.
+        return ChecksumOffload.Complete(burst.Writable(frame), ref header, markDataValid: false) == OffloadStatus.Ok;
     }
 }

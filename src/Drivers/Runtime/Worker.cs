@@ -32,6 +32,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly byte[] _group = new byte[FrameBurst.MaxCapacity];
     private readonly ulong[] _refusedFull = new ulong[FrameBurst.MaxCapacity];
     private readonly ulong[] _refusedDown = new ulong[FrameBurst.MaxCapacity];
+    private readonly int[] _handoffFull = new int[PortMask.MaxPorts];
     private bool _undelivered;
     private readonly long[] _holdingSince;
     private readonly long _holdMilliseconds;
@@ -158,8 +159,8 @@ internal sealed class Worker : IPortOwner, IDisposable
             return true;
         }
 
-        // Acquire, after the caller's full fence: an even value means outside a round, and the next
-        // round will read the state the caller just published.
+        // Acquire, after the full fence of Port.WaitForDataPath: an even value means outside a
+        // round, and the next round will read the state the caller just published.
         var seen = Volatile.Read(ref _epoch.Value);
         if ((seen & 1) == 0)
         {
@@ -538,6 +539,7 @@ internal sealed class Worker : IPortOwner, IDisposable
 
     private void HandOff(FrameBurst burst, ulong remote, ulong valid)
     {
+        ulong refused = 0;
         for (var w = 0; w < _workers.Length; w++)
         {
             var theirs = remote & _workers[w].OwnedMask.Bits;
@@ -551,10 +553,10 @@ internal sealed class Worker : IPortOwner, IDisposable
                 var d = burst.Destinations(i).Bits & valid & theirs;
                 if (d != 0 && !handoff.TryWrite(burst, i, new PortMask(d)))
                 {
-                    // Their ports' counters belong to their worker: count atomically.
+                    refused |= d;
                     foreach (var p in new PortMask(d))
                     {
-                        _ports[p].Counters.CountShared(DropReason.DestinationFull);
+                        _handoffFull[p]++;
                     }
                 }
             }
@@ -567,6 +569,13 @@ internal sealed class Worker : IPortOwner, IDisposable
             {
                 _workers[w].Wake();
             }
+        }
+
+        // Their ports' counters belong to their worker: counted atomically, once per port per burst.
+        foreach (var p in new PortMask(refused))
+        {
+            _ports[p].Counters.CountShared(DropReason.DestinationFull, _handoffFull[p]);
+            _handoffFull[p] = 0;
         }
     }
 
