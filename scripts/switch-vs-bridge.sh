@@ -37,9 +37,12 @@ tag=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 subnet=$(( $(od -An -tu1 -N1 /dev/urandom) % 254 + 1 ))
 a=rsb-a-$tag b=rsb-b-$tag
 ipa=169.254.$subnet.1 ipb=169.254.$subnet.2
-server=
+# The rounds run in this shell, not in $(...): a failing step stops the script (errexit), and the
+# trap sees the switch and the iperf3 listener to stop them.
+server= listener= result=
 cleanup() {
     if [[ -n $server ]] && kill -0 "$server" 2>/dev/null; then kill -TERM "$server"; wait "$server" || true; fi
+    if [[ -n $listener ]] && kill -0 "$listener" 2>/dev/null; then kill -TERM "$listener"; wait "$listener" || true; fi
     ip netns del "$a" 2>/dev/null || true
     ip netns del "$b" 2>/dev/null || true
     ip link del "rsbr$tag" 2>/dev/null || true
@@ -61,13 +64,14 @@ place() {
     ip -n "$2" link set "$1" up
 }
 
-# One iperf3 run from a to b; prints Gbit/s received.
+# One iperf3 run from a to b; sets result to the Gbit/s received.
 measure() {
     ip netns exec "$b" iperf3 -s -1 -B "$ipb" >/dev/null 2>&1 &
-    local listener=$!
+    listener=$!
     for _ in $(seq 100); do ip netns exec "$b" ss -ltn | grep -q ":5201" && break; sleep 0.05; done
-    ip netns exec "$a" iperf3 -c "$ipb" -t "$seconds" -J | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
+    result=$(ip netns exec "$a" iperf3 -c "$ipb" -t "$seconds" -J | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
     wait "$listener" || true
+    listener=
 }
 
 bridge_round() {
@@ -101,8 +105,8 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs); kernel $(una
 echo "iperf3 -c $ipb -t $seconds, one TCP stream; rings switch --workers 1 --wait $wait --burst $burst${cpus:+ --cpus $cpus}, TAP ports offload=$offload"
 bridge=() switched=()
 for r in $(seq "$rounds"); do
-    g=$(bridge_round); bridge+=("$g")
-    s=$(switch_round); switched+=("$s")
+    bridge_round; g=$result; bridge+=("$g")
+    switch_round; s=$result; switched+=("$s")
     echo "round $r: bridge $g Gbit/s, rings switch $s Gbit/s"
 done
 tail -8 "/tmp/rsb-switch-$tag.log"; rm -f "/tmp/rsb-switch-$tag.log"

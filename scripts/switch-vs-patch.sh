@@ -35,7 +35,8 @@ trap cleanup EXIT
 
 wait_for() { for _ in $(seq 300); do [[ -S $1 ]] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 
-# Runs both guests against sockets $1 and $2 and prints the sum of their receive rates (Mpps).
+# Runs both guests against sockets $1 and $2 and prints the sum of their receive rates (Mpps);
+# fails (jq finds no file) when a guest wrote no figures.
 guests() {
     local common=(--seconds "$seconds" --frame-size "$frame" --burst "$burst" --wait "$wait")
     "$rings" guest --socket "$1" "${common[@]}" --json "$dir/a.json" > "$dir/a.log" 2>&1 &
@@ -50,7 +51,8 @@ stop_server() { kill -TERM "$server"; wait "$server" || true; server=; }
 patch=() switch=()
 printf '%-6s %12s %12s\n' round "patch Mpps" "switch Mpps"
 for r in $(seq "$rounds"); do
-    rm -f "$dir"/*.sock
+    # No figure of an earlier round may stand in for a run whose guest wrote none.
+    rm -f "$dir"/*.sock "$dir"/*.json
     "$rings" host --socket "$dir/h.sock" --mode patch --wait "$wait" --burst "$burst" --quiet > "$dir/host.log" 2>&1 &
     server=$!
     wait_for "$dir/h.sock"

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Rings.Tests.Hostile;
 
@@ -77,26 +76,11 @@ public sealed partial class ExampleTests
     internal static string Source(string example) =>
         File.ReadAllText(Path.Combine(Root, "examples", example, "Program.cs")).ReplaceLineEndings("\n");
 
+    /// <summary>Runs an example to its end; what it printed on both streams.</summary>
     internal static (int Exit, string Output) Run(string executable, TimeSpan limit, params string[] args)
     {
-        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(info)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(limit))
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            Assert.Fail($"{Path.GetFileName(executable)} did not finish within {limit.TotalSeconds} s:\n{stdout.Result}\n{stderr.Result}");
-        }
-
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result + stderr.Result);
+        var (exit, output, error, _) = RingsRun.Program(executable, limit, args);
+        return (exit, output + error);
     }
 
     [GeneratedRegex("```csharp\n(.*?)```", RegexOptions.Singleline)]

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Rings.Tests.Hostile;
 
 namespace Rings.Tests.Apps;
 
@@ -17,28 +17,11 @@ public class LoopbackProcessTests
         return path;
     }
 
+    /// <summary>Runs the tool to its end within 60 s.</summary>
     internal static (int Exit, string Out, string Err) Run(params string[] args)
     {
-        var info = new ProcessStartInfo(RingsExecutable())
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(info)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(60_000))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail("rings did not exit within 60 s");
-        }
-
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        var (exit, output, error, _) = RingsRun.Run(TimeSpan.FromSeconds(60), args);
+        return (exit, output, error);
     }
 
     [Theory]

@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
+using Rings.Tests.Hostile;
 using Rings.Tests.Linux;
 using Rings.Tests.Ports;
 
@@ -18,7 +18,7 @@ namespace Rings.Tests.Apps;
 /// per source address, and the EtherType it drops never reaches the kernel.
 /// </summary>
 [Collection(ProcessCollection.Name)]
-public sealed partial class MacCounterExampleTests
+public sealed class MacCounterExampleTests
 {
     private const int Passed = 40;
     private const int Blocked = 25;
@@ -33,26 +33,14 @@ public sealed partial class MacCounterExampleTests
         KernelHosts.RequireTools("ip");
         var transcript = new StringBuilder();
         var dir = Directory.CreateTempSubdirectory("rings-maccounter-");
-        Process? example = null;
-        var output = new StringBuilder();
+        CollectedProcess? example = null;
         try
         {
             using var hosts = new KernelHosts(transcript, 1);
             var host = hosts[0];
             var socket = Path.Combine(dir.FullName, "vm.sock");
-            var info = new ProcessStartInfo(ExampleTests.Executable("MacCounter")) { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in (string[])[host.Device, socket, "86dd", "120"])
-            {
-                info.ArgumentList.Add(a);
-            }
-
-            example = new Process { StartInfo = info };
-            example.OutputDataReceived += (_, e) => Append(output, e.Data);
-            example.ErrorDataReceived += (_, e) => Append(output, e.Data is null ? null : $"stderr: {e.Data}");
-            example.Start();
-            example.BeginOutputReadLine();
-            example.BeginErrorReadLine();
-            Wait(() => File.Exists(socket) && Text(output).Contains("MacCounter: ", StringComparison.Ordinal), $"the example did not start:\n{Text(output)}");
+            example = CollectedProcess.Start(ExampleTests.Executable("MacCounter"), [host.Device, socket, "86dd", "120"]);
+            Wait(() => File.Exists(socket) && example.Output.Contains("MacCounter: ", StringComparison.Ordinal), () => $"the example did not start:\n{example.Output}");
             hosts.Attach(host);
 
             // The kernel's side: UDP to an address behind the vhost-user port, its MAC a static
@@ -74,11 +62,11 @@ public sealed partial class MacCounterExampleTests
                 (blocked ? IPv6Sender : Sender).WriteTo(frame.AsSpan(6));
                 frame[12] = blocked ? (byte)0x86 : (byte)0x88;
                 frame[13] = blocked ? (byte)0xDD : (byte)0xB5;
-                Wait(() => net.TrySend(frame), "no transmit buffer came free");
+                Wait(() => net.TrySend(frame), () => "no transmit buffer came free");
                 net.Flush();
             }
 
-            Wait(() => host.Statistic("rx_packets") - kernelReceivedBefore >= Passed, $"the kernel did not get {Passed} frames:\n{Text(output)}");
+            Wait(() => host.Statistic("rx_packets") - kernelReceivedBefore >= Passed, () => $"the kernel did not get {Passed} frames:\n{example.Output}");
 
             host.Namespace.RunInside(() =>
             {
@@ -104,16 +92,14 @@ public sealed partial class MacCounterExampleTests
                     net.Flush();
                     return fromKernel >= FromKernel;
                 },
-                $"the driver got {fromKernel} of the kernel's {FromKernel} datagrams");
+                () => $"the driver got {fromKernel} of the kernel's {FromKernel} datagrams");
 
             // What reached the kernel, read while the device exists (it goes with the example).
             var kernelReceived = host.Statistic("rx_packets") - kernelReceivedBefore;
 
             // Stop the example; it prints its counts.
-            Assert.Equal(0, Kill(example.Id, 15));
-            Assert.True(example.WaitForExit(10_000), $"the example did not stop:\n{Text(output)}");
-            example.WaitForExit();
-            var text = Text(output);
+            example.Signal(15, TimeSpan.FromSeconds(10));
+            var text = example.Output;
             Assert.True(example.ExitCode == 0, text);
             Assert.Contains($"dropped {Blocked} frame(s) of EtherType 0x86dd", text, StringComparison.Ordinal);
             Assert.Equal(Passed, FramesFrom(text, Sender));
@@ -123,16 +109,10 @@ public sealed partial class MacCounterExampleTests
         }
         catch (Exception e) when (e is not Xunit.Sdk.XunitException)
         {
-            throw new InvalidOperationException($"{e.Message}\nexample:\n{Text(output)}\ntranscript:\n{transcript}", e);
+            throw new InvalidOperationException($"{e.Message}\nexample:\n{example?.Output}\ntranscript:\n{transcript}", e);
         }
         finally
         {
-            if (example is { HasExited: false })
-            {
-                example.Kill(entireProcessTree: true);
-                example.WaitForExit(10_000);
-            }
-
             example?.Dispose();
             dir.Delete(recursive: true);
         }
@@ -145,35 +125,18 @@ public sealed partial class MacCounterExampleTests
         return long.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    private static void Wait(Func<bool> done, string failure)
+    /// <summary>Waits up to 20 s for <paramref name="done"/>; the failure message is made when it fails, so it shows the state then.</summary>
+    private static void Wait(Func<bool> done, Func<string> failure)
     {
         var clock = Stopwatch.StartNew();
         while (!done())
         {
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), failure);
+            if (clock.Elapsed > TimeSpan.FromSeconds(20))
+            {
+                Assert.Fail(failure());
+            }
+
             Thread.Sleep(10);
         }
     }
-
-    private static void Append(StringBuilder b, string? line)
-    {
-        if (line is not null)
-        {
-            lock (b)
-            {
-                b.AppendLine(line);
-            }
-        }
-    }
-
-    private static string Text(StringBuilder b)
-    {
-        lock (b)
-        {
-            return b.ToString();
-        }
-    }
-
-    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static partial int Kill(int pid, int signal);
 }

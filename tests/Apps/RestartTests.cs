@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Rings.Tests.Hostile;
 
 namespace Rings.Tests.Apps;
 
@@ -11,8 +12,11 @@ namespace Rings.Tests.Apps;
 /// With the inflight region nothing is lost, duplicated or damaged, on either ring format; without
 /// it nothing is damaged and what goes wrong per restart is bounded by the ring size.
 /// </summary>
+[Collection(ProcessCollection.Name)]
 public class RestartTests
 {
+    private const int SigInt = 2;
+
     private const int QueueSize = 256;
 
     [Theory]
@@ -20,16 +24,17 @@ public class RestartTests
     [InlineData("packed")]
     public void KillingTheHostEveryTwoSecondsUnderLoadLosesNothingWithTheInflightRegion(string ring)
     {
+        // Run returns only after every kill was followed by the guest's reconnect line; the guest's
+        // own count of reconnects says the same.
         var tracked = Run(ring, inflight: true, kills: 9);
-        Assert.Equal(9, tracked.Kills);
-        Assert.Equal(tracked.Kills, tracked.Reconnects);
+        Assert.Equal(9, tracked.Reconnects);
         Assert.True(tracked.Sent > 10_000, $"{tracked.Sent} frames sent\n{tracked.Output}");
         Assert.Equal((0L, 0L, 0L), (tracked.Lost, tracked.Duplicated, tracked.Corrupted));
         Assert.Equal(tracked.Sent, tracked.Received);
 
         // Without it, nothing damaged, and at most a ring's worth per restart lost or sent twice.
         var untracked = Run(ring, inflight: false, kills: 5);
-        Assert.Equal(untracked.Kills, untracked.Reconnects);
+        Assert.Equal(5, untracked.Reconnects);
         Assert.Equal(0, untracked.Corrupted);
         Assert.InRange(untracked.Lost + untracked.Duplicated, 0, (long)QueueSize * untracked.Kills);
     }
@@ -41,42 +46,26 @@ public class RestartTests
         var socket = Path.Combine(dir.FullName, "vhost.sock");
         var json = Path.Combine(dir.FullName, "guest.json");
         var host = StartHost(socket);
-        Process? guest = null;
+        CollectedProcess? guest = null;
         var done = 0;
         try
         {
             WaitForSocket(socket, host);
-            guest = Start(
-                "guest", "--socket", socket, "--ring", ring, "--inflight", inflight ? "on" : "off", "--reconnect", "10",
-                "--queue-size", QueueSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                "--seconds", "600", "--drain", "5", "--json", json);
-            var lines = new List<string>();
-            var reader = Task.Run(() =>
-            {
-                while (guest.StandardOutput.ReadLine() is { } line)
-                {
-                    lock (lines)
-                    {
-                        lines.Add(line);
-                    }
-                }
-            });
-            int Count(string prefix)
-            {
-                lock (lines)
-                {
-                    return lines.Count(l => l.StartsWith(prefix, StringComparison.Ordinal));
-                }
-            }
+            guest = CollectedProcess.Start(
+                LoopbackProcessTests.RingsExecutable(),
+                [
+                    "guest", "--socket", socket, "--ring", ring, "--inflight", inflight ? "on" : "off", "--reconnect", "10",
+                    "--queue-size", QueueSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    "--seconds", "600", "--drain", "5", "--json", json,
+                ]);
+            int Count(string prefix) => guest.LinesFrom(0).Count(l => l.StartsWith(prefix, StringComparison.Ordinal));
 
             // Each kill comes two seconds after the guest is served (connected, then reconnected).
             WaitUntil(() => Count("rings guest: connected") == 1, guest, "the guest did not connect");
             while (done < kills)
             {
                 Thread.Sleep(2000);
-                host.Kill();
-                host.WaitForExit();
-                host.Dispose();
+                host.Dispose(); // SIGKILL
                 done++;
                 if (File.Exists(socket))
                 {
@@ -89,19 +78,8 @@ public class RestartTests
 
             // Under load for two more seconds, then Ctrl-C: the guest stops sending and drains.
             Thread.Sleep(2000);
-            using (var interrupt = Process.Start("kill", ["-INT", guest.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-            {
-                interrupt.WaitForExit();
-            }
-
-            Assert.True(guest.WaitForExit(60_000), "the guest did not finish");
-            reader.Wait();
-            string text;
-            lock (lines)
-            {
-                text = string.Join('\n', lines);
-            }
-
+            guest.Signal(SigInt, TimeSpan.FromSeconds(60));
+            var text = guest.Output;
             Assert.True(guest.ExitCode == 0 || !inflight, $"guest exit {guest.ExitCode}:\n{text}");
             var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
             return new RestartRun(
@@ -116,60 +94,41 @@ public class RestartTests
         }
         finally
         {
-            if (guest is { HasExited: false })
-            {
-                guest.Kill();
-            }
-
             guest?.Dispose();
-            if (!host.HasExited)
-            {
-                host.Kill();
-            }
-
-            host.WaitForExit();
             host.Dispose();
             dir.Delete(true);
         }
     }
 
-    private static void WaitUntil(Func<bool> condition, Process guest, string what)
+    private static void WaitUntil(Func<bool> condition, CollectedProcess guest, string what)
     {
         var clock = Stopwatch.StartNew();
         while (!condition())
         {
-            Assert.False(guest.HasExited, $"{what}: the guest exited");
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), what);
+            if (guest.HasExited || clock.Elapsed > TimeSpan.FromSeconds(60))
+            {
+                Assert.Fail($"{what}{(guest.HasExited ? ": the guest exited" : " within 60 s")}:\n{guest.Output}");
+            }
+
             Thread.Sleep(20);
         }
     }
 
-    private static Process StartHost(string socket) => Start("host", "--socket", socket, "--quiet");
+    /// <summary>A host whose output is read (so it never blocks on a full pipe) on <paramref name="socket"/>, which outlives it.</summary>
+    private static CollectedProcess StartHost(string socket) => CollectedProcess.Start(LoopbackProcessTests.RingsExecutable(), ["host", "--socket", socket, "--quiet"]);
 
-    private static void WaitForSocket(string socket, Process host)
+    private static void WaitForSocket(string socket, CollectedProcess host)
     {
         var clock = Stopwatch.StartNew();
         while (!File.Exists(socket))
         {
-            Assert.False(host.HasExited, "the host exited");
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), "the host did not listen");
+            if (host.HasExited || clock.Elapsed > TimeSpan.FromSeconds(15))
+            {
+                Assert.Fail($"the host did not listen{(host.HasExited ? ": it exited" : " within 15 s")}:\n{host.Output}");
+            }
+
             Thread.Sleep(20);
         }
-    }
-
-    private static Process Start(params string[] args)
-    {
-        var info = new ProcessStartInfo(LoopbackProcessTests.RingsExecutable())
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = false,
-        };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        return Process.Start(info)!;
     }
 }
 

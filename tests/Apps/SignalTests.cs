@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Rings.Tests.Hostile;
 
 namespace Rings.Tests.Apps;
@@ -10,7 +8,7 @@ namespace Rings.Tests.Apps;
 /// ignored) or as a plain child of a supervisor.
 /// </summary>
 [Collection(ProcessCollection.Name)]
-public sealed partial class SignalTests
+public sealed class SignalTests
 {
     private const int SigInt = 2;
     private const int SigTerm = 15;
@@ -51,7 +49,7 @@ public sealed partial class SignalTests
             };
             var (args, ready, closing, exitCode) = setup;
 
-            using var run = SignalledRun.Start(args, interruptIgnoredAtStart);
+            using var run = StartThroughShell(args, interruptIgnoredAtStart);
             run.WaitForLine(ready, TimeSpan.FromSeconds(60));
             if (command == "bench")
             {
@@ -73,94 +71,7 @@ public sealed partial class SignalTests
     }
 
     /// <summary>A <c>rings</c> command started through <c>sh</c>, optionally as a script's background job would be: SIGINT ignored.</summary>
-    private sealed partial class SignalledRun : IDisposable
-    {
-        private readonly Process _process;
-        private readonly List<string> _lines = [];
-
-        private SignalledRun(Process process) => _process = process;
-
-        public int ExitCode => _process.ExitCode;
-
-        public string Output
-        {
-            get
-            {
-                lock (_lines)
-                {
-                    return string.Join('\n', _lines);
-                }
-            }
-        }
-
-        public static SignalledRun Start(string[] args, bool interruptIgnored)
-        {
-            // exec keeps the ignored disposition, as a shell does for a background job (POSIX).
-            var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
-            info.ArgumentList.Add("-c");
-            info.ArgumentList.Add(interruptIgnored ? "trap '' INT; exec \"$0\" \"$@\"" : "exec \"$0\" \"$@\"");
-            info.ArgumentList.Add(LoopbackProcessTests.RingsExecutable());
-            foreach (var a in args)
-            {
-                info.ArgumentList.Add(a);
-            }
-
-            var process = new Process { StartInfo = info };
-            var run = new SignalledRun(process);
-            process.OutputDataReceived += (_, e) => run.Add(e.Data);
-            process.ErrorDataReceived += (_, e) => run.Add(e.Data is null ? null : $"stderr: {e.Data}");
-            process.Start();
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            return run;
-        }
-
-        public void WaitForLine(string text, TimeSpan timeout)
-        {
-            var clock = Stopwatch.StartNew();
-            while (!Output.Contains(text, StringComparison.Ordinal))
-            {
-                Assert.True(clock.Elapsed < timeout && !_process.HasExited, $"no line with '{text}' within {timeout.TotalSeconds} s:\n{Output}");
-                Thread.Sleep(20);
-            }
-        }
-
-        /// <summary>Sends a signal and returns how long the process took to exit; its output is then complete.</summary>
-        public TimeSpan Signal(int signal, TimeSpan limit)
-        {
-            var clock = Stopwatch.StartNew();
-            Assert.Equal(0, Kill(_process.Id, signal));
-            Assert.True(_process.WaitForExit(limit), $"no exit within {limit.TotalSeconds} s of signal {signal}:\n{Output}");
-            var took = clock.Elapsed;
-            _process.WaitForExit();
-            return took;
-        }
-
-        public void Dispose()
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-                _process.WaitForExit(10_000);
-            }
-
-            _process.Dispose();
-        }
-
-        [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
-        private static partial int Kill(int pid, int signal);
-
-        private void Add(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-
-            lock (_lines)
-            {
-                _lines.Add(line);
-            }
-        }
-    }
+    private static CollectedProcess StartThroughShell(string[] args, bool interruptIgnored) =>
+        // exec keeps the ignored disposition, as a shell does for a background job (POSIX).
+        CollectedProcess.Start("/bin/sh", ["-c", interruptIgnored ? "trap '' INT; exec \"$0\" \"$@\"" : "exec \"$0\" \"$@\"", LoopbackProcessTests.RingsExecutable(), .. args]);
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Rings.Tests.Apps;
 
 namespace Rings.Tests.Hostile;
@@ -40,27 +41,48 @@ internal readonly record struct ProcessResources(int Fds, int Threads, long RssK
 }
 
 /// <summary>
-/// A back-end process on a socket in its own directory, its output collected line by line: the real
-/// <c>rings host</c>, or the test peer's hostile host.
+/// A child process whose standard output and error lines (the latter marked <c>stderr:</c>) are
+/// collected as they come; on dispose it is killed with its children and its directory, if it has
+/// one, removed. <see cref="RingsHost"/>, <see cref="RingsSwitch"/> and the signal tests' runs are these.
 /// </summary>
-internal sealed class RingsHost : IDisposable
+internal partial class CollectedProcess : IDisposable
 {
     private readonly Process _process;
-    private readonly DirectoryInfo _directory;
+    private readonly DirectoryInfo? _directory;
     private readonly List<string> _lines = [];
 
-    private RingsHost(Process process, DirectoryInfo directory, string socket)
+    /// <summary>Starts <paramref name="executable"/>; if it cannot start, <paramref name="directory"/> is removed.</summary>
+    protected CollectedProcess(string executable, IEnumerable<string> arguments, DirectoryInfo? directory)
     {
-        _process = process;
-        _directory = directory;
-        Socket = socket;
-    }
+        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in arguments)
+        {
+            info.ArgumentList.Add(a);
+        }
 
-    public string Socket { get; }
+        _process = new Process { StartInfo = info };
+        _directory = directory;
+        _process.OutputDataReceived += (_, e) => Add(e.Data);
+        _process.ErrorDataReceived += (_, e) => Add(e.Data is null ? null : $"stderr: {e.Data}");
+        try
+        {
+            _process.Start();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
 
     public int Pid => _process.Id;
 
     public bool HasExited => _process.HasExited;
+
+    public int ExitCode => _process.ExitCode;
 
     public int LineCount
     {
@@ -84,43 +106,8 @@ internal sealed class RingsHost : IDisposable
         }
     }
 
-    /// <summary>Starts <c>rings host</c> with <paramref name="options"/>.</summary>
-    public static RingsHost Start(params string[] options) => Start(LoopbackProcessTests.RingsExecutable(), options);
-
-    /// <summary>Starts the test peer's host that turns on its front-ends in the way <paramref name="kind"/> says.</summary>
-    public static RingsHost StartHostile(string kind) => Start(RingsRun.TestPeerExecutable(), "--misbehave", kind);
-
-    private static RingsHost Start(string executable, params string[] options)
-    {
-        var directory = Directory.CreateTempSubdirectory("rings-hostile-");
-        var socket = Path.Combine(directory.FullName, "vhost.sock");
-        var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in (string[])["host", "--socket", socket, .. options])
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        var process = new Process { StartInfo = info };
-        var host = new RingsHost(process, directory, socket);
-        process.OutputDataReceived += (_, e) => host.Add(e.Data);
-        process.ErrorDataReceived += (_, e) => host.Add(e.Data is null ? null : $"stderr: {e.Data}");
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        var clock = Stopwatch.StartNew();
-        while (!File.Exists(socket))
-        {
-            if (process.HasExited || clock.Elapsed > TimeSpan.FromSeconds(15))
-            {
-                host.Dispose();
-                Assert.Fail($"the host did not start:\n{host.Output}");
-            }
-
-            Thread.Sleep(20);
-        }
-
-        return host;
-    }
+    /// <summary>Starts <paramref name="executable"/> with <paramref name="arguments"/>, collecting its output.</summary>
+    public static CollectedProcess Start(string executable, IEnumerable<string> arguments) => new(executable, arguments, null);
 
     /// <summary>Lines from <paramref name="from"/> on.</summary>
     public List<string> LinesFrom(int from)
@@ -128,6 +115,17 @@ internal sealed class RingsHost : IDisposable
         lock (_lines)
         {
             return _lines.Skip(from).ToList();
+        }
+    }
+
+    /// <summary>Waits until a line contains <paramref name="text"/>; fails if the process exits first or the time runs out.</summary>
+    public void WaitForLine(string text, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            Assert.True(clock.Elapsed < timeout && !HasExited, $"no line with '{text}' within {timeout.TotalSeconds} s (exited: {HasExited}):\n{Output}");
+            Thread.Sleep(20);
         }
     }
 
@@ -143,16 +141,22 @@ internal sealed class RingsHost : IDisposable
                 return lines;
             }
 
-            if (clock.Elapsed > timeout || HasExited)
-            {
-                Assert.Fail($"the host did not print the expected {count} line(s) within {timeout.TotalSeconds} s (exited: {HasExited}):\n{string.Join('\n', lines)}");
-            }
-
+            Assert.True(clock.Elapsed < timeout && !HasExited, $"the expected {count} line(s) did not come within {timeout.TotalSeconds} s (exited: {HasExited}):\n{string.Join('\n', lines)}");
             Thread.Sleep(20);
         }
     }
 
-    public ProcessResources Resources() => ProcessResources.Of(Pid);
+    /// <summary>
+    /// Sends <paramref name="signal"/> and returns how long the process took to exit and close its
+    /// output (which is then complete); fails if that takes longer than <paramref name="limit"/>.
+    /// </summary>
+    public TimeSpan Signal(int signal, TimeSpan limit)
+    {
+        var clock = Stopwatch.StartNew();
+        Assert.Equal(0, Kill(Pid, signal));
+        Assert.True(_process.WaitForExitAsync().Wait(limit), $"no exit within {limit.TotalSeconds} s of signal {signal}:\n{Output}");
+        return clock.Elapsed;
+    }
 
     public void Dispose()
     {
@@ -173,12 +177,31 @@ internal sealed class RingsHost : IDisposable
         _process.Dispose();
         try
         {
-            _directory.Delete(recursive: true);
+            _directory?.Delete(recursive: true);
         }
         catch (IOException)
         {
         }
     }
+
+    /// <summary>Waits for <paramref name="started"/>; if the process exits first or 15 s pass, disposes it and fails with its output.</summary>
+    protected void WaitUntilStarted(Func<bool> started, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!started())
+        {
+            if (HasExited || clock.Elapsed > TimeSpan.FromSeconds(15))
+            {
+                Dispose();
+                Assert.Fail($"{what} did not start:\n{Output}");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
 
     private void Add(string? line)
     {
@@ -191,6 +214,91 @@ internal sealed class RingsHost : IDisposable
         {
             _lines.Add(line);
         }
+    }
+}
+
+/// <summary>
+/// A back-end process on a socket in its own directory, its output collected line by line: the real
+/// <c>rings host</c>, or the test peer's hostile host.
+/// </summary>
+internal sealed class RingsHost : CollectedProcess
+{
+    private RingsHost(string executable, DirectoryInfo directory, string socket, string[] options)
+        : base(executable, ["host", "--socket", socket, .. options], directory)
+    {
+        Socket = socket;
+    }
+
+    public string Socket { get; }
+
+    /// <summary>Starts <c>rings host</c> with <paramref name="options"/>.</summary>
+    public static RingsHost Start(params string[] options) => Start(LoopbackProcessTests.RingsExecutable(), options);
+
+    /// <summary>Starts the test peer's host that turns on its front-ends in the way <paramref name="kind"/> says.</summary>
+    public static RingsHost StartHostile(string kind) => Start(RingsRun.TestPeerExecutable(), "--misbehave", kind);
+
+    public ProcessResources Resources() => ProcessResources.Of(Pid);
+
+    private static RingsHost Start(string executable, params string[] options)
+    {
+        var directory = Directory.CreateTempSubdirectory("rings-hostile-");
+        var socket = Path.Combine(directory.FullName, "vhost.sock");
+        var host = new RingsHost(executable, directory, socket, options);
+        host.WaitUntilStarted(() => File.Exists(socket), "the host");
+        return host;
+    }
+}
+
+/// <summary>A <c>rings switch</c> process with its sockets in a directory of its own, its output collected.</summary>
+internal sealed class RingsSwitch : CollectedProcess
+{
+    private RingsSwitch(DirectoryInfo directory, string[] ports, string[] sockets, string[] options)
+        : base(LoopbackProcessTests.RingsExecutable(), ["switch", .. ports.SelectMany(p => (string[])["--port", p]), .. options], directory)
+    {
+        Directory = directory;
+        Sockets = sockets;
+    }
+
+    public DirectoryInfo Directory { get; }
+
+    public string[] Sockets { get; }
+
+    /// <summary>Starts a switch with <paramref name="ports"/> vhost-user ports (sockets p0.sock, p1.sock, ...) and waits for its sockets.</summary>
+    public static RingsSwitch Start(int ports, params string[] options)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
+        var sockets = Enumerable.Range(0, ports).Select(i => Path.Combine(directory.FullName, $"p{i}.sock")).ToArray();
+        return Start(directory, [.. sockets.Select(s => $"vhost-user:{s}")], sockets, options);
+    }
+
+    /// <summary>
+    /// Starts a switch with ports of any kind (<c>{dir}</c> in a specification is the switch's own
+    /// directory) and waits until it has printed its port list (every port opened).
+    /// </summary>
+    public static RingsSwitch StartPorts(IEnumerable<string> ports, params string[] options)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("rings-switch-");
+        var specs = ports.Select(p => p.Replace("{dir}", directory.FullName, StringComparison.Ordinal)).ToArray();
+        var sockets = specs.Where(p => p.StartsWith("vhost-user:", StringComparison.Ordinal)).Select(p => p["vhost-user:".Length..].Split(',')[0]).ToArray();
+        var sw = Start(directory, specs, sockets, options);
+        try
+        {
+            sw.WaitForLine($"  port {specs.Length - 1}: ", TimeSpan.FromSeconds(15));
+        }
+        catch
+        {
+            sw.Dispose();
+            throw;
+        }
+
+        return sw;
+    }
+
+    private static RingsSwitch Start(DirectoryInfo directory, string[] ports, string[] sockets, string[] options)
+    {
+        var sw = new RingsSwitch(directory, ports, sockets, options);
+        sw.WaitUntilStarted(() => sockets.All(File.Exists), "the switch");
+        return sw;
     }
 }
 
@@ -209,13 +317,14 @@ internal static class RingsRun
     }
 
     public static (int Exit, string Out, string Err, TimeSpan Elapsed) Run(TimeSpan limit, params string[] args) =>
-        Run(LoopbackProcessTests.RingsExecutable(), limit, args);
+        Program(LoopbackProcessTests.RingsExecutable(), limit, args);
 
     /// <summary>Runs the test peer (<c>guest</c> attacks a back-end).</summary>
     public static (int Exit, string Out, string Err, TimeSpan Elapsed) Peer(TimeSpan limit, params string[] args) =>
-        Run(TestPeerExecutable(), limit, args);
+        Program(TestPeerExecutable(), limit, args);
 
-    private static (int Exit, string Out, string Err, TimeSpan Elapsed) Run(string executable, TimeSpan limit, string[] args)
+    /// <summary>Runs <paramref name="executable"/> to its end; fails (killing it) if that takes longer than <paramref name="limit"/>.</summary>
+    public static (int Exit, string Out, string Err, TimeSpan Elapsed) Program(string executable, TimeSpan limit, params string[] args)
     {
         var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)

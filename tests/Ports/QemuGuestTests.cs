@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Rings.Tests.Apps;
+using Rings.Tests.Hostile;
 using Rings.Tests.Linux;
 using Xunit.Abstractions;
 

@@ -24,6 +24,7 @@ internal static class TenantChecks
             var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
             Assert.True(f.GetProperty("frames_received").GetInt64() == frames, $"{why}: {f}");
             Assert.True(f.GetProperty("lost").GetInt64() == 0, $"{why}: {f}");
+            Assert.True(f.GetProperty("duplicated").GetInt64() == 0, $"{why}: {f}");
             Assert.True(f.GetProperty("corrupted").GetInt64() == 0, $"{why}: {f}");
             Assert.False(host.HasExited, "the host died");
         }

@@ -21,6 +21,12 @@ internal static class Cli
     public static string Number<T>(T value)
         where T : IFormattable => value.ToString(null, CultureInfo.InvariantCulture);
 
+    /// <summary>A flag as typed on the command line: its name when set, else nothing.</summary>
+    public static IEnumerable<string> Flag(string name, bool set) => set ? [name] : [];
+
+    /// <summary>An optional value as typed on the command line: the option and its value when given, else nothing.</summary>
+    public static IEnumerable<string> Value(string name, string? value) => value is null ? [] : [name, value];
+
     /// <summary>Parses what <see cref="Text{T}"/> wrote.</summary>
     public static T Parse<T>(string text)
         where T : struct, Enum => Enum.Parse<T>(text, ignoreCase: true);

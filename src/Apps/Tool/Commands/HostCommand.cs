@@ -58,64 +58,19 @@ internal sealed record HostOptions(
         : Cli.TryParseUids(AllowUid, out _) ?? Monitoring.Validate(Metrics);
 
     /// <summary>The command line (after <c>rings host</c>) that parses back to these options.</summary>
-    public IEnumerable<string> ToArguments()
-    {
-        string[] values = [Connect ? "--connect" : "--socket", Socket, "--mode", Cli.Text(Mode), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst)];
-        foreach (var a in values)
-        {
-            yield return a;
-        }
-
-        if (Once)
-        {
-            yield return "--once";
-        }
-
-        if (Stats is not null)
-        {
-            yield return "--stats";
-            yield return Stats;
-        }
-
-        if (Verbose)
-        {
-            yield return "--verbose";
-        }
-
-        if (Quiet)
-        {
-            yield return "--quiet";
-        }
-
-        if (AllowUid is not null)
-        {
-            yield return "--allow-uid";
-            yield return AllowUid;
-        }
-
-        if (MaxMemory != new HostOptions(Socket).MaxMemory)
-        {
-            yield return "--max-memory";
-            yield return Cli.Number(MaxMemory);
-        }
-
-        if (TrustUnsealed)
-        {
-            yield return "--trust-unsealed";
-        }
-
-        if (Metrics is not null)
-        {
-            yield return "--metrics";
-            yield return Metrics;
-        }
-
-        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning)
-        {
-            yield return "--log-level";
-            yield return Cli.Text(LogLevel);
-        }
-    }
+    public IEnumerable<string> ToArguments() =>
+    [
+        Connect ? "--connect" : "--socket", Socket, "--mode", Cli.Text(Mode), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst),
+        .. Cli.Flag("--once", Once),
+        .. Cli.Value("--stats", Stats),
+        .. Cli.Flag("--verbose", Verbose),
+        .. Cli.Flag("--quiet", Quiet),
+        .. Cli.Value("--allow-uid", AllowUid),
+        .. Cli.Value("--max-memory", MaxMemory != new HostOptions(Socket).MaxMemory ? Cli.Number(MaxMemory) : null),
+        .. Cli.Flag("--trust-unsealed", TrustUnsealed),
+        .. Cli.Value("--metrics", Metrics),
+        .. Cli.Value("--log-level", LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning ? Cli.Text(LogLevel) : null),
+    ];
 }
 
 /// <summary>The <c>rings host</c> command.</summary>

@@ -174,72 +174,20 @@ internal sealed record SwitchOptions(
     }
 
     /// <summary>The command line (after <c>rings switch</c>) that parses back to these options.</summary>
-    public IEnumerable<string> ToArguments()
-    {
-        foreach (var p in Ports)
-        {
-            yield return "--port";
-            yield return p;
-        }
-
-        string[] values = ["--processor", Cli.Text(Processor), "--workers", Cli.Number(Workers), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst), "--hold", Cli.Number(Hold), "--seconds", Cli.Number(Seconds)];
-        foreach (var a in values)
-        {
-            yield return a;
-        }
-
-        if (Cpus is not null)
-        {
-            yield return "--cpus";
-            yield return Cpus;
-        }
-
-        if (Json is not null)
-        {
-            yield return "--json";
-            yield return Json;
-        }
-
-        if (Verbose)
-        {
-            yield return "--verbose";
-        }
-
-        if (Quiet)
-        {
-            yield return "--quiet";
-        }
-
-        if (AllowUid is not null)
-        {
-            yield return "--allow-uid";
-            yield return AllowUid;
-        }
-
-        if (Metrics is not null)
-        {
-            yield return "--metrics";
-            yield return Metrics;
-        }
-
-        foreach (var c in Captures ?? [])
-        {
-            yield return "--capture";
-            yield return c;
-        }
-
-        if (Snaplen != Linux.Diagnostics.PacketCapture.DefaultSnapLength)
-        {
-            yield return "--snaplen";
-            yield return Cli.Number(Snaplen);
-        }
-
-        if (LogLevel != Microsoft.Extensions.Logging.LogLevel.Information)
-        {
-            yield return "--log-level";
-            yield return Cli.Text(LogLevel);
-        }
-    }
+    public IEnumerable<string> ToArguments() =>
+    [
+        .. Ports.SelectMany(p => (string[])["--port", p]),
+        "--processor", Cli.Text(Processor), "--workers", Cli.Number(Workers), "--wait", Cli.Text(Wait), "--burst", Cli.Number(Burst), "--hold", Cli.Number(Hold), "--seconds", Cli.Number(Seconds),
+        .. Cli.Value("--cpus", Cpus),
+        .. Cli.Value("--json", Json),
+        .. Cli.Flag("--verbose", Verbose),
+        .. Cli.Flag("--quiet", Quiet),
+        .. Cli.Value("--allow-uid", AllowUid),
+        .. Cli.Value("--metrics", Metrics),
+        .. (Captures ?? []).SelectMany(c => (string[])["--capture", c]),
+        .. Cli.Value("--snaplen", Snaplen != Linux.Diagnostics.PacketCapture.DefaultSnapLength ? Cli.Number(Snaplen) : null),
+        .. Cli.Value("--log-level", LogLevel != Microsoft.Extensions.Logging.LogLevel.Information ? Cli.Text(LogLevel) : null),
+    ];
 }
 
 /// <summary>
