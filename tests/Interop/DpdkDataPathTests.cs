@@ -64,6 +64,87 @@ public class DpdkDataPathTests
     }
 
     /// <summary>
+    /// Reconnect with DPDK as the listening front-end: testpmd's virtio-user is the server
+    /// (<c>server=1</c>) and <c>rings host --connect</c> the client. While flowgen runs, the host is
+    /// killed with SIGKILL and started again, twice: each new host takes the rings where they are
+    /// (packed included, which QEMU cannot restore) and frames come back again. A dead host's
+    /// frames in flight are not counted: DPDK's virtio-user keeps no inflight region.
+    /// </summary>
+    [Theory]
+    [InlineData("split")]
+    [InlineData("packed")]
+    public void TestpmdAsTheServerKeepsForwardingWhenRingsHostIsKilledAndStartedAgain(string ring)
+    {
+        const int Hosts = 3;
+        const long Enough = 10_000;
+        var dir = Directory.CreateTempSubdirectory("rings-interop-");
+        var socket = Path.Combine(dir.FullName, "vhost.sock");
+        var packed = ring == "packed" ? 1 : 0;
+        var hostOutput = new StringBuilder();
+        Process? host = null;
+        var testpmd = Testpmd.Start($"net_virtio_user0,path={socket},queues=1,queue_size=256,packed_vq={packed},server=1", "flowgen", "-i", "--total-num-mbufs=4096");
+        try
+        {
+            Assert.True(TestDevice.Wait(() => File.Exists(socket), SetupTimeout), $"testpmd did not listen on {socket}");
+            var moved = new long[Hosts];
+            long before = 0;
+            for (var h = 0; h < Hosts; h++)
+            {
+                hostOutput.Clear();
+                host = StartRings(hostOutput, "host", "--connect", socket, "--mode", "reflect", "--wait", "poll", "--trust-unsealed");
+                Assert.True(TestDevice.Wait(() => Text(hostOutput).Contains($"reflecting: ring {ring},", StringComparison.Ordinal), SetupTimeout), $"host {h + 1} never served testpmd's {ring} rings\n{Text(hostOutput)}");
+                if (h == 0)
+                {
+                    before = ShowPortStatistics(testpmd).Rx.Packets;
+                    testpmd.Send("start");
+                }
+
+                var after = before;
+                var clock = Stopwatch.StartNew();
+                while (after - before < Enough && clock.ElapsedMilliseconds < 15_000)
+                {
+                    Thread.Sleep(200);
+                    after = ShowPortStatistics(testpmd).Rx.Packets;
+                }
+
+                moved[h] = after - before;
+                _output.WriteLine($"host {h + 1}: testpmd received {moved[h]:N0} frames back within {clock.ElapsedMilliseconds} ms of the host serving");
+                Assert.True(moved[h] >= Enough, $"host {h + 1}: only {moved[h]} frames came back\n{Text(hostOutput)}");
+
+                host.Kill(); // SIGKILL: no goodbye on the socket
+                Assert.True(host.WaitForExit(10_000), "the killed host did not exit");
+                host.Dispose();
+                host = null;
+
+                // With no host nothing comes back: two readings agree, and the next host's frames
+                // are counted from them (never from a reading taken while a host ran).
+                Thread.Sleep(300);
+                before = ShowPortStatistics(testpmd).Rx.Packets;
+                Assert.Equal(before, ShowPortStatistics(testpmd).Rx.Packets);
+            }
+
+            testpmd.Send("stop");
+            var (rx, _) = ShowPortStatistics(testpmd);
+            Assert.Equal(0, rx.Errors);
+        }
+        finally
+        {
+            if (host is { HasExited: false })
+            {
+                host.Kill(entireProcessTree: true);
+                host.WaitForExit(5_000);
+            }
+
+            host?.Dispose();
+            testpmd.Dispose();
+            _output.WriteLine("--- last rings host ---");
+            _output.WriteLine(Text(hostOutput));
+            Dump(testpmd);
+            dir.Delete(true);
+        }
+    }
+
+    /// <summary>
     /// <c>rings guest</c> against testpmd's vhost back-end in macswap mode: every frame comes back
     /// (MACs swapped) and checks out. DPDK's vhost drops what finds no receive buffer, so this
     /// also shows that the guest never has more frames out than receive buffers posted.

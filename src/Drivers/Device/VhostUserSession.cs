@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Rings.Linux.Diagnostics;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
@@ -773,9 +774,28 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
                 return error with { Detail = $"vring {v.Index}: {error.Detail}" };
             }
 
+            var position = format.DecodeBase(raw);
+            if (format == RingFormat.Split && !Negotiated(VhostUserProtocolFeatures.InflightShmfd)
+                && _memory.User.TryGetSpan(areas.DeviceArea + 2, sizeof(ushort), out var usedIdx))
+            {
+                // A split ring's base is only the next available index; the used index lives in
+                // the ring. A front-end that restarts its back-end without knowing the position
+                // (DPDK's virtio-user as a server sends 0) would have the ring start that many
+                // buffers behind used.idx, which reads as the driver running more than a ring
+                // ahead. As DPDK's vhost library does, resume where used.idx says: buffers that
+                // were fetched but not used are fetched again. Read once; any value is only a
+                // position, checked like every other against avail.idx.
+                var used = BinaryPrimitives.ReadUInt16LittleEndian(usedIdx);
+                if (used != position.AvailIndex)
+                {
+                    RingsLog.RingResumed(_options.Logger, v.Index, position.AvailIndex, used);
+                    position = new RingPosition(used);
+                }
+            }
+
             try
             {
-                v.Ring = Track(v, _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, format.DecodeBase(raw))), areas);
+                v.Ring = Track(v, _options.RingFactory(new DeviceRingSetup(format, _memory.User, _memory.Physical, areas, v.Num, Features, position)), areas);
                 v.Format = format;
             }
             catch (ArgumentException e)

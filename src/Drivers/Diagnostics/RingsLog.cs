@@ -44,6 +44,9 @@ public static class RingsEvents
     /// <summary>A ring's inflight region was used (or could not be) when the ring started.</summary>
     public static readonly EventId Inflight = new(22, nameof(Inflight));
 
+    /// <summary>A split ring started where its used index says, not at the base the front-end sent.</summary>
+    public static readonly EventId RingResumed = new(23, nameof(RingResumed));
+
     /// <summary>A queue was marked broken by a peer's violation; the reason says which.</summary>
     public static readonly EventId QueueBroken = new(30, nameof(QueueBroken));
 
@@ -107,6 +110,9 @@ internal static partial class RingsLog
 
     [LoggerMessage(EventId = 22, EventName = nameof(RingsEvents.Inflight), Level = LogLevel.Information, Message = "vhost-user: {What}")]
     public static partial void Inflight(ILogger logger, string what);
+
+    [LoggerMessage(EventId = 23, EventName = nameof(RingsEvents.RingResumed), Level = LogLevel.Information, Message = "vhost-user: vring {Queue}: base {Base} but used.idx {Used} in the ring; resuming at {Used} (buffers fetched but not used are fetched again)")]
+    public static partial void RingResumed(ILogger logger, int queue, ushort @base, ushort used);
 
     [LoggerMessage(EventId = 30, EventName = nameof(RingsEvents.QueueBroken), Level = LogLevel.Warning, Message = "{Port}: {Queue} broken: {Reason}")]
     public static partial void QueueBroken(ILogger logger, string port, string queue, BrokenReason reason);
