@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Rings.Tool.Commands;
+using Spectre.Console;
 
 namespace Rings.Tool.Bench;
 
@@ -357,31 +358,47 @@ internal static class BenchCommand
 }
 
 /// <summary>
-/// A progress bar with the time left on a terminal (redrawn twice a second), or one line per
-/// finished run when the output is redirected.
+/// The sweep's progress: each finished run as a line with the share done and the time left;
+/// on a terminal also a live bar (Spectre.Console) naming the run under way, redrawn below the
+/// lines. Plain lines only when the output is not a terminal.
 /// </summary>
 internal sealed class BenchProgress : IDisposable
 {
     private readonly TextWriter _o;
-    private readonly bool _terminal = !Console.IsOutputRedirected;
+    private readonly IAnsiConsole? _console;
     private readonly double _total;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly Stopwatch _task = new();
-    private readonly Timer? _timer;
     private readonly object _gate = new();
+    private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task? _display;
+    private ProgressTask? _bar;
     private double _done;
     private double _doneElapsed;
     private double _cost;
     private int _count;
-    private string _label = string.Empty;
 
-    public BenchProgress(TextWriter o, double total)
+    /// <param name="o">Where the lines go.</param>
+    /// <param name="total">The planned cost of the whole sweep (seconds).</param>
+    /// <param name="console">The console for the live bar; by default the terminal, if <paramref name="o"/> is one.</param>
+    public BenchProgress(TextWriter o, double total, IAnsiConsole? console = null)
     {
         _o = o;
         _total = total;
-        if (_terminal)
+        _console = console ?? Terminal.For(o);
+        if (_console is not null)
         {
-            _timer = new Timer(_ => Draw(), null, 500, 500);
+            using var ready = new ManualResetEventSlim();
+            _display = _console.Progress()
+                .AutoClear(true)
+                .Columns(new ProgressBarColumn(), new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
+                .StartAsync(async context =>
+                {
+                    _bar = context.AddTask("starting", maxValue: Math.Max(total, 1e-9));
+                    ready.Set();
+                    await _finished.Task.ConfigureAwait(false);
+                });
+            ready.Wait();
         }
     }
 
@@ -389,12 +406,13 @@ internal sealed class BenchProgress : IDisposable
     {
         lock (_gate)
         {
-            _label = label;
             _cost = cost;
             _task.Restart();
+            if (_bar is { } bar)
+            {
+                bar.Description = Markup.Escape($"{_count} done, {Left()} left  {(label.Length > 40 ? label[..40] : label)}");
+            }
         }
-
-        Draw();
     }
 
     public void End(string line)
@@ -405,28 +423,26 @@ internal sealed class BenchProgress : IDisposable
             _doneElapsed = _clock.Elapsed.TotalSeconds;
             _count++;
             _cost = 0;
-            _label = string.Empty;
-            if (_terminal)
+            var text = $"  [{Percent(),3:0}% {Left()} left] {line}";
+            if (_console is { } console)
             {
-                _o.Write("\r\u001b[2K");
+                // Through the console, so the live bar is drawn again below the line.
+                _bar!.Value = Math.Min(_done, _total);
+                console.WriteLine(text);
             }
-
-            _o.WriteLine($"  [{Percent(),3:0}% {Left()} left] {line}");
+            else
+            {
+                _o.WriteLine(text);
+            }
         }
-
-        Draw();
     }
 
     public void Dispose()
     {
-        _timer?.Dispose();
-        lock (_gate)
+        if (_display is not null)
         {
-            if (_terminal)
-            {
-                _o.Write("\r\u001b[2K");
-                _o.Flush();
-            }
+            _finished.TrySetResult();
+            _display.Wait();
         }
     }
 
@@ -440,22 +456,5 @@ internal sealed class BenchProgress : IDisposable
         var left = Math.Max(0, (_total - _done - inTask) * pace);
         var t = TimeSpan.FromSeconds(Math.Round(left));
         return $"{(int)t.TotalMinutes}m{t.Seconds:00}s";
-    }
-
-    private void Draw()
-    {
-        if (!_terminal)
-        {
-            return;
-        }
-
-        lock (_gate)
-        {
-            const int width = 30;
-            var filled = (int)Math.Round(width * Percent() / 100);
-            var label = _label.Length > 40 ? _label[..40] : _label;
-            _o.Write(string.Create(CultureInfo.InvariantCulture, $"\r\u001b[2K  [{new string('#', filled)}{new string('.', width - filled)}] {Percent(),3:0}%  {_count} done, {Left()} left  {label}"));
-            _o.Flush();
-        }
     }
 }

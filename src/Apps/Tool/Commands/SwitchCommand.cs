@@ -6,6 +6,7 @@ using System.Text.Json;
 using Rings.Linux.Net;
 using Rings.Linux.Ports;
 using Rings.Linux.Runtime;
+using Spectre.Console;
 
 namespace Rings.Tool.Commands;
 
@@ -370,31 +371,53 @@ internal static class SwitchCommand
         }
 
         var clock = Stopwatch.StartNew();
-        var last = Snapshot(ports);
-        var lastTime = 0.0;
         var deadline = o.Seconds > 0 ? TimeSpan.FromSeconds(o.Seconds) : TimeSpan.MaxValue;
-        while (true)
+
+        // Once a second until the deadline or a stop signal: what moved since the last look.
+        void Watch(Action<double, double, PortCounterSnapshot[], PortCounterSnapshot[]> report)
         {
-            var remaining = deadline - clock.Elapsed;
-            if (remaining <= TimeSpan.Zero)
+            var last = Snapshot(ports);
+            var lastTime = 0.0;
+            while (true)
             {
-                break;
-            }
+                var remaining = deadline - clock.Elapsed;
+                if (remaining <= TimeSpan.Zero || done.Wait(remaining < TimeSpan.FromSeconds(1) ? remaining : TimeSpan.FromSeconds(1)))
+                {
+                    return;
+                }
 
-            if (done.Wait(remaining < TimeSpan.FromSeconds(1) ? remaining : TimeSpan.FromSeconds(1)))
+                var now = clock.Elapsed.TotalSeconds;
+                var current = Snapshot(ports);
+                if (Moved(last, current))
+                {
+                    report(now, now - lastTime, last, current);
+                }
+
+                last = current;
+                lastTime = now;
+            }
+        }
+
+        var console = o.Quiet ? null : Terminal.For(output);
+        if (console is not null)
+        {
+            // A terminal: one live per-port table, redrawn in place each second.
+            var first = Snapshot(ports);
+            console.Live(SwitchTables.Rates(ports, first, first, 1, 0)).Start(live => Watch((now, seconds, before, after) =>
             {
-                break;
-            }
-
-            var now = clock.Elapsed.TotalSeconds;
-            var current = Snapshot(ports);
-            if (!o.Quiet && Moved(last, current))
+                live.UpdateTarget(SwitchTables.Rates(ports, before, after, seconds, now));
+                live.Refresh();
+            }));
+        }
+        else
+        {
+            Watch((now, seconds, before, after) =>
             {
-                output.WriteLine(RateLine(now, now - lastTime, last, current));
-            }
-
-            last = current;
-            lastTime = now;
+                if (!o.Quiet)
+                {
+                    output.WriteLine(RateLine(now, seconds, before, after));
+                }
+            });
         }
 
         var elapsed = clock.Elapsed.TotalSeconds;
@@ -407,7 +430,17 @@ internal static class SwitchCommand
         var final = Snapshot(ports);
         var statuses = ports.Select(p => (p.Link, p.Status)).ToList();
         DisposeAll(ports);
-        PrintTable(output, ports, final, statuses, elapsed, pipeline);
+        if (console is not null)
+        {
+            console.WriteLine();
+            console.WriteLine(RanLine(elapsed, pipeline));
+            console.Write(SwitchTables.Final(ports, final, statuses, elapsed));
+        }
+        else
+        {
+            PrintTable(output, ports, final, statuses, elapsed, pipeline);
+        }
+
         foreach (var p in ports)
         {
             if (p.Capture is { } c)
@@ -515,10 +548,13 @@ internal static class SwitchCommand
         return line.ToString();
     }
 
+    private static string RanLine(double seconds, Pipeline pipeline) =>
+        $"rings switch: ran {seconds:0.0} s; {pipeline.Rounds:N0} rounds, {pipeline.Sleeps:N0} sleeps{(pipeline.Errors > 0 ? $", {pipeline.Errors:N0} data-path errors" : string.Empty)}";
+
     private static void PrintTable(TextWriter output, List<Port> ports, PortCounterSnapshot[] final, List<(LinkState Link, string Status)> statuses, double seconds, Pipeline pipeline)
     {
         output.WriteLine();
-        output.WriteLine($"rings switch: ran {seconds:0.0} s; {pipeline.Rounds:N0} rounds, {pipeline.Sleeps:N0} sleeps{(pipeline.Errors > 0 ? $", {pipeline.Errors:N0} data-path errors" : string.Empty)}");
+        output.WriteLine(RanLine(seconds, pipeline));
         output.WriteLine($"  {"port",-4} {"link",-4} {"rx frames",14} {"rx Mpps",8} {"tx frames",14} {"tx Mpps",8} {"dropped",12}  name");
         for (var i = 0; i < ports.Count; i++)
         {

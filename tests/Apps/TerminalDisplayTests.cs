@@ -1,0 +1,91 @@
+using Rings.Linux.Ports;
+using Rings.Linux.Runtime;
+using Rings.Tool.Bench;
+using Rings.Tool.Commands;
+using Spectre.Console;
+
+namespace Rings.Tests.Apps;
+
+/// <summary>
+/// What a terminal shows: the bench's live bar and the switch's per-port tables, drawn by
+/// Spectre.Console into a console that records its output (as a terminal of 160 columns would get it).
+/// </summary>
+public sealed class TerminalDisplayTests
+{
+    [Fact]
+    public void TheBenchProgressDrawsABarAndWritesEachFinishedRunAboveIt()
+    {
+        var (console, written) = Recording();
+        using (var progress = new BenchProgress(TextWriter.Null, total: 10, console))
+        {
+            progress.Begin("split 64 B", 5);
+            Thread.Sleep(250); // the live display redraws every 100 ms
+            progress.End("split 64 B: 18.5 Mpps");
+            progress.Begin("packed 64 B", 5);
+            progress.End("packed 64 B: 18.4 Mpps");
+        }
+
+        var text = written.ToString();
+        Assert.Contains("[ 50% ", text, StringComparison.Ordinal);
+        Assert.Contains("split 64 B: 18.5 Mpps", text, StringComparison.Ordinal);
+        Assert.Contains("[100% 0m00s left] packed 64 B: 18.4 Mpps", text, StringComparison.Ordinal);
+        Assert.Contains("1 done", text, StringComparison.Ordinal); // the bar's description while the second run went
+        Assert.Contains("\u001b[", text, StringComparison.Ordinal); // drawn in place, not as plain lines
+    }
+
+    [Fact]
+    public void WithoutATerminalTheBenchWritesPlainLinesOnly()
+    {
+        var lines = new StringWriter();
+        using (var progress = new BenchProgress(lines, total: 4))
+        {
+            progress.Begin("a", 2);
+            progress.End("first");
+            progress.Begin("b", 2);
+            progress.End("second");
+        }
+
+        var written = lines.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, written.Length);
+        Assert.Matches(@"^  \[ 50% \dm\d\ds left\] first$", written[0]);
+        Assert.Matches(@"^  \[100% 0m00s left\] second$", written[1]);
+        Assert.DoesNotContain("\u001b", lines.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TheSwitchTablesShowEveryPortsRatesAndClosingFigures()
+    {
+        using var a = new InMemoryPort("memory:a");
+        using var b = new InMemoryPort("memory:b");
+        Port[] ports = [a, b];
+        var drops = new long[DropReasons.Count];
+        drops[(int)DropReason.DestinationFull] = 7;
+        PortCounterSnapshot[] before = [new(0, 0, 0, 0, new long[DropReasons.Count]), new(0, 0, 0, 0, new long[DropReasons.Count])];
+        PortCounterSnapshot[] after = [new(2_000_000, 128_000_000, 1_000_000, 64_000_000, drops), new(1_000_000, 64_000_000, 2_000_000, 128_000_000, new long[DropReasons.Count])];
+
+        var (console, written) = Recording();
+        console.Write(SwitchTables.Rates(ports, before, after, seconds: 1, now: 3));
+        console.Write(SwitchTables.Final(ports, after, [(LinkState.Up, "up"), (LinkState.Down, "down")], seconds: 2));
+        var text = written.ToString();
+        Assert.Contains("rings switch: 3.0 s", text, StringComparison.Ordinal);
+        Assert.Contains("2.000", text, StringComparison.Ordinal); // port 0's receive rate over the second
+        Assert.Contains("2,000,000", text, StringComparison.Ordinal);
+        Assert.Contains("memory:a (drops: destination-full 7)", text, StringComparison.Ordinal);
+        Assert.Contains("memory:b", text, StringComparison.Ordinal);
+        Assert.Contains("down", text, StringComparison.Ordinal);
+    }
+
+    private static (IAnsiConsole Console, StringWriter Written) Recording()
+    {
+        var written = new StringWriter();
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Ansi = AnsiSupport.Yes,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.Yes,
+            Out = new AnsiConsoleOutput(written),
+        });
+        console.Profile.Width = 160;
+        return (console, written);
+    }
+}
