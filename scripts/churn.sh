@@ -40,6 +40,9 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# A signal ends the script through the EXIT trap (bash runs it on exit, not on a fatal signal).
+trap "exit 143" TERM
+trap "exit 130" INT
 
 socket=$dir/h.sock
 "$rings" host --socket "$socket" --wait adaptive --quiet > "$dir/host.log" 2>&1 &

@@ -84,6 +84,9 @@ cleanup() {
     rm -rf "$(runtime_dir "rb$tag-vhost")" "$(runtime_dir "rb$tag-virtio")"
 }
 trap 'cleanup; rm -rf "$work"' EXIT
+# A signal ends the script through the EXIT trap (bash runs it on exit, not on a fatal signal).
+trap "exit 143" TERM
+trap "exit 130" INT
 
 median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print 0 } else if (NR % 2) { print v[(NR + 1) / 2] } else { print (v[NR / 2] + v[NR / 2 + 1]) / 2 } }'

@@ -63,6 +63,9 @@ restore() {
     cp "$work/pristine/"*.dll "$bin/"
 }
 trap 'restore; rm -rf "$work"' EXIT
+# A signal ends the script through the EXIT trap (bash runs it on exit, not on a fatal signal).
+trap "exit 143" TERM
+trap "exit 130" INT
 
 survived=0
 printf '%-32s %-9s %s\n' "mutant" "result" "failing tests (lost wake-ups where counted)"

@@ -48,6 +48,9 @@ cleanup() {
     ip link del "rsbr$tag" 2>/dev/null || true
 }
 trap cleanup EXIT
+# A signal ends the script through the EXIT trap (bash runs it on exit, not on a fatal signal).
+trap "exit 143" TERM
+trap "exit 130" INT
 
 namespaces() {
     for ns in "$a" "$b"; do

@@ -32,6 +32,9 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# A signal ends the script through the EXIT trap (bash runs it on exit, not on a fatal signal).
+trap "exit 143" TERM
+trap "exit 130" INT
 
 wait_for() { for _ in $(seq 300); do [[ -S $1 ]] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 
