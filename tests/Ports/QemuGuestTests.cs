@@ -76,6 +76,83 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Reconnect with QEMU as the listening front-end (<c>server=on</c> on its chardev) and the
+    /// switch's <c>vhost-user-client:</c> port as the client: while the guest pings the namespace,
+    /// the switch is killed with SIGKILL and started again (its TAP device with it), and the
+    /// guest's echo replies come back again through the new switch, on the guest's same rings.
+    /// </summary>
+    [Fact]
+    public void ALinuxGuestUnderQemuPingsOnAfterTheSwitchIsKilledAndStartedAgain()
+    {
+        Privileges.RequireNetworkAdmin();
+        KernelHosts.RequireTools("qemu-system-x86_64");
+        var (kernel, modules) = GuestKernel();
+        var transcript = new StringBuilder();
+        var dir = Directory.CreateTempSubdirectory("rings-qemu-");
+        RingsSwitch? sw = null;
+        CollectedProcess? vm = null;
+        try
+        {
+            using var hosts = new KernelHosts(transcript, 1);
+            var host = hosts[0];
+            var socket = Path.Combine(dir.FullName, "vm.sock");
+            string[] ports = [$"vhost-user-client:{socket}", host.Port];
+            sw = RingsSwitch.StartPorts(ports, "--wait", "adaptive", "--quiet");
+            hosts.Attach(host);
+
+            var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
+            var initrd = Path.Combine(dir.FullName, "initrd.cpio");
+            File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
+            var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count=1000";
+            vm = CollectedProcess.Start("timeout",
+            [
+                "--kill-after=5", "300", "qemu-system-x86_64",
+                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+                "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
+                "-kernel", kernel, "-initrd", initrd, "-append", append,
+                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
+                "-chardev", $"socket,id=c0,path={socket},server=on,wait=off", "-netdev", "vhost-user,id=n0,chardev=c0",
+                "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=02:52:49:4e:51:02",
+            ]);
+
+            static bool Reply(string line) => line.Contains(" bytes from ", StringComparison.Ordinal);
+            vm.WaitForLine("RINGS-GUEST up: 02:52:49:4e:51:02", TimeSpan.FromSeconds(180));
+            vm.WaitForLines(0, Reply, 5, TimeSpan.FromSeconds(60));
+
+            // SIGKILL: the switch says nothing to QEMU, and its TAP device goes with it.
+            sw.Signal(9, TimeSpan.FromSeconds(10));
+            hosts.Note($"first switch killed:\n{sw.Output}");
+            sw.Dispose();
+            sw = null;
+            var before = vm.LineCount;
+
+            sw = RingsSwitch.StartPorts(ports, "--wait", "adaptive", "--quiet");
+            hosts.Attach(host);
+            vm.WaitForLines(before, Reply, 5, TimeSpan.FromSeconds(90));
+            var replies = vm.LinesFrom(0).Count(Reply);
+            hosts.Note($"echo replies: {replies}, of which after the restart: {vm.LinesFrom(before).Count(Reply)}");
+
+            // The new switch served QEMU's rings where they were: frames both ways on the guest's port.
+            sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+            hosts.Note(sw.Output);
+            var table = KernelThroughSwitchTests.FinalTable(sw.Output);
+            Assert.True(table[0].Rx >= 5 && table[0].Tx >= 5, sw.Output);
+        }
+        finally
+        {
+            sw?.Dispose();
+            if (vm is not null)
+            {
+                transcript.AppendLine($"--- guest console ---\n{vm.Output}");
+                vm.Dispose();
+            }
+
+            dir.Delete(recursive: true);
+            output.WriteLine(transcript.ToString());
+        }
+    }
+
     /// <summary>The guest's init: load the virtio modules, address eth0 from the kernel command line, ping, power off.</summary>
     private static string Init(IEnumerable<string> modules) => $$"""
         #!/bin/busybox sh
