@@ -74,7 +74,9 @@ internal sealed class KernelHosts : IDisposable
     }
 
     /// <summary>Moves <paramref name="host"/>'s TAP device into its namespace, addresses it and brings it up.</summary>
-    public void Attach(KernelHost host)
+    /// <param name="host">The host.</param>
+    /// <param name="mac">A locally administered address for the device, or null to keep the one it was made with.</param>
+    public void Attach(KernelHost host, string? mac = null)
     {
         var clock = Stopwatch.StartNew();
         while (Command.Run("ip", ["link", "show", host.Device]).ExitCode != 0)
@@ -84,6 +86,11 @@ internal sealed class KernelHosts : IDisposable
         }
 
         host.Namespace.Log(Command.Run("ip", ["link", "set", host.Device, "netns", host.Namespace.Name])).EnsureSuccess();
+        if (mac is not null)
+        {
+            host.Namespace.Ip("link", "set", host.Device, "address", mac);
+        }
+
         host.Namespace.Ip("addr", "add", $"{host.Address}/24", "dev", host.Device);
         host.Namespace.Ip("link", "set", host.Device, "up");
     }
