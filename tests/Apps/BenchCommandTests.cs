@@ -14,7 +14,9 @@ public class BenchCommandTests
         var dir = Directory.CreateTempSubdirectory("rings-bench-test-");
         try
         {
-            var (exit, output, error) = LoopbackProcessTests.Run("bench", "--points", "2", "--seconds", "0.3", "--repeats", "1", "--dpdk", "off", "--out", dir.FullName);
+            // About 12 s on a quiet machine; the limit only guards against a hang (a loaded
+            // machine has taken over a minute).
+            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(4), "bench", "--points", "2", "--seconds", "0.3", "--repeats", "1", "--dpdk", "off", "--out", dir.FullName);
             Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
 
             var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.FullName, "bench.json"))).RootElement;
