@@ -39,20 +39,7 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
             using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/vm.sock", host.Port], "--wait", "adaptive", "--quiet");
             hosts.Attach(host);
 
-            var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
-            var initrd = Path.Combine(sw.Directory.FullName, "initrd.cpio");
-            File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
-            var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count={Pings}";
-            string[] qemu =
-            [
-                "--kill-after=5", "240", "qemu-system-x86_64",
-                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-                "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
-                "-kernel", kernel, "-initrd", initrd, "-append", append,
-                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
-                "-chardev", $"socket,id=c0,path={sw.Sockets[0]}", "-netdev", "vhost-user,id=n0,chardev=c0",
-                "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=02:52:49:4e:51:01",
-            ];
+            string[] qemu = ["--kill-after=5", "240", .. Qemu(kernel, modules, sw.Directory, host, Pings, $"socket,id=c0,path={sw.Sockets[0]}", "02:52:49:4e:51:01")];
             var clock = Stopwatch.StartNew();
             var run = Command.Run("timeout", qemu, 260_000);
             hosts.Note($"$ qemu-system-x86_64 ... ({clock.Elapsed.TotalSeconds:0.0} s, exit {run.ExitCode})\n{run.Output}{run.Error}");
@@ -105,20 +92,7 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
             sw = RingsSwitch.StartPorts(ports, "--wait", "adaptive", "--quiet");
             hosts.Attach(host, NamespaceMac);
 
-            var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
-            var initrd = Path.Combine(dir.FullName, "initrd.cpio");
-            File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
-            var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count=1000";
-            vm = CollectedProcess.Start("timeout",
-            [
-                "--kill-after=5", "300", "qemu-system-x86_64",
-                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-                "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
-                "-kernel", kernel, "-initrd", initrd, "-append", append,
-                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
-                "-chardev", $"socket,id=c0,path={socket},server=on,wait=off", "-netdev", "vhost-user,id=n0,chardev=c0",
-                "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=02:52:49:4e:51:02",
-            ]);
+            vm = CollectedProcess.Start("timeout", ["--kill-after=5", "300", .. Qemu(kernel, modules, dir, host, 1000, $"socket,id=c0,path={socket},server=on,wait=off", "02:52:49:4e:51:02")]);
 
             static bool Reply(string line) => line.Contains(" bytes from ", StringComparison.Ordinal);
             vm.WaitForLine("RINGS-GUEST up: 02:52:49:4e:51:02", TimeSpan.FromSeconds(180));
@@ -156,6 +130,30 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
             dir.Delete(recursive: true);
             output.WriteLine(transcript.ToString());
         }
+    }
+
+    /// <summary>
+    /// qemu-system-x86_64 and its arguments: a TCG guest of 256 MiB shared through a memfd, booting
+    /// the host's kernel with an initramfs (written to <paramref name="dir"/>) that pings
+    /// <paramref name="host"/> <paramref name="pings"/> times, its virtio-net device (MSI-X off) on
+    /// the vhost-user chardev <paramref name="chardev"/>.
+    /// </summary>
+    private static string[] Qemu(string kernel, (List<string> Order, Dictionary<string, byte[]> Files) modules, DirectoryInfo dir, KernelHost host, int pings, string chardev, string mac)
+    {
+        var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
+        var initrd = Path.Combine(dir.FullName, "initrd.cpio");
+        File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
+        var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count={pings}";
+        return
+        [
+            "qemu-system-x86_64",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
+            "-kernel", kernel, "-initrd", initrd, "-append", append,
+            "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
+            "-chardev", chardev, "-netdev", "vhost-user,id=n0,chardev=c0",
+            "-device", $"virtio-net-pci,netdev=n0,vectors=0,mac={mac}",
+        ];
     }
 
     /// <summary>The guest's init: load the virtio modules, address eth0 from the kernel command line, ping, power off.</summary>
