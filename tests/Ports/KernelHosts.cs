@@ -74,9 +74,7 @@ internal sealed class KernelHosts : IDisposable
     }
 
     /// <summary>Moves <paramref name="host"/>'s TAP device into its namespace, addresses it and brings it up.</summary>
-    /// <param name="host">The host.</param>
-    /// <param name="mac">A locally administered address for the device, or null to keep the one it was made with.</param>
-    public void Attach(KernelHost host, string? mac = null)
+    public void Attach(KernelHost host)
     {
         var clock = Stopwatch.StartNew();
         while (Command.Run("ip", ["link", "show", host.Device]).ExitCode != 0)
@@ -86,11 +84,6 @@ internal sealed class KernelHosts : IDisposable
         }
 
         host.Namespace.Log(Command.Run("ip", ["link", "set", host.Device, "netns", host.Namespace.Name])).EnsureSuccess();
-        if (mac is not null)
-        {
-            host.Namespace.Ip("link", "set", host.Device, "address", mac);
-        }
-
         host.Namespace.Ip("addr", "add", $"{host.Address}/24", "dev", host.Device);
         host.Namespace.Ip("link", "set", host.Device, "up");
     }

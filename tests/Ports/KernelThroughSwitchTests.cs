@@ -216,6 +216,8 @@ public sealed class KernelThroughSwitchTests(ITestOutputHelper output)
     [InlineData("tap:a/b", 2, "contains '/'")]
     [InlineData("tap:rings-name-too-long", 2, "at most 15")]
     [InlineData("tap:{tap},mtu=12", 2, "mtu must be an integer")]
+    [InlineData("tap:{tap},mac=01:00:5e:00:00:01", 2, "mac must be a unicast address")]
+    [InlineData("tap:{tap},mac=02:00:00:00:00", 2, "mac must be a unicast address")]
     [InlineData("virtio-user:{dir}/none.sock", 3, "cannot set up with a vhost-user back-end")]
     [InlineData("virtio-user:{dir}/x.sock,ring=round", 2, "ring must be split or packed")]
     [InlineData("virtio-user:{dir}/x.sock,queue-size=100", 2, "queue size is")]

@@ -84,13 +84,14 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
             using var hosts = new KernelHosts(transcript, 1);
             var host = hosts[0];
             var socket = Path.Combine(dir.FullName, "vm.sock");
-            string[] ports = [$"vhost-user-client:{socket}", host.Port];
-            // The namespace's device keeps its address across the restart, as a configured host's
-            // would: a new TAP device's random one would leave the guest's neighbour entry stale
-            // (replies resume only once it expires, about 30 s later).
+            // The TAP device keeps one address across the restart (mac=): a new device's random
+            // one would leave the guest's neighbour entry stale, and replies would resume only
+            // once it expired, about 30 s later.
             const string NamespaceMac = "02:52:49:4e:54:01";
+            string[] ports = [$"vhost-user-client:{socket}", $"{host.Port},mac={NamespaceMac}"];
             sw = RingsSwitch.StartPorts(ports, "--wait", "adaptive", "--quiet");
-            hosts.Attach(host, NamespaceMac);
+            hosts.Attach(host);
+            Assert.Contains($"link/ether {NamespaceMac}", host.Namespace.Ip("link", "show", host.Device).Output, StringComparison.Ordinal);
 
             vm = CollectedProcess.Start("timeout", ["--kill-after=5", "300", .. Qemu(kernel, modules, dir, host, 1000, $"socket,id=c0,path={socket},server=on,wait=off", "02:52:49:4e:51:02")]);
 
@@ -107,7 +108,7 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
 
             var restarted = Stopwatch.StartNew();
             sw = RingsSwitch.StartPorts(ports, "--wait", "adaptive", "--quiet");
-            hosts.Attach(host, NamespaceMac);
+            hosts.Attach(host);
             vm.WaitForLines(before, Reply, 5, TimeSpan.FromSeconds(60));
             var replies = vm.LinesFrom(0).Count(Reply);
             hosts.Note($"echo replies: {replies}, of which after the restart: {vm.LinesFrom(before).Count(Reply)}; the fifth came {restarted.Elapsed.TotalSeconds:0.0} s after the new switch was started");

@@ -41,21 +41,24 @@ public sealed unsafe class TapPort : Port
     private int _deleted;
     private volatile bool _kernelDown;
     private bool _created;
+    private readonly MacAddress? _requestedMac;
 
     /// <summary>
-    /// Creates the port from <c>tap:NAME[,mtu=N][,offload=on|off]</c> (the device is opened by
+    /// Creates the port from <c>tap:NAME[,mtu=N][,mac=ADDRESS][,offload=on|off]</c> (the device is opened by
     /// <see cref="Open"/>). <c>offload=on</c> asks the kernel for partial checksums and TCP
     /// segmentation offload (TUNSETOFFLOAD): frames of up to 64 KiB with NEEDS_CSUM arrive and pass
     /// through to ports that take them; a port that does not gets the checksum completed in
     /// software, and a frame that needs segmenting for it is dropped and counted
-    /// <see cref="DropReason.OffloadUnsupported"/>.
+    /// <see cref="DropReason.OffloadUnsupported"/>. <c>mac=</c> gives the kernel side a fixed
+    /// unicast address, so hosts that talk to it keep their neighbour entries when the device is
+    /// made again (a new TAP device otherwise gets a random address each time).
     /// </summary>
     /// <param name="spec">The specification.</param>
     /// <exception cref="ArgumentException">The name is not a valid interface name, or an option is wrong.</exception>
     public TapPort(PortSpec spec)
         : base("tap", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "offload");
+        spec.RejectUnknown("mtu", "mac", "offload");
         _receiveOffloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
         {
             "on" => true,
@@ -73,6 +76,15 @@ public sealed unsafe class TapPort : Port
 
         DeviceName = spec.Target;
         _requestedMtu = spec.GetInt("mtu", 0, 68, 65521);
+        if (spec.Options.TryGetValue("mac", out var mac))
+        {
+            if (!MacAddress.TryParse(mac, out var address) || address.IsMulticast || address == default)
+            {
+                throw new ArgumentException($"port '{spec.Text}': mac must be a unicast address such as 02:00:00:00:00:01, not '{mac}'");
+            }
+
+            _requestedMac = address;
+        }
     }
 
     /// <summary>The interface name.</summary>
@@ -113,6 +125,11 @@ public sealed unsafe class TapPort : Port
                 }
 
                 Mtu = device.GetMtu();
+                if (_requestedMac is { } requested)
+                {
+                    device.SetMacAddress(requested);
+                }
+
                 mac = device.GetMacAddress();
                 Mac = new PhysicalAddress(ToOctets(mac));
 
