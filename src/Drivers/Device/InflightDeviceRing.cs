@@ -46,7 +46,8 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     private readonly PopRecord[] _pops;   // fetches since the last publish, for UndoPops
     private int _popCount;
     private readonly ushort[] _headOfId;  // packed: buffer id -> its head entry
-    private readonly Queue<ushort>? _order; // IN_ORDER: heads in fetch order, for batches
+    private readonly bool _inOrder;
+    private InOrderQueue _order; // IN_ORDER: heads in fetch order, for batches (O(1) both ends)
     private ushort[] _resubmit = [];      // packed: head entries in flight at the start, by counter
     private int _resubmitted;
     private ulong _counter;
@@ -94,7 +95,8 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         _headOfId = new ushort[_size];
         if ((features & VirtioFeatures.InOrder) != 0)
         {
-            _order = new Queue<ushort>(_size);
+            _inOrder = true;
+            _order = new InOrderQueue(Math.Max(_size, _region.Entries));
         }
 
         Resume = inner.Position;
@@ -272,7 +274,10 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             _region.SetInflight(head, true);
         }
 
-        _order?.Enqueue(head);
+        if (_inOrder)
+        {
+            _order.Enqueue(head);
+        }
         if (_popCount < _pops.Length)
         {
             _pops[_popCount++] = new PopRecord(before, head, reused);
@@ -287,7 +292,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     {
         FinishPublish();
         _inner.PushUsed(token, written);
-        if (_order is { Count: > 0 })
+        if (_inOrder && _order.Count > 0)
         {
             _order.Dequeue();
         }
@@ -300,7 +305,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     {
         FinishPublish();
         _inner.PushUsedInOrderBatch(last, written, buffers, descriptors);
-        for (var i = 0; i < buffers && _order is { Count: > 0 }; i++)
+        for (var i = 0; i < buffers && _inOrder && _order.Count > 0; i++)
         {
             Returned(_order.Dequeue());
         }
@@ -380,9 +385,9 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
                 }
             }
 
-            if (_order is { Count: > 0 })
+            if (_inOrder && _order.Count > 0)
             {
-                RemoveNewest(_order);
+                _order.RemoveNewest();
             }
         }
 
@@ -406,17 +411,6 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 
     private static nint Translate(GuestMemory memory, ulong address, ulong bytes) =>
         memory.TryTranslate(address, bytes, out var host) ? host : throw new ArgumentException($"ring area 0x{address:x} (+{bytes}) is outside the memory");
-
-    private static void RemoveNewest(Queue<ushort> queue)
-    {
-        var keep = queue.Count - 1;
-        for (var i = 0; i < keep; i++)
-        {
-            queue.Enqueue(queue.Dequeue());
-        }
-
-        queue.Dequeue();
-    }
 
     private void Returned(ushort head)
     {
