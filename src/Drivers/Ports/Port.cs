@@ -180,6 +180,14 @@ public abstract class Port : IDisposable
     public abstract void Flush();
 
     /// <summary>
+    /// False only when a <see cref="Transmit"/> now would certainly find no room (a virtio receive
+    /// queue with no buffer posted); true otherwise, also when unsure. Read by the owning worker
+    /// between rounds, so it is cheap: a worker holding frames for this port asks it before taking
+    /// them again, instead of taking, refusing and giving them back every round.
+    /// </summary>
+    public virtual bool MayHaveRoom => true;
+
+    /// <summary>
     /// Before the worker sleeps: asks the peer for a notification when frames arrive, then (after a
     /// full fence) checks again. Returns true when frames are already waiting (the worker must not
     /// sleep). A port with nothing to wait on returns false.

@@ -277,6 +277,12 @@ public class VhostUserPort : Port
 
         a.Prepare();
         var rx = a.Rx;
+        if (!rx.HasAvailable)
+        {
+            // One look at the guest's ring for the whole burst: nothing posted, nothing popped and undone.
+            return 0;
+        }
+
         var mergeable = a.Mergeable;
         var offloads = Offloads;
         var maxLength = MaxFrameLength;
@@ -435,6 +441,9 @@ public class VhostUserPort : Port
             a.RxCall?.Signal();
         }
     }
+
+    /// <inheritdoc/>
+    public override bool MayHaveRoom => _active is not { } a || a.Rx.HasAvailable || a.Rx.IsBroken || !a.RxQueue.Enabled;
 
     /// <inheritdoc/>
     public override bool EnableWakeups()

@@ -35,6 +35,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly int[] _handoffFull = new int[PortMask.MaxPorts];
     private bool _undelivered;
     private readonly long[] _holdingSince;
+    private readonly ulong[] _heldFor;
     private readonly long _holdMilliseconds;
     private int _holding;
     private long _heldBytes;
@@ -56,6 +57,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         _holdMilliseconds = holdMilliseconds;
         _holdingSince = new long[owned.Length];
+        _heldFor = new ulong[owned.Length];
         _pipeline = pipeline;
         _processor = pipeline.Processor;
         _ports = [.. pipeline.Ports];
@@ -281,6 +283,15 @@ internal sealed class Worker : IPortOwner, IDisposable
         {
             var port = _owned[k];
             var burst = _bursts[k];
+            if (_holdingSince[k] != 0 && now - _holdingSince[k] < _holdMilliseconds && !AnyMayHaveRoom(_heldFor[k]))
+            {
+                // What this port holds is still for full destinations only: taking, refusing and
+                // giving it back again would burn the CPU that the destinations' peers need to post
+                // buffers. The hold time still counts; once it is over the frames are taken and dropped.
+                _holding++;
+                continue;
+            }
+
             burst.Reset(port, flood, now, Index);
             _heldBytes = 0;
             var taken = port.Receive(burst);
@@ -431,6 +442,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         var valid = _pipeline.AllPorts.Bits;
         var returned = 0;
+        ulong heldFor = 0;
         for (var t = burst.Taken - 1; t >= 0; t--)
         {
             var i = burst.FrameOfTake(t);
@@ -448,8 +460,12 @@ internal sealed class Worker : IPortOwner, IDisposable
                 break;
             }
 
+            // A frame waiting for a link to come up (d == 0) has no port to ask for room: never skipped.
+            heldFor = d == 0 || heldFor == ulong.MaxValue ? ulong.MaxValue : heldFor | d;
             returned++;
         }
+
+        _heldFor[k] = heldFor;
 
         if (returned == 0)
         {
@@ -476,6 +492,27 @@ internal sealed class Worker : IPortOwner, IDisposable
         }
 
         burst.Returned = returned;
+    }
+
+    /// <summary>True when any port of <paramref name="ports"/> may take a frame now (<see cref="Port.MayHaveRoom"/>); all of them are this worker's.</summary>
+    private bool AnyMayHaveRoom(ulong ports)
+    {
+        if (ports == ulong.MaxValue)
+        {
+            return true;
+        }
+
+        while (ports != 0)
+        {
+            var p = System.Numerics.BitOperations.TrailingZeroCount(ports);
+            ports &= ports - 1;
+            if (_ports[p].MayHaveRoom)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private void SendTo(Port port, FrameBurst burst, ulong valid, bool offloads)
