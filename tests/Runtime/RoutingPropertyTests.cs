@@ -100,6 +100,52 @@ public class RoutingPropertyTests
     }
 
     [Fact]
+    public void AHeldSourceIsNotTakenAgainUntilItsDestinationHasRoomOrTheHoldEnds()
+    {
+        using var a = new InMemoryPort("a");
+        using var b = new InMemoryPort("b");
+        a.Open();
+        b.Open();
+        b.TransmitBudget = 0;
+        var script = new Dictionary<int, Decision>();
+        for (var id = 0; id < 8; id++)
+        {
+            script[id] = new Decision(DecisionKind.Forward, 1);
+            Assert.True(a.TryInject(ScriptedProcessor.Frame(id, 60)));
+        }
+
+        var processor = new ScriptedProcessor(script);
+        using var pipeline = new Pipeline([a, b], processor, new PipelineOptions { Burst = 4, HoldMilliseconds = 300 });
+        for (var i = 0; i < 50; i++)
+        {
+            pipeline.RunOnce();
+        }
+
+        // Taken once, refused, held: not taken, refused and given back 49 more times.
+        Assert.Equal(4, processor.Processed);
+        Assert.Equal(8, a.Pending);
+
+        // Room for two: the next round takes the burst again and two of its frames go.
+        b.TransmitBudget = 2;
+        pipeline.RunOnce();
+        Assert.Equal(8, processor.Processed);
+        Assert.Equal(2, b.Counters.TxFrames);
+        Assert.Equal(6, a.Pending);
+
+        // No room ever again: once the hold time is over the held frames are taken, dropped and counted.
+        var deadline = Environment.TickCount64 + 10_000;
+        while (a.Pending > 0 && Environment.TickCount64 < deadline)
+        {
+            pipeline.RunOnce();
+            Thread.Sleep(5);
+        }
+
+        Assert.Equal(0, a.Pending);
+        Assert.Equal(6, b.Counters.Drops(DropReason.DestinationFull));
+        Assert.Equal(2, b.Counters.TxFrames);
+    }
+
+    [Fact]
     public void FramesFloodedWhileNoOtherPortIsUpWaitForOneThenArrive()
     {
         using var a = new InMemoryPort("a");

@@ -26,8 +26,12 @@ internal sealed class ScriptedProcessor : FrameProcessor
         _script = script;
     }
 
+    /// <summary>Frames decided so far (a frame received again counts again).</summary>
+    public int Processed { get; private set; }
+
     public override void Process(FrameBurst burst)
     {
+        Processed += burst.Count;
         for (var i = 0; i < burst.Count; i++)
         {
             var id = BinaryPrimitives.ReadInt32LittleEndian(burst.Head(i)[14..]);

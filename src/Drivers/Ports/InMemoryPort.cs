@@ -216,6 +216,10 @@ public sealed unsafe class InMemoryPort : Port
     }
 
     /// <inheritdoc/>
+    public override bool MayHaveRoom =>
+        Link == LinkState.Down || Discard || (TransmitBudget != 0 && _outPending - Volatile.Read(ref _outTail) < _slots);
+
+    /// <inheritdoc/>
     public override void Flush()
     {
         // Release: the slots are written before the taker can see them.
