@@ -175,6 +175,18 @@ public sealed unsafe class FrameBurst : IDisposable
             return false;
         }
 
+        if (readable.Length == 1 && readable[0].Length > VirtioNetHeader.Size)
+        {
+            // The common chain: header and frame in one buffer (every driver Rings knows sends so).
+            var whole = readable[0].Span;
+            VirtioNetHeader.TryRead(whole, out var h);
+            h.Flags &= VirtioNetHeader.FlagNeedsCsum;
+            var at = _segmentsUsed;
+            var frame = whole[VirtioNetHeader.Size..];
+            _segments[at] = new FrameSegment((byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(frame)), frame.Length);
+            return Commit(h, at, 1, frame.Length, completion, isPrivate: false);
+        }
+
         // Split off the header; it may straddle segments.
         Span<byte> headerBytes = stackalloc byte[VirtioNetHeader.Size];
         var got = 0;
