@@ -653,9 +653,17 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
             return Error(NotNegotiated, "CONFIG was not negotiated");
         }
 
-        // 5.1.4: every field of the virtio-net config space is read-only for the driver.
+        // 5.1.4: every field of the virtio-net config space is read-only for the driver. A write of
+        // what is already there changes nothing and is accepted; any other is refused.
         var access = c.Message.Config!.Value;
-        return Error(Refused, $"config write of {access.Size} bytes at offset {access.Offset} refused: nothing in the virtio-net config space is writable");
+        if (_options.NetConfig.TryRead(access.Offset, access.Size, out var current) is { } refused)
+        {
+            return Error(ValueOutOfRange, refused);
+        }
+
+        return current.AsSpan().SequenceEqual(access.Data)
+            ? default
+            : Error(Refused, $"config write of {access.Size} bytes at offset {access.Offset} refused: nothing in the virtio-net config space is writable");
     }
 
     VhostUserError IVhostUserHandlers.GetInflightFd(ref VhostUserCall c)

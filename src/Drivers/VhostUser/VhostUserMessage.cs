@@ -37,7 +37,26 @@ public enum VhostUserPayload
 /// <param name="Size">Bytes accessed; the payload carries this many.</param>
 /// <param name="Flags">VHOST_SET_CONFIG_TYPE_FRONTEND (0) or VHOST_SET_CONFIG_TYPE_MIGRATION (1).</param>
 /// <param name="Data">The bytes (<paramref name="Size"/> of them).</param>
-public readonly record struct VhostUserConfigAccess(uint Offset, uint Size, uint Flags, byte[] Data);
+public readonly record struct VhostUserConfigAccess(uint Offset, uint Size, uint Flags, byte[] Data)
+{
+    /// <summary>Equal when every field and every byte is.</summary>
+    /// <param name="other">The other access.</param>
+    /// <returns>True when equal.</returns>
+    public bool Equals(VhostUserConfigAccess other) =>
+        Offset == other.Offset && Size == other.Size && Flags == other.Flags && (Data ?? []).AsSpan().SequenceEqual(other.Data ?? []);
+
+    /// <summary>A hash of the fields and the bytes.</summary>
+    /// <returns>The hash.</returns>
+    public override int GetHashCode()
+    {
+        var hash = new HashCode();
+        hash.Add(Offset);
+        hash.Add(Size);
+        hash.Add(Flags);
+        hash.AddBytes(Data ?? []);
+        return hash.ToHashCode();
+    }
+}
 
 /// <summary>
 /// An inflight description (GET/SET_INFLIGHT_FD): where the shared inflight region is in its file,

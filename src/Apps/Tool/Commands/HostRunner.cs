@@ -338,7 +338,7 @@ internal sealed class HostRunner
         // Interface type arguments: the ring classes would get the same shared instantiation
         // (they are reference types), so naming them buys nothing (GenericDispatchBenchmarks).
         _workers.Add(Create(tx.Ring, rx.Ring));
-        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")} queue pair {pair}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
+        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}, queue pair {pair}");
 
         Worker Create<TTx, TRx>(TTx t, TRx r)
             where TTx : IDeviceRing
