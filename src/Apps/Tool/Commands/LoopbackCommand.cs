@@ -141,6 +141,7 @@ internal static partial class LoopbackCommand
                     merged["host_calls_suppressed"] = h.GetProperty("calls_suppressed");
                     merged["host_mean_burst"] = h.GetProperty("mean_burst");
                     merged["calls_per_frame"] = h.GetProperty("calls_per_frame");
+                    merged["host_pairs"] = h.GetProperty("pairs");
                     File.WriteAllText(json, JsonSerializer.Serialize(merged, new JsonSerializerOptions { WriteIndented = true }));
                 }
             }
