@@ -54,7 +54,7 @@ internal static class GuestRunner
         }
 
         using (frontend)
-        using (monitoring.Metrics.AddQueue(o.Socket, () => [.. pairs.SelectMany(p => new[] { PortQueue.Of($"receiveq{p.Pair + 1}", p.Receive.Ring!), PortQueue.Of($"transmitq{p.Pair + 1}", p.Transmit.Ring!) })]))
+        using (monitoring.Metrics.AddQueue(o.Socket, () => [.. pairs.SelectMany(p => new[] { PortQueue.Of(PortQueue.Label("receiveq", p.Pair), p.Receive.Ring!), PortQueue.Of(PortQueue.Label("transmitq", p.Pair), p.Transmit.Ring!) })]))
         {
             try
             {

@@ -389,8 +389,8 @@ internal sealed class HostRunner
             // Each ring tagged with the front-end it belongs to: its transmit queue is the source's, its receive queue the destination's.
             var watched = _metrics is { } m
                 ? new Watch(
-                    m.AddQueue(SessionName(source), () => [PortQueue.Of($"transmitq{pair + 1}", t)]),
-                    m.AddQueue(SessionName(destination), () => [PortQueue.Of($"receiveq{pair + 1}", r)]))
+                    m.AddQueue(SessionName(source), () => [PortQueue.Of(PortQueue.Label("transmitq", pair), t)]),
+                    m.AddQueue(SessionName(destination), () => [PortQueue.Of(PortQueue.Label("receiveq", pair), r)]))
                 : null;
             return new Worker
             {
