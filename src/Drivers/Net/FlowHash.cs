@@ -14,11 +14,13 @@ public static class FlowHash
     /// <summary>Entries of the indirection table (the RSS default, a power of two).</summary>
     public const int IndirectionEntries = 128;
 
-    private const ushort EtherTypeIPv4 = 0x0800;
-    private const ushort EtherTypeIPv6 = 0x86DD;
-    private const ushort EtherTypeVlan = 0x8100;
-    private const byte ProtocolTcp = 6;
-    private const byte ProtocolUdp = 17;
+    // Headers are read here, not through FrameLayout: that one needs a whole TCP or UDP header and
+    // a frame ending where its packet ends; a hash takes any frame, fragments and other protocols too.
+    private const ushort EtherTypeIPv4 = FrameLayout.EtherTypeIpv4;
+    private const ushort EtherTypeIPv6 = FrameLayout.EtherTypeIpv6;
+    private const ushort EtherTypeVlan = FrameLayout.EtherTypeVlan;
+    private const byte ProtocolTcp = FrameLayout.ProtocolTcp;
+    private const byte ProtocolUdp = FrameLayout.ProtocolUdp;
 
     /// <summary>The standard 40-byte RSS key (Microsoft's, also the default of many NICs and DPDK's testpmd).</summary>
     public static ReadOnlySpan<byte> MicrosoftKey =>
