@@ -31,9 +31,11 @@ public class MultiqueueTests
         var json = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
         try
         {
-            var (exit, output, error) = LoopbackProcessTests.Run(["loopback", "--queues", "4", "--frames", Invariant(Frames), "--seconds", "120", "--wait", "adaptive", "--json", json]);
+            // The guest's four traffic threads pinned two to each CPU (--cpus goes to the guest).
+            var (exit, output, error) = LoopbackProcessTests.Run(["loopback", "--queues", "4", "--cpus", "0,1", "--frames", Invariant(Frames), "--seconds", "120", "--wait", "adaptive", "--json", json]);
             _output.WriteLine(output);
             Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+            Assert.DoesNotContain("unpinned", output, StringComparison.Ordinal);
             var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
             Assert.Equal(Frames, f.GetProperty("frames_sent").GetInt64());
             Assert.Equal(Frames, f.GetProperty("frames_received").GetInt64());
@@ -85,7 +87,7 @@ public class MultiqueueTests
         const int Pairs = 4;
         const int Paused = 1;
         var stats = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
-        using var host = RingsHost.Start("--queues", Invariant(Pairs), "--wait", "adaptive", "--once", "--stats", stats);
+        using var host = RingsHost.Start("--queues", Invariant(Pairs), "--cpus", "0-1", "--wait", "adaptive", "--once", "--stats", stats);
         var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = host.Socket, QueuePairs = Pairs, MemoryBytes = 32UL << 20 });
         var drivers = VirtioNetDriver.ForEachPair(frontend, 128);
         var generators = new TrafficGenerator<IDriverRing, IDriverRing>[Pairs];
@@ -162,6 +164,7 @@ public class MultiqueueTests
         // The host's own per-pair counts: what each pair's worker forwarded over all its runs.
         Assert.True(Wait(() => host.HasExited), $"the host did not leave with its front-end\n{host.Output}");
         _output.WriteLine(host.Output);
+        Assert.DoesNotContain("unpinned", host.Output, StringComparison.Ordinal);
         var pairs = JsonDocument.Parse(File.ReadAllText(stats)).RootElement.GetProperty("pairs").EnumerateArray()
             .ToDictionary(p => p.GetProperty("pair").GetInt32(), p => p.GetProperty("frames").GetInt64());
         File.Delete(stats);

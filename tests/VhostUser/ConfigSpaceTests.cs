@@ -150,6 +150,31 @@ public class ConfigSpaceTests
     }
 
     [Fact]
+    public void TheFrontEndReadsTheConfigSpaceAndLearnsOfARefusal()
+    {
+        var path = Rings.Tests.Linux.TestPaths.Socket();
+        using var backend = new VhostUserBackend(new VhostUserBackendOptions { SocketPath = path, MaxQueuePairs = 4, Mac = Mac });
+        backend.Start();
+        using var frontend = Rings.Linux.Driver.VhostUserFrontend.Connect(new Rings.Linux.Driver.VhostUserFrontendOptions
+        {
+            SocketPath = path,
+            QueuePairs = 2,
+            ProtocolFeatures = new Rings.Linux.Driver.VhostUserFrontendOptions().ProtocolFeatures | VhostUserProtocolFeatures.Config,
+        });
+        Assert.Equal(4UL, frontend.BackendQueuePairs);
+        Assert.Equal(4, frontend.Queues.Count);
+        Assert.Equal(new byte[] { 4, 0 }, frontend.ReadConfig(VirtioNetConfig.MaxVirtqueuePairsOffset, 2));
+        Assert.Equal(new byte[] { 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 1, 0 }, frontend.ReadConfig(0, 8));
+        var refused = Assert.Throws<VhostUserException>(() => frontend.ReadConfig(16, 4));
+        Assert.Equal(VhostUserErrorCode.Refused, refused.Error.Code);
+
+        // The connection stays: the rings still answer.
+        Assert.True(frontend.IsConnected);
+        frontend.StopQueue(2);
+        frontend.StartQueue(2);
+    }
+
+    [Fact]
     public void OneQueuePairOffersNoMqAndMoreDo()
     {
         Assert.Equal(VirtioFeatures.None, new VhostUserBackendOptions().OfferedFeatures & VirtioFeatures.NetMultiqueue);

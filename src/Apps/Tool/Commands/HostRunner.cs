@@ -357,7 +357,7 @@ internal sealed class HostRunner
                 {
                     if (cpu >= 0)
                     {
-                        CpuAffinity.PinCurrentThread(cpu);
+                        Pin(cpu, pair);
                     }
 
                     loop.Run();
@@ -468,6 +468,19 @@ internal sealed class HostRunner
         }
 
         return stuck;
+    }
+
+    // A CPU the kernel will not give (offline, outside this process's set) costs the pinning, not the pair.
+    private void Pin(int cpu, int pair)
+    {
+        try
+        {
+            CpuAffinity.PinCurrentThread(cpu);
+        }
+        catch (IOException e)
+        {
+            _output.WriteLine($"rings host: queue pair {pair} runs unpinned: {e.Message}");
+        }
     }
 
     private static bool Join(Thread thread, long deadline) =>
