@@ -65,6 +65,12 @@ public class OptionsRoundTripTests
         Assert.Equal((7.5, false), (guest.ReconnectSeconds, guest.Inflight));
         Assert.Equal(guest, GuestCommand.Parse([.. guest.ToArguments()]));
         Assert.Contains("--reconnect", new GuestOptions("/s", ReconnectSeconds: -1).Validate(), StringComparison.Ordinal);
+        Assert.Contains("--queues", new GuestOptions("/s", Queues: 0).Validate(), StringComparison.Ordinal);
+        Assert.Contains("--queues", new GuestOptions("/s", Queues: 129).Validate(), StringComparison.Ordinal);
+        Assert.Contains("--reconnect works with one queue pair", new GuestOptions("/s", Queues: 2, ReconnectSeconds: 5).Validate(), StringComparison.Ordinal);
+        Assert.Contains("--cpus", new GuestOptions("/s", Queues: 2, Cpus: "x").Validate() ?? string.Empty, StringComparison.Ordinal);
+        Assert.Contains("--queues", new HostOptions("/s", Queues: 0).Validate(), StringComparison.Ordinal);
+        Assert.Null(new HostOptions("/s", Queues: 128, Cpus: "0-1").Validate());
     }
 
     [Fact]
@@ -131,7 +137,11 @@ public class OptionsRoundTripTests
         from window in Gen.Choose(-1, 100_000)
         from metrics in MetricsGen()
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, Metrics: metrics, LogLevel: logLevel);
+        from queues in Gen.Choose(1, 128)
+        from cpus in CpusGen()
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, Metrics: metrics, LogLevel: logLevel, Queues: queues, Cpus: cpus);
+
+    private static Gen<string?> CpusGen() => Gen.Elements<string?>(null, "0", "0,1", "0-3", "2,3,5-7");
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()
@@ -148,7 +158,9 @@ public class OptionsRoundTripTests
         from connect in ArbMap.Default.GeneratorFor<bool>()
         from metrics in MetricsGen()
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
-        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, connect && mode != HostMode.Patch, maxMemory, trustUnsealed, metrics, logLevel);
+        from queues in Gen.Choose(1, 128)
+        from cpus in CpusGen()
+        select new HostOptions(s, mode, wait, burst, once, stats, verbose, quiet, allowUid, connect && mode != HostMode.Patch, maxMemory, trustUnsealed, metrics, logLevel, queues, cpus);
 
     private static Gen<LoopbackOptions> LoopbackGen() =>
         from guest in GuestGen(Gen.Constant(string.Empty))

@@ -95,6 +95,7 @@ public class RequestTableTests
                     {
                         VhostUserPayload.VringState => VhostUserMessage.ReplyState(row.Id, t.b, t.c),
                         VhostUserPayload.Inflight => VhostUserMessage.ReplyInflight(row.Id, new InflightDescription(t.a, t.c, (ushort)t.b, (ushort)t.c)),
+                        VhostUserPayload.Config => VhostUserMessage.ReplyConfig(message.Config),
                         _ => VhostUserMessage.ReplyU64(row.Id, t.a),
                     };
                     Assert.False(VhostUserCodec.DecodeReply(VhostUserCodec.Encode(reply), row.ReplyDescriptors, out var back).IsError);
@@ -228,6 +229,14 @@ public class RequestTableTests
             return;
         }
 
+        if (row.Id == VhostUserRequest.GetConfig)
+        {
+            // vhost-user.rst: a GET_CONFIG the back-end cannot serve is answered with an empty payload.
+            Assert.False(outcome.Close);
+            Assert.Equal(VhostUserMessage.ReplyConfig(null), outcome.Reply);
+            return;
+        }
+
         var nack = due && row.Reply == VhostUserReplyRule.AckIfAsked;
         Assert.Equal(!nack, outcome.Close);
         Assert.Equal(nack ? VhostUserMessage.ReplyU64(row.Id, 1) : (VhostUserMessage?)null, outcome.Reply);
@@ -281,6 +290,8 @@ public class RequestTableTests
             VhostUserRequest.AddMemReg or VhostUserRequest.RemMemReg => VhostUserMessage.WithRegion(row.Id, h.Region),
             VhostUserRequest.GetInflightFd => VhostUserMessage.WithInflight(row.Id, new InflightDescription(0, 0, 2, 8)),
             VhostUserRequest.SetInflightFd => VhostUserMessage.WithInflight(row.Id, h.Session.Inflight!.Description),
+            VhostUserRequest.GetConfig => VhostUserMessage.WithConfig(row.Id, 0, new byte[6]),
+            VhostUserRequest.SetConfig => VhostUserMessage.WithConfig(row.Id, 0, ConfigBytes(h, 0, 6)),
             _ => row.Payload switch
             {
                 VhostUserPayload.VringState => VhostUserMessage.WithState(row.Id, 0, 0),
@@ -304,6 +315,7 @@ public class RequestTableTests
             VhostUserPayload.VringAddress => VhostUserMessage.WithAddress(new VringAddress(b, c & 1, a, a + b, a + c, a ^ b), needReply),
             VhostUserPayload.MemoryRegion => VhostUserMessage.WithRegion(row.Id, region, needReply),
             VhostUserPayload.Inflight => VhostUserMessage.WithInflight(row.Id, new InflightDescription(a, c, (ushort)b, (ushort)c), needReply),
+            VhostUserPayload.Config => VhostUserMessage.WithConfig(row.Id, b, BitConverter.GetBytes(a)[..(int)(c % 9)], c & 1, needReply),
             _ => VhostUserMessage.WithMemTable(Enumerable.Range(0, regions).Select(i => region with { GuestPhysicalAddress = a + (ulong)i }).ToArray(), needReply),
         };
         var fds = row.Descriptors switch
@@ -315,6 +327,12 @@ public class RequestTableTests
             _ => 0,
         };
         return (message, fds);
+    }
+
+    private static byte[] ConfigBytes(SessionHarness h, uint offset, uint size)
+    {
+        Assert.Null(h.Options.NetConfig.TryRead(offset, size, out var bytes));
+        return bytes;
     }
 
     private static byte[] Header(uint request, uint flags, uint size)

@@ -396,7 +396,7 @@ internal static class BadMessageCatalog
         ("file descriptors: kick without fd", VhostUserErrorCode.MissingDescriptor),
         ("file descriptors: owner with fd", VhostUserErrorCode.UnexpectedDescriptor),
         ("not offered: feature bit 63", VhostUserErrorCode.NotOffered),
-        ("not offered: protocol feature CONFIG", VhostUserErrorCode.NotOffered),
+        ("not offered: protocol feature CROSS_ENDIAN", VhostUserErrorCode.NotOffered),
         ("queue size: 0", VhostUserErrorCode.QueueSizeInvalid),
         ("power of two: split size 3", VhostUserErrorCode.QueueSizeInvalid),
         ("queue size: 65536", VhostUserErrorCode.QueueSizeInvalid),
@@ -461,7 +461,7 @@ internal static class BadMessageCatalog
             case 12: return h.Send(M(VhostUserMessage.WithFile(VhostUserRequest.SetVringKick, 0, true)));
             case 13: return h.Send(M(VhostUserMessage.Empty(VhostUserRequest.SetOwner)), h.Kicks[0].Handle);
             case 14: return h.Send(M(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, 1UL << 63)));
-            case 15: return h.Send(M(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, 1UL << 9)));
+            case 15: return h.Send(M(VhostUserMessage.WithU64(VhostUserRequest.SetProtocolFeatures, 1UL << 6)));
             case 16: return h.Send(M(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, 0, 0)));
             case 17: return h.Send(M(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, 0, 3)));
             case 18: return h.Send(M(VhostUserMessage.WithState(VhostUserRequest.SetVringNum, 0, 65536)));

@@ -109,7 +109,9 @@ public sealed class VhostQueue
 
     /// <summary>
     /// False while the front-end has the ring disabled (SET_VRING_ENABLE 0): a net device then
-    /// must not supply receive buffers, and discards transmitted ones (vhost-user.rst, Ring states).
+    /// must not supply receive buffers (vhost-user.rst, Ring states). The document has transmitted
+    /// buffers discarded; <c>rings host</c> and the ports leave them in the ring until it is enabled
+    /// again, as DPDK's vhost library does, so a pair turned off and on loses nothing.
     /// </summary>
     public bool Enabled
     {

@@ -1,3 +1,4 @@
+using Rings.Linux.Net;
 using Rings.Linux.VhostUser;
 
 namespace Rings.Linux.Device;
@@ -13,10 +14,14 @@ public sealed class VhostUserBackendOptions
         VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | VirtioFeatures.RingPacked |
         VirtioFeatures.InOrder | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.NetMac;
 
-    /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS, RESET_DEVICE and INFLIGHT_SHMFD.</summary>
+    /// <summary>The default protocol features: MQ, REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS, RESET_DEVICE, INFLIGHT_SHMFD and CONFIG.</summary>
     public const VhostUserProtocolFeatures DefaultProtocolFeatures =
         VhostUserProtocolFeatures.Multiqueue | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status |
-        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice | VhostUserProtocolFeatures.InflightShmfd;
+        VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice | VhostUserProtocolFeatures.InflightShmfd |
+        VhostUserProtocolFeatures.Config;
+
+    /// <summary>The default of <see cref="Mac"/>: a locally administered unicast address.</summary>
+    public static readonly MacAddress DefaultMac = MacAddress.Parse("02:52:49:4e:47:10");
 
     /// <summary>Protocol features this implementation can honour; others are never offered.</summary>
     public const VhostUserProtocolFeatures SupportedProtocolFeatures = DefaultProtocolFeatures | VhostUserProtocolFeatures.BackendRequest;
@@ -47,8 +52,20 @@ public sealed class VhostUserBackendOptions
     /// <summary>Protocol features offered (limited to <see cref="SupportedProtocolFeatures"/>).</summary>
     public VhostUserProtocolFeatures ProtocolFeatures { get; set; } = DefaultProtocolFeatures;
 
-    /// <summary>Queue pairs (GET_QUEUE_NUM answers this); the device has twice as many vrings. 1 to 128.</summary>
+    /// <summary>
+    /// Queue pairs (GET_QUEUE_NUM answers this, and <c>max_virtqueue_pairs</c> in the config space);
+    /// the device has twice as many vrings. 1 to 128. Above 1, VIRTIO_NET_F_MQ is offered too.
+    /// </summary>
     public int MaxQueuePairs { get; set; } = 1;
+
+    /// <summary>The MAC address in the config space (GET_CONFIG, virtio 1.2 section 5.1.4).</summary>
+    public MacAddress Mac { get; set; } = DefaultMac;
+
+    /// <summary>The MTU in the config space (meaningful to a driver only with VIRTIO_NET_F_MTU).</summary>
+    public ushort Mtu { get; set; } = 1500;
+
+    /// <summary>The virtio-net config space GET_CONFIG reads: <see cref="Mac"/>, link up, <see cref="MaxQueuePairs"/> and <see cref="Mtu"/>.</summary>
+    public VirtioNetConfig NetConfig => new(Mac, VirtioNetConfig.LinkUp, (ushort)MaxQueuePairs, Mtu);
 
     /// <summary>Front-ends served at once, each on its own connection thread; more wait in the listen backlog (see <see cref="RefuseWhenFull"/>).</summary>
     public int MaxConnections { get; set; } = 1;
@@ -125,8 +142,9 @@ public sealed class VhostUserBackendOptions
     /// </summary>
     public int StopTimeoutMilliseconds { get; set; } = 2000;
 
-    /// <summary>The features GET_FEATURES answers.</summary>
-    public VirtioFeatures OfferedFeatures => DeviceFeatures | VhostUserConstants.ProtocolFeaturesBit;
+    /// <summary>The features GET_FEATURES answers: <see cref="DeviceFeatures"/>, VHOST_USER_F_PROTOCOL_FEATURES, and VIRTIO_NET_F_MQ with more than one queue pair.</summary>
+    public VirtioFeatures OfferedFeatures =>
+        DeviceFeatures | VhostUserConstants.ProtocolFeaturesBit | (MaxQueuePairs > 1 ? VirtioFeatures.NetMultiqueue : VirtioFeatures.None);
 
     /// <summary>The protocol features GET_PROTOCOL_FEATURES answers.</summary>
     public VhostUserProtocolFeatures OfferedProtocolFeatures => ProtocolFeatures & SupportedProtocolFeatures;

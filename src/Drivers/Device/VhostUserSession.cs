@@ -246,6 +246,15 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
     private VhostUserOutcome Fail(in VhostUserMessage message, bool headerTrusted, VhostUserError error)
     {
+        if (headerTrusted && message.Request == VhostUserRequest.GetConfig)
+        {
+            // A refused GET_CONFIG is answered with an empty body (vhost-user.rst), not a closed connection.
+            Errors++;
+            error = error.About(message.Request);
+            RingsLog.ProtocolError(_options.Logger, "GET_CONFIG refused", error.ToString());
+            return new VhostUserOutcome(VhostUserMessage.ReplyConfig(null), false, error);
+        }
+
         if (headerTrusted && AckWanted(message))
         {
             Errors++;
@@ -612,6 +621,49 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         _backendChannel?.Dispose();
         _backendChannel = Take(c.Fds, 0);
         return default;
+    }
+
+    VhostUserError IVhostUserHandlers.GetConfig(ref VhostUserCall c)
+    {
+        if (!Negotiated(VhostUserProtocolFeatures.Config))
+        {
+            return Error(NotNegotiated, "CONFIG was not negotiated");
+        }
+
+        var access = c.Message.Config!.Value;
+        if (access.Flags > 1)
+        {
+            return Error(ValueOutOfRange, $"config flags 0x{access.Flags:x}; 0 (front-end) or 1 (migration) allowed");
+        }
+
+        // 5.1.4: the virtio-net config space; offset and size checked against it, never trusted.
+        if (_options.NetConfig.TryRead(access.Offset, access.Size, out var bytes) is { } refused)
+        {
+            return Error(ValueOutOfRange, refused);
+        }
+
+        c.Reply = VhostUserMessage.ReplyConfig(access with { Data = bytes });
+        return default;
+    }
+
+    VhostUserError IVhostUserHandlers.SetConfig(ref VhostUserCall c)
+    {
+        if (!Negotiated(VhostUserProtocolFeatures.Config))
+        {
+            return Error(NotNegotiated, "CONFIG was not negotiated");
+        }
+
+        // 5.1.4: every field of the virtio-net config space is read-only for the driver. A write of
+        // what is already there changes nothing and is accepted; any other is refused.
+        var access = c.Message.Config!.Value;
+        if (_options.NetConfig.TryRead(access.Offset, access.Size, out var current) is { } refused)
+        {
+            return Error(ValueOutOfRange, refused);
+        }
+
+        return current.AsSpan().SequenceEqual(access.Data)
+            ? default
+            : Error(Refused, $"config write of {access.Size} bytes at offset {access.Offset} refused: nothing in the virtio-net config space is writable");
     }
 
     VhostUserError IVhostUserHandlers.GetInflightFd(ref VhostUserCall c)

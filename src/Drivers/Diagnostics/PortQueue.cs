@@ -10,6 +10,16 @@ namespace Rings.Linux.Diagnostics;
 /// <param name="IsDevice">True for the device side (its notifications are calls), false for the driver side (kicks).</param>
 public readonly record struct PortQueue(string Name, QueueCounters Counters, BrokenReason Broken, bool IsDevice)
 {
+    /// <summary>
+    /// The metric label of a queue of queue pair <paramref name="pair"/>: "receiveq" or "transmitq"
+    /// for the first pair (the label a one-pair port always had), then the virtio names
+    /// "receiveq2", "transmitq2" and on (5.1.2: pair N holds receiveq<c>N+1</c> and transmitq<c>N+1</c>).
+    /// </summary>
+    /// <param name="kind">"receiveq" or "transmitq".</param>
+    /// <param name="pair">The queue pair, from 0.</param>
+    /// <returns>The label.</returns>
+    public static string Label(string kind, int pair) => pair == 0 ? kind : $"{kind}{pair + 1}";
+
     /// <summary>The device side of a queue.</summary>
     /// <param name="name">The queue's name.</param>
     /// <param name="ring">The ring.</param>

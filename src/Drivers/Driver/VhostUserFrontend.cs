@@ -433,6 +433,58 @@ public sealed class VhostUserFrontend : IDisposable
     }
 
     /// <summary>
+    /// Enables or disables a running ring (SET_VRING_ENABLE) without stopping it: a disabled ring
+    /// keeps its buffers and position, and the back-end neither takes nor fills its buffers until it
+    /// is enabled again. This is how a vhost-user front-end turns queue pairs on and off (there is no
+    /// control queue between front-end and back-end). Needs VHOST_USER_F_PROTOCOL_FEATURES.
+    /// </summary>
+    /// <param name="index">The vring index.</param>
+    /// <param name="enabled">True to enable.</param>
+    /// <exception cref="InvalidOperationException">Protocol features were not negotiated: rings are always enabled.</exception>
+    public void SetQueueEnabled(int index, bool enabled)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)index, (uint)_queues.Length, nameof(index));
+        if (!HasProtocolFeatures)
+        {
+            throw new InvalidOperationException("without VHOST_USER_F_PROTOCOL_FEATURES every ring is enabled");
+        }
+
+        Request(VhostUserMessage.WithState(VhostUserRequest.SetVringEnable, (uint)index, enabled ? 1u : 0u, AckOn));
+    }
+
+    /// <summary>
+    /// Reads <paramref name="size"/> bytes of the device's config space at <paramref name="offset"/>
+    /// (GET_CONFIG; the CONFIG protocol feature must be negotiated: ask for it in
+    /// <see cref="VhostUserFrontendOptions.ProtocolFeatures"/>). For a net device, virtio 1.2 section 5.1.4.
+    /// </summary>
+    /// <param name="offset">Byte offset into the config space.</param>
+    /// <param name="size">Bytes to read, 1 to 256.</param>
+    /// <returns>The bytes.</returns>
+    /// <exception cref="VhostUserException">CONFIG is not negotiated, or the back-end refused the access (an empty reply) or answered another.</exception>
+    public byte[] ReadConfig(uint offset, uint size)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(size);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(size, (uint)VhostUserConstants.MaxConfigBytes);
+        if ((ProtocolFeatures & VhostUserProtocolFeatures.Config) == 0)
+        {
+            throw Failure(NotNegotiated, VhostUserRequest.GetConfig, "the CONFIG protocol feature was not negotiated");
+        }
+
+        var reply = Request(VhostUserMessage.WithConfig(VhostUserRequest.GetConfig, offset, new byte[size]));
+        if (reply.Config is not { } access)
+        {
+            throw Failure(Refused, VhostUserRequest.GetConfig, $"the back-end refused to read {size} config bytes at offset {offset}");
+        }
+
+        if (access.Offset != offset || access.Data.Length != size)
+        {
+            throw Failure(UnexpectedReply, VhostUserRequest.GetConfig, $"the reply carries {access.Data.Length} bytes at offset {access.Offset}, asked for {size} at {offset}");
+        }
+
+        return access.Data;
+    }
+
+    /// <summary>
     /// Stops every ring, as a device stop does (QEMU stops all rings together; some back-ends, such
     /// as DPDK's net_vhost driver, expect that and lose track of rings left running).
     /// </summary>
@@ -650,10 +702,22 @@ public sealed class VhostUserFrontend : IDisposable
         }
         else if (_options.QueuePairs > 1)
         {
-            throw Failure(NotNegotiated, VhostUserRequest.GetProtocolFeatures, "several queue pairs need the MQ protocol feature");
+            throw Failure(NotNegotiated, VhostUserRequest.GetProtocolFeatures, $"{_options.QueuePairs} queue pairs need the back-end's MQ protocol feature (VHOST_USER_PROTOCOL_F_MQ), which it does not offer");
         }
 
-        Features = (_options.Features & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
+        // Several pairs are a device feature too (5.1.3): without VIRTIO_NET_F_MQ only receiveq1 and transmitq1 exist.
+        var wanted = _options.Features;
+        if (_options.QueuePairs > 1)
+        {
+            if ((OfferedFeatures & VirtioFeatures.NetMultiqueue) == 0)
+            {
+                throw Failure(NotOffered, VhostUserRequest.GetFeatures, $"{_options.QueuePairs} queue pairs need VIRTIO_NET_F_MQ, which the back-end does not offer (features 0x{(ulong)OfferedFeatures:x})");
+            }
+
+            wanted |= VirtioFeatures.NetMultiqueue;
+        }
+
+        Features = (wanted & OfferedFeatures) | (OfferedFeatures & VhostUserConstants.ProtocolFeaturesBit);
         Request(VhostUserMessage.WithU64(VhostUserRequest.SetFeatures, (ulong)Features, AckOn));
 
         var status = (byte)(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk);

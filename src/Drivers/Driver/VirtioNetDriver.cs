@@ -38,6 +38,7 @@ public sealed class VirtioNetDriver : IDisposable
     private readonly VhostUserFrontend _frontend;
     private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
     private readonly EventFd _breakSignal = EventFd.Create();
+    private readonly bool _ownsFrontend;
     private bool _transmitPending;
     private bool _receiveTaken;
     private long _receiveErrorsAtRefill;
@@ -55,18 +56,25 @@ public sealed class VirtioNetDriver : IDisposable
     /// or the front-end has no queue pair.
     /// </exception>
     public VirtioNetDriver(VhostUserFrontend frontend, int maxFrameSize = DefaultMaxFrameSize)
+        : this(frontend, maxFrameSize, pair: 0, shares: 1, ownsFrontend: true)
+    {
+    }
+
+    // Queue pair <pair> of the front-end, its buffers in share <pair> of <shares> equal shares of
+    // the buffer area (one per pair when every pair gets a driver).
+    private VirtioNetDriver(VhostUserFrontend frontend, int maxFrameSize, int pair, int shares, bool ownsFrontend)
     {
         ArgumentNullException.ThrowIfNull(frontend);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxFrameSize, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(maxFrameSize, ushort.MaxValue - VirtioNetHeader.Size);
-        if (frontend.Queues.Count < 2)
+        if (frontend.Queues.Count < (2 * pair) + 2)
         {
-            throw new ArgumentException("the front-end has no queue pair", nameof(frontend));
+            throw new ArgumentException(pair == 0 ? "the front-end has no queue pair" : $"the front-end has no queue pair {pair}", nameof(frontend));
         }
 
         // Vring 2N receives and 2N+1 transmits for queue pair N (5.1.2).
-        var receive = frontend.Queues[0];
-        var transmit = frontend.Queues[1];
+        var receive = frontend.Queues[2 * pair];
+        var transmit = frontend.Queues[(2 * pair) + 1];
         Mergeable = (frontend.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
 
         // Without MRG_RXBUF every frame must fit one receive buffer: at least a standard frame (5.1.6.3.1).
@@ -74,14 +82,20 @@ public sealed class VirtioNetDriver : IDisposable
         var receiveBuffer = Mergeable ? MergeableReceiveBufferSize : Align(VirtioNetHeader.Size + Math.Max(maxFrameSize, DefaultMaxFrameSize));
         var transmitBytes = BufferSlab.BytesFor(transmit.Size, transmitBuffer);
         var needed = transmitBytes + BufferSlab.BytesFor(receive.Size, receiveBuffer);
-        if (needed > frontend.BufferBytes)
+        var share = frontend.BufferBytes / (ulong)shares / BufferAlignment * BufferAlignment;
+        if (needed > share)
         {
             // No parameter name: the message is what a caller shows its user.
-            throw new ArgumentException($"the buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB of memory are left after the rings");
+            throw new ArgumentException(shares == 1
+                ? $"the buffers need {needed >> 20} MiB but only {frontend.BufferBytes >> 20} MiB of memory are left after the rings"
+                : $"the buffers of {shares} queue pairs need {(needed * (ulong)shares) >> 20} MiB but only {frontend.BufferBytes >> 20} MiB of memory are left after the rings");
         }
 
-        var transmitSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress, transmit.Size, transmitBuffer);
-        var receiveSlab = new BufferSlab(frontend.GuestMemory, frontend.BufferAddress + transmitBytes, receive.Size, receiveBuffer);
+        var bufferAddress = frontend.BufferAddress + ((ulong)pair * share);
+        _ownsFrontend = ownsFrontend;
+        Pair = pair;
+        var transmitSlab = new BufferSlab(frontend.GuestMemory, bufferAddress, transmit.Size, transmitBuffer);
+        var receiveSlab = new BufferSlab(frontend.GuestMemory, bufferAddress + transmitBytes, receive.Size, receiveBuffer);
         _frontend = frontend;
         ReceiveBufferSize = receiveBuffer;
         Receive = receive;
@@ -105,13 +119,16 @@ public sealed class VirtioNetDriver : IDisposable
         }
     }
 
+    /// <summary>The queue pair this driver drives (0 for receiveq1 and transmitq1).</summary>
+    public int Pair { get; }
+
     /// <summary>The control connection, memory and rings.</summary>
     public VhostUserFrontend Frontend => _frontend;
 
-    /// <summary>The receive queue (receiveq1, vring 0): the device writes frames into its buffers.</summary>
+    /// <summary>The receive queue (receiveq<c>N+1</c>, vring 2N for pair N): the device writes frames into its buffers.</summary>
     public FrontendQueue Receive { get; }
 
-    /// <summary>The transmit queue (transmitq1, vring 1): the device reads frames from its buffers.</summary>
+    /// <summary>The transmit queue (transmitq<c>N+1</c>, vring 2N+1 for pair N): the device reads frames from its buffers.</summary>
     public FrontendQueue Transmit { get; }
 
     /// <summary>True when VIRTIO_NET_F_MRG_RXBUF was negotiated: a received frame may span several buffers.</summary>
@@ -287,11 +304,53 @@ public sealed class VirtioNetDriver : IDisposable
         return ready;
     }
 
-    /// <summary>Closes the connection, unmaps the memory and closes the doorbells (through the front-end).</summary>
+    /// <summary>
+    /// Closes the connection, unmaps the memory and closes the doorbells (through the front-end),
+    /// when this driver owns the front-end; a driver of one pair among several (<see cref="ForEachPair"/>)
+    /// leaves that to whoever owns the front-end.
+    /// </summary>
     public void Dispose()
     {
-        _frontend.Dispose();
+        if (_ownsFrontend)
+        {
+            _frontend.Dispose();
+        }
+
         _breakSignal.Dispose();
+    }
+
+    /// <summary>
+    /// One driver per queue pair of a connected front-end (<see cref="VhostUserFrontendOptions.QueuePairs"/>),
+    /// each with its own share of the buffer area, for one thread per pair: pairs share nothing on the
+    /// data path. None owns the front-end: the caller disposes the drivers, then the front-end.
+    /// </summary>
+    /// <param name="frontend">A connected front-end.</param>
+    /// <param name="maxFrameSize">The largest frame to transmit, in bytes (without the 12-byte header).</param>
+    /// <returns>The drivers, by pair; receive buffers posted.</returns>
+    /// <exception cref="ArgumentException">The buffers of every pair do not fit in the memory left after the rings.</exception>
+    public static VirtioNetDriver[] ForEachPair(VhostUserFrontend frontend, int maxFrameSize = DefaultMaxFrameSize)
+    {
+        ArgumentNullException.ThrowIfNull(frontend);
+        var pairs = frontend.Queues.Count / 2;
+        var drivers = new List<VirtioNetDriver>(pairs);
+        try
+        {
+            for (var p = 0; p < pairs; p++)
+            {
+                drivers.Add(new VirtioNetDriver(frontend, maxFrameSize, p, pairs, ownsFrontend: false));
+            }
+
+            return [.. drivers];
+        }
+        catch
+        {
+            foreach (var d in drivers)
+            {
+                d.Dispose();
+            }
+
+            throw;
+        }
     }
 
     // Sleeps on the receive call and both error doorbells' reports at once: a device that reports

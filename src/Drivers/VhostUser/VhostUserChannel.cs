@@ -30,7 +30,7 @@ public enum ReceiveStatus
 public sealed class VhostUserChannel : IDisposable
 {
     private readonly byte[] _buffer = new byte[VhostUserConstants.HeaderBytes + VhostUserConstants.MaxPayloadBytes];
-    private readonly byte[] _sendBuffer = new byte[VhostUserConstants.HeaderBytes + VhostUserConstants.MaxSupportedPayloadBytes];
+    private readonly byte[] _sendBuffer = new byte[VhostUserConstants.HeaderBytes + Math.Max(VhostUserConstants.MaxSupportedPayloadBytes, VhostUserConstants.ConfigHeaderBytes + VhostUserConstants.MaxConfigBytes)];
 
     /// <summary>Wraps a connected socket (taking ownership).</summary>
     /// <param name="socket">The connection.</param>

@@ -104,6 +104,16 @@ public static class VhostUserCodec
                 BinaryPrimitives.WriteUInt16LittleEndian(p[18..], inflight.QueueSize);
                 BinaryPrimitives.WriteUInt32LittleEndian(p[20..], 0);
                 break;
+            case VhostUserPayload.Config:
+                if (message.Config is { } access)
+                {
+                    BinaryPrimitives.WriteUInt32LittleEndian(p, access.Offset);
+                    BinaryPrimitives.WriteUInt32LittleEndian(p[4..], (uint)access.Data.Length);
+                    BinaryPrimitives.WriteUInt32LittleEndian(p[8..], access.Flags);
+                    access.Data.CopyTo(p[VhostUserConstants.ConfigHeaderBytes..]);
+                }
+
+                break;
             case VhostUserPayload.MemoryTable:
                 var regions = message.Regions ?? [];
                 BinaryPrimitives.WriteUInt32LittleEndian(p, (uint)regions.Count);
@@ -227,6 +237,38 @@ public static class VhostUserCodec
                         BinaryPrimitives.ReadUInt64LittleEndian(payload[8..]),
                         BinaryPrimitives.ReadUInt16LittleEndian(payload[16..]),
                         BinaryPrimitives.ReadUInt16LittleEndian(payload[18..])),
+                };
+                break;
+            case VhostUserPayload.Config:
+                // A reply with an empty body is a failed GET_CONFIG (vhost-user.rst); a request never is.
+                if (reply && payload.Length == 0)
+                {
+                    break;
+                }
+
+                if (payload.Length < VhostUserConstants.ConfigHeaderBytes)
+                {
+                    return BadPayloadSize(request);
+                }
+
+                var configSize = BinaryPrimitives.ReadUInt32LittleEndian(payload[4..]);
+                if (configSize > VhostUserConstants.MaxConfigBytes)
+                {
+                    return Error(VhostUserErrorCode.ValueOutOfRange, request, $"config access of {configSize} bytes; at most {VhostUserConstants.MaxConfigBytes} allowed");
+                }
+
+                if (payload.Length != VhostUserConstants.ConfigHeaderBytes + (int)configSize)
+                {
+                    return Error(VhostUserErrorCode.BadPayloadSize, request, $"config access of {configSize} bytes carries {payload.Length - VhostUserConstants.ConfigHeaderBytes}");
+                }
+
+                message = message with
+                {
+                    Config = new VhostUserConfigAccess(
+                        BinaryPrimitives.ReadUInt32LittleEndian(payload),
+                        configSize,
+                        BinaryPrimitives.ReadUInt32LittleEndian(payload[8..]),
+                        payload[VhostUserConstants.ConfigHeaderBytes..].ToArray()),
                 };
                 break;
             case VhostUserPayload.MemoryTable:

@@ -23,6 +23,39 @@ public enum VhostUserPayload
 
     /// <summary>An inflight description {u64 mmap size; u64 mmap offset; u16 queues; u16 queue size}.</summary>
     Inflight,
+
+    /// <summary>A config access {u32 offset; u32 size; u32 flags; u8 payload[size]} (GET/SET_CONFIG); a failed GET_CONFIG is answered with an empty body.</summary>
+    Config,
+}
+
+/// <summary>
+/// A device configuration space access (GET/SET_CONFIG): where in the space, how many bytes, the
+/// flags (0: a front-end access, 1: live migration) and the bytes themselves (in a GET_CONFIG
+/// request as many as asked for, their values unused).
+/// </summary>
+/// <param name="Offset">Byte offset into the config space.</param>
+/// <param name="Size">Bytes accessed; the payload carries this many.</param>
+/// <param name="Flags">VHOST_SET_CONFIG_TYPE_FRONTEND (0) or VHOST_SET_CONFIG_TYPE_MIGRATION (1).</param>
+/// <param name="Data">The bytes (<paramref name="Size"/> of them).</param>
+public readonly record struct VhostUserConfigAccess(uint Offset, uint Size, uint Flags, byte[] Data)
+{
+    /// <summary>Equal when every field and every byte is.</summary>
+    /// <param name="other">The other access.</param>
+    /// <returns>True when equal.</returns>
+    public bool Equals(VhostUserConfigAccess other) =>
+        Offset == other.Offset && Size == other.Size && Flags == other.Flags && (Data ?? []).AsSpan().SequenceEqual(other.Data ?? []);
+
+    /// <summary>A hash of the fields and the bytes.</summary>
+    /// <returns>The hash.</returns>
+    public override int GetHashCode()
+    {
+        var hash = new HashCode();
+        hash.Add(Offset);
+        hash.Add(Size);
+        hash.Add(Flags);
+        hash.AddBytes(Data ?? []);
+        return hash.ToHashCode();
+    }
 }
 
 /// <summary>
@@ -91,6 +124,9 @@ public readonly record struct VhostUserMessage
     /// <summary>The inflight description payload (GET/SET_INFLIGHT_FD and the GET reply).</summary>
     public InflightDescription Inflight { get; init; }
 
+    /// <summary>The config access payload (GET/SET_CONFIG and the GET reply); null in a failed GET_CONFIG's empty reply.</summary>
+    public VhostUserConfigAccess? Config { get; init; }
+
     /// <summary>The memory table payload (SET_MEM_TABLE).</summary>
     public IReadOnlyList<MemoryRegionDescription>? Regions { get; init; }
 
@@ -115,6 +151,7 @@ public readonly record struct VhostUserMessage
         VhostUserPayload.MemoryRegion => 8 + VhostUserConstants.RegionBytes,
         VhostUserPayload.MemoryTable => 8 + ((Regions?.Count ?? 0) * VhostUserConstants.RegionBytes),
         VhostUserPayload.Inflight => VhostUserConstants.InflightBytes,
+        VhostUserPayload.Config => Config is { } c ? VhostUserConstants.ConfigHeaderBytes + c.Data.Length : 0,
         _ => 0,
     };
 
@@ -178,6 +215,22 @@ public readonly record struct VhostUserMessage
     /// <returns>The message.</returns>
     public static VhostUserMessage ReplyInflight(VhostUserRequest request, InflightDescription inflight) =>
         new() { Request = request, Flags = VhostUserConstants.Version | VhostUserConstants.ReplyFlag, Payload = VhostUserPayload.Inflight, Inflight = inflight };
+
+    /// <summary>GET_CONFIG or SET_CONFIG: a config access; GET_CONFIG carries as many zero bytes as it wants read.</summary>
+    /// <param name="request">The request.</param>
+    /// <param name="offset">Byte offset into the config space.</param>
+    /// <param name="data">The bytes (for GET_CONFIG, as many zeros as wanted).</param>
+    /// <param name="flags">0 for a front-end access, 1 for live migration.</param>
+    /// <param name="needReply">Set NEED_REPLY.</param>
+    /// <returns>The message.</returns>
+    public static VhostUserMessage WithConfig(VhostUserRequest request, uint offset, byte[] data, uint flags = 0, bool needReply = false) =>
+        new() { Request = request, Flags = RequestFlags(needReply), Payload = VhostUserPayload.Config, Config = new VhostUserConfigAccess(offset, (uint)data.Length, flags, data) };
+
+    /// <summary>A GET_CONFIG reply: the access with the bytes read, or null for the empty body that says it failed.</summary>
+    /// <param name="access">The access answered, its bytes filled in; null when refused.</param>
+    /// <returns>The message.</returns>
+    public static VhostUserMessage ReplyConfig(VhostUserConfigAccess? access) =>
+        new() { Request = VhostUserRequest.GetConfig, Flags = VhostUserConstants.Version | VhostUserConstants.ReplyFlag, Payload = VhostUserPayload.Config, Config = access };
 
     /// <summary>SET_VRING_KICK/CALL/ERR: index plus the no-fd bit when no descriptor rides along.</summary>
     /// <param name="request">The request.</param>

@@ -69,6 +69,12 @@ public enum VhostUserRequest : uint
     /// <summary>VHOST_USER_SET_BACKEND_REQ_FD: the back-end request socket.</summary>
     SetBackendReqFd = 21,
 
+    /// <summary>VHOST_USER_GET_CONFIG: config access {u32 offset; u32 size; u32 flags; u8 payload[size]}; reply the same with the bytes, or an empty body on failure.</summary>
+    GetConfig = 24,
+
+    /// <summary>VHOST_USER_SET_CONFIG: config access with the bytes to write (refused: nothing in a net device's space is writable).</summary>
+    SetConfig = 25,
+
     /// <summary>VHOST_USER_GET_INFLIGHT_FD: inflight description {0, 0, queues, queue size}; reply the description and the region's fd.</summary>
     GetInflightFd = 31,
 
@@ -173,6 +179,12 @@ public static class VhostUserConstants
 
     /// <summary>Bytes of an inflight description without the trailing padding (accepted from a sender that packs it).</summary>
     public const int InflightPackedBytes = 20;
+
+    /// <summary>Bytes of a config access header {u32 offset; u32 size; u32 flags} (GET/SET_CONFIG).</summary>
+    public const int ConfigHeaderBytes = 12;
+
+    /// <summary>Most config bytes one GET/SET_CONFIG carries (VHOST_USER_MAX_CONFIG_SIZE).</summary>
+    public const int MaxConfigBytes = 256;
 
     /// <summary>Largest payload of any supported message (a full SET_MEM_TABLE).</summary>
     public const int MaxSupportedPayloadBytes = 8 + (MaxMemTableRegions * RegionBytes);

@@ -194,6 +194,8 @@ public static class VhostUserRequests
         Row(GetQueueNum,         Payload.None,         Fds.None,             Ring.None,    Always, Payload.U64, static (d, ref c) => d.GetQueueNum(ref c)),
         Row(SetVringEnable,      Payload.VringState,   Fds.None,             Ring.Any,     AckIfAsked, static (d, ref c) => d.SetVringEnable(ref c)),
         Row(SetBackendReqFd,     Payload.None,         Fds.One,              Ring.None,    AckIfAsked, static (d, ref c) => d.SetBackendReqFd(ref c)),
+        Row(GetConfig,           Payload.Config,       Fds.None,             Ring.None,    Always, Payload.Config, static (d, ref c) => d.GetConfig(ref c)),
+        Row(SetConfig,           Payload.Config,       Fds.None,             Ring.None,    AckIfAsked, static (d, ref c) => d.SetConfig(ref c)),
         Row(GetInflightFd,       Payload.Inflight,     Fds.None,             Ring.None,    Always, Payload.Inflight, static (d, ref c) => d.GetInflightFd(ref c), replyDescriptors: 1),
         Row(SetInflightFd,       Payload.Inflight,     Fds.One,              Ring.None,    AckIfAsked, static (d, ref c) => d.SetInflightFd(ref c)),
         Row(ResetDevice,         Payload.None,         Fds.None,             Ring.None,    AckIfAsked, static (d, ref c) => d.ResetDevice(ref c)),
@@ -306,6 +308,10 @@ internal interface IVhostUserHandlers
     VhostUserError SetVringEnable(ref VhostUserCall call);
 
     VhostUserError SetBackendReqFd(ref VhostUserCall call);
+
+    VhostUserError GetConfig(ref VhostUserCall call);
+
+    VhostUserError SetConfig(ref VhostUserCall call);
 
     VhostUserError GetInflightFd(ref VhostUserCall call);
 

@@ -14,6 +14,9 @@ public static class TestFrame
     /// <summary>EtherType 0x88B5 (IEEE 802 local experimental).</summary>
     public const ushort EtherType = 0x88B5;
 
+    /// <summary>The flow of <see cref="Write(Span{byte}, ulong, long)"/>: the last two bytes of <see cref="SourceMac"/>.</summary>
+    public const ushort DefaultFlow = 0x4701;
+
     /// <summary>Smallest frame: Ethernet header plus the fields below.</summary>
     public const int MinSize = 14 + 8 + 8 + 2;
 
@@ -35,11 +38,23 @@ public static class TestFrame
     /// <param name="frame">The frame buffer; its length is the frame size (at least <see cref="MinSize"/>).</param>
     /// <param name="sequence">The sequence number.</param>
     /// <param name="timestamp">The send time (any clock the receiver shares).</param>
-    public static void Write(Span<byte> frame, ulong sequence, long timestamp)
+    public static void Write(Span<byte> frame, ulong sequence, long timestamp) => Write(frame, sequence, timestamp, DefaultFlow);
+
+    /// <summary>
+    /// Writes a test frame of flow <paramref name="flow"/> over the whole of <paramref name="frame"/>:
+    /// the flow is the last two bytes of the source MAC address, which the flow hash of these
+    /// (non-IP) frames covers (<see cref="FlowHash.OfFrame"/>).
+    /// </summary>
+    /// <param name="frame">The frame buffer; its length is the frame size (at least <see cref="MinSize"/>).</param>
+    /// <param name="sequence">The sequence number.</param>
+    /// <param name="timestamp">The send time (any clock the receiver shares).</param>
+    /// <param name="flow">The flow.</param>
+    public static void Write(Span<byte> frame, ulong sequence, long timestamp, ushort flow)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(frame.Length, MinSize, nameof(frame));
         DestinationMac.CopyTo(frame);
         SourceMac.CopyTo(frame[6..]);
+        BinaryPrimitives.WriteUInt16BigEndian(frame[10..], flow);
         BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
         BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
         BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
@@ -81,6 +96,35 @@ public static class TestFrame
         sequence = BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
         timestamp = BinaryPrimitives.ReadInt64LittleEndian(frame[TimestampOffset..]);
         return true;
+    }
+
+    /// <summary>
+    /// The first flow, counting from <see cref="DefaultFlow"/>, whose frames the flow hash steers to
+    /// queue pair <paramref name="pair"/> of <paramref name="pairs"/> (<see cref="FlowHash.PairOf"/>).
+    /// </summary>
+    /// <param name="pair">The pair, 0 to <paramref name="pairs"/> - 1.</param>
+    /// <param name="pairs">Queue pairs in use, 1 to 128.</param>
+    /// <returns>The flow.</returns>
+    public static ushort FlowFor(int pair, int pairs)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(pair);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(pair, pairs);
+        Span<byte> header = stackalloc byte[14];
+        for (var i = 0; i <= ushort.MaxValue; i++)
+        {
+            var flow = (ushort)(DefaultFlow + i);
+            DestinationMac.CopyTo(header);
+            SourceMac.CopyTo(header[6..]);
+            BinaryPrimitives.WriteUInt16BigEndian(header[10..], flow);
+            BinaryPrimitives.WriteUInt16BigEndian(header[12..], EtherType);
+            if (FlowHash.PairOf(FlowHash.OfFrame(header), pairs) == pair)
+            {
+                return flow;
+            }
+        }
+
+        // Unreachable: the 65,536 flows cover every entry of the 128-entry indirection table.
+        throw new InvalidOperationException($"no flow hashes to pair {pair} of {pairs}");
     }
 
     // The Internet checksum contribution of a u64 stored little-endian at an even offset: the

@@ -17,7 +17,12 @@ namespace Rings.Testing.Traffic;
 /// frame when the receive queue has no buffer for it (virtio 1.2 section 5.1.6.4), so a window no
 /// larger than the receive buffers posted means no frame is ever lost for want of one.
 /// </param>
-public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0);
+/// <param name="Flow">
+/// The flow the frames belong to: the last two bytes of their source MAC address (see
+/// <see cref="TestFrame.Write(Span{byte}, ulong, long, ushort)"/>), so a generator per queue pair
+/// can send frames whose flow hash picks its own pair (<see cref="TestFrame.FlowFor"/>).
+/// </param>
+public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0, ushort Flow = TestFrame.DefaultFlow);
 
 /// <summary>What a traffic run counted.</summary>
 public sealed record TrafficFigures
@@ -57,6 +62,40 @@ public sealed record TrafficFigures
 
     /// <summary>Times the generator went to sleep waiting for a call.</summary>
     public long Sleeps { get; init; }
+
+    /// <summary>
+    /// The figures of runs side by side (one per queue pair): counts add up, the time is the
+    /// longest run's, and the latency percentiles are the worst run's (samples of different pairs
+    /// are not merged, so these bound the combined percentiles from above).
+    /// </summary>
+    /// <param name="runs">The runs, at least one.</param>
+    /// <returns>The combined figures.</returns>
+    public static TrafficFigures Combine(IReadOnlyList<TrafficFigures> runs)
+    {
+        ArgumentNullException.ThrowIfNull(runs);
+        ArgumentOutOfRangeException.ThrowIfZero(runs.Count);
+        var all = new TrafficFigures();
+        foreach (var r in runs)
+        {
+            all = all with
+            {
+                Sent = all.Sent + r.Sent,
+                Received = all.Received + r.Received,
+                Lost = all.Lost + r.Lost,
+                Duplicated = all.Duplicated + r.Duplicated,
+                Corrupted = all.Corrupted + r.Corrupted,
+                BytesSent = all.BytesSent + r.BytesSent,
+                BytesReceived = all.BytesReceived + r.BytesReceived,
+                Seconds = Math.Max(all.Seconds, r.Seconds),
+                LatencyP50Microseconds = Math.Max(all.LatencyP50Microseconds, r.LatencyP50Microseconds),
+                LatencyP99Microseconds = Math.Max(all.LatencyP99Microseconds, r.LatencyP99Microseconds),
+                LatencySamples = all.LatencySamples + r.LatencySamples,
+                Sleeps = all.Sleeps + r.Sleeps,
+            };
+        }
+
+        return all;
+    }
 }
 
 /// <summary>
@@ -224,7 +263,7 @@ public sealed class TrafficGenerator<TTx, TRx>
                 var stamp = Stopwatch.GetTimestamp();
                 while (sent < allowed && _path.TryLeaseTransmit(out var lease))
                 {
-                    TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp);
+                    TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
                     if (!_path.Submit(lease, o.FrameSize))
                     {
                         break;

@@ -29,6 +29,8 @@ namespace Rings.Tool.Commands;
 /// <param name="Inflight">Ask for the back-end's inflight region (INFLIGHT_SHMFD), so a restart completes what was in flight exactly once.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null; in <c>rings loopback</c>, the host's.</param>
 /// <param name="LogLevel">Least severe log events written.</param>
+/// <param name="Queues">Queue pairs to set up, each with a traffic thread of its own sending a flow that hashes to it.</param>
+/// <param name="Cpus">CPUs to pin the pairs' traffic threads to (pair N on the Nth, round robin), or null.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -47,7 +49,9 @@ internal sealed record GuestOptions(
     double ReconnectSeconds = 0,
     bool Inflight = true,
     string? Metrics = null,
-    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+    int Queues = 1,
+    string? Cpus = null)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -112,6 +116,21 @@ internal sealed record GuestOptions(
             return "--reconnect must be between 0 and 86400 seconds";
         }
 
+        if (Queues is < 1 or > HostOptions.MaxQueues)
+        {
+            return $"--queues must be between 1 and {HostOptions.MaxQueues}";
+        }
+
+        if (Queues > 1 && ReconnectSeconds > 0)
+        {
+            return "--reconnect works with one queue pair (--queues 1)";
+        }
+
+        if (!SwitchCommand.TryParseCpus(Cpus, out _, out var cpuError))
+        {
+            return cpuError;
+        }
+
         return Monitoring.Validate(Metrics);
     }
 
@@ -154,6 +173,18 @@ internal sealed record GuestOptions(
         {
             yield return "--json";
             yield return Json;
+        }
+
+        if (Queues != 1)
+        {
+            yield return "--queues";
+            yield return Cli.Number(Queues);
+        }
+
+        if (Cpus is not null)
+        {
+            yield return "--cpus";
+            yield return Cpus;
         }
 
         // Options of rings guest only: written when not the default, so rings loopback reads the rest.
@@ -205,6 +236,8 @@ internal sealed class GuestCommand
     public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
     public Option<string?> Metrics { get; } = Monitoring.MetricsOption();
     public Option<string> LogLevel { get; } = Monitoring.LogLevelOption(Defaults.LogLevel);
+    public Option<int> Queues { get; } = new("--queues") { Description = $"Queue pairs to set up, 1 to {HostOptions.MaxQueues} (the device must offer VIRTIO_NET_F_MQ and as many pairs). Each pair gets a traffic thread sending a flow whose hash (Toeplitz, the RSS default table) picks that pair.", DefaultValueFactory = _ => Defaults.Queues };
+    public Option<string?> Cpus { get; } = new("--cpus") { Description = "CPUs to pin the queue pairs' traffic threads to, pair N on the Nth (round robin), such as 0,1 or 0-3." };
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
 
     /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
@@ -219,7 +252,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Metrics, LogLevel })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Queues, Cpus, Metrics, LogLevel })
         {
             c.Options.Add(o);
         }
@@ -241,7 +274,9 @@ internal sealed class GuestCommand
         r.GetValue(Drain),
         r.GetValue(Window),
         Metrics: r.GetValue(Metrics),
-        LogLevel: Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(LogLevel)!));
+        LogLevel: Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(LogLevel)!),
+        Queues: r.GetValue(Queues),
+        Cpus: r.GetValue(Cpus));
 
     private static CommandDefinition<GuestOptions> Define()
     {

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Rings.Linux.Diagnostics;
 using Rings.Linux.Driver;
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 using Rings.Testing.Traffic;
 
@@ -11,6 +12,8 @@ namespace Rings.Tool.Commands;
 /// <summary>
 /// <c>rings guest</c>: the guest side as a process. Owns the shared memory, connects to a vhost-user
 /// back-end, negotiates, then sends numbered test frames and checks every one that comes back.
+/// With several queue pairs, each pair has a driver, a traffic thread and a flow of its own: the
+/// flow's hash picks that pair, as a receive-side-scaling device would steer it.
 /// </summary>
 internal static class GuestRunner
 {
@@ -22,10 +25,11 @@ internal static class GuestRunner
             return 3;
         }
 
-        VirtioNetDriver net;
+        VhostUserFrontend frontend;
+        VirtioNetDriver[] pairs;
         try
         {
-            net = VirtioNetDriver.Connect(FrontendOptions(o, monitoring.Logger), o.FrameSize);
+            frontend = VhostUserFrontend.Connect(FrontendOptions(o, monitoring.Logger));
         }
         catch (ArgumentException e)
         {
@@ -38,17 +42,34 @@ internal static class GuestRunner
             return 3;
         }
 
-        using (net)
-        using (monitoring.Metrics.AddQueue(o.Socket, () => [PortQueue.Of("receiveq", net.Receive.Ring!), PortQueue.Of("transmitq", net.Transmit.Ring!)]))
+        try
         {
-            // By default never more frames out than the receive buffers can take back: a back-end
-            // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
-            // --window means what TrafficOptions.Window means, so it passes through.
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, o.Window);
-            var features = net.Frontend.Features;
-            var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
-            output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
-            return Drive(net, traffic, o, output);
+            pairs = VirtioNetDriver.ForEachPair(frontend, o.FrameSize);
+        }
+        catch (ArgumentException e)
+        {
+            frontend.Dispose();
+            error.WriteLine($"rings guest: {e.Message}; raise --memory");
+            return 2;
+        }
+
+        using (frontend)
+        using (monitoring.Metrics.AddQueue(o.Socket, () => [.. pairs.SelectMany(p => new[] { PortQueue.Of(PortQueue.Label("receiveq", p.Pair), p.Receive.Ring!), PortQueue.Of(PortQueue.Label("transmitq", p.Pair), p.Transmit.Ring!) })]))
+        {
+            try
+            {
+                var features = frontend.Features;
+                var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}, MQ {OnOff(features, VirtioFeatures.NetMultiqueue)} ({pairs.Length} queue pair(s) of {frontend.BackendQueuePairs})";
+                output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
+                return Drive(frontend, pairs, o, output);
+            }
+            finally
+            {
+                foreach (var p in pairs)
+                {
+                    p.Dispose();
+                }
+            }
         }
     }
 
@@ -60,6 +81,7 @@ internal static class GuestRunner
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
+            QueuePairs = o.Queues,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
             Logger = logger,
         };
@@ -71,63 +93,130 @@ internal static class GuestRunner
         return options;
     }
 
-    private static int Drive(VirtioNetDriver net, TrafficOptions traffic, GuestOptions o, TextWriter output)
+    private static int Drive(VhostUserFrontend frontend, VirtioNetDriver[] pairs, GuestOptions o, TextWriter output)
     {
-        var frontend = net.Frontend;
-        var txRing = net.Transmit.Ring!;
-        var rxRing = net.Receive.Ring!;
-        var generator = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
-        var peerGone = false;
-        TrafficFigures? figures = null;
-        var gcBefore = GC.CollectionCount(0);
-        // Runs on the traffic thread, which owns the rings: a reconnect happens between its bursts.
-        var thread = new Thread(() => figures = generator.Run(TimeSpan.FromSeconds(o.DrainSeconds), () =>
+        SwitchCommand.TryParseCpus(o.Cpus, out var cpus, out _);
+
+        // By default never more frames out than the receive buffers can take back: a back-end
+        // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
+        // --window means what TrafficOptions.Window means, so it passes through. With several
+        // pairs, --frames is shared out among them.
+        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[pairs.Length];
+        for (var p = 0; p < pairs.Length; p++)
         {
-            if (frontend.IsConnected)
-            {
-                return true;
-            }
+            var frames = o.Frames == 0 ? 0 : (o.Frames / pairs.Length) + (p < o.Frames % pairs.Length ? 1 : 0);
+            var flow = pairs.Length == 1 ? TestFrame.DefaultFlow : TestFrame.FlowFor(p, pairs.Length);
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow);
+            var net = pairs[p];
+            generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
+        }
 
-            if (o.ReconnectSeconds > 0 && Reconnect(net, o, output))
-            {
-                return true;
-            }
+        var peerGone = false;
+        var figures = new TrafficFigures?[pairs.Length];
+        var gcBefore = GC.CollectionCount(0);
+        var threads = new Thread[pairs.Length];
+        for (var p = 0; p < pairs.Length; p++)
+        {
+            var pair = p;
+            var cpu = cpus.Count > 0 ? cpus[pair % cpus.Count] : -1;
 
-            peerGone = true;
-            return false;
-        }))
-        { Name = "guest traffic", IsBackground = true };
+            // Runs on the traffic thread, which owns the pair's rings: a reconnect (one pair only) happens between its bursts.
+            threads[p] = new Thread(() =>
+            {
+                if (cpu >= 0)
+                {
+                    // A CPU the kernel will not give costs the pinning, not the pair.
+                    try
+                    {
+                        CpuAffinity.PinCurrentThread(cpu);
+                    }
+                    catch (IOException e)
+                    {
+                        output.WriteLine($"rings guest: queue pair {pair} runs unpinned: {e.Message}");
+                    }
+                }
+
+                figures[pair] = generators[pair].Run(TimeSpan.FromSeconds(o.DrainSeconds), () =>
+                {
+                    if (frontend.IsConnected)
+                    {
+                        return true;
+                    }
+
+                    if (o.ReconnectSeconds > 0 && pairs.Length == 1 && Reconnect(pairs[0], o, output))
+                    {
+                        return true;
+                    }
+
+                    peerGone = true;
+                    return false;
+                });
+            })
+            { Name = $"guest traffic {pair}", IsBackground = true };
+        }
 
         // Ctrl-C: stop sending and let the frames in flight come back; a second one stops at once.
-        using var signals = StopSignals.Install(_ => generator.Stop());
+        using var signals = StopSignals.Install(_ =>
+        {
+            foreach (var g in generators)
+            {
+                g.Stop();
+            }
+        });
 
         var clock = Stopwatch.StartNew();
-        thread.Start();
+        foreach (var t in threads)
+        {
+            t.Start();
+        }
+
         long lastSent = 0, lastReceived = 0;
         var last = 0.0;
-        while (!thread.Join(1000))
+        while (!threads.All(t => t.Join(threads.Length == 1 ? 1000 : 1000 / threads.Length)))
         {
             var now = clock.Elapsed.TotalSeconds;
-            var sent = Volatile.Read(ref generator.Sent);
-            var received = Volatile.Read(ref generator.Received);
-            output.WriteLine($"  {now,6:0.0} s  tx {(sent - lastSent) / (now - last) / 1e6,8:0.000} Mpps  rx {(received - lastReceived) / (now - last) / 1e6,8:0.000} Mpps  lost {Volatile.Read(ref generator.Lost):N0}  bad {Volatile.Read(ref generator.Corrupted):N0}");
+            if (now - last < 0.95)
+            {
+                continue;
+            }
+
+            long sent = 0, received = 0, lost = 0, bad = 0;
+            foreach (var g in generators)
+            {
+                sent += Volatile.Read(ref g.Sent);
+                received += Volatile.Read(ref g.Received);
+                lost += Volatile.Read(ref g.Lost);
+                bad += Volatile.Read(ref g.Corrupted);
+            }
+
+            output.WriteLine($"  {now,6:0.0} s  tx {(sent - lastSent) / (now - last) / 1e6,8:0.000} Mpps  rx {(received - lastReceived) / (now - last) / 1e6,8:0.000} Mpps  lost {lost:N0}  bad {bad:N0}");
             lastSent = sent;
             lastReceived = received;
             last = now;
         }
 
-        var f = figures!;
         if (frontend.Reconnects > 0)
         {
             output.WriteLine($"rings guest: reconnected {frontend.Reconnects} time(s){(frontend.HasInflightRegion ? ", inflight region handed back each time" : string.Empty)}");
         }
 
-        string? broken = null;
-        if (txRing.IsBroken || rxRing.IsBroken)
+        var broken = string.Join("; ", pairs
+            .Where(p => p.Transmit.Ring.IsBroken || p.Receive.Ring.IsBroken)
+            .Select(p => $"{(pairs.Length > 1 ? $"pair {p.Pair}: " : string.Empty)}tx {p.Transmit.Ring.BrokenReason}, rx {p.Receive.Ring.BrokenReason} (device needs reset)"));
+        long kicks = 0, suppressed = 0, burstFrames = 0, bursts = 0, drops = 0;
+        foreach (var p in pairs)
         {
-            broken = $"tx {txRing.BrokenReason}, rx {rxRing.BrokenReason} (device needs reset)";
+            var tx = p.Transmit.Ring.Counters;
+            var rx = p.Receive.Ring.Counters;
+            kicks += tx.NotificationsSent + rx.NotificationsSent;
+            suppressed += tx.NotificationsSuppressed + rx.NotificationsSuppressed;
+            burstFrames += (long)(tx.MeanBurst * figures[p.Pair]!.Sent);
+            bursts += figures[p.Pair]!.Sent;
+            drops += p.ReceiveErrors;
         }
 
+        var all = figures.Select(f => f!).ToArray();
+        var f = all.Length == 1 ? all[0] : TrafficFigures.Combine(all);
         var report = new RunReport
         {
             Ring = RingFormat.Of(frontend.Features).Name,
@@ -138,13 +227,14 @@ internal static class GuestRunner
             Wait = Cli.Text(o.Wait),
             Rate = o.Rate,
             Traffic = f,
-            Kicks = new NotificationFigures(txRing.Counters.NotificationsSent + rxRing.Counters.NotificationsSent, txRing.Counters.NotificationsSuppressed + rxRing.Counters.NotificationsSuppressed),
+            Kicks = new NotificationFigures(kicks, suppressed),
             CallsReceived = f.Sleeps,
-            MeanBurst = txRing.Counters.MeanBurst,
-            Drops = net.ReceiveErrors,
+            MeanBurst = bursts > 0 ? (double)burstFrames / bursts : 0,
+            Drops = drops,
             Gen0Collections = GC.CollectionCount(0) - gcBefore,
-            Broken = broken,
+            Broken = broken.Length > 0 ? broken : null,
             Reconnects = frontend.Reconnects,
+            Pairs = all,
         };
         report.PrintTable(output);
         if (o.Json is not null)

@@ -33,6 +33,8 @@ internal enum HostMode
 /// <param name="TrustUnsealed">Accept front-end memory not sealed against shrinking.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null.</param>
 /// <param name="LogLevel">Least severe log events written (<c>--verbose</c> lowers it to debug).</param>
+/// <param name="Queues">Queue pairs offered to each front-end (GET_QUEUE_NUM, VIRTIO_NET_F_MQ above 1), each served by a worker of its own.</param>
+/// <param name="Cpus">CPUs to pin the pairs' workers to (pair N on the Nth, round robin), such as 2,3 or 0-3, or null.</param>
 internal sealed record HostOptions(
     string Socket,
     HostMode Mode = HostMode.Reflect,
@@ -47,12 +49,19 @@ internal sealed record HostOptions(
     int MaxMemory = (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20),
     bool TrustUnsealed = false,
     string? Metrics = null,
-    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+    int Queues = 1,
+    string? Cpus = null)
 {
+    /// <summary>Most queue pairs a front-end may have (the session's limit).</summary>
+    public const int MaxQueues = 128;
+
     /// <summary>What is wrong with the options, or null.</summary>
     public string? Validate() =>
         Socket.Length == 0 ? "give --socket PATH (serve) or --connect PATH (connect to a front-end that listens)"
         : Burst is < 1 or > 4096 ? "--burst must be between 1 and 4096"
+        : Queues is < 1 or > MaxQueues ? $"--queues must be between 1 and {MaxQueues}"
+        : !SwitchCommand.TryParseCpus(Cpus, out _, out var cpuError) ? cpuError
         : Connect && Mode == HostMode.Patch ? "--connect serves one front-end; --mode patch needs two (serve with --socket)"
         : MaxMemory is < 1 or > VhostUserPort.MaxMemoryMib ? $"--max-memory must be between 1 and {VhostUserPort.MaxMemoryMib} MiB"
         : Cli.TryParseUids(AllowUid, out _) ?? Monitoring.Validate(Metrics);
@@ -70,6 +79,8 @@ internal sealed record HostOptions(
         .. Cli.Flag("--trust-unsealed", TrustUnsealed),
         .. Cli.Value("--metrics", Metrics),
         .. Cli.Value("--log-level", LogLevel != Microsoft.Extensions.Logging.LogLevel.Warning ? Cli.Text(LogLevel) : null),
+        .. Cli.Value("--queues", Queues != 1 ? Cli.Number(Queues) : null),
+        .. Cli.Value("--cpus", Cpus),
     ];
 }
 
@@ -99,9 +110,11 @@ internal static class HostCommand
         var trustUnsealed = new Option<bool>("--trust-unsealed") { Description = "Accept front-end memory that is not sealed against shrinking (DPDK without hugepages, hugetlbfs files), trusting every front-end not to truncate it: one that does crashes the host." };
         var metrics = Monitoring.MetricsOption();
         var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
+        var queues = new Option<int>("--queues") { Description = $"Queue pairs offered to each front-end, 1 to {HostOptions.MaxQueues} (GET_QUEUE_NUM; above 1 VIRTIO_NET_F_MQ is offered too). Each pair the front-end runs and enables gets a worker thread of its own; pairs it leaves disabled cost nothing. Patch mode wires pair 0 only.", DefaultValueFactory = _ => defaults.Queues };
+        var cpus = new Option<string?>("--cpus") { Description = "CPUs to pin the queue pairs' workers to, pair N on the Nth (round robin), such as 2,3 or 0-3." };
         var command = new Command("host", "The host side: serve vhost-user on a Unix socket (or, with --connect, connect to a front-end that listens) and run the vhost-net data path for each front-end. Offers the inflight region, so a restarted host completes exactly what was in flight.")
         {
-            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed, metrics, logLevel,
+            socket, connect, mode, wait, burst, once, stats, verbose, quiet, allowUid, maxMemory, trustUnsealed, metrics, logLevel, queues, cpus,
         };
         command.Validators.Add(r =>
         {
@@ -124,6 +137,8 @@ internal static class HostCommand
             r.GetValue(maxMemory),
             r.GetValue(trustUnsealed),
             r.GetValue(metrics),
-            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!)));
+            Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(logLevel)!),
+            r.GetValue(queues),
+            r.GetValue(cpus)));
     }
 }

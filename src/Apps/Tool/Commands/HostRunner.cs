@@ -11,8 +11,10 @@ namespace Rings.Tool.Commands;
 
 /// <summary>
 /// <c>rings host</c>: the vhost-user back-end with the vhost-net data path. Serves front-end after
-/// front-end; for each, once its receive and transmit queues run, a worker thread forwards every
-/// transmitted frame back into its receive queue (reflect).
+/// front-end; for each queue pair of each, once its receive and transmit queues run and are
+/// enabled, a worker thread of its own forwards every frame transmitted on the pair back into the
+/// pair's receive queue (reflect). Pairs start and stop on their own (SET_VRING_ENABLE,
+/// GET_VRING_BASE); workers share nothing on the data path. Patch mode wires pair 0 only.
 /// <para>
 /// No front-end can hold up another: the lock guards only the tables of queues and workers, and
 /// workers are stopped and joined outside it, with a deadline. A worker stuck on a doorbell its
@@ -29,6 +31,8 @@ internal sealed class HostRunner
     private readonly Dictionary<object, int> _sessionNumbers = [];
     private RingsMetrics? _metrics;
     private readonly List<Worker> _workers = [];
+    private readonly Dictionary<object, SortedDictionary<int, PairFigures>> _figures = [];
+    private IReadOnlyList<int> _cpus = [];
     private int _sessions;
     private int _nextSession;
     private bool _interrupted;
@@ -44,6 +48,7 @@ internal sealed class HostRunner
     /// <summary>One running data path (one direction) and what it forwarded.</summary>
     private sealed class Worker
     {
+        public required int Pair { get; init; }
         public required object Source { get; init; }
         public required object Destination { get; init; }
         public required Thread Thread { get; init; }
@@ -54,6 +59,8 @@ internal sealed class HostRunner
         public required IDeviceRing Tx { get; init; }
         public required IDeviceRing Rx { get; init; }
         public required Stopwatch Clock { get; init; }
+        public required long CallsAtStart { get; init; }
+        public required long SuppressedAtStart { get; init; }
         public IDisposable? Watched { get; init; }
     }
 
@@ -66,8 +73,10 @@ internal sealed class HostRunner
         }
 
         var runner = new HostRunner(o, output) { _metrics = monitoring.Metrics };
+        SwitchCommand.TryParseCpus(o.Cpus, out runner._cpus, out _);
         var options = new VhostUserBackendOptions
         {
+            MaxQueuePairs = o.Queues,
             SocketPath = o.Socket,
             Connect = o.Connect,
             MaxConnections = o.Mode == HostMode.Patch ? 2 : 8,
@@ -83,6 +92,7 @@ internal sealed class HostRunner
             backend = new VhostUserBackend(options);
             backend.QueueStarted += (session, e) => runner.OnStarted(session!, e.Queue);
             backend.QueueStopped += (session, e) => runner.OnStopped(session!, e);
+            backend.QueueEnabledChanged += (session, e) => runner.OnEnabledChanged(session!, e.Queue);
             backend.SessionEnded += (session, reason) => runner.OnSessionEnded(session!, reason);
             backend.Start();
             monitoring.Metrics.AddBackend(o.Socket, () => backend);
@@ -106,7 +116,7 @@ internal sealed class HostRunner
         });
 
         // Said once the stop signals are ours: a caller that signals after this line gets the closing figures.
-        output.WriteLine($"rings host: {(o.Connect ? "connecting to the front-end at" : "serving vhost-user on")} {o.Socket} (mode {Cli.Text(o.Mode)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
+        output.WriteLine($"rings host: {(o.Connect ? "connecting to the front-end at" : "serving vhost-user on")} {o.Socket} (mode {Cli.Text(o.Mode)}, {o.Queues} queue pair(s){(o.Queues > 1 && o.Mode == HostMode.Patch ? ", patch wires pair 0 only" : string.Empty)}, wait {Cli.Text(o.Wait)}, burst {o.Burst})");
 
         // Live progress once a second while frames move.
         long lastFrames = 0;
@@ -144,7 +154,7 @@ internal sealed class HostRunner
         List<Worker> rest;
         lock (runner._gate)
         {
-            rest = runner.TakeWorkers(null);
+            rest = runner.TakeWorkers(null, null);
         }
 
         runner.StopWorkers(rest, "stopping", runner._stopTimeout);
@@ -176,66 +186,108 @@ internal sealed class HostRunner
     {
         lock (_gate)
         {
-            if (queue.Index > 1)
-            {
-                _output.WriteLine($"rings host: ignoring queue {queue.Index} (one queue pair per front-end is served)");
-                return;
-            }
-
             if (!_sessionQueues.TryGetValue(session, out var queues))
             {
-                queues = new VhostQueue?[2];
+                queues = new VhostQueue?[2 * _o.Queues];
                 _sessionQueues[session] = queues;
                 _sessionNumbers[session] = _nextSession++;
             }
 
+            if ((uint)queue.Index >= (uint)queues.Length)
+            {
+                return;
+            }
+
             queues[queue.Index] = queue;
-            if (queues[0] is null || queues[1] is null || _workers.Exists(w => w.Source == session))
-            {
-                return;
-            }
-
-            if (_o.Mode == HostMode.Reflect)
-            {
-                StartWorker(session, queues[1]!, session, queues[0]!);
-                return;
-            }
-
-            // Patch: wire this front-end to another whose queues run, both ways.
-            foreach (var (other, theirs) in _sessionQueues)
-            {
-                if (other != session && theirs[0] is not null && theirs[1] is not null && !_workers.Exists(w => w.Source == other))
-                {
-                    StartWorker(session, queues[1]!, other, theirs[0]!);
-                    StartWorker(other, theirs[1]!, session, queues[0]!);
-                    return;
-                }
-            }
-
-            _output.WriteLine("rings host: front-end ready, waiting for a second one to patch it to");
+            StartPairIfReady(session, queues, queue.Index / 2);
         }
+    }
+
+    // A pair forwards once both its rings run and are enabled (vhost-user.rst, Ring states); a
+    // pair the front-end never set up or keeps disabled simply has no worker. Caller holds _gate.
+    private void StartPairIfReady(object session, VhostQueue?[] queues, int pair)
+    {
+        if (queues[2 * pair] is not { Enabled: true } rx || queues[(2 * pair) + 1] is not { Enabled: true } tx || _workers.Exists(w => w.Source == session && w.Pair == pair))
+        {
+            return;
+        }
+
+        if (_o.Mode == HostMode.Reflect)
+        {
+            StartWorker(session, tx, session, rx, pair);
+            return;
+        }
+
+        if (pair > 0)
+        {
+            _output.WriteLine($"rings host: patch mode wires queue pair 0 only; pair {pair} of this front-end is not served");
+            return;
+        }
+
+        // Patch: wire this front-end's pair 0 to another's whose pair 0 runs, both ways.
+        foreach (var (other, theirs) in _sessionQueues)
+        {
+            if (other != session && theirs[0] is { Enabled: true } theirRx && theirs[1] is { Enabled: true } theirTx && !_workers.Exists(w => w.Source == other))
+            {
+                StartWorker(session, tx, other, theirRx, 0);
+                StartWorker(other, theirTx, session, rx, 0);
+                return;
+            }
+        }
+
+        _output.WriteLine("rings host: front-end ready, waiting for a second one to patch it to");
     }
 
     private void OnStopped(object session, VhostQueueEventArgs e)
     {
-        var queue = e.Queue;
-        List<Worker> stopping;
-        lock (_gate)
-        {
-            // GET_VRING_BASE: every data path using the ring must let go before the back-end answers.
-            if (queue.Index > 1 || !_sessionQueues.TryGetValue(session, out var queues) || queues[queue.Index] != queue)
-            {
-                return;
-            }
-
-            stopping = TakeWorkers(session);
-            queues[queue.Index] = null;
-        }
-
-        // Outside the lock: a worker stuck on this front-end's doorbell must not hold up the others.
-        if (StopWorkers(stopping, "queue stopped", e.StopTimeoutMilliseconds) is { } stuck)
+        // GET_VRING_BASE: every data path using the ring must let go before the back-end answers.
+        if (TakePair(session, e.Queue, forget: true) is { } stopping && StopWorkers(stopping, "queue stopped", e.StopTimeoutMilliseconds) is { } stuck)
         {
             e.ReportNotStopped(stuck);
+        }
+    }
+
+    // SET_VRING_ENABLE: a disabled ring is neither read nor filled; its pair's worker stops (the
+    // rings keep their positions, so nothing in flight is lost) and starts again once both rings
+    // are enabled. The other pairs run on untouched.
+    private void OnEnabledChanged(object session, VhostQueue queue)
+    {
+        if (queue.Enabled)
+        {
+            lock (_gate)
+            {
+                if (_sessionQueues.TryGetValue(session, out var queues) && (uint)queue.Index < (uint)queues.Length && queues[queue.Index] == queue)
+                {
+                    StartPairIfReady(session, queues, queue.Index / 2);
+                }
+            }
+
+            return;
+        }
+
+        if (TakePair(session, queue, forget: false) is { } stopping)
+        {
+            StopWorkers(stopping, $"queue pair {queue.Index / 2} disabled", _stopTimeout);
+        }
+    }
+
+    // Takes the workers of the queue's pair out of the table (in patch mode, every worker touching
+    // the session: its pair 0 is wired both ways); with forget, the queue is forgotten too.
+    private List<Worker>? TakePair(object session, VhostQueue queue, bool forget)
+    {
+        lock (_gate)
+        {
+            if (!_sessionQueues.TryGetValue(session, out var queues) || (uint)queue.Index >= (uint)queues.Length || queues[queue.Index] != queue)
+            {
+                return null;
+            }
+
+            if (forget)
+            {
+                queues[queue.Index] = null;
+            }
+
+            return TakeWorkers(session, _o.Mode == HostMode.Reflect ? queue.Index / 2 : null);
         }
     }
 
@@ -244,7 +296,7 @@ internal sealed class HostRunner
         List<Worker> stopping;
         lock (_gate)
         {
-            stopping = TakeWorkers(session);
+            stopping = TakeWorkers(session, null);
         }
 
         if (reason.IsError)
@@ -257,6 +309,7 @@ internal sealed class HostRunner
         {
             _sessionQueues.Remove(session);
             _sessionNumbers.Remove(session);
+            _figures.Remove(session);
             _sessions++;
             if (_o.Once && _sessionQueues.Count == 0)
             {
@@ -265,7 +318,7 @@ internal sealed class HostRunner
         }
     }
 
-    private void StartWorker(object source, VhostQueue tx, object destination, VhostQueue rx)
+    private void StartWorker(object source, VhostQueue tx, object destination, VhostQueue rx, int pair)
     {
         var mergeable = (rx.Features & VirtioFeatures.NetMergeRxBuffers) != 0;
         IDoorbell txKick = tx.Kick is null ? NullDoorbell.Instance : tx.Kick;
@@ -285,7 +338,7 @@ internal sealed class HostRunner
         // Interface type arguments: the ring classes would get the same shared instantiation
         // (they are reference types), so naming them buys nothing (GenericDispatchBenchmarks).
         _workers.Add(Create(tx.Ring, rx.Ring));
-        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}");
+        _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}, queue pair {pair}");
 
         Worker Create<TTx, TRx>(TTx t, TRx r)
             where TTx : IDeviceRing
@@ -297,10 +350,16 @@ internal sealed class HostRunner
             // stop it missed (the session unmaps only when the last lease goes).
             var txMemory = tx.LeaseMemory();
             var rxMemory = rx.LeaseMemory();
+            var cpu = _cpus.Count > 0 ? _cpus[pair % _cpus.Count] : -1;
             var thread = new Thread(() =>
             {
                 try
                 {
+                    if (cpu >= 0)
+                    {
+                        Pin(cpu, pair);
+                    }
+
                     loop.Run();
 
                     // The loop ends early only when a ring broke: tell that front-end at once (SET_VRING_ERR).
@@ -325,16 +384,17 @@ internal sealed class HostRunner
                     txMemory.Dispose();
                 }
             })
-            { Name = "vhost-net worker", IsBackground = true };
+            { Name = $"vhost-net worker {pair}", IsBackground = true };
             thread.Start();
             // Each ring tagged with the front-end it belongs to: its transmit queue is the source's, its receive queue the destination's.
             var watched = _metrics is { } m
                 ? new Watch(
-                    m.AddQueue(SessionName(source), () => [PortQueue.Of("transmitq", t)]),
-                    m.AddQueue(SessionName(destination), () => [PortQueue.Of("receiveq", r)]))
+                    m.AddQueue(SessionName(source), () => [PortQueue.Of(PortQueue.Label("transmitq", pair), t)]),
+                    m.AddQueue(SessionName(destination), () => [PortQueue.Of(PortQueue.Label("receiveq", pair), r)]))
                 : null;
             return new Worker
             {
+                Pair = pair,
                 Watched = watched,
                 Source = source,
                 Destination = destination,
@@ -346,18 +406,23 @@ internal sealed class HostRunner
                 Tx = t,
                 Rx = r,
                 Clock = Stopwatch.StartNew(),
+
+                // The rings' counters live as long as the rings; a worker started again on them reports only its own.
+                CallsAtStart = r.Counters.NotificationsSent + t.Counters.NotificationsSent,
+                SuppressedAtStart = r.Counters.NotificationsSuppressed + t.Counters.NotificationsSuppressed,
             };
         }
     }
 
-    // Takes every worker that touches the session (all of them when null) out of the table. Caller holds _gate.
-    private List<Worker> TakeWorkers(object? session)
+    // Takes every worker that touches the session (all of them when null), of one pair or of all,
+    // out of the table. Caller holds _gate.
+    private List<Worker> TakeWorkers(object? session, int? pair)
     {
         var taken = new List<Worker>();
         for (var i = _workers.Count - 1; i >= 0; i--)
         {
             var w = _workers[i];
-            if (session is null || w.Source == session || w.Destination == session)
+            if ((session is null || w.Source == session || w.Destination == session) && (pair is null || w.Pair == pair))
             {
                 _workers.RemoveAt(i);
                 taken.Add(w);
@@ -405,6 +470,19 @@ internal sealed class HostRunner
         return stuck;
     }
 
+    // A CPU the kernel will not give (offline, outside this process's set) costs the pinning, not the pair.
+    private void Pin(int cpu, int pair)
+    {
+        try
+        {
+            CpuAffinity.PinCurrentThread(cpu);
+        }
+        catch (IOException e)
+        {
+            _output.WriteLine($"rings host: queue pair {pair} runs unpinned: {e.Message}");
+        }
+    }
+
     private static bool Join(Thread thread, long deadline) =>
         thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
 
@@ -414,36 +492,117 @@ internal sealed class HostRunner
         var seconds = w.Clock.Elapsed.TotalSeconds;
         var rx = w.Rx.Counters;
         var tx = w.Tx.Counters;
-        var calls = rx.NotificationsSent + tx.NotificationsSent;
-        var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed;
+        var calls = rx.NotificationsSent + tx.NotificationsSent - w.CallsAtStart;
+        var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed - w.SuppressedAtStart;
         var perFrame = frames > 0 ? (double)calls / frames : 0;
         var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {w.Tx.BrokenReason}, rx {w.Rx.BrokenReason}" : null;
-        _output.WriteLine($"rings host: {why}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
-        if (_o.Stats is { } path)
+        _output.WriteLine($"rings host: {why}: queue pair {w.Pair}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
+
+        // A pair's figures add up over the times its worker ran (it stops while the pair is disabled).
+        PairFigures[] pairs;
+        lock (_gate)
         {
-            // Written by hand rather than serialized: this is on the way out after a signal, and
-            // the reflection-based serializer's first use costs more than the rest of the exit.
-            using var file = File.Create(path);
-            using var json = new Utf8JsonWriter(file);
-            json.WriteStartObject();
-            json.WriteNumber("frames", frames);
-            json.WriteNumber("dropped", dropped);
-            json.WriteNumber("seconds", seconds);
-            json.WriteNumber("calls_sent", calls);
-            json.WriteNumber("calls_suppressed", suppressed);
-            json.WriteNumber("calls_per_frame", perFrame);
-            json.WriteNumber("mean_burst", rx.MeanBurst);
-            json.WriteNumber("sleeps", sleeps);
-            if (broken is null)
+            if (!_figures.TryGetValue(w.Source, out var session))
             {
-                json.WriteNull("broken");
-            }
-            else
-            {
-                json.WriteString("broken", broken);
+                session = [];
+                _figures[w.Source] = session;
             }
 
+            if (!session.TryGetValue(w.Pair, out var f))
+            {
+                f = new PairFigures(w.Pair);
+                session[w.Pair] = f;
+            }
+
+            f.Add(frames, dropped, sleeps, seconds, calls, suppressed, rx.MeanBurst, broken);
+            pairs = [.. session.Values];
+        }
+
+        if (_o.Stats is { } path)
+        {
+            WriteStats(path, pairs);
+        }
+    }
+
+    // The session's figures so far, totals first (what a one-pair reader expects), then each pair.
+    // Written by hand rather than serialized: this is on the way out after a signal, and the
+    // reflection-based serializer's first use costs more than the rest of the exit.
+    private static void WriteStats(string path, PairFigures[] pairs)
+    {
+        long frames = 0, dropped = 0, sleeps = 0, calls = 0, suppressed = 0;
+        double seconds = 0, burstFrames = 0;
+        string? broken = null;
+        foreach (var p in pairs)
+        {
+            frames += p.Frames;
+            dropped += p.Dropped;
+            sleeps += p.Sleeps;
+            calls += p.CallsSent;
+            suppressed += p.CallsSuppressed;
+            seconds = Math.Max(seconds, p.Seconds);
+            burstFrames += p.BurstFrames;
+            broken ??= p.Broken;
+        }
+
+        using var file = File.Create(path);
+        using var json = new Utf8JsonWriter(file);
+        json.WriteStartObject();
+        json.WriteNumber("frames", frames);
+        json.WriteNumber("dropped", dropped);
+        json.WriteNumber("seconds", seconds);
+        json.WriteNumber("calls_sent", calls);
+        json.WriteNumber("calls_suppressed", suppressed);
+        json.WriteNumber("calls_per_frame", frames > 0 ? (double)calls / frames : 0);
+        json.WriteNumber("mean_burst", frames > 0 ? burstFrames / frames : 0);
+        json.WriteNumber("sleeps", sleeps);
+        if (broken is null)
+        {
+            json.WriteNull("broken");
+        }
+        else
+        {
+            json.WriteString("broken", broken);
+        }
+
+        json.WriteStartArray("pairs");
+        foreach (var p in pairs)
+        {
+            json.WriteStartObject();
+            json.WriteNumber("pair", p.Pair);
+            json.WriteNumber("frames", p.Frames);
+            json.WriteNumber("dropped", p.Dropped);
+            json.WriteNumber("seconds", p.Seconds);
+            json.WriteNumber("mean_burst", p.Frames > 0 ? p.BurstFrames / p.Frames : 0);
             json.WriteEndObject();
+        }
+
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
+    /// <summary>What one queue pair of one front-end forwarded, over every run of its worker.</summary>
+    private sealed class PairFigures(int pair)
+    {
+        public int Pair { get; } = pair;
+        public long Frames { get; private set; }
+        public long Dropped { get; private set; }
+        public long Sleeps { get; private set; }
+        public long CallsSent { get; private set; }
+        public long CallsSuppressed { get; private set; }
+        public double Seconds { get; private set; }
+        public double BurstFrames { get; private set; }
+        public string? Broken { get; private set; }
+
+        public void Add(long frames, long dropped, long sleeps, double seconds, long calls, long suppressed, double meanBurst, string? broken)
+        {
+            Frames += frames;
+            Dropped += dropped;
+            Sleeps += sleeps;
+            Seconds += seconds;
+            CallsSent += calls;
+            CallsSuppressed += suppressed;
+            BurstFrames += meanBurst * frames;
+            Broken ??= broken;
         }
     }
 

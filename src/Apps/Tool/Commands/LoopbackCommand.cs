@@ -46,7 +46,7 @@ internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWai
 /// </summary>
 internal static partial class LoopbackCommand
 {
-    public static Command Create() => Define().Runs(o => o.InProcess ? InProcessOptions(o).Validate() : o.Guest.Validate(), Run);
+    public static Command Create() => Define().Runs(o => o.InProcess ? (o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes" : InProcessOptions(o).Validate()) : o.Guest.Validate(), Run);
 
     /// <summary>Reads a <c>rings loopback</c> command line (after the command name) into options.</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
@@ -100,7 +100,7 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel);
+            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel, Queues: o.Guest.Queues);
             host = Start(self, ["host", .. hostOptions.ToArguments()]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))
@@ -141,6 +141,7 @@ internal static partial class LoopbackCommand
                     merged["host_calls_suppressed"] = h.GetProperty("calls_suppressed");
                     merged["host_mean_burst"] = h.GetProperty("mean_burst");
                     merged["calls_per_frame"] = h.GetProperty("calls_per_frame");
+                    merged["host_pairs"] = h.GetProperty("pairs");
                     File.WriteAllText(json, JsonSerializer.Serialize(merged, new JsonSerializerOptions { WriteIndented = true }));
                 }
             }

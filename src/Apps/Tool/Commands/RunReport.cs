@@ -27,6 +27,9 @@ internal sealed record RunReport
     public string? Broken { get; init; }
     public int Reconnects { get; init; }
 
+    /// <summary>Each queue pair's own figures, by pair (one entry with one pair).</summary>
+    public IReadOnlyList<TrafficFigures> Pairs { get; init; } = [];
+
     public double MppsTx => Traffic.Seconds > 0 ? Traffic.Sent / Traffic.Seconds / 1e6 : 0;
     public double MppsRx => Traffic.Seconds > 0 ? Traffic.Received / Traffic.Seconds / 1e6 : 0;
     public double Gbps => Traffic.Seconds > 0 ? Traffic.BytesReceived * 8 / Traffic.Seconds / 1e9 : 0;
@@ -50,6 +53,15 @@ internal sealed record RunReport
         else
         {
             o.WriteLine($"  calls per frame     {CallsPerFrame,14:0.0000}   (received {CallsReceived:N0})");
+        }
+
+        if (Pairs.Count > 1)
+        {
+            for (var p = 0; p < Pairs.Count; p++)
+            {
+                var f = Pairs[p];
+                o.WriteLine($"  pair {p,-3} rx         {f.Received,14:N0}   {(f.Seconds > 0 ? f.Received / f.Seconds / 1e6 : 0),8:0.000} Mpps   lost {f.Lost:N0}, bad {f.Corrupted:N0}");
+            }
         }
 
         o.WriteLine($"  mean burst          {MeanBurst,14:0.0}");
@@ -114,6 +126,22 @@ internal sealed record RunReport
                 w.WriteString("broken", Broken);
             }
 
+            w.WriteNumber("queue_pairs", Math.Max(1, Pairs.Count));
+            w.WriteStartArray("pairs");
+            for (var p = 0; p < Pairs.Count; p++)
+            {
+                var f = Pairs[p];
+                w.WriteStartObject();
+                w.WriteNumber("pair", p);
+                w.WriteNumber("frames_sent", f.Sent);
+                w.WriteNumber("frames_received", f.Received);
+                w.WriteNumber("lost", f.Lost);
+                w.WriteNumber("corrupted", f.Corrupted);
+                w.WriteNumber("mpps", f.Seconds > 0 ? f.Received / f.Seconds / 1e6 : 0);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
             w.WriteEndObject();
         }
 

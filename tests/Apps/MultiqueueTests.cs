@@ -1,0 +1,194 @@
+using System.Globalization;
+using System.Text.Json;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
+using Rings.Linux.VhostUser;
+using Rings.Testing.Traffic;
+using Rings.Tests.Hostile;
+using Xunit.Abstractions;
+
+namespace Rings.Tests.Apps;
+
+/// <summary>
+/// Several queue pairs between <c>rings guest</c> (or the library's front-end) and <c>rings host</c>:
+/// every pair carries its own flow and nothing is lost, a pair disabled and enabled again while
+/// the others run loses nothing, and a front-end that asks for more pairs than offered learns so.
+/// </summary>
+[Collection(ProcessCollection.Name)]
+public class MultiqueueTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public MultiqueueTests(ITestOutputHelper output)
+    {
+        _output = output;
+    }
+
+    [Fact]
+    public void FourPairsBetweenRingsGuestAndRingsHostEachCarryTrafficAndLoseNothing()
+    {
+        const long Frames = 400_000;
+        var json = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
+        try
+        {
+            // The guest's four traffic threads pinned two to each CPU (--cpus goes to the guest).
+            var (exit, output, error) = LoopbackProcessTests.Run(["loopback", "--queues", "4", "--cpus", "0,1", "--frames", Invariant(Frames), "--seconds", "120", "--wait", "adaptive", "--json", json]);
+            _output.WriteLine(output);
+            Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+            Assert.DoesNotContain("unpinned", output, StringComparison.Ordinal);
+            var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
+            Assert.Equal(Frames, f.GetProperty("frames_sent").GetInt64());
+            Assert.Equal(Frames, f.GetProperty("frames_received").GetInt64());
+            Assert.Equal(0, f.GetProperty("lost").GetInt64());
+            Assert.Equal(0, f.GetProperty("corrupted").GetInt64());
+            Assert.Equal(0, f.GetProperty("duplicated").GetInt64());
+            Assert.Equal(4, f.GetProperty("queue_pairs").GetInt32());
+
+            // Each pair sent its share, got every frame back, and the host forwarded exactly those on that pair.
+            var pairs = f.GetProperty("pairs").EnumerateArray().ToArray();
+            var hostPairs = f.GetProperty("host_pairs").EnumerateArray().ToDictionary(p => p.GetProperty("pair").GetInt32(), p => p.GetProperty("frames").GetInt64());
+            Assert.Equal(4, pairs.Length);
+            Assert.Equal(4, hostPairs.Count);
+            foreach (var p in pairs)
+            {
+                var pair = p.GetProperty("pair").GetInt32();
+                Assert.Equal(Frames / 4, p.GetProperty("frames_sent").GetInt64());
+                Assert.Equal(Frames / 4, p.GetProperty("frames_received").GetInt64());
+                Assert.Equal(0, p.GetProperty("lost").GetInt64());
+                Assert.Equal(Frames / 4, hostPairs[pair]);
+            }
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
+    [Fact]
+    public void AGuestAskingForMorePairsThanTheHostOffersIsToldSo()
+    {
+        using var host = RingsHost.Start("--queues", "2", "--wait", "block");
+        var (exit, output, error) = LoopbackProcessTests.Run(["guest", "--socket", host.Socket, "--queues", "4", "--seconds", "1"]);
+        Assert.True(exit == 3, $"exit {exit}\n{output}\n{error}");
+        Assert.Contains("2 queue pairs, 4 wanted", error, StringComparison.Ordinal);
+
+        // Options refused before anything connects.
+        (exit, _, error) = LoopbackProcessTests.Run(["guest", "--socket", host.Socket, "--queues", "0"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--queues", error, StringComparison.Ordinal);
+        (exit, _, error) = LoopbackProcessTests.Run(["host", "--socket", host.Socket + "x", "--queues", "129"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--queues", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void APairDisabledAndEnabledAgainWhileTheOthersRunLosesNoFrame()
+    {
+        const int Pairs = 4;
+        const int Paused = 1;
+        var stats = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
+        using var host = RingsHost.Start("--queues", Invariant(Pairs), "--cpus", "0-1", "--wait", "adaptive", "--once", "--stats", stats);
+        var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = host.Socket, QueuePairs = Pairs, MemoryBytes = 32UL << 20 });
+        var drivers = VirtioNetDriver.ForEachPair(frontend, 128);
+        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[Pairs];
+        var figures = new TrafficFigures?[Pairs];
+        var threads = new Thread[Pairs];
+        try
+        {
+            Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.NetMultiqueue);
+            for (var p = 0; p < Pairs; p++)
+            {
+                var d = drivers[p];
+                var traffic = new TrafficOptions(64, 32, 0, TimeSpan.FromSeconds(60), WaitStrategy.Adaptive, Flow: TestFrame.FlowFor(p, Pairs));
+                generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
+                var pair = p;
+                threads[p] = new Thread(() => figures[pair] = generators[pair].Run(TimeSpan.FromSeconds(10))) { IsBackground = true };
+                threads[p].Start();
+            }
+
+            Assert.True(Wait(() => generators.All(g => Volatile.Read(ref g.Received) > 5_000)), "every pair carries traffic");
+
+            // Disable both rings of one pair (SET_VRING_ENABLE 0): its worker stops, the others go on.
+            frontend.SetQueueEnabled(2 * Paused, false);
+            frontend.SetQueueEnabled((2 * Paused) + 1, false);
+            host.WaitForLine($"queue pair {Paused} disabled: queue pair {Paused}: forwarded", TimeSpan.FromSeconds(10));
+            var pausedAt = Volatile.Read(ref generators[Paused].Received);
+            var othersAt = generators.Select(g => Volatile.Read(ref g.Received)).ToArray();
+            Thread.Sleep(300);
+            Assert.Equal(pausedAt, Volatile.Read(ref generators[Paused].Received));
+            Assert.True(Wait(() => Enumerable.Range(0, Pairs).Where(p => p != Paused).All(p => Volatile.Read(ref generators[p].Received) > othersAt[p] + 5_000)), "the running pairs kept forwarding");
+
+            // Enabled again: the frames that waited in its rings go, and it carries traffic again.
+            frontend.SetQueueEnabled(2 * Paused, true);
+            frontend.SetQueueEnabled((2 * Paused) + 1, true);
+            Assert.True(Wait(() => Volatile.Read(ref generators[Paused].Received) > pausedAt + 5_000), "the pair forwards again once enabled");
+
+            foreach (var g in generators)
+            {
+                g.Stop();
+            }
+
+            Assert.All(threads, t => Assert.True(t.Join(30_000), "a traffic thread did not drain"));
+            for (var p = 0; p < Pairs; p++)
+            {
+                var f = figures[p]!;
+                _output.WriteLine($"pair {p}: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost}, duplicated {f.Duplicated}, corrupted {f.Corrupted}");
+                Assert.True(f.Sent > 0);
+                Assert.Equal(f.Sent, f.Received);
+                Assert.Equal(0, f.Lost);
+                Assert.Equal(0, f.Duplicated);
+                Assert.Equal(0, f.Corrupted);
+            }
+        }
+        finally
+        {
+            foreach (var g in generators.OfType<TrafficGenerator<IDriverRing, IDriverRing>>())
+            {
+                g.Stop();
+                g.Stop();
+            }
+
+            foreach (var t in threads.OfType<Thread>())
+            {
+                t.Join(10_000);
+            }
+
+            foreach (var d in drivers)
+            {
+                d.Dispose();
+            }
+
+            frontend.Dispose();
+        }
+
+        // The host's own per-pair counts: what each pair's worker forwarded over all its runs.
+        Assert.True(Wait(() => host.HasExited), $"the host did not leave with its front-end\n{host.Output}");
+        _output.WriteLine(host.Output);
+        Assert.DoesNotContain("unpinned", host.Output, StringComparison.Ordinal);
+        var pairs = JsonDocument.Parse(File.ReadAllText(stats)).RootElement.GetProperty("pairs").EnumerateArray()
+            .ToDictionary(p => p.GetProperty("pair").GetInt32(), p => p.GetProperty("frames").GetInt64());
+        File.Delete(stats);
+        for (var p = 0; p < Pairs; p++)
+        {
+            Assert.Equal(figures[p]!.Sent, pairs[p]);
+        }
+    }
+
+    private static bool Wait(Func<bool> condition)
+    {
+        var deadline = Environment.TickCount64 + 60_000;
+        while (!condition())
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                return false;
+            }
+
+            Thread.Sleep(20);
+        }
+
+        return true;
+    }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
+}
