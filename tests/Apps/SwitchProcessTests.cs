@@ -45,6 +45,46 @@ public class SwitchProcessTests
     }
 
     [Fact]
+    public async Task TwoFourPairGuestsThroughMultiqueuePortsUseEveryPairAndLoseNothing()
+    {
+        // Each guest sends four flows, one per pair (its Toeplitz hash picks that pair); the
+        // switch takes from every transmit queue and puts each frame on the receive queue its
+        // flow hashes to, so every pair of the other guest gets exactly its flow's frames.
+        using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=4", "vhost-user:{dir}/p1.sock,queues=4"], "--wait", "adaptive", "--hold", "10000");
+        var json = sw.Sockets.Select(s => s + ".json").ToArray();
+        string[] guest = ["guest", "--queues", "4", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive"];
+        var a = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[0], "--json", json[0]]));
+        var b = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[1], "--json", json[1]]));
+        foreach (var (exit, output, error) in await Task.WhenAll(a, b))
+        {
+            Assert.True(exit == 0, $"guest exit {exit}\n{output}\n{error}\nswitch:\n{sw.Output}");
+            Assert.Contains("MQ on (4 queue pair(s) of 4)", output, StringComparison.Ordinal);
+            Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+        }
+
+        foreach (var file in json)
+        {
+            var pairs = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file)).RootElement.GetProperty("pairs").EnumerateArray().ToArray();
+            Assert.Equal(4, pairs.Length);
+            foreach (var pair in pairs)
+            {
+                Assert.Equal(50_000, pair.GetProperty("frames_sent").GetInt64());
+                Assert.Equal(50_000, pair.GetProperty("frames_received").GetInt64());
+                Assert.Equal(0, pair.GetProperty("lost").GetInt64());
+                Assert.Equal(0, pair.GetProperty("corrupted").GetInt64());
+            }
+        }
+
+        sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+        Assert.Equal(0, sw.ExitCode);
+        var output2 = sw.Output;
+        foreach (var port in new[] { "0", "1" })
+        {
+            Assert.Matches(new Regex($@"^\s+{port}\s+down\s+200,000\s+\S+\s+200,000\s+\S+\s+0\s", RegexOptions.Multiline), output2);
+        }
+    }
+
+    [Fact]
     public async Task AGuestLeavingMidRunLeavesTheSwitchAndTheOtherPortRunning()
     {
         // Reflect: each guest gets its own frames back, so the survivor's count is exact.

@@ -19,9 +19,16 @@ namespace Rings.Linux.Ports;
 /// burst and the guest is called only when it asked (2.7.7, 2.7.10).
 /// </para>
 /// <para>
-/// The front-end attaching (both queues of pair 0 started) is the link going up; a queue stopping
-/// or the front-end leaving is the link going down, and the port waits for its worker to let go
-/// of the rings before the session may unmap anything. One queue pair is served.
+/// The front-end attaching (both queues of pair 0 started) is the link going up; a queue of pair 0
+/// stopping or the front-end leaving is the link going down, and the port waits for its worker to
+/// let go of the rings before the session may unmap anything.
+/// </para>
+/// <para>
+/// With <c>queues=N</c> the device offers VIRTIO_NET_F_MQ and up to N queue pairs (5.1.6.5.5);
+/// the front-end decides how many run. Every running pair is served by the port's worker: each
+/// round takes from the next pair's transmit queue in turn, and a frame for the guest goes to
+/// the receive queue its flow hash picks (<see cref="FlowHash"/>), so a flow stays on one pair
+/// and in order. Pairs other than 0 join and leave on their own, never taking the link down.
 /// </para>
 /// </summary>
 public class VhostUserPort : Port
@@ -29,8 +36,11 @@ public class VhostUserPort : Port
     /// <summary>The MTU when none is given: anything the guest's buffers hold, up to a 64 KiB GSO frame.</summary>
     public const int UnlimitedMtu = FrameBurst.MaxFrameLength - LinkHeaderBytes;
 
+    /// <summary>The most queue pairs a port serves.</summary>
+    public const int MaxQueuePairs = 64;
+
     private readonly object _gate = new();
-    private readonly VhostQueue?[] _queues = new VhostQueue?[2];
+    private readonly VhostQueue?[] _queues;
     private VhostUserBackend? _backend;
     private object? _session;
     private volatile Attachment? _active;
@@ -38,14 +48,17 @@ public class VhostUserPort : Port
 
     // Data path only (the owning worker): the attachment a round started with, so a stop in the
     // middle of a round never strands what was popped (the control plane waits for the round).
-    private Attachment? _receiving;
+    private Pair? _receiving;
     private Attachment? _transmitting;
     private int _transmitted;
+    private int _nextPair;
     private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
+    private readonly long[] _pairTransmitted;
+    private readonly long[] _pairReceived;
 
     /// <summary>
-    /// Creates the port from <c>vhost-user:PATH[,mtu=N][,max-memory=MIB][,unsealed=trust|refuse]</c>
-    /// (not yet listening). <c>max-memory</c> is the front-end's memory budget in MiB;
+    /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse]</c>
+    /// (not yet listening). <c>queues</c> is the most queue pairs offered (1 to <see cref="MaxQueuePairs"/>, default 1). <c>max-memory</c> is the front-end's memory budget in MiB;
     /// <c>unsealed=trust</c> accepts memory files that are not sealed against shrinking (a
     /// front-end that cannot seal, such as DPDK without hugepages), trusting it not to truncate them.
     /// </summary>
@@ -62,10 +75,14 @@ public class VhostUserPort : Port
     protected VhostUserPort(string kind, PortSpec spec, bool connect)
         : base(kind, spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "max-memory", "unsealed");
+        spec.RejectUnknown("mtu", "queues", "max-memory", "unsealed");
         SocketPath = spec.Target;
         Connect = connect;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
+        QueuePairs = spec.GetInt("queues", 1, 1, MaxQueuePairs);
+        _queues = new VhostQueue?[2 * QueuePairs];
+        _pairTransmitted = new long[QueuePairs];
+        _pairReceived = new long[QueuePairs];
         _status = connect ? "connecting to a front-end" : "waiting for a front-end";
         MaxMemoryBytes = (ulong)spec.GetInt("max-memory", (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20), 1, MaxMemoryMib) << 20;
         TrustUnsealedMemory = (spec.Options.TryGetValue("unsealed", out var unsealed) ? unsealed : "refuse") switch
@@ -94,6 +111,12 @@ public class VhostUserPort : Port
     /// <inheritdoc/>
     public override bool CanReturn => true;
 
+    /// <summary>The most queue pairs offered (<c>queues=</c>); the front-end runs as many as it wants of them.</summary>
+    public int QueuePairs { get; }
+
+    /// <summary>Queue pairs attached now (both rings started), 0 while no front-end is attached.</summary>
+    public int RunningPairs => _active?.Pairs.Length ?? 0;
+
     /// <summary>User ids whose front-ends are served (SO_PEERCRED), or null for any; set before <see cref="Open"/>.</summary>
     public IReadOnlyCollection<uint>? AllowedUids { get; set; }
 
@@ -112,15 +135,64 @@ public class VhostUserPort : Port
         }
     }
 
-    /// <summary>The device side of the guest's transmit queue while attached (for counters).</summary>
-    public IDeviceRing? TransmitRing => _active?.Tx;
+    /// <summary>The device side of the guest's transmit queue of pair 0 while attached (for counters).</summary>
+    public IDeviceRing? TransmitRing => _active?.Pairs[0].Tx;
 
-    /// <summary>The device side of the guest's receive queue while attached (for counters).</summary>
-    public IDeviceRing? ReceiveRing => _active?.Rx;
+    /// <summary>The device side of the guest's receive queue of pair 0 while attached (for counters).</summary>
+    public IDeviceRing? ReceiveRing => _active?.Pairs[0].Rx;
+
+    /// <summary>Frames handed to the guest on each queue pair since the port was created (index: pair number).</summary>
+    public long[] TransmittedPerPair
+    {
+        get
+        {
+            var copy = new long[QueuePairs];
+            for (var p = 0; p < copy.Length; p++)
+            {
+                copy[p] = Volatile.Read(ref _pairTransmitted[p]);
+            }
+
+            return copy;
+        }
+    }
+
+    /// <summary>Frames taken from the guest on each queue pair since the port was created (index: pair number).</summary>
+    public long[] ReceivedPerPair
+    {
+        get
+        {
+            var copy = new long[QueuePairs];
+            for (var p = 0; p < copy.Length; p++)
+            {
+                copy[p] = Volatile.Read(ref _pairReceived[p]);
+            }
+
+            return copy;
+        }
+    }
 
     /// <inheritdoc/>
-    public override IEnumerable<Diagnostics.PortQueue> Queues =>
-        _active is { } a ? [Diagnostics.PortQueue.Of("receiveq", a.Rx), Diagnostics.PortQueue.Of("transmitq", a.Tx)] : [];
+    public override IEnumerable<Diagnostics.PortQueue> Queues
+    {
+        get
+        {
+            if (_active is not { } a)
+            {
+                return [];
+            }
+
+            // Virtio's names: receiveq1/transmitq1 for pair 0 (here without the number), receiveqN+1 for pair N.
+            var queues = new List<Diagnostics.PortQueue>(2 * a.Pairs.Length);
+            foreach (var pair in a.Pairs)
+            {
+                var n = pair.Number == 0 ? string.Empty : (pair.Number + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                queues.Add(Diagnostics.PortQueue.Of("receiveq" + n, pair.Rx));
+                queues.Add(Diagnostics.PortQueue.Of("transmitq" + n, pair.Tx));
+            }
+
+            return queues;
+        }
+    }
 
     /// <inheritdoc/>
     public override void Open()
@@ -136,6 +208,7 @@ public class VhostUserPort : Port
             Connect = Connect,
             MaxConnections = 1,
             RefuseWhenFull = true,
+            MaxQueuePairs = QueuePairs,
             AllowedUids = AllowedUids,
             MaxMemoryBytes = MaxMemoryBytes,
             TrustUnsealedMemory = TrustUnsealedMemory,
@@ -169,15 +242,36 @@ public class VhostUserPort : Port
             return 0;
         }
 
-        a.Prepare();
-        var tx = a.Tx;
+        // One pair per round, the next one in turn that has frames: a burst comes from one
+        // transmit queue, so Release gives it back to that queue alone.
+        var pairs = a.Pairs;
+        for (var n = 0; n < pairs.Length; n++)
+        {
+            var pair = pairs[(_nextPair + n) % pairs.Length];
+            var taken = Receive(pair, burst);
+            if (taken > 0)
+            {
+                _nextPair = (_nextPair + n + 1) % pairs.Length;
+                _receiving = pair;
+                _pairReceived[pair.Number] += taken;
+                return taken;
+            }
+        }
+
+        return 0;
+    }
+
+    private int Receive(Pair pair, FrameBurst burst)
+    {
+        pair.Prepare();
+        var tx = pair.Tx;
         if (tx.IsBroken)
         {
-            a.TxQueue.ReportBroken();
+            pair.TxQueue.ReportBroken();
             return 0;
         }
 
-        if (!a.TxQueue.Enabled)
+        if (!pair.TxQueue.Enabled)
         {
             // A disabled ring's buffers are neither taken nor returned (vhost-user, Ring states).
             return 0;
@@ -214,12 +308,7 @@ public class VhostUserPort : Port
         if (tx.IsBroken)
         {
             // Found broken by a pop or the header check above: the front-end hears of it now.
-            a.TxQueue.ReportBroken();
-        }
-
-        if (taken > 0)
-        {
-            _receiving = a;
+            pair.TxQueue.ReportBroken();
         }
 
         return taken;
@@ -228,19 +317,20 @@ public class VhostUserPort : Port
     /// <inheritdoc/>
     public override void Release(FrameBurst burst)
     {
-        var a = _receiving;
+        var pair = _receiving;
         _receiving = null;
-        if (a is null)
+        if (pair is null)
         {
             return;
         }
 
-        var tx = a.Tx;
+        var tx = pair.Tx;
         var keep = burst.Taken - burst.Returned;
         if (keep < burst.Taken)
         {
             // Nothing had room for these: the guest keeps them, we pop (and check) them again later.
             tx.UndoPops(_takePositions[keep]);
+            _pairReceived[pair.Number] -= burst.Taken - keep;
         }
 
         if (keep == 0)
@@ -256,7 +346,7 @@ public class VhostUserPort : Port
         tx.PublishUsed();
         if (tx.CallNeeded())
         {
-            a.TxCall?.Signal();
+            pair.TxCall?.Signal();
         }
     }
 
@@ -264,26 +354,58 @@ public class VhostUserPort : Port
     public override int Transmit(FrameBurst burst, ReadOnlySpan<byte> frames)
     {
         var a = _transmitting ??= _active;
-        if (a is { Rx.IsBroken: true })
-        {
-            a.RxQueue.ReportBroken();
-        }
-
-        if (a is null || a.Rx.IsBroken || !a.RxQueue.Enabled)
+        if (a is null)
         {
             Counters.Count(DropReason.LinkDown, frames.Length);
             return frames.Length;
         }
 
-        a.Prepare();
-        var rx = a.Rx;
-        if (!rx.HasAvailable)
+        var pairs = a.Pairs;
+        var single = pairs.Length == 1;
+        if (single)
         {
-            // One look at the guest's ring for the whole burst: nothing posted, nothing popped and undone.
-            return 0;
+            var only = pairs[0];
+            if (only.Rx.IsBroken)
+            {
+                only.RxQueue.ReportBroken();
+            }
+
+            if (only.Rx.IsBroken || !only.RxQueue.Enabled)
+            {
+                Counters.Count(DropReason.LinkDown, frames.Length);
+                return frames.Length;
+            }
+
+            only.Prepare();
+            if (!only.Rx.HasAvailable)
+            {
+                // One look at the guest's ring for the whole burst: nothing posted, nothing popped and undone.
+                return 0;
+            }
         }
 
-        var mergeable = a.Mergeable;
+        // Several pairs: frames go to the pairs the guest enabled (it may run fewer than it has), by flow.
+        Span<byte> usable = stackalloc byte[single ? 0 : MaxQueuePairs];
+        var usableCount = 0;
+        for (var p = 0; !single && p < pairs.Length; p++)
+        {
+            var rx = pairs[p].Rx;
+            if (rx.IsBroken)
+            {
+                pairs[p].RxQueue.ReportBroken();
+            }
+            else if (pairs[p].RxQueue.Enabled)
+            {
+                usable[usableCount++] = (byte)p;
+            }
+        }
+
+        if (!single && usableCount == 0)
+        {
+            Counters.Count(DropReason.LinkDown, frames.Length);
+            return frames.Length;
+        }
+
         var offloads = Offloads;
         var maxLength = MaxFrameLength;
         Span<ChainToken> tokens = stackalloc ChainToken[NetForwarder.MaxMergedBuffers];
@@ -300,6 +422,20 @@ public class VhostUserPort : Port
             {
                 Counters.Count(DropReason.OverMtu);
                 continue;
+            }
+
+            var pair = single ? pairs[0] : pairs[usable[FlowHash.PairOf(FlowHash.OfFrame(burst.Head(frame)), usableCount)]];
+            var rx = pair.Rx;
+            if (!single)
+            {
+                if (rx.IsBroken)
+                {
+                    // Broke during this burst: that pair is down until the front-end resets it; the others run.
+                    Counters.Count(DropReason.LinkDown);
+                    continue;
+                }
+
+                pair.Prepare();
             }
 
             var segments = burst.Segments(frame);
@@ -370,7 +506,7 @@ public class VhostUserPort : Port
                     break;
                 }
 
-                if (!mergeable || buffers == NetForwarder.MaxMergedBuffers || buffers == rx.Size)
+                if (!pair.Mergeable || buffers == NetForwarder.MaxMergedBuffers || buffers == rx.Size)
                 {
                     // Does not fit one buffer and may not be merged (5.1.6.3.1), or never could.
                     buffers = -1;
@@ -380,8 +516,23 @@ public class VhostUserPort : Port
 
             if (full)
             {
-                // No receive buffer (or a broken queue): give the pops back; the caller counts the rest.
+                // No receive buffer (or a broken queue): give the pops back.
                 rx.UndoPops(rxBefore);
+                if (rx.IsBroken)
+                {
+                    // The guest broke this receive queue: it is down until reset, not full.
+                    pair.RxQueue.ReportBroken();
+                    Counters.Count(DropReason.LinkDown);
+                    if (!single)
+                    {
+                        continue;
+                    }
+
+                    Counters.Count(DropReason.LinkDown, frames.Length - k - 1);
+                    k = frames.Length;
+                }
+
+                // The caller counts the rest as destination full.
                 break;
             }
 
@@ -407,20 +558,13 @@ public class VhostUserPort : Port
                 rx.PushUsed(tokens[b], (uint)written[b]);
             }
 
+            _pairTransmitted[pair.Number]++;
             sent++;
             bytes += length;
         }
 
         _transmitted += sent;
         Counters.Transmitted(sent, bytes);
-        if (rx.IsBroken && k < frames.Length)
-        {
-            a.RxQueue.ReportBroken();
-            // The guest broke its receive queue: it is down until reset, not full.
-            Counters.Count(DropReason.LinkDown, frames.Length - k);
-            return frames.Length;
-        }
-
         return k;
     }
 
@@ -435,15 +579,38 @@ public class VhostUserPort : Port
         }
 
         _transmitted = 0;
-        a.Rx.PublishUsed();
-        if (a.Rx.CallNeeded())
+        foreach (var pair in a.Pairs)
         {
-            a.RxCall?.Signal();
+            // Nothing pushed on a pair: nothing published, no call (PublishUsed and CallNeeded say so).
+            pair.Rx.PublishUsed();
+            if (pair.Rx.CallNeeded())
+            {
+                pair.RxCall?.Signal();
+            }
         }
     }
 
     /// <inheritdoc/>
-    public override bool MayHaveRoom => _active is not { } a || a.Rx.HasAvailable || a.Rx.IsBroken || !a.RxQueue.Enabled;
+    public override bool MayHaveRoom
+    {
+        get
+        {
+            if (_active is not { } a)
+            {
+                return true;
+            }
+
+            foreach (var pair in a.Pairs)
+            {
+                if (pair.Rx.HasAvailable || pair.Rx.IsBroken || !pair.RxQueue.Enabled)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
 
     /// <inheritdoc/>
     public override bool EnableWakeups()
@@ -454,13 +621,19 @@ public class VhostUserPort : Port
             return false;
         }
 
-        if (a.TxKick is null)
+        var pending = false;
+        foreach (var pair in a.Pairs)
         {
-            // The front-end polls and will never kick: neither may we sleep.
-            return true;
+            if (pair.TxKick is null)
+            {
+                // The front-end polls and will never kick: neither may we sleep.
+                return true;
+            }
+
+            pending |= pair.Tx.EnableAvailNotifications();
         }
 
-        return a.Tx.EnableAvailNotifications();
+        return pending;
     }
 
     /// <inheritdoc/>
@@ -468,21 +641,30 @@ public class VhostUserPort : Port
     {
         if (_active is { } a)
         {
-            a.Tx.DisableAvailNotifications();
-            a.TxKick?.TryConsume(out _);
+            foreach (var pair in a.Pairs)
+            {
+                pair.Tx.DisableAvailNotifications();
+                pair.TxKick?.TryConsume(out _);
+            }
         }
     }
 
     /// <inheritdoc/>
     public override int GetWakeupDescriptors(Span<FileDescriptor> descriptors)
     {
-        if (_active?.TxKick is { } kick && descriptors.Length > 0)
+        var n = 0;
+        if (_active is { } a)
         {
-            descriptors[0] = kick.Handle;
-            return 1;
+            foreach (var pair in a.Pairs)
+            {
+                if (pair.TxKick is { } kick && n < descriptors.Length)
+                {
+                    descriptors[n++] = kick.Handle;
+                }
+            }
         }
 
-        return 0;
+        return n;
     }
 
     // ---- Control plane (vhost-user connection thread) ----------------------------------------
@@ -492,9 +674,9 @@ public class VhostUserPort : Port
     {
         lock (_gate)
         {
-            if (queue.Index > 1)
+            if (queue.Index >= _queues.Length)
             {
-                Say($"ignoring vring {queue.Index}: one queue pair is served");
+                Say($"ignoring vring {queue.Index}: {QueuePairs} queue pair(s) are served");
                 return;
             }
 
@@ -505,16 +687,47 @@ public class VhostUserPort : Port
             }
 
             _queues[queue.Index] = queue;
-            if (_queues[0] is { } rx && _queues[1] is { } tx && _active is null)
+            var number = queue.Index / 2;
+            if (_queues[2 * number] is not { } rx || _queues[(2 * number) + 1] is not { } tx)
             {
-                var a = new Attachment(tx, rx);
-                Offloads = OffloadsOf(rx.Features);
-                _status = $"front-end attached: {tx.Format.Name} ring of {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(a.Mergeable ? "on" : "off")}";
-
-                // Release: the attachment is complete before a worker can see it.
-                _active = a;
-                SetLink(LinkState.Up, "front-end attached");
+                return;
             }
+
+            if (_active is { } a)
+            {
+                if (Array.Exists(a.Pairs, p => p.Number == number))
+                {
+                    return;
+                }
+
+                // Another pair joins: a new attachment with it (release: complete before the worker sees it).
+                _active = new Attachment([.. a.Pairs, new Pair(number, tx, rx)]);
+                _status = StatusOf(_active);
+                return;
+            }
+
+            if (number != 0)
+            {
+                // Waits for pair 0, which brings the link up and takes this pair along.
+                return;
+            }
+
+            var pairs = new List<Pair>();
+            for (var p = 0; p < QueuePairs; p++)
+            {
+                if (_queues[2 * p] is { } r && _queues[(2 * p) + 1] is { } t)
+                {
+                    pairs.Add(new Pair(p, t, r));
+                }
+            }
+
+            var attachment = new Attachment([.. pairs]);
+            Offloads = OffloadsOf(rx.Features);
+            _status = StatusOf(attachment);
+
+            // Release: the attachment is complete before a worker can see it.
+            _active = attachment;
+            SetLink(LinkState.Up, "front-end attached");
         }
     }
 
@@ -523,18 +736,23 @@ public class VhostUserPort : Port
         var queue = e.Queue;
         lock (_gate)
         {
-            if (!ReferenceEquals(_session, session) || queue.Index > 1 || !ReferenceEquals(_queues[queue.Index], queue))
+            if (!ReferenceEquals(_session, session) || queue.Index >= _queues.Length || !ReferenceEquals(_queues[queue.Index], queue))
             {
                 return;
             }
 
             _queues[queue.Index] = null;
+            var number = queue.Index / 2;
+            var name = (queue.Index % 2 == 0 ? "receiveq" : "transmitq") + (number == 0 ? string.Empty : (number + 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
             if (queue.Ring.IsBroken)
             {
-                SayBroken(queue.Index == 0 ? "receiveq" : "transmitq", queue.Ring.BrokenReason);
+                SayBroken(name, queue.Ring.BrokenReason);
             }
 
-            if (!Detach(queue.Index == 0 ? "receive queue stopped" : "transmit queue stopped", e.StopTimeoutMilliseconds))
+            var left = number == 0
+                ? Detach(name + " stopped", e.StopTimeoutMilliseconds)
+                : DetachPair(number, e.StopTimeoutMilliseconds);
+            if (!left)
             {
                 // The session breaks the ring and closes this front-end's connection.
                 e.ReportNotStopped($"the worker of {Name} did not leave its round");
@@ -570,29 +788,60 @@ public class VhostUserPort : Port
         }
 
         _active = null;
-        var left = WaitForDataPath(timeoutMilliseconds < 0 ? DefaultQuiesceMilliseconds : timeoutMilliseconds);
-        if (left)
-        {
-            a.ReleaseMemory();
-        }
-        else
-        {
-            Say($"the data path did not let go of the rings within {timeoutMilliseconds} ms; the front-end is disconnected");
-            var lingering = new Thread(() =>
-            {
-                while (!WaitForDataPath(1000))
-                {
-                }
-
-                a.ReleaseMemory();
-            })
-            { IsBackground = true, Name = $"{Name} release" };
-            lingering.Start();
-        }
-
+        var left = Release(a.Pairs, timeoutMilliseconds);
         _status = $"down: {why}";
         SetLink(LinkState.Down, why);
         return left;
+    }
+
+    // One pair other than 0 stops: the others run on, the link stays up.
+    private bool DetachPair(int number, int timeoutMilliseconds)
+    {
+        if (_active is not { } a || Array.Find(a.Pairs, p => p.Number == number) is not { } gone)
+        {
+            return true;
+        }
+
+        _active = new Attachment([.. a.Pairs.Where(p => p.Number != number)]);
+        _status = StatusOf(_active);
+        return Release([gone], timeoutMilliseconds);
+    }
+
+    private bool Release(Pair[] pairs, int timeoutMilliseconds)
+    {
+        var left = WaitForDataPath(timeoutMilliseconds < 0 ? DefaultQuiesceMilliseconds : timeoutMilliseconds);
+        if (left)
+        {
+            foreach (var pair in pairs)
+            {
+                pair.ReleaseMemory();
+            }
+
+            return true;
+        }
+
+        Say($"the data path did not let go of the rings within {timeoutMilliseconds} ms; the front-end is disconnected");
+        var lingering = new Thread(() =>
+        {
+            while (!WaitForDataPath(1000))
+            {
+            }
+
+            foreach (var pair in pairs)
+            {
+                pair.ReleaseMemory();
+            }
+        })
+        { IsBackground = true, Name = $"{Name} release" };
+        lingering.Start();
+        return false;
+    }
+
+    private static string StatusOf(Attachment a)
+    {
+        var first = a.Pairs[0];
+        var pairs = a.Pairs.Length == 1 ? string.Empty : $", {a.Pairs.Length} queue pairs";
+        return $"front-end attached: {first.TxQueue.Format.Name} ring of {first.Tx.Size}, features 0x{(ulong)first.TxQueue.Features:x}, MRG_RXBUF {(first.Mergeable ? "on" : "off")}{pairs}";
     }
 
     private static PortOffloads OffloadsOf(VirtioFeatures features)
@@ -613,15 +862,22 @@ public class VhostUserPort : Port
         }
     }
 
+    /// <summary>The running queue pairs as the data path sees them: immutable, replaced whole when a pair joins or leaves. Pair 0 is always first.</summary>
+    private sealed class Attachment(Pair[] pairs)
+    {
+        public Pair[] Pairs { get; } = pairs;
+    }
+
     /// <summary>A started queue pair as the data path uses it. Immutable once published, but for <see cref="Prepare"/>.</summary>
-    private sealed class Attachment
+    private sealed class Pair
     {
         private readonly IDisposable _txMemory;
         private readonly IDisposable _rxMemory;
         private bool _prepared;
 
-        public Attachment(VhostQueue tx, VhostQueue rx)
+        public Pair(int number, VhostQueue tx, VhostQueue rx)
         {
+            Number = number;
             TxQueue = tx;
             RxQueue = rx;
             Tx = tx.Ring;
@@ -634,6 +890,9 @@ public class VhostUserPort : Port
             _txMemory = tx.LeaseMemory();
             _rxMemory = rx.LeaseMemory();
         }
+
+        /// <summary>The pair's number: its receive queue is vring 2 x Number, its transmit queue the next.</summary>
+        public int Number { get; }
 
         public VhostQueue TxQueue { get; }
 
