@@ -127,11 +127,12 @@ public class OptionsRoundTripTests
         from wait in Gen.Elements(Enum.GetValues<WaitStrategy>())
         from json in Gen.OneOf(Gen.Constant<string?>(null), PathGen().Select(p => (string?)p))
         from memory in Gen.Choose(4, 65536)
+        from hugePages in Gen.Elements(Enum.GetValues<Rings.Linux.Plumbing.HugePages>())
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
         from metrics in MetricsGen()
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, Metrics: metrics, LogLevel: logLevel);
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, hugePages, drain, window, Metrics: metrics, LogLevel: logLevel);
 
     private static Gen<HostOptions> HostGen() =>
         from s in PathGen()

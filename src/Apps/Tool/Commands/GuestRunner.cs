@@ -47,6 +47,11 @@ internal static class GuestRunner
             var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, o.Window);
             var features = net.Frontend.Features;
             var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
+            if (net.Frontend.Memory.HugePageFallback is { } fallback)
+            {
+                output.WriteLine($"rings guest: {fallback}");
+            }
+
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
             return Drive(net, traffic, o, output);
         }
@@ -59,6 +64,7 @@ internal static class GuestRunner
         {
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
+            HugePages = o.HugePages,
             QueueSize = o.QueueSize,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
             Logger = logger,
@@ -145,6 +151,8 @@ internal static class GuestRunner
             Gen0Collections = GC.CollectionCount(0) - gcBefore,
             Broken = broken,
             Reconnects = frontend.Reconnects,
+            MemoryBytes = frontend.Memory.Length,
+            PageBytes = frontend.Memory.PageBytes,
         };
         report.PrintTable(output);
         if (o.Json is not null)
