@@ -57,17 +57,25 @@ internal sealed class Testpmd : IDisposable
         Launch(["--no-huge", "-m", "256"], vdev, forwardMode, extra);
 
     /// <summary>
-    /// Starts testpmd with 256 MiB of 2 MiB hugepages from <paramref name="hugeDir"/> (a hugetlbfs
-    /// mount the test made, <see cref="Linux.HugePageMount"/>); its memory files are then hugetlbfs
-    /// files, which cannot be sealed.
+    /// Starts testpmd with 256 MiB of 2 MiB hugepages: files on <paramref name="hugeDir"/> (a
+    /// hugetlbfs mount the test made, <see cref="Linux.HugePageMount"/>), or hugetlb memfds
+    /// (<c>--in-memory</c>) when it is null. Neither can be sealed.
     /// </summary>
-    /// <param name="hugeDir">The hugetlbfs mount.</param>
-    /// <param name="singleFileSegments">One file per memory segment list (<c>--single-file-segments</c>): the regions are at offsets inside one file.</param>
+    /// <param name="hugeDir">The hugetlbfs mount, or null for <c>--in-memory</c>.</param>
+    /// <param name="singleFileSegments">
+    /// One file per memory segment list (<c>--single-file-segments</c>), the regions at offsets in
+    /// it. DPDK's virtio-user needs it: with a file per page it has more regions than the eight
+    /// it sends, and refuses to start ("Too many memory regions").
+    /// </param>
     /// <param name="vdev">The --vdev argument.</param>
     /// <param name="forwardMode">testpmd forwarding mode.</param>
     /// <param name="extra">More testpmd application arguments.</param>
-    public static Testpmd StartWithHugepages(string hugeDir, bool singleFileSegments, string vdev, string forwardMode = "io", params string[] extra) =>
-        Launch(["--huge-dir", hugeDir, "-m", "256", .. singleFileSegments ? new[] { "--single-file-segments" } : []], vdev, forwardMode, extra);
+    public static Testpmd StartWithHugepages(string? hugeDir, bool singleFileSegments, string vdev, string forwardMode = "io", params string[] extra) =>
+        Launch(
+            [.. hugeDir is null ? new[] { "--in-memory" } : ["--huge-dir", hugeDir], "-m", "256", .. singleFileSegments ? new[] { "--single-file-segments" } : []],
+            vdev,
+            forwardMode,
+            extra);
 
     private static Testpmd Launch(string[] memory, string vdev, string forwardMode, string[] extra)
     {
