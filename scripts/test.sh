@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Rings: installs what the tests need (Debian packages such as DPDK's
-# testpmd when run as root), restores, builds, runs the whole suite, and ends with one line:
+# testpmd when run as root), reserves the 2 MiB hugepages the hugepage tests need (as root;
+# RINGS_TEST_HUGEPAGES pages, 512 = 1 GiB by default, the previous reservation restored at the
+# end, also on failure), restores, builds, runs the whole suite, and ends with one line:
 # "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +14,30 @@ fi
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
+nr_hugepages=/proc/sys/vm/nr_hugepages
+hugepages_before=""
+restore_hugepages() {
+    if [[ -n "$hugepages_before" ]]; then
+        echo "$hugepages_before" > "$nr_hugepages" 2>/dev/null || echo "could not restore $nr_hugepages to $hugepages_before" >&2
+    fi
+}
+trap 'restore_hugepages; rm -rf "$results"' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# The hugepage tests (DPDK testpmd with -m 256, rings guests of a few MiB, one at a time) need
+# 2 MiB pages reserved. Without them they fail and say so; they never skip.
+want_hugepages=${RINGS_TEST_HUGEPAGES:-512}
+if [[ -w "$nr_hugepages" ]]; then
+    hugepages_before=$(cat "$nr_hugepages")
+    if (( hugepages_before < want_hugepages )); then
+        echo "$want_hugepages" > "$nr_hugepages" 2>/dev/null || true
+        got=$(cat "$nr_hugepages")
+        (( got >= want_hugepages )) || echo "reserved only $got of $want_hugepages 2 MiB hugepages (memory too fragmented?): the hugepage tests will fail" >&2
+    fi
+else
+    echo "cannot reserve hugepages ($nr_hugepages is not writable: not root?); the hugepage tests will fail unless $want_hugepages are reserved" >&2
+fi
 
 if ! dotnet build Rings.sln -c Release -nologo -v quiet; then
     echo "build failed" >&2

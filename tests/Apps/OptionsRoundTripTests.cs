@@ -133,13 +133,14 @@ public class OptionsRoundTripTests
         from wait in Gen.Elements(Enum.GetValues<WaitStrategy>())
         from json in Gen.OneOf(Gen.Constant<string?>(null), PathGen().Select(p => (string?)p))
         from memory in Gen.Choose(4, 65536)
+        from hugePages in Gen.Elements(Enum.GetValues<Rings.Linux.Plumbing.HugePages>())
         from drain in NumberGen()
         from window in Gen.Choose(-1, 100_000)
         from metrics in MetricsGen()
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
         from queues in Gen.Choose(1, 128)
         from cpus in CpusGen()
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, drain, window, Metrics: metrics, LogLevel: logLevel, Queues: queues, Cpus: cpus);
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, hugePages, drain, window, Metrics: metrics, LogLevel: logLevel, Queues: queues, Cpus: cpus);
 
     private static Gen<string?> CpusGen() => Gen.Elements<string?>(null, "0", "0,1", "0-3", "2,3,5-7");
 

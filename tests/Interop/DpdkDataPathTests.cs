@@ -3,7 +3,9 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Rings.Linux.Plumbing;
 using Rings.Tests.Apps;
+using Rings.Tests.Linux;
 using Rings.Tests.VhostUser;
 using Xunit.Abstractions;
 
@@ -59,19 +61,48 @@ public class DpdkDataPathTests
     [InlineData("packed")]
     public void TestpmdFlowgenFramesAllComeBackThroughRingsHost(string ring)
     {
-        // Until 10,000 frames went round (about 2 ms on a quiet machine), however slow the machine.
-        var (rx, _, _) = ReflectThroughRingsHost(ring, "poll", testpmd =>
-        {
-            testpmd.Send("set fwd flowgen");
-            testpmd.Send("start");
-            var clock = Stopwatch.StartNew();
-            while (ShowPortStatistics(testpmd).Rx.Packets < 10_000 && clock.ElapsedMilliseconds < 60_000)
-            {
-                Thread.Sleep(100);
-            }
+        var (rx, _, _) = ReflectThroughRingsHost(ring, "poll", FlowgenTenThousand);
+        Assert.True(rx.Packets >= 10_000, $"only {rx.Packets} frames went round in a minute");
+    }
 
-            testpmd.Send("stop");
-        });
+    /// <summary>flowgen until 10,000 frames went round (about 2 ms on a quiet machine), however slow the machine, at most a minute.</summary>
+    private static void FlowgenTenThousand(Testpmd testpmd)
+    {
+        testpmd.Send("set fwd flowgen");
+        testpmd.Send("start");
+        var clock = Stopwatch.StartNew();
+        while (ShowPortStatistics(testpmd).Rx.Packets < 10_000 && clock.ElapsedMilliseconds < 60_000)
+        {
+            Thread.Sleep(100);
+        }
+
+        testpmd.Send("stop");
+    }
+
+    /// <summary>
+    /// flowgen from testpmd's virtio-user on hugepages: files on hugetlbfs, or hugetlb memfds
+    /// (<c>--in-memory</c>), both with <c>--single-file-segments</c> (which DPDK's virtio-user
+    /// needs with hugepages), so the regions lie at offsets in one file; the host maps each in
+    /// whole 2 MiB pages. Neither kind of file can be sealed, so the host trusts unsealed memory,
+    /// as for testpmd without hugepages.
+    /// </summary>
+    [Theory]
+    [InlineData("split", "hugetlbfs")]
+    [InlineData("packed", "hugetlbfs")]
+    [InlineData("split", "in-memory")]
+    public void TestpmdOnHugepagesFlowgenFramesAllComeBackThroughRingsHost(string ring, string memory)
+    {
+        using var mount = HugePageMount.Create(128);
+        var (rx, _, _) = ReflectThroughRingsHost(
+            ring,
+            "poll",
+            testpmd =>
+            {
+                // testpmd's memory files are in the mount, or (--in-memory) nowhere in a file system.
+                Assert.Equal(memory == "hugetlbfs", Directory.EnumerateFiles(mount.Directory).Any());
+                FlowgenTenThousand(testpmd);
+            },
+            (vdev, extra) => Testpmd.StartWithHugepages(memory == "hugetlbfs" ? mount.Directory : null, singleFileSegments: true, vdev, "io", extra));
         Assert.True(rx.Packets >= 10_000, $"only {rx.Packets} frames went round in a minute");
     }
 
@@ -169,12 +200,29 @@ public class DpdkDataPathTests
     [InlineData("packed", 64, "poll", "on", "off", 200_000)]
     [InlineData("packed", 64, "block", "off", "on", 200_000)]
     [InlineData("packed", 9000, "adaptive", "on", "off", 20_000)]
-    public void RingsGuestFramesAllComeBackFromTestpmdMacswap(string ring, int frameSize, string wait, string eventIdx, string inOrder, long frames)
+    public void RingsGuestFramesAllComeBackFromTestpmdMacswap(string ring, int frameSize, string wait, string eventIdx, string inOrder, long frames) =>
+        MacswapRoundTrip(ring, frameSize, wait, eventIdx, inOrder, frames, "off", vdev => Testpmd.Start(vdev, "macswap", "--total-num-mbufs=4096"));
+
+    /// <summary>
+    /// The same with hugepages on both sides: testpmd's vhost back-end in hugepages of the test's
+    /// own hugetlbfs mount, <c>rings guest --hugepages on</c> (a sealed hugetlb memfd, which
+    /// testpmd maps in 2 MiB pages).
+    /// </summary>
+    [Theory]
+    [InlineData("split")]
+    [InlineData("packed")]
+    public void RingsGuestOnHugepagesFramesAllComeBackFromTestpmdMacswapOnHugepages(string ring)
+    {
+        using var mount = HugePageMount.Create(128 + 8);
+        MacswapRoundTrip(ring, 64, "poll", "on", "off", 200_000, "on", vdev => Testpmd.StartWithHugepages(mount.Directory, false, vdev, "macswap", "--total-num-mbufs=4096"), "--memory", "8");
+    }
+
+    private void MacswapRoundTrip(string ring, int frameSize, string wait, string eventIdx, string inOrder, long frames, string hugePages, Func<string, Testpmd> start, params string[] guestArgs)
     {
         var dir = Directory.CreateTempSubdirectory("rings-interop-");
         var socket = Path.Combine(dir.FullName, "vhost.sock");
         var json = Path.Combine(dir.FullName, "guest.json");
-        var testpmd = Testpmd.Start($"net_vhost0,iface={socket},queues=1", "macswap", "--total-num-mbufs=4096");
+        var testpmd = start($"net_vhost0,iface={socket},queues=1");
         try
         {
             // testpmd flushes its receive queue when the port starts: send only once it forwards.
@@ -182,8 +230,8 @@ public class DpdkDataPathTests
             Assert.True(testpmd.WaitFor("Press enter to exit", SetupTimeout), "testpmd did not start forwarding");
 
             var (exit, output, error) = LoopbackProcessTests.Run(
-                "guest", "--socket", socket, "--frames", Invariant(frames), "--seconds", "45", "--frame-size", Invariant(frameSize),
-                "--ring", ring, "--wait", wait, "--event-idx", eventIdx, "--in-order", inOrder, "--json", json);
+                ["guest", "--socket", socket, "--frames", Invariant(frames), "--seconds", "45", "--frame-size", Invariant(frameSize),
+                "--ring", ring, "--wait", wait, "--event-idx", eventIdx, "--in-order", inOrder, "--json", json, "--hugepages", hugePages, .. guestArgs]);
             _output.WriteLine(output);
             Assert.True(exit == 0, $"rings guest: exit {exit}\n{output}\n{error}");
             var f = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
@@ -197,6 +245,7 @@ public class DpdkDataPathTests
             Assert.Equal(ring, f.GetProperty("ring").GetString());
             Assert.Equal(eventIdx == "on", f.GetProperty("event_idx").GetBoolean());
             Assert.Equal(inOrder == "on", f.GetProperty("in_order").GetBoolean());
+            Assert.Equal(hugePages == "on" ? (long)SharedMemory.HugePageSize : Environment.SystemPageSize, f.GetProperty("page_size").GetInt64());
 
             // testpmd's own count: everything it took from our transmit queue went back, none dropped.
             testpmd.Stop();
@@ -224,8 +273,9 @@ public class DpdkDataPathTests
     /// (interactive), lets <paramref name="generate"/> drive testpmd, then drains: rxonly until
     /// testpmd has received all it transmitted. Checks the counts agree on both sides.
     /// </summary>
-    private (PortStatistics Rx, PortStatistics Tx, HostStatistics Host) ReflectThroughRingsHost(string ring, string wait, Action<Testpmd> generate)
+    private (PortStatistics Rx, PortStatistics Tx, HostStatistics Host) ReflectThroughRingsHost(string ring, string wait, Action<Testpmd> generate, Func<string, string[], Testpmd>? start = null)
     {
+        start ??= (vdev, extra) => Testpmd.Start(vdev, "io", extra);
         var dir = Directory.CreateTempSubdirectory("rings-interop-");
         var socket = Path.Combine(dir.FullName, "vhost.sock");
         var statsFile = Path.Combine(dir.FullName, "host.json");
@@ -237,7 +287,7 @@ public class DpdkDataPathTests
         {
             Assert.True(TestDevice.Wait(() => File.Exists(socket) || host.HasExited, SetupTimeout) && !host.HasExited, $"rings host did not start\n{Text(hostOutput)}");
             var packed = ring == "packed" ? 1 : 0;
-            testpmd = Testpmd.Start($"net_virtio_user0,path={socket},queues=1,queue_size=256,packed_vq={packed},server=0", "io", "-i", "--total-num-mbufs=4096");
+            testpmd = start($"net_virtio_user0,path={socket},queues=1,queue_size=256,packed_vq={packed},server=0", ["-i", "--total-num-mbufs=4096"]);
             Assert.True(TestDevice.Wait(() => Text(hostOutput).Contains("reflecting", StringComparison.Ordinal), SetupTimeout), $"rings host never started its data path\n{Text(hostOutput)}");
             Assert.Contains($"reflecting: ring {ring},", Text(hostOutput), StringComparison.Ordinal);
 

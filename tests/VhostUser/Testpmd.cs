@@ -4,7 +4,8 @@ using System.Text;
 namespace Rings.Tests.VhostUser;
 
 /// <summary>
-/// Runs DPDK's testpmd as a vhost-user peer: no hugepages, no PCI, a small mbuf pool, io
+/// Runs DPDK's testpmd as a vhost-user peer: no hugepages (or those of a test's own hugetlbfs
+/// mount, <see cref="StartWithHugepages"/>), no PCI, a small mbuf pool, io
 /// forwarding (what arrives on the port goes back out of it). Always under `timeout`, always
 /// stopped at the end (Enter, then kill). The tests fail, not skip, when testpmd is missing:
 /// scripts/install-deps.sh installs it.
@@ -52,7 +53,31 @@ internal sealed class Testpmd : IDisposable
     /// <param name="vdev">The --vdev argument.</param>
     /// <param name="forwardMode">testpmd forwarding mode.</param>
     /// <param name="extra">More testpmd application arguments (after the defaults, so they override them); "-i" makes it interactive (see <see cref="Send"/>).</param>
-    public static Testpmd Start(string vdev, string forwardMode = "io", params string[] extra)
+    public static Testpmd Start(string vdev, string forwardMode = "io", params string[] extra) =>
+        Launch(["--no-huge", "-m", "256"], vdev, forwardMode, extra);
+
+    /// <summary>
+    /// Starts testpmd with 256 MiB of 2 MiB hugepages: files on <paramref name="hugeDir"/> (a
+    /// hugetlbfs mount the test made, <see cref="Linux.HugePageMount"/>), or hugetlb memfds
+    /// (<c>--in-memory</c>) when it is null. Neither can be sealed.
+    /// </summary>
+    /// <param name="hugeDir">The hugetlbfs mount, or null for <c>--in-memory</c>.</param>
+    /// <param name="singleFileSegments">
+    /// One file per memory segment list (<c>--single-file-segments</c>), the regions at offsets in
+    /// it. DPDK's virtio-user needs it: with a file per page it has more regions than the eight
+    /// it sends, and refuses to start ("Too many memory regions").
+    /// </param>
+    /// <param name="vdev">The --vdev argument.</param>
+    /// <param name="forwardMode">testpmd forwarding mode.</param>
+    /// <param name="extra">More testpmd application arguments.</param>
+    public static Testpmd StartWithHugepages(string? hugeDir, bool singleFileSegments, string vdev, string forwardMode = "io", params string[] extra) =>
+        Launch(
+            [.. hugeDir is null ? new[] { "--in-memory" } : ["--huge-dir", hugeDir], "-m", "256", .. singleFileSegments ? new[] { "--single-file-segments" } : []],
+            vdev,
+            forwardMode,
+            extra);
+
+    private static Testpmd Launch(string[] memory, string vdev, string forwardMode, string[] extra)
     {
         var exe = Executable();
         var prefix = $"rings-{Guid.NewGuid():N}"[..16];
@@ -63,14 +88,15 @@ internal sealed class Testpmd : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[]
-                 {
-                     "--kill-after=5", "120", "stdbuf", "-oL", exe,
-                     "--no-huge", "-m", "256", "--no-pci", $"--file-prefix={prefix}", "-l", "0-1",
-                     "--log-level=lib.vhost.config:debug", "--log-level=pmd.net.vhost:debug", "--log-level=pmd.net.virtio.init:debug",
-                     "--vdev", vdev,
-                     "--", "--total-num-mbufs=2048", "--nb-cores=1", "--rxq=1", "--txq=1", $"--forward-mode={forwardMode}",
-                 }.Concat(extra))
+        string[] arguments =
+        [
+            "--kill-after=5", "120", "stdbuf", "-oL", exe,
+            .. memory, "--no-pci", $"--file-prefix={prefix}", "-l", "0-1",
+            "--log-level=lib.vhost.config:debug", "--log-level=pmd.net.vhost:debug", "--log-level=pmd.net.virtio.init:debug",
+            "--vdev", vdev,
+            "--", "--total-num-mbufs=2048", "--nb-cores=1", "--rxq=1", "--txq=1", $"--forward-mode={forwardMode}",
+        ];
+        foreach (var a in arguments.Concat(extra))
         {
             psi.ArgumentList.Add(a);
         }

@@ -14,6 +14,13 @@ public sealed class VhostUserFrontendOptions
     /// <summary>Bytes of shared memory (rings and buffers), default 64 MiB.</summary>
     public ulong MemoryBytes { get; set; } = 64UL << 20;
 
+    /// <summary>
+    /// Whether the shared memory comes from 2 MiB hugetlb pages (<see cref="Plumbing.HugePages"/>);
+    /// off by default. With hugepages, <see cref="MemoryBytes"/> is rounded up to whole 2 MiB pages;
+    /// <see cref="VhostUserFrontend.Memory"/> tells the page size used and, with Auto, why it fell back.
+    /// </summary>
+    public HugePages HugePages { get; set; } = HugePages.Off;
+
     /// <summary>Guest-physical address of the first byte of memory (descriptors carry these).</summary>
     public ulong GuestPhysicalBase { get; set; }
 
@@ -297,7 +304,7 @@ public sealed class VhostUserFrontend : IDisposable
     private static VhostUserFrontend Create(VhostUserFrontendOptions options, VhostUserChannel channel, bool ownsChannel)
     {
         var format = RingFormat.Of(options.Features);
-        var memory = SharedMemory.Create(options.MemoryBytes, "rings-guest");
+        var memory = SharedMemory.Create(options.MemoryBytes, "rings-guest", options.HugePages);
         var queues = new List<FrontendQueue>();
         VhostUserFrontend? frontend = null;
         try

@@ -15,6 +15,7 @@ internal static unsafe partial class LibC
     // errno values
     public const int EINTR = 4;
     public const int EAGAIN = 11;
+    public const int ENOMEM = 12;
     public const int EINVAL = 22;
     public const int EPIPE = 32;
     public const int ECONNRESET = 104;
@@ -22,6 +23,9 @@ internal static unsafe partial class LibC
     // memfd_create(2), fcntl(2) seals
     public const uint MFD_CLOEXEC = 0x1;
     public const uint MFD_ALLOW_SEALING = 0x2;
+    public const uint MFD_HUGETLB = 0x4;
+    public const uint MFD_HUGE_SHIFT = 26;
+    public const uint MFD_HUGE_2MB = 21u << 26; // log2(2 MiB) in the size field (memfd_create(2))
     public const int F_GETFL = 3;
     public const int F_DUPFD_CLOEXEC = 1030;
     public const int F_ADD_SEALS = 1033;
@@ -36,6 +40,13 @@ internal static unsafe partial class LibC
     public const int PROT_WRITE = 0x2;
     public const int MAP_SHARED = 0x1;
     public static readonly nint MAP_FAILED = -1;
+    public const int MADV_HUGEPAGE = 14;
+
+    // statfs(2): f_type and f_bsize are the first two words of struct statfs on LP64 Linux.
+    public const long HUGETLBFS_MAGIC = 0x958458f6;
+    public const int StatfsBytes = 256;
+    public const int StatfsTypeOffset = 0;
+    public const int StatfsBlockSizeOffset = 8;
 
     // eventfd(2)
     public const int EFD_CLOEXEC = 0x80000;
@@ -84,6 +95,12 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
     public static partial nint Mmap(nint address, nuint length, int protection, int flags, SafeHandle fd, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(nint address, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "fstatfs", SetLastError = true)]
+    public static partial int Fstatfs(SafeHandle fd, byte* buffer);
 
     [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
     public static partial int Munmap(nint address, nuint length);

@@ -46,13 +46,13 @@ public sealed unsafe class VirtioUserPort : Port
     private string _status = "not connected";
     private int _submitted;
 
-    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed][,reconnect=on|off]</c> (it connects in <see cref="Open"/>).</summary>
+    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed][,reconnect=on|off][,hugepages=auto|on|off]</c> (it connects in <see cref="Open"/>).</summary>
     /// <param name="spec">The specification.</param>
     /// <exception cref="ArgumentException">An option is wrong.</exception>
     public VirtioUserPort(PortSpec spec)
         : base("virtio-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect");
+        spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect", "hugepages");
         _reconnect = (spec.Options.TryGetValue("reconnect", out var again) ? again : "on") switch
         {
             "on" => true,
@@ -76,11 +76,19 @@ public sealed unsafe class VirtioUserPort : Port
             throw new ArgumentException($"port '{spec.Text}': a {format} queue size is {format.SizeRule}, not {size}");
         }
 
+        var huge = spec.Options.TryGetValue("hugepages", out var h) ? h : "auto";
         _options = new VhostUserFrontendOptions
         {
             SocketPath = SocketPath,
             QueueSize = size,
             Features = features,
+            HugePages = huge switch
+            {
+                "auto" => HugePages.Auto,
+                "on" => HugePages.On,
+                "off" => HugePages.Off,
+                _ => throw new ArgumentException($"port '{spec.Text}': hugepages must be auto, on or off, not '{huge}'"),
+            },
         };
     }
 
@@ -128,7 +136,12 @@ public sealed unsafe class VirtioUserPort : Port
             }
 
             var features = driver.Frontend.Features;
-            _status = $"connected: {RingFormat.Of(features)} ring of {driver.Receive.Size}, features 0x{(ulong)features:x}";
+            var memory = driver.Frontend.Memory;
+            _status = $"connected: {RingFormat.Of(features)} ring of {driver.Receive.Size}, features 0x{(ulong)features:x}, memory in {memory.PageBytes >> 10} KiB pages";
+            if (memory.HugePageFallback is { } fallback)
+            {
+                Say(fallback);
+            }
 
             // Release: the driver is complete before a worker can see it.
             _driver = driver;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 using Rings.Testing.Traffic;
 
 namespace Rings.Tool.Commands;
@@ -23,6 +24,7 @@ namespace Rings.Tool.Commands;
 /// <param name="Wait">How an idle side waits.</param>
 /// <param name="Json">Where to write the figures, if anywhere.</param>
 /// <param name="MemoryMiB">Shared memory to create.</param>
+/// <param name="HugePages">Whether the shared memory comes from 2 MiB hugepages: auto (when reserved), on or off.</param>
 /// <param name="DrainSeconds">How long to wait for frames in flight after sending stops.</param>
 /// <param name="Window">Most frames in flight: 0 the receive buffers' worth, -1 no limit.</param>
 /// <param name="ReconnectSeconds">How long to keep reconnecting after the back-end went away (0: exit at once).</param>
@@ -44,6 +46,7 @@ internal sealed record GuestOptions(
     WaitStrategy Wait = WaitStrategy.Poll,
     string? Json = null,
     int MemoryMiB = 64,
+    HugePages HugePages = HugePages.Auto,
     double DrainSeconds = 2,
     int Window = 0,
     double ReconnectSeconds = 0,
@@ -161,6 +164,7 @@ internal sealed record GuestOptions(
             "--frames", Cli.Number(Frames),
             "--wait", Cli.Text(Wait),
             "--memory", Cli.Number(MemoryMiB),
+            "--hugepages", Cli.Text(HugePages),
             "--drain", Cli.Number(DrainSeconds),
             "--window", Cli.Number(Window),
         ];
@@ -233,12 +237,16 @@ internal sealed class GuestCommand
     public Option<string> Wait { get; } = Cli.Choice("--wait", WaitDescription, Defaults.Wait);
     public Option<string?> Json { get; } = new("--json") { Description = "Also write the figures to this JSON file." };
     public Option<int> Memory { get; } = new("--memory") { Description = "Shared memory to create, MiB.", DefaultValueFactory = _ => Defaults.MemoryMiB };
+    public Option<string> HugePages { get; } = Cli.Choice("--hugepages", HugePagesDescription, Defaults.HugePages);
     public Option<double> Drain { get; } = new("--drain") { Description = "Seconds to wait for frames still in flight after sending stops.", DefaultValueFactory = _ => Defaults.DrainSeconds };
     public Option<string?> Metrics { get; } = Monitoring.MetricsOption();
     public Option<string> LogLevel { get; } = Monitoring.LogLevelOption(Defaults.LogLevel);
     public Option<int> Queues { get; } = new("--queues") { Description = $"Queue pairs to set up, 1 to {HostOptions.MaxQueues} (the device must offer VIRTIO_NET_F_MQ and as many pairs). Each pair gets a traffic thread sending a flow whose hash (Toeplitz, the RSS default table) picks that pair.", DefaultValueFactory = _ => Defaults.Queues };
     public Option<string?> Cpus { get; } = new("--cpus") { Description = "CPUs to pin the queue pairs' traffic threads to, pair N on the Nth (round robin), such as 0,1 or 0-3." };
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
+
+    /// <summary>What <c>--hugepages</c> means.</summary>
+    public const string HugePagesDescription = "Take the shared memory from 2 MiB hugepages (rounded up to whole pages): auto uses them when enough are reserved (/proc/sys/vm/nr_hugepages) and says so in one line when it falls back to 4 KiB pages; on fails when too few are free; off never uses them.";
 
     /// <summary>What <c>--wait</c> means, in every command that has it.</summary>
     public const string WaitDescription = "How an idle side waits: poll (busy-poll), adaptive (spin, then sleep until notified) or block (sleep until notified).";
@@ -252,7 +260,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, Drain, Window, Queues, Cpus, Metrics, LogLevel })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, HugePages, Drain, Window, Queues, Cpus, Metrics, LogLevel })
         {
             c.Options.Add(o);
         }
@@ -271,6 +279,7 @@ internal sealed class GuestCommand
         Cli.Parse<WaitStrategy>(r.GetValue(Wait)!),
         r.GetValue(Json),
         r.GetValue(Memory),
+        Cli.Parse<HugePages>(r.GetValue(HugePages)!),
         r.GetValue(Drain),
         r.GetValue(Window),
         Metrics: r.GetValue(Metrics),

@@ -60,6 +60,11 @@ internal static class GuestRunner
             {
                 var features = frontend.Features;
                 var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}, MQ {OnOff(features, VirtioFeatures.NetMultiqueue)} ({pairs.Length} queue pair(s) of {frontend.BackendQueuePairs})";
+                if (frontend.Memory.HugePageFallback is { } fallback)
+                {
+                    output.WriteLine($"rings guest: {fallback}");
+                }
+
                 output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
                 return Drive(frontend, pairs, o, output);
             }
@@ -80,6 +85,7 @@ internal static class GuestRunner
         {
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
+            HugePages = o.HugePages,
             QueueSize = o.QueueSize,
             QueuePairs = o.Queues,
             Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
@@ -235,6 +241,8 @@ internal static class GuestRunner
             Broken = broken.Length > 0 ? broken : null,
             Reconnects = frontend.Reconnects,
             Pairs = all,
+            MemoryBytes = frontend.Memory.Length,
+            PageBytes = frontend.Memory.PageBytes,
         };
         report.PrintTable(output);
         if (o.Json is not null)

@@ -30,6 +30,12 @@ internal sealed record RunReport
     /// <summary>Each queue pair's own figures, by pair (one entry with one pair).</summary>
     public IReadOnlyList<TrafficFigures> Pairs { get; init; } = [];
 
+    /// <summary>Bytes of the shared memory and of the pages behind it (4 KiB, or 2 MiB with hugepages).</summary>
+    public ulong MemoryBytes { get; init; }
+
+    /// <summary>The page size behind the shared memory.</summary>
+    public ulong PageBytes { get; init; }
+
     public double MppsTx => Traffic.Seconds > 0 ? Traffic.Sent / Traffic.Seconds / 1e6 : 0;
     public double MppsRx => Traffic.Seconds > 0 ? Traffic.Received / Traffic.Seconds / 1e6 : 0;
     public double Gbps => Traffic.Seconds > 0 ? Traffic.BytesReceived * 8 / Traffic.Seconds / 1e9 : 0;
@@ -68,6 +74,10 @@ internal sealed record RunReport
         o.WriteLine($"  drops               {Drops,14:N0}");
         o.WriteLine($"  latency p50 / p99   {Traffic.LatencyP50Microseconds,14:0.0} / {Traffic.LatencyP99Microseconds:0.0} us   ({Traffic.LatencySamples:N0} samples)");
         o.WriteLine($"  gen0 collections    {Gen0Collections,14:N0}");
+        if (PageBytes > 0)
+        {
+            o.WriteLine($"  memory              {MemoryBytes >> 20,10:N0} MiB   in {PageText(PageBytes)} pages");
+        }
         if (Reconnects > 0)
         {
             o.WriteLine($"  reconnects          {Reconnects,14:N0}");
@@ -121,6 +131,9 @@ internal sealed record RunReport
             w.WriteNumber("latency_p99_us", Traffic.LatencyP99Microseconds);
             w.WriteNumber("latency_samples", Traffic.LatencySamples);
             w.WriteNumber("gen0_collections", Gen0Collections);
+            w.WriteNumber("memory_bytes", MemoryBytes);
+            w.WriteNumber("page_size", PageBytes);
+            w.WriteBoolean("hugepages", PageBytes > (ulong)Environment.SystemPageSize);
             if (Broken is not null)
             {
                 w.WriteString("broken", Broken);
@@ -147,4 +160,8 @@ internal sealed record RunReport
 
         return Encoding.UTF8.GetString(stream.ToArray());
     }
+
+    /// <summary>A page size as people write it: 4 KiB, 2 MiB, 1 GiB.</summary>
+    public static string PageText(ulong bytes) =>
+        bytes >= 1UL << 30 ? $"{bytes >> 30} GiB" : bytes >= 1UL << 20 ? $"{bytes >> 20} MiB" : $"{bytes >> 10} KiB";
 }
