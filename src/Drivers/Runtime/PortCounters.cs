@@ -33,6 +33,12 @@ public sealed class PortCounters
     /// <summary>Transmit calls that handed over at least one frame.</summary>
     public long TxBursts;
 
+    /// <summary>
+    /// GSO frames cut in software for this port, which did not negotiate their segmentation
+    /// offload (their segments count in <see cref="TxFrames"/>).
+    /// </summary>
+    public long SoftwareSegmented;
+
     /// <summary>Times the link went up or down.</summary>
     public long LinkChanges;
 
