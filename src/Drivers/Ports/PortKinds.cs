@@ -168,9 +168,9 @@ public static class PortKinds
     // The built-in kinds: one line each.
     private static IEnumerable<PortKind> BuiltIn() =>
     [
-        new("vhost-user", "PATH", "device side: serve vhost-user on a Unix socket for one front-end (a VM, DPDK virtio-user, rings guest); options mtu=N, max-memory=MIB (the front-end's memory budget, 65536 by default), unsealed=trust|refuse (accept memory not sealed against shrinking, trusting the front-end)", spec => new VhostUserPort(spec)),
+        new("vhost-user", "PATH", "device side: serve vhost-user on a Unix socket for one front-end (a VM, DPDK virtio-user, rings guest); options mtu=N, max-memory=MIB (the front-end's memory budget, 65536 by default), unsealed=trust|refuse (accept memory not sealed against shrinking, trusting the front-end), offload=on|off (offer checksum and TSO/USO features; off by default)", spec => new VhostUserPort(spec)),
         new("vhost-user-client", "PATH", "device side as a client: connect to a front-end that listens on a Unix socket (QEMU server=on, DPDK virtio-user server=1), retrying every second and after each disconnect; options as vhost-user", spec => new VhostUserClientPort(spec)),
-        new("tap", "NAME", "the Linux network stack: a TAP device (IFF_VNET_HDR), created if there is none of that name, else attached to; options mtu=N, mac=ADDRESS, offload=on|off", spec => new TapPort(spec)),
+        new("tap", "NAME", "the Linux network stack: a TAP device (IFF_VNET_HDR), created if there is none of that name, else attached to; options mtu=N, mac=ADDRESS, offload=on|off (partial checksums and 64 KiB TCP frames both ways; off: the switch checksums and segments for it)", spec => new TapPort(spec)),
         new("virtio-user", "PATH", "driver side: connect to a vhost-user back-end's socket (DPDK net_vhost, another rings process) and drive its virtio-net device, reconnecting when the back-end restarts; options mtu=N, queue-size=N, ring=split|packed, reconnect=on|off", spec => new VirtioUserPort(spec)),
     ];
 }
