@@ -17,7 +17,11 @@ namespace Rings.Testing.Traffic;
 /// frame when the receive queue has no buffer for it (virtio 1.2 section 5.1.6.4), so a window no
 /// larger than the receive buffers posted means no frame is ever lost for want of one.
 /// </param>
-public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0);
+/// <param name="GsoSize">
+/// 0 to send test frames; otherwise the MSS of TCP/IPv4 GSO frames sent instead
+/// (<see cref="TestFrame.WriteTcpGso"/>), for a device that negotiated CSUM and HOST_TSO4.
+/// </param>
+public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0, int GsoSize = 0);
 
 /// <summary>What a traffic run counted.</summary>
 public sealed record TrafficFigures
@@ -224,8 +228,17 @@ public sealed class TrafficGenerator<TTx, TRx>
                 var stamp = Stopwatch.GetTimestamp();
                 while (sent < allowed && _path.TryLeaseTransmit(out var lease))
                 {
-                    TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp);
-                    if (!_path.Submit(lease, o.FrameSize))
+                    var header = default(VirtioNetHeader);
+                    if (o.GsoSize > 0)
+                    {
+                        TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out header);
+                    }
+                    else
+                    {
+                        TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp);
+                    }
+
+                    if (!_path.Submit(lease, o.FrameSize, header))
                     {
                         break;
                     }

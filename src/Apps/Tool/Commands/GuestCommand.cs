@@ -29,6 +29,7 @@ namespace Rings.Tool.Commands;
 /// <param name="Inflight">Ask for the back-end's inflight region (INFLIGHT_SHMFD), so a restart completes what was in flight exactly once.</param>
 /// <param name="Metrics">Where to serve Prometheus text (a loopback ADDRESS:PORT), or null; in <c>rings loopback</c>, the host's.</param>
 /// <param name="LogLevel">Least severe log events written.</param>
+/// <param name="GsoSize">0 to send test frames; otherwise send TCP/IPv4 GSO frames of <c>FrameSize</c> bytes with this MSS (partial checksum, gso_type TCPV4), asking for CSUM and HOST_TSO4.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -47,7 +48,8 @@ internal sealed record GuestOptions(
     double ReconnectSeconds = 0,
     bool Inflight = true,
     string? Metrics = null,
-    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning)
+    Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+    int GsoSize = 0)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -95,6 +97,11 @@ internal sealed record GuestOptions(
         if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
         {
             return "--drain must be between 0 and 3600 seconds";
+        }
+
+        if (GsoSize < 0 || GsoSize > ushort.MaxValue || (GsoSize > 0 && FrameSize < TestFrame.TcpHeadersSize + 16))
+        {
+            return $"--gso-size must be between 0 (off) and 65535, and with it --frame-size at least {TestFrame.TcpHeadersSize + 16} (Ethernet, IPv4 and TCP headers and 16 bytes)";
         }
 
         if (Window < -1)
@@ -161,6 +168,12 @@ internal sealed record GuestOptions(
         {
             yield return "--reconnect";
             yield return Cli.Number(ReconnectSeconds);
+        }
+
+        if (GsoSize != 0)
+        {
+            yield return "--gso-size";
+            yield return Cli.Number(GsoSize);
         }
 
         if (!Inflight)
@@ -248,13 +261,14 @@ internal sealed class GuestCommand
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
         var reconnect = new Option<double>("--reconnect") { Description = "When the back-end goes away, reconnect (every 100 ms, for up to this many seconds each time) and resume from the rings in the guest's memory instead of exiting; 0 exits at once.", DefaultValueFactory = _ => Defaults.ReconnectSeconds };
         var inflight = Cli.Switch("--inflight", "Ask for the back-end's inflight region (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) and hand it back after a restart, so the back-end completes exactly what was in flight: on or off.", Defaults.Inflight);
+        var gso = new Option<int>("--gso-size") { Description = "Send TCP/IPv4 GSO frames of --frame-size bytes (up to 65523) to be cut into segments of this MSS (partial checksum, gso_type TCPV4, 169.254.250.1:40000 to 169.254.250.2:5001) instead of test frames; needs a back-end that offers CSUM and HOST_TSO4 (a rings switch port with offload=on). 0: off. What comes back is not checked as test frames.", DefaultValueFactory = _ => Defaults.GsoSize };
         var g = new GuestCommand();
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket, reconnect, inflight,
+            socket, reconnect, inflight, gso,
         };
         g.AddTo(command);
-        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on" });
+        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on", GsoSize = r.GetValue(gso) });
     }
 
     // The feature an on/off option stands for, when it is on.

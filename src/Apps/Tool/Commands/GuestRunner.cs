@@ -44,15 +44,24 @@ internal static class GuestRunner
             // By default never more frames out than the receive buffers can take back: a back-end
             // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
             // --window means what TrafficOptions.Window means, so it passes through.
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, o.Window);
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate, TimeSpan.FromSeconds(o.Seconds), o.Wait, o.Frames, o.Window, o.GsoSize);
             var features = net.Frontend.Features;
+            if (o.GsoSize > 0 && (features & GsoFeatures) != GsoFeatures)
+            {
+                error.WriteLine($"rings guest: --gso-size needs a back-end that offers CSUM and HOST_TSO4; {o.Socket} does not (a rings switch port needs offload=on)");
+                return 2;
+            }
+
             var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}";
             output.WriteLine($"rings guest: connected to {o.Socket}, {negotiated}");
             return Drive(net, traffic, o, output);
         }
     }
 
-    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
+    // What sending GSO frames takes of the device (5.1.6.2): partial checksums and TSO over IPv4.
+    private const VirtioFeatures GsoFeatures = VirtioFeatures.NetCsum | VirtioFeatures.NetHostTso4;
+
+    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit (and CSUM and HOST_TSO4 with --gso-size).</summary>
     private static VhostUserFrontendOptions FrontendOptions(GuestOptions o, Microsoft.Extensions.Logging.ILogger logger)
     {
         var options = new VhostUserFrontendOptions
@@ -60,7 +69,7 @@ internal static class GuestRunner
             SocketPath = o.Socket,
             MemoryBytes = (ulong)o.MemoryMiB << 20,
             QueueSize = o.QueueSize,
-            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
+            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature | (o.GsoSize > 0 ? GsoFeatures : 0),
             Logger = logger,
         };
         if (!o.Inflight)
