@@ -41,6 +41,9 @@ public enum VirtioFeatures : ulong
     /// <summary>VIRTIO_NET_F_HOST_TSO6 (12): the device can receive TSOv6.</summary>
     NetHostTso6 = 1UL << 12,
 
+    /// <summary>VIRTIO_NET_F_HOST_ECN (13): the device can receive TSO with ECN.</summary>
+    NetHostEcn = 1UL << 13,
+
     /// <summary>VIRTIO_NET_F_MRG_RXBUF (15): the driver can merge receive buffers.</summary>
     NetMergeRxBuffers = 1UL << 15,
 
@@ -76,4 +79,7 @@ public enum VirtioFeatures : ulong
 
     /// <summary>VIRTIO_NET_F_GUEST_USO6 (55): the driver can receive USO over IPv6.</summary>
     NetGuestUso6 = 1UL << 55,
+
+    /// <summary>VIRTIO_NET_F_HOST_USO (56): the device can receive USO packets.</summary>
+    NetHostUso = 1UL << 56,
 }

@@ -48,7 +48,8 @@ public sealed class PortKindTests(ITestOutputHelper output)
             Assert.Equal(LinkState.Up, tap.Link);
             Assert.Equal(1500, tap.Mtu);
             Assert.NotNull(tap.Mac);
-            Assert.Equal(PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn, tap.Offloads);
+            // offload=off (the default) both ways: the switch hands the kernel complete frames only.
+            Assert.Equal(PortOffloads.None, tap.Offloads);
 
             ns.Log(Command.Run("ip", ["link", "set", name, "netns", ns.Name])).EnsureSuccess();
             ns.Ip("addr", "add", $"{kernelIp}/24", "dev", name);
@@ -215,6 +216,57 @@ public sealed class PortKindTests(ITestOutputHelper output)
 
         Assert.False(File.Exists(socket));
         Assert.Empty(FdCount.OpenedSince(fdsBefore));
+    }
+
+    /// <summary>
+    /// <c>offload=on</c> on both sides of a vhost-user connection: the virtio-user port acks CSUM
+    /// and HOST_TSO4/6 (what the device takes) and no GUEST_* feature, so it hands its back-end a
+    /// TCP/IPv4 GSO frame as it is, and the back-end's switch, whose other port took no
+    /// segmentation, cuts it into checked MSS-sized segments.
+    /// </summary>
+    [Fact]
+    public void AVirtioUserPortWithOffloadsHandsAGsoFrameToItsBackEndWhichSegmentsItForAPortWithout()
+    {
+        var socket = TestPaths.Socket();
+        using var device = (VhostUserPort)PortKinds.Create($"vhost-user:{socket},offload=on");
+        using var deviceSide = new InMemoryPort("device side", slots: 512);
+        using var driver = (VirtioUserPort)PortKinds.Create($"virtio-user:{socket},offload=on");
+        using var driverSide = new InMemoryPort("driver side", slots: 8, slotBytes: FrameBurst.MaxFrameLength) { AcceptedOffloads = PortOffloads.Checksum | PortOffloads.Tso4 };
+        using var back = new Pipeline([device, deviceSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Block });
+        using var front = new Pipeline([driver, driverSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Adaptive });
+        back.Start();
+        front.Start();
+        device.Open();
+        deviceSide.Open();
+        driver.Open();
+        driverSide.Open();
+        Assert.True(WaitFor(() => device.Link == LinkState.Up), "the vhost-user port never saw the front-end");
+        Assert.Equal(PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn | PortOffloads.Uso, driver.Offloads);
+        Assert.Equal(PortOffloads.None, device.Offloads);
+
+        var gso = Rings.Tests.Net.Offloads.GsoFrames.Build(new Rings.Tests.Net.Offloads.GsoSpec(
+            Vlan: false, Ipv6: false, Transport: Rings.Tests.Net.Offloads.Transport.Tcp, Ipv4OptionWords: 0, TcpOptionWords: 3, PayloadLength: 60_000,
+            GsoSize: 1448, IpId: 1, DontFragment: true, Sequence: 4_000_000_000, TcpFlags: 0x08, Ecn: false, PayloadSeed: 5, HeaderLengthHint: 0, Flow: 1));
+        Assert.True(driverSide.TryInject(gso.Bytes, gso.Header));
+        var segments = new List<byte[]>();
+        var got = new byte[2048];
+        Assert.True(
+            WaitFor(() =>
+            {
+                while (deviceSide.TryTake(got, out var n, out _))
+                {
+                    segments.Add(got.AsSpan(0, n).ToArray());
+                }
+
+                return segments.Count >= gso.ExpectedSegments;
+            }),
+            $"{segments.Count} of {gso.ExpectedSegments} segments arrived");
+        Rings.Tests.Net.Offloads.SegmentChecker.Check(gso, segments);
+        Assert.Equal(1, driver.Counters.TxFrames);
+        Assert.Equal(0, driver.Counters.SoftwareSegmented);
+        Assert.Equal(1, deviceSide.Counters.SoftwareSegmented);
+        back.Stop();
+        front.Stop();
     }
 
     /// <summary>

@@ -131,7 +131,7 @@ public sealed class NetDriverPath<TTx, TRx>
     }
 
     /// <summary>Leases a transmit buffer in shared memory to build a frame in place (zero copy).</summary>
-    /// <param name="lease">The lease; write the frame into <see cref="TransmitLease.Frame"/> then call <see cref="Submit"/>.</param>
+    /// <param name="lease">The lease; write the frame into <see cref="TransmitLease.Frame"/> then call <see cref="Submit(in TransmitLease, int)"/>.</param>
     /// <returns>False when no transmit buffer is free (after reclaiming).</returns>
     public bool TryLeaseTransmit(out TransmitLease lease)
     {
@@ -153,11 +153,23 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
     /// <param name="length">Frame length in bytes.</param>
     /// <returns>False when the ring refused it (broken); the buffer is then returned.</returns>
-    public bool Submit(in TransmitLease lease, int length)
+    public bool Submit(in TransmitLease lease, int length) => Submit(lease, length, default);
+
+    /// <summary>
+    /// Submits a leased buffer holding a frame of <paramref name="length"/> bytes behind
+    /// <paramref name="header"/>: a partial checksum or a GSO frame (5.1.6.2), for a device that
+    /// negotiated CSUM or HOST_TSO*/HOST_USO.
+    /// </summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
+    /// <param name="length">Frame length in bytes.</param>
+    /// <param name="header">The virtio-net header to send it with (num_buffers is written as 0).</param>
+    /// <returns>False when the ring refused it (broken); the buffer is then returned.</returns>
+    public bool Submit(in TransmitLease lease, int length, VirtioNetHeader header)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        default(VirtioNetHeader).TryWrite(_txSlab.Span(lease.Slot));
+        header.NumBuffers = 0;
+        header.TryWrite(_txSlab.Span(lease.Slot));
         var segment = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
         if (!_tx.TryAdd(segment, deviceWritable: false, out var id))
         {

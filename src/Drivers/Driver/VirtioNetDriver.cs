@@ -8,7 +8,7 @@ namespace Rings.Linux.Driver;
 /// A virtio-net driver over vhost-user, ready in one call: connects a <see cref="VhostUserFrontend"/>,
 /// lays transmit and receive buffers out after the rings, works out VIRTIO_NET_F_MRG_RXBUF from
 /// the negotiated features, posts the receive buffers, and kicks the device only when it asked.
-/// Frames go out with <see cref="TrySend"/> (or a transmit lease and <see cref="Submit"/>) and
+/// Frames go out with <see cref="TrySend"/> (or a transmit lease and <see cref="Submit(in TransmitLease, int)"/>) and
 /// <see cref="Flush"/>; they come in with <see cref="TryReceive"/> or <see cref="TryReceiveInPlace"/>.
 /// One queue pair (receiveq1 and transmitq1, virtio 1.2 section 5.1.2), owned by one thread;
 /// nothing here allocates per frame.
@@ -203,7 +203,7 @@ public sealed class VirtioNetDriver : IDisposable
     }
 
     /// <summary>Leases a transmit buffer to build a frame in place in shared memory (zero copy).</summary>
-    /// <param name="lease">Write the frame into <see cref="TransmitLease.Frame"/>, then call <see cref="Submit"/>.</param>
+    /// <param name="lease">Write the frame into <see cref="TransmitLease.Frame"/>, then call <see cref="Submit(in TransmitLease, int)"/>.</param>
     /// <returns>False when no transmit buffer is free.</returns>
     public bool TryLeaseTransmit(out TransmitLease lease) => _path.TryLeaseTransmit(out lease);
 
@@ -211,9 +211,20 @@ public sealed class VirtioNetDriver : IDisposable
     /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
     /// <param name="length">The frame's length in bytes.</param>
     /// <returns>False when the ring refused it (broken); the buffer is then free again.</returns>
-    public bool Submit(in TransmitLease lease, int length)
+    public bool Submit(in TransmitLease lease, int length) => Submit(lease, length, default);
+
+    /// <summary>
+    /// Queues a leased buffer holding a frame of <paramref name="length"/> bytes behind
+    /// <paramref name="header"/> (a partial checksum or a GSO frame, 5.1.6.2, for a device that
+    /// negotiated CSUM or HOST_TSO*); the device sees it at <see cref="Flush"/>.
+    /// </summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
+    /// <param name="length">The frame's length in bytes.</param>
+    /// <param name="header">Its virtio-net header.</param>
+    /// <returns>False when the ring refused it (broken); the buffer is then free again.</returns>
+    public bool Submit(in TransmitLease lease, int length, VirtioNetHeader header)
     {
-        if (!_path.Submit(lease, length))
+        if (!_path.Submit(lease, length, header))
         {
             return false;
         }

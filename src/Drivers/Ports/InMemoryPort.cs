@@ -59,6 +59,13 @@ public sealed unsafe class InMemoryPort : Port
     /// <summary>Most frames <see cref="Transmit"/> still accepts (decremented as it does); negative for no limit.</summary>
     public int TransmitBudget { get; set; } = -1;
 
+    /// <summary>What the port takes on transmit beyond complete frames, as a peer would have negotiated it (none by default).</summary>
+    public PortOffloads AcceptedOffloads
+    {
+        get => Offloads;
+        set => Offloads = value;
+    }
+
     /// <summary>When true, <see cref="Receive"/> yields the injected frames over and over without consuming them.</summary>
     public bool Loop { get; set; }
 

@@ -14,9 +14,10 @@ namespace Rings.Linux.Ports;
 /// <see cref="Open"/> creates the device when no interface has the name (it goes away when the
 /// port closes) or attaches to an existing persistent one (which stays). The device may be moved
 /// to another network namespace afterwards (<c>ip link set NAME netns NS</c>): the descriptor
-/// stays valid. No offloads are asked of the kernel (TUNSETOFFLOAD 0), so frames arrive complete;
-/// towards the kernel, partial checksums and TCP segmentation are accepted as they are (the
-/// kernel completes them), the rest is done in software by the runtime before it gets here.
+/// stays valid. By default no offloads are asked of the kernel (TUNSETOFFLOAD 0), so frames arrive
+/// complete, and none are given to it: the runtime completes partial checksums and segments GSO
+/// frames before they get here. With <c>offload=on</c> both ways carry partial checksums and TCP
+/// segmentation frames of up to 64 KiB as they are (the kernel completes what it is given).
 /// </para>
 /// <para>
 /// Frames are read into the port's own buffers (one slot per frame of a burst, reused) and handed
@@ -47,9 +48,10 @@ public sealed unsafe class TapPort : Port
     /// Creates the port from <c>tap:NAME[,mtu=N][,mac=ADDRESS][,offload=on|off]</c> (the device is opened by
     /// <see cref="Open"/>). <c>offload=on</c> asks the kernel for partial checksums and TCP
     /// segmentation offload (TUNSETOFFLOAD): frames of up to 64 KiB with NEEDS_CSUM arrive and pass
-    /// through to ports that take them; a port that does not gets the checksum completed in
-    /// software, and a frame that needs segmenting for it is dropped and counted
-    /// <see cref="DropReason.OffloadUnsupported"/>. <c>mac=</c> gives the kernel side a fixed
+    /// through to ports that take them; a port that does not gets the checksum completed and the
+    /// frame segmented in software (<see cref="PortCounters.SoftwareSegmented"/>). The same option
+    /// says what the port takes on transmit: with <c>offload=off</c> the switch hands the kernel only
+    /// complete frames of at most the MTU. <c>mac=</c> gives the kernel side a fixed
     /// unicast address, so hosts that talk to it keep their neighbour entries when the device is
     /// made again (a new TAP device otherwise gets a random address each time).
     /// </summary>
@@ -133,8 +135,11 @@ public sealed unsafe class TapPort : Port
                 mac = device.GetMacAddress();
                 Mac = new PhysicalAddress(ToOctets(mac));
 
-                // What the kernel takes on write: it completes partial checksums and segments TCP itself.
-                Offloads = PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn;
+                // The kernel would take partial checksums and GSO frames on write whatever TUNSETOFFLOAD
+                // says (it completes and segments them itself); offload=off still means no offloads
+                // either way, so such a port gets complete, MTU-sized frames (segmented and checksummed
+                // by the switch) and a kernel that was told "no offloads" gets none from the switch either.
+                Offloads = _receiveOffloads ? PortOffloads.Checksum | PortOffloads.Tso4 | PortOffloads.Tso6 | PortOffloads.Ecn : PortOffloads.None;
 
                 if (_receiveOffloads)
                 {

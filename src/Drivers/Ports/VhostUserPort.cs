@@ -57,8 +57,9 @@ public class VhostUserPort : Port
     private readonly long[] _pairReceived;
 
     /// <summary>
-    /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse]</c>
-    /// (not yet listening). <c>queues</c> is the most queue pairs offered (1 to <see cref="MaxQueuePairs"/>, default 1). <c>max-memory</c> is the front-end's memory budget in MiB;
+    /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse][,offload=on|off]</c>
+    /// (not yet listening). <c>queues</c> is the most queue pairs offered (1 to <see cref="MaxQueuePairs"/>, default 1);
+    /// <c>offload=on</c> offers <see cref="OffloadFeatures"/> (default off); <c>max-memory</c> is the front-end's memory budget in MiB;
     /// <c>unsealed=trust</c> accepts memory files that are not sealed against shrinking (a
     /// front-end that cannot seal, such as DPDK without hugepages), trusting it not to truncate them.
     /// </summary>
@@ -75,7 +76,13 @@ public class VhostUserPort : Port
     protected VhostUserPort(string kind, PortSpec spec, bool connect)
         : base(kind, spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "queues", "max-memory", "unsealed");
+        spec.RejectUnknown("mtu", "max-memory", "unsealed", "offload", "queues");
+        OffersOffloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
+        };
         SocketPath = spec.Target;
         Connect = connect;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
@@ -92,6 +99,21 @@ public class VhostUserPort : Port
             _ => throw new ArgumentException($"port '{spec.Text}': unsealed must be trust or refuse, not '{unsealed}'"),
         };
     }
+
+    /// <summary>
+    /// The checksum and segmentation features <c>offload=on</c> offers (5.1.3): the front-end may
+    /// send partial checksums and TSO/USO frames (CSUM, HOST_*), and take them (GUEST_*). What it
+    /// acks of GUEST_* becomes <see cref="Port.Offloads"/>; frames it did not take are completed
+    /// and segmented by the switch before they reach it.
+    /// </summary>
+    public const VirtioFeatures OffloadFeatures =
+        VirtioFeatures.NetCsum | VirtioFeatures.NetGuestCsum |
+        VirtioFeatures.NetHostTso4 | VirtioFeatures.NetHostTso6 | VirtioFeatures.NetHostEcn | VirtioFeatures.NetHostUso |
+        VirtioFeatures.NetGuestTso4 | VirtioFeatures.NetGuestTso6 | VirtioFeatures.NetGuestEcn |
+        VirtioFeatures.NetGuestUso4 | VirtioFeatures.NetGuestUso6;
+
+    /// <summary>True when the port offers <see cref="OffloadFeatures"/> (<c>offload=on</c>).</summary>
+    public bool OffersOffloads { get; }
 
     /// <summary>The largest <c>max-memory</c>, in MiB (16 TiB).</summary>
     public const int MaxMemoryMib = 16 << 20;
@@ -214,6 +236,11 @@ public class VhostUserPort : Port
             TrustUnsealedMemory = TrustUnsealedMemory,
             Logger = Logger,
         };
+        if (OffersOffloads)
+        {
+            options.DeviceFeatures |= OffloadFeatures;
+        }
+
         var backend = new VhostUserBackend(options);
         backend.QueueStarted += (session, e) => OnQueueStarted(session!, e.Queue);
         backend.QueueStopped += (session, e) => OnQueueStopped(session!, e);
@@ -846,8 +873,15 @@ public class VhostUserPort : Port
 
     private static PortOffloads OffloadsOf(VirtioFeatures features)
     {
+        // What the driver takes on receive (5.1.6.4): GUEST_CSUM for partial checksums, GUEST_TSO4/6,
+        // GUEST_ECN and GUEST_USO4 with GUEST_USO6 for GSO frames (a driver that took those posts
+        // buffers for 64 KiB frames or merges them, 5.1.6.3.1).
         var o = PortOffloads.None;
         o |= (features & VirtioFeatures.NetGuestCsum) != 0 ? PortOffloads.Checksum : 0;
+        o |= (features & VirtioFeatures.NetGuestTso4) != 0 ? PortOffloads.Tso4 : 0;
+        o |= (features & VirtioFeatures.NetGuestTso6) != 0 ? PortOffloads.Tso6 : 0;
+        o |= (features & VirtioFeatures.NetGuestEcn) != 0 ? PortOffloads.Ecn : 0;
+        o |= (features & (VirtioFeatures.NetGuestUso4 | VirtioFeatures.NetGuestUso6)) == (VirtioFeatures.NetGuestUso4 | VirtioFeatures.NetGuestUso6) ? PortOffloads.Uso : 0;
         return o;
     }
 

@@ -16,8 +16,11 @@ namespace Rings.Linux.Ports;
 /// memory, and the buffers are posted again at <see cref="Release"/>; frames for the back-end are
 /// copied into transmit buffers and published once per burst at <see cref="Flush"/>, which kicks
 /// only when the device asked (2.7.13, 2.8.22). MRG_RXBUF is not negotiated, so every frame lies
-/// in one receive buffer sized for the MTU (5.1.6.3.1). No offloads are negotiated: the back-end
-/// sends complete frames and gets complete frames (the runtime completes checksums first).
+/// in one receive buffer sized for the MTU (5.1.6.3.1). By default no offloads are negotiated: the
+/// back-end sends complete frames and gets complete frames (the runtime completes checksums and
+/// segments GSO frames first). With <c>offload=on</c> the port acks CSUM, HOST_TSO4/6, HOST_ECN and
+/// HOST_USO where the back-end offers them and hands it partial checksums and GSO frames of up
+/// to 64 KiB as they are (transmit buffers are then 64 KiB each); it still takes no GUEST_* offload.
 /// </para>
 /// <para>
 /// A back-end that goes away (its end of the socket closes) is the link going down. With
@@ -37,6 +40,7 @@ public sealed unsafe class VirtioUserPort : Port
     private VirtioNetDriver? _detached;      // while the back-end is away: kept for the reconnect
     private long _nextAttempt;
     private readonly bool _reconnect;
+    private readonly bool _offloads;
     private Timer? _monitor;
 
     // Data path only (the owning worker): the driver a round started with, so a detach in the
@@ -46,13 +50,23 @@ public sealed unsafe class VirtioUserPort : Port
     private string _status = "not connected";
     private int _submitted;
 
-    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed][,reconnect=on|off][,hugepages=auto|on|off]</c> (it connects in <see cref="Open"/>).</summary>
+    /// <summary>The features <c>offload=on</c> acks where the back-end offers them: what the device takes from the driver (5.1.3).</summary>
+    public const VirtioFeatures OffloadFeatures =
+        VirtioFeatures.NetCsum | VirtioFeatures.NetHostTso4 | VirtioFeatures.NetHostTso6 | VirtioFeatures.NetHostEcn | VirtioFeatures.NetHostUso;
+
+    /// <summary>Creates the port from <c>virtio-user:PATH[,mtu=N][,queue-size=N][,ring=split|packed][,reconnect=on|off][,offload=on|off][,hugepages=auto|on|off]</c> (it connects in <see cref="Open"/>).</summary>
     /// <param name="spec">The specification.</param>
     /// <exception cref="ArgumentException">An option is wrong.</exception>
     public VirtioUserPort(PortSpec spec)
         : base("virtio-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
-        spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect", "hugepages");
+        spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect", "offload", "hugepages");
+        _offloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
+        };
         _reconnect = (spec.Options.TryGetValue("reconnect", out var again) ? again : "on") switch
         {
             "on" => true,
@@ -61,7 +75,7 @@ public sealed unsafe class VirtioUserPort : Port
         };
         SocketPath = spec.Target;
         Mtu = spec.GetInt("mtu", DefaultMtu, 68, ushort.MaxValue - VirtioNetHeader.Size - LinkHeaderBytes);
-        var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors;
+        var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | (_offloads ? OffloadFeatures : 0);
         var ring = spec.Options.TryGetValue("ring", out var r) ? r : "split";
         features |= ring switch
         {
@@ -128,7 +142,8 @@ public sealed unsafe class VirtioUserPort : Port
             VirtioNetDriver driver;
             try
             {
-                driver = VirtioNetDriver.Connect(_options, MaxFrameLength);
+                // A GSO frame may be up to 64 KiB: every transmit buffer must hold one (no chaining of buffers here).
+                driver = VirtioNetDriver.Connect(_options, _offloads ? MaxTransmitFrame : MaxFrameLength);
             }
             catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or InvalidOperationException)
             {
@@ -136,6 +151,7 @@ public sealed unsafe class VirtioUserPort : Port
             }
 
             var features = driver.Frontend.Features;
+            Offloads = OffloadsOf(features);
             var memory = driver.Frontend.Memory;
             _status = $"connected: {RingFormat.Of(features)} ring of {driver.Receive.Size}, features 0x{(ulong)features:x}, memory in {memory.PageBytes >> 10} KiB pages";
             if (memory.HugePageFallback is { } fallback)
@@ -149,6 +165,23 @@ public sealed unsafe class VirtioUserPort : Port
             Say(_status);
             SetLink(LinkState.Up, "connected to the back-end");
         }
+    }
+
+    // The largest frame one transmit buffer holds behind its header (a descriptor's length is 32 bits,
+    // but a GSO frame never exceeds an IP packet of 64 KiB plus its link header).
+    private const int MaxTransmitFrame = ushort.MaxValue - VirtioNetHeader.Size;
+
+    // What the device takes from this driver beyond complete frames (5.1.6.2): CSUM for partial
+    // checksums, HOST_TSO4/6, HOST_ECN and HOST_USO for GSO frames.
+    private static PortOffloads OffloadsOf(VirtioFeatures features)
+    {
+        var o = PortOffloads.None;
+        o |= (features & VirtioFeatures.NetCsum) != 0 ? PortOffloads.Checksum : 0;
+        o |= (features & VirtioFeatures.NetHostTso4) != 0 ? PortOffloads.Tso4 : 0;
+        o |= (features & VirtioFeatures.NetHostTso6) != 0 ? PortOffloads.Tso6 : 0;
+        o |= (features & VirtioFeatures.NetHostEcn) != 0 ? PortOffloads.Ecn : 0;
+        o |= (features & VirtioFeatures.NetHostUso) != 0 ? PortOffloads.Uso : 0;
+        return o;
     }
 
     // ---- Data path -------------------------------------------------------------------------
@@ -224,11 +257,16 @@ public sealed unsafe class VirtioUserPort : Port
         {
             int frame = frames[k];
             var length = burst.Length(frame);
-            if (length > maxLength)
+            var header = burst.Header(frame);
+            if ((length > maxLength && header.GsoType == VirtioNetHeader.GsoNone) || length > path.MaxFrameSize)
             {
                 Counters.Count(DropReason.OverMtu);
                 continue;
             }
+
+            // A driver sets no flag but NEEDS_CSUM (5.1.6.2.1); the worker left a request in the
+            // header only where this port's device took it (Offloads).
+            header.Flags &= VirtioNetHeader.FlagNeedsCsum;
 
             if (!path.TryLeaseTransmit(out var lease))
             {
@@ -237,7 +275,7 @@ public sealed unsafe class VirtioUserPort : Port
             }
 
             burst.CopyTo(frame, lease.Frame[..length]);
-            if (!path.Submit(lease, length))
+            if (!path.Submit(lease, length, header))
             {
                 // The ring is broken (the device broke a rule): nothing more goes out.
                 Counters.Count(DropReason.LinkDown, frames.Length - k);

@@ -34,7 +34,11 @@ public enum DropReason : byte
     /// <summary>The destination's link was down (counted on the destination), or a flood found no other port up (counted on the ingress port).</summary>
     LinkDown,
 
-    /// <summary>The frame needs an offload (segmentation) the destination lacks and that could not be done in software; counted on the destination.</summary>
+    /// <summary>
+    /// The frame needs an offload the destination lacks and software could not do it (a checksum
+    /// field outside the frame; a GSO frame the segmenter refuses: headers it cannot parse, or more
+    /// than 256 segments); counted on the destination.
+    /// </summary>
     OffloadUnsupported,
 }
 

@@ -33,6 +33,12 @@ public sealed class PortCounters
     /// <summary>Transmit calls that handed over at least one frame.</summary>
     public long TxBursts;
 
+    /// <summary>
+    /// GSO frames cut in software for this port, which did not negotiate their segmentation
+    /// offload (their segments count in <see cref="TxFrames"/>).
+    /// </summary>
+    public long SoftwareSegmented;
+
     /// <summary>Times the link went up or down.</summary>
     public long LinkChanges;
 
@@ -106,7 +112,7 @@ public sealed class PortCounters
         }
 
         return new PortCounterSnapshot(
-            Volatile.Read(ref RxFrames), Volatile.Read(ref RxBytes), Volatile.Read(ref TxFrames), Volatile.Read(ref TxBytes), drops);
+            Volatile.Read(ref RxFrames), Volatile.Read(ref RxBytes), Volatile.Read(ref TxFrames), Volatile.Read(ref TxBytes), drops, Volatile.Read(ref SoftwareSegmented));
     }
 }
 
@@ -116,7 +122,8 @@ public sealed class PortCounters
 /// <param name="TxFrames">Frames transmitted.</param>
 /// <param name="TxBytes">Bytes transmitted.</param>
 /// <param name="DropsByReason">Drops indexed by <see cref="DropReason"/>.</param>
-public sealed record PortCounterSnapshot(long RxFrames, long RxBytes, long TxFrames, long TxBytes, IReadOnlyList<long> DropsByReason)
+/// <param name="SoftwareSegmented">GSO frames cut in software for the port (<see cref="PortCounters.SoftwareSegmented"/>).</param>
+public sealed record PortCounterSnapshot(long RxFrames, long RxBytes, long TxFrames, long TxBytes, IReadOnlyList<long> DropsByReason, long SoftwareSegmented = 0)
 {
     /// <summary>Drops for any reason.</summary>
     public long TotalDrops => DropsByReason.Sum();

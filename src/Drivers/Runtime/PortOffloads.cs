@@ -4,7 +4,8 @@ namespace Rings.Linux.Runtime;
 /// What a port accepts on transmit beyond plain, fully checksummed frames: the offloads its peer
 /// negotiated (for a virtio peer the GUEST_* feature bits, for a TAP device TUNSETOFFLOAD).
 /// A frame whose virtio-net header asks for something the destination lacks is completed in
-/// software before it goes there (or dropped as <see cref="DropReason.OffloadUnsupported"/>).
+/// software before it goes there: checksums completed, GSO frames segmented (or dropped as
+/// <see cref="DropReason.OffloadUnsupported"/> when that cannot be done).
 /// </summary>
 [Flags]
 public enum PortOffloads

@@ -6,8 +6,8 @@ namespace Rings.Linux.Runtime;
 /// <summary>
 /// What to do with a frame whose virtio-net header asks for an offload its destination did not
 /// negotiate: a partial checksum is completed here (5.1.6.2: sum from csum_start to the end,
-/// stored at csum_start + csum_offset); segmentation is not done here, so such a frame is dropped
-/// as <see cref="DropReason.OffloadUnsupported"/>.
+/// stored at csum_start + csum_offset); a GSO frame is cut by the worker's
+/// <see cref="SoftwareSegmentation"/> instead.
 /// </summary>
 internal static class SoftwareOffloads
 {

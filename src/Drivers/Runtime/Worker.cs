@@ -29,6 +29,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly Handoff?[] _outbound;
     private readonly Handoff?[] _inbound;
     private readonly FrameBurst _handoffBurst;
+    private readonly SoftwareSegmentation _segmentation = new();
     private readonly byte[] _group = new byte[FrameBurst.MaxCapacity];
     private readonly ulong[] _refusedFull = new ulong[FrameBurst.MaxCapacity];
     private readonly ulong[] _refusedDown = new ulong[FrameBurst.MaxCapacity];
@@ -201,6 +202,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         }
 
         _handoffBurst.Dispose();
+        _segmentation.Dispose();
         foreach (var h in _outbound)
         {
             h?.Dispose();
@@ -541,16 +543,34 @@ internal sealed class Worker : IPortOwner, IDisposable
                 continue;
             }
 
-            if (offloads && SoftwareOffloads.AsksForOffload(burst.Header(i)) && !SoftwareOffloads.Accepts(port.Offloads, burst.Header(i))
-                && !SoftwareOffloads.TryComplete(burst, i))
+            if (offloads && SoftwareOffloads.AsksForOffload(burst.Header(i)) && !SoftwareOffloads.Accepts(port.Offloads, burst.Header(i)))
             {
-                port.Counters.Count(DropReason.OffloadUnsupported);
-                continue;
+                if (burst.Header(i).GsoType != VirtioNetHeader.GsoNone)
+                {
+                    // The frames before it go first, so the destination sees the source's order.
+                    TransmitGroup(port, burst, m);
+                    m = 0;
+                    SendSegmented(port, burst, i, bit);
+                    continue;
+                }
+
+                if (!SoftwareOffloads.TryComplete(burst, i))
+                {
+                    port.Counters.Count(DropReason.OffloadUnsupported);
+                    continue;
+                }
             }
 
             _group[m++] = (byte)i;
         }
 
+        TransmitGroup(port, burst, m);
+        port.Flush();
+    }
+
+    /// <summary>Transmits the first <paramref name="m"/> frames of <see cref="_group"/>; what the port did not take is marked refused.</summary>
+    private void TransmitGroup(Port port, FrameBurst burst, int m)
+    {
         if (m == 0)
         {
             return;
@@ -561,17 +581,57 @@ internal sealed class Worker : IPortOwner, IDisposable
         {
             capture.RecordTransmitted(burst, _group.AsSpan(0, sent));
         }
+
         if (sent < m)
         {
             // Never waited for: a full destination drops (counted later) or holds, other ports go on.
             _undelivered = true;
+            var bit = 1UL << port.Index;
             for (var g = sent; g < m; g++)
             {
                 _refusedFull[_group[g]] |= bit;
             }
         }
+    }
 
-        port.Flush();
+    /// <summary>
+    /// A GSO frame for a port that did not negotiate its segmentation offload: cut into complete
+    /// frames of gso_size payload each (5.1.6.2), which the port transmits in order. A frame the
+    /// segmenter refuses (malformed headers, more segments than the scratch holds) is dropped as
+    /// <see cref="DropReason.OffloadUnsupported"/>. When the port takes none of the segments the
+    /// frame counts as refused, like any frame for a full destination (held or dropped later);
+    /// when it takes some, the rest are dropped as <see cref="DropReason.DestinationFull"/>, since
+    /// the frame cannot be given back half sent.
+    /// </summary>
+    private void SendSegmented(Port port, FrameBurst burst, int frame, ulong bit)
+    {
+        if (_segmentation.Cut(burst, frame) != OffloadStatus.Ok)
+        {
+            port.Counters.Count(DropReason.OffloadUnsupported);
+            return;
+        }
+
+        var segments = _segmentation.Segments;
+        var count = segments.Count;
+        var order = _segmentation.Order(count);
+        var sent = port.Transmit(segments, order);
+        if (sent > 0 && port.Capture is { } capture)
+        {
+            capture.RecordTransmitted(segments, order[..sent]);
+        }
+
+        if (sent == 0)
+        {
+            _undelivered = true;
+            _refusedFull[frame] |= bit;
+            return;
+        }
+
+        port.Counters.SoftwareSegmented++;
+        if (sent < count)
+        {
+            port.Counters.Count(DropReason.DestinationFull, count - sent);
+        }
     }
 
     private void HandOff(FrameBurst burst, ulong remote, ulong valid)

@@ -34,6 +34,86 @@ public static class TestFrame
     /// <summary>Destination MAC used by the generator (locally administered, unicast).</summary>
     public static ReadOnlySpan<byte> DestinationMac => [0x02, 0x52, 0x49, 0x4E, 0x47, 0x02];
 
+    /// <summary>Ethernet, IPv4 and TCP headers of a <see cref="WriteTcpGso"/> frame (no options).</summary>
+    public const int TcpHeadersSize = 14 + 20 + 20;
+
+    /// <summary>Source address of <see cref="WriteTcpGso"/> frames (link-local, 169.254.250.1).</summary>
+    public static ReadOnlySpan<byte> GsoSourceAddress => [169, 254, 250, 1];
+
+    /// <summary>Destination address of <see cref="WriteTcpGso"/> frames (link-local, 169.254.250.2).</summary>
+    public static ReadOnlySpan<byte> GsoDestinationAddress => [169, 254, 250, 2];
+
+    /// <summary>TCP source port of <see cref="WriteTcpGso"/> frames.</summary>
+    public const ushort GsoSourcePort = 40_000;
+
+    /// <summary>TCP destination port of <see cref="WriteTcpGso"/> frames.</summary>
+    public const ushort GsoDestinationPort = 5_001;
+
+    /// <summary>
+    /// Writes a TCP/IPv4 frame over the whole of <paramref name="frame"/> as a driver hands one to a
+    /// device that negotiated CSUM and HOST_TSO4 (virtio 1.2 5.1.6.2): valid Ethernet, IPv4 (header
+    /// checksum, DF, identification from the sequence number) and TCP headers (ACK and PSH, the
+    /// sequence number advanced by the payload of every frame before), the TCP checksum field
+    /// holding the pseudo-header sum, and a header asking for the checksum (NEEDS_CSUM) and for
+    /// segmentation into <paramref name="gsoSize"/>-byte segments (GSO TCPV4). The payload starts
+    /// with the sequence number and timestamp, then the fill of <see cref="Write"/>.
+    /// </summary>
+    /// <param name="frame">The frame buffer; its length is the frame size, at least <see cref="TcpHeadersSize"/> + 16, at most an IPv4 packet of 65,535 bytes.</param>
+    /// <param name="sequence">The frame's number.</param>
+    /// <param name="timestamp">The send time.</param>
+    /// <param name="gsoSize">The MSS, 1 or more.</param>
+    /// <param name="header">The virtio-net header to send it with.</param>
+    public static void WriteTcpGso(Span<byte> frame, ulong sequence, long timestamp, int gsoSize, out VirtioNetHeader header)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(frame.Length, TcpHeadersSize + 16, nameof(frame));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(frame.Length, 14 + ushort.MaxValue, nameof(frame));
+        ArgumentOutOfRangeException.ThrowIfLessThan(gsoSize, 1);
+        DestinationMac.CopyTo(frame);
+        SourceMac.CopyTo(frame[6..]);
+        BinaryPrimitives.WriteUInt16BigEndian(frame[12..], 0x0800);
+        var ip = frame.Slice(14, 20);
+        var tcp = frame[34..];
+        var payload = frame.Length - TcpHeadersSize;
+        ip[0] = 0x45;
+        ip[1] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(frame.Length - 14));
+        BinaryPrimitives.WriteUInt16BigEndian(ip[4..], (ushort)sequence);
+        BinaryPrimitives.WriteUInt16BigEndian(ip[6..], 0x4000);
+        ip[8] = 64;
+        ip[9] = 6;
+        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], 0);
+        GsoSourceAddress.CopyTo(ip[12..]);
+        GsoDestinationAddress.CopyTo(ip[16..]);
+        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], (ushort)~InternetChecksum.Sum(ip));
+
+        BinaryPrimitives.WriteUInt16BigEndian(tcp, GsoSourcePort);
+        BinaryPrimitives.WriteUInt16BigEndian(tcp[2..], GsoDestinationPort);
+        BinaryPrimitives.WriteUInt32BigEndian(tcp[4..], unchecked((uint)(sequence * (ulong)payload)));
+        BinaryPrimitives.WriteUInt32BigEndian(tcp[8..], 1);
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x18; // ACK, PSH
+        BinaryPrimitives.WriteUInt16BigEndian(tcp[14..], ushort.MaxValue);
+        BinaryPrimitives.WriteUInt16BigEndian(tcp[18..], 0);
+        var data = frame[TcpHeadersSize..];
+        BinaryPrimitives.WriteUInt64LittleEndian(data, sequence);
+        BinaryPrimitives.WriteInt64LittleEndian(data[8..], timestamp);
+        Pattern.AsSpan((byte)sequence, data.Length - 16).CopyTo(data[16..]);
+
+        // 5.1.6.2: with NEEDS_CSUM the field holds the pseudo-header sum (addresses, protocol,
+        // TCP length), not complemented; the device sums from csum_start onwards.
+        var pseudo = InternetChecksum.Sum(ip.Slice(12, 8), 6u + (uint)(frame.Length - 34));
+        BinaryPrimitives.WriteUInt16BigEndian(tcp[16..], (ushort)pseudo);
+        header = new VirtioNetHeader
+        {
+            Flags = VirtioNetHeader.FlagNeedsCsum,
+            GsoType = VirtioNetGso.TcpV4,
+            HeaderLength = TcpHeadersSize,
+            GsoSize = (ushort)gsoSize,
+            CsumStart = 34,
+            CsumOffset = 16,
+        };
+    }
+
     /// <summary>Writes a test frame over the whole of <paramref name="frame"/>.</summary>
     /// <param name="frame">The frame buffer; its length is the frame size (at least <see cref="MinSize"/>).</param>
     /// <param name="sequence">The sequence number.</param>

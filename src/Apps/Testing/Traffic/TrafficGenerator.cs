@@ -22,7 +22,11 @@ namespace Rings.Testing.Traffic;
 /// <see cref="TestFrame.Write(Span{byte}, ulong, long, ushort)"/>), so a generator per queue pair
 /// can send frames whose flow hash picks its own pair (<see cref="TestFrame.FlowFor"/>).
 /// </param>
-public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0, ushort Flow = TestFrame.DefaultFlow);
+/// <param name="GsoSize">
+/// 0 to send test frames; otherwise the MSS of TCP/IPv4 GSO frames sent instead
+/// (<see cref="TestFrame.WriteTcpGso"/>), for a device that negotiated CSUM and HOST_TSO4.
+/// </param>
+public sealed record TrafficOptions(int FrameSize, int Burst, double Rate, TimeSpan Duration, WaitStrategy Wait, long Frames = 0, int Window = 0, ushort Flow = TestFrame.DefaultFlow, int GsoSize = 0);
 
 /// <summary>What a traffic run counted.</summary>
 public sealed record TrafficFigures
@@ -263,8 +267,17 @@ public sealed class TrafficGenerator<TTx, TRx>
                 var stamp = Stopwatch.GetTimestamp();
                 while (sent < allowed && _path.TryLeaseTransmit(out var lease))
                 {
-                    TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
-                    if (!_path.Submit(lease, o.FrameSize))
+                    var header = default(VirtioNetHeader);
+                    if (o.GsoSize > 0)
+                    {
+                        TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out header);
+                    }
+                    else
+                    {
+                        TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
+                    }
+
+                    if (!_path.Submit(lease, o.FrameSize, header))
                     {
                         break;
                     }

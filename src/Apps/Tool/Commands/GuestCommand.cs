@@ -33,6 +33,7 @@ namespace Rings.Tool.Commands;
 /// <param name="LogLevel">Least severe log events written.</param>
 /// <param name="Queues">Queue pairs to set up, each with a traffic thread of its own sending a flow that hashes to it.</param>
 /// <param name="Cpus">CPUs to pin the pairs' traffic threads to (pair N on the Nth, round robin), or null.</param>
+/// <param name="GsoSize">0 to send test frames; otherwise send TCP/IPv4 GSO frames of <c>FrameSize</c> bytes with this MSS (partial checksum, gso_type TCPV4), asking for CSUM and HOST_TSO4.</param>
 internal sealed record GuestOptions(
     string Socket,
     RingFormat Ring = default,
@@ -54,7 +55,8 @@ internal sealed record GuestOptions(
     string? Metrics = null,
     Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
     int Queues = 1,
-    string? Cpus = null)
+    string? Cpus = null,
+    int GsoSize = 0)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -102,6 +104,16 @@ internal sealed record GuestOptions(
         if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
         {
             return "--drain must be between 0 and 3600 seconds";
+        }
+
+        if (GsoSize < 0 || GsoSize > ushort.MaxValue || (GsoSize > 0 && FrameSize < TestFrame.TcpHeadersSize + 16))
+        {
+            return $"--gso-size must be between 0 (off) and 65535, and with it --frame-size at least {TestFrame.TcpHeadersSize + 16} (Ethernet, IPv4 and TCP headers and 16 bytes)";
+        }
+
+        if (GsoSize > 0 && Queues > 1)
+        {
+            return "--gso-size sends one TCP flow, which hashes to one queue pair: use it with --queues 1";
         }
 
         if (Window < -1)
@@ -198,6 +210,12 @@ internal sealed record GuestOptions(
             yield return Cli.Number(ReconnectSeconds);
         }
 
+        if (GsoSize != 0)
+        {
+            yield return "--gso-size";
+            yield return Cli.Number(GsoSize);
+        }
+
         if (!Inflight)
         {
             yield return "--inflight";
@@ -292,13 +310,14 @@ internal sealed class GuestCommand
         var socket = new Option<string>("--socket") { Description = "Path of the vhost-user back-end's Unix socket.", Required = true };
         var reconnect = new Option<double>("--reconnect") { Description = "When the back-end goes away, reconnect (every 100 ms, for up to this many seconds each time) and resume from the rings in the guest's memory instead of exiting; 0 exits at once.", DefaultValueFactory = _ => Defaults.ReconnectSeconds };
         var inflight = Cli.Switch("--inflight", "Ask for the back-end's inflight region (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) and hand it back after a restart, so the back-end completes exactly what was in flight: on or off.", Defaults.Inflight);
+        var gso = new Option<int>("--gso-size") { Description = "Send TCP/IPv4 GSO frames of --frame-size bytes (up to 65523) to be cut into segments of this MSS (partial checksum, gso_type TCPV4, 169.254.250.1:40000 to 169.254.250.2:5001) instead of test frames; needs a back-end that offers CSUM and HOST_TSO4 (a rings switch port with offload=on). 0: off. What comes back is not checked as test frames.", DefaultValueFactory = _ => Defaults.GsoSize };
         var g = new GuestCommand();
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket, reconnect, inflight,
+            socket, reconnect, inflight, gso,
         };
         g.AddTo(command);
-        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on" });
+        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on", GsoSize = r.GetValue(gso) });
     }
 
     // The feature an on/off option stands for, when it is on.

@@ -59,6 +59,12 @@ internal static class GuestRunner
             try
             {
                 var features = frontend.Features;
+                if (o.GsoSize > 0 && (features & GsoFeatures) != GsoFeatures)
+                {
+                    error.WriteLine($"rings guest: --gso-size needs a back-end that offers CSUM and HOST_TSO4; {o.Socket} does not (a rings switch port needs offload=on)");
+                    return 2;
+                }
+
                 var negotiated = $"features 0x{(ulong)features:x}: ring {RingFormat.Of(features)}, EVENT_IDX {OnOff(features, VirtioFeatures.EventIndex)}, IN_ORDER {OnOff(features, VirtioFeatures.InOrder)}, MRG_RXBUF {OnOff(features, VirtioFeatures.NetMergeRxBuffers)}, INDIRECT_DESC {OnOff(features, VirtioFeatures.IndirectDescriptors)}, MQ {OnOff(features, VirtioFeatures.NetMultiqueue)} ({pairs.Length} queue pair(s) of {frontend.BackendQueuePairs})";
                 if (frontend.Memory.HugePageFallback is { } fallback)
                 {
@@ -78,7 +84,10 @@ internal static class GuestRunner
         }
     }
 
-    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit.</summary>
+    // What sending GSO frames takes of the device (5.1.6.2): partial checksums and TSO over IPv4.
+    private const VirtioFeatures GsoFeatures = VirtioFeatures.NetCsum | VirtioFeatures.NetHostTso4;
+
+    /// <summary>What the front-end asks for: the options' features, VERSION_1, MAC and the ring format's bit (and CSUM and HOST_TSO4 with --gso-size).</summary>
     private static VhostUserFrontendOptions FrontendOptions(GuestOptions o, Microsoft.Extensions.Logging.ILogger logger)
     {
         var options = new VhostUserFrontendOptions
@@ -88,7 +97,7 @@ internal static class GuestRunner
             HugePages = o.HugePages,
             QueueSize = o.QueueSize,
             QueuePairs = o.Queues,
-            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature,
+            Features = VirtioFeatures.Version1 | VirtioFeatures.NetMac | o.Features | o.Ring.Feature | (o.GsoSize > 0 ? GsoFeatures : 0),
             Logger = logger,
         };
         if (!o.Inflight)
@@ -112,7 +121,7 @@ internal static class GuestRunner
         {
             var frames = o.Frames == 0 ? 0 : (o.Frames / pairs.Length) + (p < o.Frames % pairs.Length ? 1 : 0);
             var flow = pairs.Length == 1 ? TestFrame.DefaultFlow : TestFrame.FlowFor(p, pairs.Length);
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow);
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow, o.GsoSize);
             var net = pairs[p];
             generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
         }

@@ -568,6 +568,11 @@ internal static class SwitchCommand
             {
                 output.WriteLine($"       drops: {string.Join(", ", reasons)}");
             }
+
+            if (c.SoftwareSegmented > 0)
+            {
+                output.WriteLine($"       segmented in software: {c.SoftwareSegmented:N0} GSO frames");
+            }
         }
     }
 
@@ -594,6 +599,7 @@ internal static class SwitchCommand
                 ["tx_bytes"] = c.TxBytes,
                 ["dropped"] = c.TotalDrops,
                 ["drops"] = drops,
+                ["software_segmented"] = c.SoftwareSegmented,
             });
         }
 

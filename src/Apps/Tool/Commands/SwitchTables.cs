@@ -36,7 +36,7 @@ internal static class SwitchTables
         return table;
     }
 
-    /// <summary>The closing figures, one row per port, with drops by reason under a port that had any.</summary>
+    /// <summary>The closing figures, one row per port, with drops by reason and GSO frames segmented in software beside a port that had any.</summary>
     public static Table Final(IReadOnlyList<Port> ports, PortCounterSnapshot[] final, IReadOnlyList<(LinkState Link, string Status)> statuses, double seconds)
     {
         var table = new Table { Border = TableBorder.Simple };
@@ -54,6 +54,11 @@ internal static class SwitchTables
             var reasons = string.Join(", ", Enumerable.Range(1, DropReasons.Count - 1)
                 .Where(r => c.DropsByReason[r] > 0)
                 .Select(r => $"{DropReasons.Name((DropReason)r)} {c.DropsByReason[r]:N0}"));
+            var notes = string.Join("; ", new[]
+            {
+                reasons.Length > 0 ? $"drops: {reasons}" : string.Empty,
+                c.SoftwareSegmented > 0 ? $"segmented in software: {c.SoftwareSegmented:N0}" : string.Empty,
+            }.Where(n => n.Length > 0));
             table.AddRow(
                 $"{i}",
                 statuses[i].Link == LinkState.Up ? "up" : "down",
@@ -62,7 +67,7 @@ internal static class SwitchTables
                 $"{c.TxFrames:N0}",
                 $"{c.TxFrames / seconds / 1e6:0.000}",
                 $"{c.TotalDrops:N0}",
-                Markup.Escape(reasons.Length > 0 ? $"{ports[i].Name} (drops: {reasons})" : ports[i].Name));
+                Markup.Escape(notes.Length > 0 ? $"{ports[i].Name} ({notes})" : ports[i].Name));
         }
 
         return table;
