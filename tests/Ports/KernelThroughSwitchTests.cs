@@ -365,6 +365,7 @@ public sealed class KernelThroughSwitchTests(ITestOutputHelper output)
     [InlineData("virtio-user:{dir}/none.sock", 3, "cannot set up with a vhost-user back-end")]
     [InlineData("virtio-user:{dir}/x.sock,ring=round", 2, "ring must be split or packed")]
     [InlineData("virtio-user:{dir}/x.sock,queue-size=100", 2, "queue size is")]
+    [InlineData("virtio-user:{dir}/x.sock,hugepages=maybe", 2, "hugepages must be auto, on or off")]
     public void BadPortsGetAClearErrorANonZeroExitAndLeaveNothingBehind(string port, int code, string message)
     {
         Privileges.RequireNetworkAdmin();

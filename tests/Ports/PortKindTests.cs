@@ -168,15 +168,21 @@ public sealed class PortKindTests(ITestOutputHelper output)
     /// no back-end fails to open with a clear error, leaving no descriptor behind.
     /// </summary>
     [Theory]
-    [InlineData("split")]
-    [InlineData("packed")]
-    public void AVirtioUserPortDrivesAVhostUserPortBothWays(string ring)
+    [InlineData("split", "off")]
+    [InlineData("packed", "off")]
+    [InlineData("split", "on")]
+    public void AVirtioUserPortDrivesAVhostUserPortBothWays(string ring, string hugePages)
     {
+        if (hugePages == "on")
+        {
+            HugePageMount.RequireAvailable(32); // the port's 64 MiB
+        }
+
         var socket = TestPaths.Socket();
         var fdsBefore = FdCount.Snapshot();
         using (var device = PortKinds.Create($"vhost-user:{socket}"))
         using (var deviceSide = new InMemoryPort("device side", slots: 512))
-        using (var driver = (VirtioUserPort)PortKinds.Create($"virtio-user:{socket},ring={ring},queue-size=128"))
+        using (var driver = (VirtioUserPort)PortKinds.Create($"virtio-user:{socket},ring={ring},queue-size=128,hugepages={hugePages}"))
         using (var driverSide = new InMemoryPort("driver side", slots: 512))
         {
             using var back = new Pipeline([device, deviceSide], new PatchProcessor(), new PipelineOptions { Wait = WaitStrategy.Block });
@@ -190,6 +196,7 @@ public sealed class PortKindTests(ITestOutputHelper output)
             Assert.True(WaitFor(() => device.Link == LinkState.Up), "the vhost-user port never saw the front-end");
             Assert.Equal(LinkState.Up, driver.Link);
             Assert.Contains($"{ring} ring of 128", driver.Status, StringComparison.Ordinal);
+            Assert.Contains($"memory in {(hugePages == "on" ? 2048 : 4)} KiB pages", driver.Status, StringComparison.Ordinal);
 
             Exchange(driverSide, deviceSide, 3000);
             Exchange(deviceSide, driverSide, 3000);

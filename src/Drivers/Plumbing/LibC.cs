@@ -40,7 +40,6 @@ internal static unsafe partial class LibC
     public const int PROT_WRITE = 0x2;
     public const int MAP_SHARED = 0x1;
     public static readonly nint MAP_FAILED = -1;
-    public const int MADV_HUGEPAGE = 14;
 
     // statfs(2): f_type and f_bsize are the first two words of struct statfs on LP64 Linux.
     public const long HUGETLBFS_MAGIC = 0x958458f6;
@@ -95,9 +94,6 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
     public static partial nint Mmap(nint address, nuint length, int protection, int flags, SafeHandle fd, long offset);
-
-    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
-    public static partial int Madvise(nint address, nuint length, int advice);
 
     [LibraryImport(Lib, EntryPoint = "fstatfs", SetLastError = true)]
     public static partial int Fstatfs(SafeHandle fd, byte* buffer);
