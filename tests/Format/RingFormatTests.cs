@@ -292,6 +292,7 @@ public sealed class RingFormatTests
             (VirtioFeatures.IndirectDescriptors, 28), (VirtioFeatures.EventIndex, 29), (VirtioFeatures.Version1, 32), (VirtioFeatures.RingPacked, 34),
             (VirtioFeatures.InOrder, 35), (VirtioFeatures.NotificationData, 38),
             (VirtioFeatures.NetGuestEcn, 9), (VirtioFeatures.NetGuestUfo, 10), (VirtioFeatures.NetGuestUso4, 54), (VirtioFeatures.NetGuestUso6, 55),
+            (VirtioFeatures.NetHostEcn, 13), (VirtioFeatures.NetHostUso, 56),
         ];
         Assert.All(bits, b => Assert.Equal(1UL << b.Bit, (ulong)b.Feature));
         Assert.Equal(bits.Length, Enum.GetValues<VirtioFeatures>().Length - 1);

@@ -232,8 +232,10 @@ public class SocketPathTests
         Assert.Throws<IOException>(() => UnixSocket.Listen(path));
 
         // A listener that went away without removing its file (as a crashed process leaves it).
+        // Another test may be starting a process right now: until that child has exec'd, it holds
+        // a copy of every descriptor (CLOEXEC acts at exec), so the socket may listen a moment longer.
         live.Handle.Dispose();
-        using (var again = UnixSocket.Listen(path))
+        using (var again = ListenOnceStale(path))
         {
             using var client = UnixSocket.Connect(path);
             Assert.NotNull(again.Accept(5000));
@@ -248,6 +250,22 @@ public class SocketPathTests
         finally
         {
             File.Delete(path);
+        }
+    }
+
+    private static UnixSocket ListenOnceStale(string path)
+    {
+        var deadline = Environment.TickCount64 + 5000;
+        while (true)
+        {
+            try
+            {
+                return UnixSocket.Listen(path);
+            }
+            catch (IOException e) when (e.Message.Contains("in use", StringComparison.Ordinal) && Environment.TickCount64 < deadline)
+            {
+                Thread.Sleep(10);
+            }
         }
     }
 }
