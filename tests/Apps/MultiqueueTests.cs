@@ -145,7 +145,6 @@ public class MultiqueueTests
             foreach (var g in generators.OfType<TrafficGenerator<IDriverRing, IDriverRing>>())
             {
                 g.Stop();
-                g.Stop();
             }
 
             foreach (var t in threads.OfType<Thread>())
@@ -174,21 +173,7 @@ public class MultiqueueTests
         }
     }
 
-    private static bool Wait(Func<bool> condition)
-    {
-        var deadline = Environment.TickCount64 + 60_000;
-        while (!condition())
-        {
-            if (Environment.TickCount64 > deadline)
-            {
-                return false;
-            }
-
-            Thread.Sleep(20);
-        }
-
-        return true;
-    }
+    private static bool Wait(Func<bool> condition) => Rings.Tests.VhostUser.TestDevice.Wait(condition, 60_000);
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 }

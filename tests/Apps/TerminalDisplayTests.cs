@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using Rings.Linux.Ports;
 using Rings.Linux.Runtime;
 using Rings.Tool.Bench;
@@ -65,14 +66,20 @@ public sealed class TerminalDisplayTests
 
         var (console, written) = Recording();
         console.Write(SwitchTables.Rates(ports, before, after, seconds: 1, now: 3));
+        var rates = written.ToString();
+        (console, written) = Recording();
         console.Write(SwitchTables.Final(ports, after, [(LinkState.Up, "up"), (LinkState.Down, "down")], seconds: 2));
-        var text = written.ToString();
-        Assert.Contains("rings switch: 3.0 s", text, StringComparison.Ordinal);
-        Assert.Contains("2.000", text, StringComparison.Ordinal); // port 0's receive rate over the second
-        Assert.Contains("2,000,000", text, StringComparison.Ordinal);
-        Assert.Contains("memory:a (drops: destination-full 7)", text, StringComparison.Ordinal);
-        Assert.Contains("memory:b", text, StringComparison.Ordinal);
-        Assert.Contains("down", text, StringComparison.Ordinal);
+        var final = written.ToString();
+        var options = RegexOptions.Multiline;
+
+        // Each port's row: its own link state, rates over the second, drops and frames.
+        Assert.Contains("rings switch: 3.0 s", rates, StringComparison.Ordinal);
+        Assert.Matches(new Regex(@"^\s+0\s+down\s+2\.000\s+1\.000\s+7\s+2,000,000\s+1,000,000\s+memory:a\s*$", options), rates);
+        Assert.Matches(new Regex(@"^\s+1\s+down\s+1\.000\s+2\.000\s+0\s+1,000,000\s+2,000,000\s+memory:b\s*$", options), rates);
+
+        // The closing table: the link states it was given, rates over the whole run, drops by reason.
+        Assert.Matches(new Regex(@"^\s+0\s+up\s+2,000,000\s+1\.000\s+1,000,000\s+0\.500\s+7\s+memory:a \(drops: destination-full 7\)\s*$", options), final);
+        Assert.Matches(new Regex(@"^\s+1\s+down\s+1,000,000\s+0\.500\s+2,000,000\s+1\.000\s+0\s+memory:b\s*$", options), final);
     }
 
     private static (IAnsiConsole Console, StringWriter Written) Recording()

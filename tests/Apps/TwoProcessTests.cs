@@ -71,7 +71,7 @@ public class TwoProcessTests
         try
         {
             WaitFor(() => File.Exists(socket));
-            using var guest = Start("guest", "--socket", socket, "--seconds", "60", "--wait", "block", "--rate", "10000");
+            using var guest = Start("guest", "--socket", socket, "--seconds", "60", "--wait", "block", "--rate", "10000", "--hugepages", "off");
             var first = await guest.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Contains("connected", first, StringComparison.Ordinal);
             Thread.Sleep(500);
@@ -102,7 +102,7 @@ public class TwoProcessTests
         try
         {
             WaitFor(() => File.Exists(socket));
-            using (var doomed = Start("guest", "--socket", socket, "--seconds", "60"))
+            using (var doomed = Start("guest", "--socket", socket, "--seconds", "60", "--hugepages", "off"))
             {
                 await doomed.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(15));
                 Thread.Sleep(300);

@@ -28,7 +28,7 @@ public class HugePageTests
         Assert.Equal(2 * Huge, memory.Length);
         Assert.Null(memory.HugePageFallback);
         Assert.Equal(Huge, SharedMemory.FilePageSize(memory.Handle!));
-        Assert.True(SharedMemory.IsSealedAgainstShrinking(memory.Handle!), "a hugetlb memfd takes F_SEAL_SHRINK like a shmem one");
+        Assert.True(SharedMemory.IsShrinkSealed(memory.Handle!), "a hugetlb memfd takes F_SEAL_SHRINK like a shmem one");
         Assert.Equal(0, (long)memory.HostAddress % (long)Huge);
     }
 
@@ -87,7 +87,7 @@ public class HugePageTests
             file.SetLength((long)Huge);
             using var fd = new FileDescriptor(LibC.Fcntl(file.SafeFileHandle, LibC.F_DUPFD_CLOEXEC, 0));
             Assert.Equal(Huge, SharedMemory.FilePageSize(fd));
-            Assert.False(SharedMemory.IsSealedAgainstShrinking(fd));
+            Assert.False(SharedMemory.IsShrinkSealed(fd));
             var refused = VhostMemoryMap.CheckSealed([fd], trustUnsealed: false);
             Assert.Equal(VhostUserErrorCode.UnsealedMemory, refused.Code);
             Assert.Equal(VhostUserError.None, VhostMemoryMap.CheckSealed([fd], trustUnsealed: true));

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Rings.Linux.Plumbing;
 
 namespace Rings.Tests.Linux;
@@ -34,11 +33,11 @@ internal sealed class HugePageMount : IDisposable
     {
         RequireAvailable(pages);
         var directory = System.IO.Directory.CreateTempSubdirectory("rings-huge-").FullName;
-        var (exit, output) = Run("mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", directory);
-        if (exit != 0)
+        var mount = Command.Run("mount", ["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", directory], 30_000);
+        if (mount.ExitCode != 0)
         {
             System.IO.Directory.Delete(directory);
-            Assert.Fail($"cannot mount hugetlbfs on {directory} (the hugepage tests run as root, as scripts/test.sh does): {output}");
+            Assert.Fail($"cannot mount hugetlbfs on {directory} (the hugepage tests run as root, as scripts/test.sh does): {mount.Output}{mount.Error}");
         }
 
         return new HugePageMount(directory);
@@ -53,26 +52,11 @@ internal sealed class HugePageMount : IDisposable
         }
 
         // A process that still maps a file keeps the mount busy: detach it then (-l), its pages go when the process does.
-        if (Run("umount", Directory).Exit != 0)
+        if (Command.Run("umount", [Directory], 30_000).ExitCode != 0)
         {
-            Run("umount", "-l", Directory);
+            Command.Run("umount", ["-l", Directory], 30_000);
         }
 
         System.IO.Directory.Delete(Directory);
-    }
-
-    private static (int Exit, string Output) Run(string command, params string[] args)
-    {
-        var info = new ProcessStartInfo(command) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(info)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEnd();
-        Assert.True(process.WaitForExit(30_000), $"{command} did not finish");
-        return (process.ExitCode, output.Result + error);
     }
 }

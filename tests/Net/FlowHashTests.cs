@@ -70,7 +70,7 @@ public class FlowHashTests
         var first = Frame(a, b, tcp ? 6 : 17, sourcePort, destinationPort);
         byte[] second = [.. first, .. payload];
         second[first.Length - 1] ^= 0xFF;
-        return FlowHash.OfFrame(first) == FlowHash.OfFrame(second) && FlowHash.OfFrame(first) == FlowHash.OfFrame(first.ToArray());
+        return FlowHash.OfFrame(first) == FlowHash.OfFrame(second);
     }
 
     [Property(MaxTest = 200)]
@@ -78,7 +78,7 @@ public class FlowHashTests
     {
         var n = ((pairs.Get - 1) % FlowHash.IndirectionEntries) + 1;
         var pair = FlowHash.PairOf(hash, n);
-        return pair >= 0 && pair < n && pair == FlowHash.PairOf(hash, n);
+        return pair >= 0 && pair < n;
     }
 
     [Theory]

@@ -78,7 +78,7 @@ public class SealTests
     public void MemoryTheRingsFrontEndMakesIsSealed()
     {
         using var memory = SharedMemory.Create(1 << 20);
-        Assert.True(SharedMemory.IsSealedAgainstShrinking(memory.Handle!));
+        Assert.True(SharedMemory.IsShrinkSealed(memory.Handle!));
     }
 
     /// <summary>

@@ -151,7 +151,7 @@ public sealed class VhostMemoryMap
 
     /// <summary>
     /// Unless unsealed memory is trusted, every region's file must be sealed against shrinking
-    /// (<see cref="SharedMemory.IsSealedAgainstShrinking"/>): a front-end that truncated a mapped
+    /// (<see cref="SharedMemory.IsShrinkSealed"/>): a front-end that truncated a mapped
     /// file would make the back-end's next access fault, and a fault kills the process.
     /// </summary>
     /// <param name="fds">The regions' files.</param>
@@ -162,7 +162,7 @@ public sealed class VhostMemoryMap
         ArgumentNullException.ThrowIfNull(fds);
         for (var i = 0; !trustUnsealed && i < fds.Count; i++)
         {
-            if (!SharedMemory.IsSealedAgainstShrinking(fds[i]))
+            if (!SharedMemory.IsShrinkSealed(fds[i]))
             {
                 return new VhostUserError(
                     VhostUserErrorCode.UnsealedMemory,

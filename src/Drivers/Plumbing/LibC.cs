@@ -25,7 +25,7 @@ internal static unsafe partial class LibC
     public const uint MFD_ALLOW_SEALING = 0x2;
     public const uint MFD_HUGETLB = 0x4;
     public const uint MFD_HUGE_SHIFT = 26;
-    public const uint MFD_HUGE_2MB = 21u << 26; // log2(2 MiB) in the size field (memfd_create(2))
+    public const uint MFD_HUGE_2MB = 21u << (int)MFD_HUGE_SHIFT; // log2(2 MiB) in the size field (memfd_create(2))
     public const int F_GETFL = 3;
     public const int F_DUPFD_CLOEXEC = 1030;
     public const int F_ADD_SEALS = 1033;

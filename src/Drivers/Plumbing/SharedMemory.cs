@@ -185,19 +185,6 @@ public sealed unsafe class SharedMemory : IDisposable
     }
 
     /// <summary>
-    /// Whether the file can never shrink (F_SEAL_SHRINK): then a mapping of it that fits now can
-    /// never fault later. Files that cannot carry seals (hugetlbfs and other plain files) are not.
-    /// </summary>
-    /// <param name="fd">The memory file.</param>
-    /// <returns>True when sealed against shrinking.</returns>
-    public static bool IsSealedAgainstShrinking(FileDescriptor fd)
-    {
-        ArgumentNullException.ThrowIfNull(fd);
-        var seals = LibC.Fcntl(fd, LibC.F_GET_SEALS, 0);
-        return seals >= 0 && (seals & LibC.F_SEAL_SHRINK) != 0;
-    }
-
-    /// <summary>
     /// Maps <paramref name="length"/> bytes of a peer's memory file starting at <paramref name="offset"/>.
     /// Refuses ranges that reach past the end of the file (touching them would raise SIGBUS).
     /// A hugetlb file (DPDK's hugepages, QEMU's memory-backend-file on hugetlbfs, a hugetlb memfd)
@@ -272,7 +259,11 @@ public sealed unsafe class SharedMemory : IDisposable
         return page;
     }
 
-    /// <summary>Whether a memory file is sealed against shrinking (a peer then cannot make us fault).</summary>
+    /// <summary>
+    /// Whether the file can never shrink (F_SEAL_SHRINK): then a mapping of it that fits now can
+    /// never fault later, whatever the peer does. Files that cannot carry seals (hugetlbfs and
+    /// other plain files) are not.
+    /// </summary>
     /// <param name="fd">The memory file.</param>
     /// <returns>True when F_SEAL_SHRINK is set.</returns>
     public static bool IsShrinkSealed(FileDescriptor fd)

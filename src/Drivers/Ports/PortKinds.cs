@@ -77,6 +77,26 @@ public sealed record PortSpec(string Text, string Kind, string Target, IReadOnly
         return value;
     }
 
+    /// <summary>The value of a switch option: <c>on</c> or <c>off</c>, or <paramref name="default"/> when absent.</summary>
+    /// <param name="key">The option name.</param>
+    /// <param name="default">The value when the option is absent.</param>
+    /// <returns>True for <c>on</c>.</returns>
+    /// <exception cref="ArgumentException">The option is neither on nor off.</exception>
+    public bool GetOnOff(string key, bool @default)
+    {
+        if (!Options.TryGetValue(key, out var text))
+        {
+            return @default;
+        }
+
+        return text switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"port '{Text}': {key} must be on or off, not '{text}'"),
+        };
+    }
+
     /// <summary>Throws when an option other than <paramref name="known"/> was given.</summary>
     /// <param name="known">The options the kind understands.</param>
     /// <exception cref="ArgumentException">An unknown option.</exception>

@@ -61,12 +61,7 @@ public sealed unsafe class TapPort : Port
         : base("tap", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
         spec.RejectUnknown("mtu", "mac", "offload");
-        _receiveOffloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
-        {
-            "on" => true,
-            "off" => false,
-            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
-        };
+        _receiveOffloads = spec.GetOnOff("offload", false);
         try
         {
             TapDevice.ValidateName(spec.Target, TapOpenMode.CreateOrAttach);

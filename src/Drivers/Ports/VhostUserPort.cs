@@ -53,8 +53,6 @@ public class VhostUserPort : Port
     private int _transmitted;
     private int _nextPair;
     private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
-    private readonly long[] _pairTransmitted;
-    private readonly long[] _pairReceived;
 
     /// <summary>
     /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse][,offload=on|off]</c>
@@ -77,19 +75,12 @@ public class VhostUserPort : Port
         : base(kind, spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
         spec.RejectUnknown("mtu", "max-memory", "unsealed", "offload", "queues");
-        OffersOffloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
-        {
-            "on" => true,
-            "off" => false,
-            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
-        };
+        OffersOffloads = spec.GetOnOff("offload", false);
         SocketPath = spec.Target;
         Connect = connect;
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
         QueuePairs = spec.GetInt("queues", 1, 1, MaxQueuePairs);
         _queues = new VhostQueue?[2 * QueuePairs];
-        _pairTransmitted = new long[QueuePairs];
-        _pairReceived = new long[QueuePairs];
         _status = connect ? "connecting to a front-end" : "waiting for a front-end";
         MaxMemoryBytes = (ulong)spec.GetInt("max-memory", (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20), 1, MaxMemoryMib) << 20;
         TrustUnsealedMemory = (spec.Options.TryGetValue("unsealed", out var unsealed) ? unsealed : "refuse") switch
@@ -162,36 +153,6 @@ public class VhostUserPort : Port
 
     /// <summary>The device side of the guest's receive queue of pair 0 while attached (for counters).</summary>
     public IDeviceRing? ReceiveRing => _active?.Pairs[0].Rx;
-
-    /// <summary>Frames handed to the guest on each queue pair since the port was created (index: pair number).</summary>
-    public long[] TransmittedPerPair
-    {
-        get
-        {
-            var copy = new long[QueuePairs];
-            for (var p = 0; p < copy.Length; p++)
-            {
-                copy[p] = Volatile.Read(ref _pairTransmitted[p]);
-            }
-
-            return copy;
-        }
-    }
-
-    /// <summary>Frames taken from the guest on each queue pair since the port was created (index: pair number).</summary>
-    public long[] ReceivedPerPair
-    {
-        get
-        {
-            var copy = new long[QueuePairs];
-            for (var p = 0; p < copy.Length; p++)
-            {
-                copy[p] = Volatile.Read(ref _pairReceived[p]);
-            }
-
-            return copy;
-        }
-    }
 
     /// <inheritdoc/>
     public override IEnumerable<Diagnostics.PortQueue> Queues
@@ -280,7 +241,6 @@ public class VhostUserPort : Port
             {
                 _nextPair = (_nextPair + n + 1) % pairs.Length;
                 _receiving = pair;
-                _pairReceived[pair.Number] += taken;
                 return taken;
             }
         }
@@ -357,7 +317,6 @@ public class VhostUserPort : Port
         {
             // Nothing had room for these: the guest keeps them, we pop (and check) them again later.
             tx.UndoPops(_takePositions[keep]);
-            _pairReceived[pair.Number] -= burst.Taken - keep;
         }
 
         if (keep == 0)
@@ -387,50 +346,37 @@ public class VhostUserPort : Port
             return frames.Length;
         }
 
+        // Frames go to the pairs the guest enabled (it may run fewer than it has), each by its flow.
         var pairs = a.Pairs;
-        var single = pairs.Length == 1;
-        if (single)
-        {
-            var only = pairs[0];
-            if (only.Rx.IsBroken)
-            {
-                only.RxQueue.ReportBroken();
-            }
-
-            if (only.Rx.IsBroken || !only.RxQueue.Enabled)
-            {
-                Counters.Count(DropReason.LinkDown, frames.Length);
-                return frames.Length;
-            }
-
-            only.Prepare();
-            if (!only.Rx.HasAvailable)
-            {
-                // One look at the guest's ring for the whole burst: nothing posted, nothing popped and undone.
-                return 0;
-            }
-        }
-
-        // Several pairs: frames go to the pairs the guest enabled (it may run fewer than it has), by flow.
-        Span<byte> usable = stackalloc byte[single ? 0 : MaxQueuePairs];
+        Span<byte> usable = stackalloc byte[MaxQueuePairs];
         var usableCount = 0;
-        for (var p = 0; !single && p < pairs.Length; p++)
+        var available = false;
+        for (var p = 0; p < pairs.Length; p++)
         {
-            var rx = pairs[p].Rx;
-            if (rx.IsBroken)
+            var pair = pairs[p];
+            if (pair.Rx.IsBroken)
             {
-                pairs[p].RxQueue.ReportBroken();
+                pair.RxQueue.ReportBroken();
             }
-            else if (pairs[p].RxQueue.Enabled)
+            else if (pair.RxQueue.Enabled)
             {
+                pair.Prepare();
                 usable[usableCount++] = (byte)p;
+                available |= pair.Rx.HasAvailable;
             }
         }
 
-        if (!single && usableCount == 0)
+        if (usableCount == 0)
         {
+            // Every receive queue broken or disabled: down until the front-end resets or enables one.
             Counters.Count(DropReason.LinkDown, frames.Length);
             return frames.Length;
+        }
+
+        if (!available)
+        {
+            // One look at the guest's rings for the whole burst: nothing posted, nothing popped and undone.
+            return 0;
         }
 
         var offloads = Offloads;
@@ -451,18 +397,13 @@ public class VhostUserPort : Port
                 continue;
             }
 
-            var pair = single ? pairs[0] : pairs[usable[FlowHash.PairOf(FlowHash.OfFrame(burst.Head(frame)), usableCount)]];
+            var pair = pairs[usable[usableCount == 1 ? 0 : FlowHash.PairOf(FlowHash.OfFrame(burst.Head(frame)), usableCount)]];
             var rx = pair.Rx;
-            if (!single)
+            if (rx.IsBroken)
             {
-                if (rx.IsBroken)
-                {
-                    // Broke during this burst: that pair is down until the front-end resets it; the others run.
-                    Counters.Count(DropReason.LinkDown);
-                    continue;
-                }
-
-                pair.Prepare();
+                // Broke earlier in this burst: that pair is down until the front-end resets it; the others run.
+                Counters.Count(DropReason.LinkDown);
+                continue;
             }
 
             var segments = burst.Segments(frame);
@@ -550,13 +491,7 @@ public class VhostUserPort : Port
                     // The guest broke this receive queue: it is down until reset, not full.
                     pair.RxQueue.ReportBroken();
                     Counters.Count(DropReason.LinkDown);
-                    if (!single)
-                    {
-                        continue;
-                    }
-
-                    Counters.Count(DropReason.LinkDown, frames.Length - k - 1);
-                    k = frames.Length;
+                    continue;
                 }
 
                 // The caller counts the rest as destination full.
@@ -585,7 +520,6 @@ public class VhostUserPort : Port
                 rx.PushUsed(tokens[b], (uint)written[b]);
             }
 
-            _pairTransmitted[pair.Number]++;
             sent++;
             bytes += length;
         }

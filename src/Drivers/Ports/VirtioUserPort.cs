@@ -61,18 +61,8 @@ public sealed unsafe class VirtioUserPort : Port
         : base("virtio-user", spec?.Text ?? throw new ArgumentNullException(nameof(spec)))
     {
         spec.RejectUnknown("mtu", "queue-size", "ring", "reconnect", "offload", "hugepages");
-        _offloads = (spec.Options.TryGetValue("offload", out var offload) ? offload : "off") switch
-        {
-            "on" => true,
-            "off" => false,
-            _ => throw new ArgumentException($"port '{spec.Text}': offload must be on or off, not '{offload}'"),
-        };
-        _reconnect = (spec.Options.TryGetValue("reconnect", out var again) ? again : "on") switch
-        {
-            "on" => true,
-            "off" => false,
-            _ => throw new ArgumentException($"port '{spec.Text}': reconnect must be on or off, not '{again}'"),
-        };
+        _offloads = spec.GetOnOff("offload", false);
+        _reconnect = spec.GetOnOff("reconnect", true);
         SocketPath = spec.Target;
         Mtu = spec.GetInt("mtu", DefaultMtu, 68, ushort.MaxValue - VirtioNetHeader.Size - LinkHeaderBytes);
         var features = VirtioFeatures.Version1 | VirtioFeatures.EventIndex | VirtioFeatures.IndirectDescriptors | (_offloads ? OffloadFeatures : 0);

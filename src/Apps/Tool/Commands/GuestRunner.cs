@@ -218,15 +218,15 @@ internal static class GuestRunner
         var broken = string.Join("; ", pairs
             .Where(p => p.Transmit.Ring.IsBroken || p.Receive.Ring.IsBroken)
             .Select(p => $"{(pairs.Length > 1 ? $"pair {p.Pair}: " : string.Empty)}tx {p.Transmit.Ring.BrokenReason}, rx {p.Receive.Ring.BrokenReason} (device needs reset)"));
-        long kicks = 0, suppressed = 0, burstFrames = 0, bursts = 0, drops = 0;
+        long kicks = 0, suppressed = 0, packets = 0, bursts = 0, drops = 0;
         foreach (var p in pairs)
         {
             var tx = p.Transmit.Ring.Counters;
             var rx = p.Receive.Ring.Counters;
             kicks += tx.NotificationsSent + rx.NotificationsSent;
             suppressed += tx.NotificationsSuppressed + rx.NotificationsSuppressed;
-            burstFrames += (long)(tx.MeanBurst * figures[p.Pair]!.Sent);
-            bursts += figures[p.Pair]!.Sent;
+            packets += tx.Packets;
+            bursts += tx.Bursts;
             drops += p.ReceiveErrors;
         }
 
@@ -244,7 +244,7 @@ internal static class GuestRunner
             Traffic = f,
             Kicks = new NotificationFigures(kicks, suppressed),
             CallsReceived = f.Sleeps,
-            MeanBurst = bursts > 0 ? (double)burstFrames / bursts : 0,
+            MeanBurst = bursts > 0 ? (double)packets / bursts : 0,
             Drops = drops,
             Gen0Collections = GC.CollectionCount(0) - gcBefore,
             Broken = broken.Length > 0 ? broken : null,

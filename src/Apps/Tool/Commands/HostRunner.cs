@@ -61,6 +61,8 @@ internal sealed class HostRunner
         public required Stopwatch Clock { get; init; }
         public required long CallsAtStart { get; init; }
         public required long SuppressedAtStart { get; init; }
+        public required long PacketsAtStart { get; init; }
+        public required long BurstsAtStart { get; init; }
         public IDisposable? Watched { get; init; }
     }
 
@@ -410,6 +412,8 @@ internal sealed class HostRunner
                 // The rings' counters live as long as the rings; a worker started again on them reports only its own.
                 CallsAtStart = r.Counters.NotificationsSent + t.Counters.NotificationsSent,
                 SuppressedAtStart = r.Counters.NotificationsSuppressed + t.Counters.NotificationsSuppressed,
+                PacketsAtStart = r.Counters.Packets,
+                BurstsAtStart = r.Counters.Bursts,
             };
         }
     }
@@ -495,8 +499,10 @@ internal sealed class HostRunner
         var calls = rx.NotificationsSent + tx.NotificationsSent - w.CallsAtStart;
         var suppressed = rx.NotificationsSuppressed + tx.NotificationsSuppressed - w.SuppressedAtStart;
         var perFrame = frames > 0 ? (double)calls / frames : 0;
+        var packets = rx.Packets - w.PacketsAtStart;
+        var bursts = rx.Bursts - w.BurstsAtStart;
         var broken = w.Tx.IsBroken || w.Rx.IsBroken ? $"tx {w.Tx.BrokenReason}, rx {w.Rx.BrokenReason}" : null;
-        _output.WriteLine($"rings host: {why}: queue pair {w.Pair}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {rx.MeanBurst:0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
+        _output.WriteLine($"rings host: {why}: queue pair {w.Pair}: forwarded {frames:N0} frames in {seconds:0.0} s, dropped {dropped:N0}, calls per frame {perFrame:0.0000} (sent {calls:N0}, suppressed {suppressed:N0}), mean burst {MeanBurst(packets, bursts):0.0}, sleeps {sleeps:N0}{(broken is null ? string.Empty : $", broken: {broken}")}");
 
         // A pair's figures add up over the times its worker ran (it stops while the pair is disabled).
         PairFigures[] pairs;
@@ -514,7 +520,7 @@ internal sealed class HostRunner
                 session[w.Pair] = f;
             }
 
-            f.Add(frames, dropped, sleeps, seconds, calls, suppressed, rx.MeanBurst, broken);
+            f.Add(frames, dropped, sleeps, seconds, calls, suppressed, packets, bursts, broken);
             pairs = [.. session.Values];
         }
 
@@ -530,7 +536,8 @@ internal sealed class HostRunner
     private static void WriteStats(string path, PairFigures[] pairs)
     {
         long frames = 0, dropped = 0, sleeps = 0, calls = 0, suppressed = 0;
-        double seconds = 0, burstFrames = 0;
+        long packets = 0, bursts = 0;
+        double seconds = 0;
         string? broken = null;
         foreach (var p in pairs)
         {
@@ -540,7 +547,8 @@ internal sealed class HostRunner
             calls += p.CallsSent;
             suppressed += p.CallsSuppressed;
             seconds = Math.Max(seconds, p.Seconds);
-            burstFrames += p.BurstFrames;
+            packets += p.Packets;
+            bursts += p.Bursts;
             broken ??= p.Broken;
         }
 
@@ -553,7 +561,7 @@ internal sealed class HostRunner
         json.WriteNumber("calls_sent", calls);
         json.WriteNumber("calls_suppressed", suppressed);
         json.WriteNumber("calls_per_frame", frames > 0 ? (double)calls / frames : 0);
-        json.WriteNumber("mean_burst", frames > 0 ? burstFrames / frames : 0);
+        json.WriteNumber("mean_burst", MeanBurst(packets, bursts));
         json.WriteNumber("sleeps", sleeps);
         if (broken is null)
         {
@@ -572,13 +580,16 @@ internal sealed class HostRunner
             json.WriteNumber("frames", p.Frames);
             json.WriteNumber("dropped", p.Dropped);
             json.WriteNumber("seconds", p.Seconds);
-            json.WriteNumber("mean_burst", p.Frames > 0 ? p.BurstFrames / p.Frames : 0);
+            json.WriteNumber("mean_burst", MeanBurst(p.Packets, p.Bursts));
             json.WriteEndObject();
         }
 
         json.WriteEndArray();
         json.WriteEndObject();
     }
+
+    // Buffers per publish of the receive ring (QueueCounters.MeanBurst, over the runs counted).
+    private static double MeanBurst(long packets, long bursts) => bursts > 0 ? (double)packets / bursts : 0;
 
     /// <summary>What one queue pair of one front-end forwarded, over every run of its worker.</summary>
     private sealed class PairFigures(int pair)
@@ -590,10 +601,11 @@ internal sealed class HostRunner
         public long CallsSent { get; private set; }
         public long CallsSuppressed { get; private set; }
         public double Seconds { get; private set; }
-        public double BurstFrames { get; private set; }
+        public long Packets { get; private set; }
+        public long Bursts { get; private set; }
         public string? Broken { get; private set; }
 
-        public void Add(long frames, long dropped, long sleeps, double seconds, long calls, long suppressed, double meanBurst, string? broken)
+        public void Add(long frames, long dropped, long sleeps, double seconds, long calls, long suppressed, long packets, long bursts, string? broken)
         {
             Frames += frames;
             Dropped += dropped;
@@ -601,7 +613,8 @@ internal sealed class HostRunner
             Seconds += seconds;
             CallsSent += calls;
             CallsSuppressed += suppressed;
-            BurstFrames += meanBurst * frames;
+            Packets += packets;
+            Bursts += bursts;
             Broken ??= broken;
         }
     }
