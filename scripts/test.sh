@@ -59,6 +59,22 @@ if [[ -f "$results/tests.trx" ]]; then
     skipped=$(( ${total:-0} - ${executed:-0} ))
     failed=$(( ${failed:-0} + $(get error || echo 0) + $(get timeout || echo 0) + $(get aborted || echo 0) ))
 fi
+# The console log of a long run is cut by whoever keeps only its end: name the failed tests, with
+# the first lines of their messages, once more just above the totals.
+if [[ -f "$results/tests.trx" ]] && (( ${failed:-0} > 0 )); then
+    grep -o '<UnitTestResult [^>]*>' "$results/tests.trx" | grep -v 'outcome="\(Passed\|NotExecuted\)"' \
+        | sed -n 's/.*testName="\([^"]*\)".*/FAILED \1/p' >&2
+    command -v python3 >/dev/null && python3 - "$results/tests.trx" <<'PY' >&2 || true
+import sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for r in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult", ns):
+    if r.get("outcome") not in ("Passed", "NotExecuted"):
+        print(f"{r.get('testName')} ({r.get('duration')}):")
+        message = r.find(".//t:ErrorInfo/t:Message", ns)
+        for line in (message.text or "").splitlines()[:8] if message is not None else []:
+            print(f"    {line}")
+PY
+fi
 # Tests remove the network namespaces they create, also on failure; a test process that was killed
 # cannot. Remove what such a process left (its id is in the name) and count it as a failure.
 for ns in $(ip netns list 2>/dev/null | awk '/^rings-test-/ {print $1}'); do
