@@ -1,4 +1,5 @@
 using Rings.Tests.Hostile;
+using Rings.Tool.Commands;
 
 namespace Rings.Tests.Apps;
 
@@ -42,6 +43,45 @@ public class LoopbackProcessTests
     }
 
     [Fact]
+    public void TheLoopbackPinsGuestAndHostToSeparateCpusUnlessToldNot()
+    {
+        var allowed = Rings.Linux.Plumbing.CpuAffinity.AllowedCpus();
+        Assert.NotEmpty(allowed);
+        var (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off");
+        Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+        var (guest, host) = LoopbackCommand.CpusFor(LoopbackOptions.Defaults, allowed);
+        if (allowed.Count >= 2)
+        {
+            Assert.Contains($"guest pinned to CPU {guest}, host to CPU {host}", output);
+        }
+        else
+        {
+            Assert.DoesNotContain("pinned", output);
+        }
+
+        // Pinning that the kernel refused would say "unpinned".
+        Assert.DoesNotContain("unpinned", output + error);
+        Assert.Matches(@"frames received\s+20,000", output);
+
+        (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off", "--pin", "off");
+        Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+        Assert.DoesNotContain("pinned", output);
+    }
+
+    [Fact]
+    public void PinningSplitsTheAllowedCpusInHalvesOnlyWhenNoSideWasGivenCpus()
+    {
+        var defaults = LoopbackOptions.Defaults;
+        Assert.Equal(("0", "1"), LoopbackCommand.CpusFor(defaults, [0, 1]));
+        Assert.Equal(("2,5", "6,7"), LoopbackCommand.CpusFor(defaults, [2, 5, 6, 7]));
+        Assert.Equal(("0", "1,2"), LoopbackCommand.CpusFor(defaults, [0, 1, 2]));
+        Assert.Equal(((string?)null, (string?)null), LoopbackCommand.CpusFor(defaults, [3]));
+        Assert.Equal(((string?)null, (string?)null), LoopbackCommand.CpusFor(defaults with { Pin = false }, [0, 1]));
+        Assert.Equal(("1", (string?)null), LoopbackCommand.CpusFor(defaults with { Guest = defaults.Guest with { Cpus = "1" } }, [0, 1]));
+        Assert.Equal(((string?)null, "0"), LoopbackCommand.CpusFor(defaults with { HostCpus = "0" }, [0, 1]));
+    }
+
+    [Fact]
     public void BadOptionGetsAClearErrorAndNonZeroExit()
     {
         var (exit, _, error) = Run("loopback", "--queue-size", "100");
@@ -50,6 +90,9 @@ public class LoopbackProcessTests
         (exit, _, error) = Run("loopback", "--in-process", "--queue-size", "100");
         Assert.Equal(2, exit);
         Assert.Contains("power of two", error);
+        (exit, _, error) = Run("loopback", "--host-cpus", "0-x");
+        Assert.Equal(2, exit);
+        Assert.Contains("--host-cpus '0-x'", error);
     }
 
     [Fact]

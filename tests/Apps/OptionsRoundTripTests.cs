@@ -167,5 +167,7 @@ public class OptionsRoundTripTests
         from guest in GuestGen(Gen.Constant(string.Empty))
         from hostWait in Gen.OneOf(Gen.Constant<WaitStrategy?>(null), Gen.Elements(Enum.GetValues<WaitStrategy>()).Select(w => (WaitStrategy?)w))
         from inProcess in ArbMap.Default.GeneratorFor<bool>()
-        select new LoopbackOptions(guest, hostWait, inProcess);
+        from hostCpus in CpusGen()
+        from pin in ArbMap.Default.GeneratorFor<bool>()
+        select new LoopbackOptions(guest, hostWait, inProcess, hostCpus, pin);
 }

@@ -23,4 +23,26 @@ public static unsafe class CpuAffinity
             throw LibC.Error($"sched_setaffinity(cpu {cpu})");
         }
     }
+
+    /// <summary>The CPUs the calling thread may run on (sched_getaffinity(2)), in ascending order.</summary>
+    /// <returns>The CPU numbers; empty when the kernel would not say.</returns>
+    public static IReadOnlyList<int> AllowedCpus()
+    {
+        var mask = stackalloc ulong[MaxCpus / 64];
+        if (LibC.SchedGetAffinity(0, MaxCpus / 8, mask) != 0)
+        {
+            return [];
+        }
+
+        var cpus = new List<int>();
+        for (var cpu = 0; cpu < MaxCpus; cpu++)
+        {
+            if ((mask[cpu / 64] & (1UL << (cpu % 64))) != 0)
+            {
+                cpus.Add(cpu);
+            }
+        }
+
+        return cpus;
+    }
 }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Rings.Linux.Net;
+using Rings.Linux.Plumbing;
 
 namespace Rings.Tool.Commands;
 
@@ -13,7 +14,13 @@ namespace Rings.Tool.Commands;
 /// <param name="Guest">The guest's settings (its socket empty: the loopback makes one); its JSON file is the loopback's.</param>
 /// <param name="HostWait">The host's wait strategy, when it differs from the guest's.</param>
 /// <param name="InProcess">One split ring between two threads of this process instead of two processes.</param>
-internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWait = null, bool InProcess = false)
+/// <param name="HostCpus">CPUs to pin the host's queue-pair workers to, or null.</param>
+/// <param name="Pin">
+/// When neither side is given CPUs and at least two are allowed: the guest's traffic threads on the
+/// first half of the allowed CPUs, the host's workers on the other half, so the two pollers never
+/// share a core and neither is moved mid-run.
+/// </param>
+internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWait = null, bool InProcess = false, string? HostCpus = null, bool Pin = true)
 {
     /// <summary>The options <c>rings loopback</c> runs with when given none.</summary>
     public static LoopbackOptions Defaults { get; } = new(new GuestOptions(string.Empty, Seconds: 3));
@@ -32,6 +39,18 @@ internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWai
             yield return "--in-process";
         }
 
+        if (HostCpus is not null)
+        {
+            yield return "--host-cpus";
+            yield return HostCpus;
+        }
+
+        if (!Pin)
+        {
+            yield return "--pin";
+            yield return "off";
+        }
+
         foreach (var a in (Guest with { Socket = string.Empty }).ToArguments())
         {
             yield return a;
@@ -46,7 +65,27 @@ internal sealed record LoopbackOptions(GuestOptions Guest, WaitStrategy? HostWai
 /// </summary>
 internal static partial class LoopbackCommand
 {
-    public static Command Create() => Define().Runs(o => o.InProcess ? (o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes" : InProcessOptions(o).Validate()) : o.Guest.Validate(), Run);
+    public static Command Create() => Define().Runs(Validate, Run);
+
+    private static string? Validate(LoopbackOptions o) =>
+        o.InProcess ? (o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes" : InProcessOptions(o).Validate())
+        : !SwitchCommand.TryParseCpus(o.HostCpus, out _, out var error) ? error!.Replace("--cpus", "--host-cpus", StringComparison.Ordinal)
+        : o.Guest.Validate();
+
+    /// <summary>
+    /// The CPUs each side is pinned to: as given, or, with <see cref="LoopbackOptions.Pin"/> and
+    /// none given, the allowed CPUs split in two halves (guest first). Null for a side left to the scheduler.
+    /// </summary>
+    internal static (string? Guest, string? Host) CpusFor(LoopbackOptions o, IReadOnlyList<int> allowed)
+    {
+        if (o.Guest.Cpus is not null || o.HostCpus is not null || !o.Pin || allowed.Count < 2)
+        {
+            return (o.Guest.Cpus, o.HostCpus);
+        }
+
+        var half = allowed.Count / 2;
+        return (string.Join(',', allowed.Take(half)), string.Join(',', allowed.Skip(half)));
+    }
 
     /// <summary>Reads a <c>rings loopback</c> command line (after the command name) into options.</summary>
     /// <exception cref="ArgumentException">The arguments do not parse.</exception>
@@ -66,16 +105,25 @@ internal static partial class LoopbackCommand
         var hostWait = new Option<string?>("--host-wait") { Description = "The host's wait strategy, when it should differ from --wait." };
         hostWait.AcceptOnlyFromAmong(Enum.GetValues<WaitStrategy>().Select(Cli.Text).ToArray());
         var inProcess = new Option<bool>("--in-process") { Description = "Run a driver thread and a device thread over one split ring in this process instead of two processes." };
-        var command = new Command("loopback", "Run the two-process loopback: a rings host (vhost-user back-end, reflecting every frame) and a rings guest (virtio-net driver sending test frames), and print their figures.")
+        var hostCpus = new Option<string?>("--host-cpus") { Description = "CPUs to pin the host's queue-pair workers to, pair N on the Nth (round robin), such as 1 or 2-3 (--cpus pins the guest's)." };
+        var pin = new Option<string>("--pin")
         {
-            hostWait, inProcess,
+            Description = "auto: when neither --cpus nor --host-cpus is given and at least two CPUs are allowed, pin the guest's threads to the first half of them and the host's workers to the other half, so the two pollers never share a core; off: leave both to the scheduler.",
+            DefaultValueFactory = _ => "auto",
+        };
+        pin.AcceptOnlyFromAmong("auto", "off");
+        var command = new Command("loopback", "Run the two-process loopback: a rings host (vhost-user back-end, reflecting every frame) and a rings guest (virtio-net driver sending test frames), and print their figures. The host runs once and never restarts, so the guest does not ask for an inflight region.")
+        {
+            hostWait, inProcess, hostCpus, pin,
         };
         g.AddTo(command);
         g.Seconds.DefaultValueFactory = _ => LoopbackOptions.Defaults.Guest.Seconds;
         return new(command, r => new LoopbackOptions(
             g.Read(r, string.Empty),
             r.GetValue(hostWait) is { } w ? Cli.Parse<WaitStrategy>(w) : null,
-            r.GetValue(inProcess)));
+            r.GetValue(inProcess),
+            r.GetValue(hostCpus),
+            r.GetValue(pin) != "off"));
     }
 
     private static int RunTwoProcesses(LoopbackOptions o)
@@ -100,7 +148,13 @@ internal static partial class LoopbackCommand
         try
         {
             Console.WriteLine($"rings loopback: starting rings host and rings guest joined by vhost-user at {socket}");
-            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel, Queues: o.Guest.Queues);
+            var (guestCpus, hostCpus) = CpusFor(o, CpuAffinity.AllowedCpus());
+            if (guestCpus is not null && hostCpus is not null && o.Guest.Cpus is null && o.HostCpus is null)
+            {
+                Console.WriteLine($"rings loopback: guest pinned to CPU {guestCpus}, host to CPU {hostCpus} (--pin off leaves them to the scheduler)");
+            }
+
+            var hostOptions = new HostOptions(socket, HostMode.Reflect, o.HostWait ?? o.Guest.Wait, o.Guest.Burst, Once: true, Stats: hostStats, Quiet: true, Metrics: o.Guest.Metrics, LogLevel: o.Guest.LogLevel, Queues: o.Guest.Queues, Cpus: hostCpus);
             host = Start(self, ["host", .. hostOptions.ToArguments()]);
             var ready = Stopwatch.StartNew();
             while (!File.Exists(socket))
@@ -114,7 +168,9 @@ internal static partial class LoopbackCommand
                 Thread.Sleep(10);
             }
 
-            guest = Start(self, ["guest", .. (o.Guest with { Socket = socket, Json = guestJson, Metrics = null }).ToArguments()]);
+            // The host runs once (--once) and never restarts: an inflight region would record every
+            // buffer for a recovery that cannot happen, so the guest does not ask for one.
+            guest = Start(self, ["guest", .. (o.Guest with { Socket = socket, Json = guestJson, Metrics = null, Cpus = guestCpus, Inflight = false }).ToArguments()]);
             guest.WaitForExit();
             var guestExit = guest.ExitCode;
 
