@@ -63,7 +63,8 @@ fi
 # the first lines of their messages, once more just above the totals.
 if [[ -f "$results/tests.trx" ]] && (( ${failed:-0} > 0 )); then
     grep -o '<UnitTestResult [^>]*>' "$results/tests.trx" | grep -v 'outcome="\(Passed\|NotExecuted\)"' \
-        | sed -n 's/.*testName="\([^"]*\)".*/FAILED \1/p' >&2
+        | sed -n 's/.*testName="\([^"]*\)".*/FAILED \1/p' \
+        | sed 's/&quot;/"/g; s/&apos;/'"'"'/g; s/&lt;/</g; s/&gt;/>/g; s/&amp;/\&/g' >&2
     command -v python3 >/dev/null && python3 - "$results/tests.trx" <<'PY' >&2 || true
 import sys, xml.etree.ElementTree as ET
 ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
