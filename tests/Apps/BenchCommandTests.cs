@@ -9,6 +9,39 @@ public class BenchCommandTests
     private static readonly byte[] PngSignature = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
 
     [Fact]
+    public void DpdkIsMeasuredBesideRingsOnBothRingFormats()
+    {
+        _ = Rings.Tests.VhostUser.Testpmd.Executable();
+        var dir = Directory.CreateTempSubdirectory("rings-bench-test-");
+        try
+        {
+            // The base point and its packed twin, each beside DPDK on the same format and pages.
+            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(6), "bench", "--points", "2", "--seconds", "1", "--repeats", "1", "--dpdk", "auto", "--out", dir.FullName);
+            Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
+            var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.FullName, "bench.json"))).RootElement;
+            var baselines = json.GetProperty("baselines").EnumerateArray().ToDictionary(b => b.GetProperty("name").GetString()!);
+            foreach (var (name, ring) in new[] { ("dpdk_vhost_virtio_user", "split"), ("dpdk_vhost_virtio_user_packed", "packed") })
+            {
+                var b = baselines[name];
+                Assert.Equal(ring, b.GetProperty("ring").GetString());
+                Assert.False(b.GetProperty("hugepages").GetBoolean());
+                Assert.Equal(3, b.GetProperty("repeats").GetInt32());
+                Assert.True(b.GetProperty("mpps").GetDouble() > 0, b.ToString());
+                Assert.True(b.GetProperty("rings_ratio").GetDouble() > 0, b.ToString());
+            }
+
+            // No hugepage baseline without its Rings point (the sweep was cut to two points).
+            Assert.DoesNotContain(baselines.Keys, n => n.EndsWith("_hugepages", StringComparison.Ordinal));
+            Assert.Matches(@"at least 1\.2x DPDK's virtio-user/vhost round trip \(split, 4 KiB pages\)", File.ReadAllText(Path.Combine(dir.FullName, "summary.md")));
+            Assert.Matches(@"DPDK virtio-user \+ vhost \(testpmd\), packed, 4 KiB pages\s+\d+\.\d+ Mpps\s+Rings is \d+\.\d+x", output);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
     public void TinySweepWritesEveryPointBaselinesAndValidPlots()
     {
         var dir = Directory.CreateTempSubdirectory("rings-bench-test-");

@@ -82,7 +82,13 @@ internal static class BenchCommand
             return 2;
         }
 
-        var plan = BenchPlan.Create(s.Quick);
+        // Hugepage points (Rings and DPDK, both formats) when enough 2 MiB pages are free; the
+        // sweep never reserves them itself (that is the machine owner's call).
+        var testpmd = s.Dpdk && s.Baselines ? BenchDpdk.Executable() : null;
+        var freeHugePages = Linux.Plumbing.SharedMemory.HugePagesAvailable() ?? 0;
+        string? hugeWhyNot = null;
+        using var hugeDirectory = testpmd is null ? null : BenchDpdk.PrepareHugePages(out hugeWhyNot);
+        var plan = BenchPlan.Create(s.Quick, hugePages: freeHugePages >= BenchDpdk.HugePagesNeeded);
         if (s.Points > 0)
         {
             plan.Truncate(s.Points);
@@ -106,7 +112,12 @@ internal static class BenchCommand
         using var signals = StopSignals.Install(_ => BenchInterrupt.Request());
         static bool cancelled() => BenchInterrupt.Requested;
 
-        var tasks = Schedule(s, self, report, cancelled);
+        var tasks = Schedule(s, self, report, cancelled, testpmd, hugeDirectory?.Path, hugeWhyNot);
+        if (freeHugePages < BenchDpdk.HugePagesNeeded)
+        {
+            o.WriteLine($"rings bench: 4 KiB pages only: {BenchDpdk.HugePagesNeeded} free 2 MiB hugepages are needed for the hugepage points, {freeHugePages} are free (echo 512 > /proc/sys/vm/nr_hugepages)");
+        }
+
         o.WriteLine($"rings bench ({report.Preset}): {report.Points.Count} points x {s.Repeats} run(s) of {s.Seconds:0.##} s, {report.Baselines.Count(b => b.Skipped is null)} baselines and the reference point x {ReferenceRounds(s)}; machine: {report.Machine.Describe()}, load {report.Machine.LoadAverage}");
         foreach (var b in report.Baselines.Where(b => b.Skipped is not null))
         {
@@ -228,7 +239,7 @@ internal static class BenchCommand
     /// machine's load spread over all points instead of landing on a few. Rounds past
     /// <see cref="Settings.Repeats"/> measure only the reference point and the baselines.
     /// </summary>
-    private static List<BenchTask> Schedule(Settings s, string self, BenchReport report, Func<bool> cancelled)
+    private static List<BenchTask> Schedule(Settings s, string self, BenchReport report, Func<bool> cancelled, string? testpmd, string? hugeDirectory, string? hugeWhyNot)
     {
         var loopbackCost = s.Seconds + 1.0;
         var tasks = new List<BenchTask>
@@ -240,15 +251,27 @@ internal static class BenchCommand
             }),
         };
 
-        var testpmd = s.Dpdk ? BenchDpdk.Executable() : null;
         if (s.Baselines)
         {
             report.Baselines.Add(new BaselineResult(UnixBurst, "AF_UNIX datagrams", 64, 32));
             report.Baselines.Add(new BaselineResult(Udp, "UDP on 127.0.0.1", 64, 32));
-            report.Baselines.Add(new BaselineResult(Dpdk, "DPDK virtio-user + vhost (testpmd)", 64, 32)
+
+            // DPDK on each ring format and page size that a Rings point of the sweep measures too.
+            foreach (var peer in report.Points.Where(p => p.Series.Contains(BenchPlan.PagesSeries)).Select(p => p.Point))
             {
-                Skipped = testpmd is not null ? null : s.Dpdk ? "dpdk-testpmd is not installed (scripts/install-deps.sh installs it)" : "--dpdk off",
-            });
+                report.Baselines.Add(new BaselineResult(
+                    Dpdk + (peer.Ring == RingFormat.Packed ? "_packed" : string.Empty) + (peer.HugePages ? "_hugepages" : string.Empty),
+                    $"DPDK virtio-user + vhost (testpmd), {peer.Ring.Name}, {(peer.HugePages ? "2 MiB" : "4 KiB")} pages",
+                    64,
+                    32)
+                {
+                    Peer = peer,
+                    Skipped = testpmd is null ? (s.Dpdk ? "dpdk-testpmd is not installed (scripts/install-deps.sh installs it)" : "--dpdk off")
+                        : peer.HugePages && hugeDirectory is null ? hugeWhyNot ?? "no hugetlbfs directory"
+                        : null,
+                });
+            }
+
             report.Baselines.Add(new BaselineResult(UnixPingPong, "AF_UNIX datagram ping-pong", 64, 1));
         }
 
@@ -268,7 +291,7 @@ internal static class BenchCommand
 
             foreach (var b in report.Baselines.Where(b => b.Skipped is null))
             {
-                tasks.Add(b.Name == Dpdk
+                tasks.Add(b.Name.StartsWith(Dpdk, StringComparison.Ordinal)
                     ? new BenchTask(b.Description + referenceTag, dpdkSeconds + 5, () => DpdkRun(b))
                     : new BenchTask(b.Description + referenceTag, s.Seconds + 0.4, () => KernelRun(b)));
             }
@@ -307,7 +330,7 @@ internal static class BenchCommand
 
         string DpdkRun(BaselineResult b)
         {
-            var (mpps, err) = BenchDpdk.Measure(testpmd!, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
+            var (mpps, err) = BenchDpdk.Measure(testpmd!, b.Peer!.Ring, b.Peer.HugePages ? hugeDirectory : null, b.FrameSize, b.Burst, QueueSize, 1, dpdkSeconds);
             lock (report)
             {
                 if (cancelled())

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
+using Rings.Linux.Plumbing;
 
 namespace Rings.Tool.Bench;
 
@@ -11,8 +12,9 @@ namespace Rings.Tool.Bench;
 /// processes joined by a vhost-user socket, a <c>net_vhost</c> back-end swapping MAC addresses and
 /// sending every frame back (macswap), and a <c>net_virtio_user</c> front-end generating frames as
 /// fast as it can (flowgen) and counting what returns. Both busy-poll on their own CPU, without
-/// hugepages or PCI devices. The rate is the front-end's per-second Rx-pps, median over the
-/// seconds after a warm-up.
+/// PCI devices, on 4 KiB pages (<c>--no-huge</c>) or on 2 MiB hugepages from a hugetlbfs mount
+/// (<c>--single-file-segments</c>, which virtio-user needs to share its memory). The rate is the
+/// front-end's per-second Rx-pps, median over the seconds after a warm-up.
 /// </summary>
 internal static partial class BenchDpdk
 {
@@ -37,9 +39,17 @@ internal static partial class BenchDpdk
     /// One round-trip measurement; returns the median Mpps or an error. Gives up (and stops both
     /// processes) after the time it should take plus 30 seconds.
     /// </summary>
-    public static (double Mpps, string? Error) Measure(string testpmd, int frameSize, int burst, int queueSize, double warmupSeconds, double seconds)
+    /// <param name="testpmd">The dpdk-testpmd executable.</param>
+    /// <param name="ring">The ring format the front-end negotiates (packed_vq).</param>
+    /// <param name="hugeDirectory">A hugetlbfs mount for 2 MiB pages, or null for 4 KiB pages.</param>
+    /// <param name="frameSize">Bytes per Ethernet frame.</param>
+    /// <param name="burst">Frames per burst, both sides.</param>
+    /// <param name="queueSize">Descriptors per ring.</param>
+    /// <param name="warmupSeconds">Seconds not counted.</param>
+    /// <param name="seconds">Seconds measured.</param>
+    public static (double Mpps, string? Error) Measure(string testpmd, RingFormat ring, string? hugeDirectory, int frameSize, int burst, int queueSize, double warmupSeconds, double seconds)
     {
-        var cpus = AllowedCpus();
+        var cpus = CpuAffinity.AllowedCpus();
         if (cpus.Count < 2)
         {
             return (double.NaN, "needs two CPUs, one per busy-polling testpmd");
@@ -51,7 +61,8 @@ internal static partial class BenchDpdk
         var warmup = (int)Math.Ceiling(warmupSeconds);
         var samples = Math.Max(1, (int)Math.Round(seconds));
         var limit = warmup + samples + 30;
-        string[] common = ["--no-huge", "-m", "256", "--no-pci", "-l", $"{cpus[0]},{cpus[1]}"];
+        string[] memory = hugeDirectory is null ? ["--no-huge", "-m", "256"] : ["--huge-dir", hugeDirectory, "--single-file-segments", "-m", "256"];
+        string[] common = [.. memory, "--no-pci", "-l", $"{cpus[0]},{cpus[1]}"];
         string[] app =
         [
             "--nb-cores=1", "--rxq=1", "--txq=1", $"--burst={burst}", "--total-num-mbufs=8192",
@@ -76,7 +87,7 @@ internal static partial class BenchDpdk
 
             // The front-end generates on the first CPU and prints its port statistics every second.
             // testpmd counts the 4-byte Ethernet FCS in its packet length.
-            virtio = Testpmd.Start(testpmd, limit, [.. common, $"--main-lcore={cpus[1]}", $"--file-prefix={tag}v", "--vdev", $"net_virtio_user0,path={socket},queues=1,queue_size={queueSize}", "--", .. app, "--forward-mode=flowgen", $"--txpkts={frameSize + 4}", "--stats-period=1"]);
+            virtio = Testpmd.Start(testpmd, limit, [.. common, $"--main-lcore={cpus[1]}", $"--file-prefix={tag}v", "--vdev", $"net_virtio_user0,path={socket},queues=1,queue_size={queueSize},packed_vq={(ring == RingFormat.Packed ? 1 : 0)}", "--", .. app, "--forward-mode=flowgen", $"--txpkts={frameSize + 4}", "--stats-period=1"]);
 
             // The first figure covers no whole interval, then come the warm-up seconds.
             var wanted = 1 + warmup + samples;
@@ -105,33 +116,78 @@ internal static partial class BenchDpdk
                 DeleteRuntimeDirectory(tag + suffix);
             }
 
+            DeleteHugePageFiles(hugeDirectory, tag);
+
             dir.Delete(recursive: true);
         }
     }
 
-    /// <summary>The CPUs this process may run on (Cpus_allowed_list in /proc/self/status).</summary>
-    private static List<int> AllowedCpus()
+    /// <summary>
+    /// Where testpmd can take 2 MiB pages: a hugetlbfs mount of that size, or one mounted for the
+    /// sweep (as root), with enough free pages for two testpmds; or null and why not.
+    /// </summary>
+    public static HugeDirectory? PrepareHugePages(out string? whyNot)
     {
-        var cpus = new List<int>();
+        whyNot = null;
+        if (SharedMemory.HugePagesAvailable() is not { } free || free < HugePagesNeeded)
+        {
+            whyNot = $"needs {HugePagesNeeded} free 2 MiB hugepages ({SharedMemory.HugePagesAvailable()?.ToString(CultureInfo.InvariantCulture) ?? "unknown"} free): echo 512 > /proc/sys/vm/nr_hugepages";
+            return null;
+        }
+
         try
         {
-            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
-            foreach (var part in (line?["Cpus_allowed_list:".Length..] ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            foreach (var line in File.ReadLines("/proc/mounts"))
             {
-                var range = part.Split('-');
-                var first = int.Parse(range[0], CultureInfo.InvariantCulture);
-                var last = range.Length > 1 ? int.Parse(range[1], CultureInfo.InvariantCulture) : first;
-                for (var c = first; c <= last; c++)
+                var f = line.Split(' ');
+                if (f.Length >= 4 && f[2] == "hugetlbfs" && (f[3].Contains("pagesize=2M", StringComparison.Ordinal) || !f[3].Contains("pagesize=", StringComparison.Ordinal)))
                 {
-                    cpus.Add(c);
+                    return new HugeDirectory(f[1], mounted: false);
                 }
             }
         }
-        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
 
-        return cpus;
+        if (Geteuid() != 0)
+        {
+            whyNot = "no hugetlbfs mount of 2 MiB pages (as root: mount -t hugetlbfs -o pagesize=2M nodev /dev/hugepages)";
+            return null;
+        }
+
+        var dir = Directory.CreateTempSubdirectory("rings-bench-huge-").FullName;
+        var (exit, output) = BenchRuns.RunChild("mount", ["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", dir], TimeSpan.FromSeconds(10));
+        if (exit != 0)
+        {
+            Directory.Delete(dir);
+            whyNot = "cannot mount hugetlbfs: " + output.Trim();
+            return null;
+        }
+
+        return new HugeDirectory(dir, mounted: true);
+    }
+
+    /// <summary>Free 2 MiB pages a hugepage run needs: two testpmds of 256 MiB (and Rings' guest needs fewer).</summary>
+    public const int HugePagesNeeded = 256;
+
+    private static void DeleteHugePageFiles(string? directory, string tag)
+    {
+        if (directory is null)
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var file in Directory.EnumerateFiles(directory, tag + "*"))
+            {
+                File.Delete(file);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     private static void DeleteRuntimeDirectory(string prefix)
@@ -234,6 +290,27 @@ internal static partial class BenchDpdk
             lock (_output)
             {
                 _output.AppendLine(line);
+            }
+        }
+    }
+
+    /// <summary>A hugetlbfs directory for testpmd's memory files; unmounted on dispose when the sweep mounted it.</summary>
+    internal sealed class HugeDirectory(string path, bool mounted) : IDisposable
+    {
+        public string Path { get; } = path;
+
+        public void Dispose()
+        {
+            if (mounted)
+            {
+                _ = BenchRuns.RunChild("umount", [Path], TimeSpan.FromSeconds(10));
+                try
+                {
+                    Directory.Delete(Path);
+                }
+                catch (IOException)
+                {
+                }
             }
         }
     }

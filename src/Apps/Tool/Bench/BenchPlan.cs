@@ -12,7 +12,8 @@ namespace Rings.Tool.Bench;
 /// <param name="Wait">How both sides wait when idle.</param>
 /// <param name="Rate">Offered frames per second; 0 for saturation.</param>
 /// <param name="FrameSize">Bytes per Ethernet frame.</param>
-internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, int Burst, WaitStrategy Wait, double Rate, int FrameSize)
+/// <param name="HugePages">Whether the guest's shared memory comes from 2 MiB hugepages (else 4 KiB pages).</param>
+internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, int Burst, WaitStrategy Wait, double Rate, int FrameSize, bool HugePages = false)
 {
     /// <summary>The base point everything varies around: split, EVENT_IDX on, IN_ORDER off, burst 32, busy-poll, saturation, 64 B.</summary>
     public static BenchPoint Base { get; } = new(RingFormat.Split, EventIdx: true, InOrder: false, Burst: 32, WaitStrategy.Poll, Rate: 0, FrameSize: 64);
@@ -34,6 +35,7 @@ internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, 
         Seconds: seconds,
         Wait: Wait,
         Json: json,
+        HugePages: HugePages ? Linux.Plumbing.HugePages.On : Linux.Plumbing.HugePages.Off,
         DrainSeconds: 1));
 
     /// <summary>A short label: only what differs from the base point.</summary>
@@ -75,6 +77,11 @@ internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, 
             parts.Add($"{FrameSize} B");
         }
 
+        if (HugePages != Base.HugePages)
+        {
+            parts.Add("hugepages");
+        }
+
         return parts.Count == 0 ? "base" : string.Join(", ", parts);
     }
 }
@@ -92,6 +99,7 @@ internal sealed class BenchPlan
     public const string FrameSizes = "frame_size";
     public const string InOrderSeries = "in_order";
     public const string EventIdxSeries = "event_idx";
+    public const string PagesSeries = "pages";
 
     private readonly List<BenchPoint> _points = [];
     private readonly Dictionary<BenchPoint, List<string>> _series = [];
@@ -101,7 +109,9 @@ internal sealed class BenchPlan
     public IReadOnlyList<string> SeriesOf(BenchPoint p) => _series[p];
 
     /// <summary>The full sweep, or the quick one (fewer bursts and rates).</summary>
-    public static BenchPlan Create(bool quick)
+    /// <param name="quick">Fewer bursts and rates.</param>
+    /// <param name="hugePages">Also measure both formats on 2 MiB hugepages (when enough are free).</param>
+    public static BenchPlan Create(bool quick, bool hugePages = false)
     {
         int[] bursts = quick ? [1, 8, 32, 128] : [1, 4, 8, 16, 32, 64, 128, 256];
         double[] rates = quick ? [10_000, 100_000, 1_000_000, 0] : [10_000, 100_000, 500_000, 1_000_000, 2_000_000, 0];
@@ -111,6 +121,16 @@ internal sealed class BenchPlan
         // The reference point and its packed twin first, so a truncated sweep still compares them.
         plan.Add(b, RingBurst, EventIdxSeries, InOrderSeries, FrameSizes, WaitLoad);
         plan.Add(b with { Ring = RingFormat.Packed }, RingBurst);
+
+        // Both formats on 4 KiB and 2 MiB pages, each beside DPDK on the same pages.
+        foreach (var ring in RingFormat.All)
+        {
+            plan.Add(b with { Ring = ring }, PagesSeries);
+            if (hugePages)
+            {
+                plan.Add(b with { Ring = ring, HugePages = true }, PagesSeries);
+            }
+        }
 
         foreach (var ring in RingFormat.All)
         {

@@ -98,6 +98,9 @@ internal sealed class BaselineResult(string name, string description, int frameS
 
     public int Burst { get; } = burst;
 
+    /// <summary>The Rings point this baseline is compared with; null for the reference point.</summary>
+    public BenchPoint? Peer { get; init; }
+
     public List<double> Mpps { get; } = [];
 
     public List<double> LatencyP50Us { get; } = [];
