@@ -185,7 +185,7 @@ public sealed unsafe class MacTable
             return Flood;
         }
 
-        ref var bucket = ref Unsafe.Add(ref Words, (nuint)Home(address) * BucketWords);
+        ref var bucket = ref HomeBucket(address);
         var matches = Matches(ref bucket, address);
         return matches != 0 ? Read(ref Unsafe.Add(ref bucket, (nuint)BitOperations.TrailingZeroCount(matches)), address, now) : LookupFurther(address, now);
     }
@@ -213,7 +213,7 @@ public sealed unsafe class MacTable
         // Only this thread writes: plain reads of its own data. Almost every address lives in
         // its home bucket; the rest is out of line.
         var key = address | ((ulong)(port + 1) << PortShift);
-        ref var bucket = ref Unsafe.Add(ref Words, (nuint)Home(address) * BucketWords);
+        ref var bucket = ref HomeBucket(address);
         var matches = Matches(ref bucket, address);
         return matches != 0 ? Update(ref Unsafe.Add(ref bucket, (nuint)BitOperations.TrailingZeroCount(matches)), key, now) : LearnFurther(key, now);
     }
@@ -284,6 +284,10 @@ public sealed unsafe class MacTable
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int Home(ulong address) => (int)((address * _multiplier) >> _shift);
+
+    /// <summary>Word 0 of the home bucket of <paramref name="address"/> (the hash stays unsigned all the way: no sign extension per frame).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref ulong HomeBucket(ulong address) => ref _buckets[((address * _multiplier) >> _shift) * BucketWords];
 
     /// <summary>Bit w set when entry w of <paramref name="bucket"/> holds <paramref name="address"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
