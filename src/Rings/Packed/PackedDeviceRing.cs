@@ -216,6 +216,95 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
+    public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        var popped = 0;
+        var used = 0;
+        var memory = _memory;
+        long bytes = 0;
+        while (popped < chains.Length && !IsBroken)
+        {
+            // One pass over the available descriptors: each head's flags read once, with acquire
+            // (2.8.21.1), before its other fields; the pass stops at the first the driver has not
+            // made available.
+            var d = _desc + _availPosition;
+            var flags = Volatile.Read(ref d->Flags);
+            if ((flags & PackedFlags.AvailUsed) != _availBits)
+            {
+                break;
+            }
+
+            if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || _inFlight >= _size)
+            {
+                // A list, an indirect table, or a ring the device holds whole: the general walk.
+                var reason = Walk(d, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var listId);
+                if (reason != BrokenReason.None)
+                {
+                    Break(reason);
+                    break;
+                }
+
+                if (count > segments.Length - used)
+                {
+                    // Does not fit: it stays available, to be walked again.
+                    break;
+                }
+
+                if (!Commit(listId, descriptors))
+                {
+                    break;
+                }
+
+                _segments.AsSpan(0, count).CopyTo(segments[used..]);
+                chains[popped++] = new PoppedChain(new ChainToken(listId, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
+                bytes += (long)readBytes;
+                used += count;
+                continue;
+            }
+
+            if (used == segments.Length)
+            {
+                break;
+            }
+
+            // One direct descriptor, as in TryPop: each field read once, after the acquire.
+            var address = d->Addr;
+            var length = d->Len;
+            var id = d->Id;
+            if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+            {
+                Break(BrokenReason.AddressOutOfRange);
+                break;
+            }
+
+            if (!Commit(id, 1))
+            {
+                break;
+            }
+
+            var writable = (flags & PackedFlags.Write) != 0;
+            segments[used] = new ChainSegment(host, length, writable);
+            var read = writable ? 0UL : length;
+            chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL);
+            bytes += (long)read;
+            used++;
+        }
+
+        Counters.Bytes += bytes;
+        return popped;
+    }
+
+    /// <inheritdoc/>
+    public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        ChainToken.CheckWritten(tokens, written);
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            PushUsed(tokens[i], written.IsEmpty ? 0 : written[i]);
+        }
+    }
+
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {
