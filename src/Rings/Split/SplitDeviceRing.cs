@@ -158,41 +158,44 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
     {
-        // Checked before the cached index, as in TryPop.
-        if (IsBroken || chains.IsEmpty)
-        {
-            return 0;
-        }
-
-        var lastAvail = _lastAvail;
-        if (lastAvail == _cachedAvailIndex)
-        {
-            // Acquire, once per call: avail.ring entries and descriptors are read only after this index (2.7.13).
-            var index = Volatile.Read(ref _ring.Avail->Idx);
-            if (index == lastAvail)
-            {
-                return 0;
-            }
-
-            // 2.7.13: the driver can never be more than a ring ahead of the device.
-            if ((ushort)(index - lastAvail) > _size)
-            {
-                Break(BrokenReason.AvailIndexTooFarAhead);
-                return 0;
-            }
-
-            _cachedAvailIndex = index;
-        }
-
-        var n = Math.Min((ushort)(_cachedAvailIndex - lastAvail), chains.Length);
+        var popped = 0;
+        var used = 0;
+        var refreshed = false;
         var availRing = _ring.AvailRing;
         var descriptors = _ring.Descriptors;
         var memory = _memory;
-        var popped = 0;
-        var used = 0;
+        var lastAvail = _lastAvail;
         long bytes = 0;
-        for (; popped < n; popped++)
+
+        // Checked before the cached index, as in TryPop; a break below ends the call.
+        while (popped < chains.Length && !IsBroken)
         {
+            if (lastAvail == _cachedAvailIndex)
+            {
+                if (refreshed)
+                {
+                    break;
+                }
+
+                // Acquire, at most once per call: avail.ring entries and descriptors are read only
+                // after the index that covers them (2.7.13).
+                refreshed = true;
+                var index = Volatile.Read(ref _ring.Avail->Idx);
+                if (index == lastAvail)
+                {
+                    break;
+                }
+
+                // 2.7.13: the driver can never be more than a ring ahead of the device.
+                if ((ushort)(index - lastAvail) > _size)
+                {
+                    Break(BrokenReason.AvailIndexTooFarAhead);
+                    break;
+                }
+
+                _cachedAvailIndex = index;
+            }
+
             // Read once: the driver may rewrite the entry, and the check below must cover what is walked.
             var head = availRing[lastAvail & _mask];
             if (head >= _size)
@@ -220,7 +223,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 var writable = (d.Flags & SplitFlags.DescWrite) != 0;
                 segments[used] = new ChainSegment(host, d.Len, writable);
                 var readBytes = writable ? 0UL : d.Len;
-                chains[popped] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL);
+                chains[popped++] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL);
                 bytes += (long)readBytes;
                 used++;
                 lastAvail++;
@@ -242,7 +245,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             }
 
             _segments.AsSpan(0, count).CopyTo(segments[used..]);
-            chains[popped] = new PoppedChain(new ChainToken(head, walked), used, count, readable, chainRead, chainWrite);
+            chains[popped++] = new PoppedChain(new ChainToken(head, walked), used, count, readable, chainRead, chainWrite);
             bytes += (long)chainRead;
             used += count;
             lastAvail++;
