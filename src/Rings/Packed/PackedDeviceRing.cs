@@ -221,73 +221,121 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         var popped = 0;
         var used = 0;
         var memory = _memory;
+        var idInFlight = _idInFlight;
+        var popLog = _popLog;
         long bytes = 0;
         while (popped < chains.Length && !IsBroken)
         {
             // One pass over the available descriptors: each head's flags read once, with acquire
             // (2.8.21.1), before its other fields; the pass stops at the first the driver has not
-            // made available.
-            var d = _desc + _availPosition;
-            var flags = Volatile.Read(ref d->Flags);
-            if ((flags & PackedFlags.AvailUsed) != _availBits)
+            // made available. Direct descriptors, the common case, are popped here with the
+            // positions in locals (the stores below would otherwise make the JIT reload the fields
+            // after each one), with TryPop's and Commit's checks.
+            var position = _availPosition;
+            var bits = _availBits;
+            var inFlight = _inFlight;
+            var logNext = _popLogNext;
+            var packets = 0;
+            var reason = BrokenReason.None;
+            var stop = false;
+            ushort flags = 0;
+            while (popped < chains.Length)
             {
-                break;
-            }
-
-            if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || _inFlight >= _size)
-            {
-                // A list, an indirect table, or a ring the device holds whole: the general walk.
-                var reason = Walk(d, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var listId);
-                if (reason != BrokenReason.None)
+                var d = _desc + position;
+                flags = Volatile.Read(ref d->Flags);
+                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
                 {
-                    Break(reason);
+                    stop = true;
                     break;
                 }
 
-                if (count > segments.Length - used)
-                {
-                    // Does not fit: it stays available, to be walked again.
-                    break;
-                }
-
-                if (!Commit(listId, descriptors))
+                if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || inFlight >= _size)
                 {
                     break;
                 }
 
-                _segments.AsSpan(0, count).CopyTo(segments[used..]);
-                chains[popped++] = new PoppedChain(new ChainToken(listId, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
-                bytes += (long)readBytes;
-                used += count;
-                continue;
+                // Each field read once, after the acquire; not a copy of the whole descriptor,
+                // which would read the flags a second time.
+                var address = d->Addr;
+                var length = d->Len;
+                var id = d->Id;
+                if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+                {
+                    reason = BrokenReason.AddressOutOfRange;
+                    break;
+                }
+
+                // 2.8.6: the id must name a buffer not already in flight.
+                if (id >= (uint)idInFlight.Length || idInFlight[id])
+                {
+                    reason = BrokenReason.BufferIdInvalid;
+                    break;
+                }
+
+                idInFlight[id] = true;
+                popLog[logNext] = id | (1u << 16);
+                logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
+                if (_inOrder)
+                {
+                    _popped.Enqueue(id);
+                }
+
+                inFlight++;
+                if (++position == _size)
+                {
+                    position = 0;
+                    bits ^= PackedFlags.AvailUsed;
+                }
+
+                packets++;
+                var writable = (flags & PackedFlags.Write) != 0;
+                segments[used] = new ChainSegment(host, length, writable);
+                var read = writable ? 0UL : length;
+                chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL);
+                bytes += (long)read;
+                used++;
             }
 
-            if (used == segments.Length)
+            _availPosition = position;
+            _availBits = bits;
+            _inFlight = inFlight;
+            _popLogNext = logNext;
+            Counters.Packets += packets;
+            if (reason != BrokenReason.None)
+            {
+                Break(reason);
+                break;
+            }
+
+            if (stop || popped == chains.Length)
             {
                 break;
             }
 
-            // One direct descriptor, as in TryPop: each field read once, after the acquire.
-            var address = d->Addr;
-            var length = d->Len;
-            var id = d->Id;
-            if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+            // A list, an indirect table, or a ring the device holds whole: the general walk, from
+            // the head's flags as acquired above (never fetched twice).
+            var walk = Walk(_desc + position, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var listId);
+            if (walk != BrokenReason.None)
             {
-                Break(BrokenReason.AddressOutOfRange);
+                Break(walk);
                 break;
             }
 
-            if (!Commit(id, 1))
+            if (count > segments.Length - used)
+            {
+                // Does not fit: it stays available, to be walked again.
+                break;
+            }
+
+            if (!Commit(listId, descriptors))
             {
                 break;
             }
 
-            var writable = (flags & PackedFlags.Write) != 0;
-            segments[used] = new ChainSegment(host, length, writable);
-            var read = writable ? 0UL : length;
-            chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL);
-            bytes += (long)read;
-            used++;
+            _segments.AsSpan(0, count).CopyTo(segments[used..]);
+            chains[popped++] = new PoppedChain(new ChainToken(listId, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
+            bytes += (long)readBytes;
+            used += count;
         }
 
         Counters.Bytes += bytes;
@@ -298,10 +346,64 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
     {
         ChainToken.CheckWritten(tokens, written);
+        if (tokens.IsEmpty)
+        {
+            return;
+        }
+
+        // PushUsed's work with the positions in locals: the stores into the ring below would
+        // otherwise make the JIT reload every field after each one.
+        var inFlight = _idInFlight;
+        var position = _usedPosition;
+        var bits = _usedBits;
+        var descriptors = 0;
+        long bytes = 0;
+        var first = _pendingUsed == null;
         for (var i = 0; i < tokens.Length; i++)
         {
-            PushUsed(tokens[i], written.IsEmpty ? 0 : written[i]);
+            var token = tokens[i];
+            var w = written.IsEmpty ? 0 : written[i];
+            Debug.Assert(token.Id < _size && inFlight[token.Id], "the token names a buffer in flight");
+            inFlight[token.Id] = false;
+            if (_inOrder)
+            {
+                var oldest = _popped.Dequeue();
+                Debug.Assert(oldest == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
+            }
+
+            // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
+            var d = _desc + position;
+            d->Len = w;
+            d->Id = token.Id;
+            var flags = (ushort)(bits | (w != 0 ? PackedFlags.Write : 0));
+            if (first)
+            {
+                _pendingUsed = d;
+                _pendingUsedFlags = flags;
+                first = false;
+            }
+            else
+            {
+                // Plain store: published by the release store of the burst's first flags in PublishUsed (2.8.22).
+                d->Flags = flags;
+            }
+
+            descriptors += token.DescriptorCount;
+            bytes += w;
+            position += token.DescriptorCount;
+            if (position >= _size)
+            {
+                // 2.8.1: the device's wrap counter flips after it uses the ring's last descriptor.
+                position -= _size;
+                bits ^= PackedFlags.AvailUsed;
+            }
         }
+
+        _usedPosition = position;
+        _usedBits = bits;
+        _inFlight -= descriptors;
+        _pendingChains += tokens.Length;
+        Counters.Bytes += bytes;
     }
 
     /// <inheritdoc/>

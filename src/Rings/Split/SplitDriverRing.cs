@@ -442,14 +442,20 @@ public sealed unsafe class SplitDriverRing : IDriverRing
                 continue;
             }
 
-            // Every cached element the span has room for, each checked as in TryTakeUsed.
+            // Every cached element the span has room for, each checked as in TryTakeUsed, and
+            // freed as FreeChain frees it, with the free list's head and counts in locals (stores
+            // into the caller's span would otherwise make the JIT reload the fields after each one).
             var usedRing = _ring.UsedRing;
             var chainLength = _chainLength;
             var writableLength = _writableLength;
+            var nextFree = _nextFree;
             var lastUsed = _lastUsed;
+            var freeHead = _freeHead;
+            var freed = 0;
+            var returned = 0;
             var end = (ushort)(lastUsed + Math.Min((ushort)(_cachedUsedIndex - lastUsed), used.Length - taken));
             long bytes = 0;
-            var ok = true;
+            var reason = BrokenReason.None;
             while (lastUsed != end)
             {
                 // Read once into a local (ordered after the acquire above); every check is of this copy.
@@ -458,26 +464,42 @@ public sealed unsafe class SplitDriverRing : IDriverRing
                 var length = element.Len;
                 if (id >= _size || chainLength[id] == 0)
                 {
-                    ok = Break(BrokenReason.UsedIdNotOutstanding);
+                    reason = BrokenReason.UsedIdNotOutstanding;
                     break;
                 }
 
                 if (length > writableLength[id])
                 {
-                    ok = Break(BrokenReason.UsedLengthTooLarge);
+                    reason = BrokenReason.UsedLengthTooLarge;
                     break;
                 }
 
+                // Walk our shadow links, never the shared table: the device may have rewritten it.
+                int count = chainLength[id];
+                var last = (ushort)id;
+                for (var k = 1; k < count; k++)
+                {
+                    last = nextFree[last];
+                }
+
+                nextFree[last] = freeHead;
+                freeHead = (ushort)id;
+                chainLength[id] = 0;
+                freed += count;
+                returned++;
                 lastUsed++;
-                FreeChain((ushort)id);
                 bytes += length;
                 used[taken++] = new UsedElement((ushort)id, length);
             }
 
             _lastUsed = lastUsed;
+            _freeHead = freeHead;
+            _freeCount += freed;
+            _outstanding -= returned;
             Counters.Bytes += bytes;
-            if (!ok)
+            if (reason != BrokenReason.None)
             {
+                Break(reason);
                 break;
             }
         }
