@@ -68,6 +68,26 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
         }
     }
 
+    /// <summary>
+    /// Checks a burst for <see cref="IDriverRing.TryAddBurst"/>: an id for every buffer, and every
+    /// segment inside the memory table, all before any is added.
+    /// </summary>
+    /// <param name="memory">The memory table the ring was made with.</param>
+    /// <param name="buffers">One segment per buffer.</param>
+    /// <param name="ids">Where the ids will go.</param>
+    internal static void CheckBurst(GuestMemory memory, ReadOnlySpan<BufferSegment> buffers, Span<ushort> ids)
+    {
+        if (ids.Length < buffers.Length)
+        {
+            throw new ArgumentException($"{ids.Length} ids for {buffers.Length} buffers", nameof(ids));
+        }
+
+        foreach (var segment in buffers)
+        {
+            CheckInside(memory, segment);
+        }
+    }
+
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowOutside(GuestMemory memory, BufferSegment segment)

@@ -345,15 +345,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <inheritdoc/>
     public int TryAddBurst(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
     {
-        if (ids.Length < buffers.Length)
-        {
-            throw new ArgumentException($"{ids.Length} ids for {buffers.Length} buffers", nameof(ids));
-        }
-
-        foreach (var segment in buffers)
-        {
-            BufferSegment.CheckInside(_memory, segment);
-        }
+        BufferSegment.CheckBurst(_memory, buffers, ids);
 
         if (IsBroken)
         {
