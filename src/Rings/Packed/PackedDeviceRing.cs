@@ -233,13 +233,16 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             // after each one), with TryPop's and Commit's checks.
             var position = _availPosition;
             var bits = _availBits;
-            var inFlight = _inFlight;
             var logNext = _popLogNext;
-            var packets = 0;
+
+            // Direct pops while the device holds less than the whole ring (past that, the general
+            // walk says why): each holds one descriptor, so the bound is known before the loop.
+            var start = popped;
+            var directEnd = popped + Math.Min(chains.Length - popped, _size - _inFlight);
             var reason = BrokenReason.None;
             var stop = false;
             ushort flags = 0;
-            while (popped < chains.Length)
+            while (popped < directEnd)
             {
                 var d = _desc + position;
                 flags = Volatile.Read(ref d->Flags);
@@ -249,7 +252,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                     break;
                 }
 
-                if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0 || inFlight >= _size)
+                if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0)
                 {
                     break;
                 }
@@ -280,14 +283,12 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                     _popped.Enqueue(id);
                 }
 
-                inFlight++;
                 if (++position == _size)
                 {
                     position = 0;
                     bits ^= PackedFlags.AvailUsed;
                 }
 
-                packets++;
                 var writable = (flags & PackedFlags.Write) != 0;
                 segments[used] = new ChainSegment(host, length, writable);
                 var read = writable ? 0UL : length;
@@ -298,9 +299,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
             _availPosition = position;
             _availBits = bits;
-            _inFlight = inFlight;
+            _inFlight += popped - start;
             _popLogNext = logNext;
-            Counters.Packets += packets;
+            Counters.Packets += popped - start;
             if (reason != BrokenReason.None)
             {
                 Break(reason);
@@ -310,6 +311,17 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             if (stop || popped == chains.Length)
             {
                 break;
+            }
+
+            if (popped == directEnd)
+            {
+                // The device holds the whole ring: this head's flags are read here, once, with
+                // acquire as above; the general walk finds the overrun, if it is one.
+                flags = Volatile.Read(ref _desc[position].Flags);
+                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
+                {
+                    break;
+                }
             }
 
             // A list, an indirect table, or a ring the device holds whole: the general walk, from
