@@ -326,32 +326,44 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
             // A list, an indirect table, or a ring the device holds whole: the general walk, from
             // the head's flags as acquired above (never fetched twice).
-            var walk = Walk(_desc + position, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var listId);
-            if (walk != BrokenReason.None)
-            {
-                Break(walk);
-                break;
-            }
-
-            if (count > segments.Length - used)
-            {
-                // Does not fit: it stays available, to be walked again.
-                break;
-            }
-
-            if (!Commit(listId, descriptors))
+            if (!PopWalked(flags, ref chains[popped], segments, ref used, ref bytes))
             {
                 break;
             }
 
-            _segments.AsSpan(0, count).CopyTo(segments[used..]);
-            chains[popped++] = new PoppedChain(new ChainToken(listId, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
-            bytes += (long)readBytes;
-            used += count;
+            popped++;
         }
 
         Counters.Bytes += bytes;
         return popped;
+    }
+
+    /// <summary>
+    /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the list (or
+    /// indirect table) whose head is at the avail position, with the head's <paramref name="flags"/>
+    /// as acquired, and when it is valid and fits, commits it and copies its segments to the caller's.
+    /// </summary>
+    /// <returns>False when the list broke the queue or does not fit (then it stays available).</returns>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool PopWalked(ushort flags, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    {
+        var reason = Walk(_desc + _availPosition, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (count > segments.Length - used || !Commit(id, descriptors))
+        {
+            // Does not fit (it stays available, to be walked again), or the id broke the queue.
+            return false;
+        }
+
+        _segments.AsSpan(0, count).CopyTo(segments[used..]);
+        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
+        bytes += (long)readBytes;
+        used += count;
+        return true;
     }
 
     /// <inheritdoc/>

@@ -231,29 +231,44 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             }
 
             // A chain or an indirect table: the general walk (which reads the descriptor again, once).
-            var reason = Walk(head, out var count, out var readable, out var chainRead, out var chainWrite, out var walked);
-            if (reason != BrokenReason.None)
+            if (!PopWalked(head, ref chains[popped], segments, ref used, ref bytes))
             {
-                Break(reason);
                 break;
             }
 
-            if (count > segments.Length - used)
-            {
-                // Does not fit: it stays available, to be walked again.
-                break;
-            }
-
-            _segments.AsSpan(0, count).CopyTo(segments[used..]);
-            chains[popped++] = new PoppedChain(new ChainToken(head, walked), used, count, readable, chainRead, chainWrite);
-            bytes += (long)chainRead;
-            used += count;
+            popped++;
             lastAvail++;
         }
 
         _lastAvail = lastAvail;
         Counters.Bytes += bytes;
         return popped;
+    }
+
+    /// <summary>
+    /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the chain at
+    /// <paramref name="head"/> and, when it is valid and fits, copies its segments to the caller's.
+    /// </summary>
+    /// <returns>False when the chain broke the queue or does not fit (then it stays available).</returns>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool PopWalked(ushort head, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    {
+        var reason = Walk(head, out var count, out var readable, out var readBytes, out var writeBytes, out var walked);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (count > segments.Length - used)
+        {
+            return false;
+        }
+
+        _segments.AsSpan(0, count).CopyTo(segments[used..]);
+        chain = new PoppedChain(new ChainToken(head, walked), used, count, readable, readBytes, writeBytes);
+        bytes += (long)readBytes;
+        used += count;
+        return true;
     }
 
     /// <inheritdoc/>
