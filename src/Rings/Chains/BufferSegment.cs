@@ -79,7 +79,7 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
     {
         if (ids.Length < buffers.Length)
         {
-            throw new ArgumentException($"{ids.Length} ids for {buffers.Length} buffers", nameof(ids));
+            ThrowTooFewIds(ids.Length, buffers.Length);
         }
 
         foreach (var segment in buffers)
@@ -87,6 +87,12 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
             CheckInside(memory, segment);
         }
     }
+
+    // Apart, so the message's formatting is not part of every caller's frame.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowTooFewIds(int ids, int buffers) =>
+        throw new ArgumentException($"{ids} ids for {buffers} buffers", nameof(ids));
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -97,9 +97,15 @@ public readonly record struct ChainToken(ushort Id, ushort DescriptorCount)
     {
         if (!written.IsEmpty && written.Length != tokens.Length)
         {
-            throw new ArgumentException($"{written.Length} written lengths for {tokens.Length} buffers: give one per buffer, or none", nameof(written));
+            ThrowWrittenMismatch(written.Length, tokens.Length);
         }
     }
+
+    // Apart, so the message's formatting is not part of every caller's frame.
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void ThrowWrittenMismatch(int written, int tokens) =>
+        throw new ArgumentException($"{written} written lengths for {tokens} buffers: give one per buffer, or none", nameof(written));
 }
 
 /// <summary>A buffer returned by the device, as the driver takes it back.</summary>
