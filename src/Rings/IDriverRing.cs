@@ -48,6 +48,21 @@ public interface IDriverRing
     /// <exception cref="ArgumentOutOfRangeException">The segment is not inside the memory table the ring was made with.</exception>
     bool TryAdd(BufferSegment segment, bool deviceWritable, out ushort id);
 
+    /// <summary>
+    /// Adds a burst of one-segment buffers, all device-readable or all device-writable (the net
+    /// path's transmit and receive buffers): the same as calling
+    /// <see cref="TryAdd(BufferSegment, bool, out ushort)"/> for each until one is refused, with the
+    /// bookkeeping done once per burst. Every segment is checked before any is added, so a bad one
+    /// leaves the ring as it was. Visible to the device at the next <see cref="Publish"/>.
+    /// </summary>
+    /// <param name="buffers">One segment per buffer, in the order they are made available.</param>
+    /// <param name="deviceWritable">True when the device writes them (receive), false when it reads them (transmit).</param>
+    /// <param name="ids">Receives the buffer id of each buffer added; at least as long as <paramref name="buffers"/>.</param>
+    /// <returns>Buffers added: fewer than given when the ring filled up, 0 when it is broken.</returns>
+    /// <exception cref="ArgumentException"><paramref name="ids"/> is shorter than <paramref name="buffers"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A segment is not inside the memory table the ring was made with.</exception>
+    int TryAddBurst(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids);
+
     /// <summary>Makes every buffer added since the last publish visible to the device at once (release).</summary>
     void Publish();
 
@@ -62,6 +77,16 @@ public interface IDriverRing
     /// <param name="used">The buffer and how many bytes the device wrote.</param>
     /// <returns>False when none is ready or the device broke a rule (then <see cref="IsBroken"/> is set).</returns>
     bool TryTakeUsed(out UsedElement used);
+
+    /// <summary>
+    /// Takes back up to <paramref name="used"/>'s length of used buffers: the same elements, checks
+    /// and counts as calling <see cref="TryTakeUsed"/> until it returns false, but with at most one
+    /// acquire read of the device's index (split) or one pass over the used descriptors' flags
+    /// (packed) per call.
+    /// </summary>
+    /// <param name="used">Receives the buffers, in the order the device returned them.</param>
+    /// <returns>Buffers taken; 0 when none is ready or the device broke a rule (then <see cref="IsBroken"/> is set).</returns>
+    int TakeUsed(Span<UsedElement> used);
 
     /// <summary>
     /// Asks the device for a call when it next uses a buffer, then re-checks the ring. Only
@@ -122,10 +147,66 @@ public interface IDeviceRing
     /// <returns>False when none is available or the driver broke a rule (then <see cref="IsBroken"/> is set).</returns>
     bool TryPop(out DescriptorChain chain);
 
+    /// <summary>
+    /// Pops and validates up to <paramref name="chains"/>' length of available buffers: the same
+    /// buffers, checks and counts as calling <see cref="TryPop"/> until it returns false, with at
+    /// most one acquire read of the driver's index (split) per call; their segments go to
+    /// <paramref name="segments"/>, one after the other. A buffer whose segments do not fit in what
+    /// is left of <paramref name="segments"/> is not popped (it stays available); a span of
+    /// <see cref="Size"/> segments per chain always fits.
+    /// </summary>
+    /// <param name="chains">Receives the buffers, in ring order.</param>
+    /// <param name="segments">Receives the buffers' validated segments.</param>
+    /// <returns>Buffers popped; 0 when none is available (or none fits), or the driver broke a rule (then <see cref="IsBroken"/> is set).</returns>
+    int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        // Generic form over the single calls, for rings that wrap another (the four formats' rings
+        // have their own).
+        var popped = 0;
+        var used = 0;
+        while (popped < chains.Length)
+        {
+            var before = Position;
+            if (!TryPop(out var chain))
+            {
+                break;
+            }
+
+            var count = chain.Segments.Length;
+            if (count > segments.Length - used)
+            {
+                UndoPops(before);
+                break;
+            }
+
+            chain.Segments.CopyTo(segments[used..]);
+            chains[popped++] = new PoppedChain(chain.Token, used, count, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes);
+            used += count;
+        }
+
+        return popped;
+    }
+
     /// <summary>Returns a popped buffer as used. It becomes visible at the next <see cref="PublishUsed"/>.</summary>
     /// <param name="token">The popped buffer's token.</param>
     /// <param name="written">Bytes written into its device-writable part.</param>
     void PushUsed(ChainToken token, uint written);
+
+    /// <summary>
+    /// Returns a burst of popped buffers as used, one used entry each, in the order given: the same
+    /// as calling <see cref="PushUsed"/> for each. Visible at the next <see cref="PublishUsed"/>.
+    /// </summary>
+    /// <param name="tokens">The popped buffers' tokens.</param>
+    /// <param name="written">Bytes written into each buffer's device-writable part, one per token; empty when nothing was written to any (transmit completions).</param>
+    /// <exception cref="ArgumentException"><paramref name="written"/> is neither empty nor as long as <paramref name="tokens"/>.</exception>
+    void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        ChainToken.CheckWritten(tokens, written);
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            PushUsed(tokens[i], written.IsEmpty ? 0 : written[i]);
+        }
+    }
 
     /// <summary>
     /// Under VIRTIO_F_IN_ORDER (virtio 1.2 sections 2.7.9 and 2.8.8): returns the

@@ -111,3 +111,6 @@ public sealed class PackedConformanceHostileTests : HostileRingTests<PackedForma
 
 /// <summary>The format-independent wake-up tests on the packed ring.</summary>
 public sealed class PackedConformanceWakeupTests : WakeupTests<PackedFormat>;
+
+/// <summary>Burst calls against single calls on the packed ring.</summary>
+public sealed class PackedBurstEquivalenceTests : BurstEquivalenceTests<PackedFormat>;

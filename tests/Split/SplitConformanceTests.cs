@@ -10,3 +10,6 @@ public sealed class SplitHostileTests : HostileRingTests<SplitFormat>;
 
 /// <summary>The format-independent wake-up tests on the split ring.</summary>
 public sealed class SplitWakeupTests : WakeupTests<SplitFormat>;
+
+/// <summary>Burst calls against single calls on the split ring.</summary>
+public sealed class SplitBurstEquivalenceTests : BurstEquivalenceTests<SplitFormat>;

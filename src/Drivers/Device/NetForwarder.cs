@@ -36,7 +36,7 @@ public static class NetForwarder
         where TRx : IDeviceRing
     {
         Span<ChainToken> tokens = stackalloc ChainToken[MaxMergedBuffers];
-        Span<int> written = stackalloc int[MaxMergedBuffers];
+        Span<uint> written = stackalloc uint[MaxMergedBuffers];
         var frames = 0;
         var dropped = 0;
         // One look at the destination's ring per burst, not per frame: if it runs dry mid-burst,
@@ -94,7 +94,7 @@ public static class NetForwarder
                 var n = destination.CopyFrom(ref source, payload - copied);
                 copied += n;
                 tokens[buffers] = buffer.Token;
-                written[buffers] = count + n;
+                written[buffers] = (uint)(count + n);
                 buffers++;
                 if (copied == payload)
                 {
@@ -130,10 +130,7 @@ public static class NetForwarder
 
             var header = new VirtioNetHeader { NumBuffers = (ushort)buffers };
             header.TryWrite(firstHeader);
-            for (var i = 0; i < buffers; i++)
-            {
-                rx.PushUsed(tokens[i], (uint)written[i]);
-            }
+            rx.PushUsedBurst(tokens[..buffers], written[..buffers]);
 
             tx.PushUsed(frame.Token, 0);
             frames++;

@@ -25,6 +25,13 @@ public sealed class NetDriverPath<TTx, TRx>
     private readonly int[] _rxSlotOfId;
     private readonly bool _mergeable;
 
+    // Burst scratch for RefillReceive and ReclaimTransmit: one ring call per burst, no allocation.
+    private const int Burst = 64;
+    private readonly BufferSegment[] _refillSegments = new BufferSegment[Burst];
+    private readonly int[] _refillSlots = new int[Burst];
+    private readonly ushort[] _refillIds = new ushort[Burst];
+    private readonly UsedElement[] _reclaimed = new UsedElement[Burst];
+
     // A merged frame whose buffers have not all been taken yet (5.1.6.4).
     private readonly int[] _mergeSlots;
     private readonly int[] _mergeLengths;
@@ -81,15 +88,42 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <returns>True when the device asked to be kicked for the new buffers.</returns>
     public bool RefillReceive()
     {
-        while (_rx.FreeDescriptors > 0 && _rxSlab.TryTake(out var slot))
+        var segments = _refillSegments;
+        var slots = _refillSlots;
+        var ids = _refillIds;
+        while (_rx.FreeDescriptors > 0)
         {
-            if (!_rx.TryAdd(new BufferSegment(_rxSlab.AddressOf(slot), (uint)_rxSlab.BufferSize), deviceWritable: true, out var id))
+            // Up to a burst of free slots, then one ring call for all of them.
+            var want = Math.Min(_rx.FreeDescriptors, Burst);
+            var n = 0;
+            while (n < want && _rxSlab.TryTake(out var slot))
             {
-                _rxSlab.Return(slot);
+                slots[n] = slot;
+                segments[n] = new BufferSegment(_rxSlab.AddressOf(slot), (uint)_rxSlab.BufferSize);
+                n++;
+            }
+
+            if (n == 0)
+            {
                 break;
             }
 
-            _rxSlotOfId[id] = slot;
+            var added = _rx.TryAddBurst(segments.AsSpan(0, n), deviceWritable: true, ids);
+            for (var i = 0; i < added; i++)
+            {
+                _rxSlotOfId[ids[i]] = slots[i];
+            }
+
+            if (added < n)
+            {
+                // The ring refused the rest (broken): the slots go back to the slab.
+                for (var i = added; i < n; i++)
+                {
+                    _rxSlab.Return(slots[i]);
+                }
+
+                break;
+            }
         }
 
         _rx.Publish();
@@ -100,12 +134,20 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <returns>Buffers reclaimed.</returns>
     public int ReclaimTransmit()
     {
+        // A burst per ring call (one look at the device's index each); until one comes back short.
         var n = 0;
-        while (_tx.TryTakeUsed(out var used))
+        int taken;
+        do
         {
-            _txSlab.Return(_txSlotOfId[used.Id]);
-            n++;
+            taken = _tx.TakeUsed(_reclaimed);
+            for (var i = 0; i < taken; i++)
+            {
+                _txSlab.Return(_txSlotOfId[_reclaimed[i].Id]);
+            }
+
+            n += taken;
         }
+        while (taken == Burst);
 
         return n;
     }

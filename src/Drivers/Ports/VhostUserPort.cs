@@ -53,6 +53,7 @@ public class VhostUserPort : Port
     private int _transmitted;
     private int _nextPair;
     private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
+    private readonly ChainToken[] _releaseTokens = new ChainToken[FrameBurst.MaxCapacity];
 
     /// <summary>
     /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse][,offload=on|off]</c>
@@ -324,11 +325,15 @@ public class VhostUserPort : Port
             return;
         }
 
-        foreach (var c in burst.Completions[..keep])
+        var tokens = _releaseTokens.AsSpan(0, keep);
+        var completions = burst.Completions;
+        for (var i = 0; i < tokens.Length; i++)
         {
-            tx.PushUsed(new ChainToken((ushort)c, (ushort)(c >> 16)), 0);
+            tokens[i] = new ChainToken((ushort)completions[i], (ushort)(completions[i] >> 16));
         }
 
+        // Transmit buffers: nothing written into any.
+        tx.PushUsedBurst(tokens, default);
         tx.PublishUsed();
         if (tx.CallNeeded())
         {
@@ -382,7 +387,7 @@ public class VhostUserPort : Port
         var offloads = Offloads;
         var maxLength = MaxFrameLength;
         Span<ChainToken> tokens = stackalloc ChainToken[NetForwarder.MaxMergedBuffers];
-        Span<int> written = stackalloc int[NetForwarder.MaxMergedBuffers];
+        Span<uint> written = stackalloc uint[NetForwarder.MaxMergedBuffers];
         var sent = 0;
         long bytes = 0;
         var k = 0;
@@ -467,7 +472,7 @@ public class VhostUserPort : Port
                 }
 
                 tokens[buffers] = buffer.Token;
-                written[buffers] = count;
+                written[buffers] = (uint)count;
                 buffers++;
                 if (copied == length)
                 {
@@ -515,10 +520,7 @@ public class VhostUserPort : Port
 
             header.NumBuffers = (ushort)buffers;
             header.TryWrite(firstHeader);
-            for (var b = 0; b < buffers; b++)
-            {
-                rx.PushUsed(tokens[b], (uint)written[b]);
-            }
+            rx.PushUsedBurst(tokens[..buffers], written[..buffers]);
 
             sent++;
             bytes += length;

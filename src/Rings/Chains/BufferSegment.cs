@@ -68,6 +68,32 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
         }
     }
 
+    /// <summary>
+    /// Checks a burst for <see cref="IDriverRing.TryAddBurst"/>: an id for every buffer, and every
+    /// segment inside the memory table, all before any is added.
+    /// </summary>
+    /// <param name="memory">The memory table the ring was made with.</param>
+    /// <param name="buffers">One segment per buffer.</param>
+    /// <param name="ids">Where the ids will go.</param>
+    internal static void CheckBurst(GuestMemory memory, ReadOnlySpan<BufferSegment> buffers, Span<ushort> ids)
+    {
+        if (ids.Length < buffers.Length)
+        {
+            ThrowTooFewIds(ids.Length, buffers.Length);
+        }
+
+        foreach (var segment in buffers)
+        {
+            CheckInside(memory, segment);
+        }
+    }
+
+    // Apart, so the message's formatting is not part of every caller's frame.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowTooFewIds(int ids, int buffers) =>
+        throw new ArgumentException($"{ids} ids for {buffers} buffers", nameof(ids));
+
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowOutside(GuestMemory memory, BufferSegment segment)

@@ -87,7 +87,26 @@ public readonly ref struct DescriptorChain
 /// </summary>
 /// <param name="Id">The buffer id (split: head descriptor index; packed: the driver's buffer id).</param>
 /// <param name="DescriptorCount">Ring descriptors the buffer occupied (an indirect table counts as one).</param>
-public readonly record struct ChainToken(ushort Id, ushort DescriptorCount);
+public readonly record struct ChainToken(ushort Id, ushort DescriptorCount)
+{
+    /// <summary>Checks the lengths <see cref="IDeviceRing.PushUsedBurst"/> is given.</summary>
+    /// <param name="tokens">The tokens.</param>
+    /// <param name="written">Empty, or one length per token.</param>
+    /// <exception cref="ArgumentException">Neither.</exception>
+    internal static void CheckWritten(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        if (!written.IsEmpty && written.Length != tokens.Length)
+        {
+            ThrowWrittenMismatch(written.Length, tokens.Length);
+        }
+    }
+
+    // Apart, so the message's formatting is not part of every caller's frame.
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void ThrowWrittenMismatch(int written, int tokens) =>
+        throw new ArgumentException($"{written} written lengths for {tokens} buffers: give one per buffer, or none", nameof(written));
+}
 
 /// <summary>A buffer returned by the device, as the driver takes it back.</summary>
 /// <param name="Id">The buffer id the driver got when it added the buffer.</param>

@@ -216,6 +216,221 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
+    public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        var popped = 0;
+        var used = 0;
+        var memory = _memory;
+        var idInFlight = _idInFlight;
+        var popLog = _popLog;
+        long bytes = 0;
+        while (popped < chains.Length && !IsBroken)
+        {
+            // One pass over the available descriptors: each head's flags read once, with acquire
+            // (2.8.21.1), before its other fields; the pass stops at the first the driver has not
+            // made available. Direct descriptors, the common case, are popped here with the
+            // positions in locals (the stores below would otherwise make the JIT reload the fields
+            // after each one), with TryPop's and Commit's checks.
+            var position = _availPosition;
+            var bits = _availBits;
+            var logNext = _popLogNext;
+
+            // Direct pops while the device holds less than the whole ring (past that, the general
+            // walk says why): each holds one descriptor, so the bound is known before the loop.
+            var start = popped;
+            var directEnd = popped + Math.Min(chains.Length - popped, _size - _inFlight);
+            var reason = BrokenReason.None;
+            var stop = false;
+            ushort flags = 0;
+            while (popped < directEnd)
+            {
+                var d = _desc + position;
+                flags = Volatile.Read(ref d->Flags);
+                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
+                {
+                    stop = true;
+                    break;
+                }
+
+                if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0)
+                {
+                    break;
+                }
+
+                // Each field read once, after the acquire; not a copy of the whole descriptor,
+                // which would read the flags a second time.
+                var address = d->Addr;
+                var length = d->Len;
+                var id = d->Id;
+                if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+                {
+                    reason = BrokenReason.AddressOutOfRange;
+                    break;
+                }
+
+                // 2.8.6: the id must name a buffer not already in flight.
+                if (id >= (uint)idInFlight.Length || idInFlight[id])
+                {
+                    reason = BrokenReason.BufferIdInvalid;
+                    break;
+                }
+
+                idInFlight[id] = true;
+                popLog[logNext] = id | (1u << 16);
+                logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
+                if (_inOrder)
+                {
+                    _popped.Enqueue(id);
+                }
+
+                if (++position == _size)
+                {
+                    position = 0;
+                    bits ^= PackedFlags.AvailUsed;
+                }
+
+                var writable = (flags & PackedFlags.Write) != 0;
+                segments[used] = new ChainSegment(host, length, writable);
+                var read = writable ? 0UL : length;
+                chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL);
+                bytes += (long)read;
+                used++;
+            }
+
+            _availPosition = position;
+            _availBits = bits;
+            _inFlight += popped - start;
+            _popLogNext = logNext;
+            Counters.Packets += popped - start;
+            if (reason != BrokenReason.None)
+            {
+                Break(reason);
+                break;
+            }
+
+            if (stop || popped == chains.Length)
+            {
+                break;
+            }
+
+            if (popped == directEnd)
+            {
+                // The device holds the whole ring: this head's flags are read here, once, with
+                // acquire as above; the general walk finds the overrun, if it is one.
+                flags = Volatile.Read(ref _desc[position].Flags);
+                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
+                {
+                    break;
+                }
+            }
+
+            // A list, an indirect table, or a ring the device holds whole: the general walk, from
+            // the head's flags as acquired above (never fetched twice).
+            if (!PopWalked(flags, ref chains[popped], segments, ref used, ref bytes))
+            {
+                break;
+            }
+
+            popped++;
+        }
+
+        Counters.Bytes += bytes;
+        return popped;
+    }
+
+    /// <summary>
+    /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the list (or
+    /// indirect table) whose head is at the avail position, with the head's <paramref name="flags"/>
+    /// as acquired, and when it is valid and fits, commits it and copies its segments to the caller's.
+    /// </summary>
+    /// <returns>False when the list broke the queue or does not fit (then it stays available).</returns>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool PopWalked(ushort flags, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    {
+        var reason = Walk(_desc + _availPosition, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (count > segments.Length - used || !Commit(id, descriptors))
+        {
+            // Does not fit (it stays available, to be walked again), or the id broke the queue.
+            return false;
+        }
+
+        _segments.AsSpan(0, count).CopyTo(segments[used..]);
+        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
+        bytes += (long)readBytes;
+        used += count;
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        ChainToken.CheckWritten(tokens, written);
+        if (tokens.IsEmpty)
+        {
+            return;
+        }
+
+        // PushUsed's work with the positions in locals: the stores into the ring below would
+        // otherwise make the JIT reload every field after each one.
+        var inFlight = _idInFlight;
+        var position = _usedPosition;
+        var bits = _usedBits;
+        var descriptors = 0;
+        long bytes = 0;
+        var first = _pendingUsed == null;
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            var token = tokens[i];
+            var w = written.IsEmpty ? 0 : written[i];
+            Debug.Assert(token.Id < _size && inFlight[token.Id], "the token names a buffer in flight");
+            inFlight[token.Id] = false;
+            if (_inOrder)
+            {
+                var oldest = _popped.Dequeue();
+                Debug.Assert(oldest == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
+            }
+
+            // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
+            var d = _desc + position;
+            d->Len = w;
+            d->Id = token.Id;
+            var flags = (ushort)(bits | (w != 0 ? PackedFlags.Write : 0));
+            if (first)
+            {
+                _pendingUsed = d;
+                _pendingUsedFlags = flags;
+                first = false;
+            }
+            else
+            {
+                // Plain store: published by the release store of the burst's first flags in PublishUsed (2.8.22).
+                d->Flags = flags;
+            }
+
+            descriptors += token.DescriptorCount;
+            bytes += w;
+            position += token.DescriptorCount;
+            if (position >= _size)
+            {
+                // 2.8.1: the device's wrap counter flips after it uses the ring's last descriptor.
+                position -= _size;
+                bits ^= PackedFlags.AvailUsed;
+            }
+        }
+
+        _usedPosition = position;
+        _usedBits = bits;
+        _inFlight -= descriptors;
+        _pendingChains += tokens.Length;
+        Counters.Bytes += bytes;
+    }
+
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {

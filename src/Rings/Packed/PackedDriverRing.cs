@@ -343,6 +343,81 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     }
 
     /// <inheritdoc/>
+    public int TryAddBurst(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
+    {
+        BufferSegment.CheckBurst(_memory, buffers, ids);
+
+        if (IsBroken)
+        {
+            return 0;
+        }
+
+        var n = Math.Min(buffers.Length, _freeDescriptors);
+        if (n == 0)
+        {
+            return 0;
+        }
+
+        var write = deviceWritable ? PackedFlags.Write : (ushort)0;
+        var freeIds = _freeIds;
+        var records = _buffers;
+        var made = _made;
+        var freeIdCount = _freeIdCount;
+        var position = _availPosition;
+        var bits = _availBits;
+        ulong readBytes = 0;
+
+        // The burst's first head: its flags are held back when it opens the unpublished burst (Expose).
+        var first = _pendingBuffers == 0;
+        for (var i = 0; i < n; i++)
+        {
+            var segment = buffers[i];
+            var id = freeIds[--freeIdCount];
+            var d = _desc + position;
+            d->Addr = segment.Address;
+            d->Len = segment.Length;
+            d->Id = id;
+            var flags = (ushort)(bits | write);
+            if (first)
+            {
+                _pendingHead = d;
+                _pendingHeadFlags = flags;
+                first = false;
+            }
+            else
+            {
+                // Plain store: published by the release store of the burst's first head in Publish (2.8.21.1.1).
+                d->Flags = flags;
+            }
+
+            made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);
+            records[id] = new BufferRecord(deviceWritable ? segment.Length : 0, 1);
+            if (_inOrder)
+            {
+                _order.Enqueue(id);
+            }
+
+            readBytes += deviceWritable ? 0 : segment.Length;
+            ids[i] = id;
+            if (++position == _size)
+            {
+                // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
+                position = 0;
+                bits ^= PackedFlags.AvailUsed;
+            }
+        }
+
+        _freeIdCount = freeIdCount;
+        _freeDescriptors -= n;
+        _availPosition = position;
+        _availBits = bits;
+        _pendingBuffers += n;
+        Counters.Packets += n;
+        Counters.Bytes += (long)readBytes;
+        return n;
+    }
+
+    /// <inheritdoc/>
     public void Publish()
     {
         if (_pendingBuffers == 0)
@@ -441,6 +516,149 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         Counters.Bytes += length;
         used = new UsedElement(id, length);
         return true;
+    }
+
+    /// <inheritdoc/>
+    public int TakeUsed(Span<UsedElement> used)
+    {
+        if (!_inOrder)
+        {
+            return TakeUsedOutOfOrder(used);
+        }
+
+        var taken = 0;
+        var buffers = _buffers;
+        long bytes = 0;
+        while (taken < used.Length)
+        {
+            if (_batchLeft > 0)
+            {
+                TakeFromBatch(out used[taken]);
+                taken++;
+                continue;
+            }
+
+            if (_freeIdCount == _size || IsBroken)
+            {
+                break;
+            }
+
+            // One pass over the used descriptors: each one's flags read once, with acquire (2.8.22),
+            // before its id and len; the pass stops at the first the device has not written.
+            var d = _desc + _usedPosition;
+            var flags = Volatile.Read(ref d->Flags);
+            if ((flags & PackedFlags.AvailUsed) != _usedBits)
+            {
+                break;
+            }
+
+            // Field by field, each read once, as in TryTakeUsed; 2.8.4: len is reserved without WRITE.
+            var id = d->Id;
+            var length = (flags & PackedFlags.Write) != 0 ? d->Len : 0;
+            if (id >= (uint)buffers.Length || buffers[id].Descriptors == 0)
+            {
+                Break(BrokenReason.UsedIdNotOutstanding);
+                break;
+            }
+
+            if (length > buffers[id].WritableLength)
+            {
+                Break(BrokenReason.UsedLengthTooLarge);
+                break;
+            }
+
+            if (_inOrder)
+            {
+                // 2.8.8: one used descriptor returns every buffer made available up to this one.
+                _batchLeft = _order.BatchSize(id);
+                _batchLastLength = length;
+                continue;
+            }
+
+            Reclaim(id);
+            bytes += length;
+            used[taken++] = new UsedElement(id, length);
+        }
+
+        Counters.Bytes += bytes;
+        return taken;
+    }
+
+    /// <summary>
+    /// <see cref="TakeUsed"/> without IN_ORDER: TryTakeUsed's checks and Reclaim's work with the
+    /// positions in locals (stores into the caller's span would otherwise make the JIT reload the
+    /// fields after each one).
+    /// </summary>
+    private int TakeUsedOutOfOrder(Span<UsedElement> used)
+    {
+        if (IsBroken)
+        {
+            return 0;
+        }
+
+        var buffers = _buffers;
+        var freeIds = _freeIds;
+        var position = _usedPosition;
+        var bits = _usedBits;
+        var freeIdCount = _freeIdCount;
+        var freeDescriptors = _freeDescriptors;
+        var reason = BrokenReason.None;
+        var taken = 0;
+        long bytes = 0;
+        while (taken < used.Length && freeIdCount != _size)
+        {
+            // One pass over the used descriptors: each one's flags read once, with acquire (2.8.22),
+            // before its id and len; the pass stops at the first the device has not written.
+            var d = _desc + position;
+            var flags = Volatile.Read(ref d->Flags);
+            if ((flags & PackedFlags.AvailUsed) != bits)
+            {
+                break;
+            }
+
+            // Field by field, each read once; 2.8.4: len is reserved without WRITE.
+            var id = d->Id;
+            var length = (flags & PackedFlags.Write) != 0 ? d->Len : 0;
+            if (id >= (uint)buffers.Length || buffers[id].Descriptors == 0)
+            {
+                reason = BrokenReason.UsedIdNotOutstanding;
+                break;
+            }
+
+            ref var record = ref buffers[id];
+            if (length > record.WritableLength)
+            {
+                reason = BrokenReason.UsedLengthTooLarge;
+                break;
+            }
+
+            // Reclaim: skip the used position over the buffer's descriptors, by our own count (2.8.6).
+            int count = record.Descriptors;
+            record.Descriptors = 0;
+            position += count;
+            if (position >= _size)
+            {
+                position -= _size;
+                bits ^= PackedFlags.AvailUsed;
+            }
+
+            freeIds[freeIdCount++] = id;
+            freeDescriptors += count;
+            bytes += length;
+            used[taken++] = new UsedElement(id, length);
+        }
+
+        _usedPosition = position;
+        _usedBits = bits;
+        _freeIdCount = freeIdCount;
+        _freeDescriptors = freeDescriptors;
+        Counters.Bytes += bytes;
+        if (reason != BrokenReason.None)
+        {
+            Break(reason);
+        }
+
+        return taken;
     }
 
     /// <inheritdoc/>

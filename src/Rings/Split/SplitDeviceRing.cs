@@ -156,6 +156,144 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
+    public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        var popped = 0;
+        var used = 0;
+        var refreshed = false;
+        var availRing = _ring.AvailRing;
+        var descriptors = _ring.Descriptors;
+        var memory = _memory;
+        var lastAvail = _lastAvail;
+        long bytes = 0;
+
+        // Checked before the cached index, as in TryPop; a break below ends the call.
+        while (popped < chains.Length && !IsBroken)
+        {
+            if (lastAvail == _cachedAvailIndex)
+            {
+                if (refreshed)
+                {
+                    break;
+                }
+
+                // Acquire, at most once per call: avail.ring entries and descriptors are read only
+                // after the index that covers them (2.7.13).
+                refreshed = true;
+                var index = Volatile.Read(ref _ring.Avail->Idx);
+                if (index == lastAvail)
+                {
+                    break;
+                }
+
+                // 2.7.13: the driver can never be more than a ring ahead of the device.
+                if ((ushort)(index - lastAvail) > _size)
+                {
+                    Break(BrokenReason.AvailIndexTooFarAhead);
+                    break;
+                }
+
+                _cachedAvailIndex = index;
+            }
+
+            // Read once: the driver may rewrite the entry, and the check below must cover what is walked.
+            var head = availRing[lastAvail & _mask];
+            if (head >= _size)
+            {
+                Break(BrokenReason.HeadOutOfRange);
+                break;
+            }
+
+            // One direct descriptor, the common case: read once into a local (ordered after the
+            // acquire of avail.idx), checked as Walk checks it.
+            var d = descriptors[head];
+            if ((d.Flags & (SplitFlags.DescNext | SplitFlags.DescIndirect)) == 0)
+            {
+                if (used == segments.Length)
+                {
+                    break;
+                }
+
+                if (d.Len > int.MaxValue || !memory.TryTranslate(d.Addr, d.Len, out var host))
+                {
+                    Break(BrokenReason.AddressOutOfRange);
+                    break;
+                }
+
+                var writable = (d.Flags & SplitFlags.DescWrite) != 0;
+                segments[used] = new ChainSegment(host, d.Len, writable);
+                var readBytes = writable ? 0UL : d.Len;
+                chains[popped++] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL);
+                bytes += (long)readBytes;
+                used++;
+                lastAvail++;
+                continue;
+            }
+
+            // A chain or an indirect table: the general walk (which reads the descriptor again, once).
+            if (!PopWalked(head, ref chains[popped], segments, ref used, ref bytes))
+            {
+                break;
+            }
+
+            popped++;
+            lastAvail++;
+        }
+
+        _lastAvail = lastAvail;
+        Counters.Bytes += bytes;
+        return popped;
+    }
+
+    /// <summary>
+    /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the chain at
+    /// <paramref name="head"/> and, when it is valid and fits, copies its segments to the caller's.
+    /// </summary>
+    /// <returns>False when the chain broke the queue or does not fit (then it stays available).</returns>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool PopWalked(ushort head, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    {
+        var reason = Walk(head, out var count, out var readable, out var readBytes, out var writeBytes, out var walked);
+        if (reason != BrokenReason.None)
+        {
+            return Break(reason);
+        }
+
+        if (count > segments.Length - used)
+        {
+            return false;
+        }
+
+        _segments.AsSpan(0, count).CopyTo(segments[used..]);
+        chain = new PoppedChain(new ChainToken(head, walked), used, count, readable, readBytes, writeBytes);
+        bytes += (long)readBytes;
+        used += count;
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        ChainToken.CheckWritten(tokens, written);
+        var usedRing = _ring.UsedRing;
+        var index = _usedIndex;
+        long bytes = 0;
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            var w = written.IsEmpty ? 0 : written[i];
+
+            // Plain stores: published by the release store of used.idx in PublishUsed (2.7.8).
+            usedRing[index & _mask] = new VirtqUsedElem(tokens[i].Id, w);
+            index++;
+            bytes += w;
+        }
+
+        _usedIndex = index;
+        Counters.Packets += tokens.Length;
+        Counters.Bytes += bytes;
+    }
+
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {

@@ -229,6 +229,58 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     }
 
     /// <inheritdoc/>
+    public int TryAddBurst(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
+    {
+        BufferSegment.CheckBurst(_memory, buffers, ids);
+
+        if (IsBroken)
+        {
+            return 0;
+        }
+
+        var n = Math.Min(buffers.Length, _freeCount);
+        var flags = deviceWritable ? SplitFlags.DescWrite : (ushort)0;
+        var descriptors = _ring.Descriptors;
+        var availRing = _ring.AvailRing;
+        var nextFree = _nextFree;
+        var chainLength = _chainLength;
+        var writableLength = _writableLength;
+        var head = _freeHead;
+        var avail = _availIndex;
+        ulong readBytes = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var segment = buffers[i];
+
+            // The free list holds _freeCount heads, each below the queue size: no bounds checks needed.
+            var next = nextFree[head];
+
+            // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
+            descriptors[head] = new VirtqDesc(segment.Address, segment.Length, flags, 0);
+            availRing[avail & _mask] = head;
+            chainLength[head] = 1;
+            writableLength[head] = deviceWritable ? segment.Length : 0;
+            readBytes += deviceWritable ? 0 : segment.Length;
+            if (_inOrder)
+            {
+                _order.Enqueue(head);
+            }
+
+            ids[i] = head;
+            avail++;
+            head = next;
+        }
+
+        _freeHead = head;
+        _freeCount -= n;
+        _availIndex = avail;
+        _outstanding += n;
+        Counters.Packets += n;
+        Counters.Bytes += (long)readBytes;
+        return n;
+    }
+
+    /// <inheritdoc/>
     public void Publish()
     {
         var pending = (ushort)(_availIndex - _publishedAvail);
@@ -318,18 +370,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 
         if (_inOrder)
         {
-            // 2.7.9: one used element returns every buffer made available up to this one, and
-            // used.idx moved by the whole batch.
-            var batch = _order.BatchSize((ushort)id);
-            if (batch > (ushort)(_cachedUsedIndex - _lastUsed))
-            {
-                return Break(BrokenReason.UsedBatchTooLarge);
-            }
-
-            _lastUsed += (ushort)batch;
-            _batchLeft = batch;
-            _batchLastLength = length;
-            return TakeFromBatch(out used);
+            return StartBatch((ushort)id, length) && TakeFromBatch(out used);
         }
 
         _lastUsed++;
@@ -337,6 +378,125 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         Counters.Bytes += length;
         used = new UsedElement((ushort)id, length);
         return true;
+    }
+
+    /// <inheritdoc/>
+    public int TakeUsed(Span<UsedElement> used)
+    {
+        var taken = 0;
+        var refreshed = false;
+        while (taken < used.Length)
+        {
+            if (_batchLeft > 0)
+            {
+                TakeFromBatch(out used[taken]);
+                taken++;
+                continue;
+            }
+
+            // Checked before the cached index, as in TryTakeUsed.
+            if (IsBroken)
+            {
+                break;
+            }
+
+            if (_lastUsed == _cachedUsedIndex)
+            {
+                if (refreshed)
+                {
+                    break;
+                }
+
+                // Acquire, once per call: the used elements are read only after the index that covers them (2.7.8).
+                refreshed = true;
+                var index = Volatile.Read(ref _ring.Used->Idx);
+                if (index == _lastUsed)
+                {
+                    break;
+                }
+
+                if ((ushort)(index - _lastUsed) > _outstanding - (ushort)(_availIndex - _publishedAvail))
+                {
+                    Break(BrokenReason.UsedIndexTooFarAhead);
+                    break;
+                }
+
+                _cachedUsedIndex = index;
+            }
+
+            if (_inOrder)
+            {
+                if (!TakeInOrderBatch())
+                {
+                    break;
+                }
+
+                continue;
+            }
+
+            // Every cached element the span has room for, each checked as in TryTakeUsed, and
+            // freed as FreeChain frees it, with the free list's head and counts in locals (stores
+            // into the caller's span would otherwise make the JIT reload the fields after each one).
+            var usedRing = _ring.UsedRing;
+            var chainLength = _chainLength;
+            var writableLength = _writableLength;
+            var nextFree = _nextFree;
+            var lastUsed = _lastUsed;
+            var freeHead = _freeHead;
+            var freed = 0;
+            var returned = 0;
+            var end = (ushort)(lastUsed + Math.Min((ushort)(_cachedUsedIndex - lastUsed), used.Length - taken));
+            long bytes = 0;
+            var reason = BrokenReason.None;
+            while (lastUsed != end)
+            {
+                // Read once into a local (ordered after the acquire above); every check is of this copy.
+                var element = usedRing[lastUsed & _mask];
+                var id = element.Id;
+                var length = element.Len;
+                if (id >= _size || chainLength[id] == 0)
+                {
+                    reason = BrokenReason.UsedIdNotOutstanding;
+                    break;
+                }
+
+                if (length > writableLength[id])
+                {
+                    reason = BrokenReason.UsedLengthTooLarge;
+                    break;
+                }
+
+                // Walk our shadow links, never the shared table: the device may have rewritten it.
+                int count = chainLength[id];
+                var last = (ushort)id;
+                for (var k = 1; k < count; k++)
+                {
+                    last = nextFree[last];
+                }
+
+                nextFree[last] = freeHead;
+                freeHead = (ushort)id;
+                chainLength[id] = 0;
+                freed += count;
+                returned++;
+                lastUsed++;
+                bytes += length;
+                used[taken++] = new UsedElement((ushort)id, length);
+            }
+
+            _lastUsed = lastUsed;
+            _freeHead = freeHead;
+            _freeCount += freed;
+            _outstanding -= returned;
+            Counters.Bytes += bytes;
+            if (reason != BrokenReason.None)
+            {
+                Break(reason);
+                break;
+            }
+        }
+
+        return taken;
     }
 
     /// <inheritdoc/>
@@ -478,6 +638,45 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _freeCount += count;
         _chainLength[head] = 0;
         _outstanding--;
+    }
+
+    /// <summary>
+    /// IN_ORDER: reads and checks the used element at <c>_lastUsed</c> (cached index already read)
+    /// and starts its batch; false when the device broke a rule.
+    /// </summary>
+    private bool TakeInOrderBatch()
+    {
+        // Read once into a local, as in TryTakeUsed.
+        var element = _ring.UsedRing[_lastUsed & _mask];
+        var id = element.Id;
+        if (id >= _size || _chainLength[id] == 0)
+        {
+            return Break(BrokenReason.UsedIdNotOutstanding);
+        }
+
+        if (element.Len > _writableLength[id])
+        {
+            return Break(BrokenReason.UsedLengthTooLarge);
+        }
+
+        return StartBatch((ushort)id, element.Len);
+    }
+
+    /// <summary>IN_ORDER: starts the batch a checked used element naming <paramref name="id"/> returns.</summary>
+    private bool StartBatch(ushort id, uint length)
+    {
+        // 2.7.9: one used element returns every buffer made available up to this one, and
+        // used.idx moved by the whole batch.
+        var batch = _order.BatchSize(id);
+        if (batch > (ushort)(_cachedUsedIndex - _lastUsed))
+        {
+            return Break(BrokenReason.UsedBatchTooLarge);
+        }
+
+        _lastUsed += (ushort)batch;
+        _batchLeft = batch;
+        _batchLastLength = length;
+        return true;
     }
 
     /// <summary>Hands back the oldest buffer of the current IN_ORDER batch.</summary>

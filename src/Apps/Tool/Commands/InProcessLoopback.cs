@@ -86,30 +86,34 @@ internal static class InProcessLoopback
                 driver.DisableUsedNotifications();
             }
 
+            // Burst calls: one ring call takes back a burst, one adds a burst.
+            var used = new UsedElement[o.QueueSize];
+            var segments = new BufferSegment[o.Burst];
+            var ids = new ushort[o.Burst];
             while (Volatile.Read(ref stop) == 0 && !driver.IsBroken)
             {
-                while (driver.TryTakeUsed(out var used))
+                var taken = driver.TakeUsed(used);
+                for (var i = 0; i < taken; i++)
                 {
-                    freeSlots[freeCount++] = slotOfId[used.Id];
+                    freeSlots[freeCount++] = slotOfId[used[i].Id];
                 }
 
-                var added = 0;
-                while (added < o.Burst && freeCount > 0)
+                // Frames in the free slots from the top of the stack down, numbered in that order.
+                var ready = Math.Min(o.Burst, freeCount);
+                for (var i = 0; i < ready; i++)
                 {
-                    var s = freeSlots[freeCount - 1];
-                    var address = pair.BufferAddress + ((ulong)s * (ulong)slot);
-                    var frame = pair.Span(address, o.FrameSize);
-                    BitConverter.TryWriteBytes(frame, sequence);
-                    if (!driver.TryAdd(new BufferSegment(address, (uint)o.FrameSize), false, out var id))
-                    {
-                        break;
-                    }
-
-                    sequence++;
-                    freeCount--;
-                    slotOfId[id] = s;
-                    added++;
+                    var address = pair.BufferAddress + ((ulong)freeSlots[freeCount - 1 - i] * (ulong)slot);
+                    BitConverter.TryWriteBytes(pair.Span(address, o.FrameSize), sequence + (ulong)i);
+                    segments[i] = new BufferSegment(address, (uint)o.FrameSize);
                 }
+
+                var added = driver.TryAddBurst(segments.AsSpan(0, ready), false, ids);
+                for (var i = 0; i < added; i++)
+                {
+                    slotOfId[ids[i]] = freeSlots[--freeCount];
+                }
+
+                sequence += (ulong)added;
 
                 if (added > 0)
                 {
@@ -139,6 +143,8 @@ internal static class InProcessLoopback
         var deviceThread = new Thread(() =>
         {
             var tokens = new ChainToken[o.Burst];
+            var chains = new PoppedChain[o.Burst];
+            var segments = new ChainSegment[o.Burst]; // the driver above adds one-segment buffers
             ulong expected = 0;
             var idle = new IdlePolicy(WaitStrategy.Poll);
             if (!o.Block)
@@ -148,27 +154,23 @@ internal static class InProcessLoopback
 
             while (Volatile.Read(ref stop) == 0 && !device.IsBroken)
             {
-                var n = 0;
-                while (n < o.Burst && device.TryPop(out var chain))
+                var n = device.PopBurst(chains, segments);
+                for (var i = 0; i < n; i++)
                 {
                     // The device reads what the driver wrote: the frame's sequence number.
-                    var seq = BitConverter.ToUInt64(chain.Readable[0].Span);
+                    var seq = BitConverter.ToUInt64(chains[i].Readable(segments)[0].Span);
                     if (seq != expected)
                     {
                         corrupted++;
                     }
 
                     expected = seq + 1;
-                    tokens[n++] = chain.Token;
+                    tokens[i] = chains[i].Token;
                 }
 
                 if (n > 0)
                 {
-                    for (var i = 0; i < n; i++)
-                    {
-                        device.PushUsed(tokens[i], 0);
-                    }
-
+                    device.PushUsedBurst(tokens.AsSpan(0, n), default);
                     device.PublishUsed();
                     if (device.CallNeeded())
                     {
