@@ -51,20 +51,14 @@ public static class LaneAssignment
         return result;
     }
 
-    /// <summary>A line per port saying which worker owns which lanes, for a startup message (for example <c>vhost-user:/a.sock: pair 0 on worker 0, pair 1 on worker 1</c>).</summary>
-    /// <param name="names">The ports' names.</param>
-    /// <param name="owners">The assignment from <see cref="Deal"/>.</param>
-    /// <returns>One line per port.</returns>
-    public static IEnumerable<string> Describe(IReadOnlyList<string> names, int[][] owners)
+    /// <summary>Which worker serves a port, for a startup line: <c>worker 1</c>, or each pair's worker when they differ (<c>pair 0 on worker 0, pair 1 on worker 1</c>).</summary>
+    /// <param name="laneWorkers">The port's lanes' workers (<see cref="Ports.Port.LaneWorkers"/>).</param>
+    /// <returns>The description.</returns>
+    public static string Describe(IReadOnlyList<int> laneWorkers)
     {
-        ArgumentNullException.ThrowIfNull(names);
-        ArgumentNullException.ThrowIfNull(owners);
-        for (var p = 0; p < owners.Length; p++)
-        {
-            var lanes = owners[p];
-            yield return lanes.Length == 1
-                ? $"{names[p]}: worker {lanes[0]}"
-                : $"{names[p]}: " + string.Join(", ", lanes.Select((w, l) => $"pair {l} on worker {w}"));
-        }
+        ArgumentNullException.ThrowIfNull(laneWorkers);
+        return laneWorkers.Distinct().Count() == 1
+            ? $"worker {laneWorkers[0]}"
+            : string.Join(", ", laneWorkers.Select((w, lane) => $"pair {lane} on worker {w}"));
     }
 }

@@ -250,12 +250,14 @@ public sealed class Pipeline : IDisposable
         }
 
         var cpus = _options.Cpus is { Count: > 0 } c ? c : null;
-        _workers = new Worker[count];
+        // Published whole: a worker that fails to build (bad options) leaves none for Stop to find half made.
+        var made = new Worker[count];
         for (var w = 0; w < count; w++)
         {
-            _workers[w] = new Worker(this, w, [.. owned[w]], new PortMask(home[w]), _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
+            made[w] = new Worker(this, w, [.. owned[w]], new PortMask(home[w]), _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
         }
 
+        _workers = made;
         foreach (var w in _workers)
         {
             w.Connect(_workers);

@@ -367,7 +367,7 @@ internal static class SwitchCommand
         output.WriteLine($"rings switch: {ports.Count} port(s), {processor.Name}, {pipeline.WorkerCount} worker(s){(cpus.Count > 0 ? $" on CPUs {string.Join(',', cpus)}" : string.Empty)}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}");
         foreach (var p in ports)
         {
-            output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status}); {WorkersOf(p)}");
+            output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status}); {LaneAssignment.Describe(p.LaneWorkers)}");
         }
 
         var clock = Stopwatch.StartNew();
@@ -574,18 +574,6 @@ internal static class SwitchCommand
                 output.WriteLine($"       segmented in software: {c.SoftwareSegmented:N0} GSO frames");
             }
         }
-    }
-
-    // Which worker serves the port: "worker 0", or each queue pair's worker when they are spread.
-    private static string WorkersOf(Port port)
-    {
-        var lanes = port.LaneWorkers;
-        if (lanes.Distinct().Count() == 1)
-        {
-            return $"worker {lanes[0]}";
-        }
-
-        return string.Join(", ", lanes.Select((w, pair) => $"pair {pair} on worker {w}"));
     }
 
     private static string ToJson(List<Port> ports, PortCounterSnapshot[] final, double seconds, FrameProcessor processor, Pipeline pipeline)

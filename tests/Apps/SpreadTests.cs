@@ -1,0 +1,191 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Rings.Linux.Driver;
+using Rings.Linux.Net;
+using Rings.Linux.VhostUser;
+using Rings.Testing.Traffic;
+using Rings.Tests.Hostile;
+using Xunit.Abstractions;
+
+namespace Rings.Tests.Apps;
+
+/// <summary>
+/// <c>rings switch --workers 2</c> with two-pair vhost-user ports: each worker serves one pair of
+/// each port (receiving from its transmit queue, transmitting on its receive queue), both carry
+/// traffic, nothing is lost or duplicated, and a pair disabled while the other runs costs the
+/// running pair nothing.
+/// </summary>
+[Collection(ProcessCollection.Name)]
+public class SpreadTests
+{
+    private const int SigTerm = 15;
+    private readonly ITestOutputHelper _output;
+
+    public SpreadTests(ITestOutputHelper output)
+    {
+        _output = output;
+    }
+
+    [Fact]
+    public async Task TwoWorkersEachServeAPairOfBothTwoPairPortsAndLoseNothing()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
+        using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=2", "vhost-user:{dir}/p1.sock,queues=2"], "--workers", "2", "--wait", "adaptive", "--hold", "10000", "--json", json);
+        try
+        {
+            // The startup lines say which worker has which pair.
+            Assert.Contains("2 worker(s)", sw.Output, StringComparison.Ordinal);
+            Assert.Matches(new Regex(@"port 0: .*pair 0 on worker 0, pair 1 on worker 1"), sw.Output);
+            Assert.Matches(new Regex(@"port 1: .*pair 0 on worker 0, pair 1 on worker 1"), sw.Output);
+
+            // Each guest sends one flow per pair (its hash picks that pair); the other guest checks
+            // every frame of every flow arrives once, intact, in order.
+            var guestJson = sw.Sockets.Select(s => s + ".json").ToArray();
+            string[] guest = ["guest", "--queues", "2", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive"];
+            var a = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[0], "--json", guestJson[0]]));
+            var b = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[1], "--json", guestJson[1]]));
+            foreach (var (exit, output, error) in await Task.WhenAll(a, b))
+            {
+                _output.WriteLine(output);
+                Assert.True(exit == 0, $"guest exit {exit}\n{output}\n{error}\nswitch:\n{sw.Output}");
+                Assert.Contains("MQ on (2 queue pair(s) of 2)", output, StringComparison.Ordinal);
+                Assert.Matches(@"frames received\s+200,000\b", output);
+                Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
+            }
+
+            // The guests' per-pair counts: each pair sent and received its half.
+            foreach (var file in guestJson)
+            {
+                var pairs = JsonDocument.Parse(File.ReadAllText(file)).RootElement.GetProperty("pairs").EnumerateArray().ToArray();
+                Assert.Equal(2, pairs.Length);
+                foreach (var pair in pairs)
+                {
+                    Assert.Equal(100_000, pair.GetProperty("frames_sent").GetInt64());
+                    Assert.Equal(100_000, pair.GetProperty("frames_received").GetInt64());
+                    Assert.Equal(0, pair.GetProperty("lost").GetInt64());
+                    Assert.Equal(0, pair.GetProperty("corrupted").GetInt64());
+                }
+
+                File.Delete(file);
+            }
+
+            sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+            Assert.Equal(0, sw.ExitCode);
+            _output.WriteLine(sw.Output);
+
+            // The switch's own counts, per worker: each worker received and transmitted the half of
+            // each port's traffic that its pair carried, and the parts add up to the port's totals.
+            var ports = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("ports").EnumerateArray().ToArray();
+            Assert.Equal(2, ports.Length);
+            foreach (var port in ports)
+            {
+                Assert.Equal([0, 1], port.GetProperty("pair_workers").EnumerateArray().Select(w => w.GetInt32()));
+                Assert.Equal(200_000, port.GetProperty("rx_frames").GetInt64());
+                Assert.Equal(200_000, port.GetProperty("tx_frames").GetInt64());
+                Assert.Equal(0, port.GetProperty("dropped").GetInt64());
+                var parts = port.GetProperty("by_worker").EnumerateArray().ToArray();
+                Assert.Equal(2, parts.Length);
+                foreach (var part in parts)
+                {
+                    Assert.Equal(100_000, part.GetProperty("rx_frames").GetInt64());
+                    Assert.Equal(100_000, part.GetProperty("tx_frames").GetInt64());
+                    Assert.Equal(0, part.GetProperty("dropped").GetInt64());
+                }
+            }
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
+    [Fact]
+    public void APairDisabledWhileTheOtherRunsCostsTheRunningPairNothing()
+    {
+        const int Pairs = 2;
+        const int Paused = 1;
+        using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=2", "vhost-user:{dir}/p1.sock"], "--processor", "reflect", "--workers", "2", "--wait", "adaptive", "--hold", "10000");
+        Assert.Matches(new Regex(@"port 0: .*pair 0 on worker 0, pair 1 on worker 1"), sw.Output);
+        var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = sw.Sockets[0], QueuePairs = Pairs, MemoryBytes = 32UL << 20 });
+        var drivers = VirtioNetDriver.ForEachPair(frontend, 128);
+        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[Pairs];
+        var figures = new TrafficFigures?[Pairs];
+        var threads = new Thread[Pairs];
+        try
+        {
+            Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.NetMultiqueue);
+            for (var p = 0; p < Pairs; p++)
+            {
+                var d = drivers[p];
+                var traffic = new TrafficOptions(64, 32, 0, TimeSpan.FromSeconds(60), WaitStrategy.Adaptive, Flow: TestFrame.FlowFor(p, Pairs));
+                generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
+                var pair = p;
+                threads[p] = new Thread(() => figures[pair] = generators[pair].Run(TimeSpan.FromSeconds(10))) { IsBackground = true };
+                threads[p].Start();
+            }
+
+            Assert.True(Wait(() => generators.All(g => Volatile.Read(ref g.Received) > 5_000)), "both pairs carry traffic");
+
+            // SET_VRING_ENABLE 0 on the paused pair, its transmit queue first (nothing more is taken
+            // from it), then its receive queue: its worker has no pair of the port left running.
+            frontend.SetQueueEnabled((2 * Paused) + 1, false);
+            frontend.SetQueueEnabled(2 * Paused, false);
+            Thread.Sleep(200);
+            var pausedAt = Volatile.Read(ref generators[Paused].Received);
+            var runningAt = Volatile.Read(ref generators[0].Received);
+            Thread.Sleep(300);
+            Assert.Equal(pausedAt, Volatile.Read(ref generators[Paused].Received));
+            Assert.True(Wait(() => Volatile.Read(ref generators[0].Received) > runningAt + 5_000), "the running pair kept forwarding");
+
+            // Enabled again, receive queue first: what waited in its transmit ring goes, and it runs again.
+            frontend.SetQueueEnabled(2 * Paused, true);
+            frontend.SetQueueEnabled((2 * Paused) + 1, true);
+            Assert.True(Wait(() => Volatile.Read(ref generators[Paused].Received) > pausedAt + 5_000), "the pair forwards again once enabled");
+
+            foreach (var g in generators)
+            {
+                g.Stop();
+            }
+
+            Assert.All(threads, t => Assert.True(t.Join(30_000), "a traffic thread did not drain"));
+            for (var p = 0; p < Pairs; p++)
+            {
+                var f = figures[p]!;
+                _output.WriteLine($"pair {p}: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost}, duplicated {f.Duplicated}, corrupted {f.Corrupted}");
+                Assert.True(f.Sent > 0);
+                Assert.Equal(f.Sent, f.Received);
+                Assert.Equal(0, f.Lost);
+                Assert.Equal(0, f.Duplicated);
+                Assert.Equal(0, f.Corrupted);
+            }
+        }
+        finally
+        {
+            foreach (var g in generators.OfType<TrafficGenerator<IDriverRing, IDriverRing>>())
+            {
+                g.Stop();
+            }
+
+            foreach (var t in threads.OfType<Thread>())
+            {
+                t.Join(10_000);
+            }
+
+            foreach (var d in drivers)
+            {
+                d.Dispose();
+            }
+
+            frontend.Dispose();
+        }
+
+        sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+        _output.WriteLine(sw.Output);
+        Assert.Equal(0, sw.ExitCode);
+
+        // Reflected on the port it came from, by the worker of its pair: nothing dropped.
+        Assert.Matches(new Regex(@"^\s+0\s+down\s+([\d,]+)\s+\S+\s+\1\s+\S+\s+0\s", RegexOptions.Multiline), sw.Output);
+    }
+
+    private static bool Wait(Func<bool> condition) => Rings.Tests.VhostUser.TestDevice.Wait(condition, 60_000);
+}
