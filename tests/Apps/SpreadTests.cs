@@ -1,9 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Rings.Linux.Driver;
-using Rings.Linux.Net;
 using Rings.Linux.VhostUser;
-using Rings.Testing.Traffic;
 using Rings.Tests.Hostile;
 using Xunit.Abstractions;
 
@@ -107,75 +105,31 @@ public class SpreadTests
         using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=2", "vhost-user:{dir}/p1.sock"], "--processor", "reflect", "--workers", "2", "--wait", "adaptive", "--hold", "10000");
         Assert.Matches(new Regex(@"port 0: .*pair 0 on worker 0, pair 1 on worker 1"), sw.Output);
         var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = sw.Sockets[0], QueuePairs = Pairs, MemoryBytes = 32UL << 20 });
-        var drivers = VirtioNetDriver.ForEachPair(frontend, 128);
-        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[Pairs];
-        var figures = new TrafficFigures?[Pairs];
-        var threads = new Thread[Pairs];
         try
         {
             Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.NetMultiqueue);
-            for (var p = 0; p < Pairs; p++)
-            {
-                var d = drivers[p];
-                var traffic = new TrafficOptions(64, 32, 0, TimeSpan.FromSeconds(60), WaitStrategy.Adaptive, Flow: TestFrame.FlowFor(p, Pairs));
-                generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
-                var pair = p;
-                threads[p] = new Thread(() => figures[pair] = generators[pair].Run(TimeSpan.FromSeconds(10))) { IsBackground = true };
-                threads[p].Start();
-            }
-
-            Assert.True(Wait(() => generators.All(g => Volatile.Read(ref g.Received) > 5_000)), "both pairs carry traffic");
+            using var traffic = new PairTraffic(frontend, Pairs);
+            Assert.True(Wait(() => traffic.Received(0) > 5_000 && traffic.Received(Paused) > 5_000), "both pairs carry traffic");
 
             // SET_VRING_ENABLE 0 on the paused pair, its transmit queue first (nothing more is taken
             // from it), then its receive queue: its worker has no pair of the port left running.
             frontend.SetQueueEnabled((2 * Paused) + 1, false);
             frontend.SetQueueEnabled(2 * Paused, false);
             Thread.Sleep(200);
-            var pausedAt = Volatile.Read(ref generators[Paused].Received);
-            var runningAt = Volatile.Read(ref generators[0].Received);
+            var pausedAt = traffic.Received(Paused);
+            var runningAt = traffic.Received(0);
             Thread.Sleep(300);
-            Assert.Equal(pausedAt, Volatile.Read(ref generators[Paused].Received));
-            Assert.True(Wait(() => Volatile.Read(ref generators[0].Received) > runningAt + 5_000), "the running pair kept forwarding");
+            Assert.Equal(pausedAt, traffic.Received(Paused));
+            Assert.True(Wait(() => traffic.Received(0) > runningAt + 5_000), "the running pair kept forwarding");
 
             // Enabled again, receive queue first: what waited in its transmit ring goes, and it runs again.
             frontend.SetQueueEnabled(2 * Paused, true);
             frontend.SetQueueEnabled((2 * Paused) + 1, true);
-            Assert.True(Wait(() => Volatile.Read(ref generators[Paused].Received) > pausedAt + 5_000), "the pair forwards again once enabled");
-
-            foreach (var g in generators)
-            {
-                g.Stop();
-            }
-
-            Assert.All(threads, t => Assert.True(t.Join(30_000), "a traffic thread did not drain"));
-            for (var p = 0; p < Pairs; p++)
-            {
-                var f = figures[p]!;
-                _output.WriteLine($"pair {p}: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost}, duplicated {f.Duplicated}, corrupted {f.Corrupted}");
-                Assert.True(f.Sent > 0);
-                Assert.Equal(f.Sent, f.Received);
-                Assert.Equal(0, f.Lost);
-                Assert.Equal(0, f.Duplicated);
-                Assert.Equal(0, f.Corrupted);
-            }
+            Assert.True(Wait(() => traffic.Received(Paused) > pausedAt + 5_000), "the pair forwards again once enabled");
+            traffic.StopAndCheck(_output);
         }
         finally
         {
-            foreach (var g in generators.OfType<TrafficGenerator<IDriverRing, IDriverRing>>())
-            {
-                g.Stop();
-            }
-
-            foreach (var t in threads.OfType<Thread>())
-            {
-                t.Join(10_000);
-            }
-
-            foreach (var d in drivers)
-            {
-                d.Dispose();
-            }
-
             frontend.Dispose();
         }
 
