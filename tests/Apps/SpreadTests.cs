@@ -28,7 +28,8 @@ public class SpreadTests
     public async Task TwoWorkersEachServeAPairOfBothTwoPairPortsAndLoseNothing()
     {
         var json = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
-        using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=2", "vhost-user:{dir}/p1.sock,queues=2"], "--workers", "2", "--wait", "adaptive", "--hold", "10000", "--json", json);
+        var capture = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.pcapng");
+        using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=2", "vhost-user:{dir}/p1.sock,queues=2"], "--workers", "2", "--wait", "adaptive", "--hold", "10000", "--json", json, "--capture", $"0={capture}");
         try
         {
             // The startup lines say which worker has which pair.
@@ -71,6 +72,15 @@ public class SpreadTests
             Assert.Equal(0, sw.ExitCode);
             _output.WriteLine(sw.Output);
 
+            // Both workers fed port 0's capture, each through its own ring: every frame the port
+            // received or sent is in the file or counted as not captured.
+            var line = Regex.Match(sw.Output, @"capture of port 0: ([\d,]+) frames to .*, ([\d,]+) not captured");
+            Assert.True(line.Success, sw.Output);
+            var written = long.Parse(line.Groups[1].Value.Replace(",", string.Empty, StringComparison.Ordinal), System.Globalization.CultureInfo.InvariantCulture);
+            var missed = long.Parse(line.Groups[2].Value.Replace(",", string.Empty, StringComparison.Ordinal), System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(400_000, written + missed);
+            Assert.True(written > 0);
+
             // The switch's own counts, per worker: each worker received and transmitted the half of
             // each port's traffic that its pair carried, and the parts add up to the port's totals.
             var ports = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("ports").EnumerateArray().ToArray();
@@ -94,6 +104,7 @@ public class SpreadTests
         finally
         {
             File.Delete(json);
+            File.Delete(capture);
         }
     }
 
