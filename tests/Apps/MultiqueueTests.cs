@@ -89,74 +89,32 @@ public class MultiqueueTests
         var stats = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
         using var host = RingsHost.Start("--queues", Invariant(Pairs), "--cpus", "0-1", "--wait", "adaptive", "--once", "--stats", stats);
         var frontend = VhostUserFrontend.Connect(new VhostUserFrontendOptions { SocketPath = host.Socket, QueuePairs = Pairs, MemoryBytes = 32UL << 20 });
-        var drivers = VirtioNetDriver.ForEachPair(frontend, 128);
-        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[Pairs];
-        var figures = new TrafficFigures?[Pairs];
-        var threads = new Thread[Pairs];
+        long[] sent;
         try
         {
             Assert.NotEqual(VirtioFeatures.None, frontend.Features & VirtioFeatures.NetMultiqueue);
-            for (var p = 0; p < Pairs; p++)
-            {
-                var d = drivers[p];
-                var traffic = new TrafficOptions(64, 32, 0, TimeSpan.FromSeconds(60), WaitStrategy.Adaptive, Flow: TestFrame.FlowFor(p, Pairs));
-                generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
-                var pair = p;
-                threads[p] = new Thread(() => figures[pair] = generators[pair].Run(TimeSpan.FromSeconds(10))) { IsBackground = true };
-                threads[p].Start();
-            }
-
-            Assert.True(Wait(() => generators.All(g => Volatile.Read(ref g.Received) > 5_000)), "every pair carries traffic");
+            using var traffic = new PairTraffic(frontend, Pairs);
+            Assert.True(Wait(() => Enumerable.Range(0, Pairs).All(p => traffic.Received(p) > 5_000)), "every pair carries traffic");
 
             // Disable both rings of one pair (SET_VRING_ENABLE 0): its worker stops, the others go on.
             frontend.SetQueueEnabled(2 * Paused, false);
             frontend.SetQueueEnabled((2 * Paused) + 1, false);
             host.WaitForLine($"queue pair {Paused} disabled: queue pair {Paused}: forwarded", TimeSpan.FromSeconds(10));
-            var pausedAt = Volatile.Read(ref generators[Paused].Received);
-            var othersAt = generators.Select(g => Volatile.Read(ref g.Received)).ToArray();
+            var pausedAt = traffic.Received(Paused);
+            var othersAt = Enumerable.Range(0, Pairs).Select(traffic.Received).ToArray();
             Thread.Sleep(300);
-            Assert.Equal(pausedAt, Volatile.Read(ref generators[Paused].Received));
-            Assert.True(Wait(() => Enumerable.Range(0, Pairs).Where(p => p != Paused).All(p => Volatile.Read(ref generators[p].Received) > othersAt[p] + 5_000)), "the running pairs kept forwarding");
+            Assert.Equal(pausedAt, traffic.Received(Paused));
+            Assert.True(Wait(() => Enumerable.Range(0, Pairs).Where(p => p != Paused).All(p => traffic.Received(p) > othersAt[p] + 5_000)), "the running pairs kept forwarding");
 
             // Enabled again: the frames that waited in its rings go, and it carries traffic again.
             frontend.SetQueueEnabled(2 * Paused, true);
             frontend.SetQueueEnabled((2 * Paused) + 1, true);
-            Assert.True(Wait(() => Volatile.Read(ref generators[Paused].Received) > pausedAt + 5_000), "the pair forwards again once enabled");
-
-            foreach (var g in generators)
-            {
-                g.Stop();
-            }
-
-            Assert.All(threads, t => Assert.True(t.Join(30_000), "a traffic thread did not drain"));
-            for (var p = 0; p < Pairs; p++)
-            {
-                var f = figures[p]!;
-                _output.WriteLine($"pair {p}: sent {f.Sent:N0}, received {f.Received:N0}, lost {f.Lost}, duplicated {f.Duplicated}, corrupted {f.Corrupted}");
-                Assert.True(f.Sent > 0);
-                Assert.Equal(f.Sent, f.Received);
-                Assert.Equal(0, f.Lost);
-                Assert.Equal(0, f.Duplicated);
-                Assert.Equal(0, f.Corrupted);
-            }
+            Assert.True(Wait(() => traffic.Received(Paused) > pausedAt + 5_000), "the pair forwards again once enabled");
+            traffic.StopAndCheck(_output);
+            sent = traffic.Sent;
         }
         finally
         {
-            foreach (var g in generators.OfType<TrafficGenerator<IDriverRing, IDriverRing>>())
-            {
-                g.Stop();
-            }
-
-            foreach (var t in threads.OfType<Thread>())
-            {
-                t.Join(10_000);
-            }
-
-            foreach (var d in drivers)
-            {
-                d.Dispose();
-            }
-
             frontend.Dispose();
         }
 
@@ -169,7 +127,7 @@ public class MultiqueueTests
         File.Delete(stats);
         for (var p = 0; p < Pairs; p++)
         {
-            Assert.Equal(figures[p]!.Sent, pairs[p]);
+            Assert.Equal(sent[p], pairs[p]);
         }
     }
 

@@ -84,26 +84,32 @@ public class SwitchProcessTests
         }
     }
 
-    [Fact]
-    public async Task AGuestLeavingMidRunLeavesTheSwitchAndTheOtherPortRunning()
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 2)]
+    public async Task AGuestLeavingMidRunLeavesTheSwitchAndTheOtherPortRunning(int queues, int workers)
     {
-        // Reflect: each guest gets its own frames back, so the survivor's count is exact.
-        using var sw = RingsSwitch.Start(2, "--processor", "reflect", "--wait", "adaptive");
-        var survivor = Task.Run(() => LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[0], "--frames", "400000", "--rate", "100000", "--seconds", "60", "--wait", "adaptive"));
+        // Reflect: each guest gets its own frames back, so the survivor's count is exact. With two
+        // pairs per port and two workers, each worker serves a pair of both guests: the one that
+        // leaves takes both workers' pairs with it, and both go on with the survivor's.
+        var options = queues == 1 ? string.Empty : $",queues={queues}";
+        using var sw = RingsSwitch.StartPorts([$"vhost-user:{{dir}}/p0.sock{options}", $"vhost-user:{{dir}}/p1.sock{options}"], "--processor", "reflect", "--wait", "adaptive", "--workers", $"{workers}");
+        string[] pairs = ["--queues", $"{queues}"];
+        var survivor = Task.Run(() => LoopbackProcessTests.Run(["guest", "--socket", sw.Sockets[0], .. pairs, "--frames", "400000", "--rate", "100000", "--seconds", "60", "--wait", "adaptive"]));
         for (var round = 0; round < 2; round++)
         {
-            using var doomed = RingsRun.Start("guest", "--socket", sw.Sockets[1], "--seconds", "60", "--wait", "adaptive", "--hugepages", "off");
+            using var doomed = RingsRun.Start(["guest", "--socket", sw.Sockets[1], .. pairs, "--seconds", "60", "--wait", "adaptive", "--hugepages", "off"]);
             // 4 KiB pages: no hugepage line before the one that says it connected.
             var first = await doomed.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Contains("connected", first, StringComparison.Ordinal);
             Thread.Sleep(400);
             doomed.Kill();
             doomed.WaitForExit();
-            sw.WaitForLine($"p1.sock: link down", TimeSpan.FromSeconds(5));
+            sw.WaitForLine($"p1.sock{options}: link down", TimeSpan.FromSeconds(5));
         }
 
         // The port takes a new front-end after the old one died.
-        var (exit, output, error) = LoopbackProcessTests.Run("guest", "--socket", sw.Sockets[1], "--frames", "50000", "--seconds", "60");
+        var (exit, output, error) = LoopbackProcessTests.Run(["guest", "--socket", sw.Sockets[1], .. pairs, "--frames", "50000", "--seconds", "60"]);
         Assert.True(exit == 0, $"a new guest on the port: exit {exit}\n{output}\n{error}\n{sw.Output}");
         Assert.Matches(@"lost / dup / bad\s+0 / 0 / 0", output);
 

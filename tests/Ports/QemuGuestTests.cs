@@ -64,6 +64,60 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// QEMU's virtio-net device with two queue pairs (<c>mq=on</c>, still <c>vectors=0</c>) on a
+    /// <c>queues=2</c> port of <c>rings switch --workers 2</c>: the guest (two CPUs, so its driver
+    /// enables both pairs) pings the namespace from each CPU at once, each CPU transmitting on its
+    /// own queue; every echo comes back, and the switch's counts show both workers received from
+    /// the guest's port, each on its own pair.
+    /// </summary>
+    [Fact]
+    public void ALinuxGuestWithTwoQueuePairsPingsThroughTwoWorkers()
+    {
+        Privileges.RequireNetworkAdmin();
+        KernelHosts.RequireTools("qemu-system-x86_64");
+        var (kernel, modules) = GuestKernel();
+        var transcript = new StringBuilder();
+        var json = Path.Combine(Path.GetTempPath(), $"rings-test-{Guid.NewGuid():N}.json");
+        try
+        {
+            using var hosts = new KernelHosts(transcript, 1);
+            var host = hosts[0];
+            using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/vm.sock,queues=2", host.Port], "--wait", "adaptive", "--verbose", "--workers", "2", "--json", json);
+            hosts.Attach(host);
+            Assert.Contains("pair 0 on worker 0, pair 1 on worker 1", sw.Output, StringComparison.Ordinal);
+
+            string[] qemu = ["--kill-after=5", "240", .. Qemu(kernel, modules, sw.Directory, host, Pings, $"socket,id=c0,path={sw.Sockets[0]}", "02:52:49:4e:51:03", queues: 2)];
+            var clock = Stopwatch.StartNew();
+            var run = Command.Run("timeout", qemu, 260_000);
+            hosts.Note($"$ qemu-system-x86_64 ... ({clock.Elapsed.TotalSeconds:0.0} s, exit {run.ExitCode})\n{run.Output}{run.Error}");
+            hosts.Note(sw.Output);
+            Assert.Equal(0, run.ExitCode);
+            Assert.Contains("RINGS-GUEST up: 02:52:49:4e:51:03", run.Output, StringComparison.Ordinal);
+            Assert.Contains("RINGS-GUEST queues: rx-0 rx-1 tx-0 tx-1", run.Output, StringComparison.Ordinal);
+            Assert.Contains("RINGS-GUEST ping exit 0", run.Output, StringComparison.Ordinal);
+            Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(run.Output, $@"\b{Pings} packets transmitted, {Pings} packets received, 0% packet loss"));
+
+            sw.WaitForLine("vm.sock,queues=2: link down", TimeSpan.FromSeconds(10));
+            sw.Signal(SigTerm, TimeSpan.FromSeconds(5));
+            Assert.Equal(0, sw.ExitCode);
+            hosts.Note(sw.Output);
+
+            // Each worker received from its own pair of the guest's port.
+            var port = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("ports")[0];
+            var parts = port.GetProperty("by_worker").EnumerateArray().ToArray();
+            hosts.Note(port.ToString());
+            Assert.Equal(2, parts.Length);
+            Assert.All(parts, p => Assert.True(p.GetProperty("rx_frames").GetInt64() >= Pings, port.ToString()));
+            Assert.True(port.GetProperty("rx_frames").GetInt64() >= 2 * Pings && port.GetProperty("tx_frames").GetInt64() >= 2 * Pings, port.ToString());
+        }
+        finally
+        {
+            File.Delete(json);
+            output.WriteLine(transcript.ToString());
+        }
+    }
+
+    /// <summary>
     /// Reconnect with QEMU as the listening front-end (<c>server=on</c> on its chardev) and the
     /// switch's <c>vhost-user-client:</c> port as the client: while the guest pings the namespace,
     /// the switch is killed with SIGKILL and started again (its TAP device with it), and the
@@ -139,31 +193,37 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
     /// <paramref name="host"/> <paramref name="pings"/> times, its virtio-net device (MSI-X off) on
     /// the vhost-user chardev <paramref name="chardev"/>.
     /// </summary>
-    private static string[] Qemu(string kernel, (List<string> Order, Dictionary<string, byte[]> Files) modules, DirectoryInfo dir, KernelHost host, int pings, string chardev, string mac)
+    private static string[] Qemu(string kernel, (List<string> Order, Dictionary<string, byte[]> Files) modules, DirectoryInfo dir, KernelHost host, int pings, string chardev, string mac, int queues = 1)
     {
         var guestIp = $"{string.Join('.', host.Address.GetAddressBytes()[..3])}.10";
         var initrd = Path.Combine(dir.FullName, "initrd.cpio");
         File.WriteAllBytes(initrd, Initramfs.Build(Init(modules.Order), modules.Files));
-        var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count={pings}";
+        var append = $"console=ttyS0 panic=-1 quiet rings.ip={guestIp}/24 rings.peer={host.Address} rings.count={pings} rings.cpus={queues}";
         return
         [
             "qemu-system-x86_64",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-            "-accel", "tcg", "-m", "256M", "-smp", "1", "-no-reboot",
+            "-accel", "tcg", "-m", "256M", "-smp", queues.ToString(System.Globalization.CultureInfo.InvariantCulture), "-no-reboot",
             "-kernel", kernel, "-initrd", initrd, "-append", append,
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
-            "-chardev", chardev, "-netdev", "vhost-user,id=n0,chardev=c0",
-            "-device", $"virtio-net-pci,netdev=n0,vectors=0,mac={mac}",
+            // With several pairs: VIRTIO_NET_F_MQ (mq=on), still on a legacy interrupt (vectors=0);
+            // the guest runs one pair per CPU, so it gets as many CPUs as pairs.
+            "-chardev", chardev, "-netdev", queues == 1 ? "vhost-user,id=n0,chardev=c0" : $"vhost-user,id=n0,chardev=c0,queues={queues}",
+            "-device", queues == 1 ? $"virtio-net-pci,netdev=n0,vectors=0,mac={mac}" : $"virtio-net-pci,netdev=n0,vectors=0,mq=on,mac={mac}",
         ];
     }
 
-    /// <summary>The guest's init: load the virtio modules, address eth0 from the kernel command line, ping, power off.</summary>
+    /// <summary>
+    /// The guest's init: load the virtio modules, address eth0 from the kernel command line, ping
+    /// from each CPU at once (the driver transmits on the queue of the sending CPU), power off.
+    /// </summary>
     private static string Init(IEnumerable<string> modules) => $$"""
         #!/bin/busybox sh
         /bin/busybox --install -s /bin
         mount -t proc proc /proc
         mount -t sysfs sys /sys
         mount -t devtmpfs dev /dev
+        mkdir -p /tmp
         for m in {{string.Join(' ', modules)}}; do insmod /lib/$m.ko || echo "RINGS-GUEST insmod $m failed"; done
         for word in $(cat /proc/cmdline); do
             case "$word" in rings.*=*) key=${word%%=*}; eval "${key#rings.}=${word#*=}" ;; esac
@@ -172,8 +232,16 @@ public sealed class QemuGuestTests(ITestOutputHelper output)
         ip link set eth0 up
         ip addr add "$ip" dev eth0
         echo "RINGS-GUEST up: $(cat /sys/class/net/eth0/address)"
-        ping -c "$count" -i 0.2 -W 2 "$peer"
+        echo "RINGS-GUEST queues: $(ls /sys/class/net/eth0/queues | tr '\n' ' ')"
+        cpu=1
+        while [ "$cpu" -lt "$cpus" ]; do
+            taskset -c "$cpu" ping -c "$count" -i 0.2 -W 2 "$peer" > /tmp/ping$cpu 2>&1 &
+            cpu=$((cpu + 1))
+        done
+        taskset -c 0 ping -c "$count" -i 0.2 -W 2 "$peer"
         echo "RINGS-GUEST ping exit $?"
+        wait
+        cat /tmp/ping* 2>/dev/null
         poweroff -f
         """.Replace("\r", string.Empty, StringComparison.Ordinal);
 

@@ -232,6 +232,32 @@ public class SessionTests
     }
 
     [Fact]
+    public void ARegionAddedAgainIsAckedAndRemovedAsOftenAsAdded()
+    {
+        // QEMU 7.2 with several queue pairs has a vhost device per pair, and each adds every region.
+        using var h = new SessionHarness();
+        h.Negotiate();
+        h.Ok(VhostUserMessage.WithRegion(VhostUserRequest.AddMemReg, h.Region), h.Memory.Handle!);
+        h.SetupRing(0, 8);
+        var mapped = h.Session.Memory;
+        h.Ok(VhostUserMessage.WithRegion(VhostUserRequest.AddMemReg, h.Region, needReply: true), h.Memory.Handle!);
+        Assert.Same(mapped, h.Session.Memory);
+        Assert.Single(h.Session.Memory!.Regions);
+
+        // A region overlapping it that is not the same one is still refused.
+        var overlapping = new MemoryRegionDescription(h.Region.GuestPhysicalAddress + 4096, 4096, h.Region.UserAddress + 4096, 4096);
+        AssertNack(h.Send(VhostUserMessage.WithRegion(VhostUserRequest.AddMemReg, overlapping, needReply: true), h.Memory.Handle!));
+
+        // Two adds, two removes: the first leaves it mapped and the ring running, the second unmaps it.
+        h.Ok(VhostUserMessage.WithRegion(VhostUserRequest.RemMemReg, h.Region, needReply: true));
+        Assert.Same(mapped, h.Session.Memory);
+        Assert.True(h.Running.ContainsKey(0));
+        h.Ok(VhostUserMessage.WithRegion(VhostUserRequest.RemMemReg, h.Region, needReply: true));
+        Assert.Null(h.Session.Memory);
+        AssertNack(h.Send(VhostUserMessage.WithRegion(VhostUserRequest.RemMemReg, h.Region, needReply: true)));
+    }
+
+    [Fact]
     public void StatusIsKeptAndABrokenRingAsksForAReset()
     {
         using var h = new SessionHarness();

@@ -34,6 +34,10 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     private readonly VhostUserBackendOptions _options;
     private readonly Vring[] _rings;
     private VhostMemoryMap? _memory;
+
+    // ADD_MEM_REG of a region already mapped (same guest address, user address and size), counted
+    // per region so that as many REM_MEM_REG of it are acked before it is unmapped.
+    private readonly Dictionary<(ulong Guest, ulong User, ulong Size), int> _repeatedRegions = [];
     private FileDescriptor? _backendChannel;
     private InflightRegion? _inflight;
     private VhostUserError _closing;
@@ -399,6 +403,16 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
 
         var region = c.Message.Region;
         var existing = _memory?.Regions ?? [];
+        if (existing.Any(r => SameRegion(r.Description, region)))
+        {
+            // QEMU before 8.1 sends the memory table once per queue pair with several pairs (one
+            // vhost device each), so every region is added again: the same region, already
+            // mapped, is acked and counted, not refused as an overlap.
+            var key = (region.GuestPhysicalAddress, region.UserAddress, region.Size);
+            _repeatedRegions[key] = _repeatedRegions.GetValueOrDefault(key) + 1;
+            return default;
+        }
+
         var descriptions = existing.Select(r => r.Description).Append(region).ToArray();
         var error = VhostMemoryMap.Validate(descriptions, _options.MaxMemorySlots);
         if (!error.IsError)
@@ -445,13 +459,26 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var target = c.Message.Region;
 
         // vhost-user.rst: identified by guest address, user address and size; the offset is ignored.
-        var victim = existing.FirstOrDefault(r =>
-            r.Description.GuestPhysicalAddress == target.GuestPhysicalAddress &&
-            r.Description.UserAddress == target.UserAddress &&
-            r.Description.Size == target.Size);
+        var victim = existing.FirstOrDefault(r => SameRegion(r.Description, target));
         if (victim is null)
         {
             return Error(BadRegion, $"no region at guest 0x{target.GuestPhysicalAddress:x} user 0x{target.UserAddress:x} size 0x{target.Size:x}");
+        }
+
+        var key = (target.GuestPhysicalAddress, target.UserAddress, target.Size);
+        if (_repeatedRegions.TryGetValue(key, out var repeats))
+        {
+            // Added more than once (see AddMemReg): the last removal unmaps it.
+            if (repeats == 1)
+            {
+                _repeatedRegions.Remove(key);
+            }
+            else
+            {
+                _repeatedRegions[key] = repeats - 1;
+            }
+
+            return default;
         }
 
         var rest = existing.Where(r => !ReferenceEquals(r, victim)).ToArray();
@@ -948,6 +975,9 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         v.Base = null;
     }
 
+    private static bool SameRegion(MemoryRegionDescription a, MemoryRegionDescription b) =>
+        a.GuestPhysicalAddress == b.GuestPhysicalAddress && a.UserAddress == b.UserAddress && a.Size == b.Size;
+
     private void ReplaceMemory(VhostMemoryMap? map)
     {
         // Rings hold translations into the old tables: drop them (keeping positions) first.
@@ -959,6 +989,15 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var old = _memory;
         _memory = map;
         old?.Unmap();
+
+        // A region gone (a new table, the last removal) takes its repeat count with it.
+        foreach (var key in _repeatedRegions.Keys.ToArray())
+        {
+            if (map is null || !map.Regions.Any(r => r.Description.GuestPhysicalAddress == key.Guest && r.Description.UserAddress == key.User && r.Description.Size == key.Size))
+            {
+                _repeatedRegions.Remove(key);
+            }
+        }
     }
 
     private VhostUserError Raise(EventHandler<VhostQueueEventArgs>? handler, VhostQueueEventArgs args)

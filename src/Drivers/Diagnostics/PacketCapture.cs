@@ -24,9 +24,12 @@ public enum CaptureFormat
 /// a writer thread empties the ring into the file. When the ring is full the frame is not
 /// captured and counted in <see cref="Dropped"/>: the data path never waits and never allocates.
 /// <para>
-/// One producer: a port's capture is fed only by the worker that owns the port (set
-/// <see cref="Ports.Port.Capture"/>), or by one thread calling <see cref="Record(ReadOnlySpan{byte}, bool)"/>.
-/// Stop the producer before <see cref="Dispose"/>, which writes what is left and closes the file.
+/// One producer per ring: a port's capture is fed by the workers that serve the port (set
+/// <see cref="Ports.Port.Capture"/>), each into a ring of its own (a port whose queue pairs are
+/// spread over workers has several), or by one thread calling <see cref="Record(ReadOnlySpan{byte}, bool)"/>.
+/// The writer empties every ring; frames of different workers may reach the file slightly out of
+/// time order (each carries its own timestamp). Stop the producers before <see cref="Dispose"/>,
+/// which writes what is left and closes the file.
 /// </para>
 /// </summary>
 public sealed unsafe class PacketCapture : IDisposable
@@ -41,18 +44,16 @@ public sealed unsafe class PacketCapture : IDisposable
     private const int WrapMarker = -1;
     private const ushort LinkTypeEthernet = 1;
 
-    private readonly byte* _ring;
+    private const int MaxProducers = 64;
+
     private readonly long _capacity;
-    private readonly Padded _producer = new();
-    private readonly Padded _consumer = new();
+    private readonly Ring?[] _rings = new Ring?[MaxProducers];
     private readonly FileStream _file;
     private readonly Thread _writer;
     private readonly ManualResetEventSlim _stop = new();
     private readonly long _startTimestamp;
     private readonly long _startMicroseconds;
     private readonly byte[] _scratch;
-    private long _captured;
-    private long _dropped;
     private long _written;
     private int _disposed;
 
@@ -72,7 +73,7 @@ public sealed unsafe class PacketCapture : IDisposable
         _capacity = bufferBytes;
         _scratch = new byte[Math.Max(1024, RecordHeader + 64 + snapLength)];
         _file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 16);
-        _ring = (byte*)NativeMemory.AlignedAlloc((nuint)bufferBytes, 64);
+        _rings[0] = new Ring(bufferBytes);
         _startTimestamp = Stopwatch.GetTimestamp();
         _startMicroseconds = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks / 10;
         WriteFileHeader(interfaceName);
@@ -93,10 +94,10 @@ public sealed unsafe class PacketCapture : IDisposable
     public CaptureFormat Format { get; }
 
     /// <summary>Frames copied into the ring.</summary>
-    public long Captured => Volatile.Read(ref _captured);
+    public long Captured => SumOverRings(static r => Volatile.Read(ref r.Captured));
 
     /// <summary>Frames not captured because the ring was full (the writer fell behind).</summary>
-    public long Dropped => Volatile.Read(ref _dropped);
+    public long Dropped => SumOverRings(static r => Volatile.Read(ref r.Dropped));
 
     /// <summary>Frames written to the file.</summary>
     public long Written => Volatile.Read(ref _written);
@@ -133,36 +134,39 @@ public sealed unsafe class PacketCapture : IDisposable
     /// <param name="outbound">True for a frame sent to the peer, false for one received from it.</param>
     public void Record(ReadOnlySpan<byte> frame, bool outbound)
     {
-        var data = Reserve(frame.Length, outbound, Stopwatch.GetTimestamp());
+        var ring = _rings[0]!;
+        var data = Reserve(ring, frame.Length, outbound, Stopwatch.GetTimestamp());
         if (data != null)
         {
             frame[..Math.Min(frame.Length, SnapLength)].CopyTo(new Span<byte>(data, Math.Min(frame.Length, SnapLength)));
-            Publish();
+            Publish(ring);
         }
     }
 
-    /// <summary>Producer (the owning worker): frames 0 to <paramref name="count"/> - 1 of a received burst.</summary>
+    /// <summary>Producer (a worker serving the port, <see cref="FrameBurst.Worker"/>): frames 0 to <paramref name="count"/> - 1 of a received burst.</summary>
     internal void RecordReceived(FrameBurst burst, int count)
     {
+        var ring = RingOf(burst.Worker);
         var now = Stopwatch.GetTimestamp();
         for (var i = 0; i < count; i++)
         {
-            RecordFrame(burst, i, false, now);
+            RecordFrame(ring, burst, i, false, now);
         }
 
-        Publish();
+        Publish(ring);
     }
 
-    /// <summary>Producer (the owning worker): the frames of a burst handed to the peer.</summary>
+    /// <summary>Producer (a worker serving the port, <see cref="FrameBurst.Worker"/>): the frames of a burst handed to the peer.</summary>
     internal void RecordTransmitted(FrameBurst burst, ReadOnlySpan<byte> frames)
     {
+        var ring = RingOf(burst.Worker);
         var now = Stopwatch.GetTimestamp();
         foreach (var i in frames)
         {
-            RecordFrame(burst, i, true, now);
+            RecordFrame(ring, burst, i, true, now);
         }
 
-        Publish();
+        Publish(ring);
     }
 
     /// <summary>Stops the writer once it has written everything captured, and closes the file.</summary>
@@ -185,15 +189,53 @@ public sealed unsafe class PacketCapture : IDisposable
 
         _file.Dispose();
         _stop.Dispose();
-        NativeMemory.AlignedFree(_ring);
+        foreach (var ring in _rings)
+        {
+            ring?.Free();
+        }
+
         GC.SuppressFinalize(this);
     }
 
+    // Worker k's ring, made the first time worker k records (once per worker and capture, never
+    // per frame). Only worker k installs slot k, so no two threads race for it; the writer reads
+    // the slot with acquire and sees a complete ring or none.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void RecordFrame(FrameBurst burst, int frame, bool outbound, long now)
+    private Ring RingOf(int worker)
+    {
+        var slot = (uint)worker < MaxProducers ? worker : 0;
+        return Volatile.Read(ref _rings[slot]) ?? AddRing(slot);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Ring AddRing(int slot)
+    {
+        var ring = new Ring(_capacity);
+
+        // Release: the ring is complete before the writer can see it.
+        Volatile.Write(ref _rings[slot], ring);
+        return ring;
+    }
+
+    private long SumOverRings(Func<Ring, long> field)
+    {
+        long sum = 0;
+        for (var k = 0; k < _rings.Length; k++)
+        {
+            if (Volatile.Read(ref _rings[k]) is { } r)
+            {
+                sum += field(r);
+            }
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void RecordFrame(Ring ring, FrameBurst burst, int frame, bool outbound, long now)
     {
         var length = burst.Length(frame);
-        var data = Reserve(length, outbound, now);
+        var data = Reserve(ring, length, outbound, now);
         if (data != null)
         {
             burst.CopyTo(frame, new Span<byte>(data, Math.Min(length, SnapLength)));
@@ -202,40 +244,40 @@ public sealed unsafe class PacketCapture : IDisposable
 
     // Producer: room for one record after the reserved ones; its header written, its data pointer
     // returned (null when full, counted). Visible to the writer at Publish.
-    private byte* Reserve(int length, bool outbound, long timestamp)
+    private byte* Reserve(Ring ring, int length, bool outbound, long timestamp)
     {
         var captured = Math.Min(length, SnapLength);
         var size = Align(RecordHeader + captured);
-        var at = _producer.Reserved;
+        var at = ring.Producer.Reserved;
         var offset = at & (_capacity - 1);
         var tail = offset + size > _capacity ? _capacity - offset : 0;
         // Acquire: the writer has finished with everything below its position.
-        if (at + tail + size - Volatile.Read(ref _consumer.Position) > _capacity)
+        if (at + tail + size - Volatile.Read(ref ring.Consumer.Position) > _capacity)
         {
-            _dropped++;
+            ring.Dropped++;
             return null;
         }
 
         if (tail > 0)
         {
-            *(int*)(_ring + offset) = WrapMarker;
+            *(int*)(ring.Bytes + offset) = WrapMarker;
             at += tail;
             offset = 0;
         }
 
-        var record = _ring + offset;
+        var record = ring.Bytes + offset;
         *(int*)record = (int)size;
         *(int*)(record + 4) = length;
         *(int*)(record + 8) = captured;
         *(int*)(record + 12) = outbound ? 1 : 0;
         *(long*)(record + 16) = timestamp;
-        _producer.Reserved = at + size;
-        _captured++;
+        ring.Producer.Reserved = at + size;
+        ring.Captured++;
         return record + RecordHeader;
     }
 
     // Release: every record below the new position is complete before the writer can read it.
-    private void Publish() => Volatile.Write(ref _producer.Position, _producer.Reserved);
+    private static void Publish(Ring ring) => Volatile.Write(ref ring.Producer.Position, ring.Producer.Reserved);
 
     private void WriteLoop()
     {
@@ -257,17 +299,32 @@ public sealed unsafe class PacketCapture : IDisposable
         _file.Flush();
     }
 
-    // Consumer: writes every published record to the file; returns how many.
+    // Consumer: writes every published record of every ring to the file; returns how many.
     private int Drain()
     {
+        var n = 0;
+        for (var k = 0; k < _rings.Length; k++)
+        {
+            // Acquire: a ring seen is complete (AddRing).
+            if (Volatile.Read(ref _rings[k]) is { } ring)
+            {
+                n += Drain(ring);
+            }
+        }
+
+        return n;
+    }
+
+    private int Drain(Ring ring)
+    {
         // Acquire: records below the producer's position are complete.
-        var end = Volatile.Read(ref _producer.Position);
-        var at = _consumer.Position;
+        var end = Volatile.Read(ref ring.Producer.Position);
+        var at = ring.Consumer.Position;
         var n = 0;
         while (at < end)
         {
             var offset = at & (_capacity - 1);
-            var record = _ring + offset;
+            var record = ring.Bytes + offset;
             var size = *(int*)record;
             if (size == WrapMarker)
             {
@@ -281,7 +338,7 @@ public sealed unsafe class PacketCapture : IDisposable
         }
 
         // Release: the writer is done with these bytes before the producer may reuse them.
-        Volatile.Write(ref _consumer.Position, at);
+        Volatile.Write(ref ring.Consumer.Position, at);
         Volatile.Write(ref _written, _written + n);
         return n;
     }
@@ -371,6 +428,23 @@ public sealed unsafe class PacketCapture : IDisposable
     private static long Align(long bytes) => (bytes + 7) & ~7L;
 
     private static int Align4(int bytes) => (bytes + 3) & ~3;
+
+    /// <summary>One producer's ring in native memory, with its positions and counts.</summary>
+    private sealed class Ring
+    {
+        public readonly byte* Bytes;
+        public readonly Padded Producer = new();
+        public readonly Padded Consumer = new();
+        public long Captured;
+        public long Dropped;
+
+        public Ring(long bytes)
+        {
+            Bytes = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        }
+
+        public void Free() => NativeMemory.AlignedFree(Bytes);
+    }
 
     /// <summary>A producer's positions on cache lines of their own, away from the consumer's.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 256)]

@@ -10,9 +10,12 @@ namespace Rings.Linux.Ports;
 /// maps its specification prefix to its constructor.
 /// <para>
 /// <b>Data path.</b> <see cref="Receive"/>, <see cref="Release"/>, <see cref="Transmit"/>,
-/// <see cref="Flush"/> and the wake-up members are called only by the worker that owns the port,
+/// <see cref="Flush()"/> and the wake-up members are called only by the worker that owns the port,
 /// once per burst (a virtual call per burst, never per frame), and must not allocate, lock,
-/// block or throw for anything a peer does. In one polling round the worker calls, for this port
+/// block or throw for anything a peer does. A port with several <see cref="Lanes"/> (queue pairs)
+/// may be served by several workers at once, each owning some lanes (<see cref="LaneWorkers"/>):
+/// it keeps its data-path state per worker, takes the worker from <see cref="FrameBurst.Worker"/>
+/// or the worker argument of the overloads, and touches only the lanes that worker owns. In one polling round the worker calls, for this port
 /// as the ingress: <c>Receive</c>, then (after the processor) <c>Transmit</c> + <c>Flush</c> on
 /// each destination, then <c>Release</c>; as a destination, any number of <c>Transmit</c> calls
 /// each followed by one <c>Flush</c>.
@@ -37,7 +40,8 @@ public abstract class Port : IDisposable
     public const int DefaultQuiesceMilliseconds = 2000;
 
     private volatile int _link = (int)LinkState.Down;
-    private volatile IPortOwner? _owner;
+    private volatile IPortOwner[]? _owners;
+    private int[] _laneWorkers = [0];
     private volatile Diagnostics.PacketCapture? _capture;
     private int _mtu = DefaultMtu;
 
@@ -125,11 +129,43 @@ public abstract class Port : IDisposable
     /// <summary>A line about the port's current state for tables and logs (peer, queues, features).</summary>
     public virtual string Status => Link == LinkState.Up ? "up" : "down";
 
-    /// <summary>The owning worker, set by the pipeline.</summary>
-    internal IPortOwner? Owner
+    /// <summary>
+    /// Parts of the data path that different workers may serve at once: a virtio port's queue
+    /// pairs (5.1.6.5.5), each with its own receive and transmit queue. 1 (the default) for a port
+    /// one worker serves whole.
+    /// </summary>
+    public virtual int Lanes => 1;
+
+    /// <summary>
+    /// The worker that owns each lane (index: lane), as the pipeline dealt them; a lane's queues
+    /// are touched by its owner only. All 0 outside a pipeline.
+    /// </summary>
+    public IReadOnlyList<int> LaneWorkers => _laneWorkers;
+
+    /// <summary>The workers that serve the port (the owners of its lanes), set by the pipeline.</summary>
+    internal IPortOwner[]? Owners
     {
-        get => _owner;
-        set => _owner = value;
+        get => _owners;
+        set => _owners = value;
+    }
+
+    /// <summary>
+    /// The pipeline deals the lanes to workers (before its workers start): <paramref name="laneWorkers"/>[lane]
+    /// is the lane's worker among <paramref name="workers"/>.
+    /// </summary>
+    internal void AssignLanes(int[] laneWorkers, int workers)
+    {
+        _laneWorkers = laneWorkers;
+        OnLanesAssigned(workers);
+    }
+
+    /// <summary>
+    /// Called once the pipeline has dealt the lanes (<see cref="LaneWorkers"/>), before any worker
+    /// runs: a port with several lanes builds its per-worker state here.
+    /// </summary>
+    /// <param name="workers">Workers of the pipeline (worker indices are 0 to <paramref name="workers"/> - 1).</param>
+    protected virtual void OnLanesAssigned(int workers)
+    {
     }
 
     /// <summary>
@@ -169,7 +205,7 @@ public abstract class Port : IDisposable
     /// (handed over, or dropped and counted by the port for a reason of its own such as
     /// <see cref="DropReason.OverMtu"/> or <see cref="DropReason.LinkDown"/>); the caller counts
     /// the rest <see cref="DropReason.DestinationFull"/>. Counts what it hands over with
-    /// <see cref="PortCounters.Transmitted"/>. What is written becomes visible at <see cref="Flush"/>.
+    /// <see cref="PortCounters.Transmitted"/>. What is written becomes visible at <see cref="Flush()"/>.
     /// </summary>
     /// <param name="burst">The burst holding the frames (from any port).</param>
     /// <param name="frames">Indices of the frames to send.</param>
@@ -180,12 +216,34 @@ public abstract class Port : IDisposable
     public abstract void Flush();
 
     /// <summary>
+    /// <see cref="Flush()"/> for what worker <paramref name="worker"/> transmitted (on the lanes it
+    /// owns). A port with one lane flushes everything.
+    /// </summary>
+    /// <param name="worker">The worker.</param>
+    public virtual void Flush(int worker) => Flush();
+
+    /// <summary>
+    /// True when worker <paramref name="worker"/> can transmit to the port now on a lane of its
+    /// own; the worker that owns lane 0 always can (a port with one lane: its one worker). Read by
+    /// that worker once per round; a worker that cannot hands its frames for the port to the
+    /// owner of lane 0.
+    /// </summary>
+    /// <param name="worker">The worker.</param>
+    /// <returns>Whether it transmits itself.</returns>
+    public virtual bool TransmitsFrom(int worker) => true;
+
+    /// <summary>
     /// False only when a <see cref="Transmit"/> now would certainly find no room (a virtio receive
     /// queue with no buffer posted); true otherwise, also when unsure. Read by the owning worker
     /// between rounds, so it is cheap: a worker holding frames for this port asks it before taking
     /// them again, instead of taking, refusing and giving them back every round.
     /// </summary>
     public virtual bool MayHaveRoom => true;
+
+    /// <summary><see cref="MayHaveRoom"/> for the lanes worker <paramref name="worker"/> transmits on.</summary>
+    /// <param name="worker">The worker.</param>
+    /// <returns>False only when a transmit by that worker would certainly find no room.</returns>
+    public virtual bool MayHaveRoomFor(int worker) => MayHaveRoom;
 
     /// <summary>
     /// Before the worker sleeps: asks the peer for a notification when frames arrive, then (after a
@@ -195,10 +253,19 @@ public abstract class Port : IDisposable
     /// <returns>True when there is work.</returns>
     public virtual bool EnableWakeups() => false;
 
+    /// <summary><see cref="EnableWakeups()"/> for the lanes worker <paramref name="worker"/> owns.</summary>
+    /// <param name="worker">The worker.</param>
+    /// <returns>True when there is work.</returns>
+    public virtual bool EnableWakeups(int worker) => EnableWakeups();
+
     /// <summary>After the worker wakes (and when it starts polling): stops asking for notifications and consumes any that are pending.</summary>
     public virtual void DisableWakeups()
     {
     }
+
+    /// <summary><see cref="DisableWakeups()"/> for the lanes worker <paramref name="worker"/> owns.</summary>
+    /// <param name="worker">The worker.</param>
+    public virtual void DisableWakeups(int worker) => DisableWakeups();
 
     /// <summary>
     /// The descriptors that become readable when this port has work (kick eventfds, a TAP
@@ -208,12 +275,18 @@ public abstract class Port : IDisposable
     /// <returns>How many were written (at most the span's length).</returns>
     public virtual int GetWakeupDescriptors(Span<FileDescriptor> descriptors) => 0;
 
+    /// <summary><see cref="GetWakeupDescriptors(Span{FileDescriptor})"/> of the lanes worker <paramref name="worker"/> owns.</summary>
+    /// <param name="descriptors">Where to write them.</param>
+    /// <param name="worker">The worker.</param>
+    /// <returns>How many were written.</returns>
+    public virtual int GetWakeupDescriptors(Span<FileDescriptor> descriptors, int worker) => GetWakeupDescriptors(descriptors);
+
     // ---- Control plane ---------------------------------------------------------------------
 
     /// <summary>
-    /// After unpublishing state the data path may hold: waits until the owning worker has left the
-    /// round it was in, so nothing of the old state is touched any more. Returns at once when no
-    /// worker owns the port.
+    /// After unpublishing state the data path may hold: waits until every worker serving the port
+    /// has left the round it was in, so nothing of the old state is touched any more. Returns at
+    /// once when no worker owns the port.
     /// </summary>
     /// <param name="timeoutMilliseconds">The deadline.</param>
     /// <returns>False when the worker did not get out in time (it is stuck; the caller must not free what it may touch).</returns>
@@ -222,7 +295,21 @@ public abstract class Port : IDisposable
         // Store-load: the caller's unpublish must be visible before the worker's round marker is
         // read (the worker fences between raising its marker and reading the published state).
         Interlocked.MemoryBarrier();
-        return _owner?.WaitQuiescent(timeoutMilliseconds) ?? true;
+        if (_owners is not { } owners)
+        {
+            return true;
+        }
+
+        var deadline = Environment.TickCount64 + timeoutMilliseconds;
+        foreach (var owner in owners)
+        {
+            if (!owner.WaitQuiescent((int)Math.Max(0, deadline - Environment.TickCount64)))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Logs a control-plane event of the port to <see cref="Logger"/>, with the port's name.</summary>
@@ -234,8 +321,17 @@ public abstract class Port : IDisposable
     /// <param name="reason">Why.</param>
     protected void SayBroken(string queue, BrokenReason reason) => Diagnostics.RingsLog.QueueBroken(Logger, Name, queue, reason);
 
-    /// <summary>Wakes the owning worker if it sleeps (new descriptors to poll, state to pick up).</summary>
-    protected void WakeDataPath() => _owner?.Wake();
+    /// <summary>Wakes the workers serving the port if they sleep (new descriptors to poll, state to pick up).</summary>
+    protected void WakeDataPath()
+    {
+        if (_owners is { } owners)
+        {
+            foreach (var owner in owners)
+            {
+                owner.Wake();
+            }
+        }
+    }
 
     /// <summary>Sets the link state and, when it changed, raises <see cref="LinkChanged"/> on the calling thread.</summary>
     /// <param name="state">The new state.</param>

@@ -25,10 +25,13 @@ namespace Rings.Linux.Ports;
 /// </para>
 /// <para>
 /// With <c>queues=N</c> the device offers VIRTIO_NET_F_MQ and up to N queue pairs (5.1.6.5.5);
-/// the front-end decides how many run. Every running pair is served by the port's worker: each
-/// round takes from the next pair's transmit queue in turn, and a frame for the guest goes to
-/// the receive queue its flow hash picks (<see cref="FlowHash"/>), so a flow stays on one pair
-/// and in order. Pairs other than 0 join and leave on their own, never taking the link down.
+/// the front-end decides how many run. Each pair is a lane (<see cref="Port.Lanes"/>) that the
+/// pipeline gives to one worker (<see cref="Port.LaneWorkers"/>); a worker touches only its own
+/// pairs' rings, so several workers serve the port at once without a lock. Each round a worker
+/// takes from the next of its pairs' transmit queues in turn, and a frame it sends to the guest
+/// goes to the receive queue of one of its own running pairs, chosen by the frame's flow hash
+/// (<see cref="FlowHash"/>), so a flow from one source stays on one pair and in order. Pairs
+/// other than 0 join and leave on their own, never taking the link down.
 /// </para>
 /// </summary>
 public class VhostUserPort : Port
@@ -46,14 +49,9 @@ public class VhostUserPort : Port
     private volatile Attachment? _active;
     private string _status;
 
-    // Data path only (the owning worker): the attachment a round started with, so a stop in the
-    // middle of a round never strands what was popped (the control plane waits for the round).
-    private Pair? _receiving;
-    private Attachment? _transmitting;
-    private int _transmitted;
-    private int _nextPair;
-    private readonly RingPosition[] _takePositions = new RingPosition[FrameBurst.MaxCapacity];
-    private readonly ChainToken[] _releaseTokens = new ChainToken[FrameBurst.MaxCapacity];
+    // Data path only: each worker's own state (index: worker), read and written by that worker
+    // alone. Replaced whole before the workers start (OnLanesAssigned).
+    private WorkerState[] _workers;
 
     /// <summary>
     /// Creates the port from <c>vhost-user:PATH[,mtu=N][,queues=N][,max-memory=MIB][,unsealed=trust|refuse][,offload=on|off]</c>
@@ -82,6 +80,7 @@ public class VhostUserPort : Port
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
         QueuePairs = spec.GetInt("queues", 1, 1, MaxQueuePairs);
         _queues = new VhostQueue?[2 * QueuePairs];
+        _workers = [new WorkerState(QueuePairs == 64 ? ulong.MaxValue : (1UL << QueuePairs) - 1)];
         _status = connect ? "connecting to a front-end" : "waiting for a front-end";
         MaxMemoryBytes = (ulong)spec.GetInt("max-memory", (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20), 1, MaxMemoryMib) << 20;
         TrustUnsealedMemory = (spec.Options.TryGetValue("unsealed", out var unsealed) ? unsealed : "refuse") switch
@@ -124,6 +123,9 @@ public class VhostUserPort : Port
 
     /// <inheritdoc/>
     public override bool CanReturn => true;
+
+    /// <summary>Each queue pair is a lane: the pipeline may spread the pairs over workers.</summary>
+    public override int Lanes => QueuePairs;
 
     /// <summary>The most queue pairs offered (<c>queues=</c>); the front-end runs as many as it wants of them.</summary>
     public int QueuePairs { get; }
@@ -231,17 +233,23 @@ public class VhostUserPort : Port
             return 0;
         }
 
-        // One pair per round, the next one in turn that has frames: a burst comes from one
-        // transmit queue, so Release gives it back to that queue alone.
+        // One pair per round, the next one of this worker's in turn that has frames: a burst comes
+        // from one transmit queue, so Release gives it back to that queue alone.
+        var state = StateOf(burst.Worker);
         var pairs = a.Pairs;
         for (var n = 0; n < pairs.Length; n++)
         {
-            var pair = pairs[(_nextPair + n) % pairs.Length];
-            var taken = Receive(pair, burst);
+            var pair = pairs[(state.NextPair + n) % pairs.Length];
+            if (!state.Owns(pair))
+            {
+                continue;
+            }
+
+            var taken = Receive(pair, burst, state);
             if (taken > 0)
             {
-                _nextPair = (_nextPair + n + 1) % pairs.Length;
-                _receiving = pair;
+                state.NextPair = (state.NextPair + n + 1) % pairs.Length;
+                state.Receiving = pair;
                 return taken;
             }
         }
@@ -249,7 +257,7 @@ public class VhostUserPort : Port
         return 0;
     }
 
-    private int Receive(Pair pair, FrameBurst burst)
+    private int Receive(Pair pair, FrameBurst burst, WorkerState state)
     {
         pair.Prepare();
         var tx = pair.Tx;
@@ -269,7 +277,7 @@ public class VhostUserPort : Port
         while (burst.Room > 0)
         {
             // Where this take starts, should it be given back (Release, FrameBurst.Returned).
-            _takePositions[taken] = tx.Position;
+            state.TakePositions[taken] = tx.Position;
             if (!tx.TryPop(out var chain))
             {
                 break;
@@ -279,7 +287,7 @@ public class VhostUserPort : Port
             {
                 // 5.1.6.2: every transmitted buffer starts with the header. The queue needs a reset.
                 tx.MarkBroken(BrokenReason.HeaderTooShort);
-                Counters.Count(DropReason.Malformed);
+                Counters.For(burst.Worker).Count(DropReason.Malformed);
                 break;
             }
 
@@ -305,8 +313,9 @@ public class VhostUserPort : Port
     /// <inheritdoc/>
     public override void Release(FrameBurst burst)
     {
-        var pair = _receiving;
-        _receiving = null;
+        var state = StateOf(burst.Worker);
+        var pair = state.Receiving;
+        state.Receiving = null;
         if (pair is null)
         {
             return;
@@ -317,7 +326,7 @@ public class VhostUserPort : Port
         if (keep < burst.Taken)
         {
             // Nothing had room for these: the guest keeps them, we pop (and check) them again later.
-            tx.UndoPops(_takePositions[keep]);
+            tx.UndoPops(state.TakePositions[keep]);
         }
 
         if (keep == 0)
@@ -325,7 +334,7 @@ public class VhostUserPort : Port
             return;
         }
 
-        var tokens = _releaseTokens.AsSpan(0, keep);
+        var tokens = state.ReleaseTokens.AsSpan(0, keep);
         var completions = burst.Completions;
         for (var i = 0; i < tokens.Length; i++)
         {
@@ -344,21 +353,30 @@ public class VhostUserPort : Port
     /// <inheritdoc/>
     public override int Transmit(FrameBurst burst, ReadOnlySpan<byte> frames)
     {
-        var a = _transmitting ??= _active;
+        var state = StateOf(burst.Worker);
+        var counters = Counters.For(burst.Worker);
+        var a = state.Transmitting ??= _active;
         if (a is null)
         {
-            Counters.Count(DropReason.LinkDown, frames.Length);
+            counters.Count(DropReason.LinkDown, frames.Length);
             return frames.Length;
         }
 
-        // Frames go to the pairs the guest enabled (it may run fewer than it has), each by its flow.
+        // Frames go to this worker's pairs that the guest enabled (it may run fewer than it has), each by its flow.
         var pairs = a.Pairs;
         Span<byte> usable = stackalloc byte[MaxQueuePairs];
         var usableCount = 0;
         var available = false;
+        var owned = 0;
         for (var p = 0; p < pairs.Length; p++)
         {
             var pair = pairs[p];
+            if (!state.Owns(pair))
+            {
+                continue;
+            }
+
+            owned++;
             if (pair.Rx.IsBroken)
             {
                 pair.RxQueue.ReportBroken();
@@ -373,8 +391,15 @@ public class VhostUserPort : Port
 
         if (usableCount == 0)
         {
-            // Every receive queue broken or disabled: down until the front-end resets or enables one.
-            Counters.Count(DropReason.LinkDown, frames.Length);
+            if (!state.Home)
+            {
+                // This worker's pairs left since its round began: nothing taken, the frames are
+                // refused and go to the home worker next round (TransmitsFrom is false now).
+                return 0;
+            }
+
+            // Every receive queue of the home worker broken or disabled: down until the front-end resets or enables one.
+            counters.Count(DropReason.LinkDown, frames.Length);
             return frames.Length;
         }
 
@@ -398,7 +423,7 @@ public class VhostUserPort : Port
             var source = burst.Header(frame);
             if (length > maxLength && source.GsoType == VirtioNetHeader.GsoNone)
             {
-                Counters.Count(DropReason.OverMtu);
+                counters.Count(DropReason.OverMtu);
                 continue;
             }
 
@@ -407,7 +432,7 @@ public class VhostUserPort : Port
             if (rx.IsBroken)
             {
                 // Broke earlier in this burst: that pair is down until the front-end resets it; the others run.
-                Counters.Count(DropReason.LinkDown);
+                counters.Count(DropReason.LinkDown);
                 continue;
             }
 
@@ -495,7 +520,7 @@ public class VhostUserPort : Port
                 {
                     // The guest broke this receive queue: it is down until reset, not full.
                     pair.RxQueue.ReportBroken();
-                    Counters.Count(DropReason.LinkDown);
+                    counters.Count(DropReason.LinkDown);
                     continue;
                 }
 
@@ -506,7 +531,7 @@ public class VhostUserPort : Port
             if (buffers < 0)
             {
                 rx.UndoPops(rxBefore);
-                Counters.Count(DropReason.OverMtu);
+                counters.Count(DropReason.OverMtu);
                 continue;
             }
 
@@ -526,24 +551,34 @@ public class VhostUserPort : Port
             bytes += length;
         }
 
-        _transmitted += sent;
-        Counters.Transmitted(sent, bytes);
+        state.Transmitted += sent;
+        counters.Transmitted(sent, bytes);
         return k;
     }
 
     /// <inheritdoc/>
-    public override void Flush()
+    public override void Flush() => Flush(0);
+
+    /// <inheritdoc/>
+    public override void Flush(int worker)
     {
-        var a = _transmitting;
-        _transmitting = null;
-        if (a is null || _transmitted == 0)
+        var state = StateOf(worker);
+        var a = state.Transmitting;
+        state.Transmitting = null;
+        if (a is null || state.Transmitted == 0)
         {
             return;
         }
 
-        _transmitted = 0;
+        state.Transmitted = 0;
         foreach (var pair in a.Pairs)
         {
+            if (!state.Owns(pair))
+            {
+                // Another worker's ring: its index is that worker's to publish.
+                continue;
+            }
+
             // Nothing pushed on a pair: nothing published, no call (PublishUsed and CallNeeded say so).
             pair.Rx.PublishUsed();
             if (pair.Rx.CallNeeded())
@@ -554,29 +589,66 @@ public class VhostUserPort : Port
     }
 
     /// <inheritdoc/>
-    public override bool MayHaveRoom
+    public override bool MayHaveRoom => MayHaveRoomFor(0);
+
+    /// <inheritdoc/>
+    public override bool MayHaveRoomFor(int worker)
     {
-        get
+        if (_active is not { } a)
         {
-            if (_active is not { } a)
+            return true;
+        }
+
+        var state = StateOf(worker);
+        var owned = false;
+        foreach (var pair in a.Pairs)
+        {
+            if (!state.Owns(pair))
+            {
+                continue;
+            }
+
+            owned = true;
+            if (pair.Rx.HasAvailable || pair.Rx.IsBroken || !pair.RxQueue.Enabled)
             {
                 return true;
             }
-
-            foreach (var pair in a.Pairs)
-            {
-                if (pair.Rx.HasAvailable || pair.Rx.IsBroken || !pair.RxQueue.Enabled)
-                {
-                    return true;
-                }
-            }
-
-            return false;
         }
+
+        // None of its own running: unsure, the frames may go to the home worker now.
+        return !owned;
     }
 
     /// <inheritdoc/>
-    public override bool EnableWakeups()
+    public override bool TransmitsFrom(int worker)
+    {
+        var state = StateOf(worker);
+        if (state.Home)
+        {
+            return true;
+        }
+
+        if (_active is not { } a)
+        {
+            return false;
+        }
+
+        foreach (var pair in a.Pairs)
+        {
+            if (state.Owns(pair) && pair.RxQueue.Enabled && !pair.Rx.IsBroken)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <inheritdoc/>
+    public override bool EnableWakeups() => EnableWakeups(0);
+
+    /// <inheritdoc/>
+    public override bool EnableWakeups(int worker)
     {
         var a = _active;
         if (a is null)
@@ -584,9 +656,15 @@ public class VhostUserPort : Port
             return false;
         }
 
+        var state = StateOf(worker);
         var pending = false;
         foreach (var pair in a.Pairs)
         {
+            if (!state.Owns(pair))
+            {
+                continue;
+            }
+
             if (pair.TxKick is null)
             {
                 // The front-end polls and will never kick: neither may we sleep.
@@ -600,12 +678,21 @@ public class VhostUserPort : Port
     }
 
     /// <inheritdoc/>
-    public override void DisableWakeups()
+    public override void DisableWakeups() => DisableWakeups(0);
+
+    /// <inheritdoc/>
+    public override void DisableWakeups(int worker)
     {
         if (_active is { } a)
         {
+            var state = StateOf(worker);
             foreach (var pair in a.Pairs)
             {
+                if (!state.Owns(pair))
+                {
+                    continue;
+                }
+
                 pair.Tx.DisableAvailNotifications();
                 pair.TxKick?.TryConsume(out _);
             }
@@ -613,14 +700,18 @@ public class VhostUserPort : Port
     }
 
     /// <inheritdoc/>
-    public override int GetWakeupDescriptors(Span<FileDescriptor> descriptors)
+    public override int GetWakeupDescriptors(Span<FileDescriptor> descriptors) => GetWakeupDescriptors(descriptors, 0);
+
+    /// <inheritdoc/>
+    public override int GetWakeupDescriptors(Span<FileDescriptor> descriptors, int worker)
     {
         var n = 0;
         if (_active is { } a)
         {
+            var state = StateOf(worker);
             foreach (var pair in a.Pairs)
             {
-                if (pair.TxKick is { } kick && n < descriptors.Length)
+                if (state.Owns(pair) && pair.TxKick is { } kick && n < descriptors.Length)
                 {
                     descriptors[n++] = kick.Handle;
                 }
@@ -666,6 +757,9 @@ public class VhostUserPort : Port
                 // Another pair joins: a new attachment with it (release: complete before the worker sees it).
                 _active = new Attachment([.. a.Pairs, new Pair(number, tx, rx)]);
                 _status = StatusOf(_active);
+
+                // Its worker may sleep on descriptors without this pair's kick.
+                WakeDataPath();
                 return;
             }
 
@@ -800,6 +894,32 @@ public class VhostUserPort : Port
         return false;
     }
 
+    /// <inheritdoc/>
+    protected override void OnLanesAssigned(int workers)
+    {
+        var states = new WorkerState[workers];
+        for (var w = 0; w < workers; w++)
+        {
+            ulong pairs = 0;
+            for (var lane = 0; lane < LaneWorkers.Count; lane++)
+            {
+                pairs |= LaneWorkers[lane] == w ? 1UL << lane : 0;
+            }
+
+            states[w] = new WorkerState(pairs);
+        }
+
+        _workers = states;
+    }
+
+    // A worker outside the assignment (a port driven by hand, without a pipeline) is worker 0.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private WorkerState StateOf(int worker)
+    {
+        var states = _workers;
+        return (uint)worker < (uint)states.Length ? states[worker] : states[0];
+    }
+
     private static string StatusOf(Attachment a)
     {
         var first = a.Pairs[0];
@@ -830,6 +950,35 @@ public class VhostUserPort : Port
             _backend?.Dispose();
             _backend = null;
         }
+    }
+
+    /// <summary>
+    /// One worker's data-path state: the pairs it owns, and the attachment a round started with,
+    /// so a stop in the middle of a round never strands what was popped (the control plane waits
+    /// for the round). Touched by that worker only.
+    /// </summary>
+    private sealed class WorkerState(ulong pairs)
+    {
+        /// <summary>Bit n: pair n is this worker's.</summary>
+        public ulong Pairs { get; } = pairs;
+
+        /// <summary>True for the owner of pair 0, which takes frames for the port from workers that have no running pair of it.</summary>
+        public bool Home => (Pairs & 1) != 0;
+
+        public Pair? Receiving { get; set; }
+
+        public Attachment? Transmitting { get; set; }
+
+        public int Transmitted { get; set; }
+
+        public int NextPair { get; set; }
+
+        public RingPosition[] TakePositions { get; } = new RingPosition[FrameBurst.MaxCapacity];
+
+        public ChainToken[] ReleaseTokens { get; } = new ChainToken[FrameBurst.MaxCapacity];
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool Owns(Pair pair) => (Pairs & (1UL << pair.Number)) != 0;
     }
 
     /// <summary>The running queue pairs as the data path sees them: immutable, replaced whole when a pair joins or leaves. Pair 0 is always first.</summary>

@@ -316,7 +316,7 @@ public sealed unsafe class FrameBurst : IDisposable
 
         _frameOfTake[_taken] = -1;
         _completions[_taken++] = completion;
-        Ingress?.Counters.Count(reason);
+        Ingress?.Counters.For(Worker).Count(reason);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

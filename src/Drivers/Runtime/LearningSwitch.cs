@@ -17,7 +17,11 @@ namespace Rings.Linux.Runtime;
 /// stations, and age refreshes at most a few times per aging period per station) on a
 /// single-producer single-consumer queue that worker 0 drains every round; a full queue loses a
 /// refresh, never a frame. Link-down flushes are requested from control threads and applied by
-/// worker 0 too; until then lookups that name a down port flood instead.
+/// worker 0 too; until then lookups that name a down port flood instead. The queues are per
+/// worker, not per port: when the pipeline spreads one port's queue pairs over several workers,
+/// each of them receives from that port and learns through its own queue, so every queue still
+/// has one producer, and worker 0 stays the table's only writer. Readers need no lock: the
+/// table's entries are published by the writer with release and read with acquire (MacTable).
 /// </para>
 /// </summary>
 public sealed class LearningSwitch : FrameProcessor

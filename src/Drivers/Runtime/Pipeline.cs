@@ -6,7 +6,7 @@ namespace Rings.Linux.Runtime;
 /// <summary>How a <see cref="Pipeline"/> runs.</summary>
 public sealed class PipelineOptions
 {
-    /// <summary>Worker threads (at most one per port; ports are dealt to workers in turn).</summary>
+    /// <summary>Worker threads (at most one per lane; the lanes of the ports, their queue pairs, are dealt to workers in turn: <see cref="LaneAssignment"/>).</summary>
     public int Workers { get; set; } = 1;
 
     /// <summary>CPUs to pin workers to (worker k to <c>Cpus[k % Count]</c>); null or empty for no pinning.</summary>
@@ -39,7 +39,8 @@ public sealed class PipelineOptions
 
 /// <summary>
 /// Ports, one processor and the workers that join them. <see cref="Start"/> numbers the ports
-/// (their <see cref="Port.Index"/>), deals them to workers and starts the threads; link changes
+/// (their <see cref="Port.Index"/>), deals their lanes (<see cref="Port.Lanes"/>, queue pairs) to
+/// workers (<see cref="LaneAssignment"/>) and starts the threads; link changes
 /// update the flood set and reach the processor. The pipeline neither opens nor closes ports:
 /// open them before or after <see cref="Start"/>, dispose them after <see cref="Stop"/>.
 /// </summary>
@@ -48,6 +49,7 @@ public sealed class Pipeline : IDisposable
     private readonly PipelineOptions _options;
     private readonly object _gate = new();
     private Worker[] _workers = [];
+    private int[][] _assignment = [];
     private ulong _up;
     private bool _prepared;
     private bool _running;
@@ -104,8 +106,11 @@ public sealed class Pipeline : IDisposable
     /// <summary>The ports whose link is up (the flood set before the ingress port is removed).</summary>
     public PortMask UpPorts => new(Volatile.Read(ref _up));
 
-    /// <summary>Workers running (fewer than asked when there are fewer ports).</summary>
+    /// <summary>Workers running (fewer than asked when there are fewer lanes).</summary>
     public int WorkerCount => _workers.Length;
+
+    /// <summary>The worker of each lane of each port (<c>Assignment[port][lane]</c>), once started or run; empty before.</summary>
+    public IReadOnlyList<IReadOnlyList<int>> Assignment => _assignment;
 
     /// <summary>Polling rounds over all workers.</summary>
     public long Rounds => _workers.Sum(w => w.Rounds);
@@ -185,7 +190,7 @@ public sealed class Pipeline : IDisposable
             foreach (var p in Ports)
             {
                 p.LinkChanged -= OnLinkChanged;
-                p.Owner = null;
+                p.Owners = null;
             }
 
             for (var i = 0; i < _workers.Length; i++)
@@ -224,9 +229,12 @@ public sealed class Pipeline : IDisposable
             Ports[i].Index = i;
         }
 
-        var count = Math.Min(_options.Workers, Ports.Count);
+        var lanes = Ports.Select(p => Math.Max(1, p.Lanes)).ToArray();
+        var count = LaneAssignment.WorkerCount(lanes, _options.Workers);
+        _assignment = LaneAssignment.Deal(lanes, _options.Workers);
         Processor.Attach(Ports, count);
         var owned = new List<Port>[count];
+        var home = new ulong[count];
         for (var w = 0; w < count; w++)
         {
             owned[w] = [];
@@ -234,23 +242,39 @@ public sealed class Pipeline : IDisposable
 
         for (var i = 0; i < Ports.Count; i++)
         {
-            owned[i % count].Add(Ports[i]);
+            home[_assignment[i][0]] |= 1UL << i;
+            foreach (var w in _assignment[i].Distinct())
+            {
+                owned[w].Add(Ports[i]);
+            }
         }
 
         var cpus = _options.Cpus is { Count: > 0 } c ? c : null;
-        _workers = new Worker[count];
+        // Published whole: a worker that fails to build (bad options) leaves none for Stop to find half made.
+        var made = new Worker[count];
         for (var w = 0; w < count; w++)
         {
-            _workers[w] = new Worker(this, w, [.. owned[w]], _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
+            made[w] = new Worker(this, w, [.. owned[w]], new PortMask(home[w]), _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
         }
 
+        _workers = made;
         foreach (var w in _workers)
         {
             w.Connect(_workers);
-            foreach (var p in owned[w.Index])
+        }
+
+        for (var i = 0; i < Ports.Count; i++)
+        {
+            var port = Ports[i];
+            var serving = _assignment[i].Distinct().ToArray();
+            if (serving.Length > 1)
             {
-                p.Owner = w;
+                // Several workers serve the port: each counts in a part of its own.
+                port.Counters.Spread(count);
             }
+
+            port.AssignLanes([.. _assignment[i]], count);
+            port.Owners = [.. serving.Select(w => (IPortOwner)_workers[w])];
         }
 
         foreach (var p in Ports)

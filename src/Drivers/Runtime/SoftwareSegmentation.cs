@@ -51,7 +51,8 @@ internal sealed unsafe class SoftwareSegmentation : IDisposable
     /// <returns>Ok, or why the frame cannot be cut (then <see cref="Segments"/> is empty).</returns>
     public OffloadStatus Cut(FrameBurst burst, int frame)
     {
-        Segments.Clear();
+        // The segments go out on the worker of the frame they came from (Port.Transmit reads FrameBurst.Worker).
+        Segments.Reset(null, default, burst.Now, burst.Worker);
         ReadOnlySpan<byte> bytes;
         var pieces = burst.Segments(frame);
         if (pieces.Length == 1)

@@ -13,6 +13,13 @@ namespace Rings.Linux.Runtime;
 /// <see cref="Handoff"/>. Waits when idle by its <see cref="WaitStrategy"/>, a blocking worker on
 /// all its ports' descriptors at once.
 /// <para>
+/// A port whose lanes (queue pairs) are dealt to several workers is received from by each of
+/// them on its own lanes, and transmitted to by each on its own lanes: no lock, no shared ring
+/// index. A worker that has no running lane of a destination port (its pairs are not enabled, or
+/// it owns none) hands the frames to the port's home worker (the owner of lane 0) over the
+/// single-producer single-consumer <see cref="Handoff"/>, as for a port it does not serve at all.
+/// </para>
+/// <para>
 /// Quiescent state: <see cref="_epoch"/> is odd while the worker is inside a round (touching port
 /// state) and even between rounds. A control thread that unpublished port state waits until an
 /// odd value it saw has moved on (<see cref="WaitQuiescent"/>). The worker sleeps inside a round,
@@ -48,13 +55,15 @@ internal sealed class Worker : IPortOwner, IDisposable
     private readonly int _cpu;
     private readonly int _sleepTimeout;
     private Worker[] _workers = [];
+    private readonly ulong _visiting;
+    private ulong _local;
     private volatile bool _stop;
     private Thread? _thread;
     private long _rounds;
     private long _sleeps;
     private long _errors;
 
-    public Worker(Pipeline pipeline, int index, Port[] owned, int burst, WaitStrategy wait, int cpu, int sleepTimeoutMilliseconds, int workers, int handoffBytes, int holdMilliseconds)
+    public Worker(Pipeline pipeline, int index, Port[] owned, PortMask home, int burst, WaitStrategy wait, int cpu, int sleepTimeoutMilliseconds, int workers, int handoffBytes, int holdMilliseconds)
     {
         _holdMilliseconds = holdMilliseconds;
         _holdingSince = new long[owned.Length];
@@ -75,7 +84,9 @@ internal sealed class Worker : IPortOwner, IDisposable
             mask |= 1UL << owned[k].Index;
         }
 
-        OwnedMask = new PortMask(mask);
+        HomeMask = home;
+        _visiting = mask & ~home.Bits;
+        _local = home.Bits;
         _handoffBurst = new FrameBurst(burst);
         _outbound = new Handoff?[workers];
         _inbound = new Handoff?[workers];
@@ -96,8 +107,8 @@ internal sealed class Worker : IPortOwner, IDisposable
     /// <summary>The worker's index in its pipeline.</summary>
     public int Index { get; }
 
-    /// <summary>The ports this worker owns.</summary>
-    public PortMask OwnedMask { get; }
+    /// <summary>The ports whose lane 0 this worker owns (all of a port it serves alone): frames for them from other workers come here.</summary>
+    public PortMask HomeMask { get; }
 
     /// <summary>Polling rounds so far.</summary>
     public long Rounds => Volatile.Read(ref _rounds);
@@ -281,6 +292,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         _holding = 0;
         var now = Environment.TickCount64;
         var flood = _pipeline.UpPorts;
+        _local = LocalPorts();
         for (var k = 0; k < _owned.Length; k++)
         {
             var port = _owned[k];
@@ -335,7 +347,7 @@ internal sealed class Worker : IPortOwner, IDisposable
 
             var consumed = burst.Taken - burst.Returned;
             work += consumed;
-            port.Counters.Received(consumed, burst.Bytes - _heldBytes);
+            port.Counters.For(Index).Received(consumed, burst.Bytes - _heldBytes);
             if (consumed == 0)
             {
                 // Everything waits for room: not work, or an adaptive worker would spin on it.
@@ -357,6 +369,28 @@ internal sealed class Worker : IPortOwner, IDisposable
 
         _processor.Poll(Index, now);
         return work;
+    }
+
+    /// <summary>
+    /// The ports this worker transmits to itself this round: its home ports, and the ports of which
+    /// it owns a lane that runs now (a queue pair the front-end enabled). Frames for the others go
+    /// to their home workers.
+    /// </summary>
+    private ulong LocalPorts()
+    {
+        var local = HomeMask.Bits;
+        var visiting = _visiting;
+        while (visiting != 0)
+        {
+            var p = System.Numerics.BitOperations.TrailingZeroCount(visiting);
+            visiting &= visiting - 1;
+            if (_ports[p].TransmitsFrom(Index))
+            {
+                local |= 1UL << p;
+            }
+        }
+
+        return local;
     }
 
     /// <summary>Delivers every decided frame: to local ports grouped by destination, to other workers' ports through handoffs.</summary>
@@ -382,7 +416,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             offloads |= SoftwareOffloads.AsksForOffload(burst.Header(i));
         }
 
-        var local = union & OwnedMask.Bits;
+        var local = union & _local;
         while (local != 0)
         {
             var p = System.Numerics.BitOperations.TrailingZeroCount(local);
@@ -390,7 +424,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             SendTo(_ports[p], burst, valid, offloads);
         }
 
-        var remote = union & ~OwnedMask.Bits;
+        var remote = union & ~_local;
         if (remote != 0)
         {
             HandOff(burst, remote, valid);
@@ -416,18 +450,18 @@ internal sealed class Worker : IPortOwner, IDisposable
             if ((burst.Destinations(i).Bits & valid) == 0)
             {
                 var reason = burst.DropReasonOf(i);
-                ingress?.Counters.Count(reason == DropReason.None ? DropReason.NoRoute : reason);
+                ingress?.Counters.For(Index).Count(reason == DropReason.None ? DropReason.NoRoute : reason);
                 continue;
             }
 
             foreach (var p in new PortMask(_refusedFull[i]))
             {
-                _ports[p].Counters.Count(DropReason.DestinationFull);
+                _ports[p].Counters.For(Index).Count(DropReason.DestinationFull);
             }
 
             foreach (var p in new PortMask(_refusedDown[i]))
             {
-                _ports[p].Counters.Count(DropReason.LinkDown);
+                _ports[p].Counters.For(Index).Count(DropReason.LinkDown);
             }
         }
     }
@@ -456,7 +490,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             var d = burst.Destinations(i).Bits & valid;
             var waits = d == 0
                 ? burst.DropReasonOf(i) == DropReason.LinkDown
-                : (d & ~OwnedMask.Bits) == 0 && (_refusedFull[i] | _refusedDown[i]) == d;
+                : (d & ~_local) == 0 && (_refusedFull[i] | _refusedDown[i]) == d;
             if (!waits)
             {
                 break;
@@ -508,7 +542,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         {
             var p = System.Numerics.BitOperations.TrailingZeroCount(ports);
             ports &= ports - 1;
-            if (_ports[p].MayHaveRoom)
+            if (_ports[p].MayHaveRoomFor(Index))
             {
                 return true;
             }
@@ -556,7 +590,7 @@ internal sealed class Worker : IPortOwner, IDisposable
 
                 if (!SoftwareOffloads.TryComplete(burst, i))
                 {
-                    port.Counters.Count(DropReason.OffloadUnsupported);
+                    port.Counters.For(Index).Count(DropReason.OffloadUnsupported);
                     continue;
                 }
             }
@@ -565,7 +599,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         }
 
         TransmitGroup(port, burst, m);
-        port.Flush();
+        port.Flush(Index);
     }
 
     /// <summary>Transmits the first <paramref name="m"/> frames of <see cref="_group"/>; what the port did not take is marked refused.</summary>
@@ -607,7 +641,7 @@ internal sealed class Worker : IPortOwner, IDisposable
     {
         if (_segmentation.Cut(burst, frame) != OffloadStatus.Ok)
         {
-            port.Counters.Count(DropReason.OffloadUnsupported);
+            port.Counters.For(Index).Count(DropReason.OffloadUnsupported);
             return;
         }
 
@@ -627,10 +661,11 @@ internal sealed class Worker : IPortOwner, IDisposable
             return;
         }
 
-        port.Counters.SoftwareSegmented++;
+        var part = port.Counters.For(Index);
+        part.SoftwareSegmented++;
         if (sent < count)
         {
-            port.Counters.Count(DropReason.DestinationFull, count - sent);
+            part.Count(DropReason.DestinationFull, count - sent);
         }
     }
 
@@ -639,7 +674,7 @@ internal sealed class Worker : IPortOwner, IDisposable
         ulong refused = 0;
         for (var w = 0; w < _workers.Length; w++)
         {
-            var theirs = remote & _workers[w].OwnedMask.Bits;
+            var theirs = remote & _workers[w].HomeMask.Bits;
             if (theirs == 0 || _outbound[w] is not { } handoff)
             {
                 continue;
@@ -668,7 +703,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             }
         }
 
-        // Their ports' counters belong to their worker: counted atomically, once per port per burst.
+        // Their ports' counters belong to their workers: counted atomically, once per port per burst.
         foreach (var p in new PortMask(refused))
         {
             _ports[p].Counters.CountShared(DropReason.DestinationFull, _handoffFull[p]);
@@ -687,7 +722,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             // come for it, so it is retried after a short sleep instead.
             if (_holdingSince[k] == 0)
             {
-                pending |= _owned[k].EnableWakeups();
+                pending |= _owned[k].EnableWakeups(Index);
             }
         }
 
@@ -704,7 +739,7 @@ internal sealed class Worker : IPortOwner, IDisposable
             {
                 if (_holdingSince[k] == 0)
                 {
-                    n += _owned[k].GetWakeupDescriptors(_fds.AsSpan(n));
+                    n += _owned[k].GetWakeupDescriptors(_fds.AsSpan(n), Index);
                 }
             }
 
@@ -714,7 +749,7 @@ internal sealed class Worker : IPortOwner, IDisposable
 
         foreach (var port in _owned)
         {
-            port.DisableWakeups();
+            port.DisableWakeups(Index);
         }
 
         foreach (var handoff in _inbound)

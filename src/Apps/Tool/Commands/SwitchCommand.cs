@@ -213,7 +213,7 @@ internal static class SwitchCommand
             Required = true,
         };
         var processor = Cli.Choice("--processor", "What joins the ports: switch (L2 learning switch), patch (two ports wired to each other) or reflect (every frame back to its port).", defaults.Processor);
-        var workers = new Option<int>("--workers") { Description = "Worker threads; ports are dealt to them in turn.", DefaultValueFactory = _ => defaults.Workers };
+        var workers = new Option<int>("--workers") { Description = "Worker threads. The ports' queue pairs (one for a port without queues=) are dealt to them in turn, so a multiqueue port is served by several workers at once, each on its own pairs; the startup lines say which worker has which pair.", DefaultValueFactory = _ => defaults.Workers };
         var cpus = new Option<string?>("--cpus") { Description = "CPUs to pin the workers to, in order, such as 2,3 or 0-3." };
         var wait = Cli.Choice("--wait", GuestCommand.WaitDescription, defaults.Wait);
         var burst = new Option<int>("--burst") { Description = $"Most frames taken from a port at once (1 to {FrameBurst.MaxCapacity}).", DefaultValueFactory = _ => defaults.Burst };
@@ -367,7 +367,7 @@ internal static class SwitchCommand
         output.WriteLine($"rings switch: {ports.Count} port(s), {processor.Name}, {pipeline.WorkerCount} worker(s){(cpus.Count > 0 ? $" on CPUs {string.Join(',', cpus)}" : string.Empty)}, wait {o.Wait.ToString().ToLowerInvariant()}, burst {o.Burst}");
         foreach (var p in ports)
         {
-            output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status})");
+            output.WriteLine($"  port {p.Index}: {p.Name} ({p.Status}); {LaneAssignment.Describe(p.LaneWorkers)}");
         }
 
         var clock = Stopwatch.StartNew();
@@ -600,6 +600,14 @@ internal static class SwitchCommand
                 ["dropped"] = c.TotalDrops,
                 ["drops"] = drops,
                 ["software_segmented"] = c.SoftwareSegmented,
+                ["pair_workers"] = ports[i].LaneWorkers.ToArray(),
+                ["by_worker"] = ports[i].Counters.Parts.Select((part, w) => new Dictionary<string, object?>
+                {
+                    ["worker"] = ports[i].Counters.Parts.Count == 1 ? ports[i].LaneWorkers[0] : w,
+                    ["rx_frames"] = Volatile.Read(ref part.RxFrames),
+                    ["tx_frames"] = Volatile.Read(ref part.TxFrames),
+                    ["dropped"] = Enumerable.Range(1, DropReasons.Count - 1).Sum(r => part.Drops((DropReason)r)),
+                }).ToArray(),
             });
         }
 
