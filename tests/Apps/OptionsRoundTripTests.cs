@@ -61,10 +61,11 @@ public class OptionsRoundTripTests
         Assert.Throws<ArgumentException>(() => HostCommand.Parse([]));
         Assert.Contains("--mode patch", new HostOptions("/s", HostMode.Patch, Connect: true).Validate(), StringComparison.Ordinal);
 
-        var guest = GuestCommand.Parse(["--socket", "/s", "--reconnect", "7.5", "--inflight", "off"]);
-        Assert.Equal((7.5, false), (guest.ReconnectSeconds, guest.Inflight));
+        var guest = GuestCommand.Parse(["--socket", "/s", "--reconnect", "7.5", "--inflight", "off", "--start-delay", "2.5"]);
+        Assert.Equal((7.5, false, 2.5), (guest.ReconnectSeconds, guest.Inflight, guest.StartDelaySeconds));
         Assert.Equal(guest, GuestCommand.Parse([.. guest.ToArguments()]));
         Assert.Contains("--reconnect", new GuestOptions("/s", ReconnectSeconds: -1).Validate(), StringComparison.Ordinal);
+        Assert.Contains("--start-delay", new GuestOptions("/s", StartDelaySeconds: -1).Validate(), StringComparison.Ordinal);
         Assert.Contains("--queues", new GuestOptions("/s", Queues: 0).Validate(), StringComparison.Ordinal);
         Assert.Contains("--queues", new GuestOptions("/s", Queues: 129).Validate(), StringComparison.Ordinal);
         Assert.Contains("--reconnect works with one queue pair", new GuestOptions("/s", Queues: 2, ReconnectSeconds: 5).Validate(), StringComparison.Ordinal);

@@ -40,7 +40,9 @@ public class SpreadTests
             // Each guest sends one flow per pair (its hash picks that pair); the other guest checks
             // every frame of every flow arrives once, intact, in order.
             var guestJson = sw.Sockets.Select(s => s + ".json").ToArray();
-            string[] guest = ["guest", "--queues", "2", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive"];
+            // --start-delay: both guests attach all their pairs before either sends, so no early
+            // frame of a flow lands on another pair while its own pair is still being set up.
+            string[] guest = ["guest", "--queues", "2", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive", "--start-delay", "3"];
             var a = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[0], "--json", guestJson[0]]));
             var b = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[1], "--json", guestJson[1]]));
             foreach (var (exit, output, error) in await Task.WhenAll(a, b))

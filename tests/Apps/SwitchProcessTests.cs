@@ -52,7 +52,8 @@ public class SwitchProcessTests
         // flow hashes to, so every pair of the other guest gets exactly its flow's frames.
         using var sw = RingsSwitch.StartPorts(["vhost-user:{dir}/p0.sock,queues=4", "vhost-user:{dir}/p1.sock,queues=4"], "--wait", "adaptive", "--hold", "10000");
         var json = sw.Sockets.Select(s => s + ".json").ToArray();
-        string[] guest = ["guest", "--queues", "4", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive"];
+        // --start-delay: both guests attach all their pairs before either sends (see SpreadTests).
+        string[] guest = ["guest", "--queues", "4", "--frames", "200000", "--seconds", "60", "--drain", "20", "--wait", "adaptive", "--start-delay", "3"];
         var a = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[0], "--json", json[0]]));
         var b = Task.Run(() => LoopbackProcessTests.Run([.. guest, "--socket", sw.Sockets[1], "--json", json[1]]));
         foreach (var (exit, output, error) in await Task.WhenAll(a, b))

@@ -166,6 +166,9 @@ public sealed class TrafficGenerator<TTx, TRx>
     /// <summary>Times the generator went to sleep.</summary>
     public long Sleeps;
 
+    /// <summary>True once <see cref="Stop"/> was called.</summary>
+    public bool StopRequested => _stopSending;
+
     /// <summary>
     /// Ends the run early (for example on Ctrl-C): the first call stops sending and lets the frames
     /// in flight come back (up to the drain time); a second call stops at once.

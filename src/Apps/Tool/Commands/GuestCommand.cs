@@ -56,7 +56,8 @@ internal sealed record GuestOptions(
     Microsoft.Extensions.Logging.LogLevel LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
     int Queues = 1,
     string? Cpus = null,
-    int GsoSize = 0)
+    int GsoSize = 0,
+    double StartDelaySeconds = 0)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -104,6 +105,11 @@ internal sealed record GuestOptions(
         if (!(DrainSeconds >= 0) || DrainSeconds > 3600)
         {
             return "--drain must be between 0 and 3600 seconds";
+        }
+
+        if (!(StartDelaySeconds >= 0) || StartDelaySeconds > 3600)
+        {
+            return "--start-delay must be between 0 and 3600 seconds";
         }
 
         if (GsoSize < 0 || GsoSize > ushort.MaxValue || (GsoSize > 0 && FrameSize < TestFrame.TcpHeadersSize + 16))
@@ -216,6 +222,12 @@ internal sealed record GuestOptions(
             yield return Cli.Number(GsoSize);
         }
 
+        if (StartDelaySeconds != 0)
+        {
+            yield return "--start-delay";
+            yield return Cli.Number(StartDelaySeconds);
+        }
+
         if (!Inflight)
         {
             yield return "--inflight";
@@ -311,13 +323,14 @@ internal sealed class GuestCommand
         var reconnect = new Option<double>("--reconnect") { Description = "When the back-end goes away, reconnect (every 100 ms, for up to this many seconds each time) and resume from the rings in the guest's memory instead of exiting; 0 exits at once.", DefaultValueFactory = _ => Defaults.ReconnectSeconds };
         var inflight = Cli.Switch("--inflight", "Ask for the back-end's inflight region (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) and hand it back after a restart, so the back-end completes exactly what was in flight: on or off.", Defaults.Inflight);
         var gso = new Option<int>("--gso-size") { Description = "Send TCP/IPv4 GSO frames of --frame-size bytes (up to 65523) to be cut into segments of this MSS (partial checksum, gso_type TCPV4, 169.254.250.1:40000 to 169.254.250.2:5001) instead of test frames; needs a back-end that offers CSUM and HOST_TSO4 (a rings switch port with offload=on). 0: off. What comes back is not checked as test frames.", DefaultValueFactory = _ => Defaults.GsoSize };
+        var startDelay = new Option<double>("--start-delay") { Description = "Seconds to wait after connecting before sending: a guest on one port of a rings switch can let the guest on the other port attach all its queue pairs first, so no frame of a flow arrives on another pair while the flow's own pair is still being set up.", DefaultValueFactory = _ => Defaults.StartDelaySeconds };
         var g = new GuestCommand();
         var command = new Command("guest", "The guest side: create shared memory, connect to a vhost-user back-end as its virtio-net driver, send numbered test frames and verify every one that comes back.")
         {
-            socket, reconnect, inflight, gso,
+            socket, reconnect, inflight, gso, startDelay,
         };
         g.AddTo(command);
-        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on", GsoSize = r.GetValue(gso) });
+        return new(command, r => g.Read(r, r.GetValue(socket)!) with { ReconnectSeconds = r.GetValue(reconnect), Inflight = r.GetValue(inflight) == "on", GsoSize = r.GetValue(gso), StartDelaySeconds = r.GetValue(startDelay) });
     }
 
     // The feature an on/off option stands for, when it is on.

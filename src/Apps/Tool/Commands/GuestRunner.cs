@@ -179,6 +179,13 @@ internal static class GuestRunner
             }
         });
 
+        if (o.StartDelaySeconds > 0)
+        {
+            // Connected and set up; the first frame waits (a Ctrl-C meanwhile ends the wait: the
+            // generators, told to stop, then send nothing).
+            SpinWait.SpinUntil(() => generators.Any(g => g.StopRequested), TimeSpan.FromSeconds(o.StartDelaySeconds));
+        }
+
         var clock = Stopwatch.StartNew();
         foreach (var t in threads)
         {
