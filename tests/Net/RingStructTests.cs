@@ -126,7 +126,8 @@ public sealed class RingStructTests : IDisposable
         return r;
     }
 
-    private static void Reflect<TTxDriver, TRxDriver, TTx, TRx>(NetDriverPath<TTxDriver, TRxDriver> d, TTx tx, TRx rx, int frameSize, bool mergeable, int count)
+    /// <summary>Sends <paramref name="count"/> numbered frames through the path and the forwarder and checks each comes back whole and in order.</summary>
+    internal static void Reflect<TTxDriver, TRxDriver, TTx, TRx>(NetDriverPath<TTxDriver, TRxDriver> d, TTx tx, TRx rx, int frameSize, bool mergeable, int count)
         where TTxDriver : IDriverRing
         where TRxDriver : IDriverRing
         where TTx : IDeviceRing
