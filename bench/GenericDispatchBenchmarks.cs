@@ -13,9 +13,10 @@ namespace Rings.Benchmarks;
 /// anything over the interfaces? The guest's <see cref="NetDriverPath{TTx, TRx}"/> and the host's
 /// <see cref="NetForwarder.Forward{TTx, TRx}"/> run one thread's reflect loop (send a burst,
 /// forward it back, receive it, reclaim) once with <c>IDriverRing</c>/<c>IDeviceRing</c> type
-/// arguments and once with the sealed ring classes. The ring classes are reference types, so .NET
-/// shares one instantiation between both; this measures whether that leaves anything to gain.
-/// Reported per frame.
+/// arguments, once with the sealed ring classes and once with the ring structs
+/// (<see cref="SplitDevice"/>, <see cref="PackedDriver"/> and their kind). The ring classes are
+/// reference types, so .NET shares one instantiation between the first two; the structs get code
+/// of their own, with the ring calls direct. Reported per frame.
 /// </summary>
 [MemoryDiagnoser]
 [MinColumn]
@@ -33,6 +34,7 @@ public class GenericDispatchBenchmarks
     private NativeRegion? _region;
     private Loop _interfaces = null!;
     private Loop _classes = null!;
+    private Loop _structs = null!;
 
     /// <summary>The ring format.</summary>
     [Params("split", "packed")]
@@ -47,13 +49,14 @@ public class GenericDispatchBenchmarks
         var ringBytes = (ulong)layout.TotalBytes;
         var slabBytes = BufferSlab.BytesFor(QueueSize, BufferBytes);
         var loopBytes = (2 * ringBytes) + (2 * slabBytes);
-        _region = new NativeRegion(2 * loopBytes, Guest);
+        _region = new NativeRegion(3 * loopBytes, Guest);
         var memory = new GuestMemory(_region.Region);
         _interfaces = new Loop(format, memory, Guest, ringBytes, slabBytes);
         _classes = new Loop(format, memory, Guest + loopBytes, ringBytes, slabBytes);
+        _structs = new Loop(format, memory, Guest + (2 * loopBytes), ringBytes, slabBytes);
 
         // Every frame must really come back: check once before measuring.
-        if (Interfaces() != Frames * _frame.Length || Classes() != Frames * _frame.Length)
+        if (Interfaces() != Frames * _frame.Length || Classes() != Frames * _frame.Length || Structs() != Frames * _frame.Length)
         {
             throw new InvalidOperationException("the loop lost frames");
         }
@@ -81,6 +84,17 @@ public class GenericDispatchBenchmarks
         return l.SplitPath is { } split
             ? Run(split, (SplitDeviceRing)l.TxDevice, (SplitDeviceRing)l.RxDevice, _frame)
             : Run(l.PackedPath!, (PackedDeviceRing)l.TxDevice, (PackedDeviceRing)l.RxDevice, _frame);
+    }
+
+    /// <summary>The ring structs as type arguments, as the host's worker picks once at setup.</summary>
+    /// <returns>Bytes received.</returns>
+    [Benchmark(OperationsPerInvoke = Frames)]
+    public long Structs()
+    {
+        var l = _structs;
+        return l.SplitStructPath is { } split
+            ? Run(split, new SplitDevice((SplitDeviceRing)l.TxDevice), new SplitDevice((SplitDeviceRing)l.RxDevice), _frame)
+            : Run(l.PackedStructPath!, new PackedDevice((PackedDeviceRing)l.TxDevice), new PackedDevice((PackedDeviceRing)l.RxDevice), _frame);
     }
 
     private static long Run<TTxDriver, TRxDriver, TTxDevice, TRxDevice>(NetDriverPath<TTxDriver, TRxDriver> path, TTxDevice tx, TRxDevice rx, byte[] frame)
@@ -131,10 +145,12 @@ public class GenericDispatchBenchmarks
             if (txDriver is SplitDriverRing splitTx && rxDriver is SplitDriverRing splitRx)
             {
                 SplitPath = new NetDriverPath<SplitDriverRing, SplitDriverRing>(splitTx, splitRx, txSlab, rxSlab, mergeable: false);
+                SplitStructPath = new NetDriverPath<SplitDriver, SplitDriver>(new SplitDriver(splitTx), new SplitDriver(splitRx), txSlab, rxSlab, mergeable: false);
             }
             else
             {
                 PackedPath = new NetDriverPath<PackedDriverRing, PackedDriverRing>((PackedDriverRing)txDriver, (PackedDriverRing)rxDriver, txSlab, rxSlab, mergeable: false);
+                PackedStructPath = new NetDriverPath<PackedDriver, PackedDriver>(new PackedDriver((PackedDriverRing)txDriver), new PackedDriver((PackedDriverRing)rxDriver), txSlab, rxSlab, mergeable: false);
             }
 
             TxDevice.DisableAvailNotifications();
@@ -152,5 +168,9 @@ public class GenericDispatchBenchmarks
         public NetDriverPath<SplitDriverRing, SplitDriverRing>? SplitPath { get; }
 
         public NetDriverPath<PackedDriverRing, PackedDriverRing>? PackedPath { get; }
+
+        public NetDriverPath<SplitDriver, SplitDriver>? SplitStructPath { get; }
+
+        public NetDriverPath<PackedDriver, PackedDriver>? PackedStructPath { get; }
     }
 }

@@ -206,8 +206,10 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     }
 
     /// <summary>Finishes the record of a published batch on <paramref name="ring"/> when it is an inflight-tracked ring.</summary>
+    /// <typeparam name="TRing">The ring's type: for a struct type argument the check below folds away when compiled.</typeparam>
     /// <param name="ring">Any device ring.</param>
-    public static void FinishPublish(IDeviceRing ring)
+    public static void FinishPublish<TRing>(TRing ring)
+        where TRing : IDeviceRing
     {
         if (ring is InflightDeviceRing tracked)
         {
@@ -650,10 +652,14 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 public static class InflightRecovery
 {
     /// <summary>Settles <paramref name="transmit"/> against <paramref name="receive"/> (either may be untracked).</summary>
+    /// <typeparam name="TTx">The transmit ring's type (a struct one is never tracked, and is not boxed to find out).</typeparam>
+    /// <typeparam name="TRx">The receive ring's type.</typeparam>
     /// <param name="transmit">The transmit queue's ring.</param>
     /// <param name="receive">The receive queue's ring, fed from <paramref name="transmit"/>.</param>
     /// <returns>Transmit buffers completed as already delivered.</returns>
-    public static int Settle(IDeviceRing transmit, IDeviceRing receive)
+    public static int Settle<TTx, TRx>(TTx transmit, TRx receive)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
     {
         var completed = 0;
         if (transmit is InflightDeviceRing tx)

@@ -6,6 +6,8 @@ using Rings.Linux.Diagnostics;
 using Rings.Linux.Net;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
+using Rings.Packed;
+using Rings.Split;
 
 namespace Rings.Tool.Commands;
 
@@ -337,9 +339,16 @@ internal sealed class HostRunner
         }
 
         EventFd[] doorbells = [.. new[] { tx.Kick, tx.Call, rx.Kick, rx.Call }.OfType<EventFd>()];
-        // Interface type arguments: the ring classes would get the same shared instantiation
-        // (they are reference types), so naming them buys nothing (GenericDispatchBenchmarks).
-        _workers.Add(Create(tx.Ring, rx.Ring));
+        // The format is chosen once, here: struct type arguments give the worker's loop code of its
+        // own per format, calling the sealed rings directly (GenericDispatchBenchmarks). The ring
+        // classes themselves would share one instantiation (reference types); wrapping rings (inflight
+        // tracking) and mixed pairs take the interface path.
+        _workers.Add((tx.Ring, rx.Ring) switch
+        {
+            (SplitDeviceRing t, SplitDeviceRing r) => Create(new SplitDevice(t), new SplitDevice(r)),
+            (PackedDeviceRing t, PackedDeviceRing r) => Create(new PackedDevice(t), new PackedDevice(r)),
+            _ => Create(tx.Ring, rx.Ring),
+        });
         _output.WriteLine($"rings host: {(source == destination ? "reflecting" : "patching")}: ring {tx.Format}, size {tx.Ring.Size}, features 0x{(ulong)tx.Features:x}, MRG_RXBUF {(mergeable ? "on" : "off")}, queue pair {pair}");
 
         Worker Create<TTx, TRx>(TTx t, TRx r)
