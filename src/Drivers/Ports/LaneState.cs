@@ -65,6 +65,24 @@ internal class LaneState
         return lanes;
     }
 
+    /// <summary>Every worker's state as <paramref name="laneWorkers"/> deals the lanes (for <see cref="Port.AssignLanes"/>, before the workers run).</summary>
+    /// <typeparam name="T">The port's state type.</typeparam>
+    /// <param name="laneWorkers">Each lane's worker.</param>
+    /// <param name="workers">Workers of the pipeline.</param>
+    /// <param name="make">Makes one worker's state from its lanes.</param>
+    /// <returns>The states, by worker.</returns>
+    public static T[] ForWorkers<T>(IReadOnlyList<int> laneWorkers, int workers, Func<ulong, T> make)
+        where T : LaneState
+    {
+        var states = new T[workers];
+        for (var w = 0; w < workers; w++)
+        {
+            states[w] = make(Of(laneWorkers, w));
+        }
+
+        return states;
+    }
+
     /// <summary>Worker <paramref name="worker"/>'s state; a worker outside the assignment (a port driven by hand, without a pipeline) is worker 0.</summary>
     /// <typeparam name="T">The port's state type.</typeparam>
     /// <param name="states">The states, by worker.</param>

@@ -468,13 +468,7 @@ public sealed unsafe class VirtioUserPort : Port
     /// <inheritdoc/>
     protected override void OnLanesAssigned(int workers)
     {
-        var states = new WorkerState[workers];
-        for (var w = 0; w < workers; w++)
-        {
-            states[w] = new WorkerState(LaneState.Of(LaneWorkers, w));
-        }
-
-        _workers = states;
+        _workers = LaneState.ForWorkers(LaneWorkers, workers, static lanes => new WorkerState(lanes));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
