@@ -366,6 +366,10 @@ public sealed class KernelThroughSwitchTests(ITestOutputHelper output)
     [InlineData("virtio-user:{dir}/x.sock,ring=round", 2, "ring must be split or packed")]
     [InlineData("virtio-user:{dir}/x.sock,queue-size=100", 2, "queue size is")]
     [InlineData("virtio-user:{dir}/x.sock,hugepages=maybe", 2, "hugepages must be auto, on or off")]
+    [InlineData("virtio-user:{dir}/x.sock,queues=0", 2, "queues must be an integer from 1 to 64, not '0'")]
+    [InlineData("virtio-user:{dir}/x.sock,queues=65", 2, "queues must be an integer from 1 to 64, not '65'")]
+    [InlineData("virtio-user:{dir}/x.sock,queues=many", 2, "queues must be an integer from 1 to 64, not 'many'")]
+    [InlineData("virtio-user:{dir}/x.sock,queues=2,reconnect=on", 2, "reconnect=on works with one queue pair")]
     public void BadPortsGetAClearErrorANonZeroExitAndLeaveNothingBehind(string port, int code, string message)
     {
         Privileges.RequireNetworkAdmin();

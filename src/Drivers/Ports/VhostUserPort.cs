@@ -80,7 +80,7 @@ public class VhostUserPort : Port
         Mtu = spec.GetInt("mtu", UnlimitedMtu, 68, UnlimitedMtu);
         QueuePairs = spec.GetInt("queues", 1, 1, MaxQueuePairs);
         _queues = new VhostQueue?[2 * QueuePairs];
-        _workers = [new WorkerState(QueuePairs == 64 ? ulong.MaxValue : (1UL << QueuePairs) - 1)];
+        _workers = [new WorkerState(LaneState.All(QueuePairs))];
         _status = connect ? "connecting to a front-end" : "waiting for a front-end";
         MaxMemoryBytes = (ulong)spec.GetInt("max-memory", (int)(VhostUserBackendOptions.DefaultMaxMemoryBytes >> 20), 1, MaxMemoryMib) << 20;
         TrustUnsealedMemory = (spec.Options.TryGetValue("unsealed", out var unsealed) ? unsealed : "refuse") switch
@@ -239,7 +239,7 @@ public class VhostUserPort : Port
         var pairs = a.Pairs;
         for (var n = 0; n < pairs.Length; n++)
         {
-            var pair = pairs[(state.NextPair + n) % pairs.Length];
+            var pair = pairs[(state.NextLane + n) % pairs.Length];
             if (!state.Owns(pair))
             {
                 continue;
@@ -248,7 +248,7 @@ public class VhostUserPort : Port
             var taken = Receive(pair, burst, state);
             if (taken > 0)
             {
-                state.NextPair = (state.NextPair + n + 1) % pairs.Length;
+                state.NextLane = (state.NextLane + n + 1) % pairs.Length;
                 state.Receiving = pair;
                 return taken;
             }
@@ -897,28 +897,11 @@ public class VhostUserPort : Port
     /// <inheritdoc/>
     protected override void OnLanesAssigned(int workers)
     {
-        var states = new WorkerState[workers];
-        for (var w = 0; w < workers; w++)
-        {
-            ulong pairs = 0;
-            for (var lane = 0; lane < LaneWorkers.Count; lane++)
-            {
-                pairs |= LaneWorkers[lane] == w ? 1UL << lane : 0;
-            }
-
-            states[w] = new WorkerState(pairs);
-        }
-
-        _workers = states;
+        _workers = LaneState.ForWorkers(LaneWorkers, workers, static lanes => new WorkerState(lanes));
     }
 
-    // A worker outside the assignment (a port driven by hand, without a pipeline) is worker 0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private WorkerState StateOf(int worker)
-    {
-        var states = _workers;
-        return (uint)worker < (uint)states.Length ? states[worker] : states[0];
-    }
+    private WorkerState StateOf(int worker) => LaneState.For(_workers, worker);
 
     private static string StatusOf(Attachment a)
     {
@@ -957,28 +940,20 @@ public class VhostUserPort : Port
     /// so a stop in the middle of a round never strands what was popped (the control plane waits
     /// for the round). Touched by that worker only.
     /// </summary>
-    private sealed class WorkerState(ulong pairs)
+    private sealed class WorkerState(ulong pairs) : LaneState(pairs)
     {
-        /// <summary>Bit n: pair n is this worker's.</summary>
-        public ulong Pairs { get; } = pairs;
-
-        /// <summary>True for the owner of pair 0, which takes frames for the port from workers that have no running pair of it.</summary>
-        public bool Home => (Pairs & 1) != 0;
-
         public Pair? Receiving { get; set; }
 
         public Attachment? Transmitting { get; set; }
 
         public int Transmitted { get; set; }
 
-        public int NextPair { get; set; }
-
         public RingPosition[] TakePositions { get; } = new RingPosition[FrameBurst.MaxCapacity];
 
         public ChainToken[] ReleaseTokens { get; } = new ChainToken[FrameBurst.MaxCapacity];
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public bool Owns(Pair pair) => (Pairs & (1UL << pair.Number)) != 0;
+        public bool Owns(Pair pair) => Owns(pair.Number);
     }
 
     /// <summary>The running queue pairs as the data path sees them: immutable, replaced whole when a pair joins or leaves. Pair 0 is always first.</summary>
