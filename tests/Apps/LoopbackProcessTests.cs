@@ -43,13 +43,13 @@ public class LoopbackProcessTests
     }
 
     [Fact]
-    public void TheLoopbackPinsGuestAndHostToSeparateCpusUnlessToldNot()
+    public void WithPinAutoTheLoopbackPinsGuestAndHostToSeparateCpus()
     {
         var allowed = Rings.Linux.Plumbing.CpuAffinity.AllowedCpus();
         Assert.NotEmpty(allowed);
-        var (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off");
+        var (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off", "--pin", "auto");
         Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
-        var (guest, host) = LoopbackCommand.CpusFor(LoopbackOptions.Defaults, allowed);
+        var (guest, host) = LoopbackCommand.CpusFor(LoopbackOptions.Defaults with { Pin = true }, allowed);
         if (allowed.Count >= 2)
         {
             Assert.Contains($"guest pinned to CPU {guest}, host to CPU {host}", output);
@@ -63,7 +63,8 @@ public class LoopbackProcessTests
         Assert.DoesNotContain("unpinned", output + error);
         Assert.Matches(@"frames received\s+20,000", output);
 
-        (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off", "--pin", "off");
+        // Off by default.
+        (exit, output, error) = Run("loopback", "--frames", "20000", "--seconds", "30", "--hugepages", "off");
         Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
         Assert.DoesNotContain("pinned", output);
     }
@@ -71,7 +72,8 @@ public class LoopbackProcessTests
     [Fact]
     public void PinningSplitsTheAllowedCpusInHalvesOnlyWhenNoSideWasGivenCpus()
     {
-        var defaults = LoopbackOptions.Defaults;
+        var defaults = LoopbackOptions.Defaults with { Pin = true };
+        Assert.Equal(((string?)null, (string?)null), LoopbackCommand.CpusFor(LoopbackOptions.Defaults, [0, 1]));
         Assert.Equal(("0", "1"), LoopbackCommand.CpusFor(defaults, [0, 1]));
         Assert.Equal(("2,5", "6,7"), LoopbackCommand.CpusFor(defaults, [2, 5, 6, 7]));
         Assert.Equal(("0", "1,2"), LoopbackCommand.CpusFor(defaults, [0, 1, 2]));
