@@ -353,28 +353,18 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             _cachedUsedIndex = index;
         }
 
-        // The element read once into a local (ordered after the acquire of used.idx above): the
-        // device may change it under us, and every check below is of this one copy.
-        var element = _ring.UsedRing[_lastUsed & _mask];
-        var id = element.Id;
-        var length = element.Len;
-        if (id >= _size || _chainLength[id] == 0)
+        if (!ReadUsed(out var id, out var length))
         {
-            return Break(BrokenReason.UsedIdNotOutstanding);
-        }
-
-        if (length > _writableLength[id])
-        {
-            return Break(BrokenReason.UsedLengthTooLarge);
+            return false;
         }
 
         if (_inOrder)
         {
-            return StartBatch((ushort)id, length) && TakeFromBatch(out used);
+            return StartBatch(id, length) && TakeFromBatch(out used);
         }
 
         _lastUsed++;
-        FreeChain((ushort)id);
+        FreeChain(id);
         Counters.Bytes += length;
         used = new UsedElement((ushort)id, length);
         return true;
@@ -644,22 +634,30 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     /// IN_ORDER: reads and checks the used element at <c>_lastUsed</c> (cached index already read)
     /// and starts its batch; false when the device broke a rule.
     /// </summary>
-    private bool TakeInOrderBatch()
+    private bool TakeInOrderBatch() => ReadUsed(out var id, out var length) && StartBatch(id, length);
+
+    /// <summary>
+    /// Reads the used element at <c>_lastUsed</c> (the cached index covers it) and checks it names
+    /// an outstanding buffer and a length its writable part holds; false when the device broke a rule.
+    /// </summary>
+    private bool ReadUsed(out ushort id, out uint length)
     {
-        // Read once into a local, as in TryTakeUsed.
+        // The element read once into a local (ordered after the acquire of used.idx): the device
+        // may change it under us, and every check is of this one copy.
         var element = _ring.UsedRing[_lastUsed & _mask];
-        var id = element.Id;
-        if (id >= _size || _chainLength[id] == 0)
+        id = (ushort)element.Id;
+        length = element.Len;
+        if (element.Id >= _size || _chainLength[id] == 0)
         {
             return Break(BrokenReason.UsedIdNotOutstanding);
         }
 
-        if (element.Len > _writableLength[id])
+        if (length > _writableLength[id])
         {
             return Break(BrokenReason.UsedLengthTooLarge);
         }
 
-        return StartBatch((ushort)id, element.Len);
+        return true;
     }
 
     /// <summary>IN_ORDER: starts the batch a checked used element naming <paramref name="id"/> returns.</summary>

@@ -70,7 +70,7 @@ internal static partial class LoopbackCommand
 
     private static string? Validate(LoopbackOptions o) =>
         o.InProcess ? (o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes" : InProcessOptions(o).Validate())
-        : !SwitchCommand.TryParseCpus(o.HostCpus, out _, out var error) ? error!.Replace("--cpus", "--host-cpus", StringComparison.Ordinal)
+        : !SwitchCommand.TryParseCpus(o.HostCpus, out _, out var error, "--host-cpus") ? error
         : o.Guest.Validate();
 
     /// <summary>

@@ -459,7 +459,7 @@ internal static class SwitchCommand
         return 0;
     }
 
-    internal static bool TryParseCpus(string? text, out IReadOnlyList<int> cpus, out string? error)
+    internal static bool TryParseCpus(string? text, out IReadOnlyList<int> cpus, out string? error, string option = "--cpus")
     {
         cpus = [];
         error = null;
@@ -477,7 +477,7 @@ internal static class SwitchCommand
                 || !int.TryParse(range[^1], NumberStyles.None, CultureInfo.InvariantCulture, out var end)
                 || end < first || end >= Linux.Plumbing.CpuAffinity.MaxCpus)
             {
-                error = $"--cpus '{text}': expected CPU numbers and ranges such as 0,2-3";
+                error = $"{option} '{text}': expected CPU numbers and ranges such as 0,2-3";
                 return false;
             }
 
@@ -489,13 +489,13 @@ internal static class SwitchCommand
 
         if (list.Distinct().Count() != list.Count)
         {
-            error = $"--cpus '{text}' names a CPU twice";
+            error = $"{option} '{text}' names a CPU twice";
             return false;
         }
 
         if (list.Any(c => c >= Environment.ProcessorCount))
         {
-            error = $"--cpus '{text}': this machine has CPUs 0 to {Environment.ProcessorCount - 1}";
+            error = $"{option} '{text}': this machine has CPUs 0 to {Environment.ProcessorCount - 1}";
             return false;
         }
 
