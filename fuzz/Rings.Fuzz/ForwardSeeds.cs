@@ -17,36 +17,36 @@ internal static class ForwardSeeds
     public static IEnumerable<(string, byte[])> All()
     {
         // Split rings of 8, plain: both guests post, talk to each other and to the in-memory port.
-        yield return ("split-conversation", Conversation(new Seed(packedA: false, packedB: false, sizeCode: 1)).ToArray());
-        yield return ("packed-conversation", Conversation(new Seed(packedA: true, packedB: true, sizeCode: 1, eventIndex: true)).ToArray());
-        yield return ("mixed-in-order", Conversation(new Seed(packedA: false, packedB: true, sizeCode: 2, inOrder: true)).ToArray());
+        yield return ("split-conversation", Conversation(new Seed(a: RingFormat.Split, b: RingFormat.Split, sizeCode: 1)).ToArray());
+        yield return ("packed-conversation", Conversation(new Seed(a: RingFormat.Packed, b: RingFormat.Packed, sizeCode: 1, eventIndex: true)).ToArray());
+        yield return ("mixed-in-order", Conversation(new Seed(a: RingFormat.Split, b: RingFormat.Packed, sizeCode: 2, inOrder: true)).ToArray());
 
         // MRG_RXBUF: small receive buffers, a large frame spread over several.
-        var s = new Seed(packedA: false, packedB: true, sizeCode: 2, mergeable: true, eventIndex: true);
+        var s = new Seed(a: RingFormat.Split, b: RingFormat.Packed, sizeCode: 2, mergeable: true, eventIndex: true);
         s.Post(A, 8, 0).Post(B, 16, 0).Send(A, ToB, 150).Round(2).Take(B).Send(B, ToA, 200).Round(2).Take(A);
         yield return ("mergeable-large-frames", s.ToArray());
 
         // Without MRG_RXBUF a frame larger than a receive buffer is dropped, and the next fits.
-        s = new Seed(packedA: true, packedB: false, sizeCode: 0);
+        s = new Seed(a: RingFormat.Packed, b: RingFormat.Split, sizeCode: 0);
         s.Post(B, 4, 0).Send(A, ToB, 100).Send(A, ToB, 4).Round(2).Take(B);
         yield return ("too-large-dropped", s.ToArray());
 
         // Floods: broadcast and an unknown destination reach every other port.
-        s = new Seed(packedA: false, packedB: false, sizeCode: 1);
+        s = new Seed(a: RingFormat.Split, b: RingFormat.Split, sizeCode: 1);
         s.Post(A, 8, 31).Post(B, 8, 31).Send(A, ToAll, 10).Send(B, ToUnknown, 10).Inject(ToAll, 10).Round(3).Take(A).Take(B);
         yield return ("floods", s.ToArray());
 
         // A hostile guest rewrites its transmit ring's avail index and a descriptor after sending;
         // the other guest and the in-memory port carry on.
         var split = RingFormat.Split.Layout(8);
-        s = new Seed(packedA: false, packedB: false, sizeCode: 1);
+        s = new Seed(a: RingFormat.Split, b: RingFormat.Split, sizeCode: 1);
         s.Post(B, 8, 31).Send(A, ToB, 10).Round(1).Take(B)
             .Send(A, ToB, 10).Scribble(A, 0x2000 + split.DriverAreaOffset + 2, 0x40, 0x00).Scribble(A, 0x2000, 0, 0, 0, 0, 1, 0, 0, 0, 0xFF, 0xFF, 0, 0)
             .Round(2).Take(B).Inject(ToB, 10).Round(2).Take(B).Send(B, ToMemory, 10).Round(1);
         yield return ("hostile-split-guest", s.ToArray());
 
         // A hostile packed guest marks every descriptor available with NEXT: a list longer than the ring.
-        s = new Seed(packedA: true, packedB: true, sizeCode: 0);
+        s = new Seed(a: RingFormat.Packed, b: RingFormat.Packed, sizeCode: 0);
         s.Post(B, 4, 31).Send(A, ToB, 10).Round(1).Take(B);
         for (var i = 0; i < 4; i++)
         {
@@ -57,7 +57,7 @@ internal static class ForwardSeeds
         yield return ("hostile-packed-guest", s.ToArray());
 
         // A guest scribbles over its own posted receive buffers and its used ring while frames arrive.
-        s = new Seed(packedA: false, packedB: false, sizeCode: 1, mergeable: true);
+        s = new Seed(a: RingFormat.Split, b: RingFormat.Split, sizeCode: 1, mergeable: true);
         s.Post(A, 8, 31).Send(B, ToA, 30).Round(1).Scribble(A, split.DeviceAreaOffset + 4, 9, 0, 0, 0, 0xFF, 0xFF, 0, 0).Take(A).Send(B, ToA, 30).Round(2).Take(A);
         yield return ("hostile-receiver", s.ToArray());
     }
@@ -71,8 +71,8 @@ internal static class ForwardSeeds
     {
         private readonly List<byte> _bytes = [];
 
-        public Seed(bool packedA, bool packedB, int sizeCode, bool mergeable = false, bool eventIndex = false, bool inOrder = false) =>
-            _bytes.Add((byte)((packedA ? 1 : 0) | (packedB ? 2 : 0) | (mergeable ? 4 : 0) | (eventIndex ? 8 : 0) | (inOrder ? 16 : 0) | (sizeCode << 5)));
+        public Seed(RingFormat a, RingFormat b, int sizeCode, bool mergeable = false, bool eventIndex = false, bool inOrder = false) =>
+            _bytes.Add((byte)((a == RingFormat.Packed ? 1 : 0) | (b == RingFormat.Packed ? 2 : 0) | (mergeable ? 4 : 0) | (eventIndex ? 8 : 0) | (inOrder ? 16 : 0) | (sizeCode << 5)));
 
         public Seed Send(int guest, int destination, int payloadEights) => Add(Op.Send, (byte)(guest | (destination << 1)), (byte)payloadEights);
 

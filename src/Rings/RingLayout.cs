@@ -1,3 +1,5 @@
+using Rings.Memory;
+
 namespace Rings;
 
 /// <summary>
@@ -81,4 +83,27 @@ public readonly record struct IndirectArea(ulong Address, int EntriesPerTable)
     /// <param name="queueSize">Queue size.</param>
     /// <returns>Bytes.</returns>
     public ulong BytesFor(int queueSize) => (ulong)queueSize * (ulong)EntriesPerTable * RingLayout.DescriptorBytes;
+
+    /// <summary>
+    /// For a driver ring of either format: checks the area (2 to <paramref name="queueSize"/>
+    /// entries per table, all of it inside <paramref name="memory"/>, 16-byte aligned) and returns
+    /// where its first table lies in this process, or zero when there is no area or
+    /// INDIRECT_DESC was not negotiated.
+    /// </summary>
+    /// <param name="area">The area, or null.</param>
+    /// <param name="memory">The memory table.</param>
+    /// <param name="queueSize">Queue size.</param>
+    /// <param name="features">Negotiated features.</param>
+    /// <returns>The area's local address, or zero when indirect tables are not used.</returns>
+    internal static nint Map(IndirectArea? area, GuestMemory memory, int queueSize, VirtioFeatures features)
+    {
+        if (area is not { } a || (features & VirtioFeatures.IndirectDescriptors) == 0)
+        {
+            return 0;
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(a.EntriesPerTable, 2, "indirect");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(a.EntriesPerTable, queueSize, "indirect");
+        return RingPart.Translate(memory, a.Address, a.BytesFor(queueSize), 16, "indirect area");
+    }
 }

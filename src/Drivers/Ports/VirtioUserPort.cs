@@ -95,7 +95,7 @@ public sealed unsafe class VirtioUserPort : Port
             _ => throw new ArgumentException($"port '{spec.Text}': ring must be split or packed, not '{ring}'"),
         };
         var format = RingFormat.Of(features);
-        var size = spec.GetInt("queue-size", 256, 2, 32768);
+        var size = spec.GetInt("queue-size", 256, 2, RingFormat.MaxSize);
         if (!format.IsValidSize(size))
         {
             throw new ArgumentException($"port '{spec.Text}': a {format} queue size is {format.SizeRule}, not {size}");

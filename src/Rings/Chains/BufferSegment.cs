@@ -51,12 +51,22 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
         }
     }
 
-    /// <summary>Checks every segment of a buffer as <see cref="CheckInside(GuestMemory, in BufferSegment)"/> does.</summary>
+    /// <summary>
+    /// Checks a buffer of several segments for <see cref="IDriverRing.TryAdd(ReadOnlySpan{BufferSegment}, ReadOnlySpan{BufferSegment}, out ushort)"/>
+    /// of either format: at least one segment, every one inside the memory table.
+    /// </summary>
     /// <param name="memory">The memory table the ring was made with.</param>
     /// <param name="readable">Segments the device reads.</param>
     /// <param name="writable">Segments the device writes.</param>
-    internal static void CheckInside(GuestMemory memory, ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable)
+    /// <returns>The number of segments.</returns>
+    internal static int CheckBuffer(GuestMemory memory, ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable)
     {
+        var total = readable.Length + writable.Length;
+        if (total == 0)
+        {
+            throw new ArgumentException("a buffer needs at least one segment");
+        }
+
         foreach (var s in readable)
         {
             CheckInside(memory, s);
@@ -66,6 +76,8 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
         {
             CheckInside(memory, s);
         }
+
+        return total;
     }
 
     /// <summary>

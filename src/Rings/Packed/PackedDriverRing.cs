@@ -66,13 +66,12 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         Features = features;
         _eventIndex = (features & VirtioFeatures.EventIndex) != 0;
         _inOrder = (features & VirtioFeatures.InOrder) != 0;
-        if (indirect is { } area && (features & VirtioFeatures.IndirectDescriptors) != 0)
+        var table = IndirectArea.Map(indirect, memory, size, features);
+        if (table != 0)
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(area.EntriesPerTable, 2, nameof(indirect));
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(area.EntriesPerTable, size, nameof(indirect));
-            _indirect = (PvirtqDesc*)RingPart.Translate(memory, area.Address, area.BytesFor(size), 16, "indirect area");
-            _indirectAddress = area.Address;
-            _indirectEntries = area.EntriesPerTable;
+            _indirect = (PvirtqDesc*)table;
+            _indirectAddress = indirect!.Value.Address;
+            _indirectEntries = indirect.Value.EntriesPerTable;
             _useIndirect = true;
         }
 
@@ -246,13 +245,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <inheritdoc/>
     public bool TryAdd(ReadOnlySpan<BufferSegment> readable, ReadOnlySpan<BufferSegment> writable, out ushort id)
     {
-        var total = readable.Length + writable.Length;
-        if (total == 0)
-        {
-            throw new ArgumentException("a buffer needs at least one segment");
-        }
-
-        BufferSegment.CheckInside(_memory, readable, writable);
+        var total = BufferSegment.CheckBuffer(_memory, readable, writable);
 
         id = 0;
         if (IsBroken)
