@@ -180,7 +180,7 @@ public interface IDeviceRing
             }
 
             chain.Segments.CopyTo(segments[used..]);
-            chains[popped++] = new PoppedChain(chain.Token, used, count, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes);
+            chains[popped++] = new PoppedChain(chain.Token, used, count, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes, before);
             used += count;
         }
 

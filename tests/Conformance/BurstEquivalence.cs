@@ -241,10 +241,16 @@ public abstract class BurstEquivalenceTests<TFormat>
                     else
                     {
                         var used = 0;
-                        while (popped < chains.Length && Device.TryPop(out var chain))
+                        while (popped < chains.Length)
                         {
+                            var before = Device.Position;
+                            if (!Device.TryPop(out var chain))
+                            {
+                                break;
+                            }
+
                             chain.Segments.CopyTo(segments.AsSpan(used));
-                            chains[popped++] = new PoppedChain(chain.Token, used, chain.Segments.Length, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes);
+                            chains[popped++] = new PoppedChain(chain.Token, used, chain.Segments.Length, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes, before);
                             used += chain.Segments.Length;
                         }
                     }
@@ -254,7 +260,7 @@ public abstract class BurstEquivalenceTests<TFormat>
                     {
                         var c = chains[i];
                         _inFlight.Add(c);
-                        text.Append($" [{c.Token} r{c.ReadableCount} {c.ReadableBytes}/{c.WritableBytes}");
+                        text.Append($" [{c.Token} r{c.ReadableCount} {c.ReadableBytes}/{c.WritableBytes} from {c.Before}");
                         foreach (var s in c.Segments(segments))
                         {
                             text.Append($" {Offset(s)}+{s.Length}{(s.IsWritable ? "w" : "")}");

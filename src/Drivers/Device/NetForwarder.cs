@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Rings.Chains;
 using Rings.Linux.Net;
 
@@ -19,11 +20,26 @@ public static class NetForwarder
     /// <summary>Most receive buffers one frame may span under MRG_RXBUF.</summary>
     public const int MaxMergedBuffers = 64;
 
+    // Buffers one burst call pops from each ring (a larger burst is forwarded in several), and the
+    // segments each call may fill: a chain with more segments than that stays available and is
+    // forwarded by the per-frame path.
+    private const int BurstChains = 64;
+    private const int BurstSegments = 256;
+
     /// <summary>
     /// Moves up to <paramref name="burst"/> frames from <paramref name="tx"/> into <paramref name="rx"/>.
     /// Backs off (without dropping) when <paramref name="rx"/> lacks buffers. Publishes both used
     /// rings once; the caller asks <c>CallNeeded</c> on each afterwards.
     /// </summary>
+    /// <remarks>
+    /// Frames that each fit one receive buffer, the common case, go a burst at a time: one
+    /// <see cref="IDeviceRing.PopBurst"/> on each ring (so the driver's index is read once and the
+    /// descriptors of the whole burst are fetched together, not one cross-core miss after another),
+    /// one <see cref="IDeviceRing.PushUsedBurst"/> on each. A frame that needs several receive
+    /// buffers (MRG_RXBUF), or a chain too long for the burst's scratch, goes through the per-frame
+    /// path with its own pops; what a burst popped but did not use is put back with
+    /// <see cref="IDeviceRing.UndoPops"/> from that buffer's <see cref="PoppedChain.Before"/>.
+    /// </remarks>
     /// <typeparam name="TTx">Device side of the source's transmit queue.</typeparam>
     /// <typeparam name="TRx">Device side of the destination's receive queue.</typeparam>
     /// <param name="tx">The transmit queue to drain.</param>
@@ -31,7 +47,181 @@ public static class NetForwarder
     /// <param name="burst">Most frames to move.</param>
     /// <param name="mergeable">True when VIRTIO_NET_F_MRG_RXBUF was negotiated with the destination.</param>
     /// <returns>What was done.</returns>
+    [SkipLocalsInit]
     public static ForwardResult Forward<TTx, TRx>(TTx tx, TRx rx, int burst, bool mergeable)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+    {
+        // One look at the destination's ring per call, not per frame: if it runs dry mid-burst,
+        // the pops come back short and what the burst cannot use is put back.
+        var receiveFull = !rx.HasAvailable && !rx.IsBroken;
+        var frames = 0;
+        var dropped = 0;
+        var perFrame = false;
+        if (!receiveFull)
+        {
+            // Scratch for one burst; not zeroed (SkipLocalsInit): only what the pops wrote is read.
+            Span<PoppedChain> txChains = stackalloc PoppedChain[BurstChains];
+            Span<ChainSegment> txSegments = stackalloc ChainSegment[BurstSegments];
+            Span<PoppedChain> rxChains = stackalloc PoppedChain[BurstChains];
+            Span<ChainSegment> rxSegments = stackalloc ChainSegment[BurstSegments];
+            Span<ChainToken> txTokens = stackalloc ChainToken[BurstChains];
+            Span<ChainToken> rxTokens = stackalloc ChainToken[BurstChains];
+            Span<uint> written = stackalloc uint[BurstChains];
+            while (frames + dropped < burst && !rx.IsBroken && !tx.IsBroken)
+            {
+                var want = Math.Min(BurstChains, burst - frames - dropped);
+                var step = ForwardBurst(tx, rx, mergeable, txChains[..want], txSegments, rxChains, rxSegments, txTokens, rxTokens, written);
+                frames += step.Frames;
+                dropped += step.Dropped;
+                if (step.Outcome == BurstOutcome.Continue && step.Frames + step.Dropped == want)
+                {
+                    continue;
+                }
+
+                receiveFull = step.Outcome == BurstOutcome.ReceiveFull;
+                perFrame = step.Outcome == BurstOutcome.PerFrame;
+                break;
+            }
+        }
+
+        if (perFrame)
+        {
+            var rest = ForwardEach(tx, rx, burst - frames - dropped, mergeable);
+            frames += rest.Frames;
+            dropped += rest.Dropped;
+            receiveFull = rest.ReceiveFull;
+        }
+
+        rx.PublishUsed();
+        tx.PublishUsed();
+
+        // Inflight tracking: only now, with the transmit batch published, may the receive batch be
+        // recorded as done; a kill in between leaves the receive side saying its batch went out.
+        InflightDeviceRing.FinishPublish(tx);
+        InflightDeviceRing.FinishPublish(rx);
+        return new ForwardResult(frames, dropped, receiveFull);
+    }
+
+    private enum BurstOutcome
+    {
+        // The burst went as far as the transmit queue had frames.
+        Continue,
+
+        // The receive queue ran out of buffers (or broke): wait for the driver to post more.
+        ReceiveFull,
+
+        // A frame needs what a burst does not do (several receive buffers, a long chain): the
+        // per-frame path takes over from it.
+        PerFrame,
+
+        // Nothing more to do now: the transmit queue is empty or broken.
+        Stop,
+    }
+
+    private readonly record struct BurstStep(int Frames, int Dropped, BurstOutcome Outcome);
+
+    // One burst: pops up to txChains.Length frames and as many receive buffers, copies each frame
+    // into the next buffer, returns both bursts as used, and puts back whatever it popped and did
+    // not use. Publishes nothing.
+    private static BurstStep ForwardBurst<TTx, TRx>(TTx tx, TRx rx, bool mergeable, Span<PoppedChain> txChains, Span<ChainSegment> txSegments, Span<PoppedChain> rxChains, Span<ChainSegment> rxSegments, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+    {
+        var txCount = tx.PopBurst(txChains, txSegments);
+        if (txCount == 0)
+        {
+            // Empty or broken, or a head chain longer than the scratch holds: that one goes alone.
+            return new BurstStep(0, 0, !tx.IsBroken && tx.HasAvailable ? BurstOutcome.PerFrame : BurstOutcome.Stop);
+        }
+
+        var rxCount = rx.PopBurst(rxChains[..txCount], rxSegments);
+        var outcome = BurstOutcome.Continue;
+        var frames = 0;
+        var dropped = 0;
+        var buffers = 0;
+        var i = 0;
+        for (; i < txCount; i++)
+        {
+            ref readonly var frame = ref txChains[i];
+            if (frame.ReadableBytes < VirtioNetHeader.Size)
+            {
+                // 5.1.6.2: every transmitted buffer starts with the header. The frames before it
+                // are returned below; it and those after it stay with the broken queue.
+                tx.MarkBroken(BrokenReason.HeaderTooShort);
+                outcome = BurstOutcome.Stop;
+                break;
+            }
+
+            if (buffers == rxCount)
+            {
+                // Fewer receive buffers than frames: the driver has posted no more (wait for it),
+                // or the next one is a chain too long for the scratch (the per-frame path takes it).
+                outcome = rx.IsBroken ? BurstOutcome.Stop : rx.HasAvailable ? BurstOutcome.PerFrame : BurstOutcome.ReceiveFull;
+                break;
+            }
+
+            ref readonly var buffer = ref rxChains[buffers];
+            var destination = new SegmentCursor(buffer.Writable(rxSegments));
+            var header = destination.Current;
+            if (header.Length < VirtioNetHeader.Size)
+            {
+                // Rings needs the receive header in the first writable segment.
+                rx.MarkBroken(BrokenReason.HeaderTooShort);
+                outcome = BurstOutcome.Stop;
+                break;
+            }
+
+            var payload = frame.ReadableBytes - VirtioNetHeader.Size;
+            if (payload > buffer.WritableBytes - VirtioNetHeader.Size)
+            {
+                if (mergeable)
+                {
+                    // Needs several receive buffers (5.1.6.4): the per-frame path merges them.
+                    outcome = BurstOutcome.PerFrame;
+                    break;
+                }
+
+                // Does not fit one buffer and may not be merged (5.1.6.3.1): dropped; the buffer
+                // stays for the next frame.
+                txTokens[frames + dropped] = frame.Token;
+                rx.Counters.RecordDrop();
+                dropped++;
+                continue;
+            }
+
+            var source = new SegmentCursor(frame.Readable(txSegments));
+            source.Skip(VirtioNetHeader.Size);
+            destination.Advance(VirtioNetHeader.Size);
+            var copied = destination.CopyFrom(ref source, (long)payload);
+            new VirtioNetHeader { NumBuffers = 1 }.TryWrite(header);
+            rxTokens[buffers] = buffer.Token;
+            written[buffers] = (uint)(VirtioNetHeader.Size + copied);
+            txTokens[frames + dropped] = frame.Token;
+            buffers++;
+            frames++;
+        }
+
+        // What was popped and not used goes back: the frames from the first one not forwarded
+        // (unless that one broke its queue), the receive buffers from the first one not filled.
+        if (i < txCount && !tx.IsBroken)
+        {
+            tx.UndoPops(txChains[i].Before);
+        }
+
+        if (buffers < rxCount)
+        {
+            rx.UndoPops(rxChains[buffers].Before);
+        }
+
+        rx.PushUsedBurst(rxTokens[..buffers], written[..buffers]);
+        tx.PushUsedBurst(txTokens[..(frames + dropped)], default);
+        return new BurstStep(frames, dropped, outcome);
+    }
+
+    // The per-frame path: each frame popped on its own, spread over as many receive buffers as it
+    // needs (MRG_RXBUF), both pops undone when the receive queue runs dry. Publishes nothing.
+    private static ForwardResult ForwardEach<TTx, TRx>(TTx tx, TRx rx, int burst, bool mergeable)
         where TTx : IDeviceRing
         where TRx : IDeviceRing
     {
@@ -136,13 +326,6 @@ public static class NetForwarder
             frames++;
         }
 
-        rx.PublishUsed();
-        tx.PublishUsed();
-
-        // Inflight tracking: only now, with the transmit batch published, may the receive batch be
-        // recorded as done; a kill in between leaves the receive side saying its batch went out.
-        InflightDeviceRing.FinishPublish(tx);
-        InflightDeviceRing.FinishPublish(rx);
         return new ForwardResult(frames, dropped, receiveFull);
     }
 }

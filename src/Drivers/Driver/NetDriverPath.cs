@@ -32,6 +32,15 @@ public sealed class NetDriverPath<TTx, TRx>
     private readonly ushort[] _refillIds = new ushort[Burst];
     private readonly UsedElement[] _reclaimed = new UsedElement[Burst];
 
+    // Submitted frames not yet added to the transmit ring: they go in with one TryAddBurst at the
+    // next flush (or when a burst's worth is waiting), so the descriptors and avail entries of a
+    // burst are written together. Nothing the device can see changes: a frame was never visible
+    // before FlushTransmit's publish.
+    private readonly BufferSegment[] _stagedSegments = new BufferSegment[Burst];
+    private readonly int[] _stagedSlots = new int[Burst];
+    private readonly ushort[] _stagedIds = new ushort[Burst];
+    private int _staged;
+
     // A merged frame whose buffers have not all been taken yet (5.1.6.4).
     private readonly int[] _mergeSlots;
     private readonly int[] _mergeLengths;
@@ -177,10 +186,10 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <returns>False when no transmit buffer is free (after reclaiming).</returns>
     public bool TryLeaseTransmit(out TransmitLease lease)
     {
-        if (_tx.FreeDescriptors == 0 || !_txSlab.TryTake(out var slot))
+        if (_tx.FreeDescriptors - _staged <= 0 || !_txSlab.TryTake(out var slot))
         {
             ReclaimTransmit();
-            if (_tx.FreeDescriptors == 0 || !_txSlab.TryTake(out slot))
+            if (_tx.FreeDescriptors - _staged <= 0 || !_txSlab.TryTake(out slot))
             {
                 lease = default;
                 return false;
@@ -210,16 +219,22 @@ public sealed class NetDriverPath<TTx, TRx>
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        header.NumBuffers = 0;
-        header.TryWrite(_txSlab.Span(lease.Slot));
-        var segment = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
-        if (!_tx.TryAdd(segment, deviceWritable: false, out var id))
+        if (_tx.IsBroken || _tx.FreeDescriptors - _staged <= 0)
         {
+            // The ring would refuse it: broken, or every descriptor taken by frames already submitted.
             _txSlab.Return(lease.Slot);
             return false;
         }
 
-        _txSlotOfId[id] = lease.Slot;
+        header.NumBuffers = 0;
+        header.TryWrite(_txSlab.Span(lease.Slot));
+        _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
+        _stagedSlots[_staged] = lease.Slot;
+        if (++_staged == Burst)
+        {
+            AddStaged();
+        }
+
         return true;
     }
 
@@ -227,8 +242,38 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <returns>True when the device asked to be kicked.</returns>
     public bool FlushTransmit()
     {
+        AddStaged();
         _tx.Publish();
         return _tx.KickNeeded();
+    }
+
+    /// <summary>Frames submitted but not yet flushed that the ring refused (it broke in between); their buffers went back.</summary>
+    public long RefusedFrames { get; private set; }
+
+    // Adds the staged frames to the transmit ring with one call. Each had a free descriptor when it
+    // was submitted; only a ring that broke since (a device that broke a rule on the used side,
+    // found while reclaiming) refuses them, and then their buffers go back to the slab.
+    private void AddStaged()
+    {
+        var n = _staged;
+        if (n == 0)
+        {
+            return;
+        }
+
+        _staged = 0;
+        var added = _tx.TryAddBurst(_stagedSegments.AsSpan(0, n), deviceWritable: false, _stagedIds);
+        for (var i = 0; i < added; i++)
+        {
+            _txSlotOfId[_stagedIds[i]] = _stagedSlots[i];
+        }
+
+        for (var i = added; i < n; i++)
+        {
+            _txSlab.Return(_stagedSlots[i]);
+        }
+
+        RefusedFrames += n - added;
     }
 
     /// <summary>

@@ -11,7 +11,12 @@ namespace Rings.Chains;
 /// <param name="ReadableCount">How many of them are device-readable.</param>
 /// <param name="ReadableBytes">Total device-readable bytes.</param>
 /// <param name="WritableBytes">Total device-writable bytes.</param>
-public readonly record struct PoppedChain(ChainToken Token, int FirstSegment, int SegmentCount, int ReadableCount, ulong ReadableBytes, ulong WritableBytes)
+/// <param name="Before">
+/// The ring's <see cref="IDeviceRing.Position"/> just before this buffer was popped: passed to
+/// <see cref="IDeviceRing.UndoPops"/>, it puts this buffer and every later one of the burst back,
+/// so a caller can keep the head of a burst and give the tail back without knowing the format.
+/// </param>
+public readonly record struct PoppedChain(ChainToken Token, int FirstSegment, int SegmentCount, int ReadableCount, ulong ReadableBytes, ulong WritableBytes, RingPosition Before = default)
 {
     /// <summary>The buffer's segments, readable ones first.</summary>
     /// <param name="segments">The segment span given to the pop.</param>

@@ -223,6 +223,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         var memory = _memory;
         var idInFlight = _idInFlight;
         var popLog = _popLog;
+        var usedIndex = (ushort)_usedPosition;
+        var usedWrap = _usedBits == PackedFlags.AvailUsed;
         long bytes = 0;
         while (popped < chains.Length && !IsBroken)
         {
@@ -275,6 +277,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                     break;
                 }
 
+                // Where the ring stood before this buffer, for a caller that gives the burst's tail back.
+                var before = new RingPosition((ushort)position, bits == PackedFlags.Avail, usedIndex, usedWrap);
                 idInFlight[id] = true;
                 popLog[logNext] = id | (1u << 16);
                 logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
@@ -292,7 +296,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 var writable = (flags & PackedFlags.Write) != 0;
                 segments[used] = new ChainSegment(host, length, writable);
                 var read = writable ? 0UL : length;
-                chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL);
+                chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL, before);
                 bytes += (long)read;
                 used++;
             }
@@ -347,6 +351,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool PopWalked(ushort flags, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
     {
+        var before = Position;
         var reason = Walk(_desc + _availPosition, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
         if (reason != BrokenReason.None)
         {
@@ -360,7 +365,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         _segments.AsSpan(0, count).CopyTo(segments[used..]);
-        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), used, count, readable, readBytes, writeBytes);
+        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), used, count, readable, readBytes, writeBytes, before);
         bytes += (long)readBytes;
         used += count;
         return true;

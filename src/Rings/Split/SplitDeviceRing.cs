@@ -223,7 +223,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 var writable = (d.Flags & SplitFlags.DescWrite) != 0;
                 segments[used] = new ChainSegment(host, d.Len, writable);
                 var readBytes = writable ? 0UL : d.Len;
-                chains[popped++] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL);
+                chains[popped++] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(lastAvail));
                 bytes += (long)readBytes;
                 used++;
                 lastAvail++;
@@ -231,7 +231,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             }
 
             // A chain or an indirect table: the general walk (which reads the descriptor again, once).
-            if (!PopWalked(head, ref chains[popped], segments, ref used, ref bytes))
+            if (!PopWalked(head, lastAvail, ref chains[popped], segments, ref used, ref bytes))
             {
                 break;
             }
@@ -251,7 +251,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// </summary>
     /// <returns>False when the chain broke the queue or does not fit (then it stays available).</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool PopWalked(ushort head, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    private bool PopWalked(ushort head, ushort lastAvail, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
     {
         var reason = Walk(head, out var count, out var readable, out var readBytes, out var writeBytes, out var walked);
         if (reason != BrokenReason.None)
@@ -265,7 +265,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         }
 
         _segments.AsSpan(0, count).CopyTo(segments[used..]);
-        chain = new PoppedChain(new ChainToken(head, walked), used, count, readable, readBytes, writeBytes);
+        chain = new PoppedChain(new ChainToken(head, walked), used, count, readable, readBytes, writeBytes, new RingPosition(lastAvail));
         bytes += (long)readBytes;
         used += count;
         return true;
