@@ -13,7 +13,8 @@
 # each round, so all share one sitting):
 #   dpdk_mpps=N        DPDK's round trip, first ring format and page size
 #   rings_mpps=N       with --rings: `rings loopback --wait poll` at the same frame size and
-#                      burst, run alternately with DPDK
+#                      burst, run alternately with DPDK; its steady rate (the median of its
+#                      per-second rates after the first), taken as DPDK's is
 #   dpdk_RING_PAGES_mpps=N, rings_RING_PAGES_mpps=N
 #                      each configuration (RING split or packed, PAGES 4k or 2m)
 # Everything else (per-run figures, a table with ratios, load average) goes to stderr.
@@ -191,7 +192,10 @@ rings_run() {
     [[ "$pages" == 2m ]] && huge=on
     "$rings" loopback --wait poll --ring "$ring" --hugepages "$huge" --frame-size "$frame_size" --burst "$burst" --queue-size "$queue_size" \
         --seconds "$seconds" --json "$json" >"$work/rings.log" 2>&1 || { echo "dpdk-baseline: rings loopback failed:" >&2; tail -20 "$work/rings.log" >&2; return 1; }
-    result=$(sed -n 's/.*"mpps": *\([0-9.eE+-]*\).*/\1/p' "$json" | head -1 | awk '{ printf "%.3f\n", $1 }')
+    # The steady rate (median of the per-second rates after the first), taken as DPDK's is; the
+    # whole run's rate when the run was too short to have one.
+    result=$(sed -n 's/.*"steady_mpps": *\([0-9.eE+-]*\).*/\1/p' "$json" | head -1 | awk '{ printf "%.3f\n", $1 }')
+    [[ -n "$result" ]] || result=$(sed -n 's/.*"mpps": *\([0-9.eE+-]*\).*/\1/p' "$json" | head -1 | awk '{ printf "%.3f\n", $1 }')
 }
 
 declare -A dpdk_all rings_all

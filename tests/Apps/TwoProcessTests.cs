@@ -25,6 +25,18 @@ public class TwoProcessTests
         }
     }
 
+    [Fact]
+    public void ATimedRunReportsItsSteadyRateBesideTheWholeRunsRate()
+    {
+        // Three seconds: the first (start, JIT warm-up) is left out of the steady rate, the
+        // other two are its median.
+        var f = Loopback("--seconds", "3");
+        Assert.True(f.GetProperty("mpps").GetDouble() > 0, f.ToString());
+        Assert.True(f.TryGetProperty("steady_mpps", out var steady), f.ToString());
+        Assert.True(steady.GetDouble() > 0, f.ToString());
+        Assert.Equal(0, f.GetProperty("lost").GetInt64());
+    }
+
     [Theory]
     [InlineData("split", "poll", "on", 64)]
     [InlineData("split", "poll", "off", 64)]

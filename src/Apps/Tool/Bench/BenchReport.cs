@@ -120,8 +120,15 @@ internal sealed class BenchReport
     /// Rings' rate over a baseline's, both at 64 B and burst 32: the baseline's peer point (same
     /// ring format and pages) or the reference point (NaN when either is missing).
     /// </summary>
+    /// <remarks>
+    /// Against DPDK the Rings figure is the steady rate (the median of per-second rates after the
+    /// first second), because DPDK's is taken that way (per-second rates after a warm-up); against
+    /// the kernel baselines, which count the whole run, it is the whole run's rate.
+    /// </remarks>
     public double Ratio(BaselineResult b) =>
-        PeerOf(b) is { } r && b.HasData && b.MedianMpps > 0 && b.Burst == r.Point.Burst && b.FrameSize == r.Point.FrameSize ? r.Mpps / b.MedianMpps : double.NaN;
+        PeerOf(b) is { } r && b.HasData && b.MedianMpps > 0 && b.Burst == r.Point.Burst && b.FrameSize == r.Point.FrameSize
+            ? (b.Name.StartsWith(BenchCommand.Dpdk, StringComparison.Ordinal) ? r.SteadyMpps : r.Mpps) / b.MedianMpps
+            : double.NaN;
 
     /// <summary>The measured Rings point a baseline is compared with.</summary>
     public PointResult? PeerOf(BaselineResult b) => b.Peer is { } peer ? Points.FirstOrDefault(p => p.Point == peer && p.HasData) : Reference;

@@ -25,7 +25,8 @@ internal sealed record LoopbackRun(
     long Drops,
     long HostCallsSent,
     long HostCallsSuppressed,
-    double Seconds)
+    double Seconds,
+    double SteadyMpps)
 {
     public static LoopbackRun FromJson(JsonElement j)
     {
@@ -49,7 +50,8 @@ internal sealed record LoopbackRun(
             L("drops"),
             L("host_calls_sent"),
             L("host_calls_suppressed"),
-            D("seconds"));
+            D("seconds"),
+            D("steady_mpps") > 0 ? D("steady_mpps") : D("mpps"));
     }
 }
 
@@ -69,6 +71,9 @@ internal sealed class PointResult(BenchPoint point, IReadOnlyList<string> series
     public double Median(Func<LoopbackRun, double> metric) => BenchMath.Median(Runs.Select(metric));
 
     public double Mpps => Median(r => r.Mpps);
+
+    /// <summary>The median of the runs' steady rates (per-second rates after the first), as DPDK's figure is taken.</summary>
+    public double SteadyMpps => Median(r => r.SteadyMpps);
 
     public double Gbps => Median(r => r.Gbps);
 
@@ -207,11 +212,32 @@ internal static class BenchRuns
         {
             p.BeginOutputReadLine();
             p.BeginErrorReadLine();
-            if (!p.WaitForExit(timeout))
+            // Waits in slices so an interrupt is seen: the child got SIGTERM then, and one still
+            // starting (its handlers not yet installed) or stopping slowly is killed, with its own
+            // children, after a moment: its run is not counted, and the sweep stops at once.
+            var clock = Stopwatch.StartNew();
+            var interruptedAt = TimeSpan.MinValue;
+            while (!p.WaitForExit(50))
             {
-                p.Kill(entireProcessTree: true);
-                p.WaitForExit();
-                return (-1, $"killed after {timeout.TotalSeconds:0} s; " + Snapshot(output));
+                if (clock.Elapsed >= timeout)
+                {
+                    p.Kill(entireProcessTree: true);
+                    p.WaitForExit();
+                    return (-1, $"killed after {timeout.TotalSeconds:0} s; " + Snapshot(output));
+                }
+
+                if (BenchInterrupt.Requested)
+                {
+                    if (interruptedAt == TimeSpan.MinValue)
+                    {
+                        interruptedAt = clock.Elapsed;
+                    }
+                    else if (clock.Elapsed - interruptedAt > TimeSpan.FromMilliseconds(300))
+                    {
+                        p.Kill(entireProcessTree: true);
+                        break;
+                    }
+                }
             }
 
             p.WaitForExit(); // flushes the redirected output

@@ -194,6 +194,7 @@ internal static class GuestRunner
 
         long lastSent = 0, lastReceived = 0;
         var last = 0.0;
+        var perSecond = new List<(double End, double Mpps)>();
         while (!threads.All(t => t.Join(threads.Length == 1 ? 1000 : 1000 / threads.Length)))
         {
             var now = clock.Elapsed.TotalSeconds;
@@ -211,7 +212,9 @@ internal static class GuestRunner
                 bad += Volatile.Read(ref g.Corrupted);
             }
 
-            output.WriteLine($"  {now,6:0.0} s  tx {(sent - lastSent) / (now - last) / 1e6,8:0.000} Mpps  rx {(received - lastReceived) / (now - last) / 1e6,8:0.000} Mpps  lost {lost:N0}  bad {bad:N0}");
+            var rxMpps = (received - lastReceived) / (now - last) / 1e6;
+            perSecond.Add((now, rxMpps));
+            output.WriteLine($"  {now,6:0.0} s  tx {(sent - lastSent) / (now - last) / 1e6,8:0.000} Mpps  rx {rxMpps,8:0.000} Mpps  lost {lost:N0}  bad {bad:N0}");
             lastSent = sent;
             lastReceived = received;
             last = now;
@@ -257,6 +260,7 @@ internal static class GuestRunner
             Broken = broken.Length > 0 ? broken : null,
             Reconnects = frontend.Reconnects,
             Pairs = all,
+            SteadyMpps = RunReport.Steady(perSecond, o.Seconds),
             MemoryBytes = frontend.Memory.Length,
             PageBytes = frontend.Memory.PageBytes,
         };

@@ -36,6 +36,14 @@ internal sealed record RunReport
     /// <summary>The page size behind the shared memory.</summary>
     public ulong PageBytes { get; init; }
 
+    /// <summary>
+    /// The steady receive rate: the median of the per-second rates after the first second (which
+    /// holds the start and the JIT's warm-up) and before sending stopped; null when the run was
+    /// too short to have one. DPDK's figure is taken the same way (a median of per-second rates
+    /// after a warm-up), so this is the one to set beside it.
+    /// </summary>
+    public double? SteadyMpps { get; init; }
+
     public double MppsTx => Traffic.Seconds > 0 ? Traffic.Sent / Traffic.Seconds / 1e6 : 0;
     public double MppsRx => Traffic.Seconds > 0 ? Traffic.Received / Traffic.Seconds / 1e6 : 0;
     public double Gbps => Traffic.Seconds > 0 ? Traffic.BytesReceived * 8 / Traffic.Seconds / 1e9 : 0;
@@ -44,12 +52,43 @@ internal sealed record RunReport
 
     public bool Clean => Traffic.Lost == 0 && Traffic.Corrupted == 0 && Traffic.Duplicated == 0 && Broken is null;
 
+    /// <summary>The median of the per-second rates after the first whose second ended by <paramref name="sendSeconds"/> (0: no limit).</summary>
+    /// <param name="perSecond">Each second's end (seconds since sending began) and receive rate.</param>
+    /// <param name="sendSeconds">How long the run sent.</param>
+    /// <returns>The median, or null when no such second was measured.</returns>
+    public static double? Steady(IReadOnlyList<(double End, double Mpps)> perSecond, double sendSeconds)
+    {
+        var rates = new List<double>();
+        for (var i = 1; i < perSecond.Count; i++)
+        {
+            // A little slack: the line of the last full second comes just after it ends.
+            if (sendSeconds <= 0 || perSecond[i].End <= sendSeconds + 0.1)
+            {
+                rates.Add(perSecond[i].Mpps);
+            }
+        }
+
+        if (rates.Count == 0)
+        {
+            return null;
+        }
+
+        rates.Sort();
+        var n = rates.Count;
+        return n % 2 == 1 ? rates[n / 2] : (rates[(n / 2) - 1] + rates[n / 2]) / 2;
+    }
+
     public void PrintTable(TextWriter o)
     {
         o.WriteLine();
         o.WriteLine($"  ring {Ring}, EVENT_IDX {(EventIdx ? "on" : "off")}, IN_ORDER {(InOrder ? "on" : "off")}, frame {FrameSize} B, burst {Burst}, wait {Wait}{(Rate > 0 ? $", rate {Rate:N0} fps" : string.Empty)}");
         o.WriteLine($"  frames sent         {Traffic.Sent,14:N0}   {MppsTx,8:0.000} Mpps");
         o.WriteLine($"  frames received     {Traffic.Received,14:N0}   {MppsRx,8:0.000} Mpps   {Gbps:0.000} Gbit/s");
+        if (SteadyMpps is { } steady)
+        {
+            o.WriteLine($"  steady rate         {string.Empty,14}   {steady,8:0.000} Mpps   (median of the per-second rates after the first)");
+        }
+
         o.WriteLine($"  lost / dup / bad    {Traffic.Lost,14:N0} / {Traffic.Duplicated:N0} / {Traffic.Corrupted:N0}");
         o.WriteLine($"  kicks per frame     {KicksPerFrame,14:0.0000}   (sent {Kicks.Sent:N0}, suppressed {Kicks.Suppressed:N0})");
         if (Calls is { } c)
@@ -107,6 +146,11 @@ internal sealed record RunReport
             w.WriteNumber("frames_received", Traffic.Received);
             w.WriteNumber("mpps", MppsRx);
             w.WriteNumber("mpps_tx", MppsTx);
+            if (SteadyMpps is { } steady)
+            {
+                w.WriteNumber("steady_mpps", steady);
+            }
+
             w.WriteNumber("gbps", Gbps);
             w.WriteNumber("kicks_per_frame", KicksPerFrame);
             w.WriteNumber("kicks_sent", Kicks.Sent);
