@@ -94,6 +94,9 @@ public class ToolPackageTests
             using var zip = ZipFile.OpenRead(package);
             Assert.Contains(zip.Entries, e => e.FullName == "README.md");
             Assert.Contains(zip.Entries, e => e.FullName == "tools/net10.0/any/Rings.Cli.dll");
+
+            // The tool ships the test traffic it sends, never fault injection or benchmarks.
+            Assert.DoesNotContain(zip.Entries, e => e.Name.StartsWith("Rings.Testing.Faults", StringComparison.Ordinal) || e.Name.StartsWith("Rings.TestPeer", StringComparison.Ordinal) || e.Name.StartsWith("Rings.Benchmarks", StringComparison.Ordinal));
         }
         finally
         {
