@@ -32,6 +32,12 @@ public sealed class NetDriverPath<TTx, TRx>
     private readonly ushort[] _refillIds = new ushort[Burst];
     private readonly UsedElement[] _reclaimed = new UsedElement[Burst];
 
+    // Used receive buffers taken from the ring in one burst and not yet gathered into frames.
+    private readonly UsedElement[] _received = new UsedElement[Burst];
+    private readonly int[] _receivedSlots = new int[Burst];
+    private int _receivedNext;
+    private int _receivedCount;
+
     // Submitted frames not yet added to the transmit ring: they go in with one TryAddBurst at the
     // next flush (or when a burst's worth is waiting), so the descriptors and avail entries of a
     // burst are written together. Nothing the device can see changes: a frame was never visible
@@ -92,6 +98,13 @@ public sealed class NetDriverPath<TTx, TRx>
 
     /// <summary>Frames received that did not fit the destination given to <see cref="TryReceive"/> (copied truncated).</summary>
     public long Truncated { get; private set; }
+
+    /// <summary>
+    /// True when used receive buffers were taken from the ring (a burst at a time) and not yet
+    /// handed out as frames: the ring then looks empty while frames wait here, so a caller about
+    /// to sleep on the ring's notification asks this first.
+    /// </summary>
+    public bool HasPendingReceive => _receivedNext < _receivedCount;
 
     /// <summary>Posts free receive buffers and publishes them.</summary>
     /// <returns>True when the device asked to be kicked for the new buffers.</returns>
@@ -370,13 +383,28 @@ public sealed class NetDriverPath<TTx, TRx>
     {
         while (_mergeExpected == 0 || _mergeTaken < _mergeExpected)
         {
-            if (!_rx.TryTakeUsed(out var used))
+            if (_receivedNext == _receivedCount)
             {
-                return false;
+                // A burst of used elements per ring call (one look at the device's index), handed
+                // out one by one below; they are taken in ring order, so frames stay in order.
+                _receivedNext = 0;
+                _receivedCount = _rx.TakeUsed(_received);
+                if (_receivedCount == 0)
+                {
+                    return false;
+                }
+
+                // Each id's slot is looked up now: once taken, the id's descriptor is free, and the
+                // next refill may give the id to another buffer before these are gathered.
+                for (var i = 0; i < _receivedCount; i++)
+                {
+                    _receivedSlots[i] = _rxSlotOfId[_received[i].Id];
+                }
             }
 
-            var slot = _rxSlotOfId[used.Id];
-            var len = (int)used.Length;
+            var slot = _receivedSlots[_receivedNext];
+            var len = (int)_received[_receivedNext].Length;
+            _receivedNext++;
             if (_mergeTaken == 0)
             {
                 // First buffer of a frame: the header says how many buffers follow (5.1.6.4).

@@ -309,7 +309,7 @@ public sealed class VirtioNetDriver : IDisposable
     {
         Flush();
         var ring = Receive.Ring;
-        var ready = ring.EnableUsedNotifications() || WaitForCall(timeoutMilliseconds);
+        var ready = _path.HasPendingReceive || ring.EnableUsedNotifications() || WaitForCall(timeoutMilliseconds);
         ring.DisableUsedNotifications();
         ThrowIfBroken();
         return ready;

@@ -422,6 +422,7 @@ public sealed unsafe class VirtioUserPort : Port
         foreach (var pair in StateOf(worker).Owned)
         {
             pending |= drivers[pair].Receive.Ring!.EnableUsedNotifications();
+            pending |= drivers[pair].Path.HasPendingReceive;
         }
 
         return pending;

@@ -327,7 +327,7 @@ public sealed class TrafficGenerator<TTx, TRx>
                 }
             }
 
-            if (!rx.EnableUsedNotifications())
+            if (!_path.HasPendingReceive && !rx.EnableUsedNotifications())
             {
                 Sleeps++;
                 _rxCall.Wait(timeout);
