@@ -199,10 +199,10 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <returns>False when no transmit buffer is free (after reclaiming).</returns>
     public bool TryLeaseTransmit(out TransmitLease lease)
     {
-        if (_tx.FreeDescriptors - _staged <= 0 || !_txSlab.TryTake(out var slot))
+        if (FreeTransmitDescriptors <= 0 || !_txSlab.TryTake(out var slot))
         {
             ReclaimTransmit();
-            if (_tx.FreeDescriptors - _staged <= 0 || !_txSlab.TryTake(out slot))
+            if (FreeTransmitDescriptors <= 0 || !_txSlab.TryTake(out slot))
             {
                 lease = default;
                 return false;
@@ -227,12 +227,17 @@ public sealed class NetDriverPath<TTx, TRx>
     /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>.</param>
     /// <param name="length">Frame length in bytes.</param>
     /// <param name="header">The virtio-net header to send it with (num_buffers is written as 0).</param>
-    /// <returns>False when the ring refused it (broken); the buffer is then returned.</returns>
+    /// <returns>
+    /// False when the ring refused it (broken, or no descriptor left for it); the buffer is then
+    /// returned. An accepted frame joins the ring at the next <see cref="FlushTransmit"/> (or once
+    /// a burst's worth waits); if the ring breaks before then (the device broke a rule), it is
+    /// not sent, and the ring's broken state says so.
+    /// </returns>
     public bool Submit(in TransmitLease lease, int length, VirtioNetHeader header)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        if (_tx.IsBroken || _tx.FreeDescriptors - _staged <= 0)
+        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
         {
             // The ring would refuse it: broken, or every descriptor taken by frames already submitted.
             _txSlab.Return(lease.Slot);
@@ -260,9 +265,6 @@ public sealed class NetDriverPath<TTx, TRx>
         return _tx.KickNeeded();
     }
 
-    /// <summary>Frames submitted but not yet flushed that the ring refused (it broke in between); their buffers went back.</summary>
-    public long RefusedFrames { get; private set; }
-
     // Adds the staged frames to the transmit ring with one call. Each had a free descriptor when it
     // was submitted; only a ring that broke since (a device that broke a rule on the used side,
     // found while reclaiming) refuses them, and then their buffers go back to the slab.
@@ -285,9 +287,10 @@ public sealed class NetDriverPath<TTx, TRx>
         {
             _txSlab.Return(_stagedSlots[i]);
         }
-
-        RefusedFrames += n - added;
     }
+
+    // Transmit descriptors neither in the ring nor promised to a staged frame.
+    private int FreeTransmitDescriptors => _tx.FreeDescriptors - _staged;
 
     /// <summary>
     /// Copies the next received frame (without its header) into <paramref name="destination"/> and

@@ -106,6 +106,9 @@ internal sealed class BaselineResult(string name, string description, int frameS
     /// <summary>The Rings point this baseline is compared with; null for the reference point.</summary>
     public BenchPoint? Peer { get; init; }
 
+    /// <summary>True for DPDK's round trip (its figure is a median of per-second rates after a warm-up).</summary>
+    public bool IsDpdk => Name.StartsWith(BenchCommand.Dpdk, StringComparison.Ordinal);
+
     public List<double> Mpps { get; } = [];
 
     public List<double> LatencyP50Us { get; } = [];

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Rings.Testing.Traffic;
+using Rings.Tool.Bench;
 
 namespace Rings.Tool.Commands;
 
@@ -68,14 +69,7 @@ internal sealed record RunReport
             }
         }
 
-        if (rates.Count == 0)
-        {
-            return null;
-        }
-
-        rates.Sort();
-        var n = rates.Count;
-        return n % 2 == 1 ? rates[n / 2] : (rates[(n / 2) - 1] + rates[n / 2]) / 2;
+        return rates.Count == 0 ? null : BenchMath.Median(rates);
     }
 
     public void PrintTable(TextWriter o)
