@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Rings.Linux.Net;
+using Rings.Testing.Traffic;
 using Rings.Tool.Bench;
 using Rings.Tool.Commands;
 
@@ -141,7 +142,8 @@ public class OptionsRoundTripTests
         from logLevel in Gen.Elements(Enum.GetValues<Microsoft.Extensions.Logging.LogLevel>())
         from queues in Gen.Choose(1, 128)
         from cpus in CpusGen()
-        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, hugePages, drain, window, Metrics: metrics, LogLevel: logLevel, Queues: queues, Cpus: cpus);
+        from verify in Gen.Elements(Enum.GetValues<Verification>())
+        select new GuestOptions(s, ring, features, queueSize, burst, frameSize, rate, seconds, frames, wait, json, memory, hugePages, drain, window, Metrics: metrics, LogLevel: logLevel, Queues: queues, Cpus: cpus, Verify: verify);
 
     private static Gen<string?> CpusGen() => Gen.Elements<string?>(null, "0", "0,1", "0-3", "2,3,5-7");
 

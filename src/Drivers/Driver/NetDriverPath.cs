@@ -399,9 +399,13 @@ public sealed class NetDriverPath<TTx, TRx>
 
                 // Each id's slot is looked up now: once taken, the id's descriptor is free, and the
                 // next refill may give the id to another buffer before these are gathered.
+                // Their headers (and small frames) are asked for at once, so the lines the
+                // device's core wrote travel here side by side rather than one per frame.
                 for (var i = 0; i < _receivedCount; i++)
                 {
-                    _receivedSlots[i] = _rxSlotOfId[_received[i].Id];
+                    var s = _rxSlotOfId[_received[i].Id];
+                    _receivedSlots[i] = s;
+                    _rxSlab.Prefetch(s);
                 }
             }
 

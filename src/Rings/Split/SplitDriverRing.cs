@@ -132,7 +132,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _freeHead = _nextFree[head];
         _freeCount--;
         // Plain stores: published by the release store of avail.idx in Publish.
-        _ring.Descriptors[head] = new VirtqDesc(segment.Address, segment.Length, deviceWritable ? SplitFlags.DescWrite : (ushort)0, 0);
+        StoreIfChanged(_ring.Descriptors + head, segment.Address, segment.Length, deviceWritable ? SplitFlags.DescWrite : (ushort)0);
         _chainLength[head] = 1;
         _writableLength[head] = deviceWritable ? segment.Length : 0;
         Expose(head, deviceWritable ? 0 : segment.Length);
@@ -249,8 +249,13 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             var next = nextFree[head];
 
             // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
-            descriptors[head] = new VirtqDesc(segment.Address, segment.Length, flags, 0);
-            availRing[avail & _mask] = head;
+            StoreIfChanged(descriptors + head, segment.Address, segment.Length, flags);
+            ref var entry = ref availRing[avail & _mask];
+            if (entry != head)
+            {
+                entry = head;
+            }
+
             chainLength[head] = 1;
             writableLength[head] = deviceWritable ? segment.Length : 0;
             readBytes += deviceWritable ? 0 : segment.Length;
@@ -569,11 +574,37 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         }
     }
 
+    // Writes a one-descriptor buffer's entry in the descriptor table unless it already holds
+    // exactly these values. A buffer slot tends to go back to the descriptor it left (both free
+    // lists are stacks), so in steady state most entries are rewritten unchanged; a store, even of
+    // the same bytes, takes the cache line away from the device's core, which must then fetch it
+    // again, while a load leaves it shared by both. The device never writes the descriptor table
+    // (2.7.5), so what is read here is what this driver last wrote, or, from a device that broke
+    // the rules, something that differs and is overwritten. The publish's release store orders
+    // either way: an unchanged entry was made visible by an earlier one.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreIfChanged(VirtqDesc* descriptor, ulong address, uint length, ushort flags)
+    {
+        var second = length | ((ulong)flags << 32);
+        var words = (ulong*)descriptor;
+        if (words[0] != address || words[1] != second)
+        {
+            words[0] = address;
+            words[1] = second;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Expose(ushort head, ulong readBytes)
     {
-        // Plain store: published by the release store of avail.idx in Publish.
-        _ring.AvailRing[_availIndex & _mask] = head;
+        // Plain store: published by the release store of avail.idx in Publish. Skipped when the
+        // entry already names this head (see StoreIfChanged).
+        ref var entry = ref _ring.AvailRing[_availIndex & _mask];
+        if (entry != head)
+        {
+            entry = head;
+        }
+
         _availIndex++;
         _outstanding++;
         if (_inOrder)

@@ -151,6 +151,61 @@ public static class TestFrame
     }
 
     /// <summary>
+    /// Writes only the head of a test frame: addresses, EtherType, sequence number and timestamp
+    /// (the first 30 bytes), leaving the fill and the checksum as they were. For frames that
+    /// <see cref="TryReadSampled"/> checks by their head alone (sequence numbers not a multiple of
+    /// <see cref="SampleEvery"/>).
+    /// </summary>
+    /// <param name="frame">The frame buffer (at least <see cref="MinSize"/> bytes).</param>
+    /// <param name="sequence">The sequence number.</param>
+    /// <param name="timestamp">The send time.</param>
+    /// <param name="flow">The flow.</param>
+    public static void WriteHeader(Span<byte> frame, ulong sequence, long timestamp, ushort flow)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(frame.Length, MinSize, nameof(frame));
+        DestinationMac.CopyTo(frame);
+        SourceMac.CopyTo(frame[6..]);
+        BinaryPrimitives.WriteUInt16BigEndian(frame[10..], flow);
+        BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
+        BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
+        BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
+    }
+
+    /// <summary>
+    /// One frame in this many (those whose sequence number is a multiple of it) is written and
+    /// checked whole when frames are sampled (<see cref="Verification.Sample"/>).
+    /// </summary>
+    public const int SampleEvery = 64;
+
+    /// <summary>
+    /// Checks a frame that came back as <see cref="Verification.Sample"/> does: the EtherType and
+    /// the sequence number of every frame, the checksum too when the sequence number is a multiple
+    /// of <see cref="SampleEvery"/> (<see cref="TryRead"/>). Reads only the frame's head otherwise.
+    /// </summary>
+    /// <param name="frame">The frame as received.</param>
+    /// <param name="sequence">Its sequence number when intact.</param>
+    /// <param name="timestamp">Its send time when intact.</param>
+    /// <returns>True when the frame is intact as far as checked.</returns>
+    public static bool TryReadSampled(ReadOnlySpan<byte> frame, out ulong sequence, out long timestamp)
+    {
+        if (frame.Length < MinSize || BinaryPrimitives.ReadUInt16BigEndian(frame[12..]) != EtherType)
+        {
+            sequence = 0;
+            timestamp = 0;
+            return false;
+        }
+
+        sequence = BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
+        if ((sequence % SampleEvery) == 0)
+        {
+            return TryRead(frame, out sequence, out timestamp);
+        }
+
+        timestamp = BinaryPrimitives.ReadInt64LittleEndian(frame[TimestampOffset..]);
+        return true;
+    }
+
+    /// <summary>
     /// Checks a frame that came back: EtherType and checksum. MAC addresses may have been swapped
     /// by a reflecting peer, so either order is accepted.
     /// </summary>

@@ -33,6 +33,8 @@ namespace Rings.Tool.Commands;
 /// <param name="LogLevel">Least severe log events written.</param>
 /// <param name="Queues">Queue pairs to set up, each with a traffic thread of its own sending a flow that hashes to it.</param>
 /// <param name="Cpus">CPUs to pin the pairs' traffic threads to (pair N on the Nth, round robin), or null.</param>
+/// <param name="StartDelaySeconds">Seconds to wait after connecting before sending.</param>
+/// <param name="Verify">How much of every frame is written and checked: all of it, or its head and one whole frame in 64.</param>
 /// <param name="GsoSize">0 to send test frames; otherwise send TCP/IPv4 GSO frames of <c>FrameSize</c> bytes with this MSS (partial checksum, gso_type TCPV4), asking for CSUM and HOST_TSO4.</param>
 internal sealed record GuestOptions(
     string Socket,
@@ -57,7 +59,8 @@ internal sealed record GuestOptions(
     int Queues = 1,
     string? Cpus = null,
     int GsoSize = 0,
-    double StartDelaySeconds = 0)
+    double StartDelaySeconds = 0,
+    Verification Verify = Verification.Full)
 {
     /// <summary>The features asked for unless switched off: EVENT_IDX, MRG_RXBUF and INDIRECT_DESC.</summary>
     public const VirtioFeatures DefaultFeatures = VirtioFeatures.EventIndex | VirtioFeatures.NetMergeRxBuffers | VirtioFeatures.IndirectDescriptors;
@@ -185,6 +188,7 @@ internal sealed record GuestOptions(
             "--hugepages", Cli.Text(HugePages),
             "--drain", Cli.Number(DrainSeconds),
             "--window", Cli.Number(Window),
+            "--verify", Cli.Text(Verify),
         ];
         foreach (var a in settings)
         {
@@ -273,7 +277,11 @@ internal sealed class GuestCommand
     public Option<string> LogLevel { get; } = Monitoring.LogLevelOption(Defaults.LogLevel);
     public Option<int> Queues { get; } = new("--queues") { Description = $"Queue pairs to set up, 1 to {HostOptions.MaxQueues} (the device must offer VIRTIO_NET_F_MQ and as many pairs). Each pair gets a traffic thread sending a flow whose hash (Toeplitz, the RSS default table) picks that pair.", DefaultValueFactory = _ => Defaults.Queues };
     public Option<string?> Cpus { get; } = new("--cpus") { Description = "CPUs to pin the queue pairs' traffic threads to, pair N on the Nth (round robin), such as 0,1 or 0-3." };
+    public Option<string> Verify { get; } = Cli.Choice("--verify", VerifyDescription, Defaults.Verify);
     public Option<int> Window { get; } = new("--window") { Description = "Most frames in flight; 0: as many as the posted receive buffers hold, so a back-end that drops when the receive queue is empty (as DPDK's does) loses none. -1: no limit.", DefaultValueFactory = _ => Defaults.Window };
+
+    /// <summary>What <c>--verify</c> means.</summary>
+    public const string VerifyDescription = "How much of each frame the guest writes and checks: full (every byte of every frame: fill and checksum; what the tests use) or sample (every frame's sequence number, EtherType and length, so loss, duplicates and reordering are still counted on every frame, but the fill and checksum of only one frame in 64; the guest then touches only the head of each frame, as a packet generator does, which is what rings bench measures with).";
 
     /// <summary>What <c>--hugepages</c> means.</summary>
     public const string HugePagesDescription = "Take the shared memory from 2 MiB hugepages (rounded up to whole pages): auto uses them when enough are reserved (/proc/sys/vm/nr_hugepages) and says so in one line when it falls back to 4 KiB pages; on fails when too few are free; off never uses them.";
@@ -290,7 +298,7 @@ internal sealed class GuestCommand
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, HugePages, Drain, Window, Queues, Cpus, Metrics, LogLevel })
+        foreach (var o in new Option[] { Ring, EventIdx, InOrder, Mergeable, Indirect, QueueSize, Burst, FrameSize, Rate, Seconds, Frames, Wait, Json, Memory, HugePages, Drain, Window, Verify, Queues, Cpus, Metrics, LogLevel })
         {
             c.Options.Add(o);
         }
@@ -315,7 +323,8 @@ internal sealed class GuestCommand
         Metrics: r.GetValue(Metrics),
         LogLevel: Cli.Parse<Microsoft.Extensions.Logging.LogLevel>(r.GetValue(LogLevel)!),
         Queues: r.GetValue(Queues),
-        Cpus: r.GetValue(Cpus));
+        Cpus: r.GetValue(Cpus),
+        Verify: Cli.Parse<Verification>(r.GetValue(Verify)!));
 
     private static CommandDefinition<GuestOptions> Define()
     {

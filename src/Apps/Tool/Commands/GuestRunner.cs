@@ -121,7 +121,7 @@ internal static class GuestRunner
         {
             var frames = o.Frames == 0 ? 0 : (o.Frames / pairs.Length) + (p < o.Frames % pairs.Length ? 1 : 0);
             var flow = pairs.Length == 1 ? TestFrame.DefaultFlow : TestFrame.FlowFor(p, pairs.Length);
-            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow, o.GsoSize);
+            var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow, o.GsoSize, o.Verify);
             var net = pairs[p];
             generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
         }
@@ -250,6 +250,7 @@ internal static class GuestRunner
             FrameSize = o.FrameSize,
             Burst = o.Burst,
             Wait = Cli.Text(o.Wait),
+            Verify = Cli.Text(o.Verify),
             Rate = o.Rate,
             Traffic = f,
             Kicks = new NotificationFigures(kicks, suppressed),

@@ -17,6 +17,9 @@ internal sealed record RunReport
     public required int FrameSize { get; init; }
     public required int Burst { get; init; }
     public required string Wait { get; init; }
+
+    /// <summary>How much of each frame was written and checked: full or sample.</summary>
+    public string Verify { get; init; } = "full";
     public required double Rate { get; init; }
     public required TrafficFigures Traffic { get; init; }
     public required NotificationFigures Kicks { get; init; }
@@ -75,7 +78,7 @@ internal sealed record RunReport
     public void PrintTable(TextWriter o)
     {
         o.WriteLine();
-        o.WriteLine($"  ring {Ring}, EVENT_IDX {(EventIdx ? "on" : "off")}, IN_ORDER {(InOrder ? "on" : "off")}, frame {FrameSize} B, burst {Burst}, wait {Wait}{(Rate > 0 ? $", rate {Rate:N0} fps" : string.Empty)}");
+        o.WriteLine($"  ring {Ring}, EVENT_IDX {(EventIdx ? "on" : "off")}, IN_ORDER {(InOrder ? "on" : "off")}, frame {FrameSize} B, burst {Burst}, wait {Wait}, verify {Verify}{(Rate > 0 ? $", rate {Rate:N0} fps" : string.Empty)}");
         o.WriteLine($"  frames sent         {Traffic.Sent,14:N0}   {MppsTx,8:0.000} Mpps");
         o.WriteLine($"  frames received     {Traffic.Received,14:N0}   {MppsRx,8:0.000} Mpps   {Gbps:0.000} Gbit/s");
         if (SteadyMpps is { } steady)
@@ -134,6 +137,7 @@ internal sealed record RunReport
             w.WriteNumber("frame_size", FrameSize);
             w.WriteNumber("burst", Burst);
             w.WriteString("wait", Wait);
+            w.WriteString("verify", Verify);
             w.WriteNumber("rate", Rate);
             w.WriteNumber("seconds", Traffic.Seconds);
             w.WriteNumber("frames_sent", Traffic.Sent);
