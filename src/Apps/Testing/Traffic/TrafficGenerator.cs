@@ -216,7 +216,6 @@ public sealed class TrafficGenerator<TTx, TRx>
     public TrafficFigures Run(TimeSpan drain, Func<bool>? peerAlive = null)
     {
         var o = _options;
-        var sampled = _sampled;
         var idle = new IdlePolicy(o.Wait);
         var rx = _path.Receive;
         var buffersPerFrame = _path.Mergeable ? (VirtioNetHeader.Size + o.FrameSize + _path.ReceiveBufferSize - 1) / _path.ReceiveBufferSize : 1;
@@ -290,33 +289,7 @@ public sealed class TrafficGenerator<TTx, TRx>
                     allowed = (int)Math.Min(allowed, Math.Max(0, window - (Sent - (long)_expected)));
                 }
 
-                // One clock read per burst: it costs as much as building a small frame.
-                var stamp = Stopwatch.GetTimestamp();
-                while (sent < allowed && _path.TryLeaseTransmit(out var lease))
-                {
-                    var header = default(VirtioNetHeader);
-                    if (o.GsoSize > 0)
-                    {
-                        TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out header);
-                    }
-                    else if (sampled && (Sent % TestFrame.SampleEvery) != 0)
-                    {
-                        TestFrame.WriteHeader(lease.Frame, (ulong)Sent, stamp, o.Flow);
-                    }
-                    else
-                    {
-                        TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
-                    }
-
-                    if (!_path.Submit(lease, o.FrameSize, header))
-                    {
-                        break;
-                    }
-
-                    Sent++;
-                    sent++;
-                }
-
+                sent = SendBurst(allowed);
                 if (sent > 0)
                 {
                     bytesSent += (long)sent * o.FrameSize;
@@ -382,6 +355,44 @@ public sealed class TrafficGenerator<TTx, TRx>
             LatencySamples = samples,
             Sleeps = Sleeps,
         };
+    }
+
+    // Builds up to <allowed> frames in transmit buffers and submits them (published by the
+    // caller's flush). A method of its own, so the JIT compiles it as the hot loop it is rather
+    // than as part of Run's long-running body (entered once, and so only ever recompiled in place).
+    private int SendBurst(int allowed)
+    {
+        var o = _options;
+        var sent = 0;
+
+        // One clock read per burst: it costs as much as building a small frame.
+        var stamp = Stopwatch.GetTimestamp();
+        while (sent < allowed && _path.TryLeaseTransmit(out var lease))
+        {
+            var header = default(VirtioNetHeader);
+            if (o.GsoSize > 0)
+            {
+                TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out header);
+            }
+            else if (_sampled && (Sent % TestFrame.SampleEvery) != 0)
+            {
+                TestFrame.WriteHeader(lease.Frame, (ulong)Sent, stamp, o.Flow);
+            }
+            else
+            {
+                TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
+            }
+
+            if (!_path.Submit(lease, o.FrameSize, header))
+            {
+                break;
+            }
+
+            Sent++;
+            sent++;
+        }
+
+        return sent;
     }
 
     private int ReceiveBurst(long now, ref long bytes)
