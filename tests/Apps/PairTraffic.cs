@@ -13,7 +13,7 @@ namespace Rings.Tests.Apps;
 internal sealed class PairTraffic : IDisposable
 {
     private readonly VirtioNetDriver[] _drivers;
-    private readonly TrafficGenerator<IDriverRing, IDriverRing>[] _generators;
+    private readonly TrafficGenerator[] _generators;
     private readonly TrafficFigures?[] _figures;
     private readonly Thread[] _threads;
 
@@ -21,14 +21,14 @@ internal sealed class PairTraffic : IDisposable
     public PairTraffic(VhostUserFrontend frontend, int pairs)
     {
         _drivers = VirtioNetDriver.ForEachPair(frontend, 128);
-        _generators = new TrafficGenerator<IDriverRing, IDriverRing>[pairs];
+        _generators = new TrafficGenerator[pairs];
         _figures = new TrafficFigures?[pairs];
         _threads = new Thread[pairs];
         for (var p = 0; p < pairs; p++)
         {
             var d = _drivers[p];
             var traffic = new TrafficOptions(64, 32, 0, TimeSpan.FromSeconds(60), WaitStrategy.Adaptive, Flow: TestFrame.FlowFor(p, pairs));
-            _generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
+            _generators[p] = TrafficGenerator.Create(d.Path, d.Transmit.Kick, d.Receive.Kick, d.Receive.Call, traffic);
             var pair = p;
             _threads[p] = new Thread(() => _figures[pair] = _generators[pair].Run(TimeSpan.FromSeconds(10))) { IsBackground = true };
             _threads[p].Start();

@@ -6,6 +6,7 @@ using Rings.Linux.Net;
 using Rings.Memory;
 using Rings.Packed;
 using Rings.Split;
+using Rings.Testing.Traffic;
 
 namespace Rings.Tests.Net;
 
@@ -45,6 +46,27 @@ public sealed class RingStructTests : IDisposable
 
         Assert.Equal(count, txDevice.Counters.Packets);
         Assert.False(txDevice.IsBroken || rxDevice.IsBroken || txDriver.IsBroken || rxDriver.IsBroken);
+    }
+
+    [Theory]
+    [InlineData("split", typeof(NetDriverPath<SplitDriver, SplitDriver>), typeof(TrafficGenerator<SplitDriver, SplitDriver>))]
+    [InlineData("packed", typeof(NetDriverPath<PackedDriver, PackedDriver>), typeof(TrafficGenerator<PackedDriver, PackedDriver>))]
+    public void PlainRingsGetAPathAndAGeneratorCompiledForTheirFormat(string ring, Type pathType, Type generatorType)
+    {
+        var (txDriver, rxDriver, txDevice, rxDevice, txSlab, rxSlab) = Lay(RingFormat.Parse(ring), 64 + VirtioNetHeader.Size, 2048);
+        var path = NetDriverPath.ForRings(txDriver, rxDriver, txSlab, rxSlab, mergeable: false);
+        Assert.IsType(pathType, path);
+        Assert.Same(txDriver, path.Transmit);
+        Assert.Same(rxDriver, path.Receive);
+        using SemaphoreDoorbell kick = new(), call = new();
+        var generator = TrafficGenerator.Create(path, kick, kick, call, new TrafficOptions(64, 8, 0, TimeSpan.FromSeconds(5), WaitStrategy.Poll, Frames: 16));
+        Assert.IsType(generatorType, generator);
+
+        // A ring that is not one of the plain classes (here the format's struct, boxed) keeps the interface path.
+        IDriverRing wrapper = txDriver is SplitDriverRing split ? new SplitDriver(split) : new PackedDriver((PackedDriverRing)txDriver);
+        var wrapped = NetDriverPath.ForRings(wrapper, rxDriver, txSlab, rxSlab, mergeable: false);
+        Assert.IsType<NetDriverPath<IDriverRing, IDriverRing>>(wrapped);
+        Assert.False(txDevice.IsBroken || rxDevice.IsBroken);
     }
 
     [Theory]

@@ -13,12 +13,17 @@ namespace Rings.Linux.Driver;
 /// </summary>
 /// <typeparam name="TTx">Driver side of the transmit queue.</typeparam>
 /// <typeparam name="TRx">Driver side of the receive queue.</typeparam>
-public sealed class NetDriverPath<TTx, TRx>
+public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     where TTx : IDriverRing
     where TRx : IDriverRing
 {
     private readonly TTx _tx;
     private readonly TRx _rx;
+
+    // The rings themselves, for callers that see the path as INetDriverPath: a ring struct would
+    // be boxed anew at every read, and would not be the ring the caller set up.
+    private readonly IDriverRing _txRing;
+    private readonly IDriverRing _rxRing;
     private readonly BufferSlab _txSlab;
     private readonly BufferSlab _rxSlab;
     private readonly int[] _txSlotOfId;
@@ -69,6 +74,8 @@ public sealed class NetDriverPath<TTx, TRx>
         ArgumentOutOfRangeException.ThrowIfLessThan(rxSlab.BufferSize, VirtioNetHeader.Size + 1, nameof(rxSlab));
         _tx = tx;
         _rx = rx;
+        _txRing = RingOf(tx);
+        _rxRing = RingOf(rx);
         _txSlab = txSlab;
         _rxSlab = rxSlab;
         _mergeable = mergeable;
@@ -78,11 +85,32 @@ public sealed class NetDriverPath<TTx, TRx>
         _mergeLengths = new int[NetForwarder.MaxMergedBuffers];
     }
 
+    private static IDriverRing RingOf<TRing>(TRing ring)
+        where TRing : IDriverRing => ring switch
+    {
+        Rings.Split.SplitDriver split => split.Ring,
+        Rings.Packed.PackedDriver packed => packed.Ring,
+        _ => ring,
+    };
+
     /// <summary>The transmit ring.</summary>
     public TTx Transmit => _tx;
 
     /// <summary>The receive ring.</summary>
     public TRx Receive => _rx;
+
+    /// <inheritdoc/>
+    IDriverRing INetDriverPath.Transmit => _txRing;
+
+    /// <inheritdoc/>
+    IDriverRing INetDriverPath.Receive => _rxRing;
+
+    /// <inheritdoc/>
+    public TResult Accept<TResult>(INetDriverPathVisitor<TResult> visitor)
+    {
+        ArgumentNullException.ThrowIfNull(visitor);
+        return visitor.Visit(this);
+    }
 
     /// <summary>Bytes per receive buffer, the 12-byte header included.</summary>
     public int ReceiveBufferSize => _rxSlab.BufferSize;

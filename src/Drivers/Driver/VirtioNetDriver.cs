@@ -36,7 +36,7 @@ public sealed class VirtioNetDriver : IDisposable
     private const int BufferAlignment = 64;
 
     private readonly VhostUserFrontend _frontend;
-    private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
+    private readonly INetDriverPath _path;
     private readonly EventFd _breakSignal = EventFd.Create();
     private readonly bool _ownsFrontend;
     private bool _transmitPending;
@@ -100,7 +100,7 @@ public sealed class VirtioNetDriver : IDisposable
         ReceiveBufferSize = receiveBuffer;
         Receive = receive;
         Transmit = transmit;
-        _path = new NetDriverPath<IDriverRing, IDriverRing>(transmit.Ring, receive.Ring, transmitSlab, receiveSlab, Mergeable);
+        _path = NetDriverPath.ForRings(transmit.Ring, receive.Ring, transmitSlab, receiveSlab, Mergeable);
 
         // Transmit buffers are reclaimed when they run short and receive queues polled: no calls
         // wanted until WaitForReceive asks for one (2.7.10, 2.8.10).
@@ -137,8 +137,11 @@ public sealed class VirtioNetDriver : IDisposable
     /// <summary>
     /// The queue pair's data path underneath, for a caller that drives the rings and doorbells itself
     /// (its own burst and wait policy). Frames sent or taken through it are not flushed by <see cref="Flush"/>.
+    /// Over plain split or packed rings it is a <see cref="NetDriverPath{TTx, TRx}"/> of that
+    /// format's ring structs (<see cref="NetDriverPath.ForRings"/>); a caller's own hot loop gets
+    /// it typed so through <see cref="INetDriverPath.Accept{TResult}"/>.
     /// </summary>
-    public NetDriverPath<IDriverRing, IDriverRing> Path => _path;
+    public INetDriverPath Path => _path;
 
     /// <summary>Bytes per receive buffer, the virtio-net header included.</summary>
     public int ReceiveBufferSize { get; }

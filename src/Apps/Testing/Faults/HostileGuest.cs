@@ -134,13 +134,13 @@ public static class HostileGuest
         private readonly VhostUserFrontend _frontend;
         private readonly VhostUserChannel _channel;
         private readonly HostileGuestOptions _o;
-        private readonly NetDriverPath<IDriverRing, IDriverRing> _path;
+        private readonly INetDriverPath _path;
         private readonly FrontendQueue _rx;
         private readonly FrontendQueue _tx;
         private readonly TextWriter _output;
         private readonly List<FileDescriptor> _replyFds = [];
         private readonly int _seed = Environment.TickCount;
-        private TrafficGenerator<IDriverRing, IDriverRing>? _generator;
+        private TrafficGenerator? _generator;
         private Thread? _thread;
         private TrafficFigures? _figures;
         private string? _failure;
@@ -469,7 +469,7 @@ public static class HostileGuest
         private void StartTraffic(double seconds, double drainSeconds = 1)
         {
             var traffic = new TrafficOptions(_o.FrameSize, _o.Burst, 0, TimeSpan.FromSeconds(seconds), _o.Wait);
-            var generator = new TrafficGenerator<IDriverRing, IDriverRing>(_path, _tx.Kick, _rx.Kick, _rx.Call, traffic);
+            var generator = TrafficGenerator.Create(_path, _tx.Kick, _rx.Kick, _rx.Call, traffic);
             _generator = generator;
             _figures = null;
             _thread = new Thread(() =>

@@ -126,11 +126,93 @@ public sealed record TrafficFigures
 /// <summary>
 /// The guest side's traffic engine: sends numbered, checksummed test frames through a virtio-net
 /// driver path at a given rate and burst, takes back what returns, and counts lost, duplicated
-/// and corrupted frames and round-trip latency. No allocation per frame.
+/// and corrupted frames and round-trip latency. No allocation per frame. <see cref="Create"/>
+/// makes one compiled for the path's ring types (<see cref="TrafficGenerator{TTx, TRx}"/>).
 /// </summary>
+public abstract class TrafficGenerator
+{
+    private volatile bool _stop;
+    private volatile bool _stopSending;
+
+    private protected TrafficGenerator()
+    {
+    }
+
+    /// <summary>Frames sent so far (readable from any thread).</summary>
+    public long Sent;
+
+    /// <summary>Frames received intact so far (readable from any thread).</summary>
+    public long Received;
+
+    /// <summary>Frames lost so far (gaps in the returning sequence).</summary>
+    public long Lost;
+
+    /// <summary>Duplicated frames so far.</summary>
+    public long Duplicated;
+
+    /// <summary>Corrupted frames so far.</summary>
+    public long Corrupted;
+
+    /// <summary>Times the generator went to sleep.</summary>
+    public long Sleeps;
+
+    /// <summary>True once <see cref="Stop"/> was called.</summary>
+    public bool StopRequested => _stopSending;
+
+    /// <summary>True once a second <see cref="Stop"/> asked to stop at once.</summary>
+    private protected bool StopNow => _stop;
+
+    /// <summary>
+    /// A generator over <paramref name="path"/>, compiled for its ring types (the ring structs
+    /// when the path has them, see <see cref="NetDriverPath.ForRings"/>).
+    /// </summary>
+    /// <param name="path">The driver's queue pair.</param>
+    /// <param name="txKick">Kicks to the device for the transmit queue.</param>
+    /// <param name="rxKick">Kicks to the device for the receive queue.</param>
+    /// <param name="rxCall">Calls from the device for the receive queue.</param>
+    /// <param name="options">The settings.</param>
+    /// <returns>The generator.</returns>
+    public static TrafficGenerator Create(INetDriverPath path, IDoorbell txKick, IDoorbell rxKick, IDoorbell rxCall, TrafficOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return path.Accept(new Factory(txKick, rxKick, rxCall, options));
+    }
+
+    /// <summary>
+    /// Ends the run early (for example on Ctrl-C): the first call stops sending and lets the frames
+    /// in flight come back (up to the drain time); a second call stops at once.
+    /// </summary>
+    public void Stop()
+    {
+        if (_stopSending)
+        {
+            _stop = true;
+        }
+
+        _stopSending = true;
+    }
+
+    /// <summary>
+    /// Runs on the calling thread: sends for the configured duration, then waits up to
+    /// <paramref name="drain"/> for frames still in flight.
+    /// </summary>
+    /// <param name="drain">Longest wait for the last frames to return.</param>
+    /// <param name="peerAlive">Polled about every 100 ms; when it returns false the run ends.</param>
+    /// <returns>The figures.</returns>
+    public abstract TrafficFigures Run(TimeSpan drain, Func<bool>? peerAlive = null);
+
+    private sealed class Factory(IDoorbell txKick, IDoorbell rxKick, IDoorbell rxCall, TrafficOptions options) : INetDriverPathVisitor<TrafficGenerator>
+    {
+        public TrafficGenerator Visit<TTx, TRx>(NetDriverPath<TTx, TRx> path)
+            where TTx : IDriverRing
+            where TRx : IDriverRing => new TrafficGenerator<TTx, TRx>(path, txKick, rxKick, rxCall, options);
+    }
+}
+
+/// <summary>A <see cref="TrafficGenerator"/> compiled for the ring types of its path.</summary>
 /// <typeparam name="TTx">Driver side of the transmit queue.</typeparam>
 /// <typeparam name="TRx">Driver side of the receive queue.</typeparam>
-public sealed class TrafficGenerator<TTx, TRx>
+public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
     where TTx : IDriverRing
     where TRx : IDriverRing
 {
@@ -145,8 +227,6 @@ public sealed class TrafficGenerator<TTx, TRx>
     private readonly bool _sampled;
     private readonly long[] _latency = new long[LatencyCapacity];
     private readonly byte[] _receiveBuffer = new byte[65536];
-    private volatile bool _stop;
-    private volatile bool _stopSending;
     private long _latencyCount;
     private ulong _expected;
 
@@ -171,49 +251,8 @@ public sealed class TrafficGenerator<TTx, TRx>
         _sampled = options.Verify == Verification.Sample && options.GsoSize == 0;
     }
 
-    /// <summary>Frames sent so far (readable from any thread).</summary>
-    public long Sent;
-
-    /// <summary>Frames received intact so far (readable from any thread).</summary>
-    public long Received;
-
-    /// <summary>Frames lost so far (gaps in the returning sequence).</summary>
-    public long Lost;
-
-    /// <summary>Duplicated frames so far.</summary>
-    public long Duplicated;
-
-    /// <summary>Corrupted frames so far.</summary>
-    public long Corrupted;
-
-    /// <summary>Times the generator went to sleep.</summary>
-    public long Sleeps;
-
-    /// <summary>True once <see cref="Stop"/> was called.</summary>
-    public bool StopRequested => _stopSending;
-
-    /// <summary>
-    /// Ends the run early (for example on Ctrl-C): the first call stops sending and lets the frames
-    /// in flight come back (up to the drain time); a second call stops at once.
-    /// </summary>
-    public void Stop()
-    {
-        if (_stopSending)
-        {
-            _stop = true;
-        }
-
-        _stopSending = true;
-    }
-
-    /// <summary>
-    /// Runs on the calling thread: sends for the configured duration, then waits up to
-    /// <paramref name="drain"/> for frames still in flight.
-    /// </summary>
-    /// <param name="drain">Longest wait for the last frames to return.</param>
-    /// <param name="peerAlive">Polled about every 100 ms; when it returns false the run ends.</param>
-    /// <returns>The figures.</returns>
-    public TrafficFigures Run(TimeSpan drain, Func<bool>? peerAlive = null)
+    /// <inheritdoc/>
+    public override TrafficFigures Run(TimeSpan drain, Func<bool>? peerAlive = null)
     {
         var o = _options;
         var idle = new IdlePolicy(o.Wait);
@@ -244,7 +283,7 @@ public sealed class TrafficGenerator<TTx, TRx>
         long sendEnd = 0;
         var sending = true;
         long bytesSent = 0, bytesReceived = 0;
-        while (!_stop)
+        while (!StopNow)
         {
             var now = clock.ElapsedTicks;
             if (now >= nextAliveCheck)
@@ -256,7 +295,7 @@ public sealed class TrafficGenerator<TTx, TRx>
                 }
             }
 
-            if (sending && (now >= duration || (o.Frames > 0 && Sent >= o.Frames) || _stopSending))
+            if (sending && (now >= duration || (o.Frames > 0 && Sent >= o.Frames) || StopRequested))
             {
                 sending = false;
                 sendEnd = now;

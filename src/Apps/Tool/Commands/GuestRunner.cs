@@ -116,14 +116,14 @@ internal static class GuestRunner
         // may drop what finds no receive buffer (DPDK's vhost does), ours waits instead.
         // --window means what TrafficOptions.Window means, so it passes through. With several
         // pairs, --frames is shared out among them.
-        var generators = new TrafficGenerator<IDriverRing, IDriverRing>[pairs.Length];
+        var generators = new TrafficGenerator[pairs.Length];
         for (var p = 0; p < pairs.Length; p++)
         {
             var frames = o.Frames == 0 ? 0 : (o.Frames / pairs.Length) + (p < o.Frames % pairs.Length ? 1 : 0);
             var flow = pairs.Length == 1 ? TestFrame.DefaultFlow : TestFrame.FlowFor(p, pairs.Length);
             var traffic = new TrafficOptions(o.FrameSize, o.Burst, o.Rate / pairs.Length, TimeSpan.FromSeconds(o.Seconds), o.Wait, frames, o.Window, flow, o.GsoSize, o.Verify);
             var net = pairs[p];
-            generators[p] = new TrafficGenerator<IDriverRing, IDriverRing>(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
+            generators[p] = TrafficGenerator.Create(net.Path, net.Transmit.Kick, net.Receive.Kick, net.Receive.Call, traffic);
         }
 
         var peerGone = false;
