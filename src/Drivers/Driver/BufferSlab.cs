@@ -13,7 +13,12 @@ public sealed unsafe class BufferSlab
     private readonly int[] _free;
     private readonly ulong _baseAddress;
     private readonly byte* _host;
+    private readonly bool _firstInFirstOut;
     private int _freeCount;
+
+    // First in, first out: the oldest free buffer is at _free[_oldest], the rest follow it round
+    // the array. Last in, first out: the newest is at _free[_freeCount - 1] (and _oldest stays 0).
+    private int _oldest;
 
     /// <summary>Creates a slab of <paramref name="count"/> buffers of <paramref name="bufferSize"/> bytes at <paramref name="baseAddress"/>.</summary>
     /// <param name="memory">The memory table holding the slab.</param>
@@ -22,6 +27,28 @@ public sealed unsafe class BufferSlab
     /// <param name="bufferSize">Bytes per buffer.</param>
     /// <exception cref="ArgumentException">The slab does not fit one region of the memory table.</exception>
     public BufferSlab(GuestMemory memory, ulong baseAddress, int count, int bufferSize)
+        : this(memory, baseAddress, count, bufferSize, firstInFirstOut: false)
+    {
+    }
+
+    /// <summary>
+    /// Creates a slab of <paramref name="count"/> buffers of <paramref name="bufferSize"/> bytes at
+    /// <paramref name="baseAddress"/>, handing free buffers out last in, first out (a stack), or
+    /// first in, first out (a queue).
+    /// </summary>
+    /// <param name="memory">The memory table holding the slab.</param>
+    /// <param name="baseAddress">Guest-physical address of buffer 0.</param>
+    /// <param name="count">Number of buffers.</param>
+    /// <param name="bufferSize">Bytes per buffer.</param>
+    /// <param name="firstInFirstOut">
+    /// True to hand out the buffer returned longest ago. A split ring's driver reuses freed
+    /// descriptors last in, first out, but under VIRTIO_F_IN_ORDER first in, first out (in ring
+    /// order); a slab that hands out buffers in the same order as the ring hands out descriptors
+    /// gives each buffer back to the descriptor it had, whose entry then need not be rewritten
+    /// (see the split driver ring's adds).
+    /// </param>
+    /// <exception cref="ArgumentException">The slab does not fit one region of the memory table.</exception>
+    public BufferSlab(GuestMemory memory, ulong baseAddress, int count, int bufferSize, bool firstInFirstOut)
     {
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
@@ -43,6 +70,7 @@ public sealed unsafe class BufferSlab
         }
 
         _freeCount = count;
+        _firstInFirstOut = firstInFirstOut;
     }
 
     /// <summary>Number of buffers.</summary>
@@ -71,7 +99,17 @@ public sealed unsafe class BufferSlab
             return false;
         }
 
-        index = _free[--_freeCount];
+        _freeCount--;
+        if (_firstInFirstOut)
+        {
+            index = _free[_oldest];
+            _oldest = _oldest + 1 == _free.Length ? 0 : _oldest + 1;
+        }
+        else
+        {
+            index = _free[_freeCount];
+        }
+
         return true;
     }
 
@@ -84,7 +122,9 @@ public sealed unsafe class BufferSlab
             throw new ArgumentOutOfRangeException(nameof(index), index, "not a buffer of this slab, or returned twice");
         }
 
-        _free[_freeCount++] = index;
+        var at = _oldest + _freeCount;
+        _free[at < _free.Length ? at : at - _free.Length] = index;
+        _freeCount++;
     }
 
     /// <summary>Guest-physical address of buffer <paramref name="index"/>.</summary>

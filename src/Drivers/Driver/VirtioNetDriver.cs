@@ -94,8 +94,10 @@ public sealed class VirtioNetDriver : IDisposable
         var bufferAddress = frontend.BufferAddress + ((ulong)pair * share);
         _ownsFrontend = ownsFrontend;
         Pair = pair;
-        var transmitSlab = new BufferSlab(frontend.GuestMemory, bufferAddress, transmit.Size, transmitBuffer);
-        var receiveSlab = new BufferSlab(frontend.GuestMemory, bufferAddress + transmitBytes, receive.Size, receiveBuffer);
+        // Buffers handed out in the order the rings hand out descriptors (see BufferSlab).
+        var inOrder = (frontend.Features & VirtioFeatures.InOrder) != 0;
+        var transmitSlab = new BufferSlab(frontend.GuestMemory, bufferAddress, transmit.Size, transmitBuffer, inOrder);
+        var receiveSlab = new BufferSlab(frontend.GuestMemory, bufferAddress + transmitBytes, receive.Size, receiveBuffer, inOrder);
         _frontend = frontend;
         ReceiveBufferSize = receiveBuffer;
         Receive = receive;
