@@ -13,7 +13,8 @@
 # each round, so all share one sitting):
 #   dpdk_mpps=N        DPDK's round trip, first ring format and page size
 #   rings_mpps=N       with --rings: `rings loopback --wait poll --verify sample` (every
-#                      frame's sequence checked, its whole content one in 64) at the same frame size and
+#                      frame's sequence checked, its whole content one in 64) with the features
+#                      DPDK's pair negotiates (IN_ORDER on, EVENT_IDX off), at the same frame size and
 #                      burst, run alternately with DPDK; its steady rate (the median of its
 #                      per-second rates after the first), taken as DPDK's is
 #   dpdk_RING_PAGES_mpps=N, rings_RING_PAGES_mpps=N
@@ -191,7 +192,7 @@ rings_run() {
     local json="$work/rings.json"
     local huge=off
     [[ "$pages" == 2m ]] && huge=on
-    "$rings" loopback --wait poll --verify sample --ring "$ring" --hugepages "$huge" --frame-size "$frame_size" --burst "$burst" --queue-size "$queue_size" \
+    "$rings" loopback --wait poll --verify sample --in-order on --event-idx off --ring "$ring" --hugepages "$huge" --frame-size "$frame_size" --burst "$burst" --queue-size "$queue_size" \
         --seconds "$seconds" --json "$json" >"$work/rings.log" 2>&1 || { echo "dpdk-baseline: rings loopback failed:" >&2; tail -20 "$work/rings.log" >&2; return 1; }
     # The steady rate (median of the per-second rates after the first), taken as DPDK's is; the
     # whole run's rate when the run was too short to have one.
