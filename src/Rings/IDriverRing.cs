@@ -222,6 +222,9 @@ public interface IDeviceRing
     /// <exception cref="ArgumentException">The counts do not describe buffers in flight.</exception>
     void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors);
 
+    /// <summary>True when VIRTIO_F_IN_ORDER was negotiated, so <see cref="PushUsedInOrderBatch"/> may be used.</summary>
+    bool InOrder { get; }
+
     /// <summary>Makes every buffer pushed since the last publish visible to the driver at once (release).</summary>
     void PublishUsed();
 

@@ -80,6 +80,52 @@ public sealed class NetPathTests : IDisposable
         Assert.Equal((long)count, p.Tx.Counters.Packets);
     }
 
+    [Theory]
+    [InlineData(32)]
+    [InlineData(1)]
+    public unsafe void UnderInOrderTheForwarderReturnsATransmitBurstWithOneUsedEntry(int frames)
+    {
+        const int size = 64;
+        var p = Create(size, 64 + VirtioNetHeader.Size, 2048, mergeable: false, VirtioFeatures.InOrder | VirtioFeatures.EventIndex);
+        var used = RingFormat.Split.Layout(size).At(Base).DeviceArea;
+        Assert.True(new GuestMemory(_region.Region).TryTranslate(used, 4 + (8 * size), out var host));
+        var usedRing = new ReadOnlySpan<byte>((void*)host, 4 + (8 * size));
+        p.Driver.RefillReceive();
+        for (var round = 0; round < 3; round++)
+        {
+            var frame = new byte[64];
+            for (var s = 0; s < frames; s++)
+            {
+                Fill(frame, (ulong)((round * frames) + s));
+                Assert.True(p.Driver.TrySend(frame));
+            }
+
+            p.Driver.FlushTransmit();
+            var r = NetForwarder.Forward(p.Tx, p.Rx, 32, mergeable: false);
+            Assert.Equal(new ForwardResult(frames, 0, false), r);
+
+            // used.idx moved by the whole burst; one entry written, at the burst's first slot (2.7.9).
+            var first = round * frames;
+            Assert.Equal((ushort)(first + frames), BinaryPrimitives.ReadUInt16LittleEndian(usedRing[2..]));
+            for (var k = 1; k < frames; k++)
+            {
+                Assert.Equal(0UL, BinaryPrimitives.ReadUInt64LittleEndian(usedRing[(4 + (8 * ((first + k) % size)))..]));
+            }
+
+            Assert.Equal(frames, p.Driver.ReclaimTransmit());
+            var back = new byte[2048];
+            for (var s = 0; s < frames; s++)
+            {
+                Assert.True(p.Driver.TryReceive(back, out var length));
+                Assert.True(Check(back.AsSpan(0, length), (ulong)(first + s)));
+            }
+
+            p.Driver.RefillReceive();
+        }
+
+        Assert.False(p.Tx.IsBroken || p.Rx.IsBroken || p.Driver.Transmit.IsBroken || p.Driver.Receive.IsBroken);
+    }
+
     [Fact]
     public void OversizeFrameWithoutMergeableIsDroppedAndCounted()
     {

@@ -144,6 +144,9 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     public bool HasAvailable => _inner.HasAvailable;
 
     /// <inheritdoc/>
+    public bool InOrder => _inner.InOrder;
+
+    /// <inheritdoc/>
     public RingPosition Position => _inner.Position;
 
     /// <summary>

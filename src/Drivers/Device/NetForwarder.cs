@@ -215,7 +215,25 @@ public static class NetForwarder
         }
 
         rx.PushUsedBurst(rxTokens[..buffers], written[..buffers]);
-        tx.PushUsedBurst(txTokens[..(frames + dropped)], default);
+        var sent = frames + dropped;
+        if (sent > 1 && tx.InOrder)
+        {
+            // Under IN_ORDER the frames, popped in ring order and none written to, go back with
+            // one used entry naming the last (2.7.9, 2.8.8): one line for the driver to read
+            // instead of one per eight (split) or four (packed) frames.
+            var descriptors = 0;
+            for (var k = 0; k < sent; k++)
+            {
+                descriptors += txTokens[k].DescriptorCount;
+            }
+
+            tx.PushUsedInOrderBatch(txTokens[sent - 1], 0, sent, descriptors);
+        }
+        else
+        {
+            tx.PushUsedBurst(txTokens[..sent], default);
+        }
+
         return new BurstStep(frames, dropped, outcome);
     }
 

@@ -116,6 +116,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         new((ushort)_availPosition, _availBits == PackedFlags.Avail, (ushort)_usedPosition, _usedBits == PackedFlags.AvailUsed);
 
     /// <inheritdoc/>
+    public bool InOrder => _inOrder;
+
+    /// <inheritdoc/>
     public bool HasAvailable
     {
         get

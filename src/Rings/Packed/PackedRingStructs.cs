@@ -59,6 +59,9 @@ public readonly struct PackedDevice(PackedDeviceRing ring) : IDeviceRing
     public bool HasAvailable => _ring.HasAvailable;
 
     /// <inheritdoc/>
+    public bool InOrder => _ring.InOrder;
+
+    /// <inheritdoc/>
     public void UndoPops(RingPosition before) => _ring.UndoPops(before);
 
     /// <inheritdoc/>

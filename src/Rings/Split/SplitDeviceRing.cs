@@ -88,6 +88,9 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     public RingPosition Position => new(_lastAvail);
 
     /// <inheritdoc/>
+    public bool InOrder => _inOrder;
+
+    /// <inheritdoc/>
     public bool HasAvailable => !IsBroken && (_lastAvail != _cachedAvailIndex || Volatile.Read(ref _ring.Avail->Idx) != _lastAvail);
 
     /// <inheritdoc/>
