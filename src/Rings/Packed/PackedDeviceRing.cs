@@ -405,19 +405,21 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
             // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
             var d = _desc + position;
-            d->Len = w;
-            d->Id = token.Id;
             var flags = (ushort)(bits | (w != 0 ? PackedFlags.Write : 0));
             if (first)
             {
+                d->Len = w;
+                d->Id = token.Id;
                 _pendingUsed = d;
                 _pendingUsedFlags = flags;
                 first = false;
             }
             else
             {
-                // Plain store: published by the release store of the burst's first flags in PublishUsed (2.8.22).
-                d->Flags = flags;
+                // Plain store of len, id and flags at once (the line is usually on the driver's
+                // core, and each store waits for it): published by the release store of the
+                // burst's first flags in PublishUsed (2.8.22).
+                ((ulong*)d)[1] = w | ((ulong)token.Id << 32) | ((ulong)flags << 48);
             }
 
             descriptors += token.DescriptorCount;

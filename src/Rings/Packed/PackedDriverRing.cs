@@ -367,20 +367,24 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             var segment = buffers[i];
             var id = freeIds[--freeIdCount];
             var d = _desc + position;
-            d->Addr = segment.Address;
-            d->Len = segment.Length;
-            d->Id = id;
             var flags = (ushort)(bits | write);
             if (first)
             {
+                d->Addr = segment.Address;
+                d->Len = segment.Length;
+                d->Id = id;
                 _pendingHead = d;
                 _pendingHeadFlags = flags;
                 first = false;
             }
             else
             {
-                // Plain store: published by the release store of the burst's first head in Publish (2.8.21.1.1).
-                d->Flags = flags;
+                // Plain stores, the descriptor whole in two (its line is usually on the device's
+                // core, and each store waits for it): published by the release store of the burst's
+                // first head in Publish (2.8.21.1.1), before which the device reads none of them.
+                var words = (ulong*)d;
+                words[0] = segment.Address;
+                words[1] = segment.Length | ((ulong)id << 32) | ((ulong)flags << 48);
             }
 
             made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);
