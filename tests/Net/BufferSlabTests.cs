@@ -65,6 +65,13 @@ public sealed class BufferSlabTests : IDisposable
                     }
 
                     Assert.Equal(free.Count, slab.FreeCount);
+
+                    // PeekFree(k) names the buffer the k-th next take hands out.
+                    var next = firstInFirstOut ? free.ToList() : free.Reverse().ToList();
+                    for (var k = 0; k <= next.Count; k++)
+                    {
+                        Assert.Equal(k < next.Count ? next[k] : -1, slab.PeekFree(k));
+                    }
                 }
 
                 Assert.Throws<ArgumentOutOfRangeException>(() => slab.Return(count));

@@ -127,6 +127,49 @@ public sealed class NetPathTests : IDisposable
     }
 
     [Fact]
+    public void PreparingTransmitBuffersWritesThePlainHeaderAndChangesNothingElse()
+    {
+        var p = Create(16, 64 + VirtioNetHeader.Size, 2048, mergeable: false);
+        p.Driver.RefillReceive();
+
+        // Every transmit buffer's header made dirty, then the next four prepared.
+        var memory = new GuestMemory(_region.Region);
+        var slabs = Base + (2 * (ulong)RingFormat.Split.Layout(16).TotalBytes);
+        Span<byte> Header(int i) => memory.TryGetSpan(slabs + (ulong)(i * (64 + VirtioNetHeader.Size)), 8, out var span) ? span : throw new InvalidOperationException("outside memory");
+        for (var i = 0; i < 16; i++)
+        {
+            Header(i).Fill(0xEE);
+        }
+
+        p.Driver.PrepareTransmit(4);
+        var prepared = 0;
+        for (var i = 0; i < 16; i++)
+        {
+            prepared += Header(i).IndexOfAnyExcept((byte)0) < 0 ? 1 : 0;
+        }
+
+        Assert.Equal(4, prepared);
+        Assert.Equal(16, p.Driver.Transmit.FreeDescriptors);
+
+        // The frames sent after it go and come back as ever.
+        var frame = new byte[64];
+        for (var s = 0; s < 6; s++)
+        {
+            Fill(frame, (ulong)s);
+            Assert.True(p.Driver.TrySend(frame));
+        }
+
+        p.Driver.FlushTransmit();
+        Assert.Equal(new ForwardResult(6, 0, false), NetForwarder.Forward(p.Tx, p.Rx, 32, mergeable: false));
+        var back = new byte[2048];
+        for (var s = 0; s < 6; s++)
+        {
+            Assert.True(p.Driver.TryReceive(back, out var length));
+            Assert.True(Check(back.AsSpan(0, length), (ulong)s));
+        }
+    }
+
+    [Fact]
     public void OversizeFrameWithoutMergeableIsDroppedAndCounted()
     {
         var p = Create(16, 9000 + VirtioNetHeader.Size, 2048, mergeable: false);

@@ -113,6 +113,28 @@ public sealed unsafe class BufferSlab
         return true;
     }
 
+    /// <summary>
+    /// The buffer the <paramref name="ahead"/>-th next <see cref="TryTake"/> would hand out if
+    /// nothing were returned in between (0: the next one), or -1 when fewer are free.
+    /// </summary>
+    /// <param name="ahead">How many takes ahead.</param>
+    /// <returns>The buffer's index, or -1.</returns>
+    public int PeekFree(int ahead)
+    {
+        if ((uint)ahead >= (uint)_freeCount)
+        {
+            return -1;
+        }
+
+        if (!_firstInFirstOut)
+        {
+            return _free[_freeCount - 1 - ahead];
+        }
+
+        var at = _oldest + ahead;
+        return _free[at < _free.Length ? at : at - _free.Length];
+    }
+
     /// <summary>Returns a buffer taken earlier.</summary>
     /// <param name="index">The buffer's index.</param>
     public void Return(int index)

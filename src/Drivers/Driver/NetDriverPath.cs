@@ -222,6 +222,30 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         return Submit(lease, frame.Length);
     }
 
+    /// <summary>
+    /// Writes the virtio-net header of the next <paramref name="count"/> transmit buffers a lease
+    /// would hand out, before any frame is built in them: their lines were last read by the
+    /// device's core, and one store to each, back to back, asks for all of them at once instead
+    /// of waiting for each as its frame is built. The header written is the plain one
+    /// <see cref="Submit(in TransmitLease, int)"/> writes.
+    /// </summary>
+    /// <param name="count">Frames about to be built.</param>
+    public void PrepareTransmit(int count)
+    {
+        count = Math.Min(count, Burst);
+        for (var i = 0; i < count; i++)
+        {
+            var slot = _txSlab.PeekFree(i);
+            if (slot < 0)
+            {
+                break;
+            }
+
+            // The first 8 bytes of the plain header (flags, gso_type, hdr_len, gso_size): zero.
+            System.Runtime.InteropServices.MemoryMarshal.Write(_txSlab.Span(slot), 0UL);
+        }
+    }
+
     /// <summary>Leases a transmit buffer in shared memory to build a frame in place (zero copy).</summary>
     /// <param name="lease">The lease; write the frame into <see cref="TransmitLease.Frame"/> then call <see cref="Submit(in TransmitLease, int)"/>.</param>
     /// <returns>False when no transmit buffer is free (after reclaiming).</returns>

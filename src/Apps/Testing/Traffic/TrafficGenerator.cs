@@ -404,6 +404,8 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
         var o = _options;
         var sent = 0;
 
+        _path.PrepareTransmit(allowed);
+
         // One clock read per burst: it costs as much as building a small frame.
         var stamp = Stopwatch.GetTimestamp();
         while (sent < allowed && _path.TryLeaseTransmit(out var lease))
