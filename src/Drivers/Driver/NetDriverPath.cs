@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Rings.Chains;
 using Rings.Linux.Device;
 using Rings.Linux.Net;
@@ -242,7 +243,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
             }
 
             // The first 8 bytes of the plain header (flags, gso_type, hdr_len, gso_size): zero.
-            System.Runtime.InteropServices.MemoryMarshal.Write(_txSlab.Span(slot), 0UL);
+            MemoryMarshal.Write(_txSlab.Span(slot), 0UL);
         }
     }
 

@@ -250,11 +250,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 
             // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
             StoreIfChanged(descriptors + head, segment.Address, segment.Length, flags);
-            ref var entry = ref availRing[avail & _mask];
-            if (entry != head)
-            {
-                entry = head;
-            }
+            StoreIfChanged(availRing + (avail & _mask), head);
 
             chainLength[head] = 1;
             writableLength[head] = deviceWritable ? segment.Length : 0;
@@ -594,16 +590,21 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         }
     }
 
+    // An avail ring entry, left alone when it already names this head (as above).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreIfChanged(ushort* entry, ushort head)
+    {
+        if (*entry != head)
+        {
+            *entry = head;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Expose(ushort head, ulong readBytes)
     {
-        // Plain store: published by the release store of avail.idx in Publish. Skipped when the
-        // entry already names this head (see StoreIfChanged).
-        ref var entry = ref _ring.AvailRing[_availIndex & _mask];
-        if (entry != head)
-        {
-            entry = head;
-        }
+        // Plain store: published by the release store of avail.idx in Publish.
+        StoreIfChanged(_ring.AvailRing + (_availIndex & _mask), head);
 
         _availIndex++;
         _outstanding++;

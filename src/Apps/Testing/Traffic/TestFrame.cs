@@ -131,13 +131,8 @@ public static class TestFrame
     /// <param name="flow">The flow.</param>
     public static void Write(Span<byte> frame, ulong sequence, long timestamp, ushort flow)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(frame.Length, MinSize, nameof(frame));
-        DestinationMac.CopyTo(frame);
-        SourceMac.CopyTo(frame[6..]);
-        BinaryPrimitives.WriteUInt16BigEndian(frame[10..], flow);
-        BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
-        BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
-        BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
+        WriteHeader(frame, sequence, timestamp, flow);
+
         // Fill byte i is (byte)(sequence + i): a copy from the repeating pattern, not a loop.
         var fill = frame[FillOffset..];
         var pattern = Pattern.AsSpan((byte)sequence, fill.Length);

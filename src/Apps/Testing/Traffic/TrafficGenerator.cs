@@ -436,6 +436,10 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
         return sent;
     }
 
+    // Checks a frame that came back as the run's verification says (whole, or sampled).
+    private bool TryRead(ReadOnlySpan<byte> frame, out ulong sequence, out long sentAt) =>
+        _sampled ? TestFrame.TryReadSampled(frame, out sequence, out sentAt) : TestFrame.TryRead(frame, out sequence, out sentAt);
+
     private int ReceiveBurst(long now, ref long bytes)
     {
         var n = 0;
@@ -449,17 +453,12 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
             if (_path.TryReceiveInPlace(out var frame))
             {
                 length = frame.Data.Length;
-                intact = length == _options.FrameSize && (_sampled
-                    ? TestFrame.TryReadSampled(frame.Data, out seq, out sentAt)
-                    : TestFrame.TryRead(frame.Data, out seq, out sentAt));
+                intact = length == _options.FrameSize && TryRead(frame.Data, out seq, out sentAt);
                 _path.Release(frame);
             }
             else if (_path.TryReceive(_receiveBuffer, out length))
             {
-                var data = _receiveBuffer.AsSpan(0, Math.Min(length, _receiveBuffer.Length));
-                intact = length == _options.FrameSize && (_sampled
-                    ? TestFrame.TryReadSampled(data, out seq, out sentAt)
-                    : TestFrame.TryRead(data, out seq, out sentAt));
+                intact = length == _options.FrameSize && TryRead(_receiveBuffer.AsSpan(0, length), out seq, out sentAt);
             }
             else
             {
