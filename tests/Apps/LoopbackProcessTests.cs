@@ -92,6 +92,12 @@ public class LoopbackProcessTests
         (exit, _, error) = Run("loopback", "--in-process", "--queue-size", "100");
         Assert.Equal(2, exit);
         Assert.Contains("power of two", error);
+        (exit, _, error) = Run("loopback", "--in-process", "--ring", "packed");
+        Assert.Equal(2, exit);
+        Assert.Contains("--in-process runs one split ring", error);
+        (exit, _, error) = Run("loopback", "--in-process", "--hugepages", "on");
+        Assert.Equal(2, exit);
+        Assert.Contains("--hugepages on needs the two processes", error);
         (exit, _, error) = Run("loopback", "--host-cpus", "0-x");
         Assert.Equal(2, exit);
         Assert.Contains("--host-cpus '0-x'", error);

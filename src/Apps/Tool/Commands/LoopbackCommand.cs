@@ -69,9 +69,17 @@ internal static partial class LoopbackCommand
     public static Command Create() => Define().Runs(Validate, Run);
 
     private static string? Validate(LoopbackOptions o) =>
-        o.InProcess ? (o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes" : InProcessOptions(o).Validate())
+        o.InProcess ? ValidateInProcess(o)
         : !SwitchCommand.TryParseCpus(o.HostCpus, out _, out var error, "--host-cpus") ? error
         : o.Guest.Validate();
+
+    // The in-process form runs one split ring in this process's own memory: what it cannot honour
+    // is refused, not ignored (--hugepages auto, the default, falls back to 4 KiB pages as it may).
+    private static string? ValidateInProcess(LoopbackOptions o) =>
+        o.Guest.Queues > 1 ? "--in-process runs one ring pair; --queues needs the two processes"
+        : o.Guest.Ring != RingFormat.Split ? "--in-process runs one split ring; --ring packed needs the two processes"
+        : o.Guest.HugePages == HugePages.On ? "--in-process runs in this process's own 4 KiB pages; --hugepages on needs the two processes"
+        : InProcessOptions(o).Validate();
 
     /// <summary>
     /// The CPUs each side is pinned to: as given, or, with <see cref="LoopbackOptions.Pin"/> and
@@ -105,7 +113,7 @@ internal static partial class LoopbackCommand
         var g = new GuestCommand();
         var hostWait = new Option<string?>("--host-wait") { Description = "The host's wait strategy, when it should differ from --wait." };
         hostWait.AcceptOnlyFromAmong(Enum.GetValues<WaitStrategy>().Select(Cli.Text).ToArray());
-        var inProcess = new Option<bool>("--in-process") { Description = "Run a driver thread and a device thread over one split ring in this process instead of two processes." };
+        var inProcess = new Option<bool>("--in-process") { Description = "Run a driver thread and a device thread over one split ring in this process instead of two processes (4 KiB pages, one ring: --ring packed, --hugepages on and --queues are refused)." };
         var hostCpus = new Option<string?>("--host-cpus") { Description = "CPUs to pin the host's queue-pair workers to, pair N on the Nth (round robin), such as 1 or 2-3 (--cpus pins the guest's)." };
         var pin = new Option<string>("--pin")
         {
