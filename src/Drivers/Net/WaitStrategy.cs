@@ -62,14 +62,17 @@ public struct IdlePolicy
                 return false;
             default:
                 // Busy-poll, but give the core away now and then: on a machine with fewer cores
-                // than spinning threads, a poller that never yields starves its own peer.
-                if ((++_idle & 63) == 0)
+                // than spinning threads, a poller that never yields starves its own peer. Between
+                // polls one short pause (tens of nanoseconds), not ten: a busy-poll side found
+                // idle is usually waiting for a burst already on its way, and a long pause is
+                // added to every hand-over; the yield comes after about as long as before.
+                if ((++_idle & 511) == 0)
                 {
                     Thread.Yield();
                 }
                 else
                 {
-                    Thread.SpinWait(10);
+                    Thread.SpinWait(1);
                 }
 
                 return false;
