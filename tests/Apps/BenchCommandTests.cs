@@ -15,8 +15,9 @@ public class BenchCommandTests
         var dir = Directory.CreateTempSubdirectory("rings-bench-test-");
         try
         {
-            // The base point and its packed twin, each beside DPDK on the same format and pages.
-            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(6), "bench", "--points", "2", "--seconds", "1", "--repeats", "1", "--dpdk", "auto", "--out", dir.FullName);
+            // The base point and its packed twin, then both formats with DPDK's features (IN_ORDER
+            // on, EVENT_IDX off), each beside DPDK on the same format and pages.
+            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(6), "bench", "--points", "4", "--seconds", "1", "--repeats", "1", "--dpdk", "auto", "--out", dir.FullName);
             Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
             var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.FullName, "bench.json"))).RootElement;
             var baselines = json.GetProperty("baselines").EnumerateArray().ToDictionary(b => b.GetProperty("name").GetString()!);
@@ -30,7 +31,18 @@ public class BenchCommandTests
                 Assert.True(b.GetProperty("rings_ratio").GetDouble() > 0, b.ToString());
             }
 
-            // No hugepage baseline without its Rings point (the sweep was cut to two points).
+            // Each DPDK baseline names its Rings point, which has DPDK's features.
+            foreach (var b in baselines.Values.Where(b => b.TryGetProperty("ring", out _)))
+            {
+                Assert.False(b.GetProperty("event_idx").GetBoolean(), b.ToString());
+                Assert.True(b.GetProperty("in_order").GetBoolean(), b.ToString());
+            }
+
+            var peers = json.GetProperty("points").EnumerateArray().Where(p => p.GetProperty("series").EnumerateArray().Any(s => s.GetString() == "pages")).ToList();
+            Assert.Equal(["split", "packed"], peers.Select(p => p.GetProperty("ring").GetString()));
+            Assert.All(peers, p => Assert.True(p.GetProperty("in_order").GetBoolean() && !p.GetProperty("event_idx").GetBoolean(), p.ToString()));
+
+            // No hugepage baseline without its Rings point (the sweep was cut to four points).
             Assert.DoesNotContain(baselines.Keys, n => n.EndsWith("_hugepages", StringComparison.Ordinal));
             Assert.Matches(@"at least 1\.2x DPDK's virtio-user/vhost round trip \(split, 4 KiB pages\)", File.ReadAllText(Path.Combine(dir.FullName, "summary.md")));
             Assert.Matches(@"DPDK virtio-user \+ vhost \(testpmd\), packed, 4 KiB pages\s+\d+\.\d+ Mpps\s+Rings is \d+\.\d+x", output);
@@ -49,7 +61,7 @@ public class BenchCommandTests
         {
             // About 12 s on a quiet machine; the limit only guards against a hang (a loaded
             // machine has taken over a minute).
-            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(4), "bench", "--points", "2", "--seconds", "0.3", "--repeats", "1", "--dpdk", "off", "--out", dir.FullName);
+            var (exit, output, error, _) = Hostile.RingsRun.Run(TimeSpan.FromMinutes(4), "bench", "--points", "4", "--seconds", "0.3", "--repeats", "1", "--dpdk", "off", "--out", dir.FullName);
             Assert.True(exit == 0, $"exit {exit}\n{output}\n{error}");
 
             var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.FullName, "bench.json"))).RootElement;
@@ -58,18 +70,20 @@ public class BenchCommandTests
             Assert.False(string.IsNullOrEmpty(machine.GetProperty("runtime").GetString()));
             Assert.False(string.IsNullOrEmpty(machine.GetProperty("os").GetString()));
 
-            // The first two points of the sweep: the base point and its packed twin, each measured.
+            // The first four points of the sweep: the base point and its packed twin, then both
+            // formats with DPDK's features (the points DPDK is compared with), each measured.
             var points = json.GetProperty("points").EnumerateArray().ToList();
-            Assert.Equal(2, points.Count);
-            Assert.Equal(["split", "packed"], points.Select(p => p.GetProperty("ring").GetString()));
+            Assert.Equal(4, points.Count);
+            Assert.Equal(["split", "packed", "split", "packed"], points.Select(p => p.GetProperty("ring").GetString()));
+            Assert.Equal([true, true, false, false], points.Select(p => p.GetProperty("event_idx").GetBoolean()));
+            Assert.Equal([false, false, true, true], points.Select(p => p.GetProperty("in_order").GetBoolean()));
             // The reference point is measured three times beside the baselines, the others once.
-            Assert.Equal([3, 1], points.Select(p => p.GetProperty("repeats").GetInt32()));
+            Assert.Equal([3, 1, 1, 1], points.Select(p => p.GetProperty("repeats").GetInt32()));
             foreach (var p in points)
             {
                 Assert.Equal(32, p.GetProperty("burst").GetInt32());
                 Assert.Equal(64, p.GetProperty("frame_size").GetInt32());
                 Assert.Equal("poll", p.GetProperty("wait").GetString());
-                Assert.True(p.GetProperty("event_idx").GetBoolean());
                 Assert.True(p.GetProperty("mpps").GetDouble() > 0, p.ToString());
                 Assert.True(p.GetProperty("gbps").GetDouble() > 0, p.ToString());
                 Assert.Equal(0, p.GetProperty("lost").GetInt64());
@@ -82,7 +96,7 @@ public class BenchCommandTests
                     Assert.Equal(run.GetProperty("frames_sent").GetInt64(), run.GetProperty("frames_received").GetInt64());
                 }
 
-                Assert.Contains(p.GetProperty("series").EnumerateArray(), s => s.GetString() == "burst_by_ring");
+                Assert.Contains(p.GetProperty("series").EnumerateArray(), s => s.GetString() is "burst_by_ring" or "pages");
             }
 
             // Kernel baselines measured and compared; DPDK switched off and said so.

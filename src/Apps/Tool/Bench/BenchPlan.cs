@@ -18,6 +18,15 @@ internal sealed record BenchPoint(RingFormat Ring, bool EventIdx, bool InOrder, 
     /// <summary>The base point everything varies around: split, EVENT_IDX on, IN_ORDER off, burst 32, busy-poll, saturation, 64 B.</summary>
     public static BenchPoint Base { get; } = new(RingFormat.Split, EventIdx: true, InOrder: false, Burst: 32, WaitStrategy.Poll, Rate: 0, FrameSize: 64);
 
+    /// <summary>
+    /// The point measured beside DPDK's testpmd pair on <paramref name="ring"/> and pages: the base
+    /// point with the features that pair negotiates (IN_ORDER on, EVENT_IDX off), so both sides of
+    /// the ratio run the same protocol.
+    /// </summary>
+    /// <param name="ring">The ring format.</param>
+    /// <param name="hugePages">Whether on 2 MiB hugepages.</param>
+    public static BenchPoint DpdkPeer(RingFormat ring, bool hugePages) => Base with { Ring = ring, EventIdx = false, InOrder = true, HugePages = hugePages };
+
     /// <summary>The <c>rings loopback</c> run that measures this point.</summary>
     /// <param name="seconds">How long to send.</param>
     /// <param name="queueSize">Descriptors per ring.</param>
@@ -126,13 +135,18 @@ internal sealed class BenchPlan
         plan.Add(b, RingBurst, EventIdxSeries, InOrderSeries, FrameSizes, WaitLoad);
         plan.Add(b with { Ring = RingFormat.Packed }, RingBurst);
 
-        // Both formats on 4 KiB and 2 MiB pages, each beside DPDK on the same pages.
+        // Both formats on 4 KiB and then 2 MiB pages, each beside DPDK on the same pages and
+        // with its features.
         foreach (var ring in RingFormat.All)
         {
-            plan.Add(b with { Ring = ring }, PagesSeries);
-            if (hugePages)
+            plan.Add(BenchPoint.DpdkPeer(ring, hugePages: false), PagesSeries);
+        }
+
+        if (hugePages)
+        {
+            foreach (var ring in RingFormat.All)
             {
-                plan.Add(b with { Ring = ring, HugePages = true }, PagesSeries);
+                plan.Add(BenchPoint.DpdkPeer(ring, hugePages: true), PagesSeries);
             }
         }
 

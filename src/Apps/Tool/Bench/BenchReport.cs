@@ -237,6 +237,8 @@ internal sealed class BenchReport
             {
                 w.WriteString("ring", peer.Ring.Name);
                 w.WriteBoolean("hugepages", peer.HugePages);
+                w.WriteBoolean("event_idx", peer.EventIdx);
+                w.WriteBoolean("in_order", peer.InOrder);
             }
 
             w.WriteNumber("repeats", b.Mpps.Count);
@@ -333,7 +335,12 @@ internal sealed class BenchReport
             {
                 Skipped = b.TryGetProperty("skipped", out var skipped) ? skipped.GetString() : null,
                 Peer = b.TryGetProperty("ring", out var ring)
-                    ? BenchPoint.Base with { Ring = RingFormat.Parse(ring.GetString()!), HugePages = b.TryGetProperty("hugepages", out var pages) && pages.GetBoolean() }
+                    ? BenchPoint.DpdkPeer(RingFormat.Parse(ring.GetString()!), b.TryGetProperty("hugepages", out var pages) && pages.GetBoolean()) with
+                    {
+                        // Files from before the peers had DPDK's features compared with the base point's.
+                        EventIdx = !b.TryGetProperty("event_idx", out var eventIdx) || eventIdx.GetBoolean(),
+                        InOrder = b.TryGetProperty("in_order", out var inOrder) && inOrder.GetBoolean(),
+                    }
                     : null,
             };
             result.Mpps.AddRange(Numbers(b, "mpps_runs"));
@@ -384,7 +391,7 @@ internal sealed class BenchReport
         var reference = Reference;
         o.WriteLine(reference is null
             ? "baselines (the reference point was not measured, so no ratios):"
-            : $"baselines, against Rings at 64 B, burst 32, busy-poll (split ring, {reference.Mpps:0.000} Mpps; DPDK against Rings on the same ring format and pages):");
+            : $"baselines, against Rings at 64 B, burst 32, busy-poll (split ring, {reference.Mpps:0.000} Mpps; DPDK against Rings on the same ring format and pages, with its features: IN_ORDER on, EVENT_IDX off):");
         foreach (var b in Baselines)
         {
             if (!b.HasData)
