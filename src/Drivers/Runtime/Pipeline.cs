@@ -250,11 +250,26 @@ public sealed class Pipeline : IDisposable
         }
 
         var cpus = _options.Cpus is { Count: > 0 } c ? c : null;
-        // Published whole: a worker that fails to build (bad options) leaves none for Stop to find half made.
+        // Published whole: a worker that fails to build (bad options, or no descriptor left for its
+        // wake-up) leaves none for Stop to find half made, and the ones built before it give back
+        // their buffers and descriptors here. The pipeline cannot be prepared again.
         var made = new Worker[count];
-        for (var w = 0; w < count; w++)
+        try
         {
-            made[w] = new Worker(this, w, [.. owned[w]], new PortMask(home[w]), _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
+            for (var w = 0; w < count; w++)
+            {
+                made[w] = new Worker(this, w, [.. owned[w]], new PortMask(home[w]), _options.Burst, _options.Wait, cpus?[w % cpus.Count] ?? -1, _options.SleepTimeoutMilliseconds, count, _options.HandoffBytes, _options.HoldMilliseconds);
+            }
+        }
+        catch
+        {
+            foreach (var w in made)
+            {
+                w?.Dispose();
+            }
+
+            _stopped = true;
+            throw;
         }
 
         _workers = made;
