@@ -419,7 +419,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 // Plain store of len, id and flags at once (the line is usually on the driver's
                 // core, and each store waits for it): published by the release store of the
                 // burst's first flags in PublishUsed (2.8.22).
-                ((ulong*)d)[1] = w | ((ulong)token.Id << 32) | ((ulong)flags << 48);
+                ((ulong*)d)[1] = PvirtqDesc.LenIdFlags(w, token.Id, flags);
             }
 
             descriptors += token.DescriptorCount;

@@ -384,7 +384,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 // first head in Publish (2.8.21.1.1), before which the device reads none of them.
                 var words = (ulong*)d;
                 words[0] = segment.Address;
-                words[1] = segment.Length | ((ulong)id << 32) | ((ulong)flags << 48);
+                words[1] = PvirtqDesc.LenIdFlags(segment.Length, id, flags);
             }
 
             made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);

@@ -30,6 +30,13 @@ internal struct PvirtqDesc
         Id = id;
         Flags = flags;
     }
+
+    /// <summary>
+    /// <see cref="Len"/>, <see cref="Id"/> and <see cref="Flags"/> as the one little-endian
+    /// 8-byte word they fill (bytes 8 to 15), for a side that writes them with one store: the
+    /// descriptor's line is usually on the other side's core, and each store waits for it.
+    /// </summary>
+    public static ulong LenIdFlags(uint len, ushort id, ushort flags) => len | ((ulong)id << 32) | ((ulong)flags << 48);
 }
 
 /// <summary>
