@@ -345,11 +345,21 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
                 if (sent > 0)
                 {
                     bytesSent += (long)sent * o.FrameSize;
-                    if (_path.FlushTransmit())
-                    {
-                        _txKick.Ring();
-                    }
+                    _path.PublishTransmit();
                 }
+            }
+
+            // Both queues published first, then asked whether the device wants a kick: the first
+            // question's store-load barrier waits for both index stores (each on a line the
+            // device's core reads) at once, and the second finds nothing left to wait for.
+            if (received > 0 && _path.ReceiveKickNeeded())
+            {
+                _rxKick.Ring();
+            }
+
+            if (sent > 0 && _path.TransmitKickNeeded())
+            {
+                _txKick.Ring();
             }
 
             if (_path.Transmit.IsBroken || rx.IsBroken)
@@ -511,9 +521,10 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
             }
         }
 
-        if (n > 0 && _path.RefillReceive())
+        if (n > 0)
         {
-            _rxKick.Ring();
+            // Published here, asked about after the transmit burst (see Run).
+            _path.PostReceive();
         }
 
         return n;
