@@ -139,17 +139,6 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// <returns>True when the device asked to be kicked for the new buffers.</returns>
     public bool RefillReceive()
     {
-        PostReceive();
-        return _rx.KickNeeded();
-    }
-
-    /// <summary>
-    /// <see cref="RefillReceive"/> without asking whether the device wants a kick: for a caller
-    /// that publishes the transmit queue too and then asks both (<see cref="ReceiveKickNeeded"/>,
-    /// <see cref="TransmitKickNeeded"/>), so one store-load barrier covers both publications.
-    /// </summary>
-    public void PostReceive()
-    {
         var segments = _refillSegments;
         var slots = _refillSlots;
         var ids = _refillIds;
@@ -189,14 +178,8 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         }
 
         _rx.Publish();
+        return _rx.KickNeeded();
     }
-
-    /// <summary>
-    /// After <see cref="PostReceive"/>: true when the device asked to be kicked for the receive
-    /// buffers published since the last kick (2.7.10, 2.8.10).
-    /// </summary>
-    /// <returns>True when the device wants a kick.</returns>
-    public bool ReceiveKickNeeded() => _rx.KickNeeded();
 
     /// <summary>Takes back transmit buffers the device has finished with.</summary>
     /// <returns>Buffers reclaimed.</returns>
@@ -330,26 +313,10 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// <returns>True when the device asked to be kicked.</returns>
     public bool FlushTransmit()
     {
-        PublishTransmit();
-        return _tx.KickNeeded();
-    }
-
-    /// <summary>
-    /// <see cref="FlushTransmit"/> without asking whether the device wants a kick (see
-    /// <see cref="PostReceive"/>); ask with <see cref="TransmitKickNeeded"/>.
-    /// </summary>
-    public void PublishTransmit()
-    {
         AddStaged();
         _tx.Publish();
+        return _tx.KickNeeded();
     }
-
-    /// <summary>
-    /// After <see cref="PublishTransmit"/>: true when the device asked to be kicked for the frames
-    /// published since the last kick.
-    /// </summary>
-    /// <returns>True when the device wants a kick.</returns>
-    public bool TransmitKickNeeded() => _tx.KickNeeded();
 
     // Adds the staged frames to the transmit ring with one call. Each had a free descriptor when it
     // was submitted; only a ring that broke since (a device that broke a rule on the used side,

@@ -345,21 +345,11 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
                 if (sent > 0)
                 {
                     bytesSent += (long)sent * o.FrameSize;
-                    _path.PublishTransmit();
+                    if (_path.FlushTransmit())
+                    {
+                        _txKick.Ring();
+                    }
                 }
-            }
-
-            // Both queues published first, then asked whether the device wants a kick: the first
-            // question's store-load barrier waits for both index stores (each on a line the
-            // device's core reads) at once, and the second finds nothing left to wait for.
-            if (received > 0 && _path.ReceiveKickNeeded())
-            {
-                _rxKick.Ring();
-            }
-
-            if (sent > 0 && _path.TransmitKickNeeded())
-            {
-                _txKick.Ring();
             }
 
             if (_path.Transmit.IsBroken || rx.IsBroken)
@@ -521,10 +511,9 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
             }
         }
 
-        if (n > 0)
+        if (n > 0 && _path.RefillReceive())
         {
-            // Published here, asked about after the transmit burst (see Run).
-            _path.PostReceive();
+            _rxKick.Ring();
         }
 
         return n;
