@@ -658,10 +658,6 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     }
 
     /// <summary>
-    /// IN_ORDER: reads and checks the used element at <c>_lastUsed</c> (cached index already read)
-    /// and starts its batch; false when the device broke a rule.
-    /// </summary>
-    /// <summary>
     /// Asks for the lines of the used elements from <paramref name="from"/> up to
     /// <paramref name="to"/> at once: the device's core wrote them, and read one by one, each
     /// element's miss would wait for the one before. A hint only; nothing is read here.
@@ -684,6 +680,10 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         Sse.Prefetch0(_ring.UsedRing + ((to - 1) & _mask));
     }
 
+    /// <summary>
+    /// IN_ORDER: reads and checks the used element at <c>_lastUsed</c> (cached index already read)
+    /// and starts its batch; false when the device broke a rule.
+    /// </summary>
     private bool TakeInOrderBatch() => ReadUsed(out var id, out var length) && StartBatch(id, length);
 
     /// <summary>
