@@ -55,6 +55,20 @@ internal struct InOrderQueue
         return id;
     }
 
+    /// <summary>Drops the <paramref name="count"/> oldest ids (at most <see cref="Count"/>), read before with <see cref="PeekAt"/>.</summary>
+    /// <param name="count">How many.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Skip(int count)
+    {
+        _head += count;
+        if (_head >= _ids.Length)
+        {
+            _head -= _ids.Length;
+        }
+
+        _count -= count;
+    }
+
     /// <summary>Removes the newest id (undoing the last <see cref="Enqueue"/>).</summary>
     public void RemoveNewest()
     {
