@@ -530,7 +530,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         {
             if (_batchLeft > 0)
             {
-                taken += TakeBatchRun(used[taken..]);
+                TakeFromBatch(out used[taken]);
+                taken++;
                 continue;
             }
 
@@ -817,57 +818,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         Counters.Bytes += length;
         used = new UsedElement(id, length);
         return true;
-    }
-
-    /// <summary>
-    /// Hands back as many buffers of the current IN_ORDER batch as <paramref name="used"/> holds,
-    /// oldest first, as <see cref="TakeFromBatch"/> does one at a time, with the used position,
-    /// wrap bits and free-id count in locals: a batch of a burst is one run, not a round of field
-    /// updates per buffer.
-    /// </summary>
-    private int TakeBatchRun(Span<UsedElement> used)
-    {
-        var n = Math.Min(_batchLeft, used.Length);
-        var buffers = _buffers;
-        var freeIds = _freeIds;
-        var lastOfBatch = n == _batchLeft;
-        var position = _usedPosition;
-        var bits = _usedBits;
-        var freeIdCount = _freeIdCount;
-        var freed = 0;
-        long bytes = 0;
-        for (var i = 0; i < n; i++)
-        {
-            var id = _order.PeekAt(i);
-            ref var record = ref buffers[id];
-
-            // 2.8.8: the buffers skipped over were used completely; the batch's last one carries its length.
-            var length = lastOfBatch && i == n - 1 ? _batchLastLength : record.WritableLength;
-
-            // Skip the used position over the buffer's descriptors, by our own count (2.8.6).
-            int count = record.Descriptors;
-            record.Descriptors = 0;
-            position += count;
-            if (position >= _size)
-            {
-                position -= _size;
-                bits ^= PackedFlags.AvailUsed;
-            }
-
-            freeIds[freeIdCount++] = id;
-            freed += count;
-            bytes += length;
-            used[i] = new UsedElement(id, length);
-        }
-
-        _usedPosition = position;
-        _usedBits = bits;
-        _freeIdCount = freeIdCount;
-        _freeDescriptors += freed;
-        _order.Skip(n);
-        _batchLeft -= n;
-        Counters.Bytes += bytes;
-        return n;
     }
 
     /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
