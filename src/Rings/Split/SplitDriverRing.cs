@@ -629,28 +629,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             last = _nextFree[last];
         }
 
-        if (_inOrder)
-        {
-            // 2.7.5: under IN_ORDER descriptors are used in ring order; buffers come back in the
-            // order they went out, so appending keeps the free list in ring order.
-            _nextFree[last] = NoDescriptor;
-            if (_freeCount == 0)
-            {
-                _freeHead = head;
-            }
-            else
-            {
-                _nextFree[_freeTail] = head;
-            }
-
-            _freeTail = last;
-        }
-        else
-        {
-            _nextFree[last] = _freeHead;
-            _freeHead = head;
-        }
-
+        _nextFree[last] = _freeHead;
+        _freeHead = head;
         _freeCount += count;
         _chainLength[head] = 0;
         _outstanding--;
@@ -729,20 +709,13 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     /// <summary>Hands back the oldest buffer of the current IN_ORDER batch.</summary>
     private bool TakeFromBatch(out UsedElement used)
     {
-        var id = _order.Dequeue();
-        _batchLeft--;
-
-        // 2.7.9: the buffers skipped over were used completely; the last one carries its length.
-        var length = _batchLeft == 0 ? _batchLastLength : _writableLength[id];
-        FreeChain(id);
-        Counters.Bytes += length;
-        used = new UsedElement(id, length);
-        return true;
+        used = default;
+        return TakeBatchRun(new Span<UsedElement>(ref used)) == 1;
     }
 
     /// <summary>
     /// Hands back as many buffers of the current IN_ORDER batch as <paramref name="used"/> holds,
-    /// oldest first, as <see cref="TakeFromBatch"/> does one at a time: the free list's tail and
+    /// oldest first (TryTakeUsed takes them one at a time through it): the free list's tail and
     /// count stay in locals and the freed chains are linked to each other, so a batch of a burst
     /// costs one store per chain instead of a round of field updates per buffer.
     /// </summary>
