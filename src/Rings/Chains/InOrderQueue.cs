@@ -26,6 +26,12 @@ internal struct InOrderQueue
     /// <summary>Ids queued.</summary>
     public readonly int Count => _count;
 
+    /// <summary>The ring of ids, for a run over the oldest ones with its index in a local (see <see cref="OldestIndex"/>).</summary>
+    public readonly ushort[] Ring => _ids;
+
+    /// <summary>Where the oldest id sits in <see cref="Ring"/>.</summary>
+    public readonly int OldestIndex => _head;
+
     /// <summary>Queues an id just made available.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Enqueue(ushort id)
@@ -42,6 +48,63 @@ internal struct InOrderQueue
     }
 
     /// <summary>Removes and returns the oldest id.</summary>
+    /// <summary>
+    /// Appends <paramref name="ids"/> in order, as many <see cref="Enqueue"/> calls would, with
+    /// the queue's counters in locals: a burst add's own stores would otherwise make the JIT
+    /// store and reload them once per buffer.
+    /// </summary>
+    public void EnqueueRun(ReadOnlySpan<ushort> ids)
+    {
+        var all = _ids;
+        var sequence = _sequence;
+        var tail = _head + _count;
+        if (tail >= all.Length)
+        {
+            tail -= all.Length;
+        }
+
+        var next = _next;
+        foreach (var id in ids)
+        {
+            all[tail] = id;
+            sequence[id] = next++;
+            if (++tail == all.Length)
+            {
+                tail = 0;
+            }
+        }
+
+        _next = next;
+        _count += ids.Length;
+    }
+
+    /// <summary>The ids of <paramref name="chains"/>' tokens, in order, as <see cref="EnqueueRun(ReadOnlySpan{ushort})"/> appends them.</summary>
+    public void EnqueueRun(ReadOnlySpan<PoppedChain> chains)
+    {
+        var all = _ids;
+        var sequence = _sequence;
+        var tail = _head + _count;
+        if (tail >= all.Length)
+        {
+            tail -= all.Length;
+        }
+
+        var next = _next;
+        foreach (ref readonly var chain in chains)
+        {
+            var id = chain.Token.Id;
+            all[tail] = id;
+            sequence[id] = next++;
+            if (++tail == all.Length)
+            {
+                tail = 0;
+            }
+        }
+
+        _next = next;
+        _count += chains.Length;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ushort Dequeue()
     {

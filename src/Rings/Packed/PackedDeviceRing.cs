@@ -285,10 +285,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 idInFlight[id] = true;
                 popLog[logNext] = id | (1u << 16);
                 logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
-                if (_inOrder)
-                {
-                    _popped.Enqueue(id);
-                }
 
                 if (++position == _size)
                 {
@@ -302,6 +298,12 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL, before);
                 bytes += (long)read;
                 used++;
+            }
+
+            if (_inOrder)
+            {
+                // The ids in the order they were popped (the device's in-order queue).
+                _popped.EnqueueRun(chains[start..popped]);
             }
 
             _availPosition = position;
@@ -333,11 +335,14 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
             // A list, an indirect table, or a ring the device holds whole: the general walk, from
             // the head's flags as acquired above (never fetched twice).
-            if (!PopWalked(flags, ref chains[popped], segments, ref used, ref bytes))
+            var taken = PopWalked(flags, ref chains[popped], segments[used..], used);
+            if (taken == 0)
             {
                 break;
             }
 
+            bytes += (long)chains[popped].ReadableBytes;
+            used += taken;
             popped++;
         }
 
@@ -348,30 +353,33 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// <summary>
     /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the list (or
     /// indirect table) whose head is at the avail position, with the head's <paramref name="flags"/>
-    /// as acquired, and when it is valid and fits, commits it and copies its segments to the caller's.
+    /// as acquired, and when it is valid and fits, commits it and copies its segments to the start
+    /// of <paramref name="free"/> (the caller's segments not yet used), numbering them from where
+    /// that span begins in the caller's.
     /// </summary>
-    /// <returns>False when the list broke the queue or does not fit (then it stays available).</returns>
+    /// <returns>The segments taken; 0 when the list broke the queue or does not fit (then it stays
+    /// available). Counts come back as a value, not through refs: a local whose address is taken
+    /// lives in memory for the whole burst loop.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool PopWalked(ushort flags, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    private int PopWalked(ushort flags, ref PoppedChain chain, Span<ChainSegment> free, int firstSegment)
     {
         var before = Position;
         var reason = Walk(_desc + _availPosition, flags, out var count, out var readable, out var readBytes, out var writeBytes, out var descriptors, out var id);
         if (reason != BrokenReason.None)
         {
-            return Break(reason);
+            Break(reason);
+            return 0;
         }
 
-        if (count > segments.Length - used || !Commit(id, descriptors))
+        if (count > free.Length || !Commit(id, descriptors))
         {
             // Does not fit (it stays available, to be walked again), or the id broke the queue.
-            return false;
+            return 0;
         }
 
-        _segments.AsSpan(0, count).CopyTo(segments[used..]);
-        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), used, count, readable, readBytes, writeBytes, before);
-        bytes += (long)readBytes;
-        used += count;
-        return true;
+        _segments.AsSpan(0, count).CopyTo(free);
+        chain = new PoppedChain(new ChainToken(id, (ushort)descriptors), firstSegment, count, readable, readBytes, writeBytes, before);
+        return count;
     }
 
     /// <inheritdoc/>

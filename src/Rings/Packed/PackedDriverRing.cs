@@ -358,15 +358,19 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         var freeIdCount = _freeIdCount;
         var position = _availPosition;
         var bits = _availBits;
+        var desc = _desc;
+        var size = _size;
         ulong readBytes = 0;
 
         // The burst's first head: its flags are held back when it opens the unpublished burst (Expose).
+        // Fields are read once into locals: the stores below could alias them as far as the JIT
+        // knows, and it would reload each one per buffer.
         var first = _pendingBuffers == 0;
         for (var i = 0; i < n; i++)
         {
             var segment = buffers[i];
             var id = freeIds[--freeIdCount];
-            var d = _desc + position;
+            var d = desc + position;
             var flags = (ushort)(bits | write);
             if (first)
             {
@@ -389,19 +393,20 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
             made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);
             records[id] = new BufferRecord(deviceWritable ? segment.Length : 0, 1);
-            if (_inOrder)
-            {
-                _order.Enqueue(id);
-            }
-
             readBytes += deviceWritable ? 0 : segment.Length;
             ids[i] = id;
-            if (++position == _size)
+            if (++position == size)
             {
                 // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
                 position = 0;
                 bits ^= PackedFlags.AvailUsed;
             }
+        }
+
+        if (_inOrder)
+        {
+            // The ids in the order they were made available: the ones just handed out.
+            _order.EnqueueRun(ids[..n]);
         }
 
         _freeIdCount = freeIdCount;

@@ -161,47 +161,60 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// <inheritdoc/>
     public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
     {
-        var popped = 0;
-        var used = 0;
+        // A broken queue pops nothing until restored; a break below ends the call.
+        if (IsBroken || chains.IsEmpty)
+        {
+            return 0;
+        }
+
+        // Fields read once into locals: the stores into the caller's spans could alias them as far
+        // as the JIT knows, and it would reload each one per chain.
+        var lastAvail = _lastAvail;
+        var ready = (ushort)(_cachedAvailIndex - lastAvail);
         var refreshed = false;
         var availRing = _ring.AvailRing;
         var descriptors = _ring.Descriptors;
         var memory = _memory;
-        var lastAvail = _lastAvail;
+        var mask = _mask;
+        var size = _size;
+        var popped = 0;
+        var used = 0;
         long bytes = 0;
-
-        // Checked before the cached index, as in TryPop; a break below ends the call.
-        while (popped < chains.Length && !IsBroken)
+        while (popped < chains.Length)
         {
-            if (lastAvail == _cachedAvailIndex)
+            if (ready == 0)
             {
+                // The cached index is used up (the entries it covered are popped first, as single
+                // pops would, so a burst breaks where they would). Acquire, at most once per
+                // call: avail.ring entries and descriptors are read only after the index that
+                // covers them (2.7.13).
                 if (refreshed)
                 {
                     break;
                 }
 
-                // Acquire, at most once per call: avail.ring entries and descriptors are read only
-                // after the index that covers them (2.7.13).
                 refreshed = true;
                 var index = Volatile.Read(ref _ring.Avail->Idx);
-                if (index == lastAvail)
+                var fresh = (ushort)(index - lastAvail);
+                if (fresh == 0)
                 {
                     break;
                 }
 
                 // 2.7.13: the driver can never be more than a ring ahead of the device.
-                if ((ushort)(index - lastAvail) > _size)
+                if (fresh > size)
                 {
                     Break(BrokenReason.AvailIndexTooFarAhead);
                     break;
                 }
 
                 _cachedAvailIndex = index;
+                ready = fresh;
             }
 
             // Read once: the driver may rewrite the entry, and the check below must cover what is walked.
-            var head = availRing[lastAvail & _mask];
-            if (head >= _size)
+            var head = availRing[lastAvail & mask];
+            if (head >= size)
             {
                 Break(BrokenReason.HeadOutOfRange);
                 break;
@@ -230,17 +243,22 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 bytes += (long)readBytes;
                 used++;
                 lastAvail++;
+                ready--;
                 continue;
             }
 
             // A chain or an indirect table: the general walk (which reads the descriptor again, once).
-            if (!PopWalked(head, lastAvail, ref chains[popped], segments, ref used, ref bytes))
+            var taken = PopWalked(head, lastAvail, ref chains[popped], segments[used..], used);
+            if (taken == 0)
             {
                 break;
             }
 
+            bytes += (long)chains[popped].ReadableBytes;
+            used += taken;
             popped++;
             lastAvail++;
+            ready--;
         }
 
         _lastAvail = lastAvail;
@@ -250,28 +268,31 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
 
     /// <summary>
     /// PopBurst's general case, apart so the burst loop keeps a small frame: walks the chain at
-    /// <paramref name="head"/> and, when it is valid and fits, copies its segments to the caller's.
+    /// <paramref name="head"/> and, when it is valid and fits, copies its segments to the start of
+    /// <paramref name="free"/> (the caller's segments not yet used), numbering them from where
+    /// that span begins in the caller's.
     /// </summary>
-    /// <returns>False when the chain broke the queue or does not fit (then it stays available).</returns>
+    /// <returns>The segments taken; 0 when the chain broke the queue or does not fit (then it stays
+    /// available). Counts come back as a value, not through refs: a local whose address is taken
+    /// lives in memory for the whole burst loop.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool PopWalked(ushort head, ushort lastAvail, ref PoppedChain chain, Span<ChainSegment> segments, ref int used, ref long bytes)
+    private int PopWalked(ushort head, ushort lastAvail, ref PoppedChain chain, Span<ChainSegment> free, int firstSegment)
     {
         var reason = Walk(head, out var count, out var readable, out var readBytes, out var writeBytes, out var walked);
         if (reason != BrokenReason.None)
         {
-            return Break(reason);
+            Break(reason);
+            return 0;
         }
 
-        if (count > segments.Length - used)
+        if (count > free.Length)
         {
-            return false;
+            return 0;
         }
 
-        _segments.AsSpan(0, count).CopyTo(segments[used..]);
-        chain = new PoppedChain(new ChainToken(head, walked), used, count, readable, readBytes, writeBytes, new RingPosition(lastAvail));
-        bytes += (long)readBytes;
-        used += count;
-        return true;
+        _segments.AsSpan(0, count).CopyTo(free);
+        chain = new PoppedChain(new ChainToken(head, walked), firstSegment, count, readable, readBytes, writeBytes, new RingPosition(lastAvail));
+        return count;
     }
 
     /// <inheritdoc/>

@@ -239,31 +239,36 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var nextFree = _nextFree;
         var chainLength = _chainLength;
         var writableLength = _writableLength;
+        var mask = _mask;
         var head = _freeHead;
         var avail = _availIndex;
         ulong readBytes = 0;
+
+        // Fields read once into locals: the stores below (shared memory, the caller's span) could
+        // alias them as far as the JIT knows, and it would reload each one per buffer.
         for (var i = 0; i < n; i++)
         {
             var segment = buffers[i];
 
-            // The free list holds _freeCount heads, each below the queue size: no bounds checks needed.
+            // The free list holds _freeCount heads, each below the queue size.
             var next = nextFree[head];
 
             // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
             StoreIfChanged(descriptors + head, segment.Address, segment.Length, flags);
-            StoreIfChanged(availRing + (avail & _mask), head);
+            StoreIfChanged(availRing + (avail & mask), head);
 
             chainLength[head] = 1;
             writableLength[head] = deviceWritable ? segment.Length : 0;
             readBytes += deviceWritable ? 0 : segment.Length;
-            if (_inOrder)
-            {
-                _order.Enqueue(head);
-            }
-
             ids[i] = head;
             avail++;
             head = next;
+        }
+
+        if (_inOrder)
+        {
+            // The heads in the order they were made available: the ids just handed out.
+            _order.EnqueueRun(ids[..n]);
         }
 
         _freeHead = head;
@@ -730,12 +735,20 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var empty = _freeCount == 0;
         var freed = 0;
         long bytes = 0;
+        var order = _order.Ring;
+        var at = _order.OldestIndex;
+        var lastLength = _batchLastLength;
         for (var i = 0; i < n; i++)
         {
-            var id = _order.PeekAt(i);
+            // The queue's ring and position in locals: the stores below could alias the fields.
+            var id = order[at];
+            if (++at == order.Length)
+            {
+                at = 0;
+            }
 
             // 2.7.9: the buffers skipped over were used completely; the batch's last one carries its length.
-            var length = lastOfBatch && i == n - 1 ? _batchLastLength : writableLength[id];
+            var length = lastOfBatch && i == n - 1 ? lastLength : writableLength[id];
 
             // Walk our shadow links, never the shared table: the device may have rewritten it.
             int count = chainLength[id];
