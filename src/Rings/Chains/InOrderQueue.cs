@@ -47,40 +47,21 @@ internal struct InOrderQueue
         _count++;
     }
 
-    /// <summary>Removes and returns the oldest id.</summary>
     /// <summary>
     /// Appends <paramref name="ids"/> in order, as many <see cref="Enqueue"/> calls would, with
     /// the queue's counters in locals: a burst add's own stores would otherwise make the JIT
     /// store and reload them once per buffer.
     /// </summary>
-    public void EnqueueRun(ReadOnlySpan<ushort> ids)
-    {
-        var all = _ids;
-        var sequence = _sequence;
-        var tail = _head + _count;
-        if (tail >= all.Length)
-        {
-            tail -= all.Length;
-        }
-
-        var next = _next;
-        foreach (var id in ids)
-        {
-            all[tail] = id;
-            sequence[id] = next++;
-            if (++tail == all.Length)
-            {
-                tail = 0;
-            }
-        }
-
-        _next = next;
-        _count += ids.Length;
-    }
+    public void EnqueueRun(ReadOnlySpan<ushort> ids) => EnqueueRun(ids, default);
 
     /// <summary>The ids of <paramref name="chains"/>' tokens, in order, as <see cref="EnqueueRun(ReadOnlySpan{ushort})"/> appends them.</summary>
-    public void EnqueueRun(ReadOnlySpan<PoppedChain> chains)
+    public void EnqueueRun(ReadOnlySpan<PoppedChain> chains) => EnqueueRun(default, chains);
+
+    // One of the two is empty: the ids are the other's.
+    private void EnqueueRun(ReadOnlySpan<ushort> ids, ReadOnlySpan<PoppedChain> chains)
     {
+        var fromChains = ids.IsEmpty;
+        var count = fromChains ? chains.Length : ids.Length;
         var all = _ids;
         var sequence = _sequence;
         var tail = _head + _count;
@@ -90,9 +71,9 @@ internal struct InOrderQueue
         }
 
         var next = _next;
-        foreach (ref readonly var chain in chains)
+        for (var i = 0; i < count; i++)
         {
-            var id = chain.Token.Id;
+            var id = fromChains ? chains[i].Token.Id : ids[i];
             all[tail] = id;
             sequence[id] = next++;
             if (++tail == all.Length)
@@ -102,9 +83,10 @@ internal struct InOrderQueue
         }
 
         _next = next;
-        _count += chains.Length;
+        _count += count;
     }
 
+    /// <summary>Removes and returns the oldest id.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ushort Dequeue()
     {
