@@ -9,9 +9,9 @@ namespace Rings.Tests.Packed;
 /// The driver's burst take under VIRTIO_F_IN_ORDER (virtio 1.2 sections 2.7.9 and 2.8.8), split
 /// and packed, against a model: chains of one to three descriptors go out, the device returns
 /// them in batches of random sizes (one used element per batch), and the driver takes them back
-/// through spans of random sizes, mixed with single takes. Every buffer comes back once, oldest first, the earlier buffers
-/// of a batch with their whole writable length and the last with what the device wrote, and the
-/// split free list stays in ring order (2.7.5).
+/// through spans of random sizes, mixed with single takes. Every buffer comes back once, oldest
+/// first, the earlier buffers of a batch with their whole writable length and the last with what
+/// the device wrote, and the split free list stays in ring order (2.7.5).
 /// </summary>
 public class InOrderBurstTakeTests
 {

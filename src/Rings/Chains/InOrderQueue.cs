@@ -48,41 +48,30 @@ internal struct InOrderQueue
     }
 
     /// <summary>
-    /// Appends <paramref name="ids"/> in order, as many <see cref="Enqueue"/> calls would, with
-    /// the queue's counters in locals: a burst add's own stores would otherwise make the JIT
-    /// store and reload them once per buffer.
+    /// Starts appending a burst's ids, as many <see cref="Enqueue"/> calls would, with the queue's
+    /// position in the returned <see cref="Appender"/>, a local of the caller's loop: the loop's own
+    /// stores would otherwise make the JIT store and reload the queue's fields once per buffer.
+    /// The ids go in as the loop makes them (from its own state, never read back from a span a
+    /// caller or a peer could change); <see cref="EndRun"/> closes the run.
     /// </summary>
-    public void EnqueueRun(ReadOnlySpan<ushort> ids) => EnqueueRun(ids, default);
-
-    /// <summary>The ids of <paramref name="chains"/>' tokens, in order, as <see cref="EnqueueRun(ReadOnlySpan{ushort})"/> appends them.</summary>
-    public void EnqueueRun(ReadOnlySpan<PoppedChain> chains) => EnqueueRun(default, chains);
-
-    // One of the two is empty: the ids are the other's.
-    private void EnqueueRun(ReadOnlySpan<ushort> ids, ReadOnlySpan<PoppedChain> chains)
+    /// <returns>The appender.</returns>
+    public readonly Appender StartRun()
     {
-        var fromChains = ids.IsEmpty;
-        var count = fromChains ? chains.Length : ids.Length;
-        var all = _ids;
-        var sequence = _sequence;
         var tail = _head + _count;
-        if (tail >= all.Length)
+        if (tail >= _ids.Length)
         {
-            tail -= all.Length;
+            tail -= _ids.Length;
         }
 
-        var next = _next;
-        for (var i = 0; i < count; i++)
-        {
-            var id = fromChains ? chains[i].Token.Id : ids[i];
-            all[tail] = id;
-            sequence[id] = next++;
-            if (++tail == all.Length)
-            {
-                tail = 0;
-            }
-        }
+        return new Appender(_ids, _sequence, tail, _next);
+    }
 
-        _next = next;
+    /// <summary>Closes a run of <paramref name="count"/> ids appended through <paramref name="run"/>.</summary>
+    /// <param name="run">The appender <see cref="StartRun"/> gave.</param>
+    /// <param name="count">Ids it appended.</param>
+    public void EndRun(in Appender run, int count)
+    {
+        _next = run.Next;
         _count += count;
     }
 
@@ -146,5 +135,42 @@ internal struct InOrderQueue
     {
         _head = 0;
         _count = 0;
+    }
+
+    /// <summary>Appends ids for <see cref="StartRun"/>; four fields, so the JIT keeps them in registers.</summary>
+    public ref struct Appender
+    {
+        private readonly ushort[] _ids;
+        private readonly uint[] _sequence;
+        private int _tail;
+
+        /// <summary>Creates the appender at the queue's tail.</summary>
+        /// <param name="ids">The queue's ring of ids.</param>
+        /// <param name="sequence">The queue's sequence number per id.</param>
+        /// <param name="tail">Where the next id goes in <paramref name="ids"/>.</param>
+        /// <param name="next">The next sequence number.</param>
+        public Appender(ushort[] ids, uint[] sequence, int tail, uint next)
+        {
+            _ids = ids;
+            _sequence = sequence;
+            _tail = tail;
+            Next = next;
+        }
+
+        /// <summary>The sequence number the next id gets.</summary>
+        public uint Next { get; private set; }
+
+        /// <summary>Appends one id.</summary>
+        /// <param name="id">The id, below the queue size.</param>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Add(ushort id)
+        {
+            _ids[_tail] = id;
+            _sequence[id] = Next++;
+            if (++_tail == _ids.Length)
+            {
+                _tail = 0;
+            }
+        }
     }
 }

@@ -239,6 +239,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             var position = _availPosition;
             var bits = _availBits;
             var logNext = _popLogNext;
+            var inOrder = _inOrder;
+            var order = inOrder ? _popped.StartRun() : default;
 
             // Direct pops while the device holds less than the whole ring (past that, the general
             // walk says why): each holds one descriptor, so the bound is known before the loop.
@@ -285,6 +287,10 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 idInFlight[id] = true;
                 popLog[logNext] = id | (1u << 16);
                 logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
+                if (inOrder)
+                {
+                    order.Add(id);
+                }
 
                 if (++position == _size)
                 {
@@ -300,10 +306,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                 used++;
             }
 
-            if (_inOrder)
+            if (inOrder)
             {
-                // The ids in the order they were popped (the device's in-order queue).
-                _popped.EnqueueRun(chains[start..popped]);
+                _popped.EndRun(order, popped - start);
             }
 
             _availPosition = position;

@@ -360,6 +360,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         var bits = _availBits;
         var desc = _desc;
         var size = _size;
+        var inOrder = _inOrder;
+        var order = inOrder ? _order.StartRun() : default;
         ulong readBytes = 0;
 
         // The burst's first head: its flags are held back when it opens the unpublished burst (Expose).
@@ -393,6 +395,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
             made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);
             records[id] = new BufferRecord(deviceWritable ? segment.Length : 0, 1);
+            if (inOrder)
+            {
+                order.Add(id);
+            }
+
             readBytes += deviceWritable ? 0 : segment.Length;
             ids[i] = id;
             if (++position == size)
@@ -403,10 +410,9 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             }
         }
 
-        if (_inOrder)
+        if (inOrder)
         {
-            // The ids in the order they were made available: the ones just handed out.
-            _order.EnqueueRun(ids[..n]);
+            _order.EndRun(order, n);
         }
 
         _freeIdCount = freeIdCount;

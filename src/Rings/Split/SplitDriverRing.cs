@@ -242,6 +242,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var mask = _mask;
         var head = _freeHead;
         var avail = _availIndex;
+        var inOrder = _inOrder;
+        var order = inOrder ? _order.StartRun() : default;
         ulong readBytes = 0;
 
         // Fields read once into locals: the stores below (shared memory, the caller's span) could
@@ -260,15 +262,19 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             chainLength[head] = 1;
             writableLength[head] = deviceWritable ? segment.Length : 0;
             readBytes += deviceWritable ? 0 : segment.Length;
+            if (inOrder)
+            {
+                order.Add(head);
+            }
+
             ids[i] = head;
             avail++;
             head = next;
         }
 
-        if (_inOrder)
+        if (inOrder)
         {
-            // The heads in the order they were made available: the ids just handed out.
-            _order.EnqueueRun(ids[..n]);
+            _order.EndRun(order, n);
         }
 
         _freeHead = head;
