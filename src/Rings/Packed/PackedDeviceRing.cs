@@ -486,10 +486,21 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             throw new ArgumentException($"buffer {last.Id} is not the last of the {buffers} oldest in flight", nameof(last));
         }
 
+        // The queue's ring and position in locals: the stores into the in-flight table could alias
+        // the queue's fields as far as the JIT knows, and it would store and reload them per buffer.
+        var inFlight = _idInFlight;
+        var order = _popped.Ring;
+        var at = _popped.OldestIndex;
         for (var i = 0; i < buffers; i++)
         {
-            _idInFlight[_popped.Dequeue()] = false;
+            inFlight[order[at]] = false;
+            if (++at == order.Length)
+            {
+                at = 0;
+            }
         }
+
+        _popped.Skip(buffers);
 
         // 2.8.8: one used descriptor, over the batch's first descriptor, names its last buffer;
         // the used position then skips the whole batch.

@@ -541,8 +541,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         {
             if (_batchLeft > 0)
             {
-                TakeFromBatch(out used[taken]);
-                taken++;
+                taken += TakeBatchRun(used[taken..]);
                 continue;
             }
 
@@ -820,15 +819,68 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <summary>Hands back the oldest buffer of the current IN_ORDER batch.</summary>
     private bool TakeFromBatch(out UsedElement used)
     {
-        var id = _order.Dequeue();
-        _batchLeft--;
+        used = default;
+        return TakeBatchRun(new Span<UsedElement>(ref used)) == 1;
+    }
 
-        // 2.8.8: the buffers skipped over were used completely; the last one carries its length.
-        var length = _batchLeft == 0 ? _batchLastLength : _buffers[id].WritableLength;
-        Reclaim(id);
-        Counters.Bytes += length;
-        used = new UsedElement(id, length);
-        return true;
+    /// <summary>
+    /// Hands back as many buffers of the current IN_ORDER batch as <paramref name="used"/> holds,
+    /// oldest first (TryTakeUsed takes them one at a time through it), as <see cref="Reclaim"/>
+    /// frees them but with the positions and counts in locals: the stores into the caller's span
+    /// and the records could alias the fields as far as the JIT knows, and it would store and
+    /// reload each one per buffer.
+    /// </summary>
+    private int TakeBatchRun(Span<UsedElement> used)
+    {
+        var n = Math.Min(_batchLeft, used.Length);
+        var lastOfBatch = n == _batchLeft;
+        var lastLength = _batchLastLength;
+        var records = _buffers;
+        var freeIds = _freeIds;
+        var freeIdCount = _freeIdCount;
+        var position = _usedPosition;
+        var bits = _usedBits;
+        var size = _size;
+        var order = _order.Ring;
+        var at = _order.OldestIndex;
+        var freed = 0;
+        long bytes = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var id = order[at];
+            if (++at == order.Length)
+            {
+                at = 0;
+            }
+
+            // 2.8.8: the buffers skipped over were used completely; the batch's last one carries its length.
+            ref var record = ref records[id];
+            var length = lastOfBatch && i == n - 1 ? lastLength : record.WritableLength;
+
+            // Skip the used position over the buffer's descriptors, by our own count (2.8.6).
+            int count = record.Descriptors;
+            record.Descriptors = 0;
+            position += count;
+            if (position >= size)
+            {
+                position -= size;
+                bits ^= PackedFlags.AvailUsed;
+            }
+
+            freeIds[freeIdCount++] = id;
+            freed += count;
+            bytes += length;
+            used[i] = new UsedElement(id, length);
+        }
+
+        _order.Skip(n);
+        _batchLeft -= n;
+        _usedPosition = position;
+        _usedBits = bits;
+        _freeIdCount = freeIdCount;
+        _freeDescriptors += freed;
+        Counters.Bytes += bytes;
+        return n;
     }
 
     /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
