@@ -609,10 +609,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         var bits = _usedBits;
         var freeIdCount = _freeIdCount;
         var freeDescriptors = _freeDescriptors;
+        var size = _size;
         var reason = BrokenReason.None;
         var taken = 0;
         long bytes = 0;
-        while (taken < used.Length && freeIdCount != _size)
+        while (taken < used.Length && freeIdCount != size)
         {
             // One pass over the used descriptors: each one's flags read once, with acquire (2.8.22),
             // before its id and len; the pass stops at the first the device has not written.
@@ -640,13 +641,27 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             }
 
             // Reclaim: skip the used position over the buffer's descriptors, by our own count (2.8.6).
+            // A branch on the common one-descriptor buffer, not an add of the count: the next
+            // used descriptor's address would otherwise wait for this one's id and record to
+            // load (three loads in series per buffer); predicted, the next loads start at once.
             int count = record.Descriptors;
             record.Descriptors = 0;
-            position += count;
-            if (position >= _size)
+            if (count == 1)
             {
-                position -= _size;
-                bits ^= PackedFlags.AvailUsed;
+                if (++position == size)
+                {
+                    position = 0;
+                    bits ^= PackedFlags.AvailUsed;
+                }
+            }
+            else
+            {
+                position += count;
+                if (position >= size)
+                {
+                    position -= size;
+                    bits ^= PackedFlags.AvailUsed;
+                }
             }
 
             freeIds[freeIdCount++] = id;
