@@ -1,6 +1,7 @@
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
+using Rings.Chains;
 using Rings.Memory;
 
 namespace Rings.Tests.Memory;
@@ -114,6 +115,37 @@ public sealed class GuestMemoryTests
                 Assert.Equal(0, host);
             }
         });
+    }
+
+    /// <summary>
+    /// The burst check (every segment inside the table before any is added) takes a burst that
+    /// lies in one region with one translation of the range it spans: it must pass and refuse
+    /// exactly the bursts a check of each segment would, wherever the segments lie (several
+    /// regions, gaps, ends at 2^64), and name the first segment outside.
+    /// </summary>
+    [Property(MaxTest = 3000)]
+    public Property Burst_check_agrees_with_a_check_of_each_segment()
+    {
+        var gen =
+            from t in Tables
+            from n in Gen.Choose(1, 8)
+            from qs in Gen.ArrayOf(Queries(t), n)
+            select (Table: t, Segments: qs.Select(q => new BufferSegment(q.Address, (uint)Math.Min(q.Length, uint.MaxValue))).ToArray());
+        return Prop.ForAll(gen.ToArbitrary(), c =>
+        {
+            var memory = new GuestMemory(c.Table.Regions);
+            var firstOutside = Array.FindIndex(c.Segments, s => !Expected(c.Table, s.Address, s.Length).Any());
+            var ids = new ushort[c.Segments.Length];
+            if (firstOutside < 0)
+            {
+                BufferSegment.CheckBurst(memory, c.Segments, ids);
+            }
+            else
+            {
+                var e = Assert.Throws<ArgumentOutOfRangeException>(() => BufferSegment.CheckBurst(memory, c.Segments, ids));
+                Assert.Contains($"buffer 0x{c.Segments[firstOutside].Address:x}+{c.Segments[firstOutside].Length} ", e.Message, StringComparison.Ordinal);
+            }
+        }).Label("a burst check");
     }
 
     [Theory]

@@ -87,11 +87,34 @@ public readonly record struct BufferSegment(ulong Address, uint Length)
     /// <param name="memory">The memory table the ring was made with.</param>
     /// <param name="buffers">One segment per buffer.</param>
     /// <param name="ids">Where the ids will go.</param>
+    /// <remarks>Not inlined: it runs once per burst, and the burst loops keep their registers for themselves.</remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void CheckBurst(GuestMemory memory, ReadOnlySpan<BufferSegment> buffers, Span<ushort> ids)
     {
         if (ids.Length < buffers.Length)
         {
             ThrowTooFewIds(ids.Length, buffers.Length);
+        }
+
+        // The usual burst lies in one region: one pass for the range all its segments span, and
+        // one translation of that range, instead of a search of the table per segment. Every
+        // segment inside a range that is inside one region is inside that region, so this passes
+        // exactly the bursts the search below would; any other burst (segments in several
+        // regions, an end past 2^64) gets the search, which also names the first bad segment.
+        var low = ulong.MaxValue;
+        var high = 0UL;
+        var wrapped = false;
+        foreach (var segment in buffers)
+        {
+            var end = segment.Address + segment.Length;
+            wrapped |= end < segment.Address;
+            low = Math.Min(low, segment.Address);
+            high = Math.Max(high, end);
+        }
+
+        if (!wrapped && low <= high && memory.TryTranslate(low, high - low, out _))
+        {
+            return;
         }
 
         foreach (var segment in buffers)
