@@ -536,7 +536,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
         var taken = 0;
         var buffers = _buffers;
-        long bytes = 0;
         while (taken < used.Length)
         {
             if (_batchLeft > 0)
@@ -574,20 +573,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 break;
             }
 
-            if (_inOrder)
-            {
-                // 2.8.8: one used descriptor returns every buffer made available up to this one.
-                _batchLeft = _order.BatchSize(id);
-                _batchLastLength = length;
-                continue;
-            }
-
-            Reclaim(id);
-            bytes += length;
-            used[taken++] = new UsedElement(id, length);
+            // 2.8.8: one used descriptor returns every buffer made available up to this one.
+            _batchLeft = _order.BatchSize(id);
+            _batchLastLength = length;
         }
 
-        Counters.Bytes += bytes;
         return taken;
     }
 
@@ -656,12 +646,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             }
             else
             {
-                position += count;
-                if (position >= size)
-                {
-                    position -= size;
-                    bits ^= PackedFlags.AvailUsed;
-                }
+                SkipUsed(ref position, ref bits, count, size);
             }
 
             freeIds[freeIdCount++] = id;
@@ -872,15 +857,9 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             ref var record = ref records[id];
             var length = lastOfBatch && i == n - 1 ? lastLength : record.WritableLength;
 
-            // Skip the used position over the buffer's descriptors, by our own count (2.8.6).
             int count = record.Descriptors;
             record.Descriptors = 0;
-            position += count;
-            if (position >= size)
-            {
-                position -= size;
-                bits ^= PackedFlags.AvailUsed;
-            }
+            SkipUsed(ref position, ref bits, count, size);
 
             freeIds[freeIdCount++] = id;
             freed += count;
@@ -905,16 +884,24 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         ref var record = ref _buffers[id];
         int count = record.Descriptors;
         record.Descriptors = 0;
-        var position = _usedPosition + count;
-        if (position >= _size)
-        {
-            position -= _size;
-            _usedBits ^= PackedFlags.AvailUsed;
-        }
-
-        _usedPosition = position;
+        SkipUsed(ref _usedPosition, ref _usedBits, count, _size);
         _freeIds[_freeIdCount++] = id;
         _freeDescriptors += count;
+    }
+
+    /// <summary>
+    /// Skips a used position over a buffer's <paramref name="count"/> descriptors, by the driver's
+    /// own count (2.8.6), flipping the wrap bits when it passes the ring's end (2.8.1).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SkipUsed(ref int position, ref ushort bits, int count, int size)
+    {
+        position += count;
+        if (position >= size)
+        {
+            position -= size;
+            bits ^= PackedFlags.AvailUsed;
+        }
     }
 
     /// <summary>What the driver remembers of a buffer it made available; never read back from the ring.</summary>
