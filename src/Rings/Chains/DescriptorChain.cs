@@ -85,10 +85,38 @@ public readonly ref struct DescriptorChain
 /// Identifies a popped buffer when the device returns it: the buffer id and how many
 /// descriptors it occupied (the packed ring advances its used position by that count, 2.8.7).
 /// </summary>
-/// <param name="Id">The buffer id (split: head descriptor index; packed: the driver's buffer id).</param>
-/// <param name="DescriptorCount">Ring descriptors the buffer occupied (an indirect table counts as one).</param>
-public readonly record struct ChainToken(ushort Id, ushort DescriptorCount)
+public readonly record struct ChainToken
 {
+    // One word (the id in the low half), so a token is stored and copied whole.
+    private readonly uint _value;
+
+    /// <summary>Creates a token.</summary>
+    /// <param name="id">The buffer id (split: head descriptor index; packed: the driver's buffer id).</param>
+    /// <param name="descriptorCount">Ring descriptors the buffer occupied (an indirect table counts as one).</param>
+    public ChainToken(ushort id, ushort descriptorCount) => _value = id | ((uint)descriptorCount << 16);
+
+    private ChainToken(uint value) => _value = value;
+
+    /// <summary>The buffer id (split: head descriptor index; packed: the driver's buffer id).</summary>
+    public ushort Id { get => (ushort)_value; init => _value = (_value & 0xFFFF0000u) | value; }
+
+    /// <summary>Ring descriptors the buffer occupied (an indirect table counts as one).</summary>
+    public ushort DescriptorCount { get => (ushort)(_value >> 16); init => _value = (_value & 0xFFFFu) | ((uint)value << 16); }
+
+    // The token as one word, for PoppedChain's packing.
+    internal uint Value => _value;
+
+    /// <summary>The two parts.</summary>
+    /// <param name="id">The buffer id.</param>
+    /// <param name="descriptorCount">Ring descriptors the buffer occupied.</param>
+    public void Deconstruct(out ushort id, out ushort descriptorCount)
+    {
+        id = Id;
+        descriptorCount = DescriptorCount;
+    }
+
+    internal static ChainToken FromValue(uint value) => new(value);
+
     /// <summary>Checks the lengths <see cref="IDeviceRing.PushUsedBurst"/> is given.</summary>
     /// <param name="tokens">The tokens.</param>
     /// <param name="written">Empty, or one length per token.</param>
