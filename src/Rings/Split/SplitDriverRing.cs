@@ -422,6 +422,15 @@ public sealed unsafe class SplitDriverRing : IDriverRing
 
             if (_inOrder)
             {
+                // Elements that each return one buffer (a receive queue's usual case, every buffer
+                // with its own length) in one pass; an element returning several starts a batch.
+                var singles = TakeInOrderSingles(used[taken..]);
+                taken += singles;
+                if (taken == used.Length || _lastUsed == _cachedUsedIndex)
+                {
+                    continue;
+                }
+
                 if (!TakeInOrderBatch())
                 {
                     break;
@@ -794,6 +803,86 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _outstanding -= n;
         Counters.Bytes += bytes;
         return n;
+    }
+
+    /// <summary>
+    /// IN_ORDER: takes, oldest first, the cached used elements that each name the oldest buffer
+    /// still out, so that each returns that buffer alone (2.7.9: a batch ends at the buffer it
+    /// names) with the length it carries; stops at the first element naming a later buffer (a
+    /// batch of several, for <see cref="TakeInOrderBatch"/>) or a length the buffer cannot hold
+    /// (which TakeInOrderBatch then refuses). Each element is read once into a local, after the
+    /// acquire of used.idx; the free list grows at its tail as in <see cref="TakeBatchRun"/>,
+    /// with its tail and the queue's position in locals.
+    /// </summary>
+    /// <returns>The buffers taken.</returns>
+    private int TakeInOrderSingles(Span<UsedElement> used)
+    {
+        var usedRing = _ring.UsedRing;
+        var mask = _mask;
+        var lastUsed = _lastUsed;
+        var n = Math.Min(Math.Min((ushort)(_cachedUsedIndex - lastUsed), used.Length), _order.Count);
+        var chainLength = _chainLength;
+        var writableLength = _writableLength;
+        var nextFree = _nextFree;
+        var order = _order.Ring;
+        var at = _order.OldestIndex;
+        var tail = _freeTail;
+        var empty = _freeCount == 0;
+        var freed = 0;
+        long bytes = 0;
+        var i = 0;
+        for (; i < n; i++)
+        {
+            var element = usedRing[(ushort)(lastUsed + i) & mask];
+            var id = order[at];
+            if (element.Id != id || element.Len > writableLength[id])
+            {
+                break;
+            }
+
+            if (++at == order.Length)
+            {
+                at = 0;
+            }
+
+            // Walk our shadow links, never the shared table: the device may have rewritten it.
+            int count = chainLength[id];
+            var last = id;
+            for (var k = 1; k < count; k++)
+            {
+                last = nextFree[last];
+            }
+
+            // 2.7.5: appended in the order they went out, the free list stays in ring order.
+            if (empty)
+            {
+                _freeHead = id;
+                empty = false;
+            }
+            else
+            {
+                nextFree[tail] = id;
+            }
+
+            tail = last;
+            chainLength[id] = 0;
+            freed += count;
+            bytes += element.Len;
+            used[i] = new UsedElement(id, element.Len);
+        }
+
+        if (i > 0)
+        {
+            nextFree[tail] = NoDescriptor;
+            _freeTail = tail;
+            _order.Skip(i);
+            _lastUsed = (ushort)(lastUsed + i);
+            _freeCount += freed;
+            _outstanding -= i;
+            Counters.Bytes += bytes;
+        }
+
+        return i;
     }
 
     private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
