@@ -549,6 +549,14 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 break;
             }
 
+            // Descriptors that each return one buffer (a receive queue's usual case, every buffer
+            // with its own length) in one pass; one returning several starts a batch below.
+            taken += TakeInOrderSingles(used[taken..]);
+            if (taken == used.Length)
+            {
+                break;
+            }
+
             // One pass over the used descriptors: each one's flags read once, with acquire (2.8.22),
             // before its id and len; the pass stops at the first the device has not written.
             var d = _desc + _usedPosition;
@@ -875,6 +883,80 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         _freeDescriptors += freed;
         Counters.Bytes += bytes;
         return n;
+    }
+
+    /// <summary>
+    /// IN_ORDER: takes the used descriptors that each name the oldest buffer still out, so that
+    /// each returns that buffer alone (2.8.8: a batch ends at the buffer its descriptor names) with
+    /// the length it carries; stops at the first the device has not written, one naming a later
+    /// buffer (a batch of several, which TakeUsed starts) or one whose length the buffer cannot
+    /// hold (which TakeUsed then refuses). Each descriptor's flags are read once with acquire
+    /// (2.8.22) before its id and len, each read once; the positions, the free-id stack's top and
+    /// the order queue's position stay in locals, as in <see cref="TakeBatchRun"/>.
+    /// </summary>
+    /// <returns>The buffers taken.</returns>
+    private int TakeInOrderSingles(Span<UsedElement> used)
+    {
+        var n = Math.Min(used.Length, _order.Count);
+        var records = _buffers;
+        var freeIds = _freeIds;
+        var freeIdCount = _freeIdCount;
+        var position = _usedPosition;
+        var bits = _usedBits;
+        var size = _size;
+        var order = _order.Ring;
+        var at = _order.OldestIndex;
+        var freed = 0;
+        long bytes = 0;
+        var i = 0;
+        for (; i < n; i++)
+        {
+            var d = _desc + position;
+            var flags = Volatile.Read(ref d->Flags);
+            if ((flags & PackedFlags.AvailUsed) != bits)
+            {
+                break;
+            }
+
+            var id = order[at];
+            if (d->Id != id)
+            {
+                break;
+            }
+
+            // 2.8.4: len is reserved without WRITE.
+            var length = (flags & PackedFlags.Write) != 0 ? d->Len : 0;
+            ref var record = ref records[id];
+            if (length > record.WritableLength)
+            {
+                break;
+            }
+
+            if (++at == order.Length)
+            {
+                at = 0;
+            }
+
+            int count = record.Descriptors;
+            record.Descriptors = 0;
+            SkipUsed(ref position, ref bits, count, size);
+            freeIds[freeIdCount++] = id;
+            freed += count;
+            bytes += length;
+            used[i] = new UsedElement(id, length);
+        }
+
+        if (i > 0)
+        {
+            _order.Skip(i);
+            _usedPosition = position;
+            _usedBits = bits;
+            _freeIdCount = freeIdCount;
+            _freeDescriptors += freed;
+            Counters.Bytes += bytes;
+        }
+
+        return i;
     }
 
     /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
