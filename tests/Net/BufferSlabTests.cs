@@ -20,7 +20,7 @@ public sealed class BufferSlabTests : IDisposable
     [Property(MaxTest = 200)]
     public Property TakesAndReturnsFollowTheModel(bool firstInFirstOut) =>
         Prop.ForAll(
-            Gen.Choose(1, 16).SelectMany(count => Gen.ListOf(Gen.Choose(0, 2)).Select(ops => (count, ops))).ToArbitrary(),
+            Gen.Choose(1, 16).SelectMany(count => Gen.ListOf(Gen.Choose(0, 3)).Select(ops => (count, ops))).ToArbitrary(),
             t =>
             {
                 var (count, ops) = t;
@@ -54,6 +54,28 @@ public sealed class BufferSlabTests : IDisposable
 
                             Assert.Equal(expected, index);
                             held.Add(index);
+                        }
+                    }
+                    else if (op == 3)
+                    {
+                        // A burst take hands out what as many single takes would, in that order.
+                        var slots = new int[(held.Count % 5) + 1];
+                        var took = slab.TakeBurst(slots);
+                        Assert.Equal(Math.Min(slots.Length, free.Count), took);
+                        for (var k = 0; k < took; k++)
+                        {
+                            var expected = firstInFirstOut ? free.First!.Value : free.Last!.Value;
+                            if (firstInFirstOut)
+                            {
+                                free.RemoveFirst();
+                            }
+                            else
+                            {
+                                free.RemoveLast();
+                            }
+
+                            Assert.Equal(expected, slots[k]);
+                            held.Add(slots[k]);
                         }
                     }
                     else if (held.Count > 0)

@@ -135,6 +135,43 @@ public sealed unsafe class BufferSlab
         return _free[at < _free.Length ? at : at - _free.Length];
     }
 
+    /// <summary>
+    /// Takes up to <paramref name="slots"/>.Length free buffers at once, in the order as many
+    /// <see cref="TryTake"/> calls would hand them out (one update of the free list for all).
+    /// </summary>
+    /// <param name="slots">Where the buffers' indices go.</param>
+    /// <returns>The buffers taken: fewer than asked when fewer are free.</returns>
+    public int TakeBurst(Span<int> slots)
+    {
+        var n = Math.Min(slots.Length, _freeCount);
+        var free = _free;
+        if (_firstInFirstOut)
+        {
+            var at = _oldest;
+            for (var i = 0; i < n; i++)
+            {
+                slots[i] = free[at];
+                if (++at == free.Length)
+                {
+                    at = 0;
+                }
+            }
+
+            _oldest = at;
+        }
+        else
+        {
+            var top = _freeCount;
+            for (var i = 0; i < n; i++)
+            {
+                slots[i] = free[--top];
+            }
+        }
+
+        _freeCount -= n;
+        return n;
+    }
+
     /// <summary>Returns a buffer taken earlier.</summary>
     /// <param name="index">The buffer's index.</param>
     public void Return(int index)

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Rings.Chains;
 using Rings.Linux.Device;
@@ -146,12 +147,11 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         {
             // Up to a burst of free slots, then one ring call for all of them.
             var want = Math.Min(_rx.FreeDescriptors, Burst);
-            var n = 0;
-            while (n < want && _rxSlab.TryTake(out var slot))
+            var n = _rxSlab.TakeBurst(slots.AsSpan(0, want));
+            var bufferSize = (uint)_rxSlab.BufferSize;
+            for (var i = 0; i < n; i++)
             {
-                slots[n] = slot;
-                segments[n] = new BufferSegment(_rxSlab.AddressOf(slot), (uint)_rxSlab.BufferSize);
-                n++;
+                segments[i] = new BufferSegment(_rxSlab.AddressOf(slots[i]), bufferSize);
             }
 
             if (n == 0)
@@ -402,6 +402,21 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// <returns>False when no single-buffer frame is at the head of the queue.</returns>
     public bool TryReceiveInPlace(out ReceivedFrame frame)
     {
+        // The common case first: no frame half gathered, a buffer taken already, and its header
+        // (or the lack of MRG_RXBUF) saying the frame lies in it alone.
+        if (_mergeExpected == 0 && _mergeTaken == 0 && _receivedNext < _receivedCount)
+        {
+            var first = _receivedSlots[_receivedNext];
+            var length = (int)_received[_receivedNext].Length;
+            var buffer = _rxSlab.Span(first);
+            if (length >= VirtioNetHeader.Size && (!_mergeable || BinaryPrimitives.ReadUInt16LittleEndian(buffer[10..]) == 1))
+            {
+                _receivedNext++;
+                frame = new ReceivedFrame(first, buffer.Slice(VirtioNetHeader.Size, length - VirtioNetHeader.Size));
+                return true;
+            }
+        }
+
         frame = default;
         while (true)
         {
