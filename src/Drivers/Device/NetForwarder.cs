@@ -163,8 +163,16 @@ public static class NetForwarder
             }
 
             ref readonly var buffer = ref rxChains[buffers];
-            var destination = new SegmentCursor(buffer.Writable(rxSegments));
-            var header = destination.Current;
+
+            // The header goes at the start of the writable part: its first segment, unless that is
+            // empty (then the cursor, which skips empty segments, finds where it goes). The cursor
+            // is made only where the copy needs it.
+            var header = buffer.SegmentCount > buffer.ReadableCount ? rxSegments[buffer.FirstSegment + buffer.ReadableCount].Span : default;
+            if (header.IsEmpty)
+            {
+                header = new SegmentCursor(buffer.Writable(rxSegments)).Current;
+            }
+
             if (header.Length < VirtioNetHeader.Size)
             {
                 // Rings needs the receive header in the first writable segment.
@@ -200,6 +208,7 @@ public static class NetForwarder
             {
                 var source = new SegmentCursor(frame.Readable(txSegments));
                 source.Skip(VirtioNetHeader.Size);
+                var destination = new SegmentCursor(buffer.Writable(rxSegments));
                 destination.Advance(VirtioNetHeader.Size);
                 copied = destination.CopyFrom(ref source, (long)payload);
                 new VirtioNetHeader { NumBuffers = 1 }.TryWrite(header);
