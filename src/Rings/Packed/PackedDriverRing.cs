@@ -865,12 +865,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             ref var record = ref records[id];
             var length = lastOfBatch && i == n - 1 ? lastLength : record.WritableLength;
 
-            int count = record.Descriptors;
-            record.Descriptors = 0;
-            SkipUsed(ref position, ref bits, count, size);
-
-            freeIds[freeIdCount++] = id;
-            freed += count;
+            freed += FreeBuffer(ref record, id, freeIds, ref freeIdCount, ref position, ref bits, size);
             bytes += length;
             used[i] = new UsedElement(id, length);
         }
@@ -937,11 +932,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 at = 0;
             }
 
-            int count = record.Descriptors;
-            record.Descriptors = 0;
-            SkipUsed(ref position, ref bits, count, size);
-            freeIds[freeIdCount++] = id;
-            freed += count;
+            freed += FreeBuffer(ref record, id, freeIds, ref freeIdCount, ref position, ref bits, size);
             bytes += length;
             used[i] = new UsedElement(id, length);
         }
@@ -963,12 +954,23 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Reclaim(ushort id)
     {
-        ref var record = ref _buffers[id];
+        _freeDescriptors += FreeBuffer(ref _buffers[id], id, _freeIds, ref _freeIdCount, ref _usedPosition, ref _usedBits, _size);
+    }
+
+    /// <summary>
+    /// Frees buffer <paramref name="id"/>: forgets its record, skips the used position over its
+    /// descriptors by our own count (2.8.6) and pushes the id on the free-id stack. The positions
+    /// and the stack's top are the caller's (fields, or locals written back after a run).
+    /// </summary>
+    /// <returns>The descriptors freed.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FreeBuffer(ref BufferRecord record, ushort id, ushort[] freeIds, ref int freeIdCount, ref int position, ref ushort bits, int size)
+    {
         int count = record.Descriptors;
         record.Descriptors = 0;
-        SkipUsed(ref _usedPosition, ref _usedBits, count, _size);
-        _freeIds[_freeIdCount++] = id;
-        _freeDescriptors += count;
+        SkipUsed(ref position, ref bits, count, size);
+        freeIds[freeIdCount++] = id;
+        return count;
     }
 
     /// <summary>

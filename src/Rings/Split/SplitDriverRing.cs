@@ -765,28 +765,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             // 2.7.9: the buffers skipped over were used completely; the batch's last one carries its length.
             var length = lastOfBatch && i == n - 1 ? lastLength : writableLength[id];
 
-            // Walk our shadow links, never the shared table: the device may have rewritten it.
-            int count = chainLength[id];
-            var last = id;
-            for (var k = 1; k < count; k++)
-            {
-                last = nextFree[last];
-            }
-
-            // 2.7.5: appended in the order they went out, the free list stays in ring order.
-            if (empty)
-            {
-                _freeHead = id;
-                empty = false;
-            }
-            else
-            {
-                nextFree[tail] = id;
-            }
-
-            tail = last;
-            chainLength[id] = 0;
-            freed += count;
+            freed += AppendToFreeList(id, chainLength, nextFree, ref tail, ref empty);
             bytes += length;
             used[i] = new UsedElement(id, length);
         }
@@ -845,28 +824,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
                 at = 0;
             }
 
-            // Walk our shadow links, never the shared table: the device may have rewritten it.
-            int count = chainLength[id];
-            var last = id;
-            for (var k = 1; k < count; k++)
-            {
-                last = nextFree[last];
-            }
-
-            // 2.7.5: appended in the order they went out, the free list stays in ring order.
-            if (empty)
-            {
-                _freeHead = id;
-                empty = false;
-            }
-            else
-            {
-                nextFree[tail] = id;
-            }
-
-            tail = last;
-            chainLength[id] = 0;
-            freed += count;
+            freed += AppendToFreeList(id, chainLength, nextFree, ref tail, ref empty);
             bytes += element.Len;
             used[i] = new UsedElement(id, element.Len);
         }
@@ -883,6 +841,38 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         }
 
         return i;
+    }
+
+    /// <summary>
+    /// IN_ORDER: frees the chain at head <paramref name="id"/> onto the free list's tail (2.7.5:
+    /// appended in the order they went out, the list stays in ring order), walking our shadow
+    /// links, never the shared table (the device may have rewritten it). The list's tail and
+    /// whether it was empty are the caller's locals, written back once after its run.
+    /// </summary>
+    /// <returns>The descriptors freed.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int AppendToFreeList(ushort id, ushort[] chainLength, ushort[] nextFree, ref ushort tail, ref bool empty)
+    {
+        int count = chainLength[id];
+        var last = id;
+        for (var k = 1; k < count; k++)
+        {
+            last = nextFree[last];
+        }
+
+        if (empty)
+        {
+            _freeHead = id;
+            empty = false;
+        }
+        else
+        {
+            nextFree[tail] = id;
+        }
+
+        tail = last;
+        chainLength[id] = 0;
+        return count;
     }
 
     private bool Break(BrokenReason reason) => Counters.Break(ref _broken, reason);
