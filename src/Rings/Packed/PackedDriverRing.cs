@@ -550,11 +550,16 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             }
 
             // Descriptors that each return one buffer (a receive queue's usual case, every buffer
-            // with its own length) in one pass; one returning several starts a batch below.
-            taken += TakeInOrderSingles(used[taken..]);
-            if (taken == used.Length)
+            // with its own length) in one pass; one returning several starts a batch below. The
+            // first descriptor's id is only a hint here (the run reads the flags first and checks
+            // what it reads), so a transmit queue's batches do not pay for the run's setup.
+            if (_order.Count > 0 && _desc[_usedPosition].Id == _order.PeekAt(0))
             {
-                break;
+                taken += TakeInOrderSingles(used[taken..]);
+                if (taken == used.Length)
+                {
+                    break;
+                }
             }
 
             // One pass over the used descriptors: each one's flags read once, with acquire (2.8.22),

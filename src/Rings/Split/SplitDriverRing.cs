@@ -424,11 +424,15 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             {
                 // Elements that each return one buffer (a receive queue's usual case, every buffer
                 // with its own length) in one pass; an element returning several starts a batch.
-                var singles = TakeInOrderSingles(used[taken..]);
-                taken += singles;
-                if (taken == used.Length || _lastUsed == _cachedUsedIndex)
+                // The first element's id is only a hint here (the run reads it again and checks
+                // what it reads), so a transmit queue's batches do not pay for the run's setup.
+                if (_order.Count > 0 && _ring.UsedRing[_lastUsed & _mask].Id == _order.PeekAt(0))
                 {
-                    continue;
+                    taken += TakeInOrderSingles(used[taken..]);
+                    if (taken == used.Length || _lastUsed == _cachedUsedIndex)
+                    {
+                        continue;
+                    }
                 }
 
                 if (!TakeInOrderBatch())
