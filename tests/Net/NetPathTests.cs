@@ -273,17 +273,22 @@ public sealed class NetPathTests : IDisposable
         d.Release(frame);
     }
 
-    [Fact]
-    public void TransmitWithoutRoomForTheHeaderBreaksOnlyThatQueue()
+    // A transmit and a receive queue of 8 descriptors with no driver path over them: both sides
+    // of each, for tests that place buffers by hand.
+    private (SplitDriverRing Tx, SplitDriverRing Rx, SplitDeviceRing TxDevice, SplitDeviceRing RxDevice, GuestMemory Memory) RawRings(VirtioFeatures features)
     {
         var memory = new GuestMemory(_region.Region);
         var layout = RingFormat.Split.Layout(8);
         var txAt = layout.At(Base);
         var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
-        var tx = new SplitDriverRing(memory, txAt, 8, VirtioFeatures.None);
-        var txDevice = new SplitDeviceRing(memory, txAt, 8, VirtioFeatures.None);
-        var rxDevice = new SplitDeviceRing(memory, rxAt, 8, VirtioFeatures.None);
-        var rx = new SplitDriverRing(memory, rxAt, 8, VirtioFeatures.None);
+        return (new SplitDriverRing(memory, txAt, 8, features), new SplitDriverRing(memory, rxAt, 8, features),
+            new SplitDeviceRing(memory, txAt, 8, features), new SplitDeviceRing(memory, rxAt, 8, features), memory);
+    }
+
+    [Fact]
+    public void TransmitWithoutRoomForTheHeaderBreaksOnlyThatQueue()
+    {
+        var (tx, rx, txDevice, rxDevice, _) = RawRings(VirtioFeatures.None);
         Assert.True(rx.TryAdd(new Chains.BufferSegment(Base + 0x10000, 2048), true, out _));
         rx.Publish();
         Assert.True(tx.TryAdd(new Chains.BufferSegment(Base + 0x20000, 11), false, out _));
@@ -305,14 +310,7 @@ public sealed class NetPathTests : IDisposable
         var random = new Random(seed * 7919);
         foreach (var length in new[] { 12, 13, 31, 32, 33, 43, 44, 45, 63, 64, 65, 76, 95, 96, 97, 128, 12 + random.Next(0, 200) })
         {
-            var memory = new GuestMemory(_region.Region);
-            var layout = RingFormat.Split.Layout(8);
-            var txAt = layout.At(Base);
-            var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
-            var tx = new SplitDriverRing(memory, txAt, 8, VirtioFeatures.InOrder);
-            var rx = new SplitDriverRing(memory, rxAt, 8, VirtioFeatures.InOrder);
-            var txDevice = new SplitDeviceRing(memory, txAt, 8, VirtioFeatures.InOrder);
-            var rxDevice = new SplitDeviceRing(memory, rxAt, 8, VirtioFeatures.InOrder);
+            var (tx, rx, txDevice, rxDevice, memory) = RawRings(VirtioFeatures.InOrder);
             const ulong txBuffer = Base + 0x10000;
             var rxBuffer = sameBuffer ? txBuffer : Base + 0x20000;
             var rxLength = sameBuffer ? length : length + random.Next(0, 40);
@@ -322,7 +320,7 @@ public sealed class NetPathTests : IDisposable
             random.NextBytes(sent);
             var expected = sent.ToArray();
             expected.AsSpan(0, VirtioNetHeader.Size).Clear();
-            expected[10] = 1;
+            expected[VirtioNetHeader.NumBuffersOffset] = 1;
 
             Assert.True(rx.TryAdd(new Chains.BufferSegment(rxBuffer, (uint)rxLength), true, out _));
             rx.Publish();

@@ -409,7 +409,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
             var first = _receivedSlots[_receivedNext];
             var length = (int)_received[_receivedNext].Length;
             var buffer = _rxSlab.Span(first);
-            if (length >= VirtioNetHeader.Size && (!_mergeable || BinaryPrimitives.ReadUInt16LittleEndian(buffer[10..]) == 1))
+            if (length >= VirtioNetHeader.Size && (!_mergeable || BinaryPrimitives.ReadUInt16LittleEndian(buffer[VirtioNetHeader.NumBuffersOffset..]) == 1))
             {
                 _receivedNext++;
                 frame = new ReceivedFrame(first, buffer.Slice(VirtioNetHeader.Size, length - VirtioNetHeader.Size));

@@ -11,6 +11,9 @@ public struct VirtioNetHeader
     /// <summary>Size of the header in bytes.</summary>
     public const int Size = 12;
 
+    /// <summary>Where num_buffers (little-endian, 2 bytes) lies in the header (5.1.6).</summary>
+    public const int NumBuffersOffset = 10;
+
     /// <summary>VIRTIO_NET_HDR_F_NEEDS_CSUM: csum_start/csum_offset are meaningful.</summary>
     public const byte FlagNeedsCsum = 1;
 
@@ -61,7 +64,7 @@ public struct VirtioNetHeader
             GsoSize = BinaryPrimitives.ReadUInt16LittleEndian(source[4..]),
             CsumStart = BinaryPrimitives.ReadUInt16LittleEndian(source[6..]),
             CsumOffset = BinaryPrimitives.ReadUInt16LittleEndian(source[8..]),
-            NumBuffers = BinaryPrimitives.ReadUInt16LittleEndian(source[10..]),
+            NumBuffers = BinaryPrimitives.ReadUInt16LittleEndian(source[NumBuffersOffset..]),
         };
         return true;
     }

@@ -95,7 +95,8 @@ public readonly record struct ChainToken
     /// <param name="descriptorCount">Ring descriptors the buffer occupied (an indirect table counts as one).</param>
     public ChainToken(ushort id, ushort descriptorCount) => _value = id | ((uint)descriptorCount << 16);
 
-    private ChainToken(uint value) => _value = value;
+    // From the one word (id in the low half), as PoppedChain keeps it.
+    internal ChainToken(uint value) => _value = value;
 
     /// <summary>The buffer id (split: head descriptor index; packed: the driver's buffer id).</summary>
     public ushort Id { get => (ushort)_value; init => _value = (_value & 0xFFFF0000u) | value; }
@@ -114,8 +115,6 @@ public readonly record struct ChainToken
         id = Id;
         descriptorCount = DescriptorCount;
     }
-
-    internal static ChainToken FromValue(uint value) => new(value);
 
     /// <summary>Checks the lengths <see cref="IDeviceRing.PushUsedBurst"/> is given.</summary>
     /// <param name="tokens">The tokens.</param>

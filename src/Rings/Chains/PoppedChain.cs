@@ -37,7 +37,7 @@ public readonly record struct PoppedChain
     }
 
     /// <summary>What the device passes back to return the buffer.</summary>
-    public ChainToken Token { get => ChainToken.FromValue((uint)_head); init => _head = (_head & ~0xFFFFFFFFUL) | value.Value; }
+    public ChainToken Token { get => new ChainToken((uint)_head); init => _head = (_head & ~0xFFFFFFFFUL) | value.Value; }
 
     /// <summary>Index of the buffer's first segment in the caller's segment span.</summary>
     public int FirstSegment { get => (int)(_head >> 32); init => _head = (uint)_head | ((ulong)(uint)value << 32); }

@@ -875,13 +875,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             used[i] = new UsedElement(id, length);
         }
 
-        _order.Skip(n);
+        EndInOrderRun(n, position, bits, freeIdCount, freed, bytes);
         _batchLeft -= n;
-        _usedPosition = position;
-        _usedBits = bits;
-        _freeIdCount = freeIdCount;
-        _freeDescriptors += freed;
-        Counters.Bytes += bytes;
         return n;
     }
 
@@ -942,17 +937,23 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             used[i] = new UsedElement(id, length);
         }
 
-        if (i > 0)
-        {
-            _order.Skip(i);
-            _usedPosition = position;
-            _usedBits = bits;
-            _freeIdCount = freeIdCount;
-            _freeDescriptors += freed;
-            Counters.Bytes += bytes;
-        }
-
+        EndInOrderRun(i, position, bits, freeIdCount, freed, bytes);
         return i;
+    }
+
+    /// <summary>
+    /// Writes back what an IN_ORDER run (<see cref="TakeBatchRun"/>, <see cref="TakeInOrderSingles"/>)
+    /// kept in locals: the buffers gone from the order queue, the used position and its wrap bits,
+    /// the free-id stack's top, the counts.
+    /// </summary>
+    private void EndInOrderRun(int buffers, int position, ushort bits, int freeIdCount, int freed, long bytes)
+    {
+        _order.Skip(buffers);
+        _usedPosition = position;
+        _usedBits = bits;
+        _freeIdCount = freeIdCount;
+        _freeDescriptors += freed;
+        Counters.Bytes += bytes;
     }
 
     /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>

@@ -774,17 +774,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             used[i] = new UsedElement(id, length);
         }
 
-        if (n > 0)
-        {
-            nextFree[tail] = NoDescriptor;
-            _freeTail = tail;
-        }
-
-        _order.Skip(n);
+        EndInOrderRun(n, tail, freed, bytes);
         _batchLeft -= n;
-        _freeCount += freed;
-        _outstanding -= n;
-        Counters.Bytes += bytes;
         return n;
     }
 
@@ -833,18 +824,28 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             used[i] = new UsedElement(id, element.Len);
         }
 
-        if (i > 0)
+        EndInOrderRun(i, tail, freed, bytes);
+        _lastUsed = (ushort)(lastUsed + i);
+        return i;
+    }
+
+    /// <summary>
+    /// Writes back what an IN_ORDER run (<see cref="TakeBatchRun"/>, <see cref="TakeInOrderSingles"/>)
+    /// kept in locals: the free list's new tail (ended), the buffers gone from the order queue, the
+    /// counts.
+    /// </summary>
+    private void EndInOrderRun(int buffers, ushort tail, int freed, long bytes)
+    {
+        if (buffers > 0)
         {
-            nextFree[tail] = NoDescriptor;
+            _nextFree[tail] = NoDescriptor;
             _freeTail = tail;
-            _order.Skip(i);
-            _lastUsed = (ushort)(lastUsed + i);
-            _freeCount += freed;
-            _outstanding -= i;
-            Counters.Bytes += bytes;
         }
 
-        return i;
+        _order.Skip(buffers);
+        _freeCount += freed;
+        _outstanding -= buffers;
+        Counters.Bytes += bytes;
     }
 
     /// <summary>
