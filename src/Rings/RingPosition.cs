@@ -20,6 +20,12 @@ public readonly record struct RingPosition
     public RingPosition(ushort availIndex, bool availWrapCounter = true, ushort usedIndex = 0, bool usedWrapCounter = true) =>
         _value = availIndex | (availWrapCounter ? 1UL << 16 : 0) | ((ulong)usedIndex << 32) | (usedWrapCounter ? 1UL << 48 : 0);
 
+    /// <summary>A position from its word (the layout above), for a run that moves only the avail index.</summary>
+    internal RingPosition(ulong value) => _value = value;
+
+    /// <summary>The position's word (the layout above).</summary>
+    internal ulong Value => _value;
+
     /// <summary>Next avail index (split) or descriptor position (packed) the device will read.</summary>
     public ushort AvailIndex { get => (ushort)_value; init => _value = (_value & ~0xFFFFUL) | value; }
 

@@ -223,123 +223,52 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     {
         var popped = 0;
         var used = 0;
-        var memory = _memory;
-        var idInFlight = _idInFlight;
-        var popLog = _popLog;
-        var usedIndex = (ushort)_usedPosition;
-        var usedWrap = _usedBits == PackedFlags.AvailUsed;
         long bytes = 0;
         while (popped < chains.Length && !IsBroken)
         {
-            // One pass over the available descriptors: each head's flags read once, with acquire
-            // (2.8.21.1), before its other fields; the pass stops at the first the driver has not
-            // made available. Direct descriptors, the common case, are popped here with the
-            // positions in locals (the stores below would otherwise make the JIT reload the fields
-            // after each one), with TryPop's and Commit's checks.
-            var position = _availPosition;
-            var bits = _availBits;
-            var logNext = _popLogNext;
-            var inOrder = _inOrder;
-            var order = inOrder ? _popped.StartRun() : default;
-
-            // Direct pops while the device holds less than the whole ring (past that, the general
-            // walk says why): each holds one descriptor, so the bound is known before the loop.
-            var start = popped;
-            var directEnd = popped + Math.Min(chains.Length - popped, _size - _inFlight);
-            var reason = BrokenReason.None;
-            var stop = false;
-            ushort flags = 0;
-            while (popped < directEnd)
+            // Direct descriptors, the common case, in runs: a run stays inside this lap of the
+            // ring, the caller's spans and what the device may still hold (each holds one
+            // descriptor), so its bounds are known before it starts.
+            var room = Math.Min(Math.Min(chains.Length - popped, segments.Length - used), Math.Min(_size - _inFlight, _size - _availPosition));
+            ushort flags;
+            if (room > 0)
             {
-                var d = _desc + position;
-                flags = Volatile.Read(ref d->Flags);
-                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
+                var run = PopDirectRun(chains.Slice(popped, Math.Min(room, MaxDirectRun)), segments[used..], used, out var runBytes, out var reason, out flags);
+                popped += run;
+                used += run;
+                bytes += runBytes;
+                if (reason != BrokenReason.None)
                 {
-                    stop = true;
+                    Break(reason);
                     break;
                 }
 
-                if ((flags & (PackedFlags.Next | PackedFlags.Indirect)) != 0)
+                if (run == Math.Min(room, MaxDirectRun))
                 {
-                    break;
+                    // The run ended at a bound, not at a descriptor: the next one (in the next lap,
+                    // or past a full run) is read by the next round.
+                    continue;
                 }
-
-                // Each field read once, after the acquire; not a copy of the whole descriptor,
-                // which would read the flags a second time.
-                var address = d->Addr;
-                var length = d->Len;
-                var id = d->Id;
-                if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
-                {
-                    reason = BrokenReason.AddressOutOfRange;
-                    break;
-                }
-
-                // 2.8.6: the id must name a buffer not already in flight.
-                if (id >= (uint)idInFlight.Length || idInFlight[id])
-                {
-                    reason = BrokenReason.BufferIdInvalid;
-                    break;
-                }
-
-                // Where the ring stood before this buffer, for a caller that gives the burst's tail back.
-                var before = new RingPosition((ushort)position, bits == PackedFlags.Avail, usedIndex, usedWrap);
-                idInFlight[id] = true;
-                popLog[logNext] = id | (1u << 16);
-                logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
-                if (inOrder)
-                {
-                    order.Add(id);
-                }
-
-                if (++position == _size)
-                {
-                    position = 0;
-                    bits ^= PackedFlags.AvailUsed;
-                }
-
-                var writable = (flags & PackedFlags.Write) != 0;
-                segments[used] = new ChainSegment(host, length, writable);
-                var read = writable ? 0UL : length;
-                chains[popped++] = new PoppedChain(new ChainToken(id, 1), used, 1, writable ? 0 : 1, read, writable ? length : 0UL, before);
-                bytes += (long)read;
-                used++;
             }
-
-            if (inOrder)
-            {
-                _popped.EndRun(order, popped - start);
-            }
-
-            _availPosition = position;
-            _availBits = bits;
-            _inFlight += popped - start;
-            _popLogNext = logNext;
-            Counters.Packets += popped - start;
-            if (reason != BrokenReason.None)
-            {
-                Break(reason);
-                break;
-            }
-
-            if (stop || popped == chains.Length)
+            else if (used == segments.Length)
             {
                 break;
             }
-
-            if (popped == directEnd)
+            else
             {
                 // The device holds the whole ring: this head's flags are read here, once, with
-                // acquire as above; the general walk finds the overrun, if it is one.
-                flags = Volatile.Read(ref _desc[position].Flags);
-                if ((flags & PackedFlags.AvailUsed) != bits || used == segments.Length)
-                {
-                    break;
-                }
+                // acquire as in the run; the general walk finds the overrun, if it is one.
+                flags = Volatile.Read(ref _desc[_availPosition].Flags);
             }
 
-            // A list, an indirect table, or a ring the device holds whole: the general walk, from
-            // the head's flags as acquired above (never fetched twice).
+            // The run stopped at a descriptor, whose flags (acquired there) say why: not made
+            // available, or a list or an indirect table, which the general walk takes from those
+            // flags (never fetched twice).
+            if ((flags & PackedFlags.AvailUsed) != _availBits)
+            {
+                break;
+            }
+
             var taken = PopWalked(flags, ref chains[popped], segments[used..], used);
             if (taken == 0)
             {
@@ -353,6 +282,131 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         Counters.Bytes += bytes;
         return popped;
+    }
+
+    /// <summary>Most direct descriptors one <see cref="PopDirectRun"/> takes (the size of its id scratch).</summary>
+    private const int MaxDirectRun = 64;
+
+    /// <summary>
+    /// PopBurst's common case, apart so its loop has the registers to itself: pops the direct
+    /// descriptors from the avail position, at most <paramref name="chains"/>' length (which the
+    /// caller keeps inside this lap, its segments and what the device may still hold), with
+    /// TryPop's and Commit's checks, and records them as Commit would.
+    /// </summary>
+    /// <param name="chains">Where the chains go, one per descriptor; its length is the run's bound.</param>
+    /// <param name="segments">Where the segments go, one per descriptor; at least as long as <paramref name="chains"/>.</param>
+    /// <param name="firstSegment">Where <paramref name="segments"/> begins in the caller's span.</param>
+    /// <param name="bytes">The readable bytes popped.</param>
+    /// <param name="reason">Why the queue breaks at the descriptor the run stopped at, or None.</param>
+    /// <param name="flags">The flags of the descriptor the run stopped at (read with acquire), when it
+    /// stopped before its bound for a reason other than a break.</param>
+    /// <returns>The descriptors popped.</returns>
+    [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int PopDirectRun(Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort flags)
+    {
+        // The ids popped, for the bookkeeping after the loop: kept here rather than read back
+        // from the caller's span, which the device does not trust. Not zeroed (SkipLocalsInit):
+        // only what the loop wrote is read.
+        Span<ushort> ids = stackalloc ushort[MaxDirectRun];
+        var position = _availPosition;
+        var bits = _availBits;
+        var d = _desc + position;
+        var memory = _memory;
+        var idInFlight = _idInFlight;
+
+        // Where the ring stood before each buffer, for a caller that gives the burst's tail back:
+        // the run stays in one lap, so only the avail index moves, one per buffer.
+        var before = new RingPosition((ushort)position, bits == PackedFlags.Avail, (ushort)_usedPosition, _usedBits == PackedFlags.AvailUsed).Value;
+        long read = 0;
+        var stop = BrokenReason.None;
+        ushort stopFlags = 0;
+        // The caller's spans by reference, checked once here so the loop carries one index and
+        // no lengths (each span would otherwise hold two registers and a bounds check per store).
+        if (segments.Length < chains.Length || chains.Length > MaxDirectRun)
+        {
+            throw new ArgumentException("a run's segments must be at least as many as its chains, and at most MaxDirectRun");
+        }
+
+        ref var chain = ref MemoryMarshal.GetReference(chains);
+        ref var segment = ref MemoryMarshal.GetReference(segments);
+        ref var scratch = ref MemoryMarshal.GetReference(ids);
+        var count = chains.Length;
+        var n = 0;
+        for (; n < count; n++, d++)
+        {
+            // Acquire (2.8.21.1): the descriptor's other fields only after its flags. One test
+            // covers both reasons to stop here: not available this lap, or a list or an indirect
+            // table (the caller tells them apart from the flags).
+            var f = Volatile.Read(ref d->Flags);
+            if ((f & (PackedFlags.AvailUsed | PackedFlags.Next | PackedFlags.Indirect)) != bits)
+            {
+                stopFlags = f;
+                break;
+            }
+
+            // Each field read once, after the acquire; not a copy of the whole descriptor, which
+            // would read the flags a second time.
+            var address = d->Addr;
+            var length = d->Len;
+            var id = d->Id;
+            if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+            {
+                stop = BrokenReason.AddressOutOfRange;
+                break;
+            }
+
+            // 2.8.6: the id must name a buffer not already in flight.
+            if (id >= (uint)idInFlight.Length || idInFlight[id])
+            {
+                stop = BrokenReason.BufferIdInvalid;
+                break;
+            }
+
+            idInFlight[id] = true;
+            Unsafe.Add(ref scratch, n) = id;
+            var writable = (f & PackedFlags.Write) != 0;
+            Unsafe.Add(ref segment, n) = new ChainSegment(host, length, writable);
+            var readBytes = writable ? 0UL : length;
+            Unsafe.Add(ref chain, n) = new PoppedChain(new ChainToken(id, 1), firstSegment + n, 1, writable ? 0 : 1, readBytes, writable ? length : 0UL, new RingPosition(before + (uint)n));
+            read += (long)readBytes;
+        }
+
+        // The rest of Commit's record, for the run at once: the undo log and the IN_ORDER queue.
+        var popLog = _popLog;
+        var logNext = _popLogNext;
+        for (var i = 0; i < n; i++)
+        {
+            popLog[logNext] = ids[i] | (1u << 16);
+            logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
+        }
+
+        _popLogNext = logNext;
+        if (_inOrder)
+        {
+            var order = _popped.StartRun();
+            for (var i = 0; i < n; i++)
+            {
+                order.Add(ids[i]);
+            }
+
+            _popped.EndRun(order, n);
+        }
+
+        position += n;
+        if (position == _size)
+        {
+            position = 0;
+            _availBits = (ushort)(bits ^ PackedFlags.AvailUsed);
+        }
+
+        _availPosition = position;
+        _inFlight += n;
+        Counters.Packets += n;
+        bytes = read;
+        reason = stop;
+        flags = stopFlags;
+        return n;
     }
 
     /// <summary>
