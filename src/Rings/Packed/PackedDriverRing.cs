@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Rings.Chains;
 using Rings.Memory;
 
@@ -351,74 +352,113 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return 0;
         }
 
-        var write = deviceWritable ? PackedFlags.Write : (ushort)0;
-        var freeIds = _freeIds;
-        var records = _buffers;
-        var made = _made;
-        var freeIdCount = _freeIdCount;
-        var position = _availPosition;
-        var bits = _availBits;
-        var desc = _desc;
-        var size = _size;
-        var inOrder = _inOrder;
-        var order = inOrder ? _order.StartRun() : default;
-        ulong readBytes = 0;
-
-        // The burst's first head: its flags are held back when it opens the unpublished burst (Expose).
-        // Fields are read once into locals: the stores below could alias them as far as the JIT
-        // knows, and it would reload each one per buffer.
-        var first = _pendingBuffers == 0;
-        for (var i = 0; i < n; i++)
+        // In runs that stay inside one lap of the ring and fit the id scratch, so a run's loop
+        // tests no wrap and carries few values (the JIT would otherwise keep them on the stack).
+        var added = 0;
+        while (added < n)
         {
-            var segment = buffers[i];
-            var id = freeIds[--freeIdCount];
-            var d = desc + position;
-            var flags = (ushort)(bits | write);
-            if (first)
-            {
-                d->Addr = segment.Address;
-                d->Len = segment.Length;
-                d->Id = id;
-                _pendingHead = d;
-                _pendingHeadFlags = flags;
-                first = false;
-            }
-            else
-            {
-                // Plain stores, the descriptor whole in two (its line is usually on the device's
-                // core, and each store waits for it): published by the release store of the burst's
-                // first head in Publish (2.8.21.1.1), before which the device reads none of them.
-                var words = (ulong*)d;
-                words[0] = segment.Address;
-                words[1] = PvirtqDesc.LenIdFlags(segment.Length, id, flags);
-            }
-
-            made[position] = new PvirtqDesc(segment.Address, segment.Length, id, write);
-            records[id] = new BufferRecord(deviceWritable ? segment.Length : 0, 1);
-            if (inOrder)
-            {
-                order.Add(id);
-            }
-
-            readBytes += deviceWritable ? 0 : segment.Length;
-            ids[i] = id;
-            if (++position == size)
-            {
-                // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
-                position = 0;
-                bits ^= PackedFlags.AvailUsed;
-            }
+            added += AddRun(buffers.Slice(added, Math.Min(Math.Min(n - added, _size - _availPosition), MaxRun)), deviceWritable, ids[added..]);
         }
 
-        if (inOrder)
+        return n;
+    }
+
+    /// <summary>Most buffers one <see cref="AddRun"/> makes available (the size of its id scratch).</summary>
+    private const int MaxRun = 64;
+
+    /// <summary>
+    /// TryAddBurst's loop: makes each of <paramref name="buffers"/> (checked, no more than the free
+    /// descriptors, the rest of this lap and <see cref="MaxRun"/>) available as one direct
+    /// descriptor, then records them (the descriptors as made, the buffers' records, the IN_ORDER
+    /// queue) from the run's own id scratch.
+    /// </summary>
+    [SkipLocalsInit]
+    private int AddRun(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
+    {
+        // The ids taken, kept here for the records after the loop rather than read back from the
+        // caller's span. Not zeroed (SkipLocalsInit): only what the loop wrote is read.
+        Span<ushort> taken = stackalloc ushort[MaxRun];
+        var n = buffers.Length;
+        if (ids.Length < n || n > MaxRun)
         {
+            throw new ArgumentException("a run's ids must be at least as many as its buffers, and at most MaxRun", nameof(ids));
+        }
+
+        var write = deviceWritable ? PackedFlags.Write : (ushort)0;
+        var flags = (ushort)(_availBits | write);
+        var position = _availPosition;
+        var d = _desc + position;
+        var freeIds = _freeIds;
+        var freeIdCount = _freeIdCount;
+        ref var buffer = ref MemoryMarshal.GetReference(buffers);
+        ref var id0 = ref MemoryMarshal.GetReference(ids);
+        ref var scratch = ref MemoryMarshal.GetReference(taken);
+        var i = 0;
+        if (_pendingBuffers == 0)
+        {
+            // The burst's first head: its flags are held back until Publish, which writes them
+            // last with release (Expose), so the device sees none of the burst before all of it.
+            var id = freeIds[--freeIdCount];
+            d->Addr = buffer.Address;
+            d->Len = buffer.Length;
+            d->Id = id;
+            _pendingHead = d;
+            _pendingHeadFlags = flags;
+            scratch = id;
+            id0 = id;
+            i = 1;
+        }
+
+        for (; i < n; i++)
+        {
+            // Plain stores, the descriptor whole in two (its line is usually on the device's
+            // core, and each store waits for it): published by the release store of the burst's
+            // first head in Publish (2.8.21.1.1), before which the device reads none of them.
+            var segment = Unsafe.Add(ref buffer, i);
+            var id = freeIds[--freeIdCount];
+            var words = (ulong*)(d + i);
+            words[0] = segment.Address;
+            words[1] = PvirtqDesc.LenIdFlags(segment.Length, id, flags);
+            Unsafe.Add(ref scratch, i) = id;
+            Unsafe.Add(ref id0, i) = id;
+        }
+
+        // The driver's own record of the run: the descriptors as made (for a device restart),
+        // what each buffer lends, and the IN_ORDER queue.
+        var made = _made;
+        var records = _buffers;
+        ulong readBytes = 0;
+        for (i = 0; i < n; i++)
+        {
+            var segment = Unsafe.Add(ref buffer, i);
+            var id = Unsafe.Add(ref scratch, i);
+            made[position + i] = new PvirtqDesc(segment.Address, segment.Length, id, write);
+            records[id] = new BufferRecord(deviceWritable ? segment.Length : 0, 1);
+            readBytes += deviceWritable ? 0 : segment.Length;
+        }
+
+        if (_inOrder)
+        {
+            var order = _order.StartRun();
+            for (i = 0; i < n; i++)
+            {
+                order.Add(Unsafe.Add(ref scratch, i));
+            }
+
             _order.EndRun(order, n);
         }
 
+        position += n;
+        if (position == _size)
+        {
+            // 2.8.1: the driver's wrap counter flips after it makes the ring's last descriptor available.
+            position = 0;
+            _availBits ^= PackedFlags.AvailUsed;
+        }
+
+        _availPosition = position;
         _freeIdCount = freeIdCount;
         _freeDescriptors -= n;
-        _availPosition = position;
-        _availBits = bits;
         _pendingBuffers += n;
         Counters.Packets += n;
         Counters.Bytes += (long)readBytes;
