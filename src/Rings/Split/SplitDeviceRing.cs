@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Rings.Chains;
 using Rings.Memory;
 
@@ -167,16 +168,9 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             return 0;
         }
 
-        // Fields read once into locals: the stores into the caller's spans could alias them as far
-        // as the JIT knows, and it would reload each one per chain.
         var lastAvail = _lastAvail;
         var ready = (ushort)(_cachedAvailIndex - lastAvail);
         var refreshed = false;
-        var availRing = _ring.AvailRing;
-        var descriptors = _ring.Descriptors;
-        var memory = _memory;
-        var mask = _mask;
-        var size = _size;
         var popped = 0;
         var used = 0;
         long bytes = 0;
@@ -202,7 +196,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 }
 
                 // 2.7.13: the driver can never be more than a ring ahead of the device.
-                if (fresh > size)
+                if (fresh > _size)
                 {
                     Break(BrokenReason.AvailIndexTooFarAhead);
                     break;
@@ -212,42 +206,33 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 ready = fresh;
             }
 
-            // Read once: the driver may rewrite the entry, and the check below must cover what is walked.
-            var head = availRing[lastAvail & mask];
-            if (head >= size)
+            // One direct descriptor per entry, the common case, in a run whose bounds (entries
+            // covered by the index, the caller's spans) are known before it starts.
+            var room = Math.Min((int)ready, Math.Min(chains.Length - popped, segments.Length - used));
+            if (room == 0)
             {
-                Break(BrokenReason.HeadOutOfRange);
                 break;
             }
 
-            // One direct descriptor, the common case: read once into a local (ordered after the
-            // acquire of avail.idx), checked as Walk checks it.
-            var d = descriptors[head];
-            if ((d.Flags & (SplitFlags.DescNext | SplitFlags.DescIndirect)) == 0)
+            var run = PopDirectRun(lastAvail, chains.Slice(popped, room), segments[used..], used, out var runBytes, out var reason, out var head);
+            popped += run;
+            used += run;
+            lastAvail += (ushort)run;
+            ready -= (ushort)run;
+            bytes += runBytes;
+            if (reason != BrokenReason.None)
             {
-                if (used == segments.Length)
-                {
-                    break;
-                }
+                Break(reason);
+                break;
+            }
 
-                if (d.Len > int.MaxValue || !memory.TryTranslate(d.Addr, d.Len, out var host))
-                {
-                    Break(BrokenReason.AddressOutOfRange);
-                    break;
-                }
-
-                var writable = (d.Flags & SplitFlags.DescWrite) != 0;
-                segments[used] = new ChainSegment(host, d.Len, writable);
-                var readBytes = writable ? 0UL : d.Len;
-                chains[popped++] = new PoppedChain(new ChainToken(head, 1), used, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(lastAvail));
-                bytes += (long)readBytes;
-                used++;
-                lastAvail++;
-                ready--;
+            if (run == room)
+            {
                 continue;
             }
 
-            // A chain or an indirect table: the general walk (which reads the descriptor again, once).
+            // The run stopped at a chain or an indirect table: the general walk (which reads the
+            // descriptor again, once), from the head the run read (never fetched twice).
             var taken = PopWalked(head, lastAvail, ref chains[popped], segments[used..], used);
             if (taken == 0)
             {
@@ -264,6 +249,81 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         _lastAvail = lastAvail;
         Counters.Bytes += bytes;
         return popped;
+    }
+
+    /// <summary>
+    /// PopBurst's common case, apart so its loop has the registers to itself: pops the entries
+    /// from <paramref name="lastAvail"/> on whose heads are single direct descriptors, at most
+    /// <paramref name="chains"/>' length (entries the caller knows are published, and room in
+    /// its spans), with TryPop's checks.
+    /// </summary>
+    /// <param name="lastAvail">The avail slot of the first entry.</param>
+    /// <param name="chains">Where the chains go, one per entry; its length is the run's bound.</param>
+    /// <param name="segments">Where the segments go, one per entry; at least as long as <paramref name="chains"/>.</param>
+    /// <param name="firstSegment">Where <paramref name="segments"/> begins in the caller's span.</param>
+    /// <param name="bytes">The readable bytes popped.</param>
+    /// <param name="reason">Why the queue breaks at the entry the run stopped at, or None.</param>
+    /// <param name="head">The head the run stopped at (read once), when it stopped before its
+    /// bound at a chain or an indirect table.</param>
+    /// <returns>The entries popped.</returns>
+    private int PopDirectRun(ushort lastAvail, Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort head)
+    {
+        // The caller's spans by reference, checked once here so the loop carries one index and
+        // no lengths (each span would otherwise hold two registers and a bounds check per store).
+        if (segments.Length < chains.Length)
+        {
+            throw new ArgumentException("a run's segments must be at least as many as its chains", nameof(segments));
+        }
+
+        ref var chain = ref MemoryMarshal.GetReference(chains);
+        ref var segment = ref MemoryMarshal.GetReference(segments);
+        var availRing = _ring.AvailRing;
+        var descriptors = _ring.Descriptors;
+        var memory = _memory;
+        var mask = _mask;
+        var size = _size;
+        var count = chains.Length;
+        var stop = BrokenReason.None;
+        ushort stopHead = 0;
+        long read = 0;
+        var n = 0;
+        for (; n < count; n++)
+        {
+            // Read once: the driver may rewrite the entry, and the check below must cover what is
+            // walked. Ordered after the caller's acquire of avail.idx, as is the descriptor.
+            var slot = (ushort)(lastAvail + n);
+            var h = availRing[slot & mask];
+            if (h >= size)
+            {
+                stop = BrokenReason.HeadOutOfRange;
+                break;
+            }
+
+            // The descriptor read once into a local, checked as Walk checks it.
+            var d = descriptors[h];
+            if ((d.Flags & (SplitFlags.DescNext | SplitFlags.DescIndirect)) != 0)
+            {
+                stopHead = h;
+                break;
+            }
+
+            if (d.Len > int.MaxValue || !memory.TryTranslate(d.Addr, d.Len, out var host))
+            {
+                stop = BrokenReason.AddressOutOfRange;
+                break;
+            }
+
+            var writable = (d.Flags & SplitFlags.DescWrite) != 0;
+            Unsafe.Add(ref segment, n) = new ChainSegment(host, d.Len, writable);
+            var readBytes = writable ? 0UL : d.Len;
+            Unsafe.Add(ref chain, n) = new PoppedChain(new ChainToken(h, 1), firstSegment + n, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(slot));
+            read += (long)readBytes;
+        }
+
+        bytes = read;
+        reason = stop;
+        head = stopHead;
+        return n;
     }
 
     /// <summary>
