@@ -26,6 +26,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private readonly ChainSegment[] _segments;
     private readonly bool[] _idInFlight;   // buffer ids popped and not yet returned
     private InOrderQueue _popped;          // IN_ORDER: ids in pop order, so a batch frees the right ones
+    private readonly ushort[] _runIds = new ushort[MaxDirectRun];   // PopDirectRun's ids, for its bookkeeping after the loop
     private readonly uint[] _popLog;       // id | descriptors << 16 of the latest pops, for UndoPops
     private int _popLogNext;
 
@@ -301,14 +302,12 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// <param name="flags">The flags of the descriptor the run stopped at (read with acquire), when it
     /// stopped before its bound for a reason other than a break.</param>
     /// <returns>The descriptors popped.</returns>
-    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int PopDirectRun(Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort flags)
     {
-        // The ids popped, for the bookkeeping after the loop: kept here rather than read back
-        // from the caller's span, which the device does not trust. Not zeroed (SkipLocalsInit):
-        // only what the loop wrote is read.
-        Span<ushort> ids = stackalloc ushort[MaxDirectRun];
+        // The ids popped, for the bookkeeping after the loop: kept in the device's own scratch
+        // rather than read back from the caller's span, which the device does not trust.
+        Span<ushort> ids = _runIds;
         var position = _availPosition;
         var bits = _availBits;
         var d = _desc + position;

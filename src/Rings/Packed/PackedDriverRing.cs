@@ -27,6 +27,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     // Shadow state, never read back from shared memory.
     private readonly ushort[] _freeIds;          // stack of buffer ids not in use
     private readonly BufferRecord[] _buffers;    // per buffer id: what the driver made available
+    private readonly ushort[] _runIds = new ushort[MaxRun];   // AddRun's ids, for its records after the loop
     private readonly PvirtqDesc[] _made;         // per ring position: the descriptor as the driver wrote it (flags without AVAIL/USED)
     private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
     private int _freeIdCount;
@@ -372,12 +373,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// descriptor, then records them (the descriptors as made, the buffers' records, the IN_ORDER
     /// queue) from the run's own id scratch.
     /// </summary>
-    [SkipLocalsInit]
     private int AddRun(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
     {
-        // The ids taken, kept here for the records after the loop rather than read back from the
-        // caller's span. Not zeroed (SkipLocalsInit): only what the loop wrote is read.
-        Span<ushort> taken = stackalloc ushort[MaxRun];
+        // The ids taken, kept in the driver's own scratch for the records after the loop rather
+        // than read back from the caller's span.
+        Span<ushort> taken = _runIds;
         var n = buffers.Length;
         if (ids.Length < n || n > MaxRun)
         {
