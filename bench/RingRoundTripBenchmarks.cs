@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using BenchmarkDotNet.Attributes;
 using Rings.Chains;
 using Rings.Memory;
@@ -29,12 +28,7 @@ public class RingRoundTripBenchmarks
     private PackedDriverRing _packedDriver = null!;
     private PackedDeviceRing _packedDevice = null!;
     private BufferSegment _segment;
-    private BufferSegment[] _segments = [];
-    private ushort[] _ids = [];
-    private PoppedChain[] _chains = [];
-    private ChainSegment[] _chainSegments = [];
-    private ChainToken[] _tokens = [];
-    private UsedElement[] _used = [];
+    private BurstRoundTrip _bursts = null!;
 
     /// <summary>Buffers per publish.</summary>
     [Params(1, 8, 32, 256)]
@@ -61,12 +55,7 @@ public class RingRoundTripBenchmarks
         _packedDevice = new PackedDeviceRing(memory, packed.At(packedBase), QueueSize, features);
         _segment = new BufferSegment(packedBase + (ulong)packed.TotalBytes, 64);
 
-        _segments = Enumerable.Repeat(_segment, Burst).ToArray();
-        _ids = new ushort[Burst];
-        _chains = new PoppedChain[Burst];
-        _chainSegments = new ChainSegment[Burst];
-        _tokens = new ChainToken[Burst];
-        _used = new UsedElement[Burst];
+        _bursts = new BurstRoundTrip(_segment, Burst);
 
         // Every packet must really go round: check once before measuring.
         Split();
@@ -196,64 +185,14 @@ public class RingRoundTripBenchmarks
 
         return sum;
     }
+
     /// <summary>The split ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long SplitBurst() => RoundTripBursts(_splitDriver, _splitDevice);
+    public long SplitBurst() => _bursts.Run(_splitDriver, _splitDevice, InOrder, Packets);
 
     /// <summary>The packed ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long PackedBurst() => RoundTripBursts(_packedDriver, _packedDevice);
-
-    // Inlined into each benchmark with the sealed ring types known, so the ring calls are direct
-    // (shared generic code over classes alone would dispatch through the interfaces).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private long RoundTripBursts<TDriver, TDevice>(TDriver driver, TDevice device)
-        where TDriver : IDriverRing
-        where TDevice : IDeviceRing
-    {
-        var segments = _segments.AsSpan();
-        var ids = _ids.AsSpan();
-        var chains = _chains.AsSpan();
-        var chainSegments = _chainSegments.AsSpan();
-        var tokens = _tokens.AsSpan();
-        var used = _used.AsSpan();
-        var inOrder = InOrder;
-        long sum = 0;
-        for (var done = 0; done < Packets; done += segments.Length)
-        {
-            driver.TryAddBurst(segments, false, ids);
-            driver.Publish();
-            var popped = device.PopBurst(chains, chainSegments);
-            if (inOrder)
-            {
-                var descriptors = 0;
-                for (var i = 0; i < popped; i++)
-                {
-                    descriptors += chains[i].Token.DescriptorCount;
-                }
-
-                device.PushUsedInOrderBatch(chains[popped - 1].Token, 0, popped, descriptors);
-            }
-            else
-            {
-                for (var i = 0; i < popped; i++)
-                {
-                    tokens[i] = chains[i].Token;
-                }
-
-                device.PushUsedBurst(tokens[..popped], default);
-            }
-
-            device.PublishUsed();
-            var taken = driver.TakeUsed(used);
-            for (var i = 0; i < taken; i++)
-            {
-                sum += used[i].Id;
-            }
-        }
-
-        return sum;
-    }
+    public long PackedBurst() => _bursts.Run(_packedDriver, _packedDevice, InOrder, Packets);
 }

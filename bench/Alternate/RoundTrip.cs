@@ -1,3 +1,4 @@
+using Rings.Benchmarks;
 using Rings.Chains;
 using Rings.Memory;
 using Rings.Packed;
@@ -6,26 +7,20 @@ using Rings.Split;
 namespace Rings.Alternate;
 
 /// <summary>
-/// The burst round trip of <c>RingRoundTripBenchmarks.SplitBurst</c>/<c>PackedBurst</c>: the driver
-/// adds a burst of one-segment buffers and publishes, the device pops them, returns them (one used
-/// entry per buffer, or one per burst under IN_ORDER) and publishes, the driver takes them back.
-/// Built against whichever Rings assembly its load context resolves.
+/// The round trip of <c>RingRoundTripBenchmarks.SplitBurst</c>/<c>PackedBurst</c> (the same
+/// <see cref="BurstRoundTrip"/>) over one ring of its own, built against whichever Rings assembly
+/// its load context resolves.
 /// </summary>
 public sealed class RoundTrip
 {
-    /// <summary>Packets per <see cref="Run"/>.</summary>
+    /// <summary>Packets per step.</summary>
     public const int Packets = 1024;
 
     private const int QueueSize = 256;
     private readonly IDriverRing _driver;
     private readonly IDeviceRing _device;
     private readonly bool _inOrder;
-    private readonly BufferSegment[] _segments;
-    private readonly ushort[] _ids;
-    private readonly PoppedChain[] _chains;
-    private readonly ChainSegment[] _chainSegments;
-    private readonly ChainToken[] _tokens;
-    private readonly UsedElement[] _used;
+    private readonly BurstRoundTrip _bursts;
 
     // Kept alive for the rings' lifetime (its memory is theirs).
     private readonly NativeRegion _region;
@@ -50,12 +45,7 @@ public sealed class RoundTrip
         }
 
         _inOrder = inOrder;
-        _segments = Enumerable.Repeat(new BufferSegment(guest + (ulong)layout.TotalBytes, 64), burst).ToArray();
-        _ids = new ushort[burst];
-        _chains = new PoppedChain[burst];
-        _chainSegments = new ChainSegment[burst];
-        _tokens = new ChainToken[burst];
-        _used = new UsedElement[burst];
+        _bursts = new BurstRoundTrip(new BufferSegment(guest + (ulong)layout.TotalBytes, 64), burst);
     }
 
     /// <summary>Makes a round trip and returns its step, <see cref="Packets"/> packets per call.</summary>
@@ -69,58 +59,8 @@ public sealed class RoundTrip
         return ring == "packed" ? trip.RunPacked : trip.RunSplit;
     }
 
-    private long RunSplit() => Run((SplitDriverRing)_driver, (SplitDeviceRing)_device);
+    // The sealed ring types named, so the shared loop's ring calls are direct, as in the benchmark.
+    private long RunSplit() => _bursts.Run((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, Packets);
 
-    private long RunPacked() => Run((PackedDriverRing)_driver, (PackedDeviceRing)_device);
-
-    // Generic over the sealed ring types, so each ring's calls are direct, as in the benchmark.
-    private long Run<TDriver, TDevice>(TDriver driver, TDevice device)
-        where TDriver : IDriverRing
-        where TDevice : IDeviceRing
-    {
-        var segments = _segments.AsSpan();
-        var chains = _chains.AsSpan();
-        var tokens = _tokens.AsSpan();
-        var used = _used.AsSpan();
-        long sum = 0;
-        for (var done = 0; done < Packets; done += segments.Length)
-        {
-            driver.TryAddBurst(segments, false, _ids);
-            driver.Publish();
-            var popped = device.PopBurst(chains, _chainSegments);
-            if (_inOrder)
-            {
-                var descriptors = 0;
-                for (var i = 0; i < popped; i++)
-                {
-                    descriptors += chains[i].Token.DescriptorCount;
-                }
-
-                device.PushUsedInOrderBatch(chains[popped - 1].Token, 0, popped, descriptors);
-            }
-            else
-            {
-                for (var i = 0; i < popped; i++)
-                {
-                    tokens[i] = chains[i].Token;
-                }
-
-                device.PushUsedBurst(tokens[..popped], default);
-            }
-
-            device.PublishUsed();
-            var taken = driver.TakeUsed(used);
-            if (taken != popped || popped != segments.Length)
-            {
-                throw new InvalidOperationException($"a round trip lost packets: {segments.Length} added, {popped} popped, {taken} taken back");
-            }
-
-            for (var i = 0; i < taken; i++)
-            {
-                sum += used[i].Id;
-            }
-        }
-
-        return sum;
-    }
+    private long RunPacked() => _bursts.Run((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, Packets);
 }

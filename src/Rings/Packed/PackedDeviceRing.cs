@@ -234,7 +234,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             ushort flags;
             if (room > 0)
             {
-                var run = PopDirectRun(chains.Slice(popped, Math.Min(room, MaxDirectRun)), segments[used..], used, out var runBytes, out var reason, out flags);
+                var bound = Math.Min(room, MaxDirectRun);
+                var run = PopDirectRun(chains.Slice(popped, bound), segments[used..], used, out var runBytes, out var reason, out flags);
                 popped += run;
                 used += run;
                 bytes += runBytes;
@@ -244,7 +245,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
                     break;
                 }
 
-                if (run == Math.Min(room, MaxDirectRun))
+                if (run == bound)
                 {
                     // The run ended at a bound, not at a descriptor: the next one (in the next lap,
                     // or past a full run) is read by the next round.
@@ -305,6 +306,13 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int PopDirectRun(Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort flags)
     {
+        // The caller's spans by reference, checked once here so the loop carries one index and
+        // no lengths (each span would otherwise hold two registers and a bounds check per store).
+        if (segments.Length < chains.Length || chains.Length > MaxDirectRun)
+        {
+            throw new ArgumentException("a run's segments must be at least as many as its chains, and at most MaxDirectRun", nameof(chains));
+        }
+
         // The ids popped, for the bookkeeping after the loop: kept in the device's own scratch
         // rather than read back from the caller's span, which the device does not trust.
         Span<ushort> ids = _runIds;
@@ -320,13 +328,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         long read = 0;
         var stop = BrokenReason.None;
         ushort stopFlags = 0;
-        // The caller's spans by reference, checked once here so the loop carries one index and
-        // no lengths (each span would otherwise hold two registers and a bounds check per store).
-        if (segments.Length < chains.Length || chains.Length > MaxDirectRun)
-        {
-            throw new ArgumentException("a run's segments must be at least as many as its chains, and at most MaxDirectRun");
-        }
-
         ref var chain = ref MemoryMarshal.GetReference(chains);
         ref var segment = ref MemoryMarshal.GetReference(segments);
         ref var scratch = ref MemoryMarshal.GetReference(ids);
