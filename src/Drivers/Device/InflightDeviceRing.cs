@@ -263,7 +263,61 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             return false;
         }
 
-        var token = chain.Token;
+        Record(before, chain.Token);
+        return true;
+    }
+
+    /// <summary>
+    /// Pops a burst from the wrapped ring with its own burst call, then records each buffer as
+    /// <see cref="TryPop"/> does, before the caller can use any of them. While buffers in flight at
+    /// a restart are being fetched again, it pops one at a time (each is checked against its entry).
+    /// </summary>
+    /// <param name="chains">Receives one record per buffer popped.</param>
+    /// <param name="segments">Receives the buffers' segments.</param>
+    /// <returns>Buffers popped.</returns>
+    public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        CommitRecovery();
+        FinishPublish();
+        if (_resubmitted < _resubmit.Length)
+        {
+            return PopOne(chains, segments);
+        }
+
+        var popped = _inner.PopBurst(chains, segments);
+        for (var i = 0; i < popped; i++)
+        {
+            ref readonly var chain = ref chains[i];
+            Record(chain.Before, chain.Token);
+        }
+
+        return popped;
+    }
+
+    // A burst of at most one buffer, through TryPop: the path a restart's fetches-again take.
+    private int PopOne(Span<PoppedChain> chains, Span<ChainSegment> segments)
+    {
+        var before = _inner.Position;
+        if (chains.IsEmpty || !TryPop(out var chain))
+        {
+            return 0;
+        }
+
+        var count = chain.Segments.Length;
+        if (count > segments.Length)
+        {
+            UndoPops(before);
+            return 0;
+        }
+
+        chain.Segments.CopyTo(segments);
+        chains[0] = new PoppedChain(chain.Token, 0, count, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes, before);
+        return 1;
+    }
+
+    // The record of a buffer just fetched, before it is used (vhost-user "Inflight I/O tracking").
+    private void Record(RingPosition before, ChainToken token)
+    {
         ushort head;
         var reused = false;
         if (_packed)
@@ -287,8 +341,6 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         {
             _pops[_popCount++] = new PopRecord(before, head, reused);
         }
-
-        return true;
     }
 
     /// <inheritdoc/>
