@@ -357,6 +357,28 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         Returned(_packed ? _headOfId[token.Id] : token.Id);
     }
 
+    /// <summary>
+    /// Returns a burst with the wrapped ring's own burst call, then records each buffer returned as
+    /// <see cref="PushUsed"/> does (nothing is visible to the driver, or finished in the region,
+    /// before the next <see cref="PublishUsed"/>).
+    /// </summary>
+    /// <param name="tokens">The popped buffers' tokens.</param>
+    /// <param name="written">Bytes written into each buffer, one per token; empty when nothing was written to any.</param>
+    public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written)
+    {
+        FinishPublish();
+        _inner.PushUsedBurst(tokens, written);
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            if (_inOrder && _order.Count > 0)
+            {
+                _order.Dequeue();
+            }
+
+            Returned(_packed ? _headOfId[tokens[i].Id] : tokens[i].Id);
+        }
+    }
+
     /// <inheritdoc/>
     public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
     {

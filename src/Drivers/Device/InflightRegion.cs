@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Rings.Linux.Plumbing;
 using Rings.Linux.VhostUser;
 
@@ -399,13 +401,20 @@ public readonly unsafe struct InflightQueueMemory
         UsedWrapCounter = OldUsedWrapCounter = true;
     }
 
+    // Small enough to be inlined into every accessor (a tracked ring calls several per buffer):
+    // the throw and its message live in a method of their own.
     private byte* Entry(int i)
     {
         if ((uint)i >= (uint)Entries)
         {
-            throw new ArgumentOutOfRangeException(nameof(i), i, $"inflight entry outside the region of {Entries}");
+            ThrowOutside(i, Entries);
         }
 
         return _base + HeaderBytes + ((nint)i * EntryBytes);
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowOutside(int i, int entries) =>
+        throw new ArgumentOutOfRangeException(nameof(i), i, $"inflight entry outside the region of {entries}");
 }
