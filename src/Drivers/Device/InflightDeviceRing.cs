@@ -269,8 +269,8 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
 
     /// <summary>
     /// Pops a burst from the wrapped ring with its own burst call, then records each buffer as
-    /// <see cref="TryPop"/> does, before the caller can use any of them. While buffers in flight at
-    /// a restart are being fetched again, it pops one at a time (each is checked against its entry).
+    /// <see cref="TryPop"/> does, before the caller can use any of them (buffers in flight at a
+    /// restart, fetched again, are checked against their entries there, as single pops are).
     /// </summary>
     /// <param name="chains">Receives one record per buffer popped.</param>
     /// <param name="segments">Receives the buffers' segments.</param>
@@ -279,11 +279,6 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     {
         CommitRecovery();
         FinishPublish();
-        if (_resubmitted < _resubmit.Length)
-        {
-            return PopOne(chains, segments);
-        }
-
         var popped = _inner.PopBurst(chains, segments);
         for (var i = 0; i < popped; i++)
         {
@@ -292,27 +287,6 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         }
 
         return popped;
-    }
-
-    // A burst of at most one buffer, through TryPop: the path a restart's fetches-again take.
-    private int PopOne(Span<PoppedChain> chains, Span<ChainSegment> segments)
-    {
-        var before = _inner.Position;
-        if (chains.IsEmpty || !TryPop(out var chain))
-        {
-            return 0;
-        }
-
-        var count = chain.Segments.Length;
-        if (count > segments.Length)
-        {
-            UndoPops(before);
-            return 0;
-        }
-
-        chain.Segments.CopyTo(segments);
-        chains[0] = new PoppedChain(chain.Token, 0, count, chain.ReadableCount, chain.ReadableBytes, chain.WritableBytes, before);
-        return 1;
     }
 
     // The record of a buffer just fetched, before it is used (vhost-user "Inflight I/O tracking").
