@@ -36,7 +36,14 @@ internal sealed class KernelHosts : IDisposable
     {
         _transcript = transcript;
         var tag = $"{Guid.NewGuid():N}"[..6];
-        var subnet = Random.Shared.Next(1, 255);
+        // Any 169.254.S.0/24 but the one of a rings guest's GSO frames (169.254.250.1 to .2): with
+        // it, the first host would own the frames' source address and drop them all as martians.
+        var subnet = Random.Shared.Next(1, 254);
+        if (subnet >= 250)
+        {
+            subnet++;
+        }
+
         var hosts = new List<KernelHost>();
         try
         {
