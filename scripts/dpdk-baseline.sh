@@ -19,6 +19,11 @@
 #                      per-second rates after the first), taken as DPDK's is
 #   dpdk_RING_PAGES_mpps=N, rings_RING_PAGES_mpps=N
 #                      each configuration (RING split or packed, PAGES 4k or 2m)
+#   ratio_RING_PAGES=N with --rings: the ratio of the two medians
+#   pair_ratio_RING_PAGES=N
+#                      with --rings: the median of each round's own ratio (its Rings run over
+#                      the DPDK run next to it, the two run in turn first); the machine's speed
+#                      drifts over minutes, and a pair shares more of one phase than the medians do
 # Everything else (per-run figures, a table with ratios, load average) goes to stderr.
 #
 # Usage: scripts/dpdk-baseline.sh [--seconds S] [--warmup S] [--frame-size B] [--burst N]
@@ -204,17 +209,31 @@ declare -A dpdk_all rings_all
 configs=()
 for r in "${ring_list[@]}"; do for p in "${page_list[@]}"; do configs+=("${r}_$p"); done; done
 echo "dpdk-baseline: $frame_size-byte frames, burst $burst, queue size $queue_size, ${seconds} s after ${warmup} s warm-up, CPUs $cpu0 and $cpu1 ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+one_dpdk() {
+    dpdk_run "$1" "$2" || exit 1
+    dpdk_all[$3]+="$result "
+    dpdk_now=$result
+    echo "  run $i $1 $2: DPDK testpmd round trip $result Mpps" >&2
+}
+one_rings() {
+    rings_run "$1" "$2" || exit 1
+    rings_all[$3]+="$result "
+    rings_now=$result
+    echo "  run $i $1 $2: rings loopback --wait poll $result Mpps" >&2
+}
+declare -A pair_all
 for ((i = 1; i <= repeat; i++)); do
     for c in "${configs[@]}"; do
         r=${c%_*} p=${c#*_}
-        dpdk_run "$r" "$p" || exit 1
-        dpdk_all[$c]+="$result "
-        echo "  run $i $r $p: DPDK testpmd round trip $result Mpps" >&2
-        if [[ -n "$rings" ]]; then
-            rings_run "$r" "$p" || exit 1
-            rings_all[$c]+="$result "
-            echo "  run $i $r $p: rings loopback --wait poll $result Mpps" >&2
+        if [[ -z "$rings" ]]; then
+            one_dpdk "$r" "$p" "$c"
+            continue
         fi
+
+        # The pair's order alternates from round to round, so neither side always runs in the
+        # second half of a sitting whose speed drifts; the pair's own ratio is kept beside the medians.
+        if ((i % 2)); then one_dpdk "$r" "$p" "$c"; one_rings "$r" "$p" "$c"; else one_rings "$r" "$p" "$c"; one_dpdk "$r" "$p" "$c"; fi
+        pair_all[$c]+="$(awk -v a="$rings_now" -v b="$dpdk_now" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print 0 }') "
     done
 done
 
@@ -222,15 +241,19 @@ med() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
 first=${configs[0]}
 echo "dpdk_mpps=$(med "${dpdk_all[$first]}")"
 [[ -n "$rings" ]] && echo "rings_mpps=$(med "${rings_all[$first]}")"
-printf '  %-8s %-6s %12s %12s %8s\n' ring pages "DPDK Mpps" "Rings Mpps" ratio >&2
+printf '  %-8s %-6s %12s %12s %8s %11s\n' ring pages "DPDK Mpps" "Rings Mpps" ratio "pair ratios" >&2
 for c in "${configs[@]}"; do
     d=$(med "${dpdk_all[$c]}")
     echo "dpdk_${c}_mpps=$d"
     if [[ -n "$rings" ]]; then
         g=$(med "${rings_all[$c]}")
+        q=$(med "${pair_all[$c]}")
         echo "rings_${c}_mpps=$g"
-        printf '  %-8s %-6s %12s %12s %8s\n' "${c%_*}" "${c#*_}" "$d" "$g" "$(awk -v a="$g" -v b="$d" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')" >&2
+        echo "ratio_${c}=$(awk -v a="$g" -v b="$d" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')"
+        echo "pair_ratio_${c}=$(awk -v q="$q" 'BEGIN { printf "%.3f", q }')"
+        printf '  %-8s %-6s %12s %12s %8s %11s\n' "${c%_*}" "${c#*_}" "$d" "$g" "$(awk -v a="$g" -v b="$d" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')" \
+            "$(awk -v q="$q" 'BEGIN { printf "%.2fx", q }') ($(tr ' ' '\n' <<<"${pair_all[$c]}" | sed '/^$/d' | awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }'))" >&2
     else
-        printf '  %-8s %-6s %12s %12s %8s\n' "${c%_*}" "${c#*_}" "$d" - - >&2
+        printf '  %-8s %-6s %12s %12s %8s %11s\n' "${c%_*}" "${c#*_}" "$d" - - - >&2
     fi
 done
