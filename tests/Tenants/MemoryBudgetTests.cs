@@ -91,6 +91,62 @@ public class MemoryBudgetTests
         Assert.Equal(0, PeerFiles.Mappings(name));
     }
 
+    [Fact]
+    public void AnInflightRegionBeyondTheBudgetIsRefusedAndNothingIsMade()
+    {
+        // Two queues of the largest size: what a front-end may ask the back-end to make and lay out.
+        var asked = new InflightDescription(0, 0, 2, RingFormat.MaxSize);
+        var bytes = 2 * InflightRegion.QueueBytes(RingFormat.Split, RingFormat.MaxSize);
+        using var refused = new SessionHarness(new VhostUserBackendOptions { MaxMemoryBytes = bytes - 1 });
+        refused.Negotiate();
+
+        var outcome = refused.Send(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, asked, needReply: true));
+
+        Assert.Equal(VhostUserErrorCode.BudgetExceeded, outcome.Error.Code);
+        Assert.Contains("inflight region", outcome.Error.Detail!, StringComparison.Ordinal);
+        Assert.Null(refused.Session.Inflight);
+
+        using var fits = new SessionHarness(new VhostUserBackendOptions { MaxMemoryBytes = bytes });
+        fits.Negotiate();
+        fits.Ok(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, asked));
+        Assert.Equal(bytes, fits.Session.Inflight!.Length);
+    }
+
+    [Fact]
+    public void TheInflightRegionAndTheMemoryTableShareOneBudget()
+    {
+        var asked = new InflightDescription(0, 0, 2, RingFormat.MaxSize);
+        var inflight = 2 * InflightRegion.QueueBytes(RingFormat.Split, RingFormat.MaxSize);
+        var budget = (2UL << 20) + inflight - 1;
+        var name = $"rings-sparse-{Guid.NewGuid():N}";
+        var table = MemTable(new MemoryRegionDescription(0, 2 << 20, 0x1000_0000, 0));
+
+        // Inflight region first, then a table that fits the budget alone but not beside it.
+        using (var h = new SessionHarness(new VhostUserBackendOptions { MaxMemoryBytes = budget }))
+        {
+            h.Negotiate();
+            h.Ok(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, asked));
+            using var memory = SealedSparse(2 << 20, name);
+            var outcome = h.Send(table, memory);
+            Assert.Equal(VhostUserErrorCode.BudgetExceeded, outcome.Error.Code);
+            Assert.Contains("inflight region", outcome.Error.Detail!, StringComparison.Ordinal);
+            Assert.Null(h.Session.Memory);
+            Assert.Equal(0, PeerFiles.Mappings(name));
+        }
+
+        // The table first, then the inflight region: refused the same way, the table kept.
+        using (var h = new SessionHarness(new VhostUserBackendOptions { MaxMemoryBytes = budget }))
+        {
+            h.Negotiate();
+            using var memory = SealedSparse(2 << 20, name);
+            h.Ok(table, memory);
+            var outcome = h.Send(VhostUserMessage.WithInflight(VhostUserRequest.GetInflightFd, asked, needReply: true));
+            Assert.Equal(VhostUserErrorCode.BudgetExceeded, outcome.Error.Code);
+            Assert.Null(h.Session.Inflight);
+            Assert.Single(h.Session.Memory!.Regions);
+        }
+    }
+
     private static VhostUserMessage MemTable(params MemoryRegionDescription[] regions) =>
         VhostUserMessage.WithMemTable(regions, needReply: true);
 

@@ -128,25 +128,31 @@ public sealed class VhostMemoryMap
     }
 
     /// <summary>
-    /// The front-end's memory budget, checked before anything is mapped: the regions' sizes must
-    /// add up to at most <paramref name="maxBytes"/>.
+    /// The front-end's memory budget, checked before anything is mapped: the regions' sizes, and
+    /// the inflight region's if it has one, must add up to at most <paramref name="maxBytes"/>.
     /// </summary>
     /// <param name="regions">Every region the front-end would have mapped (validated).</param>
     /// <param name="maxBytes">The budget.</param>
+    /// <param name="inflightBytes">The size of the front-end's inflight region (GET_INFLIGHT_FD or
+    /// SET_INFLIGHT_FD), 0 when it has none: memory of the process's for this front-end as well.</param>
     /// <returns>None, or <see cref="VhostUserErrorCode.BudgetExceeded"/>.</returns>
-    public static VhostUserError CheckBudget(IReadOnlyList<MemoryRegionDescription> regions, ulong maxBytes)
+    public static VhostUserError CheckBudget(IReadOnlyList<MemoryRegionDescription> regions, ulong maxBytes, ulong inflightBytes = 0)
     {
         ArgumentNullException.ThrowIfNull(regions);
-        ulong total = 0;
+        var total = inflightBytes;
         foreach (var r in regions)
         {
             // Saturating: sizes near 2^64 must not wrap into a small total.
             total = r.Size > ulong.MaxValue - total ? ulong.MaxValue : total + r.Size;
         }
 
-        return total > maxBytes
-            ? new VhostUserError(VhostUserErrorCode.BudgetExceeded, $"{regions.Count} region(s) of {Mib(total)} MiB in all; this front-end may map at most {Mib(maxBytes)} MiB")
-            : VhostUserError.None;
+        if (total <= maxBytes)
+        {
+            return VhostUserError.None;
+        }
+
+        var inflight = inflightBytes == 0 ? "" : $" with an inflight region of {Kib(inflightBytes)} KiB";
+        return new VhostUserError(VhostUserErrorCode.BudgetExceeded, $"{regions.Count} region(s){inflight}, {Mib(total)} MiB in all; this front-end may map at most {Mib(maxBytes)} MiB");
     }
 
     /// <summary>
@@ -174,6 +180,8 @@ public sealed class VhostMemoryMap
     }
 
     private static ulong Mib(ulong bytes) => bytes / (1 << 20);
+
+    private static ulong Kib(ulong bytes) => (bytes + 1023) / 1024;
 
     /// <summary>
     /// Maps each region from its descriptor (index-aligned with <paramref name="regions"/>) and builds the map.

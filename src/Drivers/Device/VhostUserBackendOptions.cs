@@ -88,7 +88,8 @@ public sealed class VhostUserBackendOptions
 
     /// <summary>
     /// The most bytes of its memory one front-end may have mapped at once (the sum of its regions'
-    /// sizes), checked before anything is mapped: a table or region beyond it is refused with
+    /// sizes and of its inflight region's, if it asked for one), checked before anything is
+    /// mapped: a table, region or inflight region beyond it is refused with
     /// <see cref="VhostUserErrorCode.BudgetExceeded"/>. Bounds what a front-end can take of the
     /// process's address space (sparse files cost nothing to create).
     /// </summary>

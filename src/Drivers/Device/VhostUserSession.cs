@@ -379,7 +379,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     // added (the last ones of regions).
     private VhostUserError CheckMemory(IReadOnlyList<MemoryRegionDescription> regions, IReadOnlyList<FileDescriptor> fds)
     {
-        var error = VhostMemoryMap.CheckBudget(regions, _options.MaxMemoryBytes);
+        var error = VhostMemoryMap.CheckBudget(regions, _options.MaxMemoryBytes, _inflight?.Length ?? 0);
         return error.IsError ? error : VhostMemoryMap.CheckSealed(fds, _options.TrustUnsealedMemory);
     }
 
@@ -696,6 +696,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     VhostUserError IVhostUserHandlers.GetInflightFd(ref VhostUserCall c)
     {
         var error = CheckInflightRequest(c.Message.Inflight, exactSize: false);
+        if (!error.IsError)
+        {
+            error = CheckInflightBudget((ulong)c.Message.Inflight.NumQueues * InflightRegion.QueueBytes(Format, c.Message.Inflight.QueueSize));
+        }
+
         if (error.IsError)
         {
             return error;
@@ -723,6 +728,11 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     {
         var description = c.Message.Inflight;
         var error = CheckInflightRequest(description, exactSize: true);
+        if (!error.IsError)
+        {
+            error = CheckInflightBudget(description.MmapSize);
+        }
+
         if (error.IsError)
         {
             return error;
@@ -738,6 +748,12 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         _inflight = region;
         return default;
     }
+
+    // The inflight region (which replaces any the front-end had) counts against the same budget as
+    // its memory: a back-end's GET_INFLIGHT_FD region is the process's own memory, every page of it
+    // written when it is laid out.
+    private VhostUserError CheckInflightBudget(ulong bytes) =>
+        VhostMemoryMap.CheckBudget(_memory is null ? [] : [.. _memory.Regions.Select(r => r.Description)], _options.MaxMemoryBytes, bytes);
 
     private VhostUserError CheckInflightRequest(InflightDescription description, bool exactSize)
     {

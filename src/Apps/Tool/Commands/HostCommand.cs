@@ -106,7 +106,7 @@ internal static class HostCommand
         var verbose = new Option<bool>("--verbose") { Description = "Log the vhost-user conversation." };
         var quiet = new Option<bool>("--quiet") { Description = "No live progress; only each session's closing figures." };
         var allowUid = new Option<string?>("--allow-uid") { Description = Cli.AllowUidDescription };
-        var maxMemory = new Option<int>("--max-memory") { Description = "Each front-end's memory budget in MiB (the regions it may have mapped at once).", DefaultValueFactory = _ => defaults.MaxMemory };
+        var maxMemory = new Option<int>("--max-memory") { Description = "Each front-end's memory budget in MiB (the regions it may have mapped at once, and its inflight region).", DefaultValueFactory = _ => defaults.MaxMemory };
         var trustUnsealed = new Option<bool>("--trust-unsealed") { Description = "Accept front-end memory that is not sealed against shrinking (DPDK without hugepages, hugetlbfs files), trusting every front-end not to truncate it: one that does crashes the host." };
         var metrics = Monitoring.MetricsOption();
         var logLevel = Monitoring.LogLevelOption(defaults.LogLevel);
