@@ -17,6 +17,49 @@ public class InflightRegionTests
 {
     private static readonly InflightDescription TwoQueuesOf8 = new(0, 0, 2, 8);
 
+    /// <summary>
+    /// A packed buffer of one descriptor recorded at once (<see cref="InflightQueueMemory.RecordSingle"/>)
+    /// leaves the region byte for byte as the entry accessors' stores do, one by one, over any
+    /// earlier contents, and names the same next free entry.
+    /// </summary>
+    [Property(MaxTest = 200)]
+    public Property RecordingAOneDescriptorBufferAtOnceWritesWhatTheAccessorsWrite(byte[] noise, ushort head, ulong counter, ulong address, uint length, ushort id, ushort flags)
+    {
+        const int Entries = 16;
+        using var once = InflightRegion.Create(RingFormat.Packed, 1, Entries);
+        using var each = InflightRegion.Create(RingFormat.Packed, 1, Entries);
+        var entry = head % Entries;
+        Scribble(once, noise);
+        Scribble(each, noise);
+
+        var next = once.Queue(0).RecordSingle(entry, counter, address, length, id, flags);
+
+        var q = each.Queue(0);
+        q.SetNum(entry, 0);
+        q.SetCounter(entry, counter);
+        q.SetInflight(entry, true);
+        q.SetDescriptor(entry, address, length, id, flags);
+        q.SetNum(entry, (ushort)(q.Num(entry) + 1));
+        q.SetLast(entry, (ushort)entry);
+        return (next == q.Next(entry) && Bytes(once).AsSpan().SequenceEqual(Bytes(each))).ToProperty();
+
+        static void Scribble(InflightRegion region, byte[] noise)
+        {
+            using var map = SharedMemory.Map(region.Handle!, 0, region.Length);
+            var bytes = map.Slice(0, (int)region.Length);
+            for (var i = 0; i < bytes.Length && noise.Length > 0; i++)
+            {
+                bytes[i] = noise[i % noise.Length];
+            }
+        }
+
+        static byte[] Bytes(InflightRegion region)
+        {
+            using var map = SharedMemory.Map(region.Handle!, 0, region.Length);
+            return map.Slice(0, (int)region.Length).ToArray();
+        }
+    }
+
     [Fact]
     public void GetInflightFdGivesASealedRegionOfTheSizeTheLayoutNeeds()
     {

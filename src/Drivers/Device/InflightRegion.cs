@@ -381,6 +381,37 @@ public readonly unsafe struct InflightQueueMemory
         *(ulong*)(e + 24) = address;
     }
 
+    /// <summary>
+    /// Packed, "receiving available buffers" for a buffer of one descriptor, which goes into the
+    /// free entry <paramref name="head"/> that also heads it: the stores
+    /// <c>SetNum</c>, <c>SetCounter</c>, <c>SetInflight</c>, <c>SetDescriptor</c>, <c>SetNum</c>
+    /// and <c>SetLast</c> make, in their order, on the entry's address worked out once (each
+    /// accessor works it out again, and reloads this struct's fields after every store).
+    /// </summary>
+    /// <param name="head">The free entry (the region's free head).</param>
+    /// <param name="counter">The buffer's fetch counter.</param>
+    /// <param name="address">The descriptor's addr.</param>
+    /// <param name="length">Its len.</param>
+    /// <param name="id">Its buffer id.</param>
+    /// <param name="flags">Its flags.</param>
+    /// <returns>The entry after <paramref name="head"/> on the free list.</returns>
+    public ushort RecordSingle(int head, ulong counter, ulong address, uint length, ushort id, ushort flags)
+    {
+        var e = Entry(head);
+        *(ushort*)(e + 6) = 0;
+        *(ulong*)(e + 8) = counter;
+
+        // Release, as SetInflight writes the flag: num and counter are in place before it.
+        Volatile.Write(ref e[0], (byte)1);
+        *(ushort*)(e + 16) = id;
+        *(ushort*)(e + 18) = flags;
+        *(uint*)(e + 20) = length;
+        *(ulong*)(e + 24) = address;
+        *(ushort*)(e + 6) = 1;
+        *(ushort*)(e + 4) = (ushort)head;
+        return *(ushort*)(e + 2);
+    }
+
     /// <summary>Lays out a never-used region: desc_num, and for packed a free list through every entry with both wrap counters 1.</summary>
     /// <param name="entries">desc_num.</param>
     public void Initialize(ushort entries)
