@@ -323,12 +323,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     {
         FinishPublish();
         _inner.PushUsed(token, written);
-        if (_inOrder && _order.Count > 0)
-        {
-            _order.Dequeue();
-        }
-
-        Returned(_packed ? _headOfId[token.Id] : token.Id);
+        Returned(token);
     }
 
     /// <summary>
@@ -342,15 +337,22 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     {
         FinishPublish();
         _inner.PushUsedBurst(tokens, written);
-        for (var i = 0; i < tokens.Length; i++)
+        foreach (var token in tokens)
         {
-            if (_inOrder && _order.Count > 0)
-            {
-                _order.Dequeue();
-            }
-
-            Returned(_packed ? _headOfId[tokens[i].Id] : tokens[i].Id);
+            Returned(token);
         }
+    }
+
+    // A buffer returned by token: out of the IN_ORDER queue, then recorded by its head entry.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Returned(ChainToken token)
+    {
+        if (_inOrder && _order.Count > 0)
+        {
+            _order.Dequeue();
+        }
+
+        Returned(_packed ? _headOfId[token.Id] : token.Id);
     }
 
     /// <inheritdoc/>

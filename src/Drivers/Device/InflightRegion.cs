@@ -65,7 +65,7 @@ public sealed class InflightRegion : IDisposable
     public FileDescriptor? Handle => _memory.Handle;
 
     /// <summary>Bytes of the region: its queue regions (the memory file may be a little longer, a whole number of pages).</summary>
-    public ulong Length => (ulong)Queues * QueueBytes(Format, QueueSize);
+    public ulong Length => Bytes(Format, Queues, QueueSize);
 
     /// <summary>The description a GET_INFLIGHT_FD reply carries for this region.</summary>
     public InflightDescription Description => new(Length, 0, (ushort)Queues, (ushort)QueueSize);
@@ -81,6 +81,13 @@ public sealed class InflightRegion : IDisposable
             : SplitHeaderBytes + ((ulong)queueSize * SplitEntryBytes);
         return (raw + QueueAlignment - 1) / QueueAlignment * QueueAlignment;
     }
+
+    /// <summary>Bytes of a region of <paramref name="queues"/> queue regions of <paramref name="format"/> for rings of <paramref name="queueSize"/>.</summary>
+    /// <param name="format">The layout.</param>
+    /// <param name="queues">Virtqueues.</param>
+    /// <param name="queueSize">Entries per queue region (1 to 32768).</param>
+    /// <returns>The bytes.</returns>
+    public static ulong Bytes(RingFormat format, int queues, int queueSize) => (ulong)queues * QueueBytes(format, queueSize);
 
     /// <summary>Checks a description against the device: queue count, queue size and (when <paramref name="exactSize"/>) the mmap size the layout needs.</summary>
     /// <param name="description">The description.</param>
@@ -105,7 +112,7 @@ public sealed class InflightRegion : IDisposable
             return default;
         }
 
-        var needed = description.NumQueues * QueueBytes(format, description.QueueSize);
+        var needed = Bytes(format, description.NumQueues, description.QueueSize);
         if (description.MmapSize != needed)
         {
             return new VhostUserError(VhostUserErrorCode.BadRegion, $"inflight region of {description.MmapSize} bytes; {description.NumQueues} {format} queues of {description.QueueSize} need {needed}");
@@ -126,7 +133,7 @@ public sealed class InflightRegion : IDisposable
     /// <returns>The region, owning its memory file.</returns>
     public static InflightRegion Create(RingFormat format, int queues, int queueSize)
     {
-        var memory = SharedMemory.Create((ulong)queues * QueueBytes(format, queueSize), "rings-inflight");
+        var memory = SharedMemory.Create(Bytes(format, queues, queueSize), "rings-inflight");
         var region = new InflightRegion(memory, format, queues, queueSize, owned: true);
         for (var q = 0; q < queues; q++)
         {

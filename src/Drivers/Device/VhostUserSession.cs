@@ -698,7 +698,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
         var error = CheckInflightRequest(c.Message.Inflight, exactSize: false);
         if (!error.IsError)
         {
-            error = CheckInflightBudget((ulong)c.Message.Inflight.NumQueues * InflightRegion.QueueBytes(Format, c.Message.Inflight.QueueSize));
+            error = CheckInflightBudget(InflightRegion.Bytes(Format, c.Message.Inflight.NumQueues, c.Message.Inflight.QueueSize));
         }
 
         if (error.IsError)
@@ -753,7 +753,7 @@ public sealed class VhostUserSession : IDisposable, IVhostUserHandlers
     // its memory: a back-end's GET_INFLIGHT_FD region is the process's own memory, every page of it
     // written when it is laid out.
     private VhostUserError CheckInflightBudget(ulong bytes) =>
-        VhostMemoryMap.CheckBudget(_memory is null ? [] : [.. _memory.Regions.Select(r => r.Description)], _options.MaxMemoryBytes, bytes);
+        VhostMemoryMap.CheckBudget([.. (_memory?.Regions ?? []).Select(r => r.Description)], _options.MaxMemoryBytes, bytes);
 
     private VhostUserError CheckInflightRequest(InflightDescription description, bool exactSize)
     {
