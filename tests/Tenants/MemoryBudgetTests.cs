@@ -96,7 +96,7 @@ public class MemoryBudgetTests
     {
         // Two queues of the largest size: what a front-end may ask the back-end to make and lay out.
         var asked = new InflightDescription(0, 0, 2, RingFormat.MaxSize);
-        var bytes = 2 * InflightRegion.QueueBytes(RingFormat.Split, RingFormat.MaxSize);
+        var bytes = InflightRegion.Bytes(RingFormat.Split, 2, RingFormat.MaxSize);
         using var refused = new SessionHarness(new VhostUserBackendOptions { MaxMemoryBytes = bytes - 1 });
         refused.Negotiate();
 
@@ -116,7 +116,7 @@ public class MemoryBudgetTests
     public void TheInflightRegionAndTheMemoryTableShareOneBudget()
     {
         var asked = new InflightDescription(0, 0, 2, RingFormat.MaxSize);
-        var inflight = 2 * InflightRegion.QueueBytes(RingFormat.Split, RingFormat.MaxSize);
+        var inflight = InflightRegion.Bytes(RingFormat.Split, 2, RingFormat.MaxSize);
         var budget = (2UL << 20) + inflight - 1;
         var name = $"rings-sparse-{Guid.NewGuid():N}";
         var table = MemTable(new MemoryRegionDescription(0, 2 << 20, 0x1000_0000, 0));

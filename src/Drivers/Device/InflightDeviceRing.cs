@@ -521,24 +521,22 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
             // time was here, most of it the accessors working the address out again per store).
             var d = _descriptors + (position * 16);
             free = _region.RecordSingle(head, ++_counter, *(ulong*)d, *(uint*)(d + 8), *(ushort*)(d + 12), *(ushort*)(d + 14));
-            _region.FreeHead = free;
-            _region.OldFreeHead = free;
-            _headOfId[token.Id] = head;
-            return head;
         }
-
-        _region.SetNum(head, 0);
-        _region.SetCounter(head, ++_counter);
-        _region.SetInflight(head, true);
-        for (var k = 0; k < token.DescriptorCount && free < _region.Entries; k++)
+        else
         {
-            // Recorded as the ring holds it: addr, len, id, flags (2.8.13).
-            var d = _descriptors + (position * 16);
-            _region.SetDescriptor(free, *(ulong*)d, *(uint*)(d + 8), *(ushort*)(d + 12), *(ushort*)(d + 14));
-            _region.SetNum(head, (ushort)(_region.Num(head) + 1));
-            _region.SetLast(head, free);
-            free = _region.Next(free);
-            position = position + 1 == _size ? 0 : position + 1;
+            _region.SetNum(head, 0);
+            _region.SetCounter(head, ++_counter);
+            _region.SetInflight(head, true);
+            for (var k = 0; k < token.DescriptorCount && free < _region.Entries; k++)
+            {
+                // Recorded as the ring holds it: addr, len, id, flags (2.8.13).
+                var d = _descriptors + (position * 16);
+                _region.SetDescriptor(free, *(ulong*)d, *(uint*)(d + 8), *(ushort*)(d + 12), *(ushort*)(d + 14));
+                _region.SetNum(head, (ushort)(_region.Num(head) + 1));
+                _region.SetLast(head, free);
+                free = _region.Next(free);
+                position = position + 1 == _size ? 0 : position + 1;
+            }
         }
 
         _region.FreeHead = free;

@@ -379,14 +379,7 @@ public readonly unsafe struct InflightQueueMemory
     /// <param name="length">Buffer length.</param>
     /// <param name="id">Buffer id.</param>
     /// <param name="flags">Descriptor flags.</param>
-    public void SetDescriptor(int i, ulong address, uint length, ushort id, ushort flags)
-    {
-        var e = Entry(i);
-        *(ushort*)(e + 16) = id;
-        *(ushort*)(e + 18) = flags;
-        *(uint*)(e + 20) = length;
-        *(ulong*)(e + 24) = address;
-    }
+    public void SetDescriptor(int i, ulong address, uint length, ushort id, ushort flags) => StoreDescriptor(Entry(i), address, length, id, flags);
 
     /// <summary>
     /// Packed, "receiving available buffers" for a buffer of one descriptor, which goes into the
@@ -410,10 +403,7 @@ public readonly unsafe struct InflightQueueMemory
 
         // Release, as SetInflight writes the flag: num and counter are in place before it.
         Volatile.Write(ref e[0], (byte)1);
-        *(ushort*)(e + 16) = id;
-        *(ushort*)(e + 18) = flags;
-        *(uint*)(e + 20) = length;
-        *(ulong*)(e + 24) = address;
+        StoreDescriptor(e, address, length, id, flags);
         *(ushort*)(e + 6) = 1;
         *(ushort*)(e + 4) = (ushort)head;
         return *(ushort*)(e + 2);
@@ -437,6 +427,16 @@ public readonly unsafe struct InflightQueueMemory
         FreeHead = OldFreeHead = 0;
         UsedIdx = OldUsedIdx = 0;
         UsedWrapCounter = OldUsedWrapCounter = true;
+    }
+
+    // A packed entry's copy of the descriptor (bytes 16 to 31: id, flags, len, addr).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreDescriptor(byte* e, ulong address, uint length, ushort id, ushort flags)
+    {
+        *(ushort*)(e + 16) = id;
+        *(ushort*)(e + 18) = flags;
+        *(uint*)(e + 20) = length;
+        *(ulong*)(e + 24) = address;
     }
 
     // Small enough to be inlined into every accessor (a tracked ring calls several per buffer):
