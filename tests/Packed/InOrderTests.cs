@@ -69,6 +69,31 @@ public class InOrderTests
     }
 
     [Fact]
+    public void Packed_burst_take_with_every_buffer_back_reads_no_further_descriptor()
+    {
+        // With none outstanding no descriptor is the device's to have written; a single take reads
+        // none, and a burst take, having taken every buffer one used descriptor each, must not
+        // either: here the next descriptor is made to look used, naming a buffer never made available.
+        using var rig = new PackedRig(4, InOrder);
+        Assert.True(rig.Driver.TryAdd(rig.Slot(0, 8), true, out var a));
+        Assert.True(rig.Driver.TryAdd(rig.Slot(1, 8), true, out var b));
+        rig.Driver.Publish();
+        Assert.True(rig.Device.TryPop(out var ca));
+        Assert.True(rig.Device.TryPop(out var cb));
+        rig.Device.PushUsed(ca.Token, 5);
+        rig.Device.PushUsed(cb.Token, 6);
+        rig.Device.PublishUsed();
+        rig.WriteDescriptor(2, 0, 0, 3, Pf.UsedBits(true));
+
+        var used = new UsedElement[4];
+        Assert.Equal(2, rig.Driver.TakeUsed(used));
+        Assert.Equal([new UsedElement(a, 5), new UsedElement(b, 6)], used[..2]);
+        Assert.False(rig.Driver.IsBroken, rig.Driver.BrokenReason.ToString());
+        Assert.False(rig.Driver.TryTakeUsed(out _));
+        Assert.False(rig.Driver.IsBroken);
+    }
+
+    [Fact]
     public void Packed_driver_also_takes_one_used_descriptor_per_buffer()
     {
         using var rig = new PackedRig(3, InOrder);

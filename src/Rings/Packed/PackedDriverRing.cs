@@ -596,8 +596,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             if (_order.Count > 0 && _desc[_usedPosition].Id == _order.PeekAt(0))
             {
                 taken += TakeInOrderSingles(used[taken..]);
-                if (taken == used.Length)
+                if (taken == used.Length || _freeIdCount == _size)
                 {
+                    // Full, or every buffer back: with none outstanding no descriptor is the
+                    // device's to have written, and TryTakeUsed reads none (a descriptor made to
+                    // look used then breaks neither).
                     break;
                 }
             }
