@@ -30,6 +30,9 @@ public enum BurstOpKind
     /// <summary>Driver takes back up to <see cref="BurstOp.Count"/> used buffers (burst or single calls).</summary>
     Take,
 
+    /// <summary>Device gives back up to <see cref="BurstOp.Count"/> of its newest pops that are still in flight (UndoPops, on both twins).</summary>
+    Undo,
+
     /// <summary>The same hostile write into both twins' memory (the driver's areas when <see cref="BurstOp.Burst"/>, else the device's).</summary>
     Corrupt,
 }
@@ -42,6 +45,7 @@ public sealed record BurstOp(BurstOpKind Kind, int Count, bool Burst, bool Writa
     {
         BurstOpKind.Add => $"Add({Count}{(Writable ? ",w" : "")}{(Burst ? ",burst" : "")})",
         BurstOpKind.Pop or BurstOpKind.Push or BurstOpKind.Take => $"{Kind}({Count}{(Burst ? ",burst" : "")})",
+        BurstOpKind.Undo => $"Undo({Count})",
         BurstOpKind.Corrupt => $"Corrupt({(Burst ? "driver" : "device")} {Patch})",
         BurstOpKind.AddChain => $"AddChain({Seed})",
         _ => Kind.ToString(),
@@ -98,6 +102,7 @@ public abstract class BurstEquivalenceTests<TFormat>
                    (5, Gen.Constant(BurstOpKind.Push)),
                    (3, Gen.Constant(BurstOpKind.PublishUsed)),
                    (5, Gen.Constant(BurstOpKind.Take)),
+                   (2, Gen.Constant(BurstOpKind.Undo)),
                    (corrupt ? 2 : 0, Gen.Constant(BurstOpKind.Corrupt)))
                from c in count
                from burst in Gen.Frequency((3, Gen.Constant(true)), (1, Gen.Constant(false)))
@@ -153,6 +158,8 @@ public abstract class BurstEquivalenceTests<TFormat>
         private readonly RingSides _sides;
         private readonly ulong _data;
         private readonly List<PoppedChain> _inFlight = [];
+        private readonly List<long> _popNumbers = [];   // each of _inFlight's pops numbered in pop order
+        private long _pops;
         private readonly List<MemoryArea> _allAreas;
 
         public Twin(RingSetup setup, ulong bytes)
@@ -260,6 +267,7 @@ public abstract class BurstEquivalenceTests<TFormat>
                     {
                         var c = chains[i];
                         _inFlight.Add(c);
+                        _popNumbers.Add(_pops++);
                         text.Append($" [{c.Token} r{c.ReadableCount} {c.ReadableBytes}/{c.WritableBytes} from {c.Before}");
                         foreach (var s in c.Segments(segments))
                         {
@@ -284,6 +292,7 @@ public abstract class BurstEquivalenceTests<TFormat>
                         var k = (_setup.Features & VirtioFeatures.InOrder) != 0 ? 0 : random.Next(_inFlight.Count);
                         var c = _inFlight[k];
                         _inFlight.RemoveAt(k);
+                        _popNumbers.RemoveAt(k);
                         tokens[i] = c.Token;
                         written[i] = c.WritableBytes == 0 ? 0 : (uint)random.Next(0, (int)Math.Min(c.WritableBytes, 1000) + 1);
                         anyWritten |= written[i] != 0;
@@ -302,6 +311,37 @@ public abstract class BurstEquivalenceTests<TFormat>
                     }
 
                     return $"pushed {string.Join(',', tokens)} written {string.Join(',', written)}";
+                }
+
+                case BurstOpKind.Undo:
+                {
+                    // Only the newest pops can go back, and only while none of them was returned:
+                    // the run of in-flight buffers at the end numbered up to the last pop.
+                    var n = 0;
+                    while (n < op.Count && n < _inFlight.Count && _popNumbers[^(n + 1)] == _pops - 1 - n)
+                    {
+                        n++;
+                    }
+
+                    if (n == 0)
+                    {
+                        return "undid nothing";
+                    }
+
+                    var from = _inFlight.Count - n;
+                    try
+                    {
+                        Device.UndoPops(_inFlight[from].Before);
+                    }
+                    catch (ArgumentException e)
+                    {
+                        return $"undo refused: {e.Message}";
+                    }
+
+                    _inFlight.RemoveRange(from, n);
+                    _popNumbers.RemoveRange(from, n);
+                    _pops -= n;
+                    return $"undid {n}";
                 }
 
                 case BurstOpKind.Take:

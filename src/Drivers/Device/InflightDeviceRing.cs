@@ -96,7 +96,7 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         if ((features & VirtioFeatures.InOrder) != 0)
         {
             _inOrder = true;
-            _order = new InOrderQueue(Math.Max(_size, _region.Entries));
+            _order = new InOrderQueue(Math.Max(_size, _region.Entries), batchSizes: false);
         }
 
         Resume = inner.Position;

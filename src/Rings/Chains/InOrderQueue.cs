@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 
 namespace Rings.Chains;
@@ -5,22 +6,26 @@ namespace Rings.Chains;
 /// <summary>
 /// The order in which a driver made its outstanding buffers available, for VIRTIO_F_IN_ORDER
 /// (virtio 1.2 sections 2.7.9 and 2.8.8): one used entry naming buffer id X returns X and every
-/// buffer made available before it. A FIFO of ids plus a sequence number per id, so the size of a
-/// batch is known in O(1) before any of it is reclaimed.
+/// buffer made available before it. A FIFO of ids plus, for a driver, a sequence number per id, so
+/// the size of a batch is known in O(1) before any of it is reclaimed (a device, which learns the
+/// batch's size from its own pops, keeps the FIFO alone).
 /// </summary>
 internal struct InOrderQueue
 {
     private readonly ushort[] _ids;
-    private readonly uint[] _sequence;
+    private readonly uint[]? _sequence;
     private int _head;
     private int _count;
     private uint _next;
 
     /// <summary>Creates a queue for ids below <paramref name="size"/>.</summary>
-    public InOrderQueue(int size)
+    /// <param name="size">The ring size: ids are below it, and never more are queued.</param>
+    /// <param name="batchSizes">Whether <see cref="BatchSize"/> is asked (a driver's queue); without it
+    /// no sequence numbers are kept, and runs go in whole with <see cref="AppendRun"/>.</param>
+    public InOrderQueue(int size, bool batchSizes = true)
     {
         _ids = new ushort[size];
-        _sequence = new uint[size];
+        _sequence = batchSizes ? new uint[size] : null;
     }
 
     /// <summary>Ids queued.</summary>
@@ -43,8 +48,41 @@ internal struct InOrderQueue
         }
 
         _ids[tail] = id;
-        _sequence[id] = _next++;
+        if (_sequence != null)
+        {
+            _sequence[id] = _next++;
+        }
+
         _count++;
+    }
+
+    /// <summary>
+    /// Appends a run of ids at once, as many <see cref="Enqueue"/> calls would, for a queue made
+    /// without batch sizes: one copy (two where the ring wraps) instead of a store per id.
+    /// </summary>
+    /// <param name="ids">The ids, in the order they were made available; with those queued, at most the ring size.</param>
+    public void AppendRun(ReadOnlySpan<ushort> ids)
+    {
+        Debug.Assert(_sequence == null, "a queue that keeps sequence numbers takes runs through StartRun");
+        Debug.Assert(_count + ids.Length <= _ids.Length, "never more ids than the ring holds");
+        var tail = _head + _count;
+        if (tail >= _ids.Length)
+        {
+            tail -= _ids.Length;
+        }
+
+        var room = _ids.Length - tail;
+        if (ids.Length <= room)
+        {
+            ids.CopyTo(_ids.AsSpan(tail));
+        }
+        else
+        {
+            ids[..room].CopyTo(_ids.AsSpan(tail));
+            ids[room..].CopyTo(_ids);
+        }
+
+        _count += ids.Length;
     }
 
     /// <summary>
@@ -57,6 +95,7 @@ internal struct InOrderQueue
     /// <returns>The appender.</returns>
     public readonly Appender StartRun()
     {
+        Debug.Assert(_sequence != null, "StartRun keeps sequence numbers; a queue without them takes AppendRun");
         var tail = _head + _count;
         if (tail >= _ids.Length)
         {
@@ -128,7 +167,7 @@ internal struct InOrderQueue
     /// and including <paramref name="lastId"/>. The caller has checked the id is queued.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly int BatchSize(ushort lastId) => (int)(_sequence[lastId] - _sequence[_ids[_head]]) + 1;
+    public readonly int BatchSize(ushort lastId) => (int)(_sequence![lastId] - _sequence[_ids[_head]]) + 1;
 
     /// <summary>Empties the queue.</summary>
     public void Clear()
@@ -149,10 +188,10 @@ internal struct InOrderQueue
         /// <param name="sequence">The queue's sequence number per id.</param>
         /// <param name="tail">Where the next id goes in <paramref name="ids"/>.</param>
         /// <param name="next">The next sequence number.</param>
-        public Appender(ushort[] ids, uint[] sequence, int tail, uint next)
+        public Appender(ushort[] ids, uint[]? sequence, int tail, uint next)
         {
             _ids = ids;
-            _sequence = sequence;
+            _sequence = sequence!;
             _tail = tail;
             Next = next;
         }

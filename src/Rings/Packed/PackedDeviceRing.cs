@@ -27,7 +27,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private readonly bool[] _idInFlight;   // buffer ids popped and not yet returned
     private InOrderQueue _popped;          // IN_ORDER: ids in pop order, so a batch frees the right ones
     private readonly ushort[] _runIds = new ushort[MaxDirectRun];   // PopDirectRun's ids, for its bookkeeping after the loop
-    private readonly uint[] _popLog;       // id | descriptors << 16 of the latest pops, for UndoPops
+    private readonly ushort[] _popLogIds;  // ids of the latest pops, for UndoPops
+    private readonly ushort[] _popLogDescriptors; // and the descriptors each took
     private int _popLogNext;
 
     private int _availPosition;            // next descriptor to read
@@ -80,10 +81,12 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
         _idInFlight = new bool[size];
-        _popLog = new uint[size];
+        _popLogIds = new ushort[size];
+        _popLogDescriptors = new ushort[size];
         if (_inOrder)
         {
-            _popped = new InOrderQueue(size);
+            // The device learns a batch's size from its own pops: no sequence numbers.
+            _popped = new InOrderQueue(size, batchSizes: false);
         }
 
         Counters = new QueueCounters();
@@ -151,10 +154,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // are popped (and validated) again.
         while (undo > 0)
         {
-            _popLogNext = _popLogNext == 0 ? _popLog.Length - 1 : _popLogNext - 1;
-            var entry = _popLog[_popLogNext];
-            var descriptors = (int)(entry >> 16);
-            _idInFlight[(ushort)entry] = false;
+            _popLogNext = _popLogNext == 0 ? _popLogIds.Length - 1 : _popLogNext - 1;
+            var descriptors = (int)_popLogDescriptors[_popLogNext];
+            _idInFlight[_popLogIds[_popLogNext]] = false;
             if (_inOrder)
             {
                 _popped.RemoveNewest();
@@ -372,25 +374,30 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             read += (long)readBytes;
         }
 
-        // The rest of Commit's record, for the run at once: the undo log and the IN_ORDER queue.
-        var popLog = _popLog;
+        // The rest of Commit's record, for the run at once: the undo log and the IN_ORDER queue,
+        // each a copy of the run's ids (two where the ring wraps) rather than a store per buffer.
+        var run = ids[..n];
         var logNext = _popLogNext;
-        for (var i = 0; i < n; i++)
+        var room = _popLogIds.Length - logNext;
+        if (n <= room)
         {
-            popLog[logNext] = ids[i] | (1u << 16);
-            logNext = logNext + 1 == popLog.Length ? 0 : logNext + 1;
+            run.CopyTo(_popLogIds.AsSpan(logNext));
+            _popLogDescriptors.AsSpan(logNext, n).Fill(1);
+            logNext = n == room ? 0 : logNext + n;
+        }
+        else
+        {
+            run[..room].CopyTo(_popLogIds.AsSpan(logNext));
+            run[room..].CopyTo(_popLogIds);
+            _popLogDescriptors.AsSpan(logNext).Fill(1);
+            _popLogDescriptors.AsSpan(0, n - room).Fill(1);
+            logNext = n - room;
         }
 
         _popLogNext = logNext;
         if (_inOrder)
         {
-            var order = _popped.StartRun();
-            for (var i = 0; i < n; i++)
-            {
-                order.Add(ids[i]);
-            }
-
-            _popped.EndRun(order, n);
+            _popped.AppendRun(run);
         }
 
         position += n;
@@ -719,8 +726,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         inFlight[id] = true;
-        _popLog[_popLogNext] = id | ((uint)descriptors << 16);
-        _popLogNext = _popLogNext + 1 == _popLog.Length ? 0 : _popLogNext + 1;
+        _popLogIds[_popLogNext] = id;
+        _popLogDescriptors[_popLogNext] = (ushort)descriptors;
+        _popLogNext = _popLogNext + 1 == _popLogIds.Length ? 0 : _popLogNext + 1;
         if (_inOrder)
         {
             _popped.Enqueue(id);
