@@ -57,13 +57,13 @@ internal struct InOrderQueue
     }
 
     /// <summary>
-    /// Appends a run of ids at once, as many <see cref="Enqueue"/> calls would, for a queue made
-    /// without batch sizes: one copy (two where the ring wraps) instead of a store per id.
+    /// Appends a run of ids at once, as many <see cref="Enqueue"/> calls would: one copy into the
+    /// ring (two where it wraps) instead of a store per id, and for a queue with batch sizes a
+    /// loop that numbers them. The caller passes its own scratch, never a span a peer can change.
     /// </summary>
-    /// <param name="ids">The ids, in the order they were made available; with those queued, at most the ring size.</param>
+    /// <param name="ids">The ids, in the order they were made available, each below the size; with those queued, at most the ring size.</param>
     public void AppendRun(ReadOnlySpan<ushort> ids)
     {
-        Debug.Assert(_sequence == null, "a queue that keeps sequence numbers takes runs through StartRun");
         Debug.Assert(_count + ids.Length <= _ids.Length, "never more ids than the ring holds");
         var tail = _head + _count;
         if (tail >= _ids.Length)
@@ -80,6 +80,18 @@ internal struct InOrderQueue
         {
             ids[..room].CopyTo(_ids.AsSpan(tail));
             ids[room..].CopyTo(_ids);
+        }
+
+        if (_sequence != null)
+        {
+            var sequence = _sequence;
+            var next = _next;
+            foreach (var id in ids)
+            {
+                sequence[id] = next++;
+            }
+
+            _next = next;
         }
 
         _count += ids.Length;

@@ -439,13 +439,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
         if (_inOrder)
         {
-            var order = _order.StartRun();
-            for (i = 0; i < n; i++)
-            {
-                order.Add(Unsafe.Add(ref scratch, i));
-            }
-
-            _order.EndRun(order, n);
+            _order.AppendRun(taken[..n]);
         }
 
         position += n;
