@@ -53,8 +53,9 @@ public static class VhostUserTarget
 
         // Disposing the session must have closed every descriptor it was given: kept ones at
         // dispose, refused ones at once. A number may have been reused meanwhile (the fuzzing
-        // harness reads /proc on a thread of its own), so an open number is a leak only when it
-        // still names the same kind of file.
+        // harness reads /proc on a thread of its own, and in the test process other tests open files
+        // in parallel), so an open number is a leak only when it still names the same file (the
+        // same memory file's inode, the same eventfd's id).
         foreach (var (fd, what) in handedOver)
         {
             FuzzViolation.Check(Describe(fd) is not { } now || now != what, $"descriptor {fd} ({what}) handed to the session is still open after dispose");
@@ -177,13 +178,37 @@ public static class VhostUserTarget
     }
 
     /// <summary>What an open descriptor refers to (its /proc link), or null when it is closed.</summary>
+    /// <summary>
+    /// What an open descriptor names, precisely enough that a reused number is told apart: the link
+    /// target alone is the same for every eventfd (one anonymous inode), so the kernel's per-file
+    /// lines from fdinfo are added (the inode of a memory file, the id of an eventfd).
+    /// </summary>
     private static string? Describe(int fd)
     {
         try
         {
-            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+            var target = new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+            if (target is null)
+            {
+                return null;
+            }
+
+            var identity = new System.Text.StringBuilder(target);
+            foreach (var line in File.ReadLines($"/proc/self/fdinfo/{fd}"))
+            {
+                if (line.StartsWith("ino:", StringComparison.Ordinal) || line.StartsWith("eventfd-id:", StringComparison.Ordinal))
+                {
+                    identity.Append(' ').Append(line.Replace('\t', ' '));
+                }
+            }
+
+            return identity.ToString();
         }
         catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
         {
             return null;
         }
