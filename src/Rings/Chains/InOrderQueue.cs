@@ -71,16 +71,7 @@ internal struct InOrderQueue
             tail -= _ids.Length;
         }
 
-        var room = _ids.Length - tail;
-        if (ids.Length <= room)
-        {
-            ids.CopyTo(_ids.AsSpan(tail));
-        }
-        else
-        {
-            ids[..room].CopyTo(_ids.AsSpan(tail));
-            ids[room..].CopyTo(_ids);
-        }
+        CircularArray.Write(_ids, tail, ids);
 
         if (_sequence != null)
         {

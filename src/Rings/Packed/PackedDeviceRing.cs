@@ -377,24 +377,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // The rest of Commit's record, for the run at once: the undo log and the IN_ORDER queue,
         // each a copy of the run's ids (two where the ring wraps) rather than a store per buffer.
         var run = ids[..n];
-        var logNext = _popLogNext;
-        var room = _popLogIds.Length - logNext;
-        if (n <= room)
-        {
-            run.CopyTo(_popLogIds.AsSpan(logNext));
-            _popLogDescriptors.AsSpan(logNext, n).Fill(1);
-            logNext = n == room ? 0 : logNext + n;
-        }
-        else
-        {
-            run[..room].CopyTo(_popLogIds.AsSpan(logNext));
-            run[room..].CopyTo(_popLogIds);
-            _popLogDescriptors.AsSpan(logNext).Fill(1);
-            _popLogDescriptors.AsSpan(0, n - room).Fill(1);
-            logNext = n - room;
-        }
-
-        _popLogNext = logNext;
+        CircularArray.Fill(_popLogDescriptors, _popLogNext, n, (ushort)1);
+        _popLogNext = CircularArray.Write(_popLogIds, _popLogNext, run);
         if (_inOrder)
         {
             _popped.AppendRun(run);
