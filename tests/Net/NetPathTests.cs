@@ -334,4 +334,85 @@ public sealed class NetPathTests : IDisposable
             Assert.True(arrived[length..].IndexOfAnyExcept((byte)0xEE) < 0, $"length {length}: bytes past the frame were written");
         }
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(8)]
+    public void SubmitHeadWritesTheHeadersLineAndLeavesTheRestOfTheFrame(int misalignment)
+    {
+        // The slabs on a page, then moved off a line boundary when asked: a misaligned buffer is
+        // written the ordinary way, with the same result.
+        var memory = new GuestMemory(_region.Region);
+        const int size = 8;
+        var layout = RingFormat.Split.Layout(size);
+        var txAt = layout.At(Base);
+        var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
+        var slabs = ((Base + (2 * (ulong)layout.TotalBytes) + 4095) & ~4095UL) + (ulong)misalignment;
+        var txSlab = new BufferSlab(memory, slabs, size, 2048);
+        var rxSlab = new BufferSlab(memory, slabs + BufferSlab.BytesFor(size, 2048), size, 2048);
+        for (var i = 0; i < size; i++)
+        {
+            txSlab.Span(i).Fill(0xEE);
+        }
+
+        var driver = new NetDriverPath<SplitDriverRing, SplitDriverRing>(
+            new SplitDriverRing(memory, txAt, size, VirtioFeatures.None), new SplitDriverRing(memory, rxAt, size, VirtioFeatures.None), txSlab, rxSlab, mergeable: false);
+        var tx = new SplitDeviceRing(memory, txAt, size, VirtioFeatures.None);
+        var rx = new SplitDeviceRing(memory, rxAt, size, VirtioFeatures.None);
+        driver.RefillReceive();
+
+        // A long head, then a shorter one: what the first left past the second's end is zero again.
+        foreach (var headLength in new[] { NetDriverPath<SplitDriverRing, SplitDriverRing>.StreamedHeadSize, 32, 10, 0 })
+        {
+            var head = new byte[headLength];
+            for (var i = 0; i < head.Length; i++)
+            {
+                head[i] = (byte)(i + 1);
+            }
+
+            Assert.True(driver.TryLeaseTransmit(out var lease));
+            Assert.True(driver.SubmitHead(lease, 100, head));
+            driver.FlushTransmit();
+            Assert.Equal(1, NetForwarder.Forward(tx, rx, 32, mergeable: false).Frames);
+            Assert.True(driver.TryReceiveInPlace(out var frame));
+            var data = frame.Data.ToArray();
+            driver.Release(frame);
+            driver.ReclaimTransmit();
+
+            Assert.Equal(100, data.Length);
+            Assert.True(data.AsSpan(0, headLength).SequenceEqual(head), $"head {headLength}: the head differs");
+            Assert.True(data.AsSpan(headLength, BufferSlab.LineSize - VirtioNetHeader.Size - headLength).IndexOfAnyExcept((byte)0) < 0, $"head {headLength}: the line past the head is not zero");
+            Assert.True(data.AsSpan(BufferSlab.LineSize - VirtioNetHeader.Size).IndexOfAnyExcept((byte)0xEE) < 0, $"head {headLength}: bytes past the line were written");
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() =>
+        {
+            Assert.True(driver.TryLeaseTransmit(out var lease));
+            driver.SubmitHead(lease, 100, new byte[NetDriverPath<SplitDriverRing, SplitDriverRing>.StreamedHeadSize + 1]);
+        });
+    }
+
+    [Fact]
+    public void StreamedLineIsWrittenWholeOnlyAtALineBoundary()
+    {
+        var memory = new GuestMemory(_region.Region);
+        var line = Enumerable.Range(1, BufferSlab.LineSize).Select(i => (byte)i).ToArray();
+        var aligned = new BufferSlab(memory, Base, 2, 128);
+        var misaligned = new BufferSlab(memory, Base + 0x1008, 2, 128);
+        aligned.Span(1).Fill(0xEE);
+        misaligned.Span(1).Fill(0xEE);
+
+        // Streams where the CPU can (x86 with AVX), and then writes the line and nothing else.
+        var streamed = aligned.TryStreamLine(1, line);
+        Assert.Equal(System.Runtime.Intrinsics.X86.Avx.IsSupported, streamed);
+        BufferSlab.StoreFence();
+        Assert.True(streamed ? aligned.Span(1)[..BufferSlab.LineSize].SequenceEqual(line) : aligned.Span(1).IndexOfAnyExcept((byte)0xEE) < 0);
+        Assert.True(aligned.Span(1)[BufferSlab.LineSize..].IndexOfAnyExcept((byte)0xEE) < 0);
+
+        // Off a line boundary it writes nothing (the caller writes the ordinary way).
+        Assert.False(misaligned.TryStreamLine(1, line));
+        Assert.True(misaligned.Span(1).IndexOfAnyExcept((byte)0xEE) < 0);
+        Assert.Throws<ArgumentException>(() => aligned.TryStreamLine(0, line.AsSpan(1)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => aligned.TryStreamLine(2, line));
+    }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Rings.Memory;
 
@@ -202,6 +203,55 @@ public sealed unsafe class BufferSlab
         }
 
         return new Span<byte>(_host + ((long)index * BufferSize), BufferSize);
+    }
+
+    /// <summary>Bytes <see cref="TryStreamLine"/> writes: one cache line.</summary>
+    public const int LineSize = 64;
+
+    /// <summary>
+    /// Writes the first <see cref="LineSize"/> bytes of buffer <paramref name="index"/> from
+    /// <paramref name="line"/> with non-temporal stores, when the CPU has them and the buffer
+    /// starts on a line: the whole line goes to memory without the core first taking it over from
+    /// the cache of the core that read it last (the device's, a lap ago), which an ordinary store
+    /// must wait for. Such stores are not ordered with later ordinary ones (not even on x86): the
+    /// caller must run <see cref="StoreFence"/> before it publishes the buffer.
+    /// </summary>
+    /// <param name="index">The buffer's index.</param>
+    /// <param name="line">The line's bytes, <see cref="LineSize"/> of them.</param>
+    /// <returns>True when the line was streamed (a fence is owed); false when nothing was written (no such stores here, or the buffer is not line-aligned).</returns>
+    public bool TryStreamLine(int index, ReadOnlySpan<byte> line)
+    {
+        if ((uint)index >= (uint)Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index));
+        }
+
+        if (line.Length < LineSize)
+        {
+            throw new ArgumentException($"a line is {LineSize} bytes, not {line.Length}", nameof(line));
+        }
+
+        var at = _host + ((long)index * BufferSize);
+        if (!Avx.IsSupported || BufferSize < LineSize || ((nuint)at & (LineSize - 1)) != 0)
+        {
+            return false;
+        }
+
+        Avx.StoreAlignedNonTemporal(at, Vector256.Create(line));
+        Avx.StoreAlignedNonTemporal(at + 32, Vector256.Create(line[32..]));
+        return true;
+    }
+
+    /// <summary>
+    /// Makes every <see cref="TryStreamLine"/> store before it visible to other cores before any
+    /// store after it (SFENCE): what a release publication alone does not do for them.
+    /// </summary>
+    public static void StoreFence()
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.StoreFence();
+        }
     }
 
     /// <summary>

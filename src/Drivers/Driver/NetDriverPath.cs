@@ -32,6 +32,15 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     private readonly int[] _rxSlotOfId;
     private readonly bool _mergeable;
 
+    // SubmitHead's line: the plain header (zero) and the frame's head, streamed into a buffer
+    // whole; _headLength is how much of it the last head filled (the rest is zero).
+    private readonly byte[] _headLine = new byte[BufferSlab.LineSize];
+    private int _headLength;
+
+    // Whether a streamed line (non-temporal stores) awaits the store fence owed before the next
+    // publication of the transmit ring.
+    private bool _fenceOwed;
+
     // Burst scratch for RefillReceive and ReclaimTransmit: one ring call per burst, no allocation.
     private const int Burst = 64;
     private readonly BufferSegment[] _refillSegments = new BufferSegment[Burst];
@@ -309,11 +318,75 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         return true;
     }
 
+    /// <summary>Bytes of a frame's head <see cref="SubmitHead"/> writes: a cache line less the virtio-net header.</summary>
+    public const int StreamedHeadSize = BufferSlab.LineSize - VirtioNetHeader.Size;
+
+    /// <summary>
+    /// Submits a leased buffer holding a frame of <paramref name="length"/> bytes of which only
+    /// the head is written now: the plain virtio-net header and <paramref name="head"/> (zero
+    /// after it, up to <see cref="StreamedHeadSize"/> bytes of frame) go into the buffer's first
+    /// cache line at once with non-temporal stores, so the line is not first taken back from the
+    /// device's core, which read it a lap ago (an ordinary store waits for that, and holds up every
+    /// store behind it). The rest of the frame is what the buffer already holds. For a traffic
+    /// source that rewrites only each frame's head; where the CPU has no such stores, the line is
+    /// written as usual.
+    /// </summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>; write nothing into its frame before this call.</param>
+    /// <param name="length">Frame length in bytes.</param>
+    /// <param name="head">The frame's first bytes, at most <see cref="StreamedHeadSize"/>.</param>
+    /// <returns>False when the ring refused it (broken, or no descriptor left for it); the buffer is then returned.</returns>
+    public bool SubmitHead(in TransmitLease lease, int length, ReadOnlySpan<byte> head)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(head.Length, StreamedHeadSize, nameof(head));
+        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
+        {
+            _txSlab.Return(lease.Slot);
+            return false;
+        }
+
+        var line = _headLine.AsSpan();
+        head.CopyTo(line[VirtioNetHeader.Size..]);
+        if (head.Length < _headLength)
+        {
+            line[(VirtioNetHeader.Size + head.Length)..(VirtioNetHeader.Size + _headLength)].Clear();
+        }
+
+        _headLength = head.Length;
+        if (_txSlab.TryStreamLine(lease.Slot, line))
+        {
+            _fenceOwed = true;
+        }
+        else
+        {
+            line.CopyTo(_txSlab.Span(lease.Slot));
+        }
+
+        _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
+        _stagedSlots[_staged] = lease.Slot;
+        if (++_staged == Burst)
+        {
+            AddStaged();
+        }
+
+        return true;
+    }
+
     /// <summary>Publishes the frames sent since the last flush.</summary>
     /// <returns>True when the device asked to be kicked.</returns>
     public bool FlushTransmit()
     {
         AddStaged();
+        if (_fenceOwed)
+        {
+            // Lines streamed by SubmitHead are not ordered by the publication's release store
+            // (x86 orders ordinary stores only): the fence makes them visible first, so a device
+            // that sees the descriptors sees the frames' heads (2.7.13, 2.8.21.1.1).
+            BufferSlab.StoreFence();
+            _fenceOwed = false;
+        }
+
         _tx.Publish();
         return _tx.KickNeeded();
     }
