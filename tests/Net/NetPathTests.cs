@@ -393,6 +393,32 @@ public sealed class NetPathTests : IDisposable
     }
 
     [Fact]
+    public void SubmitHeadFitsABufferSmallerThanALine()
+    {
+        // 40-byte transmit buffers: 28 bytes of frame behind the header, and never streamed.
+        var p = Create(8, 40, 2048, mergeable: false);
+        var d = p.Driver;
+        d.RefillReceive();
+        Assert.True(d.TryLeaseTransmit(out var lease));
+        Assert.True(d.SubmitHead(lease, 28, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]));
+        d.FlushTransmit();
+        Assert.Equal(1, NetForwarder.Forward(p.Tx, p.Rx, 32, mergeable: false).Frames);
+        Assert.True(d.TryReceiveInPlace(out var frame));
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 0, 0, 0, 0, 0, 0, 0, 0], frame.Data.ToArray());
+        d.Release(frame);
+
+        Assert.True(d.TryLeaseTransmit(out var another));
+        try
+        {
+            d.SubmitHead(another, 28, new byte[29]);
+            Assert.Fail("a head longer than the buffer's frame was taken");
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+        }
+    }
+
+    [Fact]
     public void StreamedLineIsWrittenWholeOnlyAtALineBoundary()
     {
         var memory = new GuestMemory(_region.Region);

@@ -333,13 +333,13 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// </summary>
     /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>; write nothing into its frame before this call.</param>
     /// <param name="length">Frame length in bytes.</param>
-    /// <param name="head">The frame's first bytes, at most <see cref="StreamedHeadSize"/>.</param>
+    /// <param name="head">The frame's first bytes, at most <see cref="StreamedHeadSize"/> (and at most <see cref="MaxFrameSize"/>).</param>
     /// <returns>False when the ring refused it (broken, or no descriptor left for it); the buffer is then returned.</returns>
     public bool SubmitHead(in TransmitLease lease, int length, ReadOnlySpan<byte> head)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(head.Length, StreamedHeadSize, nameof(head));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(head.Length, Math.Min(StreamedHeadSize, MaxFrameSize), nameof(head));
         if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
         {
             _txSlab.Return(lease.Slot);
@@ -360,7 +360,9 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         }
         else
         {
-            line.CopyTo(_txSlab.Span(lease.Slot));
+            // As much of the line as the buffer holds (a buffer smaller than a line is never streamed).
+            var buffer = _txSlab.Span(lease.Slot);
+            line[..Math.Min(line.Length, buffer.Length)].CopyTo(buffer);
         }
 
         _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
