@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using FsCheck.Xunit;
 using Rings.Linux.Net;
 using Rings.Testing.Traffic;
@@ -99,5 +100,21 @@ public class ChecksumAndFrameTests
         Assert.True(TestFrame.TryReadSampled(frame, out var s, out var t));
         Assert.Equal((5UL, 7L), (s, t));
         Assert.False(TestFrame.TryRead(frame, out _, out _));
+    }
+
+    [Property(MaxTest = 300)]
+    public bool AHeadLineHoldsWhatWriteHeaderWritesBehindTheHeadersPlace(ulong sequence, long timestamp, ushort flow)
+    {
+        // The line a transmit buffer starts with: 12 bytes of header place, then the frame.
+        var expected = new byte[64];
+        TestFrame.WriteHeader(expected.AsSpan(12), sequence, timestamp, flow);
+        TestFrame.HeadLine(sequence, timestamp, flow, out var low, out var high);
+        var line = new byte[64];
+        low.CopyTo(line);
+        high.CopyTo(line.AsSpan(32));
+        // A frame of head only passes the sampled check, but for the one in SampleEvery checked whole.
+        return line.AsSpan().SequenceEqual(expected)
+            && ((sequence % TestFrame.SampleEvery) == 0
+                || (TestFrame.TryReadSampled(line.AsSpan(12), out var s, out var t) && s == sequence && t == timestamp));
     }
 }

@@ -393,6 +393,28 @@ public sealed class NetPathTests : IDisposable
     }
 
     [Fact]
+    public void SubmitLinePutsThePlainHeaderInTheLinesFirstBytes()
+    {
+        var p = Create(8, 2048, 2048, mergeable: false);
+        var d = p.Driver;
+        d.RefillReceive();
+        Assert.True(d.TryLeaseTransmit(out var lease));
+
+        // Every byte of the line set: the header's 12 must arrive as the plain header (all zero),
+        // which the device reads as no checksum to finish and no segmentation.
+        var low = System.Runtime.Intrinsics.Vector256.Create((byte)0xAB);
+        var high = System.Runtime.Intrinsics.Vector256.Create((byte)0xCD);
+        Assert.True(d.SubmitLine(lease, 60, low, high));
+        d.FlushTransmit();
+        Assert.True(p.Tx.TryPop(out var chain));
+        var sent = chain.Segments[0].Span;
+        Assert.Equal(12 + 60, sent.Length);
+        Assert.True(sent[..12].IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(sent[12..32].IndexOfAnyExcept((byte)0xAB) < 0);
+        Assert.True(sent[32..64].IndexOfAnyExcept((byte)0xCD) < 0);
+    }
+
+    [Fact]
     public void SubmitHeadFitsABufferSmallerThanALine()
     {
         // 40-byte transmit buffers: 28 bytes of frame behind the header, and never streamed.

@@ -205,7 +205,7 @@ public sealed unsafe class BufferSlab
         return new Span<byte>(_host + ((long)index * BufferSize), BufferSize);
     }
 
-    /// <summary>Bytes <see cref="TryStreamLine"/> writes: one cache line.</summary>
+    /// <summary>Bytes <see cref="TryStreamLine(int, ReadOnlySpan{byte})"/> writes: one cache line.</summary>
     public const int LineSize = 64;
 
     /// <summary>
@@ -221,14 +221,24 @@ public sealed unsafe class BufferSlab
     /// <returns>True when the line was streamed (a fence is owed); false when nothing was written (no such stores here, or the buffer is not line-aligned).</returns>
     public bool TryStreamLine(int index, ReadOnlySpan<byte> line)
     {
-        if ((uint)index >= (uint)Count)
-        {
-            throw new ArgumentOutOfRangeException(nameof(index));
-        }
-
         if (line.Length < LineSize)
         {
             throw new ArgumentException($"a line is {LineSize} bytes, not {line.Length}", nameof(line));
+        }
+
+        return TryStreamLine(index, Vector256.Create(line), Vector256.Create(line[32..]));
+    }
+
+    /// <summary>As <see cref="TryStreamLine(int, ReadOnlySpan{byte})"/>, the line given as two halves held in registers.</summary>
+    /// <param name="index">The buffer's index.</param>
+    /// <param name="low">Line bytes 0 to 31.</param>
+    /// <param name="high">Line bytes 32 to 63.</param>
+    /// <returns>True when the line was streamed (a fence is owed); false when nothing was written.</returns>
+    public bool TryStreamLine(int index, Vector256<byte> low, Vector256<byte> high)
+    {
+        if ((uint)index >= (uint)Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index));
         }
 
         var at = _host + ((long)index * BufferSize);
@@ -237,13 +247,13 @@ public sealed unsafe class BufferSlab
             return false;
         }
 
-        Avx.StoreAlignedNonTemporal(at, Vector256.Create(line));
-        Avx.StoreAlignedNonTemporal(at + 32, Vector256.Create(line[32..]));
+        Avx.StoreAlignedNonTemporal(at, low);
+        Avx.StoreAlignedNonTemporal(at + 32, high);
         return true;
     }
 
     /// <summary>
-    /// Makes every <see cref="TryStreamLine"/> store before it visible to other cores before any
+    /// Makes every <see cref="TryStreamLine(int, Vector256{byte}, Vector256{byte})"/> store before it visible to other cores before any
     /// store after it (SFENCE): what a release publication alone does not do for them.
     /// </summary>
     public static void StoreFence()

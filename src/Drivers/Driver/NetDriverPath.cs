@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Rings.Chains;
 using Rings.Linux.Device;
 using Rings.Linux.Net;
@@ -337,15 +338,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// <returns>False when the ring refused it (broken, or no descriptor left for it); the buffer is then returned.</returns>
     public bool SubmitHead(in TransmitLease lease, int length, ReadOnlySpan<byte> head)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(head.Length, Math.Min(StreamedHeadSize, MaxFrameSize), nameof(head));
-        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
-        {
-            _txSlab.Return(lease.Slot);
-            return false;
-        }
-
         var line = _headLine.AsSpan();
         head.CopyTo(line[VirtioNetHeader.Size..]);
         if (head.Length < _headLength)
@@ -354,13 +347,43 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         }
 
         _headLength = head.Length;
-        if (_txSlab.TryStreamLine(lease.Slot, line))
+        return SubmitLine(lease, length, Vector256.Create((ReadOnlySpan<byte>)line), Vector256.Create((ReadOnlySpan<byte>)line[32..]));
+    }
+
+    /// <summary>
+    /// As <see cref="SubmitHead"/>, the buffer's first cache line given whole in two halves held in
+    /// registers: <paramref name="low"/>'s first 12 bytes are the header's place (this call puts
+    /// the plain header there), frame byte N is line byte 12 + N. For a caller that builds its
+    /// heads from values: a head written to memory and read back as a vector waits for its stores
+    /// to leave the store buffer.
+    /// </summary>
+    /// <param name="lease">A lease from <see cref="TryLeaseTransmit"/>; write nothing into its frame before this call.</param>
+    /// <param name="length">Frame length in bytes.</param>
+    /// <param name="low">Line bytes 0 to 31: the header's place, then frame bytes 0 to 19.</param>
+    /// <param name="high">Line bytes 32 to 63: frame bytes 20 to 51.</param>
+    /// <returns>False when the ring refused it (broken, or no descriptor left for it); the buffer is then returned.</returns>
+    public bool SubmitLine(in TransmitLease lease, int length, Vector256<byte> low, Vector256<byte> high)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
+        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
+        {
+            _txSlab.Return(lease.Slot);
+            return false;
+        }
+
+        // The plain header: all 12 bytes zero (no flags, no GSO, num_buffers 0 on transmit).
+        low &= PastHeader;
+        if (_txSlab.TryStreamLine(lease.Slot, low, high))
         {
             _fenceOwed = true;
         }
         else
         {
             // As much of the line as the buffer holds (a buffer smaller than a line is never streamed).
+            Span<byte> line = stackalloc byte[BufferSlab.LineSize];
+            low.CopyTo(line);
+            high.CopyTo(line[32..]);
             var buffer = _txSlab.Span(lease.Slot);
             line[..Math.Min(line.Length, buffer.Length)].CopyTo(buffer);
         }
@@ -374,6 +397,11 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
 
         return true;
     }
+
+    // Keeps a line's bytes from 12 on: the first 12 are the virtio-net header's.
+    private static readonly Vector256<byte> PastHeader = Vector256.Create(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, (byte)0xFF);
 
     /// <summary>Publishes the frames sent since the last flush.</summary>
     /// <returns>True when the device asked to be kicked.</returns>

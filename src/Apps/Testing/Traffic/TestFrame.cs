@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Rings.Linux.Net;
 
 namespace Rings.Testing.Traffic;
@@ -170,6 +172,35 @@ public static class TestFrame
             SourceTail | ((ulong)BinaryPrimitives.ReverseEndianness(flow) << 16) | ((ulong)BinaryPrimitives.ReverseEndianness(EtherType) << 32));
         BinaryPrimitives.WriteUInt64LittleEndian(frame[SequenceOffset..], sequence);
         BinaryPrimitives.WriteInt64LittleEndian(frame[TimestampOffset..], timestamp);
+    }
+
+    /// <summary>
+    /// The head <see cref="WriteHeader"/> writes (zero after it), as the two halves of the first
+    /// cache line of a transmit buffer: frame byte N at line byte 12 + N, behind the place of the
+    /// 12-byte virtio-net header (zero here). Built in registers, for
+    /// <c>NetDriverPath.SubmitLine</c>: a head written to memory and read back as a vector waits
+    /// for its stores to leave the store buffer (a load that spans several stores cannot take
+    /// its bytes from them).
+    /// </summary>
+    /// <param name="sequence">The sequence number.</param>
+    /// <param name="timestamp">The send time.</param>
+    /// <param name="flow">The flow.</param>
+    /// <param name="low">Line bytes 0 to 31: the header's place, then frame bytes 0 to 19.</param>
+    /// <param name="high">Line bytes 32 to 63: frame bytes 20 to 51.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void HeadLine(ulong sequence, long timestamp, ushort flow, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        // Little-endian words of the line: frame bytes 0-3 at 12-15, 4-11 at 16-23 (the rest of
+        // the addresses, the flow), 12-19 at 24-31 (EtherType, six bytes of the sequence number),
+        // 20-27 at 32-39 (its last two, six of the timestamp), 28-29 at 40-41.
+        var ether = (ulong)BinaryPrimitives.ReverseEndianness(EtherType);
+        var stamp = (ulong)timestamp;
+        low = Vector256.Create(
+            0UL,
+            (AddressWord & 0xFFFF_FFFF) << 32,
+            (AddressWord >> 32) | (SourceTail << 32) | ((ulong)BinaryPrimitives.ReverseEndianness(flow) << 48),
+            ether | (sequence << 16)).AsByte();
+        high = Vector256.Create((sequence >> 48) | (stamp << 16), stamp >> 48, 0UL, 0UL).AsByte();
     }
 
     // Bytes 0 to 7 of every frame's head: the destination address and the source's first two bytes.

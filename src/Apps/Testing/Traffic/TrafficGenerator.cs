@@ -227,10 +227,6 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
     private readonly IDoorbell _rxCall;
     private readonly TrafficOptions _options;
     private readonly bool _sampled;
-
-    // The head of a sampled frame (all the receiver reads of it), built here and streamed into
-    // its buffer whole.
-    private readonly byte[] _head = new byte[TestFrame.MinSize];
     private readonly long[] _latency = new long[LatencyCapacity];
     private readonly byte[] _receiveBuffer = new byte[65536];
     private long _latencyCount;
@@ -425,14 +421,13 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
         var sent = 0;
 
         // Full verification builds every frame whole in its buffer, and asks for the buffers'
-        // lines first; sampled frames but one in SampleEvery are heads streamed whole into their
-        // line (SubmitHead), which needs no line taken back first.
+        // lines first; sampled frames but one in SampleEvery are heads built in registers and
+        // streamed whole into their line (SubmitLine), which needs no line taken back first.
         if (!_sampled)
         {
             _path.PrepareTransmit(allowed);
         }
 
-        var head = _head.AsSpan();
 
         // The clock is read only for the frames whose round trip is sampled (one in
         // LatencyEvery): a read costs as much as building a few small frames. The frames between
@@ -452,8 +447,8 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
             }
             else if (_sampled && (Sent % TestFrame.SampleEvery) != 0)
             {
-                TestFrame.WriteHeader(head, (ulong)Sent, stamp, o.Flow);
-                if (!_path.SubmitHead(lease, o.FrameSize, head))
+                TestFrame.HeadLine((ulong)Sent, stamp, o.Flow, out var low, out var high);
+                if (!_path.SubmitLine(lease, o.FrameSize, low, high))
                 {
                     break;
                 }
