@@ -33,7 +33,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     private readonly int[] _rxSlotOfId;
     private readonly bool _mergeable;
 
-    // SubmitHead's line: the plain header (zero) and the frame's head, streamed into a buffer
+    // SubmitHead's line: the plain header (zero) and the frame's head, handed to SubmitLine
     // whole; _headLength is how much of it the last head filled (the rest is zero).
     private readonly byte[] _headLine = new byte[BufferSlab.LineSize];
     private int _headLength;
@@ -410,7 +410,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         AddStaged();
         if (_fenceOwed)
         {
-            // Lines streamed by SubmitHead are not ordered by the publication's release store
+            // Lines streamed by SubmitLine are not ordered by the publication's release store
             // (x86 orders ordinary stores only): the fence makes them visible first, so a device
             // that sees the descriptors sees the frames' heads (2.7.13, 2.8.21.1.1).
             BufferSlab.StoreFence();
