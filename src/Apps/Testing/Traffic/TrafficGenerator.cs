@@ -43,7 +43,7 @@ public enum Verification
     /// duplication and reordering are still seen on every frame); only one frame in
     /// <see cref="TestFrame.SampleEvery"/> is written and checked whole. The other frames get only
     /// their buffer's first cache line, streamed whole (the header, the frame's head, zero after
-    /// it; <c>NetDriverPath.SubmitHead</c>); the rest of their fill is what their buffer last held,
+    /// it; <c>NetDriverPath.SubmitLine</c>); the rest of their fill is what their buffer last held,
     /// and the guest never touches it: at 64 bytes a frame behind its 12-byte header spans two
     /// cache lines, and sampling leaves the second to the device alone, as a packet generator that
     /// builds only headers does. For measuring the rings, not the guest.
@@ -427,7 +427,6 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
         {
             _path.PrepareTransmit(allowed);
         }
-
 
         // The clock is read only for the frames whose round trip is sampled (one in
         // LatencyEvery): a read costs as much as building a few small frames. The frames between
