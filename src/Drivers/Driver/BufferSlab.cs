@@ -253,8 +253,9 @@ public sealed unsafe class BufferSlab
     }
 
     /// <summary>
-    /// Makes every <see cref="TryStreamLine(int, Vector256{byte}, Vector256{byte})"/> store before it visible to other cores before any
-    /// store after it (SFENCE): what a release publication alone does not do for them.
+    /// Makes every <see cref="TryStreamLine(int, Vector256{byte}, Vector256{byte})"/> store before
+    /// it visible to other cores before any store after it (SFENCE): what a release publication
+    /// alone does not do for them.
     /// </summary>
     public static void StoreFence()
     {
