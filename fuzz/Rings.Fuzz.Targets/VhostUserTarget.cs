@@ -177,11 +177,11 @@ public static class VhostUserTarget
         }
     }
 
-    /// <summary>What an open descriptor refers to (its /proc link), or null when it is closed.</summary>
     /// <summary>
-    /// What an open descriptor names, precisely enough that a reused number is told apart: the link
-    /// target alone is the same for every eventfd (one anonymous inode), so the kernel's per-file
-    /// lines from fdinfo are added (the inode of a memory file, the id of an eventfd).
+    /// What an open descriptor names (null when it is closed), precisely enough that a reused
+    /// number is told apart: the link target alone is the same for every eventfd (one anonymous
+    /// inode), so the kernel's per-file lines from fdinfo are added (the inode of a memory file,
+    /// the id of an eventfd).
     /// </summary>
     private static string? Describe(int fd)
     {

@@ -21,20 +21,26 @@ public sealed class NetPathTests : IDisposable
 
     public void Dispose() => _region.Dispose();
 
-    private sealed record Pair(NetDriverPath<SplitDriverRing, SplitDriverRing> Driver, SplitDeviceRing Tx, SplitDeviceRing Rx);
+    private sealed record Pair(NetDriverPath<SplitDriverRing, SplitDriverRing> Driver, SplitDeviceRing Tx, SplitDeviceRing Rx, BufferSlab TxSlab);
 
-    private Pair Create(int size, int txBuffer, int rxBuffer, bool mergeable, VirtioFeatures features = VirtioFeatures.EventIndex, int rxCount = 0)
+    // The slabs go right behind the rings, or at slabsAfterRings bytes past the page that follows them.
+    private Pair Create(int size, int txBuffer, int rxBuffer, bool mergeable, VirtioFeatures features = VirtioFeatures.EventIndex, int rxCount = 0, int? slabsAfterRings = null)
     {
         var memory = new GuestMemory(_region.Region);
         var layout = RingFormat.Split.Layout(size);
         var txAt = layout.At(Base);
         var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
         var slabs = Base + (2 * (ulong)layout.TotalBytes);
+        if (slabsAfterRings is { } shift)
+        {
+            slabs = ((slabs + 4095) & ~4095UL) + (ulong)shift;
+        }
+
         var txSlab = new BufferSlab(memory, slabs, size, txBuffer);
         var rxSlab = new BufferSlab(memory, slabs + BufferSlab.BytesFor(size, txBuffer), rxCount > 0 ? rxCount : size, rxBuffer);
         var driver = new NetDriverPath<SplitDriverRing, SplitDriverRing>(
             new SplitDriverRing(memory, txAt, size, features), new SplitDriverRing(memory, rxAt, size, features), txSlab, rxSlab, mergeable);
-        return new Pair(driver, new SplitDeviceRing(memory, txAt, size, features), new SplitDeviceRing(memory, rxAt, size, features));
+        return new Pair(driver, new SplitDeviceRing(memory, txAt, size, features), new SplitDeviceRing(memory, rxAt, size, features), txSlab);
     }
 
     private static void Fill(Span<byte> frame, ulong seq)
@@ -342,23 +348,14 @@ public sealed class NetPathTests : IDisposable
     {
         // The slabs on a page, then moved off a line boundary when asked: a misaligned buffer is
         // written the ordinary way, with the same result.
-        var memory = new GuestMemory(_region.Region);
         const int size = 8;
-        var layout = RingFormat.Split.Layout(size);
-        var txAt = layout.At(Base);
-        var rxAt = layout.At(Base + (ulong)layout.TotalBytes);
-        var slabs = ((Base + (2 * (ulong)layout.TotalBytes) + 4095) & ~4095UL) + (ulong)misalignment;
-        var txSlab = new BufferSlab(memory, slabs, size, 2048);
-        var rxSlab = new BufferSlab(memory, slabs + BufferSlab.BytesFor(size, 2048), size, 2048);
+        var p = Create(size, 2048, 2048, mergeable: false, VirtioFeatures.None, slabsAfterRings: misalignment);
         for (var i = 0; i < size; i++)
         {
-            txSlab.Span(i).Fill(0xEE);
+            p.TxSlab.Span(i).Fill(0xEE);
         }
 
-        var driver = new NetDriverPath<SplitDriverRing, SplitDriverRing>(
-            new SplitDriverRing(memory, txAt, size, VirtioFeatures.None), new SplitDriverRing(memory, rxAt, size, VirtioFeatures.None), txSlab, rxSlab, mergeable: false);
-        var tx = new SplitDeviceRing(memory, txAt, size, VirtioFeatures.None);
-        var rx = new SplitDeviceRing(memory, rxAt, size, VirtioFeatures.None);
+        var (driver, tx, rx) = (p.Driver, p.Tx, p.Rx);
         driver.RefillReceive();
 
         // A long head, then a shorter one: what the first left past the second's end is zero again.

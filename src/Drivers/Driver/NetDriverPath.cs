@@ -34,10 +34,9 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     private readonly int[] _rxSlotOfId;
     private readonly bool _mergeable;
 
-    // SubmitHead's line: the plain header (zero) and the frame's head, handed to SubmitLine
-    // whole; _headLength is how much of it the last head filled (the rest is zero).
+    // SubmitHead's line: the plain header (zero) and the frame's head, zero after it, handed to
+    // SubmitLine whole.
     private readonly byte[] _headLine = new byte[BufferSlab.LineSize];
-    private int _headLength;
 
     // Whether a streamed line (non-temporal stores) awaits the store fence owed before the next
     // publication of the transmit ring.
@@ -299,25 +298,44 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     /// </returns>
     public bool Submit(in TransmitLease lease, int length, VirtioNetHeader header)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
+        if (!TryAccept(lease.Slot, length))
         {
-            // The ring would refuse it: broken, or every descriptor taken by frames already submitted.
-            _txSlab.Return(lease.Slot);
             return false;
         }
 
         header.NumBuffers = 0;
         header.TryWrite(_txSlab.Span(lease.Slot));
-        _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
-        _stagedSlots[_staged] = lease.Slot;
+        Stage(lease.Slot, length);
+        return true;
+    }
+
+    // Submit's and SubmitLine's checks: a length that fits the buffer, and a ring that would take
+    // the frame (not broken, a descriptor free for it); a refused frame's buffer goes back.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryAccept(int slot, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
+        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
+        {
+            // The ring would refuse it: broken, or every descriptor taken by frames already submitted.
+            _txSlab.Return(slot);
+            return false;
+        }
+
+        return true;
+    }
+
+    // Stages a written frame for the next AddStaged (at once when a burst's worth waits).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Stage(int slot, int length)
+    {
+        _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(slot), (uint)(VirtioNetHeader.Size + length));
+        _stagedSlots[_staged] = slot;
         if (++_staged == Burst)
         {
             AddStaged();
         }
-
-        return true;
     }
 
     /// <summary>Bytes of a frame's head <see cref="SubmitHead"/> writes: a cache line less the virtio-net header.</summary>
@@ -342,12 +360,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
         ArgumentOutOfRangeException.ThrowIfGreaterThan(head.Length, Math.Min(StreamedHeadSize, MaxFrameSize), nameof(head));
         var line = _headLine.AsSpan();
         head.CopyTo(line[VirtioNetHeader.Size..]);
-        if (head.Length < _headLength)
-        {
-            line[(VirtioNetHeader.Size + head.Length)..(VirtioNetHeader.Size + _headLength)].Clear();
-        }
-
-        _headLength = head.Length;
+        line[(VirtioNetHeader.Size + head.Length)..].Clear();
         return SubmitLine(lease, length, Vector256.Create((ReadOnlySpan<byte>)line), Vector256.Create((ReadOnlySpan<byte>)line[32..]));
     }
 
@@ -367,11 +380,8 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool SubmitLine(in TransmitLease lease, int length, Vector256<byte> low, Vector256<byte> high)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxFrameSize);
-        if (_tx.IsBroken || FreeTransmitDescriptors <= 0)
+        if (!TryAccept(lease.Slot, length))
         {
-            _txSlab.Return(lease.Slot);
             return false;
         }
 
@@ -386,13 +396,7 @@ public sealed class NetDriverPath<TTx, TRx> : INetDriverPath
             WriteLine(lease.Slot, low, high);
         }
 
-        _stagedSegments[_staged] = new BufferSegment(_txSlab.AddressOf(lease.Slot), (uint)(VirtioNetHeader.Size + length));
-        _stagedSlots[_staged] = lease.Slot;
-        if (++_staged == Burst)
-        {
-            AddStaged();
-        }
-
+        Stage(lease.Slot, length);
         return true;
     }
 

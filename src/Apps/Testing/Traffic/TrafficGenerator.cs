@@ -439,29 +439,24 @@ public sealed class TrafficGenerator<TTx, TRx> : TrafficGenerator
                 stamp = _lastStamp = Stopwatch.GetTimestamp();
             }
 
-            var header = default(VirtioNetHeader);
+            bool accepted;
             if (o.GsoSize > 0)
             {
-                TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out header);
+                TestFrame.WriteTcpGso(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.GsoSize, out var header);
+                accepted = _path.Submit(lease, o.FrameSize, header);
             }
             else if (_sampled && (Sent % TestFrame.SampleEvery) != 0)
             {
                 TestFrame.HeadLine((ulong)Sent, stamp, o.Flow, out var low, out var high);
-                if (!_path.SubmitLine(lease, o.FrameSize, low, high))
-                {
-                    break;
-                }
-
-                Sent++;
-                sent++;
-                continue;
+                accepted = _path.SubmitLine(lease, o.FrameSize, low, high);
             }
             else
             {
                 TestFrame.Write(lease.Frame[..o.FrameSize], (ulong)Sent, stamp, o.Flow);
+                accepted = _path.Submit(lease, o.FrameSize);
             }
 
-            if (!_path.Submit(lease, o.FrameSize, header))
+            if (!accepted)
             {
                 break;
             }
