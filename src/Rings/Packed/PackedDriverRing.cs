@@ -379,9 +379,9 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // rather than read back from the caller's span.
         Span<ushort> taken = _runIds;
         var n = buffers.Length;
-        if (ids.Length < n || n > MaxRun || n > _size - _availPosition || n > _freeIdCount)
+        if (n < 1 || ids.Length < n || n > MaxRun || n > _size - _availPosition || n > _freeIdCount)
         {
-            throw new ArgumentException("a run's ids must be at least as many as its buffers, and the run at most MaxRun, the rest of the lap and the free ids", nameof(ids));
+            throw new ArgumentException("a run holds at least one buffer and at most MaxRun, the rest of the lap and the free ids, with an id for each", nameof(ids));
         }
 
         var write = deviceWritable ? PackedFlags.Write : (ushort)0;
@@ -395,8 +395,8 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         ref var scratch = ref MemoryMarshal.GetReference(taken);
 
         // The driver's own records, written in the loop that makes the descriptors, from the
-        // values already in registers: a second pass over the run (as this was) reloaded each
-        // buffer and id and cost about 7 % of a packed round trip. Unchecked: the run stays in this
+        // values already in registers: a second pass over the run would load each buffer and id
+        // again (measured: about 7 % of a packed round trip). Unchecked: the run stays in this
         // lap (so position + i is below the size, checked above) and every id comes from the
         // driver's own free stack (each below the size, the length of both arrays). _made holds
         // the descriptors as made, flags without AVAIL/USED (for PrepareDeviceRestart), as two
