@@ -17,8 +17,8 @@ public class InOrderBurstTakeTests
 {
     private const int Size = 16;
 
-    /// <summary>One seed per round of adds, batches and takes.</summary>
-    private static readonly Arbitrary<int[]> Seeds = Gen.Choose(0, 1_000_000).ArrayOf().Where(a => a.Length > 0).ToArbitrary();
+    /// <summary>One seed per round of a ring test (here adds, batches and takes); at least one round.</summary>
+    internal static readonly Arbitrary<int[]> Seeds = Gen.Choose(0, 1_000_000).ArrayOf().Where(a => a.Length > 0).ToArbitrary();
 
     [Property(MaxTest = 300)]
     public Property Split_burst_take_returns_every_batch_in_order_and_keeps_the_free_list_in_ring_order() =>

@@ -18,12 +18,10 @@ public class PackedRestartTests
 {
     private const int Size = 16;
 
-    private static readonly Arbitrary<int[]> Seeds = Gen.Choose(0, 1_000_000).ArrayOf().Where(a => a.Length > 0).ToArbitrary();
-
     [Property(MaxTest = 200)]
     public Property Restart_rewrites_every_descriptor_the_device_has_not_returned_as_it_was_published(bool inOrder) =>
         Prop.ForAll(
-            Seeds,
+            InOrderBurstTakeTests.Seeds,
             seeds =>
             {
                 using var rig = new PackedRig(Size, inOrder ? VirtioFeatures.InOrder : VirtioFeatures.None);
