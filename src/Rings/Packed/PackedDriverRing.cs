@@ -399,12 +399,10 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         // again (measured: about 7 % of a packed round trip). Unchecked: the run stays in this
         // lap (so position + i is below the size, checked above) and every id comes from the
         // driver's own free stack (each below the size, the length of both arrays). _made holds
-        // the descriptors as made, flags without AVAIL/USED (for PrepareDeviceRestart), as two
-        // words: the address, then len | id << 32 | flags << 48 as PvirtqDesc lays them out.
+        // the descriptors as made, flags without AVAIL/USED (for PrepareDeviceRestart), written as
+        // the ring's are, in two words (PvirtqDesc.LenIdFlags).
         ref var made = ref Unsafe.As<PvirtqDesc, ulong>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_made), position));
         ref var records = ref MemoryMarshal.GetArrayDataReference(_buffers);
-        var madeFlags = (ulong)write << 48;
-        var ringFlags = (ulong)flags << 48;
         var writableMask = deviceWritable ? uint.MaxValue : 0;
         ulong readBytes = 0;
         var i = 0;
@@ -421,7 +419,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             scratch = id;
             id0 = id;
             made = buffer.Address;
-            Unsafe.Add(ref made, 1) = buffer.Length | ((ulong)id << 32) | madeFlags;
+            Unsafe.Add(ref made, 1) = PvirtqDesc.LenIdFlags(buffer.Length, id, write);
             Unsafe.Add(ref records, id) = new BufferRecord(writableMask & buffer.Length, 1);
             readBytes += ~writableMask & buffer.Length;
             i = 1;
@@ -435,11 +433,10 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             var segment = Unsafe.Add(ref buffer, i);
             var id = freeIds[--freeIdCount];
             var words = (ulong*)(d + i);
-            var lenId = segment.Length | ((ulong)id << 32);
             words[0] = segment.Address;
-            words[1] = lenId | ringFlags;
+            words[1] = PvirtqDesc.LenIdFlags(segment.Length, id, flags);
             Unsafe.Add(ref made, 2 * i) = segment.Address;
-            Unsafe.Add(ref made, (2 * i) + 1) = lenId | madeFlags;
+            Unsafe.Add(ref made, (2 * i) + 1) = PvirtqDesc.LenIdFlags(segment.Length, id, write);
             Unsafe.Add(ref scratch, i) = id;
             Unsafe.Add(ref id0, i) = id;
             Unsafe.Add(ref records, id) = new BufferRecord(writableMask & segment.Length, 1);
