@@ -14,6 +14,14 @@ public sealed class GuestMemory
 
     private readonly GuestMemoryRegion[] _regions;
 
+    // The largest region, apart from the table, so the common translation is one range test on
+    // fields of this object: no loop, no array bounds, no index. Most buffers of a guest lie in
+    // its largest region (a QEMU guest's memory above 4 GiB, a DPDK process's one hugepage
+    // file); any other address takes the search. Length 0 (an empty table) matches nothing.
+    private readonly ulong _commonGuest;
+    private readonly ulong _commonLength;
+    private readonly nint _commonHost;
+
     /// <summary>Creates a memory table over the given regions.</summary>
     /// <param name="regions">Non-overlapping regions; each must have a non-zero length and a non-null host address.</param>
     /// <exception cref="ArgumentException">Regions overlap, wrap around the address space, are empty or too many.</exception>
@@ -56,6 +64,13 @@ public sealed class GuestMemory
         }
 
         _regions = sorted;
+        foreach (var r in sorted)
+        {
+            if (r.Length > _commonLength)
+            {
+                (_commonGuest, _commonLength, _commonHost) = (r.GuestPhysicalAddress, r.Length, r.HostAddress);
+            }
+        }
     }
 
     /// <summary>Creates a memory table of one region.</summary>
@@ -78,6 +93,40 @@ public sealed class GuestMemory
     /// <returns>True when the whole range lies inside one region.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryTranslate(ulong address, ulong length, out nint host)
+    {
+        return TryTranslateCommon(address, length, out host) || TrySearch(address, length, out host);
+    }
+
+    /// <summary>
+    /// <see cref="TryTranslate"/> for the largest region alone: one range test, no search and no
+    /// call, for a hot loop that stops at a miss and leaves the descriptor to a general path (a
+    /// call in the loop, even one never taken, costs the loop its registers). False means only
+    /// "not in the largest region", not "outside the table".
+    /// </summary>
+    /// <param name="address">Guest-physical address of the first byte.</param>
+    /// <param name="length">Number of bytes.</param>
+    /// <param name="host">Host address of the first byte when the range fits.</param>
+    /// <returns>True when the whole range lies inside the largest region.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTranslateCommon(ulong address, ulong length, out nint host)
+    {
+        // Unsigned: an address below the region wraps to an offset of at least its length (the
+        // region ends at or below 2^64), so one compare covers both sides. An empty range at the
+        // region's very end fails here and is left to the search.
+        var offset = address - _commonGuest;
+        if (offset < _commonLength && length <= _commonLength - offset)
+        {
+            host = (nint)((ulong)_commonHost + offset);
+            return true;
+        }
+
+        host = 0;
+        return false;
+    }
+
+    // Apart, so each inlined translation carries one range test and a call, not the loop.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TrySearch(ulong address, ulong length, out nint host)
     {
         var regions = _regions;
         for (var i = 0; i < regions.Length; i++)

@@ -352,9 +352,18 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             var address = d->Addr;
             var length = d->Len;
             var id = d->Id;
-            if (length > int.MaxValue || !memory.TryTranslate(address, length, out var host))
+            if (length > int.MaxValue)
             {
                 stop = BrokenReason.AddressOutOfRange;
+                break;
+            }
+
+            // The largest region only: a buffer elsewhere (or nowhere) ends the run here, and the
+            // caller's general walk translates it against the whole table (and breaks the queue
+            // when it lies outside).
+            if (!memory.TryTranslateCommon(address, length, out var host))
+            {
+                stopFlags = f;
                 break;
             }
 

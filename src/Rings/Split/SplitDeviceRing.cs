@@ -307,9 +307,18 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 break;
             }
 
-            if (d.Len > int.MaxValue || !memory.TryTranslate(d.Addr, d.Len, out var host))
+            if (d.Len > int.MaxValue)
             {
                 stop = BrokenReason.AddressOutOfRange;
+                break;
+            }
+
+            // The largest region only: a buffer elsewhere (or nowhere) ends the run here, and the
+            // caller's general walk translates it against the whole table (and breaks the queue
+            // when it lies outside).
+            if (!memory.TryTranslateCommon(d.Addr, d.Len, out var host))
+            {
+                stopHead = h;
                 break;
             }
 
