@@ -889,8 +889,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     private int TakeBatchRun(Span<UsedElement> used)
     {
         var n = Math.Min(_batchLeft, used.Length);
-        var lastOfBatch = n == _batchLeft;
-        var lastLength = _batchLastLength;
         var records = _buffers;
         var freeIds = _freeIds;
         var freeIdCount = _freeIdCount;
@@ -899,23 +897,50 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         var size = _size;
         var order = _order.Ring;
         var at = _order.OldestIndex;
+
+        // Bounds once, not per buffer: the n ids leave the order ring from its oldest slot (it
+        // holds the whole batch, queued by this driver's own adds) and return to the free stack,
+        // which has room for every id that is out. Each id came from that stack, so it names a
+        // record. The used span holds n. None of it was read from shared memory.
+        if (n < 1 || (uint)at >= (uint)order.Length || n > freeIds.Length - freeIdCount)
+        {
+            throw new InvalidOperationException($"the driver's IN_ORDER records disagree: a batch of {n} from slot {at} of {order.Length}, {freeIdCount} of {freeIds.Length} ids free");
+        }
+
+        ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
+        ref var record0 = ref MemoryMarshal.GetArrayDataReference(records);
+        ref var free = ref MemoryMarshal.GetArrayDataReference(freeIds);
+        ref var element = ref MemoryMarshal.GetReference(used);
         var freed = 0;
         long bytes = 0;
         for (var i = 0; i < n; i++)
         {
-            var id = order[at];
+            var id = Unsafe.Add(ref orderIds, at);
             if (++at == order.Length)
             {
                 at = 0;
             }
 
-            // 2.8.8: the buffers skipped over were used completely; the batch's last one carries its length.
-            ref var record = ref records[id];
-            var length = lastOfBatch && i == n - 1 ? lastLength : record.WritableLength;
-
-            freed += FreeBuffer(ref record, id, freeIds, ref freeIdCount, ref position, ref bits, size);
+            // 2.8.8: the buffers skipped over were used completely (the batch's last one is
+            // given its own length after the loop, so the loop has no test for it).
+            ref var record = ref Unsafe.Add(ref record0, id);
+            var length = record.WritableLength;
+            int count = record.Descriptors;
+            record.Descriptors = 0;
+            SkipUsed(ref position, ref bits, count, size);
+            Unsafe.Add(ref free, freeIdCount++) = id;
+            freed += count;
             bytes += length;
-            used[i] = new UsedElement(id, length);
+            Unsafe.Add(ref element, i) = new UsedElement(id, length);
+        }
+
+        if (n == _batchLeft)
+        {
+            // The batch's last buffer: the length its used descriptor carries (checked against
+            // the buffer when the batch began).
+            ref var last = ref Unsafe.Add(ref element, n - 1);
+            bytes += (long)_batchLastLength - last.Length;
+            last = last with { Length = _batchLastLength };
         }
 
         EndInOrderRun(n, position, bits, freeIdCount, freed, bytes);
