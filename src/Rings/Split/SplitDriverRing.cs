@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 using Rings.Chains;
 using Rings.Memory;
@@ -749,29 +750,49 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var chainLength = _chainLength;
         var writableLength = _writableLength;
         var nextFree = _nextFree;
-        var lastOfBatch = n == _batchLeft;
         var tail = _freeTail;
         var empty = _freeCount == 0;
         var freed = 0;
         long bytes = 0;
         var order = _order.Ring;
         var at = _order.OldestIndex;
-        var lastLength = _batchLastLength;
+
+        // Bounds once, not per buffer: the n ids leave the order ring from its oldest slot (it
+        // holds the whole batch, queued by this driver's own adds), and each is a head this
+        // driver handed out, so it names a record. The used span holds n. None of it was read
+        // from shared memory.
+        if (n < 1 || (uint)at >= (uint)order.Length || writableLength.Length < _size)
+        {
+            throw new InvalidOperationException($"the driver's IN_ORDER records disagree: a batch of {n} from slot {at} of {order.Length}");
+        }
+
+        ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
+        ref var writable0 = ref MemoryMarshal.GetArrayDataReference(writableLength);
+        ref var element = ref MemoryMarshal.GetReference(used);
         for (var i = 0; i < n; i++)
         {
             // The queue's ring and position in locals: the stores below could alias the fields.
-            var id = order[at];
+            var id = Unsafe.Add(ref orderIds, at);
             if (++at == order.Length)
             {
                 at = 0;
             }
 
-            // 2.7.9: the buffers skipped over were used completely; the batch's last one carries its length.
-            var length = lastOfBatch && i == n - 1 ? lastLength : writableLength[id];
-
+            // 2.7.9: the buffers skipped over were used completely (the batch's last one is given
+            // its own length after the loop, so the loop has no test for it).
+            var length = Unsafe.Add(ref writable0, id);
             freed += AppendToFreeList(id, chainLength, nextFree, ref tail, ref empty);
             bytes += length;
-            used[i] = new UsedElement(id, length);
+            Unsafe.Add(ref element, i) = new UsedElement(id, length);
+        }
+
+        if (n == _batchLeft)
+        {
+            // The batch's last buffer: the length its used element carries (checked against the
+            // buffer when the batch began).
+            ref var last = ref Unsafe.Add(ref element, n - 1);
+            bytes += (long)_batchLastLength - last.Length;
+            last = last with { Length = _batchLastLength };
         }
 
         EndInOrderRun(n, tail, freed, bytes);
