@@ -542,12 +542,21 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         // The queue's ring and position in locals: the stores into the in-flight table could alias
         // the queue's fields as far as the JIT knows, and it would store and reload them per buffer.
-        var inFlight = _idInFlight;
+        // Unchecked per buffer: the queue holds at least `buffers` ids (checked above) from its
+        // oldest slot, each an id the pop checked against the in-flight table's length and copied
+        // into this device's own queue; nothing here is read from shared memory.
         var order = _popped.Ring;
         var at = _popped.OldestIndex;
+        if ((uint)at >= (uint)order.Length)
+        {
+            throw new InvalidOperationException($"the device's IN_ORDER queue is inconsistent: oldest slot {at} of {order.Length}");
+        }
+
+        ref var inFlight = ref MemoryMarshal.GetArrayDataReference(_idInFlight);
+        ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
         for (var i = 0; i < buffers; i++)
         {
-            inFlight[order[at]] = false;
+            Unsafe.Add(ref inFlight, Unsafe.Add(ref orderIds, at)) = false;
             if (++at == order.Length)
             {
                 at = 0;
