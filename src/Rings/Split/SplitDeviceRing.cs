@@ -287,7 +287,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         ushort stopHead = 0;
         long read = 0;
         var n = 0;
-        for (; n < count; n++)
+        // The two outputs walk by reference beside the index, rather than the index scaled twice.
+        for (; n < count; n++, chain = ref Unsafe.Add(ref chain, 1), segment = ref Unsafe.Add(ref segment, 1))
         {
             // Read once: the driver may rewrite the entry, and the check below must cover what is
             // walked. Ordered after the caller's acquire of avail.idx, as is the descriptor.
@@ -323,9 +324,9 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             }
 
             var writable = (d.Flags & SplitFlags.DescWrite) != 0;
-            Unsafe.Add(ref segment, n) = new ChainSegment(host, d.Len, writable);
+            segment = new ChainSegment(host, d.Len, writable);
             var readBytes = writable ? 0UL : d.Len;
-            Unsafe.Add(ref chain, n) = new PoppedChain(new ChainToken(h, 1), firstSegment + n, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(slot));
+            chain = new PoppedChain(new ChainToken(h, 1), firstSegment + n, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(slot));
             read += (long)readBytes;
         }
 
