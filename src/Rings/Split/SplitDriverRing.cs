@@ -247,28 +247,41 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var order = inOrder ? _order.StartRun() : default;
         ulong readBytes = 0;
 
+        // Unchecked per buffer: n is at most the buffers and (CheckBurst) the ids; every head
+        // comes from the driver's own free list, which holds _freeCount heads, each below the
+        // queue size (the length of the three record arrays). Nothing here is read from shared
+        // memory.
+        if (nextFree.Length < _size || chainLength.Length < _size || writableLength.Length < _size || ids.Length < n)
+        {
+            throw new InvalidOperationException("the driver's records are shorter than its queue");
+        }
+
+        ref var buffer0 = ref MemoryMarshal.GetReference(buffers);
+        ref var id0 = ref MemoryMarshal.GetReference(ids);
+        ref var next0 = ref MemoryMarshal.GetArrayDataReference(nextFree);
+        ref var chains0 = ref MemoryMarshal.GetArrayDataReference(chainLength);
+        ref var writable0 = ref MemoryMarshal.GetArrayDataReference(writableLength);
+
         // Fields read once into locals: the stores below (shared memory, the caller's span) could
         // alias them as far as the JIT knows, and it would reload each one per buffer.
         for (var i = 0; i < n; i++)
         {
-            var segment = buffers[i];
-
-            // The free list holds _freeCount heads, each below the queue size.
-            var next = nextFree[head];
+            var segment = Unsafe.Add(ref buffer0, i);
+            var next = Unsafe.Add(ref next0, head);
 
             // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
             StoreIfChanged(descriptors + head, segment.Address, segment.Length, flags);
             StoreIfChanged(availRing + (avail & mask), head);
 
-            chainLength[head] = 1;
-            writableLength[head] = deviceWritable ? segment.Length : 0;
+            Unsafe.Add(ref chains0, head) = 1;
+            Unsafe.Add(ref writable0, head) = deviceWritable ? segment.Length : 0;
             readBytes += deviceWritable ? 0 : segment.Length;
             if (inOrder)
             {
                 order.Add(head);
             }
 
-            ids[i] = head;
+            Unsafe.Add(ref id0, i) = head;
             avail++;
             head = next;
         }
