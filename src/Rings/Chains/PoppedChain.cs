@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Rings.Chains;
 
 /// <summary>
@@ -27,6 +29,7 @@ public readonly record struct PoppedChain
     /// <see cref="IDeviceRing.UndoPops"/>, it puts this buffer and every later one of the burst back,
     /// so a caller can keep the head of a burst and give the tail back without knowing the format.
     /// </param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PoppedChain(ChainToken token, int firstSegment, int segmentCount, int readableCount, ulong readableBytes, ulong writableBytes, RingPosition before = default)
     {
         _head = token.Value | ((ulong)(uint)firstSegment << 32);

@@ -266,6 +266,10 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// <param name="head">The head the run stopped at (read once), when it stopped before its
     /// bound at a chain or an indirect table.</param>
     /// <returns>The entries popped.</returns>
+    /// <remarks>Kept out of line: inlined into a large caller (a benchmark's whole round trip)
+    /// the JIT's inlining budget ran out inside this loop and left the chain's constructor a call
+    /// per entry.</remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private int PopDirectRun(ushort lastAvail, Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort head)
     {
         // The caller's spans by reference, checked once here so the loop carries one index and
