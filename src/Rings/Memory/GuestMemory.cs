@@ -4,8 +4,9 @@ namespace Rings.Memory;
 
 /// <summary>
 /// The memory table: the set of regions a device may touch on behalf of a driver.
-/// Every guest address read from a ring goes through <see cref="TryTranslate"/>, which
-/// never yields a pointer outside a region, whatever the input.
+/// Every guest address read from a ring goes through <see cref="TryTranslate"/> (or, in the
+/// pop runs, <see cref="TryTranslateCommon"/>, its test of the largest region alone); neither
+/// ever yields a pointer outside a region, whatever the input.
 /// </summary>
 public sealed class GuestMemory
 {
