@@ -925,14 +925,16 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // given its own length after the loop, so the loop has no test for it).
             ref var record = ref Unsafe.Add(ref record0, id);
             var length = record.WritableLength;
-            int count = record.Descriptors;
+            freed += record.Descriptors;
             record.Descriptors = 0;
-            SkipUsed(ref position, ref bits, count, size);
             Unsafe.Add(ref free, freeIdCount++) = id;
-            freed += count;
             bytes += length;
             Unsafe.Add(ref element, i) = new UsedElement(id, length);
         }
+
+        // The used position skips the run's descriptors at once, by our own counts (2.8.6): they
+        // were all outstanding, so at most a lap, and the position wraps at most once.
+        SkipUsed(ref position, ref bits, freed, size);
 
         if (n == _batchLeft)
         {
