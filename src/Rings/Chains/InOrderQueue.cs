@@ -37,6 +37,22 @@ internal struct InOrderQueue
     /// <summary>Where the oldest id sits in <see cref="Ring"/>.</summary>
     public readonly int OldestIndex => _head;
 
+    /// <summary>
+    /// A driver's run of a batch ends at the batch's last buffer (2.7.9, 2.8.8): the buffers
+    /// before it were used completely and were taken with their whole writable length; this one
+    /// gets the length its used entry carries (checked against the buffer when the batch began).
+    /// </summary>
+    /// <param name="last">The used element taken for the batch's last buffer.</param>
+    /// <param name="length">The length the batch's used entry carries.</param>
+    /// <returns>How much that changes the run's byte count.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long EndBatch(ref UsedElement last, uint length)
+    {
+        var change = (long)length - last.Length;
+        last = last with { Length = length };
+        return change;
+    }
+
     /// <summary>Queues an id just made available.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Enqueue(ushort id)

@@ -93,10 +93,8 @@ public sealed class GuestMemory
     /// <param name="host">Host address of the first byte when the range fits.</param>
     /// <returns>True when the whole range lies inside one region.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryTranslate(ulong address, ulong length, out nint host)
-    {
-        return TryTranslateCommon(address, length, out host) || TrySearch(address, length, out host);
-    }
+    public bool TryTranslate(ulong address, ulong length, out nint host) =>
+        TryTranslateCommon(address, length, out host) || TrySearch(address, length, out host);
 
     /// <summary>
     /// <see cref="TryTranslate"/> for the largest region alone: one range test, no search and no

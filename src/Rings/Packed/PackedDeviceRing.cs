@@ -266,8 +266,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             }
 
             // The run stopped at a descriptor, whose flags (acquired there) say why: not made
-            // available, or a list or an indirect table, which the general walk takes from those
-            // flags (never fetched twice).
+            // available, or a list or an indirect table, or a buffer outside the memory table's
+            // largest region, which the general walk takes from those flags (never fetched twice).
             if ((flags & PackedFlags.AvailUsed) != _availBits)
             {
                 break;
@@ -303,13 +303,14 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     /// <param name="bytes">The readable bytes popped.</param>
     /// <param name="reason">Why the queue breaks at the descriptor the run stopped at, or None.</param>
     /// <param name="flags">The flags of the descriptor the run stopped at (read with acquire), when it
-    /// stopped before its bound for a reason other than a break.</param>
+    /// stopped before its bound for a reason other than a break (a descriptor not available, a list,
+    /// an indirect table, or a buffer outside the memory table's largest region).</param>
     /// <returns>The descriptors popped.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int PopDirectRun(Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort flags)
     {
-        // The caller's spans by reference, checked once here so the loop carries one index and
-        // no lengths (each span would otherwise hold two registers and a bounds check per store).
+        // The caller's spans by reference, checked once here so the loop carries no lengths (each
+        // span would otherwise hold two registers and a bounds check per store).
         if (segments.Length < chains.Length || chains.Length > MaxDirectRun)
         {
             throw new ArgumentException("a run's segments must be at least as many as its chains, and at most MaxDirectRun", nameof(chains));

@@ -938,11 +938,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
 
         if (n == _batchLeft)
         {
-            // The batch's last buffer: the length its used descriptor carries (checked against
-            // the buffer when the batch began).
-            ref var last = ref Unsafe.Add(ref element, n - 1);
-            bytes += (long)_batchLastLength - last.Length;
-            last = last with { Length = _batchLastLength };
+            bytes += InOrderQueue.EndBatch(ref Unsafe.Add(ref element, n - 1), _batchLastLength);
         }
 
         EndInOrderRun(n, position, bits, freeIdCount, freed, bytes);

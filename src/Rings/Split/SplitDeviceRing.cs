@@ -231,8 +231,9 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
                 continue;
             }
 
-            // The run stopped at a chain or an indirect table: the general walk (which reads the
-            // descriptor again, once), from the head the run read (never fetched twice).
+            // The run stopped at a chain, an indirect table or a buffer outside the memory table's
+            // largest region: the general walk (which reads the descriptor again, once, and
+            // translates against the whole table), from the head the run read (never fetched twice).
             var taken = PopWalked(head, lastAvail, ref chains[popped], segments[used..], used);
             if (taken == 0)
             {
@@ -264,7 +265,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     /// <param name="bytes">The readable bytes popped.</param>
     /// <param name="reason">Why the queue breaks at the entry the run stopped at, or None.</param>
     /// <param name="head">The head the run stopped at (read once), when it stopped before its
-    /// bound at a chain or an indirect table.</param>
+    /// bound at a chain, an indirect table or a buffer outside the memory table's largest region.</param>
     /// <returns>The entries popped.</returns>
     /// <remarks>Kept out of line: inlined into a large caller (a benchmark's whole round trip)
     /// the JIT's inlining budget ran out inside this loop and left the chain's constructor a call
@@ -272,8 +273,8 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int PopDirectRun(ushort lastAvail, Span<PoppedChain> chains, Span<ChainSegment> segments, int firstSegment, out long bytes, out BrokenReason reason, out ushort head)
     {
-        // The caller's spans by reference, checked once here so the loop carries one index and
-        // no lengths (each span would otherwise hold two registers and a bounds check per store).
+        // The caller's spans by reference, checked once here so the loop carries no lengths (each
+        // span would otherwise hold two registers and a bounds check per store).
         if (segments.Length < chains.Length)
         {
             throw new ArgumentException("a run's segments must be at least as many as its chains", nameof(segments));
