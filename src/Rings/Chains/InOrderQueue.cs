@@ -104,35 +104,6 @@ internal struct InOrderQueue
         _count += ids.Length;
     }
 
-    /// <summary>
-    /// Starts appending a burst's ids, as many <see cref="Enqueue"/> calls would, with the queue's
-    /// position in the returned <see cref="Appender"/>, a local of the caller's loop: the loop's own
-    /// stores would otherwise make the JIT store and reload the queue's fields once per buffer.
-    /// The ids go in as the loop makes them (from its own state, never read back from a span a
-    /// caller or a peer could change); <see cref="EndRun"/> closes the run.
-    /// </summary>
-    /// <returns>The appender.</returns>
-    public readonly Appender StartRun()
-    {
-        Debug.Assert(_sequence != null, "StartRun keeps sequence numbers; a queue without them takes AppendRun");
-        var tail = _head + _count;
-        if (tail >= _ids.Length)
-        {
-            tail -= _ids.Length;
-        }
-
-        return new Appender(_ids, _sequence, tail, _next);
-    }
-
-    /// <summary>Closes a run of <paramref name="count"/> ids appended through <paramref name="run"/>.</summary>
-    /// <param name="run">The appender <see cref="StartRun"/> gave.</param>
-    /// <param name="count">Ids it appended.</param>
-    public void EndRun(in Appender run, int count)
-    {
-        _next = run.Next;
-        _count += count;
-    }
-
     /// <summary>Removes and returns the oldest id.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ushort Dequeue()
@@ -193,42 +164,5 @@ internal struct InOrderQueue
     {
         _head = 0;
         _count = 0;
-    }
-
-    /// <summary>Appends ids for <see cref="StartRun"/>; four fields, so the JIT keeps them in registers.</summary>
-    public ref struct Appender
-    {
-        private readonly ushort[] _ids;
-        private readonly uint[] _sequence;
-        private int _tail;
-
-        /// <summary>Creates the appender at the queue's tail.</summary>
-        /// <param name="ids">The queue's ring of ids.</param>
-        /// <param name="sequence">The queue's sequence number per id.</param>
-        /// <param name="tail">Where the next id goes in <paramref name="ids"/>.</param>
-        /// <param name="next">The next sequence number.</param>
-        public Appender(ushort[] ids, uint[]? sequence, int tail, uint next)
-        {
-            _ids = ids;
-            _sequence = sequence!;
-            _tail = tail;
-            Next = next;
-        }
-
-        /// <summary>The sequence number the next id gets.</summary>
-        public uint Next { get; private set; }
-
-        /// <summary>Appends one id.</summary>
-        /// <param name="id">The id, below the queue size.</param>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(ushort id)
-        {
-            _ids[_tail] = id;
-            _sequence[id] = Next++;
-            if (++_tail == _ids.Length)
-            {
-                _tail = 0;
-            }
-        }
     }
 }

@@ -282,24 +282,27 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
 
         ref var chain = ref MemoryMarshal.GetReference(chains);
         ref var segment = ref MemoryMarshal.GetReference(segments);
+        ref var chainsEnd = ref Unsafe.Add(ref chain, chains.Length);
         var availRing = _ring.AvailRing;
         var descriptors = _ring.Descriptors;
         var memory = _memory;
         var mask = _mask;
-        var size = _size;
-        var count = chains.Length;
         var stop = BrokenReason.None;
         ushort stopHead = 0;
         long read = 0;
-        var n = 0;
-        // The two outputs walk by reference beside the index, rather than the index scaled twice.
-        for (; n < count; n++, chain = ref Unsafe.Add(ref chain, 1), segment = ref Unsafe.Add(ref segment, 1))
+        // The loop carries as few values as it can, so none of them lives on the stack: the
+        // outputs walk by reference to the chains' end (no count, no index scaled for each), the
+        // avail slot and the segment number step beside them (the run's length is their
+        // distance from where they began), and a head is in range when it is at most the mask
+        // (the size is a power of two).
+        var slot = (int)lastAvail;
+        var segmentNumber = firstSegment;
+        for (; Unsafe.IsAddressLessThan(ref chain, ref chainsEnd); chain = ref Unsafe.Add(ref chain, 1), segment = ref Unsafe.Add(ref segment, 1), slot++, segmentNumber++)
         {
             // Read once: the driver may rewrite the entry, and the check below must cover what is
             // walked. Ordered after the caller's acquire of avail.idx, as is the descriptor.
-            var slot = (ushort)(lastAvail + n);
             var h = availRing[slot & mask];
-            if (h >= size)
+            if (h > mask)
             {
                 stop = BrokenReason.HeadOutOfRange;
                 break;
@@ -331,14 +334,14 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             var writable = (d.Flags & SplitFlags.DescWrite) != 0;
             segment = new ChainSegment(host, d.Len, writable);
             var readBytes = writable ? 0UL : d.Len;
-            chain = new PoppedChain(new ChainToken(h, 1), firstSegment + n, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition(slot));
+            chain = new PoppedChain(new ChainToken(h, 1), segmentNumber, 1, writable ? 0 : 1, readBytes, writable ? d.Len : 0UL, new RingPosition((ushort)slot));
             read += (long)readBytes;
         }
 
         bytes = read;
         reason = stop;
         head = stopHead;
-        return n;
+        return segmentNumber - firstSegment;
     }
 
     /// <summary>

@@ -29,6 +29,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     private readonly ushort[] _nextFree;
     private readonly ushort[] _chainLength;   // descriptors a head holds; 0 = not outstanding
     private readonly uint[] _writableLength;  // device-writable bytes of a head's buffer
+    private readonly ushort[] _runIds;        // scratch: the heads of the burst being added
     private ushort _freeHead;
     private ushort _freeTail;                 // IN_ORDER: freed chains go to the tail, keeping ring order
     private InOrderQueue _order;              // IN_ORDER: heads in the order they were made available
@@ -74,6 +75,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         _nextFree = new ushort[size];
         _chainLength = new ushort[size];
         _writableLength = new uint[size];
+        _runIds = new ushort[size];
         if (_inOrder)
         {
             _order = new InOrderQueue(size);
@@ -233,71 +235,92 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             return 0;
         }
 
+        // At most the buffers, and (CheckBurst) the ids.
         var n = Math.Min(buffers.Length, _freeCount);
-        var flags = deviceWritable ? SplitFlags.DescWrite : (ushort)0;
+        var run = _runIds.AsSpan(0, n);
+        var readBytes = AddRun(buffers[..n], run, deviceWritable);
+        run.CopyTo(ids);
+        if (_inOrder)
+        {
+            // After the loop, from the driver's own copy of the heads (never the caller's span):
+            // the sequence numbers in a loop of their own keep the add loop's values in registers.
+            _order.AppendRun(run);
+        }
+
+        _freeCount -= n;
+        _outstanding += n;
+        Counters.Packets += n;
+        Counters.Bytes += readBytes;
+        return n;
+    }
+
+    /// <summary>
+    /// TryAddBurst's loop, out of line so its values have the registers to themselves (inlined
+    /// into a large caller it shared them, and reloaded a third of them from the stack per
+    /// buffer): makes <paramref name="buffers"/> available, one descriptor each from the free
+    /// list, and writes their heads to <paramref name="heads"/>.
+    /// </summary>
+    /// <param name="buffers">The buffers, no more than the free descriptors.</param>
+    /// <param name="heads">Where the heads go, as long as <paramref name="buffers"/>.</param>
+    /// <param name="deviceWritable">Whether the device writes the buffers.</param>
+    /// <returns>The readable bytes made available.</returns>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long AddRun(ReadOnlySpan<BufferSegment> buffers, Span<ushort> heads, bool deviceWritable)
+    {
         var descriptors = _ring.Descriptors;
         var availRing = _ring.AvailRing;
         var nextFree = _nextFree;
         var chainLength = _chainLength;
         var writableLength = _writableLength;
-        var mask = _mask;
-        var head = _freeHead;
-        var avail = _availIndex;
-        var inOrder = _inOrder;
-        var order = inOrder ? _order.StartRun() : default;
-        ulong readBytes = 0;
 
-        // Unchecked per buffer: n is at most the buffers and (CheckBurst) the ids; every head
-        // comes from the driver's own free list, which holds _freeCount heads, each below the
-        // queue size (the length of the three record arrays). Nothing here is read from shared
-        // memory.
-        if (nextFree.Length < _size || chainLength.Length < _size || writableLength.Length < _size || ids.Length < n)
+        // Unchecked per buffer: every head comes from the driver's own free list, which holds
+        // _freeCount heads (at least the buffers), each below the queue size (the length of the
+        // three record arrays). Nothing here is read from shared memory.
+        if (nextFree.Length < _size || chainLength.Length < _size || writableLength.Length < _size || heads.Length != buffers.Length)
         {
             throw new InvalidOperationException("the driver's records are shorter than its queue");
         }
 
-        ref var buffer0 = ref MemoryMarshal.GetReference(buffers);
-        ref var id0 = ref MemoryMarshal.GetReference(ids);
+        // The descriptor's second word (length, then flags) with the flags in place, and the mask
+        // that keeps a buffer's length as its writable length when the device writes it (and
+        // leaves its readable bytes as the rest): no test of deviceWritable per buffer.
+        var flagsWord = deviceWritable ? (ulong)SplitFlags.DescWrite << 32 : 0;
+        var writableMask = deviceWritable ? uint.MaxValue : 0;
+        var mask = _mask;
+        var head = _freeHead;
+        var avail = _availIndex;
+        ulong readBytes = 0;
+        ref var buffer = ref MemoryMarshal.GetReference(buffers);
+        ref var buffersEnd = ref Unsafe.Add(ref buffer, buffers.Length);
+        ref var id = ref MemoryMarshal.GetReference(heads);
         ref var next0 = ref MemoryMarshal.GetArrayDataReference(nextFree);
         ref var chains0 = ref MemoryMarshal.GetArrayDataReference(chainLength);
         ref var writable0 = ref MemoryMarshal.GetArrayDataReference(writableLength);
 
-        // Fields read once into locals: the stores below (shared memory, the caller's span) could
-        // alias them as far as the JIT knows, and it would reload each one per buffer.
-        for (var i = 0; i < n; i++)
+        // Fields read once into locals: the stores below (shared memory) could alias them as far
+        // as the JIT knows, and it would reload each one per buffer.
+        for (; Unsafe.IsAddressLessThan(ref buffer, ref buffersEnd); buffer = ref Unsafe.Add(ref buffer, 1), id = ref Unsafe.Add(ref id, 1))
         {
-            var segment = Unsafe.Add(ref buffer0, i);
+            var address = buffer.Address;
+            var length = buffer.Length;
             var next = Unsafe.Add(ref next0, head);
 
             // Plain stores: published by the release store of avail.idx in Publish (2.7.13).
-            StoreIfChanged(descriptors + head, segment.Address, segment.Length, flags);
+            StoreIfChanged(descriptors + head, address, length | flagsWord);
             StoreIfChanged(availRing + (avail & mask), head);
 
             Unsafe.Add(ref chains0, head) = 1;
-            Unsafe.Add(ref writable0, head) = deviceWritable ? segment.Length : 0;
-            readBytes += deviceWritable ? 0 : segment.Length;
-            if (inOrder)
-            {
-                order.Add(head);
-            }
-
-            Unsafe.Add(ref id0, i) = head;
+            var writable = length & writableMask;
+            Unsafe.Add(ref writable0, head) = writable;
+            readBytes += length - writable;
+            id = head;
             avail++;
             head = next;
         }
 
-        if (inOrder)
-        {
-            _order.EndRun(order, n);
-        }
-
         _freeHead = head;
-        _freeCount -= n;
         _availIndex = avail;
-        _outstanding += n;
-        Counters.Packets += n;
-        Counters.Bytes += (long)readBytes;
-        return n;
+        return (long)readBytes;
     }
 
     /// <inheritdoc/>
@@ -618,9 +641,13 @@ public sealed unsafe class SplitDriverRing : IDriverRing
     // the rules, something that differs and is overwritten. The publish's release store orders
     // either way: an unchanged entry was made visible by an earlier one.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreIfChanged(VirtqDesc* descriptor, ulong address, uint length, ushort flags)
+    private static void StoreIfChanged(VirtqDesc* descriptor, ulong address, uint length, ushort flags) =>
+        StoreIfChanged(descriptor, address, length | ((ulong)flags << 32));
+
+    // A descriptor whose second word (length, then flags) is already put together.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreIfChanged(VirtqDesc* descriptor, ulong address, ulong second)
     {
-        var second = length | ((ulong)flags << 32);
         var words = (ulong*)descriptor;
         if (words[0] != address || words[1] != second)
         {
