@@ -72,7 +72,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             _useIndirect = true;
         }
 
-        _nextFree = new ushort[size];
+        _nextFree = new ushort[size + 1];   // one spare link past the last descriptor (TakeBatchRun)
         _chainLength = new ushort[size];
         _writableLength = new uint[size];
         _runIds = new ushort[size];
@@ -790,24 +790,30 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         var chainLength = _chainLength;
         var writableLength = _writableLength;
         var nextFree = _nextFree;
-        var tail = _freeTail;
-        var empty = _freeCount == 0;
-        var freed = 0;
-        long bytes = 0;
+        var size = _size;
         var order = _order.Ring;
         var at = _order.OldestIndex;
 
         // Bounds once, not per buffer: the n ids leave the order ring from its oldest slot (it
         // holds the whole batch, queued by this driver's own adds), and each is a head this
-        // driver handed out, so it names a record. The used span holds n. None of it was read
-        // from shared memory.
-        if (n < 1 || (uint)at >= (uint)order.Length || writableLength.Length < _size)
+        // driver handed out, so it names a record and its chain's links name descriptors. The
+        // used span holds n. None of it was read from shared memory.
+        if (n < 1 || (uint)at >= (uint)order.Length || writableLength.Length < size || chainLength.Length < size || nextFree.Length <= size)
         {
             throw new InvalidOperationException($"the driver's IN_ORDER records disagree: a batch of {n} from slot {at} of {order.Length}");
         }
 
+        // The freed chains are linked on at the free list's tail; when the list is empty the
+        // first goes after the spare link past the last descriptor instead, and becomes the
+        // list's head after the loop: the loop then links every chain the same way, with no test.
+        var empty = _freeCount == 0;
+        var tail = empty ? size : (int)_freeTail;
+        var freed = 0;
+        long bytes = 0;
         ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
         ref var writable0 = ref MemoryMarshal.GetArrayDataReference(writableLength);
+        ref var chains0 = ref MemoryMarshal.GetArrayDataReference(chainLength);
+        ref var next0 = ref MemoryMarshal.GetArrayDataReference(nextFree);
         ref var element = ref MemoryMarshal.GetReference(used);
         for (var i = 0; i < n; i++)
         {
@@ -819,11 +825,28 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             }
 
             // 2.7.9: the buffers skipped over were used completely (the batch's last one is given
-            // its own length after the loop, so the loop has no test for it).
+            // its own length after the loop, so the loop has no test for it). 2.7.5: freed in the
+            // order they went out, the list stays in ring order; walked over our shadow links,
+            // never the shared table (the device may have rewritten it).
             var length = Unsafe.Add(ref writable0, id);
-            freed += AppendToFreeList(id, chainLength, nextFree, ref tail, ref empty);
+            int count = Unsafe.Add(ref chains0, id);
+            var last = id;
+            for (var k = 1; k < count; k++)
+            {
+                last = Unsafe.Add(ref next0, last);
+            }
+
+            Unsafe.Add(ref next0, tail) = id;
+            tail = last;
+            Unsafe.Add(ref chains0, id) = 0;
+            freed += count;
             bytes += length;
             Unsafe.Add(ref element, i) = new UsedElement(id, length);
+        }
+
+        if (empty)
+        {
+            _freeHead = nextFree[size];
         }
 
         if (n == _batchLeft)
@@ -831,7 +854,7 @@ public sealed unsafe class SplitDriverRing : IDriverRing
             bytes += InOrderQueue.EndBatch(ref Unsafe.Add(ref element, n - 1), _batchLastLength);
         }
 
-        EndInOrderRun(n, tail, freed, bytes);
+        EndInOrderRun(n, (ushort)tail, freed, bytes);
         _batchLeft -= n;
         return n;
     }
