@@ -61,13 +61,7 @@ internal sealed class BurstRoundTrip
             var popped = device.PopBurst(chains, chainSegments);
             if (inOrder)
             {
-                var descriptors = 0;
-                for (var i = 0; i < popped; i++)
-                {
-                    descriptors += chains[i].Token.DescriptorCount;
-                }
-
-                device.PushUsedInOrderBatch(chains[popped - 1].Token, 0, popped, descriptors);
+                device.PushUsedInOrderBatch(chains[popped - 1].Token, 0, popped);
             }
             else
             {

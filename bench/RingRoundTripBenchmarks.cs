@@ -104,15 +104,13 @@ public class RingRoundTripBenchmarks
             if (inOrder)
             {
                 ChainToken last = default;
-                var descriptors = 0;
                 for (var i = 0; i < burst; i++)
                 {
                     device.TryPop(out var chain);
                     last = chain.Token;
-                    descriptors += last.DescriptorCount;
                 }
 
-                device.PushUsedInOrderBatch(last, 0, burst, descriptors);
+                device.PushUsedInOrderBatch(last, 0, burst);
             }
             else
             {
@@ -156,15 +154,13 @@ public class RingRoundTripBenchmarks
             if (inOrder)
             {
                 ChainToken last = default;
-                var descriptors = 0;
                 for (var i = 0; i < burst; i++)
                 {
                     device.TryPop(out var chain);
                     last = chain.Token;
-                    descriptors += last.DescriptorCount;
                 }
 
-                device.PushUsedInOrderBatch(last, 0, burst, descriptors);
+                device.PushUsedInOrderBatch(last, 0, burst);
             }
             else
             {

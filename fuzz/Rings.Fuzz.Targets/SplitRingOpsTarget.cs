@@ -387,13 +387,7 @@ public static class SplitRingOpsTarget
         }
         else
         {
-            var descriptors = 0;
-            for (var i = 0; i < buffers; i++)
-            {
-                descriptors += m.Popped[i].Token.DescriptorCount;
-            }
-
-            device.PushUsedInOrderBatch(last, length, buffers, descriptors);
+            device.PushUsedInOrderBatch(last, length, buffers);
         }
 
         for (var i = 0; i < buffers - 1; i++)

@@ -217,10 +217,11 @@ public interface IDeviceRing
     /// <param name="last">The token of the batch's last (most recently popped) buffer.</param>
     /// <param name="written">Bytes written into the last buffer's device-writable part.</param>
     /// <param name="buffers">Buffers in the batch.</param>
-    /// <param name="descriptors">Ring descriptors the batch occupied: the sum of its tokens' <see cref="ChainToken.DescriptorCount"/> (the split ring does not need it).</param>
+    /// <remarks>The ring descriptors the batch occupied (which the packed ring's used position skips)
+    /// come from the device's own record of its pops, not from the caller.</remarks>
     /// <exception cref="InvalidOperationException">VIRTIO_F_IN_ORDER was not negotiated.</exception>
-    /// <exception cref="ArgumentException">The counts do not describe buffers in flight.</exception>
-    void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors);
+    /// <exception cref="ArgumentException">The batch is not the oldest buffers in flight, ending at <paramref name="last"/>.</exception>
+    void PushUsedInOrderBatch(ChainToken last, uint written, int buffers);
 
     /// <summary>True when VIRTIO_F_IN_ORDER was negotiated, so <see cref="PushUsedInOrderBatch"/> may be used.</summary>
     bool InOrder { get; }

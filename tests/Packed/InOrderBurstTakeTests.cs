@@ -98,15 +98,9 @@ public class InOrderBurstTakeTests
             for (var at = 0; at < tokens.Count;)
             {
                 var batch = random.Next(1, tokens.Count - at + 1);
-                var descriptors = 0;
-                for (var i = at; i < at + batch; i++)
-                {
-                    descriptors += tokens[i].DescriptorCount;
-                }
-
                 var last = outstanding[at + batch - 1];
                 var written = (uint)random.Next(0, (int)last.Writable + 1);
-                device.PushUsedInOrderBatch(tokens[at + batch - 1], written, batch, descriptors);
+                device.PushUsedInOrderBatch(tokens[at + batch - 1], written, batch);
                 for (var i = at; i < at + batch - 1; i++)
                 {
                     expected.Add(new UsedElement(outstanding[i].Id, outstanding[i].Writable));

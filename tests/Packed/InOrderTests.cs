@@ -24,7 +24,7 @@ public class InOrderTests
         }
 
         Assert.Equal([1, 3, 1, 1], tokens.Select(t => (int)t.DescriptorCount));
-        rig.Device.PushUsedInOrderBatch(tokens[3], 33, 4, 6);
+        rig.Device.PushUsedInOrderBatch(tokens[3], 33, 4);
         rig.Device.PublishUsed();
 
         // One used descriptor over the batch's first, naming its last buffer; the rest untouched.
@@ -49,10 +49,9 @@ public class InOrderTests
         Assert.True(rig.Driver.TryAdd([rig.Slot(0), rig.Slot(1), rig.Slot(2)], [], out var e));
         Assert.True(rig.Driver.TryAdd(rig.Slot(3), false, out var f));
         rig.Driver.Publish();
-        Assert.True(rig.Device.TryPop(out var ce));
-        var te = ce.Token;
+        Assert.True(rig.Device.TryPop(out _));
         Assert.True(rig.Device.TryPop(out var cf));
-        rig.Device.PushUsedInOrderBatch(cf.Token, 0, 2, te.DescriptorCount + cf.Token.DescriptorCount);
+        rig.Device.PushUsedInOrderBatch(cf.Token, 0, 2);
         rig.Device.PublishUsed();
         Assert.Equal(f, rig.IdAt(6));
         Assert.Equal(Pf.UsedBits(true), rig.FlagsAt(6));
@@ -132,7 +131,7 @@ public class InOrderTests
             tokens.Add(chain.Token);
         }
 
-        rig.Device.PushUsedInOrderBatch(tokens[2], 44, 3, 4);
+        rig.Device.PushUsedInOrderBatch(tokens[2], 44, 3);
         rig.Device.PublishUsed();
 
         // One used element at offset 0, used.idx moved by 3.
@@ -168,7 +167,7 @@ public class InOrderTests
             tokens.Add(chain.Token);
         }
 
-        rig.Device.PushUsedInOrderBatch(tokens[1], 0, 2, 4);
+        rig.Device.PushUsedInOrderBatch(tokens[1], 0, 2);
         rig.Device.PushUsed(tokens[2], 0);
         rig.Device.PublishUsed();
         Assert.Equal(e, BinaryPrimitives.ReadUInt32LittleEndian(usedRing[(4 + (3 * 8))..]));
@@ -210,9 +209,9 @@ public class InOrderTests
     public void Batches_need_in_order_and_buffers_in_flight()
     {
         using var split = new SplitRig(4, VirtioFeatures.None);
-        Assert.Throws<InvalidOperationException>(() => split.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1, 1));
+        Assert.Throws<InvalidOperationException>(() => split.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1));
         using var packed = new PackedRig(4);
-        Assert.Throws<InvalidOperationException>(() => packed.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1, 1));
+        Assert.Throws<InvalidOperationException>(() => packed.Device.PushUsedInOrderBatch(new ChainToken(0, 1), 0, 1));
 
         using var rig = new PackedRig(4, VirtioFeatures.InOrder);
         Assert.True(rig.Driver.TryAdd(rig.Slot(0), false, out _));
@@ -222,15 +221,57 @@ public class InOrderTests
         var t0 = c0.Token;
         Assert.True(rig.Device.TryPop(out var c1));
         var t1 = c1.Token;
-        Assert.Throws<ArgumentOutOfRangeException>(() => rig.Device.PushUsedInOrderBatch(t1, 0, 3, 3));
-        Assert.Throws<ArgumentOutOfRangeException>(() => rig.Device.PushUsedInOrderBatch(t1, 0, 2, 3));
-        Assert.Throws<ArgumentOutOfRangeException>(() => rig.Device.PushUsedInOrderBatch(t1, 0, 0, 0));
-        Assert.Throws<ArgumentException>(() => rig.Device.PushUsedInOrderBatch(t0, 0, 2, 2));
-        rig.Device.PushUsedInOrderBatch(t1, 0, 2, 2);
+        Assert.Throws<ArgumentOutOfRangeException>(() => rig.Device.PushUsedInOrderBatch(t1, 0, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => rig.Device.PushUsedInOrderBatch(t1, 0, 0));
+        Assert.Throws<ArgumentException>(() => rig.Device.PushUsedInOrderBatch(t0, 0, 2));
+        rig.Device.PushUsedInOrderBatch(t1, 0, 2);
         rig.Device.PublishUsed();
         Assert.True(rig.Driver.TryTakeUsed(out _));
         Assert.True(rig.Driver.TryTakeUsed(out _));
         Assert.Equal(0, rig.Device.DescriptorsInFlight);
+    }
+
+    [Fact]
+    public void Packed_batches_skip_the_descriptors_the_device_popped_also_after_undone_pops()
+    {
+        // No indirect tables: each chain takes a descriptor per segment.
+        using var rig = new PackedRig(8, VirtioFeatures.InOrder);
+        Assert.True(rig.Driver.TryAdd([rig.Slot(0), rig.Slot(1)], [], out var a));               // 2 descriptors
+        Assert.True(rig.Driver.TryAdd(rig.Slot(2), false, out var b));                           // 1
+        Assert.True(rig.Driver.TryAdd([rig.Slot(3), rig.Slot(4), rig.Slot(5)], [], out var c));  // 3
+        rig.Driver.Publish();
+        Assert.True(rig.Device.TryPop(out var ca));
+        var ta = ca.Token;
+        var beforeB = rig.Device.Position;
+        Assert.True(rig.Device.TryPop(out _));
+        Assert.True(rig.Device.TryPop(out _));
+
+        // b and c go back and are popped again: the device's count of their descriptors must
+        // follow its pops, not what it popped first.
+        rig.Device.UndoPops(beforeB);
+        Assert.Equal(2, rig.Device.DescriptorsInFlight);
+        Assert.True(rig.Device.TryPop(out var cb));
+        var tb = cb.Token;
+        Assert.True(rig.Device.TryPop(out var cc));
+        var tc = cc.Token;
+        Assert.Equal([2, 1, 3], new[] { ta, tb, tc }.Select(t => (int)t.DescriptorCount));
+
+        rig.Device.PushUsedInOrderBatch(ta, 0, 1);
+        Assert.Equal(new RingPosition(6, true, 2, true), rig.Device.Position);
+        rig.Device.PushUsedInOrderBatch(tc, 0, 2);
+        Assert.Equal(new RingPosition(6, true, 6, true), rig.Device.Position);
+        Assert.Equal(0, rig.Device.DescriptorsInFlight);
+        rig.Device.PublishUsed();
+
+        var used = new List<UsedElement>();
+        while (rig.Driver.TryTakeUsed(out var u))
+        {
+            used.Add(u);
+        }
+
+        Assert.Equal([a, b, c], used.Select(u => u.Id));
+        Assert.Equal(8, rig.Driver.FreeDescriptors);
+        Assert.Equal(rig.Device.Position, rig.Driver.Position);
     }
 
     [Fact]
@@ -269,7 +310,7 @@ public class InOrderTests
 
             Assert.Equal(ids, tokens.Select(t => t.Id));
             var batch = random.Next(1, tokens.Count + 1);
-            rig.Device.PushUsedInOrderBatch(tokens[batch - 1], 0, batch, 0);
+            rig.Device.PushUsedInOrderBatch(tokens[batch - 1], 0, batch);
             for (var i = batch; i < tokens.Count; i++)
             {
                 rig.Device.PushUsed(tokens[i], 0);

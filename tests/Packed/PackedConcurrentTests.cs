@@ -106,7 +106,6 @@ public class PackedConcurrentTests
         long expected = 0;
         var pending = new List<ChainToken>();
         var written = new List<uint>();
-        var pendingDescriptors = 0;
         while (expected < packets && DateTime.UtcNow < deadline)
         {
             var popped = false;
@@ -127,7 +126,6 @@ public class PackedConcurrentTests
                 expected++;
                 pending.Add(chain.Token);
                 written.Add(chain.WritableBytes >= 8 ? 8u : 0u);
-                pendingDescriptors += chain.Token.DescriptorCount;
             }
 
             if (rig.Device.IsBroken)
@@ -140,7 +138,7 @@ public class PackedConcurrentTests
                 if (inOrder)
                 {
                     // One used descriptor for everything popped.
-                    rig.Device.PushUsedInOrderBatch(pending[^1], written[^1], pending.Count, pendingDescriptors);
+                    rig.Device.PushUsedInOrderBatch(pending[^1], written[^1], pending.Count);
                 }
                 else
                 {
@@ -158,7 +156,6 @@ public class PackedConcurrentTests
 
                 pending.Clear();
                 written.Clear();
-                pendingDescriptors = 0;
                 rig.Device.PublishUsed();
                 rig.Device.CallNeeded();
             }

@@ -153,16 +153,14 @@ public class PackedModelTests
                 if (random.Next(2) == 0)
                 {
                     // The buffers before the last count as used completely (2.8.8).
-                    var descriptors = 0;
                     var lastWritten = Written(_inFlight[n - 1].Sent);
                     for (var i = 0; i < n; i++)
                     {
-                        descriptors += _inFlight[i].Token.DescriptorCount;
                         var sent = _inFlight[i].Sent;
                         _returned.Enqueue((sent, i == n - 1 ? lastWritten : sent.WritableBytes));
                     }
 
-                    rig.Device.PushUsedInOrderBatch(_inFlight[n - 1].Token, lastWritten, n, descriptors);
+                    rig.Device.PushUsedInOrderBatch(_inFlight[n - 1].Token, lastWritten, n);
                 }
                 else
                 {

@@ -356,10 +356,10 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
-    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers)
     {
         FinishPublish();
-        _inner.PushUsedInOrderBatch(last, written, buffers, descriptors);
+        _inner.PushUsedInOrderBatch(last, written, buffers);
         for (var i = 0; i < buffers && _inOrder && _order.Count > 0; i++)
         {
             Returned(_order.Dequeue());

@@ -240,13 +240,7 @@ public static class NetForwarder
             // Under IN_ORDER the frames, popped in ring order and none written to, go back with
             // one used entry naming the last (2.7.9, 2.8.8): one line for the driver to read
             // instead of one per eight (split) or four (packed) frames.
-            var descriptors = 0;
-            for (var k = 0; k < sent; k++)
-            {
-                descriptors += txTokens[k].DescriptorCount;
-            }
-
-            tx.PushUsedInOrderBatch(txTokens[sent - 1], 0, sent, descriptors);
+            tx.PushUsedInOrderBatch(txTokens[sent - 1], 0, sent);
         }
         else
         {

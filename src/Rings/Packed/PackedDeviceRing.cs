@@ -531,7 +531,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
-    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers)
     {
         if (!_inOrder)
         {
@@ -540,8 +540,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         ArgumentOutOfRangeException.ThrowIfLessThan(buffers, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _popped.Count);
-        ArgumentOutOfRangeException.ThrowIfLessThan(descriptors, buffers);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(descriptors, _inFlight);
         if (_popped.PeekAt(buffers - 1) != last.Id)
         {
             throw new ArgumentException($"buffer {last.Id} is not the last of the {buffers} oldest in flight", nameof(last));
@@ -554,20 +552,44 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // into this device's own queue; nothing here is read from shared memory.
         var order = _popped.Ring;
         var at = _popped.OldestIndex;
-        if ((uint)at >= (uint)order.Length)
+        var log = _popLogDescriptors;
+
+        // The batch's descriptors from the pop log: its newest entries are the buffers in the
+        // queue, in the same order (every pop goes to both, an undone pop leaves both, and the
+        // log is as long as the ring, never fewer entries than buffers in flight).
+        var entry = _popLogNext - _popped.Count;
+        if (entry < 0)
+        {
+            entry += log.Length;
+        }
+
+        if ((uint)at >= (uint)order.Length || (uint)entry >= (uint)log.Length || order.Length != log.Length)
         {
             throw new InvalidOperationException($"the device's IN_ORDER queue is inconsistent: oldest slot {at} of {order.Length}");
         }
 
         ref var inFlight = ref MemoryMarshal.GetArrayDataReference(_idInFlight);
         ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
+        ref var logDescriptors = ref MemoryMarshal.GetArrayDataReference(log);
+        var descriptors = 0;
         for (var i = 0; i < buffers; i++)
         {
             Unsafe.Add(ref inFlight, Unsafe.Add(ref orderIds, at)) = false;
+            descriptors += Unsafe.Add(ref logDescriptors, entry);
             if (++at == order.Length)
             {
                 at = 0;
             }
+
+            if (++entry == log.Length)
+            {
+                entry = 0;
+            }
+        }
+
+        if (descriptors > _inFlight)
+        {
+            throw new InvalidOperationException($"the device's IN_ORDER records are inconsistent: a batch of {descriptors} descriptors with {_inFlight} in flight");
         }
 
         _popped.Skip(buffers);

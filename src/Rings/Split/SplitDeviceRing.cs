@@ -407,7 +407,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
-    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors)
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers)
     {
         if (!_inOrder)
         {

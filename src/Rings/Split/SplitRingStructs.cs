@@ -41,7 +41,7 @@ public readonly struct SplitDevice(SplitDeviceRing ring) : IDeviceRing
     public void PushUsedBurst(ReadOnlySpan<ChainToken> tokens, ReadOnlySpan<uint> written) => _ring.PushUsedBurst(tokens, written);
 
     /// <inheritdoc/>
-    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers, int descriptors) => _ring.PushUsedInOrderBatch(last, written, buffers, descriptors);
+    public void PushUsedInOrderBatch(ChainToken last, uint written, int buffers) => _ring.PushUsedInOrderBatch(last, written, buffers);
 
     /// <inheritdoc/>
     public void PublishUsed() => _ring.PublishUsed();
