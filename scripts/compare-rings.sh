@@ -8,6 +8,10 @@
 #
 # Without options it measures split and packed, IN_ORDER on and off, 20 s each. The revision's
 # library is built in a temporary worktree, removed afterwards.
+#
+# Both builds run the working tree's round trip, so REV must have the same public API: before
+# 0512fde, PushUsedInOrderBatch took a fourth argument (the descriptor count), and a revision that
+# old fails to load here (MissingMethodException).
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "--help" || "$1" == "-h" ]]; then
