@@ -210,7 +210,9 @@ public class DpdkMultiqueueTests
     private static Dictionary<int, Stream> Streams(string output)
     {
         var streams = new Dictionary<int, Stream>();
-        foreach (Match m in Regex.Matches(output, @"Forward Stats for RX Port= 0/Queue=\s*(\d+) -> TX Port= 0/Queue=\s*\d+ -+\s+RX-packets:\s*(\d+)\s+TX-packets:\s*(\d+)\s+TX-dropped:\s*(\d+)"))
+        // A stream's header, then its counts; testpmd's other threads may print lines in between
+        // (its vhost back-end logs the front-end leaving as the stats come out).
+        foreach (Match m in Regex.Matches(output, @"Forward Stats for RX Port= 0/Queue=\s*(\d+) -> TX Port= 0/Queue=\s*\d+ -+[ \t]*\r?\n(?:(?![^\n]*(?:Forward Stats|RX-packets:))[^\n]*\n)*\s*RX-packets:\s*(\d+)\s+TX-packets:\s*(\d+)\s+TX-dropped:\s*(\d+)"))
         {
             streams[int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)] = new Stream(Number(m, 2), Number(m, 3), Number(m, 4));
         }
