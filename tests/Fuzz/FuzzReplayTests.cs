@@ -1,12 +1,16 @@
 using Rings.Fuzz.Targets;
+using Rings.Tests.Linux;
 
 namespace Rings.Tests.Fuzz;
 
 /// <summary>
 /// Replays every seed (fuzz/corpus/TARGET) and every input a fuzzer once crashed on
 /// (fuzz/regressions/TARGET) through the fuzz targets, uninstrumented: each must run to the end
-/// without an exception or a violated property.
+/// without an exception or a violated property. They run alone: the vhost-user target checks that
+/// every descriptor it handed over is closed, and an eventfd another test opens meanwhile can take
+/// the same number and the same eventfd id (the kernel reuses both), which it would take for a leak.
 /// </summary>
+[Collection(FdCountCollection.Name)]
 public sealed class FuzzReplayTests
 {
     private static readonly string FuzzRoot = Path.Combine(FindRepositoryRoot(), "fuzz");

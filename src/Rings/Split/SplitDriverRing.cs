@@ -806,6 +806,8 @@ public sealed unsafe class SplitDriverRing : IDriverRing
         // The freed chains are linked on at the free list's tail; when the list is empty the
         // first goes after the spare link past the last descriptor instead, and becomes the
         // list's head after the loop: the loop then links every chain the same way, with no test.
+        // (AppendToFreeList does the same per chain with a test, for TakeInOrderSingles; this run
+        // through a shared spare-link helper measured 1.00 to 1.09 of this loop's time.)
         var empty = _freeCount == 0;
         var tail = empty ? size : (int)_freeTail;
         var freed = 0;
