@@ -6,8 +6,9 @@ namespace Rings.Benchmarks;
 /// <summary>
 /// The burst round trip both <c>RingRoundTripBenchmarks</c> and <c>bench/Alternate</c> measure (this
 /// file is compiled into each): the driver adds a burst of one-segment buffers and publishes, the
-/// device pops them, returns them (one used entry per buffer, or one per burst under IN_ORDER)
-/// and publishes, the driver takes them back. Holds the burst's scratch spans.
+/// device pops them (with <c>PopBurst</c>, a full record per buffer, or <c>PopSingles</c>, its segment
+/// and token), returns them (one used entry per buffer, or one per burst under IN_ORDER) and
+/// publishes, the driver takes them back. Holds the burst's scratch spans.
 /// </summary>
 internal sealed class BurstRoundTrip
 {
@@ -39,11 +40,12 @@ internal sealed class BurstRoundTrip
     /// <param name="driver">The driver side.</param>
     /// <param name="device">The device side of the same ring.</param>
     /// <param name="inOrder">Whether VIRTIO_F_IN_ORDER is negotiated (one used entry per burst).</param>
+    /// <param name="singles">Whether the device pops with PopSingles rather than PopBurst.</param>
     /// <param name="packets">Packets to move, a multiple of the burst.</param>
     /// <returns>A checksum of the ids taken back.</returns>
     /// <exception cref="InvalidOperationException">A burst did not come back whole.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Run<TDriver, TDevice>(TDriver driver, TDevice device, bool inOrder, int packets)
+    public long Run<TDriver, TDevice>(TDriver driver, TDevice device, bool inOrder, bool singles, int packets)
         where TDriver : IDriverRing
         where TDevice : IDeviceRing
     {
@@ -58,18 +60,39 @@ internal sealed class BurstRoundTrip
         {
             driver.TryAddBurst(segments, false, ids);
             driver.Publish();
-            var popped = device.PopBurst(chains, chainSegments);
-            if (inOrder)
+            int popped;
+            if (singles)
             {
-                device.PushUsedInOrderBatch(chains[popped - 1].Token, 0, popped);
+                // The tokens come beside the segments, ready to be returned.
+                popped = device.PopSingles(chainSegments, tokens);
             }
             else
             {
-                for (var i = 0; i < popped; i++)
+                popped = device.PopBurst(chains, chainSegments);
+                if (!inOrder)
                 {
-                    tokens[i] = chains[i].Token;
+                    for (var i = 0; i < popped; i++)
+                    {
+                        tokens[i] = chains[i].Token;
+                    }
                 }
+                else if (popped > 0)
+                {
+                    tokens[popped - 1] = chains[popped - 1].Token;
+                }
+            }
 
+            if (popped == 0)
+            {
+                throw new InvalidOperationException("a round trip lost packets: none popped");
+            }
+
+            if (inOrder)
+            {
+                device.PushUsedInOrderBatch(tokens[popped - 1], 0, popped);
+            }
+            else
+            {
                 device.PushUsedBurst(tokens[..popped], default);
             }
 

@@ -12,7 +12,8 @@ namespace Rings.Benchmarks;
 /// buffer, or one per burst under IN_ORDER) and publishes once per burst; the driver takes it back.
 /// Reported per packet; on a shared machine read the Min column. <see cref="Split"/> and
 /// <see cref="Packed"/> make one ring call per packet; <see cref="SplitBurst"/> and
-/// <see cref="PackedBurst"/> one burst call per step (TryAddBurst, PopBurst, PushUsedBurst, TakeUsed).
+/// <see cref="PackedBurst"/> one burst call per step (TryAddBurst, PopBurst, PushUsedBurst, TakeUsed);
+/// <see cref="SplitSingles"/> and <see cref="PackedSingles"/> the same with PopSingles in place of PopBurst.
 /// </summary>
 [MemoryDiagnoser]
 [MinColumn]
@@ -64,6 +65,9 @@ public class RingRoundTripBenchmarks
         SplitBurst();
         PackedBurst();
         Check(2);
+        SplitSingles();
+        PackedSingles();
+        Check(3);
     }
 
     private void Check(int rounds)
@@ -185,10 +189,20 @@ public class RingRoundTripBenchmarks
     /// <summary>The split ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long SplitBurst() => _bursts.Run(_splitDriver, _splitDevice, InOrder, Packets);
+    public long SplitBurst() => _bursts.Run(_splitDriver, _splitDevice, InOrder, singles: false, Packets);
 
     /// <summary>The packed ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long PackedBurst() => _bursts.Run(_packedDriver, _packedDevice, InOrder, Packets);
+    public long PackedBurst() => _bursts.Run(_packedDriver, _packedDevice, InOrder, singles: false, Packets);
+
+    /// <summary>The split ring with burst calls, the device popping with PopSingles (segment and token per buffer).</summary>
+    /// <returns>A checksum of the ids taken back.</returns>
+    [Benchmark(OperationsPerInvoke = Packets)]
+    public long SplitSingles() => _bursts.Run(_splitDriver, _splitDevice, InOrder, singles: true, Packets);
+
+    /// <summary>The packed ring with burst calls, the device popping with PopSingles.</summary>
+    /// <returns>A checksum of the ids taken back.</returns>
+    [Benchmark(OperationsPerInvoke = Packets)]
+    public long PackedSingles() => _bursts.Run(_packedDriver, _packedDevice, InOrder, singles: true, Packets);
 }

@@ -18,12 +18,17 @@ internal static class Program
         rings-alternate: two builds of Rings, alternating, on the burst round trip (one thread).
 
         usage: Rings.Alternate --old DIR --new DIR [--ring split|packed] [--in-order on|off]
-                               [--burst N] [--seconds S] [--warmup S] [--turn-ms MS]
+                               [--burst N] [--pop burst|singles] [--old-pop P] [--new-pop P]
+                               [--seconds S] [--warmup S] [--turn-ms MS]
 
           --old DIR, --new DIR  directories that each hold a Rings.dll (a build's bin/Release/net10.0)
           --ring                split (default) or packed
           --in-order            on (default) or off: VIRTIO_F_IN_ORDER negotiated
           --burst               buffers per publish, a power of two up to 256 (default 32)
+          --pop                 how the device pops, for both builds: burst (PopBurst, the default,
+                                which every build has) or singles (PopSingles)
+          --old-pop, --new-pop  the same for one build: --old DIR --new DIR with the same DIR and
+                                --old-pop burst --new-pop singles compares the two pops of one build
           --seconds             measuring time (default 20)
           --warmup              time both run before measuring, so the JIT has tiered up (default 4)
           --turn-ms             length of one build's turn (default 50)
@@ -38,6 +43,7 @@ internal static class Program
         var ring = "split";
         var inOrder = true;
         var burst = 32;
+        bool oldSingles = false, newSingles = false;
         double seconds = 20, warmup = 4, turnMs = 50;
         try
         {
@@ -70,6 +76,9 @@ internal static class Program
                         i++;
                         break;
                     case "--burst": burst = (int)Number(value, args[i], 1, 256); i++; break;
+                    case "--pop": oldSingles = newSingles = Pop(value, args[i]); i++; break;
+                    case "--old-pop": oldSingles = Pop(value, args[i]); i++; break;
+                    case "--new-pop": newSingles = Pop(value, args[i]); i++; break;
                     case "--seconds": seconds = Number(value, args[i], 0.1, 3600); i++; break;
                     case "--warmup": warmup = Number(value, args[i], 0, 600); i++; break;
                     case "--turn-ms": turnMs = Number(value, args[i], 1, 10_000); i++; break;
@@ -87,7 +96,7 @@ internal static class Program
                 throw new ArgumentException($"--burst: a power of two up to 256, not {burst}");
             }
 
-            var steps = new[] { Load(oldDir, ring, inOrder, burst), Load(newDir, ring, inOrder, burst) };
+            var steps = new[] { Load(oldDir, ring, inOrder, burst, oldSingles), Load(newDir, ring, inOrder, burst, newSingles) };
             Console.WriteLine(Measure(steps, ring, inOrder, burst, seconds, warmup, turnMs));
             return 0;
         }
@@ -101,6 +110,13 @@ internal static class Program
     private static string Need(string? value, string option) =>
         value ?? throw new ArgumentException($"{option} needs a value");
 
+    private static bool Pop(string? value, string option) => Need(value, option) switch
+    {
+        "burst" => false,
+        "singles" => true,
+        var other => throw new ArgumentException($"{option}: burst or singles, not {other}"),
+    };
+
     private static double Number(string? value, string option, double min, double max)
     {
         if (!double.TryParse(Need(value, option), NumberStyles.Float, CultureInfo.InvariantCulture, out var number) || number < min || number > max)
@@ -113,7 +129,7 @@ internal static class Program
 
     // This assembly again, in a context that takes Rings from dir: its RoundTrip is compiled
     // against that build.
-    private static Func<long> Load(string dir, string ring, bool inOrder, int burst)
+    private static Func<long> Load(string dir, string ring, bool inOrder, int burst, bool singles)
     {
         var full = Path.GetFullPath(dir);
         if (!File.Exists(Path.Combine(full, "Rings.dll")))
@@ -124,7 +140,7 @@ internal static class Program
         var context = new BuildContext(full);
         var self = context.LoadFromAssemblyPath(typeof(Program).Assembly.Location);
         var create = self.GetType(typeof(RoundTrip).FullName!, throwOnError: true)!.GetMethod(nameof(RoundTrip.Create))!;
-        return (Func<long>)create.Invoke(null, [ring, inOrder, burst])!;
+        return (Func<long>)create.Invoke(null, [ring, inOrder, burst, singles])!;
     }
 
     private static string Measure(Func<long>[] steps, string ring, bool inOrder, int burst, double seconds, double warmup, double turnMs)

@@ -20,12 +20,13 @@ public sealed class RoundTrip
     private readonly IDriverRing _driver;
     private readonly IDeviceRing _device;
     private readonly bool _inOrder;
+    private readonly bool _singles;
     private readonly BurstRoundTrip _bursts;
 
     // Kept alive for the rings' lifetime (its memory is theirs).
     private readonly NativeRegion _region;
 
-    private RoundTrip(string ring, bool inOrder, int burst)
+    private RoundTrip(string ring, bool inOrder, int burst, bool singles)
     {
         var format = ring == "packed" ? RingFormat.Packed : RingFormat.Split;
         var layout = format.Layout(QueueSize);
@@ -45,6 +46,7 @@ public sealed class RoundTrip
         }
 
         _inOrder = inOrder;
+        _singles = singles;
         _bursts = new BurstRoundTrip(new BufferSegment(guest + (ulong)layout.TotalBytes, 64), burst);
     }
 
@@ -52,15 +54,16 @@ public sealed class RoundTrip
     /// <param name="ring">"split" or "packed".</param>
     /// <param name="inOrder">Whether VIRTIO_F_IN_ORDER is negotiated.</param>
     /// <param name="burst">Buffers per publish (a power of two up to the queue size, 256).</param>
+    /// <param name="singles">Whether the device pops with PopSingles rather than PopBurst.</param>
     /// <returns>The step; it returns a checksum of the ids taken back.</returns>
-    public static Func<long> Create(string ring, bool inOrder, int burst)
+    public static Func<long> Create(string ring, bool inOrder, int burst, bool singles)
     {
-        var trip = new RoundTrip(ring, inOrder, burst);
+        var trip = new RoundTrip(ring, inOrder, burst, singles);
         return ring == "packed" ? trip.RunPacked : trip.RunSplit;
     }
 
     // The sealed ring types named, so the shared loop's ring calls are direct, as in the benchmark.
-    private long RunSplit() => _bursts.Run((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, Packets);
+    private long RunSplit() => _bursts.Run((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, _singles, Packets);
 
-    private long RunPacked() => _bursts.Run((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, Packets);
+    private long RunPacked() => _bursts.Run((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, _singles, Packets);
 }

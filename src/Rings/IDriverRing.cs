@@ -187,6 +187,47 @@ public interface IDeviceRing
         return popped;
     }
 
+    /// <summary>
+    /// Pops the available buffers that are one segment each, the common case of a network queue,
+    /// up to the shorter span's length: the same buffers, checks and counts as calling
+    /// <see cref="TryPop"/>, but stopping before the first buffer of several segments, which stays
+    /// available (<see cref="PopBurst"/> or <see cref="TryPop"/> takes it). Writes per buffer only
+    /// what <see cref="PopBurst"/>'s record would say twice: the segment (its length, whether it is
+    /// device-writable) and the token to return it with.
+    /// </summary>
+    /// <param name="segments">Receives each buffer's segment, in ring order.</param>
+    /// <param name="tokens">Receives each buffer's token, beside its segment.</param>
+    /// <returns>Buffers popped; 0 when none is available, the next has several segments, or the
+    /// driver broke a rule (then <see cref="IsBroken"/> is set).</returns>
+    /// <remarks>To give popped buffers back with <see cref="UndoPops"/>, read <see cref="Position"/>
+    /// before the call: every buffer from there on goes back.</remarks>
+    int PopSingles(Span<ChainSegment> segments, Span<ChainToken> tokens)
+    {
+        // Generic form over the single calls, for rings that wrap another (the four formats' rings
+        // have their own).
+        var limit = Math.Min(segments.Length, tokens.Length);
+        var popped = 0;
+        while (popped < limit)
+        {
+            var before = Position;
+            if (!TryPop(out var chain))
+            {
+                break;
+            }
+
+            if (chain.Segments.Length != 1)
+            {
+                UndoPops(before);
+                break;
+            }
+
+            segments[popped] = chain.Segments[0];
+            tokens[popped++] = chain.Token;
+        }
+
+        return popped;
+    }
+
     /// <summary>Returns a popped buffer as used. It becomes visible at the next <see cref="PublishUsed"/>.</summary>
     /// <param name="token">The popped buffer's token.</param>
     /// <param name="written">Bytes written into its device-writable part.</param>

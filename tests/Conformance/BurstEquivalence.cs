@@ -21,6 +21,12 @@ public enum BurstOpKind
     /// <summary>Device pops up to <see cref="BurstOp.Count"/> buffers (burst or single calls).</summary>
     Pop,
 
+    /// <summary>
+    /// Device pops up to <see cref="BurstOp.Count"/> buffers of one segment, stopping before any
+    /// other (PopSingles, or single pops that give back the first buffer of several segments).
+    /// </summary>
+    PopSingles,
+
     /// <summary>Device returns up to <see cref="BurstOp.Count"/> popped buffers (burst or single calls).</summary>
     Push,
 
@@ -44,7 +50,7 @@ public sealed record BurstOp(BurstOpKind Kind, int Count, bool Burst, bool Writa
     public override string ToString() => Kind switch
     {
         BurstOpKind.Add => $"Add({Count}{(Writable ? ",w" : "")}{(Burst ? ",burst" : "")})",
-        BurstOpKind.Pop or BurstOpKind.Push or BurstOpKind.Take => $"{Kind}({Count}{(Burst ? ",burst" : "")})",
+        BurstOpKind.Pop or BurstOpKind.PopSingles or BurstOpKind.Push or BurstOpKind.Take => $"{Kind}({Count}{(Burst ? ",burst" : "")})",
         BurstOpKind.Undo => $"Undo({Count})",
         BurstOpKind.Corrupt => $"Corrupt({(Burst ? "driver" : "device")} {Patch})",
         BurstOpKind.AddChain => $"AddChain({Seed})",
@@ -62,7 +68,7 @@ public sealed record BurstScenario(RingSetup Setup, BurstOp[] Ops)
 /// <summary>
 /// Twin rings in two identical memories: the reference twin makes only single calls (TryAdd,
 /// TryPop, PushUsed, TryTakeUsed), the twin under test the burst calls where a step says so
-/// (TryAddBurst, PopBurst, PushUsedBurst, TakeUsed). After every step both must agree on what
+/// (TryAddBurst, PopBurst, PopSingles, PushUsedBurst, TakeUsed). After every step both must agree on what
 /// was returned (ids, tokens, segments, used elements), on every counter, on their broken state
 /// and reason, and on every byte of ring memory, also after the same hostile writes.
 /// </summary>
@@ -99,6 +105,7 @@ public abstract class BurstEquivalenceTests<TFormat>
                    (1, Gen.Constant(BurstOpKind.AddChain)),
                    (3, Gen.Constant(BurstOpKind.Publish)),
                    (5, Gen.Constant(BurstOpKind.Pop)),
+                   (4, Gen.Constant(BurstOpKind.PopSingles)),
                    (5, Gen.Constant(BurstOpKind.Push)),
                    (3, Gen.Constant(BurstOpKind.PublishUsed)),
                    (5, Gen.Constant(BurstOpKind.Take)),
@@ -160,6 +167,10 @@ public abstract class BurstEquivalenceTests<TFormat>
         private readonly List<PoppedChain> _inFlight = [];
         private readonly List<long> _popNumbers = [];   // each of _inFlight's pops numbered in pop order
         private long _pops;
+
+        // Readable bytes of the buffers the single-call twin popped and gave back to stop a
+        // PopSingles step: UndoPops leaves a pop's bytes counted, and PopSingles never counted them.
+        private long _bytesGivenBack;
         private readonly List<MemoryArea> _allAreas;
 
         public Twin(RingSetup setup, ulong bytes)
@@ -280,6 +291,59 @@ public abstract class BurstEquivalenceTests<TFormat>
                     return text.ToString();
                 }
 
+                case BurstOpKind.PopSingles:
+                {
+                    var segments = new ChainSegment[op.Count];
+                    var tokens = new ChainToken[op.Count + (op.Seed % 3)];
+                    var befores = new RingPosition[op.Count];
+                    var popped = 0;
+                    if (burst)
+                    {
+                        // The position before each buffer, from the one before the call: each
+                        // buffer is one descriptor, so each moves the avail position by one.
+                        var start = Device.Position;
+                        popped = Device.PopSingles(segments, tokens);
+                        for (var i = 0; i < popped; i++)
+                        {
+                            befores[i] = Advance(start, i);
+                        }
+                    }
+                    else
+                    {
+                        while (popped < segments.Length)
+                        {
+                            var before = Device.Position;
+                            if (!Device.TryPop(out var chain))
+                            {
+                                break;
+                            }
+
+                            if (chain.Segments.Length != 1)
+                            {
+                                _bytesGivenBack += (long)chain.ReadableBytes;
+                                Device.UndoPops(before);
+                                break;
+                            }
+
+                            segments[popped] = chain.Segments[0];
+                            tokens[popped] = chain.Token;
+                            befores[popped++] = before;
+                        }
+                    }
+
+                    var text = new System.Text.StringBuilder($"popped singles {popped}:");
+                    for (var i = 0; i < popped; i++)
+                    {
+                        var s = segments[i];
+                        var c = new PoppedChain(tokens[i], 0, 1, s.IsWritable ? 0 : 1, s.IsWritable ? 0 : s.Length, s.IsWritable ? s.Length : 0, befores[i]);
+                        _inFlight.Add(c);
+                        _popNumbers.Add(_pops++);
+                        text.Append($" [{c.Token} from {c.Before} {Offset(s)}+{s.Length}{(s.IsWritable ? "w" : "")}]");
+                    }
+
+                    return text.ToString();
+                }
+
                 case BurstOpKind.Push:
                 {
                     // IN_ORDER returns in pop order; otherwise a random pick of those in flight.
@@ -368,6 +432,20 @@ public abstract class BurstEquivalenceTests<TFormat>
             }
         }
 
+        // The device's position after one more pop of one descriptor (2.7.6: split's avail index
+        // runs free; 2.8.1: packed's wraps at the size and flips its wrap counter).
+        private RingPosition Advance(RingPosition position, int descriptors)
+        {
+            if (Device is not Rings.Packed.PackedDeviceRing)
+            {
+                return position with { AvailIndex = (ushort)(position.AvailIndex + descriptors) };
+            }
+
+            var index = position.AvailIndex + descriptors;
+            var laps = index / _setup.Size;
+            return position with { AvailIndex = (ushort)(index % _setup.Size), AvailWrapCounter = position.AvailWrapCounter ^ (laps % 2 == 1) };
+        }
+
         /// <summary>What differs between this twin and <paramref name="other"/>, or null.</summary>
         public string? Difference(Twin other)
         {
@@ -386,10 +464,10 @@ public abstract class BurstEquivalenceTests<TFormat>
 
         private string State() =>
             $"driver {Driver.Outstanding}/{Driver.FreeDescriptors} {Driver.BrokenReason} {Counters(Driver.Counters)} "
-            + $"device {Device.Position} {Device.BrokenReason} {Counters(Device.Counters)} in flight {_inFlight.Count}";
+            + $"device {Device.Position} {Device.BrokenReason} {Counters(Device.Counters, _bytesGivenBack)} in flight {_inFlight.Count}";
 
-        private static string Counters(QueueCounters c) =>
-            $"p{c.Packets} b{c.Bytes} u{c.Bursts} n{c.NotificationsSent}/{c.NotificationsSuppressed} x{c.BrokenCount} h[{string.Join(',', c.BurstHistogram.ToArray())}]";
+        private static string Counters(QueueCounters c, long uncounted = 0) =>
+            $"p{c.Packets} b{c.Bytes - uncounted} u{c.Bursts} n{c.NotificationsSent}/{c.NotificationsSuppressed} x{c.BrokenCount} h[{string.Join(',', c.BurstHistogram.ToArray())}]";
 
         private unsafe long Offset(ChainSegment s) =>
             (long)((byte*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(s.Span)) - (byte*)Memory.HostStart);

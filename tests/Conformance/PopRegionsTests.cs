@@ -14,7 +14,8 @@ namespace Rings.Tests.Conformance;
 /// table. Over a table of two regions, the larger one not first by address, a burst of buffers in
 /// either region (in any mix, writable or not, IN_ORDER or not, both ring formats) must pop whole,
 /// each segment pointing at the right bytes; a buffer in memory the driver has and the device does
-/// not must break the queue there, with everything before it popped.
+/// not must break the queue there, with everything before it popped. PopSingles, whose run and walk
+/// are the same code with a smaller record, must do the same.
 /// </summary>
 public sealed class PopRegionsTests
 {
@@ -25,11 +26,11 @@ public sealed class PopRegionsTests
     private const ulong DriverOnly = 0x80_0000; // 1 block the device does not map
 
     /// <summary>A burst: where each buffer lies (0 large, 1 small), one outside the device's table or none, writable, features.</summary>
-    public sealed record Burst(int[] Places, int Outside, bool Writable, bool InOrder, bool Packed, int PopSpan)
+    public sealed record Burst(int[] Places, int Outside, bool Writable, bool InOrder, bool Packed, int PopSpan, bool Singles)
     {
         /// <inheritdoc/>
         public override string ToString() =>
-            $"{(Packed ? "packed" : "split")}{(InOrder ? " in-order" : "")}{(Writable ? " writable" : "")} places {string.Join("", Places)} outside at {Outside} pop span {PopSpan}";
+            $"{(Packed ? "packed" : "split")}{(InOrder ? " in-order" : "")}{(Writable ? " writable" : "")} places {string.Join("", Places)} outside at {Outside} pop span {PopSpan}{(Singles ? " singles" : "")}";
     }
 
     private static Arbitrary<Burst> Bursts =>
@@ -40,7 +41,8 @@ public sealed class PopRegionsTests
          from inOrder in Gen.Elements(false, true)
          from packed in Gen.Elements(false, true)
          from popSpan in Gen.Choose(1, Size)
-         select new Burst(places, outside, writable, inOrder, packed, popSpan)).ToArbitrary();
+         from singles in Gen.Elements(false, true)
+         select new Burst(places, outside, writable, inOrder, packed, popSpan, singles)).ToArbitrary();
 
     [Property(MaxTest = 400)]
     public Property A_burst_pops_buffers_from_every_region_and_breaks_at_one_outside() =>
@@ -82,22 +84,32 @@ public sealed class PopRegionsTests
         // Pop in calls of PopSpan chains until the device stops.
         var chains = new PoppedChain[burst.PopSpan];
         var segments = new ChainSegment[burst.PopSpan];
+        var tokens = new ChainToken[burst.PopSpan];
         var popped = 0;
         while (popped < n)
         {
-            var got = device.PopBurst(chains, segments);
+            var got = burst.Singles ? device.PopSingles(segments, tokens) : device.PopBurst(chains, segments);
             for (var c = 0; c < got; c++)
             {
                 var i = popped + c;
-                var chain = chains[c];
-                Assert.Equal(ids[i], chain.Token.Id);
-                Assert.Equal(1, chain.SegmentCount);
-                var segment = segments[chain.FirstSegment];
+                var segment = segments[c];
+                if (burst.Singles)
+                {
+                    Assert.Equal(new ChainToken(ids[i], 1), tokens[c]);
+                }
+                else
+                {
+                    var chain = chains[c];
+                    Assert.Equal(ids[i], chain.Token.Id);
+                    Assert.Equal(1, chain.SegmentCount);
+                    Assert.Equal(c, chain.FirstSegment);
+                    Assert.Equal(burst.Writable ? 0UL : buffers[i].Length, chain.ReadableBytes);
+                    Assert.Equal(burst.Writable ? buffers[i].Length : 0UL, chain.WritableBytes);
+                }
+
                 Assert.Equal(expected[i], (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(segment.Span)));
                 Assert.Equal(buffers[i].Length, segment.Length);
                 Assert.Equal(burst.Writable, segment.IsWritable);
-                Assert.Equal(burst.Writable ? 0UL : buffers[i].Length, chain.ReadableBytes);
-                Assert.Equal(burst.Writable ? buffers[i].Length : 0UL, chain.WritableBytes);
             }
 
             popped += got;

@@ -106,6 +106,95 @@ public class InflightBurstTests
                 }
             });
 
+    /// <summary>
+    /// PopSingles on a tracked ring (the interface's form over single pops) records what single
+    /// pops record, takes the buffers of one segment up to the first of several, and leaves that
+    /// one to be popped: the inflight region byte for byte alike at every step.
+    /// </summary>
+    [Property(MaxTest = 40)]
+    public Property SinglesPopsRecordWhatSingleOnesRecord() =>
+        Prop.ForAll(
+            (from packed in ArbMap.Default.GeneratorFor<bool>()
+             from rounds in Gen.ListOf(
+                 from chains in Gen.ArrayOf(Gen.Frequency((3, Gen.Constant(1)), (1, Gen.Choose(2, 3)))).Where(c => c.Length <= 6)
+                 from want in Gen.Choose(0, 8)
+                 select new Round(chains, want, 0)).Where(r => r.Count <= 8)
+             select (packed, rounds)).ToArbitrary(),
+            t =>
+            {
+                var format = t.packed ? RingFormat.Packed : RingFormat.Split;
+                var features = VirtioFeatures.Version1 | format.Feature;
+                using var single = new Side(format, features);
+                using var burst = new Side(format, features);
+                var segments = new ChainSegment[QueueSize];
+                var tokens = new ChainToken[QueueSize];
+                var slot = 0;
+                foreach (var round in t.rounds)
+                {
+                    foreach (var count in round.Chains)
+                    {
+                        Assert.Equal(single.Add(count, slot), burst.Add(count, slot));
+                        slot = (slot + 1) % 32;
+                    }
+
+                    single.Driver.Publish();
+                    burst.Driver.Publish();
+
+                    // What PopSingles must do, in single pops: stop at the first buffer of several
+                    // segments and give it back.
+                    var expected = new List<ChainToken>();
+                    while (expected.Count < round.Want)
+                    {
+                        var before = single.Ring.Position;
+                        if (!single.Ring.TryPop(out var chain))
+                        {
+                            break;
+                        }
+
+                        if (chain.Segments.Length != 1)
+                        {
+                            single.Ring.UndoPops(before);
+                            break;
+                        }
+
+                        expected.Add(chain.Token);
+                    }
+
+                    var popped = burst.Ring.PopSingles(segments.AsSpan(0, round.Want), tokens);
+                    Assert.Equal(expected, tokens[..popped]);
+                    Assert.All(segments[..popped], s => Assert.Equal(60u, s.Length));
+                    Assert.Equal(single.Region(), burst.Region());
+                    Assert.Equal(single.Ring.Position, burst.Ring.Position);
+
+                    foreach (var token in expected)
+                    {
+                        single.Ring.PushUsed(token, 0);
+                    }
+
+                    burst.Ring.PushUsedBurst(tokens[..popped], default);
+                    single.Publish();
+                    burst.Publish();
+                    Assert.Equal(single.Region(), burst.Region());
+
+                    // A buffer of several segments at the head stops PopSingles for good: the
+                    // round's leftovers are popped whole, so the next round starts clean.
+                    DrainWhole(single);
+                    DrainWhole(burst);
+                    Assert.Equal(single.Region(), burst.Region());
+                }
+            });
+
+    // Pops and returns every available buffer, one at a time.
+    private static void DrainWhole(Side side)
+    {
+        while (side.Ring.TryPop(out var chain))
+        {
+            side.Ring.PushUsed(chain.Token, 0);
+        }
+
+        side.Publish();
+    }
+
     // One back-end session with the inflight region, a driver ring over its queue 1 and the
     // device's tracked ring.
     private sealed class Side : IDisposable

@@ -35,6 +35,9 @@ public readonly struct SplitDevice(SplitDeviceRing ring) : IDeviceRing
     public int PopBurst(Span<PoppedChain> chains, Span<ChainSegment> segments) => _ring.PopBurst(chains, segments);
 
     /// <inheritdoc/>
+    public int PopSingles(Span<ChainSegment> segments, Span<ChainToken> tokens) => _ring.PopSingles(segments, tokens);
+
+    /// <inheritdoc/>
     public void PushUsed(ChainToken token, uint written) => _ring.PushUsed(token, written);
 
     /// <inheritdoc/>
