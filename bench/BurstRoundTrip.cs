@@ -40,14 +40,17 @@ internal sealed class BurstRoundTrip
     /// <param name="driver">The driver side.</param>
     /// <param name="device">The device side of the same ring.</param>
     /// <param name="inOrder">Whether VIRTIO_F_IN_ORDER is negotiated (one used entry per burst).</param>
-    /// <param name="singles">Whether the device pops with PopSingles rather than PopBurst.</param>
     /// <param name="packets">Packets to move, a multiple of the burst.</param>
+    /// <typeparam name="TDriver">The driver ring's type.</typeparam>
+    /// <typeparam name="TDevice">The device ring's type.</typeparam>
+    /// <typeparam name="TPop">How the device pops: <see cref="BurstPops"/> or <see cref="SinglePops"/>.</typeparam>
     /// <returns>A checksum of the ids taken back.</returns>
     /// <exception cref="InvalidOperationException">A burst did not come back whole.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Run<TDriver, TDevice>(TDriver driver, TDevice device, bool inOrder, bool singles, int packets)
+    public long Run<TDriver, TDevice, TPop>(TDriver driver, TDevice device, bool inOrder, int packets)
         where TDriver : IDriverRing
         where TDevice : IDeviceRing
+        where TPop : struct, IBurstPop
     {
         var segments = _segments.AsSpan();
         var ids = _ids.AsSpan();
@@ -60,28 +63,7 @@ internal sealed class BurstRoundTrip
         {
             driver.TryAddBurst(segments, false, ids);
             driver.Publish();
-            int popped;
-            if (singles)
-            {
-                // The tokens come beside the segments, ready to be returned.
-                popped = device.PopSingles(chainSegments, tokens);
-            }
-            else
-            {
-                popped = device.PopBurst(chains, chainSegments);
-                if (!inOrder)
-                {
-                    for (var i = 0; i < popped; i++)
-                    {
-                        tokens[i] = chains[i].Token;
-                    }
-                }
-                else if (popped > 0)
-                {
-                    tokens[popped - 1] = chains[popped - 1].Token;
-                }
-            }
-
+            var popped = TPop.Pop(device, chains, chainSegments, tokens, inOrder);
             if (popped == 0)
             {
                 throw new InvalidOperationException("a round trip lost packets: none popped");
@@ -125,4 +107,53 @@ internal sealed class BurstRoundTrip
 
         return sum;
     }
+}
+
+/// <summary>How <see cref="BurstRoundTrip"/>'s device pops a burst and gets the tokens to return.</summary>
+/// <remarks>A struct type argument, so each round trip is compiled with its own pop call only (and a
+/// build of the library without PopSingles still runs the PopBurst round trip).</remarks>
+internal interface IBurstPop
+{
+    /// <summary>Pops a burst into <paramref name="segments"/> and puts the tokens to return in <paramref name="tokens"/>.</summary>
+    /// <param name="device">The device ring.</param>
+    /// <param name="chains">Scratch for PopBurst's records.</param>
+    /// <param name="segments">The burst's segments.</param>
+    /// <param name="tokens">Receives the tokens (under IN_ORDER only the last one is needed).</param>
+    /// <param name="inOrder">Whether VIRTIO_F_IN_ORDER is negotiated.</param>
+    /// <typeparam name="TDevice">The device ring's type.</typeparam>
+    /// <returns>Buffers popped.</returns>
+    static abstract int Pop<TDevice>(TDevice device, Span<PoppedChain> chains, Span<ChainSegment> segments, Span<ChainToken> tokens, bool inOrder)
+        where TDevice : IDeviceRing;
+}
+
+/// <summary>PopBurst: a full record per buffer, whose tokens are then gathered.</summary>
+internal readonly struct BurstPops : IBurstPop
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Pop<TDevice>(TDevice device, Span<PoppedChain> chains, Span<ChainSegment> segments, Span<ChainToken> tokens, bool inOrder)
+        where TDevice : IDeviceRing
+    {
+        var popped = device.PopBurst(chains, segments);
+        if (!inOrder)
+        {
+            for (var i = 0; i < popped; i++)
+            {
+                tokens[i] = chains[i].Token;
+            }
+        }
+        else if (popped > 0)
+        {
+            tokens[popped - 1] = chains[popped - 1].Token;
+        }
+
+        return popped;
+    }
+}
+
+/// <summary>PopSingles: the segment and the token per buffer, the tokens ready to be returned.</summary>
+internal readonly struct SinglePops : IBurstPop
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Pop<TDevice>(TDevice device, Span<PoppedChain> chains, Span<ChainSegment> segments, Span<ChainToken> tokens, bool inOrder)
+        where TDevice : IDeviceRing => device.PopSingles(segments, tokens);
 }

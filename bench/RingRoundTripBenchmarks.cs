@@ -189,20 +189,20 @@ public class RingRoundTripBenchmarks
     /// <summary>The split ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long SplitBurst() => _bursts.Run(_splitDriver, _splitDevice, InOrder, singles: false, Packets);
+    public long SplitBurst() => _bursts.Run<SplitDriverRing, SplitDeviceRing, BurstPops>(_splitDriver, _splitDevice, InOrder, Packets);
 
     /// <summary>The packed ring with burst calls.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long PackedBurst() => _bursts.Run(_packedDriver, _packedDevice, InOrder, singles: false, Packets);
+    public long PackedBurst() => _bursts.Run<PackedDriverRing, PackedDeviceRing, BurstPops>(_packedDriver, _packedDevice, InOrder, Packets);
 
     /// <summary>The split ring with burst calls, the device popping with PopSingles (segment and token per buffer).</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long SplitSingles() => _bursts.Run(_splitDriver, _splitDevice, InOrder, singles: true, Packets);
+    public long SplitSingles() => _bursts.Run<SplitDriverRing, SplitDeviceRing, SinglePops>(_splitDriver, _splitDevice, InOrder, Packets);
 
     /// <summary>The packed ring with burst calls, the device popping with PopSingles.</summary>
     /// <returns>A checksum of the ids taken back.</returns>
     [Benchmark(OperationsPerInvoke = Packets)]
-    public long PackedSingles() => _bursts.Run(_packedDriver, _packedDevice, InOrder, singles: true, Packets);
+    public long PackedSingles() => _bursts.Run<PackedDriverRing, PackedDeviceRing, SinglePops>(_packedDriver, _packedDevice, InOrder, Packets);
 }

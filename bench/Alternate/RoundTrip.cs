@@ -20,13 +20,12 @@ public sealed class RoundTrip
     private readonly IDriverRing _driver;
     private readonly IDeviceRing _device;
     private readonly bool _inOrder;
-    private readonly bool _singles;
     private readonly BurstRoundTrip _bursts;
 
     // Kept alive for the rings' lifetime (its memory is theirs).
     private readonly NativeRegion _region;
 
-    private RoundTrip(string ring, bool inOrder, int burst, bool singles)
+    private RoundTrip(string ring, bool inOrder, int burst)
     {
         var format = ring == "packed" ? RingFormat.Packed : RingFormat.Split;
         var layout = format.Layout(QueueSize);
@@ -46,7 +45,6 @@ public sealed class RoundTrip
         }
 
         _inOrder = inOrder;
-        _singles = singles;
         _bursts = new BurstRoundTrip(new BufferSegment(guest + (ulong)layout.TotalBytes, 64), burst);
     }
 
@@ -58,12 +56,22 @@ public sealed class RoundTrip
     /// <returns>The step; it returns a checksum of the ids taken back.</returns>
     public static Func<long> Create(string ring, bool inOrder, int burst, bool singles)
     {
-        var trip = new RoundTrip(ring, inOrder, burst, singles);
-        return ring == "packed" ? trip.RunPacked : trip.RunSplit;
+        var trip = new RoundTrip(ring, inOrder, burst);
+        return (ring, singles) switch
+        {
+            ("packed", true) => trip.RunPackedSingles,
+            ("packed", false) => trip.RunPacked,
+            (_, true) => trip.RunSplitSingles,
+            _ => trip.RunSplit,
+        };
     }
 
     // The sealed ring types named, so the shared loop's ring calls are direct, as in the benchmark.
-    private long RunSplit() => _bursts.Run((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, _singles, Packets);
+    private long RunSplit() => _bursts.Run<SplitDriverRing, SplitDeviceRing, BurstPops>((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, Packets);
 
-    private long RunPacked() => _bursts.Run((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, _singles, Packets);
+    private long RunPacked() => _bursts.Run<PackedDriverRing, PackedDeviceRing, BurstPops>((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, Packets);
+
+    private long RunSplitSingles() => _bursts.Run<SplitDriverRing, SplitDeviceRing, SinglePops>((SplitDriverRing)_driver, (SplitDeviceRing)_device, _inOrder, Packets);
+
+    private long RunPackedSingles() => _bursts.Run<PackedDriverRing, PackedDeviceRing, SinglePops>((PackedDriverRing)_driver, (PackedDeviceRing)_device, _inOrder, Packets);
 }
