@@ -199,34 +199,8 @@ public interface IDeviceRing
     /// <param name="tokens">Receives each buffer's token, beside its segment.</param>
     /// <returns>Buffers popped; 0 when none is available, the next has several segments, or the
     /// driver broke a rule (then <see cref="IsBroken"/> is set).</returns>
-    /// <remarks>To give popped buffers back with <see cref="UndoPops"/>, read <see cref="Position"/>
-    /// before the call: every buffer from there on goes back.</remarks>
-    int PopSingles(Span<ChainSegment> segments, Span<ChainToken> tokens)
-    {
-        // Generic form over the single calls, for rings that wrap another (the four formats' rings
-        // have their own).
-        var limit = Math.Min(segments.Length, tokens.Length);
-        var popped = 0;
-        while (popped < limit)
-        {
-            var before = Position;
-            if (!TryPop(out var chain))
-            {
-                break;
-            }
-
-            if (chain.Segments.Length != 1)
-            {
-                UndoPops(before);
-                break;
-            }
-
-            segments[popped] = chain.Segments[0];
-            tokens[popped++] = chain.Token;
-        }
-
-        return popped;
-    }
+    /// <remarks>To give popped buffers back, <see cref="UndoNewestPops"/> counts them from the newest.</remarks>
+    int PopSingles(Span<ChainSegment> segments, Span<ChainToken> tokens);
 
     /// <summary>Returns a popped buffer as used. It becomes visible at the next <see cref="PublishUsed"/>.</summary>
     /// <param name="token">The popped buffer's token.</param>
@@ -301,6 +275,16 @@ public interface IDeviceRing
     /// </summary>
     /// <param name="before">The position read before the pops.</param>
     void UndoPops(RingPosition before);
+
+    /// <summary>
+    /// Undoes the newest <paramref name="buffers"/> pops, when none of them was pushed used: the
+    /// same as <see cref="UndoPops"/> from the position before the oldest of them.
+    /// Gives back the tail of a <see cref="PopSingles"/> burst, whose buffers carry no position.
+    /// </summary>
+    /// <param name="buffers">How many of the newest pops to undo; 0 undoes none.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="buffers"/> is negative or more
+    /// than the ring has popped and not returned.</exception>
+    void UndoNewestPops(int buffers);
 
     /// <summary>Marks the queue broken for a reason found above the ring (for example a header that does not fit).</summary>
     /// <param name="reason">The reason.</param>

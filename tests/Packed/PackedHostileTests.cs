@@ -159,6 +159,41 @@ public class PackedHostileTests
     }
 
     [Fact]
+    public void A_list_whose_id_is_in_flight_breaks_a_pop_of_single_segments_as_it_breaks_a_pop()
+    {
+        // PopSingles leaves a list of several segments available, but not one that breaks the
+        // queue: its id is checked as TryPop checks it (2.8.6), and the queue breaks there.
+        using var rig = new PackedRig(4, All);
+        rig.WriteDescriptor(1, rig.SlotAddress(1), 16, 9, Pf.Avail | Pf.Next);
+        rig.WriteDescriptor(2, rig.SlotAddress(2), 16, 2, Pf.Avail);
+        rig.WriteDescriptor(0, rig.SlotAddress(0), 16, 2, Pf.Avail);
+        var segments = new ChainSegment[4];
+        var tokens = new ChainToken[4];
+        Assert.Equal(1, rig.Device.PopSingles(segments, tokens));
+        Assert.Equal(new ChainToken(2, 1), tokens[0]);
+        Assert.True(rig.Device.IsBroken);
+        Assert.Equal(BrokenReason.BufferIdInvalid, rig.Device.BrokenReason);
+        Assert.Equal(0, rig.Device.PopSingles(segments, tokens));
+    }
+
+    [Fact]
+    public void A_valid_list_stays_available_to_a_pop_of_single_segments()
+    {
+        using var rig = new PackedRig(4, All);
+        rig.WriteDescriptor(1, rig.SlotAddress(1), 16, 9, Pf.Avail | Pf.Next);
+        rig.WriteDescriptor(2, rig.SlotAddress(2), 16, 3, Pf.Avail);
+        rig.WriteDescriptor(0, rig.SlotAddress(0), 16, 2, Pf.Avail);
+        var segments = new ChainSegment[4];
+        var tokens = new ChainToken[4];
+        Assert.Equal(1, rig.Device.PopSingles(segments, tokens));
+        Assert.Equal(0, rig.Device.PopSingles(segments, tokens));
+        Assert.False(rig.Device.IsBroken);
+        Assert.True(rig.Device.TryPop(out var list));
+        Assert.Equal(new ChainToken(3, 2), list.Token);
+        Assert.Equal(2, list.Segments.Length);
+    }
+
+    [Fact]
     public void Buffer_id_in_flight_is_reusable_once_returned()
     {
         using var rig = new PackedRig(4, All);

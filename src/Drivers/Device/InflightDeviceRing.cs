@@ -289,6 +289,41 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         return popped;
     }
 
+    /// <summary>
+    /// Pops one-segment buffers from the wrapped ring with its own call, then records each as
+    /// <see cref="TryPop"/> does, before the caller can use any of them.
+    /// </summary>
+    /// <param name="segments">Receives each buffer's segment.</param>
+    /// <param name="tokens">Receives each buffer's token.</param>
+    /// <returns>Buffers popped.</returns>
+    public int PopSingles(Span<ChainSegment> segments, Span<ChainToken> tokens)
+    {
+        CommitRecovery();
+        FinishPublish();
+        var start = _inner.Position;
+        var popped = _inner.PopSingles(segments, tokens);
+        for (var i = 0; i < popped; i++)
+        {
+            Record(After(start, i), tokens[i]);
+        }
+
+        return popped;
+    }
+
+    // The wrapped ring's position after 'descriptors' more pops of one descriptor each: split's
+    // avail index runs free (2.7.6); packed's wraps at the size and flips its wrap counter (2.8.1).
+    private RingPosition After(RingPosition start, int descriptors)
+    {
+        if (!_packed)
+        {
+            return start with { AvailIndex = (ushort)(start.AvailIndex + descriptors) };
+        }
+
+        var index = start.AvailIndex + descriptors;
+        var size = _inner.Size;
+        return index < size ? start with { AvailIndex = (ushort)index } : start with { AvailIndex = (ushort)(index - size), AvailWrapCounter = !start.AvailWrapCounter };
+    }
+
     // The record of a buffer just fetched, before it is used (vhost-user "Inflight I/O tracking").
     private void Record(RingPosition before, ChainToken token)
     {
@@ -403,6 +438,18 @@ public sealed unsafe class InflightDeviceRing : IDeviceRing
         _inner.PublishUsed();
         _recordPending = true;
         _popCount = 0;
+    }
+
+    /// <inheritdoc/>
+    public void UndoNewestPops(int buffers)
+    {
+        // The pops since the last publish are logged with the position before each.
+        ArgumentOutOfRangeException.ThrowIfNegative(buffers);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _popCount);
+        if (buffers > 0)
+        {
+            UndoPops(_pops[_popCount - buffers].Before);
+        }
     }
 
     /// <inheritdoc/>

@@ -5,7 +5,7 @@ using Rings.Linux.Net;
 
 namespace Rings.Linux.Device;
 
-/// <summary>What one <see cref="NetForwarder.Forward{TTx, TRx}"/> call did.</summary>
+/// <summary>What one <see cref="NetForwarder.Forward{TTx, TRx}(TTx, TRx, int, bool)"/> call did.</summary>
 /// <param name="Frames">Frames delivered into receive buffers.</param>
 /// <param name="Dropped">Frames consumed but not delivered (too large for a non-mergeable receive buffer).</param>
 /// <param name="ReceiveFull">True when forwarding stopped because the receive queue had no room: wait for the driver to post buffers.</param>
@@ -51,6 +51,17 @@ public static class NetForwarder
     [SkipLocalsInit]
     public static ForwardResult Forward<TTx, TRx>(TTx tx, TRx rx, int burst, bool mergeable)
         where TTx : IDeviceRing
+        where TRx : IDeviceRing =>
+        Forward(tx, rx, burst, mergeable, singles: true);
+
+    /// <summary>
+    /// <see cref="Forward{TTx, TRx}(TTx, TRx, int, bool)"/>, with the pop of one-segment buffers
+    /// (<see cref="IDeviceRing.PopSingles"/>) on or off: off, every burst pops whole records (the
+    /// tests compare the two).
+    /// </summary>
+    [SkipLocalsInit]
+    internal static ForwardResult Forward<TTx, TRx>(TTx tx, TRx rx, int burst, bool mergeable, bool singles)
+        where TTx : IDeviceRing
         where TRx : IDeviceRing
     {
         // One look at the destination's ring per call, not per frame: if it runs dry mid-burst,
@@ -72,10 +83,23 @@ public static class NetForwarder
             while (frames + dropped < burst && !rx.IsBroken && !tx.IsBroken)
             {
                 var want = Math.Min(BurstChains, burst - frames - dropped);
-                var step = ForwardBurst(tx, rx, mergeable, txChains[..want], txSegments, rxChains, rxSegments, txTokens, rxTokens, written);
+                var step = singles
+                    ? ForwardSingles(tx, rx, mergeable, txSegments[..want], rxSegments, txTokens, rxTokens, written)
+                    : new BurstStep(0, 0, BurstOutcome.Chains);
+                var moved = step.Frames + step.Dropped;
+                if (step.Outcome == BurstOutcome.Chains)
+                {
+                    // A buffer of several segments at the head of a queue: the rest of this step
+                    // goes with whole records.
+                    frames += step.Frames;
+                    dropped += step.Dropped;
+                    step = ForwardBurst(tx, rx, mergeable, txChains[..(want - moved)], txSegments, rxChains, rxSegments, txTokens, rxTokens, written);
+                    moved += step.Frames + step.Dropped;
+                }
+
                 frames += step.Frames;
                 dropped += step.Dropped;
-                if (step.Outcome == BurstOutcome.Continue && step.Frames + step.Dropped == want)
+                if (step.Outcome == BurstOutcome.Continue && moved == want)
                 {
                     continue;
                 }
@@ -118,6 +142,10 @@ public static class NetForwarder
 
         // Nothing more to do now: the transmit queue is empty or broken.
         Stop,
+
+        // A buffer of several segments is next on a queue: a burst with whole records
+        // (ForwardBurst) takes it. Only ForwardSingles says this.
+        Chains,
     }
 
     private readonly record struct BurstStep(int Frames, int Dropped, BurstOutcome Outcome);
@@ -248,6 +276,121 @@ public static class NetForwarder
         }
 
         return new BurstStep(frames, dropped, outcome);
+    }
+
+    // One burst of the common case, every frame and every receive buffer one segment: pops each
+    // side with PopSingles, so a buffer's record is its segment and the tokens are ready to be
+    // returned; ForwardBurst's checks and outcomes otherwise, frame by frame. Stops with Chains
+    // where a buffer of several segments comes next. Publishes nothing.
+    private static BurstStep ForwardSingles<TTx, TRx>(TTx tx, TRx rx, bool mergeable, Span<ChainSegment> txSegments, Span<ChainSegment> rxSegments, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+    {
+        var txCount = tx.PopSingles(txSegments, txTokens);
+        if (txCount == 0)
+        {
+            // Empty or broken, or a frame of several segments next.
+            return new BurstStep(0, 0, !tx.IsBroken && tx.HasAvailable ? BurstOutcome.Chains : BurstOutcome.Stop);
+        }
+
+        var rxCount = rx.PopSingles(rxSegments[..txCount], rxTokens);
+        var outcome = BurstOutcome.Continue;
+        var dropped = 0;
+        var buffers = 0;
+        var i = 0;
+        for (; i < txCount; i++)
+        {
+            var frame = txSegments[i];
+            if (frame.IsWritable || frame.Length < VirtioNetHeader.Size)
+            {
+                // 5.1.6.2: every transmitted buffer starts with the header (a device-writable one
+                // has no readable bytes). The frames before it are returned below; it and those
+                // after it stay with the broken queue.
+                tx.MarkBroken(BrokenReason.HeaderTooShort);
+                outcome = BurstOutcome.Stop;
+                break;
+            }
+
+            if (buffers == rxCount)
+            {
+                // Fewer receive buffers than frames: the driver has posted no more (wait for it),
+                // or the next one has several segments (a burst with records takes it).
+                outcome = rx.IsBroken ? BurstOutcome.Stop : rx.HasAvailable ? BurstOutcome.Chains : BurstOutcome.ReceiveFull;
+                break;
+            }
+
+            var buffer = rxSegments[buffers];
+            if (!buffer.IsWritable || buffer.Length < VirtioNetHeader.Size)
+            {
+                // Rings needs the receive header in the first writable segment.
+                rx.MarkBroken(BrokenReason.HeaderTooShort);
+                outcome = BurstOutcome.Stop;
+                break;
+            }
+
+            var payload = frame.Length - VirtioNetHeader.Size;
+            if (payload > buffer.Length - VirtioNetHeader.Size)
+            {
+                if (mergeable)
+                {
+                    // Needs several receive buffers (5.1.6.4): the per-frame path merges them.
+                    outcome = BurstOutcome.PerFrame;
+                    break;
+                }
+
+                // Does not fit one buffer and may not be merged (5.1.6.3.1): dropped (its token
+                // stays in place, returned below with the others); the buffer stays for the next frame.
+                rx.Counters.RecordDrop();
+                dropped++;
+                continue;
+            }
+
+            var destination = buffer.Span;
+            if (!TryCopySmallFrame(frame.Span, destination))
+            {
+                // The frame, then its header: the two may be the same memory.
+                frame.Span.Slice(VirtioNetHeader.Size, (int)payload).CopyTo(destination[VirtioNetHeader.Size..]);
+                new VirtioNetHeader { NumBuffers = 1 }.TryWrite(destination);
+            }
+
+            written[buffers] = VirtioNetHeader.Size + payload;
+            buffers++;
+        }
+
+        // Every frame popped went, but fewer than asked were popped and more are there: the next
+        // has several segments.
+        if (i == txCount && txCount < txSegments.Length && !tx.IsBroken && tx.HasAvailable)
+        {
+            outcome = BurstOutcome.Chains;
+        }
+
+        // What was popped and not used goes back: the frames from the first one not forwarded
+        // (unless that one broke its queue), the receive buffers from the first one not filled.
+        if (i < txCount && !tx.IsBroken)
+        {
+            tx.UndoNewestPops(txCount - i);
+        }
+
+        if (buffers < rxCount)
+        {
+            rx.UndoNewestPops(rxCount - buffers);
+        }
+
+        rx.PushUsedBurst(rxTokens[..buffers], written[..buffers]);
+
+        // Every frame before i went, delivered or dropped, in ring order: their tokens are the
+        // pop's own.
+        if (i > 1 && tx.InOrder)
+        {
+            // Under IN_ORDER, none written to, with one used entry naming the last (2.7.9, 2.8.8).
+            tx.PushUsedInOrderBatch(txTokens[i - 1], 0, i);
+        }
+        else
+        {
+            tx.PushUsedBurst(txTokens[..i], default);
+        }
+
+        return new BurstStep(buffers, dropped, outcome);
     }
 
     // The receive header of a forwarded frame as the first 32 bytes of a vector: all zero but

@@ -134,6 +134,32 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     /// <inheritdoc/>
+    public void UndoNewestPops(int buffers)
+    {
+        // The descriptors those buffers took, from the pop log (each took at least one, so no
+        // more buffers than descriptors in flight), then the position that many back on the line
+        // of two laps (the first lap's wrap counter is set).
+        ArgumentOutOfRangeException.ThrowIfNegative(buffers);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _inFlight);
+        var descriptors = 0;
+        var at = _popLogNext;
+        for (var i = 0; i < buffers; i++)
+        {
+            at = at == 0 ? _popLogIds.Length - 1 : at - 1;
+            descriptors += _popLogDescriptors[at];
+        }
+
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(descriptors, _inFlight, nameof(buffers));
+        var line = _availPosition + (_availBits == PackedFlags.Avail ? 0 : _size) - descriptors;
+        if (line < 0)
+        {
+            line += 2 * _size;
+        }
+
+        UndoPops(new RingPosition((ushort)(line % _size), line < _size, (ushort)_usedPosition, _usedBits == PackedFlags.AvailUsed));
+    }
+
+    /// <inheritdoc/>
     public void UndoPops(RingPosition before)
     {
         // Descriptors popped since 'before', on a line of two laps (the wrap counter picks the lap).
@@ -455,10 +481,22 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return 0;
         }
 
-        if (count > free.Length || (TRecords.SingleSegmentOnly && count != 1) || !Commit(id, descriptors))
+        if (TRecords.SingleSegmentOnly && count != 1)
         {
-            // Does not fit or (for a pop of single segments) has several (it stays available, to be
-            // walked again), or the id broke the queue.
+            // Several segments: it stays available, to be walked again. Its id is checked as a pop
+            // of it would (2.8.6), so a list that breaks the queue breaks it here too, as it does
+            // on the split ring, whose walk checks everything.
+            if (id >= (uint)_idInFlight.Length || _idInFlight[id])
+            {
+                Break(BrokenReason.BufferIdInvalid);
+            }
+
+            return 0;
+        }
+
+        if (count > free.Length || !Commit(id, descriptors))
+        {
+            // Does not fit (it stays available, to be walked again), or the id broke the queue.
             return 0;
         }
 

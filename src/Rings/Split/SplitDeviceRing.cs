@@ -95,6 +95,16 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     public bool HasAvailable => !IsBroken && (_lastAvail != _cachedAvailIndex || Volatile.Read(ref _ring.Avail->Idx) != _lastAvail);
 
     /// <inheritdoc/>
+    public void UndoNewestPops(int buffers)
+    {
+        // Each pop took one avail entry, whatever its chain's length (2.7.6): the position before
+        // the oldest of them is that many entries back.
+        ArgumentOutOfRangeException.ThrowIfNegative(buffers);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, (int)_size);
+        UndoPops(new RingPosition((ushort)(_lastAvail - buffers)));
+    }
+
+    /// <inheritdoc/>
     public void UndoPops(RingPosition before)
     {
         var undone = (ushort)(_lastAvail - before.AvailIndex);

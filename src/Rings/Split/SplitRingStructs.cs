@@ -68,6 +68,9 @@ public readonly struct SplitDevice(SplitDeviceRing ring) : IDeviceRing
     public void UndoPops(RingPosition before) => _ring.UndoPops(before);
 
     /// <inheritdoc/>
+    public void UndoNewestPops(int buffers) => _ring.UndoNewestPops(buffers);
+
+    /// <inheritdoc/>
     public void MarkBroken(BrokenReason reason) => _ring.MarkBroken(reason);
 
     /// <inheritdoc/>
