@@ -34,12 +34,15 @@ public static class NetForwarder
     /// </summary>
     /// <remarks>
     /// Frames that each fit one receive buffer, the common case, go a burst at a time: one
-    /// <see cref="IDeviceRing.PopBurst"/> on each ring (so the driver's index is read once and the
-    /// descriptors of the whole burst are fetched together, not one cross-core miss after another),
-    /// one <see cref="IDeviceRing.PushUsedBurst"/> on each. A frame that needs several receive
-    /// buffers (MRG_RXBUF), or a chain too long for the burst's scratch, goes through the per-frame
-    /// path with its own pops; what a burst popped but did not use is put back with
-    /// <see cref="IDeviceRing.UndoPops"/> from that buffer's <see cref="PoppedChain.Before"/>.
+    /// <see cref="IDeviceRing.PopSingles"/> on each ring while frames and receive buffers are one
+    /// segment each (so the driver's index is read once and the descriptors of the whole burst are
+    /// fetched together, not one cross-core miss after another, and each buffer's record is its
+    /// segment), <see cref="IDeviceRing.PopBurst"/> where a buffer of several segments comes next;
+    /// one <see cref="IDeviceRing.PushUsedBurst"/> on each (one batch for the frames under
+    /// IN_ORDER). A frame that needs several receive buffers (MRG_RXBUF), or a chain too long for
+    /// the burst's scratch, goes through the per-frame path with its own pops; what a burst popped
+    /// but did not use is put back with <see cref="IDeviceRing.UndoNewestPops"/> or
+    /// <see cref="IDeviceRing.UndoPops"/>.
     /// </remarks>
     /// <typeparam name="TTx">Device side of the source's transmit queue.</typeparam>
     /// <typeparam name="TRx">Device side of the destination's receive queue.</typeparam>
