@@ -191,9 +191,10 @@ public interface IDeviceRing
     /// Pops the available buffers that are one segment each, the common case of a network queue,
     /// up to the shorter span's length: the same buffers, checks and counts as calling
     /// <see cref="TryPop"/>, but stopping before the first buffer of several segments, which stays
-    /// available (<see cref="PopBurst"/> or <see cref="TryPop"/> takes it). Writes per buffer only
-    /// what <see cref="PopBurst"/>'s record would say twice: the segment (its length, whether it is
-    /// device-writable) and the token to return it with.
+    /// available (<see cref="PopBurst"/> or <see cref="TryPop"/> takes it); one that breaks a rule
+    /// breaks the queue here, as a pop of it would. Writes per buffer only its segment (which holds
+    /// its length and whether it is device-writable) and the token to return it with, where
+    /// <see cref="PopBurst"/> also writes a record that repeats them.
     /// </summary>
     /// <param name="segments">Receives each buffer's segment, in ring order.</param>
     /// <param name="tokens">Receives each buffer's token, beside its segment.</param>
@@ -283,7 +284,8 @@ public interface IDeviceRing
     /// </summary>
     /// <param name="buffers">How many of the newest pops to undo; 0 undoes none.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="buffers"/> is negative or more
-    /// than the ring has popped and not returned.</exception>
+    /// than the ring has popped and not returned (the split ring, which keeps no count of its pops,
+    /// checks it against the queue size only).</exception>
     void UndoNewestPops(int buffers);
 
     /// <summary>Marks the queue broken for a reason found above the ring (for example a header that does not fit).</summary>
