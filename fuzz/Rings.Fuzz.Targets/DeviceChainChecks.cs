@@ -16,6 +16,12 @@ public enum DrainBehaviour
 
     /// <summary>Publish the used ring and ask whether to call after every pop.</summary>
     PublishEachPop = 2,
+
+    /// <summary>
+    /// Pop with PopSingles, a few buffers at a time, each checked as a chain of one segment; a
+    /// single pop takes a buffer of several segments, which PopSingles leaves.
+    /// </summary>
+    PopSingles = 16,
 }
 
 /// <summary>
@@ -91,9 +97,41 @@ public static class DeviceChainChecks
 
         var pops = 0;
         var first = ring.BrokenReason;
+        Span<ChainSegment> singles = stackalloc ChainSegment[3];
+        Span<ChainToken> tokens = stackalloc ChainToken[3];
         for (var i = 0; i < maxPops; i++)
         {
             var wasBroken = ring.IsBroken;
+            if ((behaviour & DrainBehaviour.PopSingles) != 0)
+            {
+                var popped = ring.PopSingles(singles[..Math.Min(singles.Length, maxPops - i)], tokens);
+                FuzzViolation.Check(!wasBroken || popped == 0, $"a ring broken for {ring.BrokenReason} popped a buffer of one segment");
+                for (var k = 0; k < popped; k++)
+                {
+                    CheckSingle(singles[k], tokens[k], ring.Size, regions);
+                    onPop?.Invoke(pops, tokens[k]);
+                    pops++;
+                    var length = 0u;
+                    if ((behaviour & DrainBehaviour.WriteBuffers) != 0 && singles[k].IsWritable)
+                    {
+                        length = (uint)Math.Min(frame.Length, singles[k].Span.Length);
+                        frame[..(int)length].CopyTo(singles[k].Span);
+                    }
+
+                    ring.PushUsed(tokens[k], length);
+                }
+
+                if (popped > 0)
+                {
+                    // Each buffer counts as one pop of the bound.
+                    i += popped - 1;
+                    continue;
+                }
+
+                // None: empty, broken, or a buffer of several segments next, which the single pop
+                // below takes.
+            }
+
             if (!ring.TryPop(out var chain))
             {
                 // Broken: for a reason popping can give, the same one each time; it stays broken
@@ -167,6 +205,18 @@ public static class DeviceChainChecks
 
         FuzzViolation.Check(readBytes == chain.ReadableBytes, $"readable bytes {chain.ReadableBytes}, segments hold {readBytes}");
         FuzzViolation.Check(writeBytes == chain.WritableBytes, $"writable bytes {chain.WritableBytes}, segments hold {writeBytes}");
+    }
+
+    /// <summary>Checks one buffer PopSingles popped: a token of one descriptor, in range, and its segment inside one region.</summary>
+    /// <param name="segment">The buffer's segment.</param>
+    /// <param name="token">Its token.</param>
+    /// <param name="size">The queue size.</param>
+    /// <param name="regions">Every region of the memory table.</param>
+    public static void CheckSingle(ChainSegment segment, ChainToken token, int size, GuardedRegion[] regions)
+    {
+        FuzzViolation.Check(token.Id < size, $"token id {token.Id} not below the queue size {size}");
+        FuzzViolation.Check(token.DescriptorCount == 1, $"a buffer of one segment took {token.DescriptorCount} descriptors");
+        CheckInside(segment.Span, regions);
     }
 
     /// <summary>Checks that <paramref name="span"/> lies wholly inside one region, and touches its first and last byte.</summary>

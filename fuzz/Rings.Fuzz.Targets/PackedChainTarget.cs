@@ -13,7 +13,7 @@ namespace Rings.Fuzz.Targets;
 /// <remarks>
 /// Input: byte 0 = queue size (bits 0-2 index <see cref="Sizes"/>), INDIRECT_DESC (bit 3),
 /// EVENT_IDX (bit 4), IN_ORDER (bit 5); u16 start position (bits 0-14, modulo the size; bit 15 set
-/// starts both wrap counters at 0 instead of 1), byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1, bit 2: enable kicks at the end,
+/// starts both wrap counters at 0 instead of 1), byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1 and 4, bit 2: enable kicks at the end,
 /// bit 3: disable kicks first); then 16 x size bytes of descriptor ring, 4 bytes of driver area, and
 /// the data area (the rest, up to <see cref="DataBytes"/>). Missing bytes are zero.
 /// </remarks>
@@ -85,7 +85,7 @@ public static class PackedChainTarget
             ring.DisableAvailNotifications();
         }
 
-        var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 3));
+        var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 0x13));
         DeviceChainChecks.CheckVerdict(ring, ring.BrokenReason);
         if ((behaviour & (int)DrainBehaviour.WriteBuffers) == 0)
         {

@@ -13,7 +13,7 @@ namespace Rings.Fuzz.Targets;
 /// </summary>
 /// <remarks>
 /// Input: byte 0 = queue size exponent (bits 0-2), INDIRECT_DESC (bit 3), EVENT_IDX (bit 4),
-/// IN_ORDER (bit 5); u16 device start index; u16 used.idx; byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1,
+/// IN_ORDER (bit 5); u16 device start index; u16 used.idx; byte behaviour (<see cref="DrainBehaviour"/> in bits 0-1 and 4,
 /// bit 2: enable kicks at the end, bit 3: disable kicks first); then 16 x size bytes of descriptor
 /// table, 6 + 2 x size bytes of avail ring, and the data area (the rest, up to <see cref="DataBytes"/>).
 /// Missing bytes are zero.
@@ -89,7 +89,7 @@ public static class SplitChainTarget
         var availIndex = BinaryPrimitives.ReadUInt16LittleEndian(m.Avail.Bytes[2..]);
         var ahead = (ushort)(availIndex - start);
         var heads = m.Avail.Bytes.Slice(4, 2 * size).ToArray();
-        var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 3), stable
+        var pops = DeviceChainChecks.Drain(ring, m.All, (2 * size) + 2, (DrainBehaviour)(behaviour & 0x13), stable
             ? (n, token) =>
             {
                 // The id is the head the avail ring named at that position (2.7.6).

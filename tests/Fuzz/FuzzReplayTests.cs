@@ -21,6 +21,21 @@ public sealed class FuzzReplayTests
     [Fact]
     public void PackedChainInputsReplayClean() => Replay("packed-chain");
 
+    /// <summary>The chain targets' inputs again, the device popping with PopSingles (bit 4 of the behaviour byte).</summary>
+    /// <param name="name">The target.</param>
+    /// <param name="behaviourOffset">Where its input holds the behaviour byte.</param>
+    [Theory]
+    [InlineData("split-chain", 5)]
+    [InlineData("packed-chain", 3)]
+    public void ChainInputsReplayCleanWithPopsOfSingleSegments(string name, int behaviourOffset) =>
+        Replay(name, input =>
+        {
+            if (input.Length > behaviourOffset)
+            {
+                input[behaviourOffset] |= (byte)DrainBehaviour.PopSingles;
+            }
+        });
+
     [Fact]
     public void SplitOpsInputsReplayClean() => Replay("split-ops");
 
@@ -56,7 +71,7 @@ public sealed class FuzzReplayTests
         }
     }
 
-    private static void Replay(string name)
+    private static void Replay(string name, Action<byte[]>? change = null)
     {
         var target = FuzzTargets.Find(name);
         Assert.NotNull(target?.Run);
@@ -67,7 +82,9 @@ public sealed class FuzzReplayTests
         {
             try
             {
-                target.Run(File.ReadAllBytes(file));
+                var input = File.ReadAllBytes(file);
+                change?.Invoke(input);
+                target.Run(input);
             }
             catch (Exception e)
             {
