@@ -163,10 +163,7 @@ public class PackedHostileTests
     {
         // PopSingles leaves a list of several segments available, but not one that breaks the
         // queue: its id is checked as TryPop checks it (2.8.6), and the queue breaks there.
-        using var rig = new PackedRig(4, All);
-        rig.WriteDescriptor(1, rig.SlotAddress(1), 16, 9, Pf.Avail | Pf.Next);
-        rig.WriteDescriptor(2, rig.SlotAddress(2), 16, 2, Pf.Avail);
-        rig.WriteDescriptor(0, rig.SlotAddress(0), 16, 2, Pf.Avail);
+        using var rig = SingleThenList(listId: 2);
         var segments = new ChainSegment[4];
         var tokens = new ChainToken[4];
         Assert.Equal(1, rig.Device.PopSingles(segments, tokens));
@@ -179,10 +176,7 @@ public class PackedHostileTests
     [Fact]
     public void A_valid_list_stays_available_to_a_pop_of_single_segments()
     {
-        using var rig = new PackedRig(4, All);
-        rig.WriteDescriptor(1, rig.SlotAddress(1), 16, 9, Pf.Avail | Pf.Next);
-        rig.WriteDescriptor(2, rig.SlotAddress(2), 16, 3, Pf.Avail);
-        rig.WriteDescriptor(0, rig.SlotAddress(0), 16, 2, Pf.Avail);
+        using var rig = SingleThenList(listId: 3);
         var segments = new ChainSegment[4];
         var tokens = new ChainToken[4];
         Assert.Equal(1, rig.Device.PopSingles(segments, tokens));
@@ -191,6 +185,16 @@ public class PackedHostileTests
         Assert.True(rig.Device.TryPop(out var list));
         Assert.Equal(new ChainToken(3, 2), list.Token);
         Assert.Equal(2, list.Segments.Length);
+    }
+
+    // A buffer of one descriptor (id 2), then a list of two with id listId, made available.
+    private static PackedRig SingleThenList(ushort listId)
+    {
+        var rig = new PackedRig(4, All);
+        rig.WriteDescriptor(1, rig.SlotAddress(1), 16, 9, Pf.Avail | Pf.Next);
+        rig.WriteDescriptor(2, rig.SlotAddress(2), 16, listId, Pf.Avail);
+        rig.WriteDescriptor(0, rig.SlotAddress(0), 16, 2, Pf.Avail);
+        return rig;
     }
 
     [Fact]

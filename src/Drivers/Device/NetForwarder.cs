@@ -41,8 +41,7 @@ public static class NetForwarder
     /// one <see cref="IDeviceRing.PushUsedBurst"/> on each (one batch for the frames under
     /// IN_ORDER). A frame that needs several receive buffers (MRG_RXBUF), or a chain too long for
     /// the burst's scratch, goes through the per-frame path with its own pops; what a burst popped
-    /// but did not use is put back with <see cref="IDeviceRing.UndoNewestPops"/> or
-    /// <see cref="IDeviceRing.UndoPops"/>.
+    /// but did not use is put back with <see cref="IDeviceRing.UndoNewestPops"/>.
     /// </remarks>
     /// <typeparam name="TTx">Device side of the source's transmit queue.</typeparam>
     /// <typeparam name="TRx">Device side of the destination's receive queue.</typeparam>
@@ -252,33 +251,41 @@ public static class NetForwarder
             frames++;
         }
 
-        // What was popped and not used goes back: the frames from the first one not forwarded
-        // (unless that one broke its queue), the receive buffers from the first one not filled.
-        if (i < txCount && !tx.IsBroken)
+        // Every frame before i went, delivered or dropped: frames + dropped == i.
+        EndBurst(tx, rx, txCount - i, rxCount - buffers, txTokens[..i], rxTokens[..buffers], written[..buffers]);
+        return new BurstStep(frames, dropped, outcome);
+    }
+
+    // The end of a burst, of either kind: what was popped and not used goes back, the newest pops
+    // of each queue (the frames from the first one not forwarded, unless that one broke its queue;
+    // the receive buffers from the first one not filled), then both bursts are returned, the
+    // frames in ring order. Publishes nothing.
+    private static void EndBurst<TTx, TRx>(TTx tx, TRx rx, int txUnused, int rxUnused, ReadOnlySpan<ChainToken> txTokens, ReadOnlySpan<ChainToken> rxTokens, ReadOnlySpan<uint> written)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+    {
+        if (txUnused > 0 && !tx.IsBroken)
         {
-            tx.UndoPops(txChains[i].Before);
+            tx.UndoNewestPops(txUnused);
         }
 
-        if (buffers < rxCount)
+        if (rxUnused > 0)
         {
-            rx.UndoPops(rxChains[buffers].Before);
+            rx.UndoNewestPops(rxUnused);
         }
 
-        rx.PushUsedBurst(rxTokens[..buffers], written[..buffers]);
-        var sent = frames + dropped;
-        if (sent > 1 && tx.InOrder)
+        rx.PushUsedBurst(rxTokens, written);
+        if (txTokens.Length > 1 && tx.InOrder)
         {
             // Under IN_ORDER the frames, popped in ring order and none written to, go back with
             // one used entry naming the last (2.7.9, 2.8.8): one line for the driver to read
             // instead of one per eight (split) or four (packed) frames.
-            tx.PushUsedInOrderBatch(txTokens[sent - 1], 0, sent);
+            tx.PushUsedInOrderBatch(txTokens[^1], 0, txTokens.Length);
         }
         else
         {
-            tx.PushUsedBurst(txTokens[..sent], default);
+            tx.PushUsedBurst(txTokens, default);
         }
-
-        return new BurstStep(frames, dropped, outcome);
     }
 
     // One burst of the common case, every frame and every receive buffer one segment: pops each
@@ -367,32 +374,9 @@ public static class NetForwarder
             outcome = BurstOutcome.Chains;
         }
 
-        // What was popped and not used goes back: the frames from the first one not forwarded
-        // (unless that one broke its queue), the receive buffers from the first one not filled.
-        if (i < txCount && !tx.IsBroken)
-        {
-            tx.UndoNewestPops(txCount - i);
-        }
-
-        if (buffers < rxCount)
-        {
-            rx.UndoNewestPops(rxCount - buffers);
-        }
-
-        rx.PushUsedBurst(rxTokens[..buffers], written[..buffers]);
-
         // Every frame before i went, delivered or dropped, in ring order: their tokens are the
         // pop's own.
-        if (i > 1 && tx.InOrder)
-        {
-            // Under IN_ORDER, none written to, with one used entry naming the last (2.7.9, 2.8.8).
-            tx.PushUsedInOrderBatch(txTokens[i - 1], 0, i);
-        }
-        else
-        {
-            tx.PushUsedBurst(txTokens[..i], default);
-        }
-
+        EndBurst(tx, rx, txCount - i, rxCount - buffers, txTokens[..i], rxTokens[..buffers], written[..buffers]);
         return new BurstStep(buffers, dropped, outcome);
     }
 

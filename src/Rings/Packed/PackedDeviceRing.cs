@@ -486,7 +486,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             // Several segments: it stays available, to be walked again. Its id is checked as a pop
             // of it would (2.8.6), so a list that breaks the queue breaks it here too, as it does
             // on the split ring, whose walk checks everything.
-            if (id >= (uint)_idInFlight.Length || _idInFlight[id])
+            if (!IdFree(id))
             {
                 Break(BrokenReason.BufferIdInvalid);
             }
@@ -803,18 +803,20 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         return true;
     }
 
+    // 2.8.6: an id a driver may use for a new buffer: below the size, and not naming one in flight.
+    private bool IdFree(ushort id) => id < (uint)_idInFlight.Length && !_idInFlight[id];
+
     /// <summary>Checks a popped buffer's id, marks it in flight and moves the avail position past its descriptors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool Commit(ushort id, int descriptors)
     {
         // 2.8.6: the id (from the list's last descriptor) must name a buffer not already in flight.
-        var inFlight = _idInFlight;
-        if (id >= (uint)inFlight.Length || inFlight[id])
+        if (!IdFree(id))
         {
             return Break(BrokenReason.BufferIdInvalid);
         }
 
-        inFlight[id] = true;
+        _idInFlight[id] = true;
         _popLogIds[_popLogNext] = id;
         _popLogDescriptors[_popLogNext] = (ushort)descriptors;
         _popLogNext = _popLogNext + 1 == _popLogIds.Length ? 0 : _popLogNext + 1;
