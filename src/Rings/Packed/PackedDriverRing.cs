@@ -7,7 +7,8 @@ namespace Rings.Packed;
 
 /// <summary>
 /// The driver (guest) side of a packed virtqueue (virtio 1.2 section 2.8). Buffer ids come from a
-/// free-id stack so the device may complete in any order; the driver keeps its own record of each
+/// free-id stack so the device may complete in any order, or under IN_ORDER in sequence (the device
+/// then returns them in that order, 2.8.8); the driver keeps its own record of each
 /// buffer (descriptor count, writable length) and never reads them back from the ring, so a device
 /// scribbling on the descriptors can never steer it. Every used descriptor it takes back is checked.
 /// </summary>
@@ -25,12 +26,11 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     private readonly bool _inOrder;
 
     // Shadow state, never read back from shared memory.
-    private readonly ushort[] _freeIds;          // stack of buffer ids not in use
+    private readonly ushort[] _freeIds;          // without IN_ORDER: stack of buffer ids not in use
     private readonly BufferRecord[] _buffers;    // per buffer id: what the driver made available
-    private readonly ushort[] _runIds = new ushort[MaxRun];   // AddRun's ids, for its records after the loop
     private readonly PvirtqDesc[] _made;         // per ring position: the descriptor as the driver wrote it (flags without AVAIL/USED)
-    private InOrderQueue _order;                 // IN_ORDER: ids in the order they were made available
-    private int _freeIdCount;
+    private int _freeIdCount;                    // ids not in use: the size less the buffers outstanding
+    private int _oldestId;                       // IN_ORDER: id of the oldest buffer outstanding (see TakeId)
     private int _freeDescriptors;
 
     private int _availPosition;        // next descriptor to fill
@@ -77,13 +77,9 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             _useIndirect = true;
         }
 
-        _freeIds = new ushort[size];
+        _freeIds = _inOrder ? [] : new ushort[size];
         _buffers = new BufferRecord[size];
         _made = new PvirtqDesc[size];
-        if (_inOrder)
-        {
-            _order = new InOrderQueue(size);
-        }
 
         Counters = new QueueCounters();
         Reset();
@@ -133,14 +129,14 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // marked used and the driver has not taken, by the driver's own descriptor counts (2.8.6).
             var position = _usedPosition;
             var bits = _usedBits;
-            var pending = _inOrder ? _order.Count : 0;
+            var pending = _inOrder ? Outstanding : 0;
             var orderOffset = 0;
             if (_batchLeft > 0)
             {
                 // The rest of a batch being handed back: the device's used position is past all of it.
                 for (; orderOffset < _batchLeft; orderOffset++)
                 {
-                    Skip(_buffers[_order.PeekAt(orderOffset)].Descriptors, ref position, ref bits);
+                    Skip(_buffers[OutstandingId(orderOffset)].Descriptors, ref position, ref bits);
                 }
             }
 
@@ -173,7 +169,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 var found = false;
                 while (orderOffset < pending && !found)
                 {
-                    var next = _order.PeekAt(orderOffset++);
+                    var next = OutstandingId(orderOffset++);
                     Skip(_buffers[next].Descriptors, ref position, ref bits);
                     found = next == id;
                 }
@@ -235,7 +231,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return false;
         }
 
-        id = _freeIds[--_freeIdCount];
+        id = TakeId();
         var d = _desc + _availPosition;
         WriteDescriptor(d, segment.Address, segment.Length, id);
         _made[_availPosition] = new PvirtqDesc(segment.Address, segment.Length, id, deviceWritable ? PackedFlags.Write : (ushort)0);
@@ -269,7 +265,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 return false;
             }
 
-            id = _freeIds[--_freeIdCount];
+            id = TakeId();
 
             // 2.8.7: the table is read in order; WRITE is its only valid flag, the id is unused.
             var first = (ulong)id * (ulong)_indirectEntries;
@@ -297,7 +293,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return false;
         }
 
-        id = _freeIds[--_freeIdCount];
+        id = TakeId();
         var head = _desc + _availPosition;
         var headFlags = (ushort)0;
         var position = _availPosition;
@@ -353,52 +349,48 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             return 0;
         }
 
-        // In runs that stay inside one lap of the ring and fit the id scratch, so a run's loop
-        // tests no wrap and carries few values (the JIT would otherwise keep them on the stack).
+        // In runs that stay inside one lap of the ring, so a run's loop tests no wrap and carries
+        // few values (the JIT would otherwise keep them on the stack); its ids from the source
+        // this ring uses, each run compiled for its own.
         var added = 0;
         while (added < n)
         {
-            added += AddRun(buffers.Slice(added, Math.Min(Math.Min(n - added, _size - _availPosition), MaxRun)), deviceWritable, ids[added..]);
+            var run = buffers.Slice(added, Math.Min(n - added, _size - _availPosition));
+            added += _inOrder
+                ? AddRun(run, deviceWritable, ids[added..], new SequentialIds(NextSequentialId(), _size))
+                : AddRun(run, deviceWritable, ids[added..], new StackIds(_freeIds, _freeIdCount));
         }
 
         return n;
     }
 
-    /// <summary>Most buffers one <see cref="AddRun"/> makes available (the size of its id scratch).</summary>
-    private const int MaxRun = 64;
-
     /// <summary>
     /// TryAddBurst's loop: makes each of <paramref name="buffers"/> (checked, no more than the free
-    /// descriptors, the rest of this lap and <see cref="MaxRun"/>) available as one direct
-    /// descriptor and records it (the descriptor as made, the buffer's record) in the same pass,
-    /// then appends the run's ids to the IN_ORDER queue from the run's own id scratch.
+    /// descriptors and the rest of this lap) available as one direct descriptor with an id from
+    /// <paramref name="source"/>, and records it (the descriptor as made, the buffer's record) in
+    /// the same pass.
     /// </summary>
-    private int AddRun(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids)
+    private int AddRun<TIds>(ReadOnlySpan<BufferSegment> buffers, bool deviceWritable, Span<ushort> ids, TIds source)
+        where TIds : struct, IIdSource
     {
-        // The ids taken, kept in the driver's own scratch for the IN_ORDER queue after the loop
-        // rather than read back from the caller's span.
-        Span<ushort> taken = _runIds;
         var n = buffers.Length;
-        if (n < 1 || ids.Length < n || n > MaxRun || n > _size - _availPosition || n > _freeIdCount)
+        if (n < 1 || ids.Length < n || n > _size - _availPosition || n > _freeIdCount)
         {
-            throw new ArgumentException("a run holds at least one buffer and at most MaxRun, the rest of the lap and the free ids, with an id for each", nameof(ids));
+            throw new ArgumentException("a run holds at least one buffer and at most the rest of the lap and the free ids, with an id for each", nameof(ids));
         }
 
         var write = deviceWritable ? PackedFlags.Write : (ushort)0;
         var flags = (ushort)(_availBits | write);
         var position = _availPosition;
         var d = _desc + position;
-        var freeIds = _freeIds;
-        var freeIdCount = _freeIdCount;
         ref var buffer = ref MemoryMarshal.GetReference(buffers);
         ref var id0 = ref MemoryMarshal.GetReference(ids);
-        ref var scratch = ref MemoryMarshal.GetReference(taken);
 
         // The driver's own records, written in the loop that makes the descriptors, from the
         // values already in registers: a second pass over the run would load each buffer and id
         // again (measured: about 7 % of a packed round trip). Unchecked: the run stays in this
         // lap (so position + i is below the size, checked above) and every id comes from the
-        // driver's own free stack (each below the size, the length of both arrays). _made holds
+        // driver's own source (each below the size, the length of both arrays). _made holds
         // the descriptors as made, flags without AVAIL/USED (for PrepareDeviceRestart), written as
         // the ring's are, in two words (PvirtqDesc.LenIdFlags).
         ref var made = ref Unsafe.As<PvirtqDesc, ulong>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_made), position));
@@ -410,13 +402,12 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         {
             // The burst's first head: its flags are held back until Publish, which writes them
             // last with release (Expose), so the device sees none of the burst before all of it.
-            var id = freeIds[--freeIdCount];
+            var id = source.Take();
             d->Addr = buffer.Address;
             d->Len = buffer.Length;
             d->Id = id;
             _pendingHead = d;
             _pendingHeadFlags = flags;
-            scratch = id;
             id0 = id;
             made = buffer.Address;
             Unsafe.Add(ref made, 1) = PvirtqDesc.LenIdFlags(buffer.Length, id, write);
@@ -431,21 +422,15 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // core, and each store waits for it): published by the release store of the burst's
             // first head in Publish (2.8.21.1.1), before which the device reads none of them.
             var segment = Unsafe.Add(ref buffer, i);
-            var id = freeIds[--freeIdCount];
+            var id = source.Take();
             var words = (ulong*)(d + i);
             words[0] = segment.Address;
             words[1] = PvirtqDesc.LenIdFlags(segment.Length, id, flags);
             Unsafe.Add(ref made, 2 * i) = segment.Address;
             Unsafe.Add(ref made, (2 * i) + 1) = PvirtqDesc.LenIdFlags(segment.Length, id, write);
-            Unsafe.Add(ref scratch, i) = id;
             Unsafe.Add(ref id0, i) = id;
             Unsafe.Add(ref records, id) = new BufferRecord(writableMask & segment.Length, 1);
             readBytes += ~writableMask & segment.Length;
-        }
-
-        if (_inOrder)
-        {
-            _order.AppendRun(taken[..n]);
         }
 
         position += n;
@@ -457,7 +442,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
 
         _availPosition = position;
-        _freeIdCount = freeIdCount;
+        _freeIdCount -= n;
         _freeDescriptors -= n;
         _pendingBuffers += n;
         Counters.Packets += n;
@@ -555,7 +540,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         if (_inOrder)
         {
             // 2.8.8: one used descriptor returns every buffer made available up to this one.
-            _batchLeft = _order.BatchSize(id);
+            _batchLeft = BatchSize(id);
             _batchLastLength = length;
             return TakeFromBatch(out used);
         }
@@ -593,7 +578,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             // with its own length) in one pass; one returning several starts a batch below. The
             // first descriptor's id is only a hint here (the run reads the flags first and checks
             // what it reads), so a transmit queue's batches do not pay for the run's setup.
-            if (_order.Count > 0 && _desc[_usedPosition].Id == _order.PeekAt(0))
+            if (_desc[_usedPosition].Id == _oldestId)
             {
                 taken += TakeInOrderSingles(used[taken..]);
                 if (taken == used.Length || _freeIdCount == _size)
@@ -630,7 +615,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             }
 
             // 2.8.8: one used descriptor returns every buffer made available up to this one.
-            _batchLeft = _order.BatchSize(id);
+            _batchLeft = BatchSize(id);
             _batchLastLength = length;
         }
 
@@ -761,14 +746,18 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// <inheritdoc/>
     public void Reset()
     {
-        // Ids pop in ascending order from a fresh stack: 0 first.
+        // Ids go out in ascending order from a fresh stack (or in sequence, under IN_ORDER): 0 first.
         for (var i = 0; i < _size; i++)
         {
-            _freeIds[i] = (ushort)(_size - 1 - i);
+            if (!_inOrder)
+            {
+                _freeIds[i] = (ushort)(_size - 1 - i);
+            }
+
             _buffers[i] = default;
         }
 
-        _order.Clear();
+        _oldestId = 0;
         _freeIdCount = _size;
         _freeDescriptors = _size;
 
@@ -863,10 +852,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     {
         _buffers[id] = new BufferRecord(writable, (ushort)descriptors);
         _freeDescriptors -= descriptors;
-        if (_inOrder)
-        {
-            _order.Enqueue(id);
-        }
 
         Counters.Packets++;
         Counters.Bytes += (long)readBytes;
@@ -890,46 +875,37 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     {
         var n = Math.Min(_batchLeft, used.Length);
         var records = _buffers;
-        var freeIds = _freeIds;
-        var freeIdCount = _freeIdCount;
         var position = _usedPosition;
         var bits = _usedBits;
         var size = _size;
-        var order = _order.Ring;
-        var at = _order.OldestIndex;
+        var id = _oldestId;
 
-        // Bounds once, not per buffer: the n ids leave the order ring from its oldest slot (it
-        // holds the whole batch, queued by this driver's own adds) and return to the free stack,
-        // which has room for every id that is out. Each id came from that stack, so it names a
-        // record. The used span holds n. None of it was read from shared memory.
-        if (n < 1 || (uint)at >= (uint)order.Length || n > freeIds.Length - freeIdCount)
+        // Bounds once, not per buffer: the n ids are the oldest outstanding, in sequence from the
+        // oldest (below the size, the records' length) and wrapping at the size. The used span
+        // holds n. None of it was read from shared memory.
+        if (n < 1 || n > size - _freeIdCount || (uint)id >= (uint)records.Length || records.Length != size)
         {
-            throw new InvalidOperationException($"the driver's IN_ORDER records disagree: a batch of {n} from slot {at} of {order.Length}, {freeIdCount} of {freeIds.Length} ids free");
+            throw new InvalidOperationException($"the driver's IN_ORDER records disagree: a batch of {n} from id {id}, {_freeIdCount} of {size} ids free");
         }
 
-        ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
         ref var record0 = ref MemoryMarshal.GetArrayDataReference(records);
-        ref var free = ref MemoryMarshal.GetArrayDataReference(freeIds);
         ref var element = ref MemoryMarshal.GetReference(used);
         var freed = 0;
         long bytes = 0;
         for (var i = 0; i < n; i++)
         {
-            var id = Unsafe.Add(ref orderIds, at);
-            if (++at == order.Length)
-            {
-                at = 0;
-            }
-
             // 2.8.8: the buffers skipped over were used completely (the batch's last one is
             // given its own length after the loop, so the loop has no test for it).
             ref var record = ref Unsafe.Add(ref record0, id);
             var length = record.WritableLength;
             freed += record.Descriptors;
             record.Descriptors = 0;
-            Unsafe.Add(ref free, freeIdCount++) = id;
             bytes += length;
-            Unsafe.Add(ref element, i) = new UsedElement(id, length);
+            Unsafe.Add(ref element, i) = new UsedElement((ushort)id, length);
+            if (++id == size)
+            {
+                id = 0;
+            }
         }
 
         // The used position skips the run's descriptors at once, by our own counts (2.8.6): they
@@ -941,7 +917,7 @@ public sealed unsafe class PackedDriverRing : IDriverRing
             bytes += InOrderQueue.EndBatch(ref Unsafe.Add(ref element, n - 1), _batchLastLength);
         }
 
-        EndInOrderRun(n, position, bits, freeIdCount, freed, bytes);
+        EndInOrderRun(n, id, position, bits, freed, bytes);
         _batchLeft -= n;
         return n;
     }
@@ -952,21 +928,18 @@ public sealed unsafe class PackedDriverRing : IDriverRing
     /// the length it carries; stops at the first the device has not written, one naming a later
     /// buffer (a batch of several, which TakeUsed starts) or one whose length the buffer cannot
     /// hold (which TakeUsed then refuses). Each descriptor's flags are read once with acquire
-    /// (2.8.22) before its id and len, each read once; the positions, the free-id stack's top and
-    /// the order queue's position stay in locals, as in <see cref="TakeBatchRun"/>.
+    /// (2.8.22) before its id and len, each read once; the positions and the oldest id stay in
+    /// locals, as in <see cref="TakeBatchRun"/>.
     /// </summary>
     /// <returns>The buffers taken.</returns>
     private int TakeInOrderSingles(Span<UsedElement> used)
     {
-        var n = Math.Min(used.Length, _order.Count);
+        var n = Math.Min(used.Length, Outstanding);
         var records = _buffers;
-        var freeIds = _freeIds;
-        var freeIdCount = _freeIdCount;
         var position = _usedPosition;
         var bits = _usedBits;
         var size = _size;
-        var order = _order.Ring;
-        var at = _order.OldestIndex;
+        var id = _oldestId;
         var freed = 0;
         long bytes = 0;
         var i = 0;
@@ -979,7 +952,6 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 break;
             }
 
-            var id = order[at];
             if (d->Id != id)
             {
                 break;
@@ -993,33 +965,114 @@ public sealed unsafe class PackedDriverRing : IDriverRing
                 break;
             }
 
-            if (++at == order.Length)
-            {
-                at = 0;
-            }
-
-            freed += FreeBuffer(ref record, id, freeIds, ref freeIdCount, ref position, ref bits, size);
+            int count = record.Descriptors;
+            record.Descriptors = 0;
+            SkipUsed(ref position, ref bits, count, size);
+            freed += count;
             bytes += length;
-            used[i] = new UsedElement(id, length);
+            used[i] = new UsedElement((ushort)id, length);
+            if (++id == size)
+            {
+                id = 0;
+            }
         }
 
-        EndInOrderRun(i, position, bits, freeIdCount, freed, bytes);
+        EndInOrderRun(i, id, position, bits, freed, bytes);
         return i;
     }
 
     /// <summary>
     /// Writes back what an IN_ORDER run (<see cref="TakeBatchRun"/>, <see cref="TakeInOrderSingles"/>)
-    /// kept in locals: the buffers gone from the order queue, the used position and its wrap bits,
-    /// the free-id stack's top, the counts.
+    /// kept in locals: the buffers no longer out and the oldest id still out, the used position and
+    /// its wrap bits, the counts.
     /// </summary>
-    private void EndInOrderRun(int buffers, int position, ushort bits, int freeIdCount, int freed, long bytes)
+    private void EndInOrderRun(int buffers, int oldestId, int position, ushort bits, int freed, long bytes)
     {
-        _order.Skip(buffers);
+        _oldestId = oldestId;
+        _freeIdCount += buffers;
         _usedPosition = position;
         _usedBits = bits;
-        _freeIdCount = freeIdCount;
         _freeDescriptors += freed;
         Counters.Bytes += bytes;
+    }
+
+    /// <summary>
+    /// Takes an id for a buffer made available. Without IN_ORDER from the free-id stack, so the
+    /// device may return buffers in any order. Under IN_ORDER in sequence, wrapping at the size:
+    /// the device returns buffers in the order they were made available (2.8.8), so the ids out
+    /// are always the <see cref="Outstanding"/> ones from the oldest, and the rest are free. A
+    /// batch's size is then the distance between two ids, and a take frees an id with no store:
+    /// no order queue, no free stack.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ushort TakeId()
+    {
+        if (!_inOrder)
+        {
+            return _freeIds[--_freeIdCount];
+        }
+
+        var id = NextSequentialId();
+        _freeIdCount--;
+        return (ushort)id;
+    }
+
+    /// <summary>IN_ORDER: the id the next buffer gets, the one after the newest outstanding.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int NextSequentialId() => OutstandingId(Outstanding);
+
+    /// <summary>IN_ORDER: the id of the outstanding buffer <paramref name="offset"/> places after the oldest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int OutstandingId(int offset)
+    {
+        var id = _oldestId + offset;
+        return id >= _size ? id - _size : id;
+    }
+
+    /// <summary>
+    /// IN_ORDER: buffers one used descriptor naming <paramref name="lastId"/> returns (2.8.8), the
+    /// oldest outstanding up to that one. The caller has checked that <paramref name="lastId"/> is
+    /// outstanding, so it lies in the sequence from the oldest.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int BatchSize(int lastId)
+    {
+        var distance = lastId - _oldestId;
+        return (distance < 0 ? distance + _size : distance) + 1;
+    }
+
+    /// <summary>An id source for <see cref="AddRun"/>, held in the run's locals.</summary>
+    private interface IIdSource
+    {
+        /// <summary>The next free id.</summary>
+        ushort Take();
+    }
+
+    /// <summary>Without IN_ORDER: ids from the top of the free-id stack.</summary>
+    private struct StackIds(ushort[] ids, int count) : IIdSource
+    {
+        private int _count = count;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ushort Take() => ids[--_count];
+    }
+
+    /// <summary>Under IN_ORDER: ids in sequence, wrapping at the size (see <see cref="TakeId"/>).</summary>
+    private struct SequentialIds(int next, int size) : IIdSource
+    {
+        private int _next = next;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ushort Take()
+        {
+            var id = _next;
+            if (++_next == size)
+            {
+                _next = 0;
+            }
+
+            return (ushort)id;
+        }
     }
 
     /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
