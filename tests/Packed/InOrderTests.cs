@@ -275,6 +275,30 @@ public class InOrderTests
     }
 
     [Fact]
+    public void Packed_device_refuses_to_undo_a_pop_it_already_returned()
+    {
+        // The pop log holds ids; a buffer's descriptor count lives in its record only while it is
+        // in flight. Undoing a pop that was returned would step the avail position by a count
+        // that is gone: it is refused, and the ring stays as it was.
+        using var rig = new PackedRig(8);
+        Assert.True(rig.Driver.TryAdd([rig.Slot(0), rig.Slot(1)], [], out _));   // 2 descriptors
+        Assert.True(rig.Driver.TryAdd(rig.Slot(2), false, out _));               // 1
+        rig.Driver.Publish();
+        Assert.True(rig.Device.TryPop(out _));
+        Assert.True(rig.Device.TryPop(out var newest));
+        rig.Device.PushUsed(newest.Token, 0);
+        var position = rig.Device.Position;
+
+        Assert.Throws<InvalidOperationException>(() => rig.Device.UndoNewestPops(1));
+        Assert.Equal(position, rig.Device.Position);
+        Assert.Equal(2, rig.Device.DescriptorsInFlight);
+
+        // Two pops back reach the returned one first, though the older is still in flight.
+        Assert.Throws<InvalidOperationException>(() => rig.Device.UndoNewestPops(2));
+        Assert.Equal(position, rig.Device.Position);
+    }
+
+    [Fact]
     public void Split_in_order_laps_against_the_ring_order()
     {
         using var rig = new SplitRig(4, VirtioFeatures.InOrder);

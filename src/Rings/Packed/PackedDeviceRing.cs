@@ -24,12 +24,11 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private readonly bool _indirectAllowed;
     private readonly bool _inOrder;
     private readonly ChainSegment[] _segments;
-    private readonly bool[] _idInFlight;   // buffer ids popped and not yet returned
-    private InOrderQueue _popped;          // IN_ORDER: ids in pop order, so a batch frees the right ones
+    private readonly ushort[] _idDescriptors;   // per buffer id: the descriptors it took while in flight; 0 = not in flight
     private readonly ushort[] _runIds = new ushort[MaxDirectRun];   // PopDirectRun's ids, for its bookkeeping after the loop
-    private readonly ushort[] _popLogIds;  // ids of the latest pops, for UndoPops
-    private readonly ushort[] _popLogDescriptors; // and the descriptors each took
+    private readonly ushort[] _popLogIds;  // ids of the latest pops in pop order, for UndoPops and (see PushUsedInOrderBatch) IN_ORDER
     private int _popLogNext;
+    private int _buffersInFlight;          // buffers popped and not yet returned
 
     private int _availPosition;            // next descriptor to read
     private ushort _availBits;             // AVAIL/USED bits of an available descriptor this lap
@@ -80,14 +79,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _indirectAllowed = (features & VirtioFeatures.IndirectDescriptors) != 0;
         _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
-        _idInFlight = new bool[size];
+        _idDescriptors = new ushort[size];
         _popLogIds = new ushort[size];
-        _popLogDescriptors = new ushort[size];
-        if (_inOrder)
-        {
-            // The device learns a batch's size from its own pops: no sequence numbers.
-            _popped = new InOrderQueue(size, batchSizes: false);
-        }
 
         Counters = new QueueCounters();
         Restore(new RingPosition(0));
@@ -146,7 +139,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         for (var i = 0; i < buffers; i++)
         {
             at = at == 0 ? _popLogIds.Length - 1 : at - 1;
-            descriptors += _popLogDescriptors[at];
+            descriptors += InFlightDescriptors(_popLogIds[at]);
         }
 
         ArgumentOutOfRangeException.ThrowIfGreaterThan(descriptors, _inFlight, nameof(buffers));
@@ -181,13 +174,10 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         while (undo > 0)
         {
             _popLogNext = _popLogNext == 0 ? _popLogIds.Length - 1 : _popLogNext - 1;
-            var descriptors = (int)_popLogDescriptors[_popLogNext];
-            _idInFlight[_popLogIds[_popLogNext]] = false;
-            if (_inOrder)
-            {
-                _popped.RemoveNewest();
-            }
-
+            var id = _popLogIds[_popLogNext];
+            var descriptors = InFlightDescriptors(id);
+            _idDescriptors[id] = 0;
+            _buffersInFlight--;
             _inFlight -= descriptors;
             undo -= descriptors;
             Counters.Packets--;
@@ -366,7 +356,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         var bits = _availBits;
         var d = _desc + position;
         var memory = _memory;
-        var idInFlight = _idInFlight;
+        var idDescriptors = _idDescriptors;
 
         // Where the ring stood before each buffer, for a caller that gives the burst's tail back:
         // the run stays in one lap, so only the avail index moves, one per buffer.
@@ -416,13 +406,13 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             }
 
             // 2.8.6: the id must name a buffer not already in flight.
-            if (id >= (uint)idInFlight.Length || idInFlight[id])
+            if (id >= (uint)idDescriptors.Length || idDescriptors[id] != 0)
             {
                 stop = BrokenReason.BufferIdInvalid;
                 break;
             }
 
-            idInFlight[id] = true;
+            idDescriptors[id] = 1;
             scratch = id;
             var writable = (f & PackedFlags.Write) != 0;
             segment = new ChainSegment(host, length, writable);
@@ -432,15 +422,10 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         var n = (int)(d - start);
 
-        // The rest of Commit's record, for the run at once: the undo log and the IN_ORDER queue,
-        // each a copy of the run's ids (two where the ring wraps) rather than a store per buffer.
-        var run = ids[..n];
-        CircularArray.Fill(_popLogDescriptors, _popLogNext, n, (ushort)1);
-        _popLogNext = CircularArray.Write(_popLogIds, _popLogNext, run);
-        if (_inOrder)
-        {
-            _popped.AppendRun(run);
-        }
+        // The rest of Commit's record, for the run at once: the pop log, a copy of the run's ids
+        // (two where the log wraps) rather than a store per buffer.
+        _popLogNext = CircularArray.Write(_popLogIds, _popLogNext, ids[..n]);
+        _buffersInFlight += n;
 
         position += n;
         if (position == _size)
@@ -517,7 +502,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         // PushUsed's work with the positions in locals: the stores into the ring below would
         // otherwise make the JIT reload every field after each one.
-        var inFlight = _idInFlight;
+        var idDescriptors = _idDescriptors;
         var position = _usedPosition;
         var bits = _usedBits;
         var descriptors = 0;
@@ -527,13 +512,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         {
             var token = tokens[i];
             var w = written.IsEmpty ? 0 : written[i];
-            Debug.Assert(token.Id < _size && inFlight[token.Id], "the token names a buffer in flight");
-            inFlight[token.Id] = false;
-            if (_inOrder)
-            {
-                var oldest = _popped.Dequeue();
-                Debug.Assert(oldest == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
-            }
+            Debug.Assert(token.Id < _size && idDescriptors[token.Id] != 0, "the token names a buffer in flight");
+            Debug.Assert(!_inOrder || OldestInFlight(i) == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
+            idDescriptors[token.Id] = 0;
 
             // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
             var d = _desc + position;
@@ -568,6 +549,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _usedPosition = position;
         _usedBits = bits;
         _inFlight -= descriptors;
+        _buffersInFlight -= tokens.Length;
         _pendingChains += tokens.Length;
         Counters.Bytes += bytes;
     }
@@ -576,14 +558,11 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {
-        Debug.Assert(token.Id < _size && _idInFlight[token.Id], "the token names a buffer in flight");
+        Debug.Assert(token.Id < _size && _idDescriptors[token.Id] != 0, "the token names a buffer in flight");
         Debug.Assert(token.DescriptorCount >= 1 && token.DescriptorCount <= _inFlight, "the token's descriptor count is one popped");
-        _idInFlight[token.Id] = false;
-        if (_inOrder)
-        {
-            var oldest = _popped.Dequeue();
-            Debug.Assert(oldest == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
-        }
+        Debug.Assert(!_inOrder || OldestInFlight(0) == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
+        _idDescriptors[token.Id] = 0;
+        _buffersInFlight--;
 
         WriteUsed(token.Id, written, token.DescriptorCount, 1);
     }
@@ -597,48 +576,35 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(buffers, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _popped.Count);
-        if (_popped.PeekAt(buffers - 1) != last.Id)
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(buffers, _buffersInFlight);
+        if (OldestInFlight(buffers - 1) != last.Id)
         {
             throw new ArgumentException($"buffer {last.Id} is not the last of the {buffers} oldest in flight", nameof(last));
         }
 
-        // The queue's ring and position in locals: the stores into the in-flight table could alias
-        // the queue's fields as far as the JIT knows, and it would store and reload them per buffer.
-        // Unchecked per buffer: the queue holds at least `buffers` ids (checked above) from its
-        // oldest slot, each an id the pop checked against the in-flight table's length and copied
-        // into this device's own queue; nothing here is read from shared memory.
-        var order = _popped.Ring;
-        var at = _popped.OldestIndex;
-        var log = _popLogDescriptors;
-
-        // The batch's descriptors from the pop log: its newest entries are the buffers in the
-        // queue, in the same order (every pop goes to both, an undone pop leaves both, and the
-        // log is as long as the ring, never fewer entries than buffers in flight).
-        var entry = _popLogNext - _popped.Count;
-        if (entry < 0)
+        // Under IN_ORDER the buffers in flight are the pop log's newest entries, oldest first:
+        // every pop goes to the log, an undone pop leaves it, every return takes the oldest, and
+        // the log is as long as the ring (never fewer entries than buffers in flight). So the
+        // batch is the run of the log from the oldest in flight, and each id's descriptors are in
+        // its record. The log and its position in locals: the stores into the records could alias
+        // the fields as far as the JIT knows, and it would store and reload them per buffer.
+        // Unchecked per buffer: each id in the log was checked against the records' length when it
+        // was popped and copied into this device's own log; nothing here is read from shared memory.
+        var log = _popLogIds;
+        var entry = OldestEntry(0);
+        if ((uint)entry >= (uint)log.Length || _idDescriptors.Length != log.Length)
         {
-            entry += log.Length;
+            throw new InvalidOperationException($"the device's IN_ORDER records are inconsistent: oldest entry {entry} of {log.Length}");
         }
 
-        if ((uint)at >= (uint)order.Length || (uint)entry >= (uint)log.Length || order.Length != log.Length)
-        {
-            throw new InvalidOperationException($"the device's IN_ORDER queue is inconsistent: oldest slot {at} of {order.Length}");
-        }
-
-        ref var inFlight = ref MemoryMarshal.GetArrayDataReference(_idInFlight);
-        ref var orderIds = ref MemoryMarshal.GetArrayDataReference(order);
-        ref var logDescriptors = ref MemoryMarshal.GetArrayDataReference(log);
+        ref var records = ref MemoryMarshal.GetArrayDataReference(_idDescriptors);
+        ref var logIds = ref MemoryMarshal.GetArrayDataReference(log);
         var descriptors = 0;
         for (var i = 0; i < buffers; i++)
         {
-            Unsafe.Add(ref inFlight, Unsafe.Add(ref orderIds, at)) = false;
-            descriptors += Unsafe.Add(ref logDescriptors, entry);
-            if (++at == order.Length)
-            {
-                at = 0;
-            }
-
+            ref var record = ref Unsafe.Add(ref records, Unsafe.Add(ref logIds, entry));
+            descriptors += record;
+            record = 0;
             if (++entry == log.Length)
             {
                 entry = 0;
@@ -650,7 +616,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             throw new InvalidOperationException($"the device's IN_ORDER records are inconsistent: a batch of {descriptors} descriptors with {_inFlight} in flight");
         }
 
-        _popped.Skip(buffers);
+        _buffersInFlight -= buffers;
 
         // 2.8.8: one used descriptor, over the batch's first descriptor, names its last buffer;
         // the used position then skips the whole batch.
@@ -778,8 +744,8 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _kicksDisabled = false;
 
         // Which buffers were in flight before is not carried; forget them.
-        Array.Clear(_idInFlight);
-        _popped.Clear();
+        Array.Clear(_idDescriptors);
+        _buffersInFlight = 0;
         _broken = BrokenReason.None;
     }
 
@@ -804,7 +770,38 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     // 2.8.6: an id a driver may use for a new buffer: below the size, and not naming one in flight.
-    private bool IdFree(ushort id) => id < (uint)_idInFlight.Length && !_idInFlight[id];
+    private bool IdFree(ushort id) => id < (uint)_idDescriptors.Length && _idDescriptors[id] == 0;
+
+    /// <summary>The descriptors buffer <paramref name="id"/> took, for a pop being undone: it must still be in flight.</summary>
+    private int InFlightDescriptors(ushort id)
+    {
+        var descriptors = _idDescriptors[id];
+        if (descriptors == 0)
+        {
+            throw new InvalidOperationException($"buffer {id} was returned: only pops not yet returned can be undone");
+        }
+
+        return descriptors;
+    }
+
+    /// <summary>Where in the pop log the buffer <paramref name="offset"/> places after the oldest in flight is (IN_ORDER).</summary>
+    private int OldestEntry(int offset)
+    {
+        var entry = _popLogNext - _buffersInFlight + offset;
+        if (entry < 0)
+        {
+            entry += _popLogIds.Length;
+        }
+        else if (entry >= _popLogIds.Length)
+        {
+            entry -= _popLogIds.Length;
+        }
+
+        return entry;
+    }
+
+    /// <summary>IN_ORDER: the id of the buffer <paramref name="offset"/> places after the oldest in flight.</summary>
+    private ushort OldestInFlight(int offset) => _popLogIds[OldestEntry(offset)];
 
     /// <summary>Checks a popped buffer's id, marks it in flight and moves the avail position past its descriptors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -816,14 +813,10 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return Break(BrokenReason.BufferIdInvalid);
         }
 
-        _idInFlight[id] = true;
+        _idDescriptors[id] = (ushort)descriptors;
         _popLogIds[_popLogNext] = id;
-        _popLogDescriptors[_popLogNext] = (ushort)descriptors;
         _popLogNext = _popLogNext + 1 == _popLogIds.Length ? 0 : _popLogNext + 1;
-        if (_inOrder)
-        {
-            _popped.Enqueue(id);
-        }
+        _buffersInFlight++;
 
         _inFlight += descriptors;
         var position = _availPosition + descriptors;
