@@ -272,7 +272,8 @@ public interface IDeviceRing
     /// <summary>
     /// Undoes the pops made since <paramref name="before"/> was read from <see cref="Position"/>, when
     /// none of those buffers was pushed used: they will be popped (and validated) again. Used to back
-    /// off when a frame needs more receive buffers than are available.
+    /// off when a frame needs more receive buffers than are available. Their readable bytes come
+    /// off <see cref="Counters"/>, so a buffer popped again is counted once.
     /// </summary>
     /// <param name="before">The position read before the pops.</param>
     void UndoPops(RingPosition before);
@@ -286,6 +287,8 @@ public interface IDeviceRing
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="buffers"/> is negative or more
     /// than the ring has popped and not returned (the split ring, which keeps no count of its pops,
     /// checks it against the queue size only).</exception>
+    /// <exception cref="InvalidOperationException">The packed ring: one of those pops was already
+    /// returned (its record is gone); nothing is undone.</exception>
     void UndoNewestPops(int buffers);
 
     /// <summary>Marks the queue broken for a reason found above the ring (for example a header that does not fit).</summary>

@@ -170,7 +170,6 @@ public abstract class BurstEquivalenceTests<TFormat>
 
         // Readable bytes of the buffers the single-call twin popped and gave back to stop a
         // PopSingles step: UndoPops leaves a pop's bytes counted, and PopSingles never counted them.
-        private long _bytesGivenBack;
         private readonly List<MemoryArea> _allAreas;
 
         public Twin(RingSetup setup, ulong bytes)
@@ -320,7 +319,6 @@ public abstract class BurstEquivalenceTests<TFormat>
 
                             if (chain.Segments.Length != 1)
                             {
-                                _bytesGivenBack += (long)chain.ReadableBytes;
                                 Device.UndoPops(before);
                                 break;
                             }
@@ -472,10 +470,10 @@ public abstract class BurstEquivalenceTests<TFormat>
 
         private string State() =>
             $"driver {Driver.Outstanding}/{Driver.FreeDescriptors} {Driver.BrokenReason} {Counters(Driver.Counters)} "
-            + $"device {Device.Position} {Device.BrokenReason} {Counters(Device.Counters, _bytesGivenBack)} in flight {_inFlight.Count}";
+            + $"device {Device.Position} {Device.BrokenReason} {Counters(Device.Counters)} in flight {_inFlight.Count}";
 
-        private static string Counters(QueueCounters c, long uncounted = 0) =>
-            $"p{c.Packets} b{c.Bytes - uncounted} u{c.Bursts} n{c.NotificationsSent}/{c.NotificationsSuppressed} x{c.BrokenCount} h[{string.Join(',', c.BurstHistogram.ToArray())}]";
+        private static string Counters(QueueCounters c) =>
+            $"p{c.Packets} b{c.Bytes} u{c.Bursts} n{c.NotificationsSent}/{c.NotificationsSuppressed} x{c.BrokenCount} h[{string.Join(',', c.BurstHistogram.ToArray())}]";
 
         private unsafe long Offset(ChainSegment s) =>
             (long)((byte*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(s.Span)) - (byte*)Memory.HostStart);

@@ -222,17 +222,17 @@ public sealed class ForwardSinglesTests
             return at == a.Length ? null : $"data differs at offset {at}";
         }
 
-        // Counters but their bytes: an undone pop stays counted in them, and the two bursts undo
-        // different pops (the record burst pops a buffer of several segments the singles burst
-        // leaves in the ring). A broken queue's position and packets neither: the buffers after
-        // the one that broke it stay popped (packed counts a packet at its pop), and the record
-        // burst may have popped more of them.
+        // Counters too, bytes included: the two bursts undo different pops (the record burst pops
+        // a buffer of several segments the singles burst leaves in the ring), and an undone pop's
+        // bytes come off the counter. A broken queue's position, packets and bytes not: the
+        // buffers after the one that broke it stay popped (packed counts a packet at its pop),
+        // and the record burst may have popped more of them.
         private string State() =>
             $"tx {Where(_tx)} d{_tx.Counters.Drops} rx {Where(_rx)} d{_rx.Counters.Drops} "
             + $"drivers {_txDriver.Outstanding}/{_rxDriver.Outstanding} {_txDriver.BrokenReason}/{_rxDriver.BrokenReason}";
 
         private static string Where(IDeviceRing ring) =>
-            ring.IsBroken ? $"broken {ring.BrokenReason}" : $"{ring.Position} p{ring.Counters.Packets}";
+            ring.IsBroken ? $"broken {ring.BrokenReason}" : $"{ring.Position} p{ring.Counters.Packets} b{ring.Counters.Bytes}";
 
         private unsafe Span<byte> Bytes(ulong guest, int length) =>
             new((void*)(_region.HostAddress + (nint)(guest - Guest)), length);

@@ -24,7 +24,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     private readonly bool _indirectAllowed;
     private readonly bool _inOrder;
     private readonly ChainSegment[] _segments;
-    private readonly ushort[] _idDescriptors;   // per buffer id: the descriptors it took while in flight; 0 = not in flight
+    private readonly ulong[] _idRecords;   // per buffer id while in flight: its descriptors and readable bytes (see Record); 0 = not in flight
     private readonly ushort[] _runIds = new ushort[MaxDirectRun];   // PopDirectRun's ids, for its bookkeeping after the loop
     private readonly ushort[] _popLogIds;  // ids of the latest pops in pop order, for UndoPops and (see PushUsedInOrderBatch) IN_ORDER
     private int _popLogNext;
@@ -79,7 +79,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _indirectAllowed = (features & VirtioFeatures.IndirectDescriptors) != 0;
         _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
-        _idDescriptors = new ushort[size];
+        _idRecords = new ulong[size];
         _popLogIds = new ushort[size];
 
         Counters = new QueueCounters();
@@ -139,7 +139,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         for (var i = 0; i < buffers; i++)
         {
             at = at == 0 ? _popLogIds.Length - 1 : at - 1;
-            descriptors += InFlightDescriptors(_popLogIds[at]);
+            descriptors += Descriptors(InFlightRecord(_popLogIds[at]));
         }
 
         ArgumentOutOfRangeException.ThrowIfGreaterThan(descriptors, _inFlight, nameof(buffers));
@@ -169,14 +169,33 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             throw new ArgumentException("the position is not one read before the pops being undone", nameof(before));
         }
 
+        // The pops since 'before' are the pop log's newest, each still in flight, and their
+        // descriptors add up to the distance: checked before anything changes.
+        var at = _popLogNext;
+        var left = undo;
+        while (left > 0)
+        {
+            at = at == 0 ? _popLogIds.Length - 1 : at - 1;
+            left -= Descriptors(InFlightRecord(_popLogIds[at]));
+        }
+
+        if (left != 0)
+        {
+            throw new ArgumentException("the position is not one read before a pop", nameof(before));
+        }
+
         // Walk the pop log back, freeing each buffer id; the descriptors stay the driver's and
         // are popped (and validated) again.
         while (undo > 0)
         {
             _popLogNext = _popLogNext == 0 ? _popLogIds.Length - 1 : _popLogNext - 1;
             var id = _popLogIds[_popLogNext];
-            var descriptors = InFlightDescriptors(id);
-            _idDescriptors[id] = 0;
+            var record = _idRecords[id];
+            var descriptors = Descriptors(record);
+            _idRecords[id] = 0;
+
+            // Its readable bytes were counted when it was popped; it is popped (and counted) again.
+            Counters.Bytes -= ReadBytes(record);
             _buffersInFlight--;
             _inFlight -= descriptors;
             undo -= descriptors;
@@ -221,13 +240,13 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return Break(BrokenReason.AddressOutOfRange);
         }
 
-        if (!Commit(id, 1))
+        var writable = (flags & PackedFlags.Write) != 0;
+        if (!Commit(id, 1, writable ? 0 : length))
         {
             chain = default;
             return false;
         }
 
-        var writable = (flags & PackedFlags.Write) != 0;
         // The scratch array holds the queue size (at least 1) segments: no bounds check needed.
         ref var segment = ref MemoryMarshal.GetArrayDataReference(_segments);
         segment = new ChainSegment(host, length, writable);
@@ -356,7 +375,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         var bits = _availBits;
         var d = _desc + position;
         var memory = _memory;
-        var idDescriptors = _idDescriptors;
+        var idRecords = _idRecords;
 
         // Where the ring stood before each buffer, for a caller that gives the burst's tail back:
         // the run stays in one lap, so only the avail index moves, one per buffer.
@@ -406,18 +425,19 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             }
 
             // 2.8.6: the id must name a buffer not already in flight.
-            if (id >= (uint)idDescriptors.Length || idDescriptors[id] != 0)
+            if (id >= (uint)idRecords.Length || idRecords[id] != 0)
             {
                 stop = BrokenReason.BufferIdInvalid;
                 break;
             }
 
-            idDescriptors[id] = 1;
-            scratch = id;
             var writable = (f & PackedFlags.Write) != 0;
+            var readBytes = writable ? 0UL : length;
+            idRecords[id] = Record(1, readBytes);
+            scratch = id;
             segment = new ChainSegment(host, length, writable);
             chain = TRecords.Direct(new ChainToken(id, 1), index, length, writable, new RingPosition(positionDelta + (uint)index));
-            read += (long)(writable ? 0UL : length);
+            read += (long)readBytes;
         }
 
         var n = (int)(d - start);
@@ -479,7 +499,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return 0;
         }
 
-        if (count > free.Length || !Commit(id, descriptors))
+        if (count > free.Length || !Commit(id, descriptors, readBytes))
         {
             // Does not fit (it stays available, to be walked again), or the id broke the queue.
             return 0;
@@ -502,7 +522,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         // PushUsed's work with the positions in locals: the stores into the ring below would
         // otherwise make the JIT reload every field after each one.
-        var idDescriptors = _idDescriptors;
+        var idRecords = _idRecords;
         var position = _usedPosition;
         var bits = _usedBits;
         var descriptors = 0;
@@ -512,9 +532,9 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         {
             var token = tokens[i];
             var w = written.IsEmpty ? 0 : written[i];
-            Debug.Assert(token.Id < _size && idDescriptors[token.Id] != 0, "the token names a buffer in flight");
+            Debug.Assert(token.Id < _size && idRecords[token.Id] != 0, "the token names a buffer in flight");
             Debug.Assert(!_inOrder || OldestInFlight(i) == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
-            idDescriptors[token.Id] = 0;
+            idRecords[token.Id] = 0;
 
             // 2.8.3, 2.8.4: WRITE says whether anything was written, and len how much.
             var d = _desc + position;
@@ -558,10 +578,10 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ChainToken token, uint written)
     {
-        Debug.Assert(token.Id < _size && _idDescriptors[token.Id] != 0, "the token names a buffer in flight");
+        Debug.Assert(token.Id < _size && _idRecords[token.Id] != 0, "the token names a buffer in flight");
         Debug.Assert(token.DescriptorCount >= 1 && token.DescriptorCount <= _inFlight, "the token's descriptor count is one popped");
         Debug.Assert(!_inOrder || OldestInFlight(0) == token.Id, "IN_ORDER: buffers are returned in the order they were popped");
-        _idDescriptors[token.Id] = 0;
+        _idRecords[token.Id] = 0;
         _buffersInFlight--;
 
         WriteUsed(token.Id, written, token.DescriptorCount, 1);
@@ -592,18 +612,18 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         // was popped and copied into this device's own log; nothing here is read from shared memory.
         var log = _popLogIds;
         var entry = OldestEntry(0);
-        if ((uint)entry >= (uint)log.Length || _idDescriptors.Length != log.Length)
+        if ((uint)entry >= (uint)log.Length || _idRecords.Length != log.Length)
         {
             throw new InvalidOperationException($"the device's IN_ORDER records are inconsistent: oldest entry {entry} of {log.Length}");
         }
 
-        ref var records = ref MemoryMarshal.GetArrayDataReference(_idDescriptors);
+        ref var records = ref MemoryMarshal.GetArrayDataReference(_idRecords);
         ref var logIds = ref MemoryMarshal.GetArrayDataReference(log);
         var descriptors = 0;
         for (var i = 0; i < buffers; i++)
         {
             ref var record = ref Unsafe.Add(ref records, Unsafe.Add(ref logIds, entry));
-            descriptors += record;
+            descriptors += Descriptors(record);
             record = 0;
             if (++entry == log.Length)
             {
@@ -744,7 +764,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _kicksDisabled = false;
 
         // Which buffers were in flight before is not carried; forget them.
-        Array.Clear(_idDescriptors);
+        Array.Clear(_idRecords);
         _buffersInFlight = 0;
         _broken = BrokenReason.None;
     }
@@ -759,7 +779,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return Break(reason);
         }
 
-        if (!Commit(id, descriptors))
+        if (!Commit(id, descriptors, readBytes))
         {
             return false;
         }
@@ -770,18 +790,32 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
     }
 
     // 2.8.6: an id a driver may use for a new buffer: below the size, and not naming one in flight.
-    private bool IdFree(ushort id) => id < (uint)_idDescriptors.Length && _idDescriptors[id] == 0;
+    private bool IdFree(ushort id) => id < (uint)_idRecords.Length && _idRecords[id] == 0;
 
-    /// <summary>The descriptors buffer <paramref name="id"/> took, for a pop being undone: it must still be in flight.</summary>
-    private int InFlightDescriptors(ushort id)
+    /// <summary>
+    /// What the device keeps of a buffer in flight, in one word so a pop stores it at once: the
+    /// descriptors it took (low 16 bits; at least 1, at most a queue size of 32768, so the word is
+    /// never 0) and its readable bytes (above; at most 32768 descriptors of 4 GiB, 47 bits), taken
+    /// back off the byte counter when the pop is undone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Record(int descriptors, ulong readBytes) => (uint)descriptors | (readBytes << 16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Descriptors(ulong record) => (ushort)record;
+
+    private static long ReadBytes(ulong record) => (long)(record >> 16);
+
+    /// <summary>The record of buffer <paramref name="id"/>, for a pop being undone: it must still be in flight.</summary>
+    private ulong InFlightRecord(ushort id)
     {
-        var descriptors = _idDescriptors[id];
-        if (descriptors == 0)
+        var record = _idRecords[id];
+        if (record == 0)
         {
             throw new InvalidOperationException($"buffer {id} was returned: only pops not yet returned can be undone");
         }
 
-        return descriptors;
+        return record;
     }
 
     /// <summary>Where in the pop log the buffer <paramref name="offset"/> places after the oldest in flight is (IN_ORDER).</summary>
@@ -805,7 +839,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
     /// <summary>Checks a popped buffer's id, marks it in flight and moves the avail position past its descriptors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool Commit(ushort id, int descriptors)
+    private bool Commit(ushort id, int descriptors, ulong readBytes)
     {
         // 2.8.6: the id (from the list's last descriptor) must name a buffer not already in flight.
         if (!IdFree(id))
@@ -813,7 +847,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             return Break(BrokenReason.BufferIdInvalid);
         }
 
-        _idDescriptors[id] = (ushort)descriptors;
+        _idRecords[id] = Record(descriptors, readBytes);
         _popLogIds[_popLogNext] = id;
         _popLogNext = _popLogNext + 1 == _popLogIds.Length ? 0 : _popLogNext + 1;
         _buffersInFlight++;

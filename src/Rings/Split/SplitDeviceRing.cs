@@ -22,6 +22,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
     private readonly bool _inOrder;
     private readonly ChainSegment[] _segments;
     private readonly uint[] _visited;   // loop detection: stamp per descriptor, no clearing per pop
+    private readonly ulong[] _popBytes; // per avail slot: readable bytes of the chain popped from it, taken back off the counter by an undo
     private uint _stamp;
 
     private ushort _lastAvail;        // next avail slot to read
@@ -66,6 +67,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         _inOrder = (features & VirtioFeatures.InOrder) != 0;
         _segments = new ChainSegment[size];
         _visited = new uint[size];
+        _popBytes = new ulong[size];
         Counters = new QueueCounters();
         Restore(new RingPosition(0));
     }
@@ -113,7 +115,15 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             throw new ArgumentException("the position is not one read before the pops being undone", nameof(before));
         }
 
-        // The cached avail index is still valid: the driver cannot take buffers back.
+        // The cached avail index is still valid: the driver cannot take buffers back. The undone
+        // pops' readable bytes were counted; they are popped (and counted) again.
+        ulong bytes = 0;
+        for (var slot = before.AvailIndex; slot != _lastAvail; slot++)
+        {
+            bytes += _popBytes[slot & _mask];
+        }
+
+        Counters.Bytes -= (long)bytes;
         _lastAvail = before.AvailIndex;
     }
 
@@ -163,6 +173,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             return Break(reason);
         }
 
+        _popBytes[_lastAvail & _mask] = readBytes;
         _lastAvail++;
         Counters.Bytes += (long)readBytes;
         chain = new DescriptorChain(new ReadOnlySpan<ChainSegment>(_segments, 0, count), readable, readBytes, writeBytes, new ChainToken(head, descriptors));
@@ -314,6 +325,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
         var descriptors = _ring.Descriptors;
         var memory = _memory;
         var mask = _mask;
+        ref var popBytes = ref MemoryMarshal.GetArrayDataReference(_popBytes); // as long as the ring: slot & mask is inside
         var stop = BrokenReason.None;
         ushort stopHead = 0;
         long read = 0;
@@ -359,9 +371,11 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
             }
 
             var writable = (d.Flags & SplitFlags.DescWrite) != 0;
+            var readBytes = writable ? 0UL : d.Len;
             segment = new ChainSegment(host, d.Len, writable);
             chain = TRecords.Direct(new ChainToken(h, 1), segmentNumber, d.Len, writable, new RingPosition((ushort)slot));
-            read += (long)(writable ? 0UL : d.Len);
+            Unsafe.Add(ref popBytes, slot & mask) = readBytes;
+            read += (long)readBytes;
         }
 
         bytes = read;
@@ -398,6 +412,7 @@ public sealed unsafe class SplitDeviceRing : IDeviceRing
 
         _segments.AsSpan(0, count).CopyTo(free);
         chain = TRecords.Walked(new ChainToken(head, walked), firstSegment, count, readable, readBytes, writeBytes, new RingPosition(lastAvail));
+        _popBytes[lastAvail & _mask] = readBytes;
         Counters.Bytes += (long)readBytes;
         return count;
     }
