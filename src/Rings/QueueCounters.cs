@@ -16,7 +16,10 @@ public sealed class QueueCounters
 
     private readonly long[] _burstHistogram = new long[BurstBuckets];
 
-    /// <summary>Chains (packets) that went through this side.</summary>
+    /// <summary>
+    /// Chains (packets) that went through this side: a driver counts one when it makes it
+    /// available, a device when it returns it used (a pop given back and popped again counts once).
+    /// </summary>
     public long Packets { get; internal set; }
 
     /// <summary>Payload bytes that went through this side.</summary>

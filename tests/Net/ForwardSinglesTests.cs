@@ -224,15 +224,15 @@ public sealed class ForwardSinglesTests
 
         // Counters too, bytes included: the two bursts undo different pops (the record burst pops
         // a buffer of several segments the singles burst leaves in the ring), and an undone pop's
-        // bytes come off the counter. A broken queue's position, packets and bytes not: the
-        // buffers after the one that broke it stay popped (packed counts a packet at its pop),
-        // and the record burst may have popped more of them.
+        // bytes come off the counter. A broken queue's position and bytes not: the buffers after
+        // the one that broke it stay popped, and the record burst may have popped more of them;
+        // its packets (counted when returned) yes.
         private string State() =>
             $"tx {Where(_tx)} d{_tx.Counters.Drops} rx {Where(_rx)} d{_rx.Counters.Drops} "
             + $"drivers {_txDriver.Outstanding}/{_rxDriver.Outstanding} {_txDriver.BrokenReason}/{_rxDriver.BrokenReason}";
 
         private static string Where(IDeviceRing ring) =>
-            ring.IsBroken ? $"broken {ring.BrokenReason}" : $"{ring.Position} p{ring.Counters.Packets} b{ring.Counters.Bytes}";
+            ring.IsBroken ? $"broken {ring.BrokenReason} p{ring.Counters.Packets}" : $"{ring.Position} p{ring.Counters.Packets} b{ring.Counters.Bytes}";
 
         private unsafe Span<byte> Bytes(ulong guest, int length) =>
             new((void*)(_region.HostAddress + (nint)(guest - Guest)), length);

@@ -199,7 +199,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
             _buffersInFlight--;
             _inFlight -= descriptors;
             undo -= descriptors;
-            Counters.Packets--;
         }
 
         _availPosition = before.AvailIndex;
@@ -456,7 +455,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
 
         _availPosition = position;
         _inFlight += n;
-        Counters.Packets += n;
         bytes = read;
         reason = stop;
         flags = stopFlags;
@@ -571,6 +569,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         _inFlight -= descriptors;
         _buffersInFlight -= tokens.Length;
         _pendingChains += tokens.Length;
+        Counters.Packets += tokens.Length;
         Counters.Bytes += bytes;
     }
 
@@ -861,7 +860,6 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         _availPosition = position;
-        Counters.Packets++;
         return true;
     }
 
@@ -886,6 +884,7 @@ public sealed unsafe class PackedDeviceRing : IDeviceRing
         }
 
         _pendingChains += chains;
+        Counters.Packets += chains;
         _inFlight -= descriptors;
         _usedPosition += descriptors;
         if (_usedPosition >= _size)
