@@ -152,9 +152,8 @@ public static class NetForwarder
 
     private readonly record struct BurstStep(int Frames, int Dropped, BurstOutcome Outcome);
 
-    // One burst: pops up to txChains.Length frames and as many receive buffers, copies each frame
-    // into the next buffer, returns both bursts as used, and puts back whatever it popped and did
-    // not use. Publishes nothing.
+    // One burst: pops up to txChains.Length frames and as many receive buffers as whole records,
+    // and forwards them (Step). Publishes nothing.
     private static BurstStep ForwardBurst<TTx, TRx>(TTx tx, TRx rx, bool mergeable, Span<PoppedChain> txChains, Span<ChainSegment> txSegments, Span<PoppedChain> rxChains, Span<ChainSegment> rxSegments, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written)
         where TTx : IDeviceRing
         where TRx : IDeviceRing
@@ -167,42 +166,155 @@ public static class NetForwarder
         }
 
         var rxCount = rx.PopBurst(rxChains[..txCount], rxSegments);
+        return Step(tx, rx, mergeable, new Records(txChains, txSegments, txTokens), txCount, new Records(rxChains, rxSegments, rxTokens), rxCount, txTokens, rxTokens, written, txChains.Length);
+    }
+
+    // One burst of the common case, every frame and every receive buffer one segment: pops each
+    // side with PopSingles, so a buffer's record is its segment and the tokens are ready to be
+    // returned, and forwards them (Step). Publishes nothing.
+    private static BurstStep ForwardSingles<TTx, TRx>(TTx tx, TRx rx, bool mergeable, Span<ChainSegment> txSegments, Span<ChainSegment> rxSegments, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+    {
+        var txCount = tx.PopSingles(txSegments, txTokens);
+        if (txCount == 0)
+        {
+            // Empty or broken, or a frame of several segments next.
+            return new BurstStep(0, 0, !tx.IsBroken && tx.HasAvailable ? BurstOutcome.Chains : BurstOutcome.Stop);
+        }
+
+        var rxCount = rx.PopSingles(rxSegments[..txCount], rxTokens);
+        return Step(tx, rx, mergeable, new Singles(txSegments), txCount, new Singles(rxSegments), rxCount, txTokens, rxTokens, written, txSegments.Length);
+    }
+
+    // A burst's frames and receive buffers, as one of the two pops wrote them: whole records
+    // (PopBurst) or one segment each (PopSingles). Struct type arguments, so Step is compiled for
+    // each kind with no test for the other.
+    private interface IPopped
+    {
+        // True for PopSingles' segments: a buffer of several segments ends the burst (Chains)
+        // rather than going to the per-frame path, and each token is already where the return
+        // reads it.
+        static abstract bool OneSegmentEach { get; }
+
+        ulong ReadableBytes(int i);
+
+        ulong WritableBytes(int i);
+
+        // The buffer's segment when it is one readable segment: the small-frame copy's source.
+        bool TryOneSegment(int i, out ReadOnlySpan<byte> bytes);
+
+        // Where the receive header goes: the first writable segment (empty when there is none).
+        Span<byte> Header(int i);
+
+        ReadOnlySpan<ChainSegment> Readable(int i);
+
+        ReadOnlySpan<ChainSegment> Writable(int i);
+
+        // Puts buffer i's token at index i of the tokens returned (every buffer before it went).
+        void KeepToken(int i);
+    }
+
+    private readonly ref struct Records(Span<PoppedChain> chains, Span<ChainSegment> segments, Span<ChainToken> tokens) : IPopped
+    {
+        private readonly Span<PoppedChain> _chains = chains;
+        private readonly Span<ChainSegment> _segments = segments;
+        private readonly Span<ChainToken> _tokens = tokens;
+
+        public static bool OneSegmentEach => false;
+
+        public ulong ReadableBytes(int i) => _chains[i].ReadableBytes;
+
+        public ulong WritableBytes(int i) => _chains[i].WritableBytes;
+
+        public bool TryOneSegment(int i, out ReadOnlySpan<byte> bytes)
+        {
+            ref readonly var chain = ref _chains[i];
+            bytes = chain.SegmentCount == 1 ? _segments[chain.FirstSegment].Span : default;
+            return chain.SegmentCount == 1;
+        }
+
+        public Span<byte> Header(int i)
+        {
+            // Its first writable segment, unless that is empty (then the cursor, which skips
+            // empty segments, finds where it goes). The cursor is made only where it is needed.
+            ref readonly var buffer = ref _chains[i];
+            var header = buffer.SegmentCount > buffer.ReadableCount ? _segments[buffer.FirstSegment + buffer.ReadableCount].Span : default;
+            return header.IsEmpty ? new SegmentCursor(buffer.Writable(_segments)).Current : header;
+        }
+
+        public ReadOnlySpan<ChainSegment> Readable(int i) => _chains[i].Readable(_segments);
+
+        public ReadOnlySpan<ChainSegment> Writable(int i) => _chains[i].Writable(_segments);
+
+        public void KeepToken(int i) => _tokens[i] = _chains[i].Token;
+    }
+
+    private readonly ref struct Singles(Span<ChainSegment> segments) : IPopped
+    {
+        private readonly Span<ChainSegment> _segments = segments;
+
+        public static bool OneSegmentEach => true;
+
+        public ulong ReadableBytes(int i) => _segments[i].IsWritable ? 0 : _segments[i].Length;
+
+        public ulong WritableBytes(int i) => _segments[i].IsWritable ? _segments[i].Length : 0;
+
+        public bool TryOneSegment(int i, out ReadOnlySpan<byte> bytes)
+        {
+            bytes = _segments[i].Span;
+            return true;
+        }
+
+        public Span<byte> Header(int i) => _segments[i].IsWritable ? _segments[i].Span : default;
+
+        public ReadOnlySpan<ChainSegment> Readable(int i) => _segments.Slice(i, 1);
+
+        public ReadOnlySpan<ChainSegment> Writable(int i) => _segments.Slice(i, 1);
+
+        // The pop wrote it there.
+        public void KeepToken(int i)
+        {
+        }
+    }
+
+    // A burst's frames, popped (txCount of them, of the wanted), into its receive buffers (rxCount):
+    // copies each frame into the next buffer, returns both bursts as used, and puts back whatever
+    // was popped and not used. Publishes nothing.
+    private static BurstStep Step<TTx, TRx, TPopped>(TTx tx, TRx rx, bool mergeable, TPopped frames, int txCount, TPopped buffers, int rxCount, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written, int wanted)
+        where TTx : IDeviceRing
+        where TRx : IDeviceRing
+        where TPopped : IPopped, allows ref struct
+    {
         var outcome = BurstOutcome.Continue;
-        var frames = 0;
         var dropped = 0;
-        var buffers = 0;
+        var filled = 0;
         var i = 0;
         for (; i < txCount; i++)
         {
-            ref readonly var frame = ref txChains[i];
-            if (frame.ReadableBytes < VirtioNetHeader.Size)
+            var readable = frames.ReadableBytes(i);
+            if (readable < VirtioNetHeader.Size)
             {
-                // 5.1.6.2: every transmitted buffer starts with the header. The frames before it
-                // are returned below; it and those after it stay with the broken queue.
+                // 5.1.6.2: every transmitted buffer starts with the header (a device-writable one
+                // has no readable bytes). The frames before it are returned below; it and those
+                // after it stay with the broken queue.
                 tx.MarkBroken(BrokenReason.HeaderTooShort);
                 outcome = BurstOutcome.Stop;
                 break;
             }
 
-            if (buffers == rxCount)
+            if (filled == rxCount)
             {
                 // Fewer receive buffers than frames: the driver has posted no more (wait for it),
-                // or the next one is a chain too long for the scratch (the per-frame path takes it).
-                outcome = rx.IsBroken ? BurstOutcome.Stop : rx.HasAvailable ? BurstOutcome.PerFrame : BurstOutcome.ReceiveFull;
+                // or the next one is more than this burst takes (several segments for a burst of
+                // single segments, a chain too long for the scratch for one of records).
+                outcome = rx.IsBroken ? BurstOutcome.Stop
+                    : !rx.HasAvailable ? BurstOutcome.ReceiveFull
+                    : TPopped.OneSegmentEach ? BurstOutcome.Chains : BurstOutcome.PerFrame;
                 break;
             }
 
-            ref readonly var buffer = ref rxChains[buffers];
-
-            // The header goes at the start of the writable part: its first segment, unless that is
-            // empty (then the cursor, which skips empty segments, finds where it goes). The cursor
-            // is made only where the copy needs it.
-            var header = buffer.SegmentCount > buffer.ReadableCount ? rxSegments[buffer.FirstSegment + buffer.ReadableCount].Span : default;
-            if (header.IsEmpty)
-            {
-                header = new SegmentCursor(buffer.Writable(rxSegments)).Current;
-            }
-
+            var header = buffers.Header(filled);
             if (header.Length < VirtioNetHeader.Size)
             {
                 // Rings needs the receive header in the first writable segment.
@@ -211,8 +323,8 @@ public static class NetForwarder
                 break;
             }
 
-            var payload = frame.ReadableBytes - VirtioNetHeader.Size;
-            if (payload > buffer.WritableBytes - VirtioNetHeader.Size)
+            var payload = readable - VirtioNetHeader.Size;
+            if (payload > buffers.WritableBytes(filled) - VirtioNetHeader.Size)
             {
                 if (mergeable)
                 {
@@ -221,39 +333,56 @@ public static class NetForwarder
                     break;
                 }
 
-                // Does not fit one buffer and may not be merged (5.1.6.3.1): dropped; the buffer
-                // stays for the next frame.
-                txTokens[frames + dropped] = frame.Token;
+                // Does not fit one buffer and may not be merged (5.1.6.3.1): dropped, returned
+                // below with the others; the buffer stays for the next frame.
+                frames.KeepToken(i);
                 rx.Counters.RecordDrop();
                 dropped++;
                 continue;
             }
 
             long copied;
-            if (frame.SegmentCount == 1 && TryCopySmallFrame(txSegments[frame.FirstSegment].Span, header))
+            var oneSegment = frames.TryOneSegment(i, out var source);
+            if (oneSegment && TryCopySmallFrame(source, header))
             {
+                copied = (long)payload;
+            }
+            else if (TPopped.OneSegmentEach)
+            {
+                // One segment each (the header's is the buffer's): one copy, with no cursors
+                // (they cost a 1514-byte frame's loopback about a tenth of its rate). The frame,
+                // then its header: the two may be the same memory.
+                source.Slice(VirtioNetHeader.Size, (int)payload).CopyTo(header[VirtioNetHeader.Size..]);
+                new VirtioNetHeader { NumBuffers = 1 }.TryWrite(header);
                 copied = (long)payload;
             }
             else
             {
-                var source = new SegmentCursor(frame.Readable(txSegments));
-                source.Skip(VirtioNetHeader.Size);
-                var destination = new SegmentCursor(buffer.Writable(rxSegments));
-                destination.Advance(VirtioNetHeader.Size);
-                copied = destination.CopyFrom(ref source, (long)payload);
+                // The frame, then its header: the two may be the same memory.
+                var from = new SegmentCursor(frames.Readable(i));
+                from.Skip(VirtioNetHeader.Size);
+                var to = new SegmentCursor(buffers.Writable(filled));
+                to.Advance(VirtioNetHeader.Size);
+                copied = to.CopyFrom(ref from, (long)payload);
                 new VirtioNetHeader { NumBuffers = 1 }.TryWrite(header);
             }
 
-            rxTokens[buffers] = buffer.Token;
-            written[buffers] = (uint)(VirtioNetHeader.Size + copied);
-            txTokens[frames + dropped] = frame.Token;
-            buffers++;
-            frames++;
+            buffers.KeepToken(filled);
+            written[filled] = (uint)(VirtioNetHeader.Size + copied);
+            frames.KeepToken(i);
+            filled++;
         }
 
-        // Every frame before i went, delivered or dropped: frames + dropped == i.
-        EndBurst(tx, rx, txCount - i, rxCount - buffers, txTokens[..i], rxTokens[..buffers], written[..buffers]);
-        return new BurstStep(frames, dropped, outcome);
+        // Every frame popped went, but fewer than wanted were popped and more are there: the next
+        // has several segments, for a burst of single segments.
+        if (TPopped.OneSegmentEach && i == txCount && txCount < wanted && !tx.IsBroken && tx.HasAvailable)
+        {
+            outcome = BurstOutcome.Chains;
+        }
+
+        // Every frame before i went, delivered or dropped, in ring order.
+        EndBurst(tx, rx, txCount - i, rxCount - filled, txTokens[..i], rxTokens[..filled], written[..filled]);
+        return new BurstStep(filled, dropped, outcome);
     }
 
     // The end of a burst, of either kind: what was popped and not used goes back, the newest pops
@@ -286,98 +415,6 @@ public static class NetForwarder
         {
             tx.PushUsedBurst(txTokens, default);
         }
-    }
-
-    // One burst of the common case, every frame and every receive buffer one segment: pops each
-    // side with PopSingles, so a buffer's record is its segment and the tokens are ready to be
-    // returned; ForwardBurst's checks and outcomes otherwise, frame by frame. Stops with Chains
-    // where a buffer of several segments comes next. Publishes nothing.
-    private static BurstStep ForwardSingles<TTx, TRx>(TTx tx, TRx rx, bool mergeable, Span<ChainSegment> txSegments, Span<ChainSegment> rxSegments, Span<ChainToken> txTokens, Span<ChainToken> rxTokens, Span<uint> written)
-        where TTx : IDeviceRing
-        where TRx : IDeviceRing
-    {
-        var txCount = tx.PopSingles(txSegments, txTokens);
-        if (txCount == 0)
-        {
-            // Empty or broken, or a frame of several segments next.
-            return new BurstStep(0, 0, !tx.IsBroken && tx.HasAvailable ? BurstOutcome.Chains : BurstOutcome.Stop);
-        }
-
-        var rxCount = rx.PopSingles(rxSegments[..txCount], rxTokens);
-        var outcome = BurstOutcome.Continue;
-        var dropped = 0;
-        var buffers = 0;
-        var i = 0;
-        for (; i < txCount; i++)
-        {
-            var frame = txSegments[i];
-            if (frame.IsWritable || frame.Length < VirtioNetHeader.Size)
-            {
-                // 5.1.6.2: every transmitted buffer starts with the header (a device-writable one
-                // has no readable bytes). The frames before it are returned below; it and those
-                // after it stay with the broken queue.
-                tx.MarkBroken(BrokenReason.HeaderTooShort);
-                outcome = BurstOutcome.Stop;
-                break;
-            }
-
-            if (buffers == rxCount)
-            {
-                // Fewer receive buffers than frames: the driver has posted no more (wait for it),
-                // or the next one has several segments (a burst with records takes it).
-                outcome = rx.IsBroken ? BurstOutcome.Stop : rx.HasAvailable ? BurstOutcome.Chains : BurstOutcome.ReceiveFull;
-                break;
-            }
-
-            var buffer = rxSegments[buffers];
-            if (!buffer.IsWritable || buffer.Length < VirtioNetHeader.Size)
-            {
-                // Rings needs the receive header in the first writable segment.
-                rx.MarkBroken(BrokenReason.HeaderTooShort);
-                outcome = BurstOutcome.Stop;
-                break;
-            }
-
-            var payload = frame.Length - VirtioNetHeader.Size;
-            if (payload > buffer.Length - VirtioNetHeader.Size)
-            {
-                if (mergeable)
-                {
-                    // Needs several receive buffers (5.1.6.4): the per-frame path merges them.
-                    outcome = BurstOutcome.PerFrame;
-                    break;
-                }
-
-                // Does not fit one buffer and may not be merged (5.1.6.3.1): dropped (its token
-                // stays in place, returned below with the others); the buffer stays for the next frame.
-                rx.Counters.RecordDrop();
-                dropped++;
-                continue;
-            }
-
-            var destination = buffer.Span;
-            if (!TryCopySmallFrame(frame.Span, destination))
-            {
-                // The frame, then its header: the two may be the same memory.
-                frame.Span.Slice(VirtioNetHeader.Size, (int)payload).CopyTo(destination[VirtioNetHeader.Size..]);
-                new VirtioNetHeader { NumBuffers = 1 }.TryWrite(destination);
-            }
-
-            written[buffers] = VirtioNetHeader.Size + payload;
-            buffers++;
-        }
-
-        // Every frame popped went, but fewer than asked were popped and more are there: the next
-        // has several segments.
-        if (i == txCount && txCount < txSegments.Length && !tx.IsBroken && tx.HasAvailable)
-        {
-            outcome = BurstOutcome.Chains;
-        }
-
-        // Every frame before i went, delivered or dropped, in ring order: their tokens are the
-        // pop's own.
-        EndBurst(tx, rx, txCount - i, rxCount - buffers, txTokens[..i], rxTokens[..buffers], written[..buffers]);
-        return new BurstStep(buffers, dropped, outcome);
     }
 
     // The receive header of a forwarded frame as the first 32 bytes of a vector: all zero but
