@@ -3,8 +3,8 @@ using System.Runtime.CompilerServices;
 namespace Rings.Chains;
 
 /// <summary>
-/// Writes runs into a ring's private circular arrays (bookkeeping, never shared memory): one copy
-/// or fill, two where the run passes the array's end, instead of a bounds-checked store per entry.
+/// Writes runs into a ring's private circular arrays (bookkeeping, never shared memory): one copy,
+/// two where the run passes the array's end, instead of a bounds-checked store per entry.
 /// </summary>
 internal static class CircularArray
 {
@@ -23,22 +23,5 @@ internal static class CircularArray
         values[..room].CopyTo(ring.AsSpan(at));
         values[room..].CopyTo(ring);
         return values.Length - room;
-    }
-
-    /// <summary>Stores <paramref name="value"/> in <paramref name="count"/> entries of <paramref name="ring"/> from index <paramref name="at"/>, wrapping at its end.</summary>
-    /// <returns>The index after the last entry written (0 when the run ends at the array's end).</returns>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Fill<T>(T[] ring, int at, int count, T value)
-    {
-        var room = ring.Length - at;
-        if (count < room)
-        {
-            ring.AsSpan(at, count).Fill(value);
-            return at + count;
-        }
-
-        ring.AsSpan(at).Fill(value);
-        ring.AsSpan(0, count - room).Fill(value);
-        return count - room;
     }
 }

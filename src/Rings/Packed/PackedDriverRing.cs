@@ -1075,27 +1075,19 @@ public sealed unsafe class PackedDriverRing : IDriverRing
         }
     }
 
-    /// <summary>Frees a buffer id and skips the used position over its descriptors, by our own count (2.8.6).</summary>
+    /// <summary>
+    /// Without IN_ORDER: frees buffer <paramref name="id"/> (forgets its record, pushes the id on
+    /// the free-id stack) and skips the used position over its descriptors, by our own count (2.8.6).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Reclaim(ushort id)
     {
-        _freeDescriptors += FreeBuffer(ref _buffers[id], id, _freeIds, ref _freeIdCount, ref _usedPosition, ref _usedBits, _size);
-    }
-
-    /// <summary>
-    /// Frees buffer <paramref name="id"/>: forgets its record, skips the used position over its
-    /// descriptors by our own count (2.8.6) and pushes the id on the free-id stack. The positions
-    /// and the stack's top are the caller's (fields, or locals written back after a run).
-    /// </summary>
-    /// <returns>The descriptors freed.</returns>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int FreeBuffer(ref BufferRecord record, ushort id, ushort[] freeIds, ref int freeIdCount, ref int position, ref ushort bits, int size)
-    {
+        ref var record = ref _buffers[id];
         int count = record.Descriptors;
         record.Descriptors = 0;
-        SkipUsed(ref position, ref bits, count, size);
-        freeIds[freeIdCount++] = id;
-        return count;
+        SkipUsed(ref _usedPosition, ref _usedBits, count, _size);
+        _freeIds[_freeIdCount++] = id;
+        _freeDescriptors += count;
     }
 
     /// <summary>
